@@ -1,0 +1,146 @@
+//! [history](https://hl7.org/fhir/R4/http.html#history): instance
+//! (`GET [base]/[type]/[id]/_history`), type (`GET [base]/[type]/_history`) and system
+//! (`GET [base]/_history`) level, newest first, with `_since`, `_count` and `next` links
+//! (keyset paging: a page stays stable while new versions are written).
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use serde_json::{Value, json};
+use store::{HistoryQuery, HistoryScope, Method, search::DEFAULT_COUNT, search::MAX_COUNT};
+
+use crate::AppState;
+use crate::error::ApiError;
+use crate::http::{Fhir, Reply, check_type, encode_query, status_line};
+
+pub async fn system(State(state): State<AppState>, fhir: Fhir) -> Result<Response, ApiError> {
+    Ok(history(&state, &fhir, HistoryScope::System)
+        .await?
+        .into_http(fhir.pretty))
+}
+
+pub async fn type_level(
+    State(state): State<AppState>,
+    Path(ty): Path<String>,
+    fhir: Fhir,
+) -> Result<Response, ApiError> {
+    check_type(&state, &ty)?;
+    Ok(history(&state, &fhir, HistoryScope::Type(ty))
+        .await?
+        .into_http(fhir.pretty))
+}
+
+pub async fn instance(
+    State(state): State<AppState>,
+    Path((ty, id)): Path<(String, String)>,
+    fhir: Fhir,
+) -> Result<Response, ApiError> {
+    check_type(&state, &ty)?;
+    Ok(history(&state, &fhir, HistoryScope::Instance(ty, id))
+        .await?
+        .into_http(fhir.pretty))
+}
+
+pub async fn history(
+    state: &AppState,
+    fhir: &Fhir,
+    scope: HistoryScope,
+) -> Result<Reply, ApiError> {
+    let mut q = HistoryQuery {
+        scope: scope.clone(),
+        since: None,
+        count: DEFAULT_COUNT,
+        before: None,
+    };
+    let mut kept = Vec::new();
+    for (k, v) in &fhir.params {
+        match k.as_str() {
+            "_since" => {
+                let (start, _) = store::time::parse_range(v)
+                    .ok_or_else(|| ApiError::bad_request(format!("malformed _since '{v}'")))?;
+                q.since = Some(start);
+            }
+            "_count" => {
+                q.count = v
+                    .parse::<usize>()
+                    .map_err(|_| ApiError::bad_request(format!("malformed _count '{v}'")))?
+                    .min(MAX_COUNT);
+            }
+            "_cursor" => {
+                q.before = Some(
+                    v.parse()
+                        .map_err(|_| ApiError::bad_request(format!("malformed cursor '{v}'")))?,
+                );
+                continue;
+            }
+            _ if fhir.lenient => continue,
+            _ => {
+                return Err(ApiError::bad_request(format!(
+                    "unsupported history parameter '{k}'"
+                )));
+            }
+        }
+        kept.push((k.clone(), v.clone()));
+    }
+    let page = state.store.history(&fhir.ctx, &q).await?;
+    let path = match &scope {
+        HistoryScope::System => "_history".to_owned(),
+        HistoryScope::Type(t) => format!("{t}/_history"),
+        HistoryScope::Instance(t, id) => format!("{t}/{id}/_history"),
+    };
+    let link = |extra: Option<i64>| {
+        let mut p = kept.clone();
+        if let Some(c) = extra {
+            p.push(("_cursor".into(), c.to_string()));
+        }
+        let qs = encode_query(&p);
+        if qs.is_empty() {
+            format!("{}/{path}", fhir.base)
+        } else {
+            format!("{}/{path}?{qs}", fhir.base)
+        }
+    };
+    let mut links = vec![json!({"relation": "self", "url": link(q.before)})];
+    if let Some(next) = page.next {
+        links.push(json!({"relation": "next", "url": link(Some(next))}));
+    }
+    let entries: Vec<Value> = page
+        .versions
+        .iter()
+        .map(|v| {
+            let mut e = json!({
+                "fullUrl": format!("{}/{}/{}", fhir.base, v.resource_type, v.id),
+            });
+            if let Some(body) = &v.body
+                && let Ok(r) = serde_json::from_str::<Value>(body)
+            {
+                e["resource"] = r;
+            }
+            let (url, status) = match v.method {
+                Method::Post => (v.resource_type.clone(), StatusCode::CREATED),
+                Method::Put if v.version == 1 => {
+                    (format!("{}/{}", v.resource_type, v.id), StatusCode::CREATED)
+                }
+                Method::Put => (format!("{}/{}", v.resource_type, v.id), StatusCode::OK),
+                Method::Delete => (
+                    format!("{}/{}", v.resource_type, v.id),
+                    StatusCode::NO_CONTENT,
+                ),
+            };
+            e["request"] = json!({"method": v.method.as_str(), "url": url});
+            e["response"] = json!({
+                "status": status_line(status),
+                "etag": format!("W/\"{}\"", v.version),
+                "lastModified": v.last_updated_instant(),
+            });
+            e
+        })
+        .collect();
+    let bundle = json!({
+        "resourceType": "Bundle",
+        "type": "history",
+        "link": links,
+        "entry": entries,
+    });
+    Ok(Reply::json(StatusCode::OK, bundle))
+}

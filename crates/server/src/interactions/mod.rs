@@ -1,0 +1,84 @@
+//! One module per FHIR RESTful interaction. Each exposes an axum handler and, where bundles
+//! reuse it, a protocol-neutral function returning a [`crate::http::Reply`].
+
+pub mod batch;
+pub mod capabilities;
+pub mod create;
+pub mod delete;
+pub mod history;
+pub mod patch;
+pub mod read;
+pub mod search;
+pub mod update;
+pub mod vread;
+
+use axum::http::StatusCode;
+use store::{Outcome, SearchQuery};
+
+use crate::AppState;
+use crate::error::ApiError;
+use crate::http::{Fhir, Reply, Return};
+
+/// The reply to a write, per the spec's status codes and `Prefer`.
+pub(crate) fn outcome_reply(fhir: &Fhir, outcome: &Outcome) -> Reply {
+    match outcome {
+        Outcome::Created(r) => Reply::resource(StatusCode::CREATED, r, fhir.prefer, "created")
+            .with_location(&fhir.base, r),
+        Outcome::Updated(r) => Reply::resource(StatusCode::OK, r, fhir.prefer, "updated"),
+        Outcome::Existing(r) => Reply::resource(StatusCode::OK, r, fhir.prefer, "matched existing")
+            .with_location(&fhir.base, r),
+        Outcome::Deleted(r) => {
+            let mut reply = Reply::resource(StatusCode::NO_CONTENT, r, Return::Minimal, "deleted");
+            if fhir.prefer == Return::OperationOutcome {
+                reply.status = StatusCode::OK;
+                reply.body = crate::http::ReplyBody::Json(crate::error::information(format!(
+                    "deleted {}/{} (version {})",
+                    r.resource_type, r.id, r.version
+                )));
+            }
+            reply
+        }
+        Outcome::NoOp => {
+            let mut reply = Reply::json(StatusCode::NO_CONTENT, serde_json::Value::Null);
+            reply.body = crate::http::ReplyBody::None;
+            if fhir.prefer == Return::OperationOutcome {
+                reply.status = StatusCode::OK;
+                reply.body =
+                    crate::http::ReplyBody::Json(crate::error::information("nothing to delete"));
+            }
+            reply
+        }
+    }
+}
+
+/// The search criteria of a conditional interaction (`[type]?criteria`); at least one is needed.
+pub(crate) fn conditional_query(
+    state: &AppState,
+    ty: &str,
+    params: &[(String, String)],
+) -> Result<SearchQuery, ApiError> {
+    let q = SearchQuery::parse(Some(ty), params, state.store.extractor(), false)?;
+    if q.filters.is_empty() {
+        return Err(ApiError::bad_request(
+            "a conditional interaction needs search criteria (e.g. ?identifier=system|value)",
+        ));
+    }
+    Ok(q)
+}
+
+/// The query of an `If-None-Exist` header (`identifier=...`, optionally prefixed by `Type?`).
+pub(crate) fn if_none_exist(
+    state: &AppState,
+    ty: &str,
+    value: &str,
+) -> Result<SearchQuery, ApiError> {
+    let criteria = value.split_once('?').map(|(_, q)| q).unwrap_or(value);
+    let q = store::search::parse_query_string(criteria);
+    conditional_query(state, ty, &q).map_err(|e| {
+        let mut e = e;
+        if let Some(i) = e.issues.first_mut() {
+            i.diagnostics = format!("If-None-Exist: {}", i.diagnostics);
+        }
+        e
+    })
+}

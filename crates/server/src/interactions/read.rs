@@ -1,0 +1,29 @@
+//! [read](https://hl7.org/fhir/R4/http.html#read): `GET [base]/[type]/[id]`. A deleted resource
+//! answers 410 Gone, an unknown one 404.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+
+use crate::AppState;
+use crate::error::ApiError;
+use crate::http::{Fhir, Reply, Return, check_type};
+
+pub async fn handler(
+    State(state): State<AppState>,
+    Path((ty, id)): Path<(String, String)>,
+    fhir: Fhir,
+) -> Result<Response, ApiError> {
+    Ok(read(&state, &fhir, &ty, &id).await?.into_http(fhir.pretty))
+}
+
+pub async fn read(state: &AppState, fhir: &Fhir, ty: &str, id: &str) -> Result<Reply, ApiError> {
+    check_type(state, ty)?;
+    let r = state.store.read(&fhir.ctx, ty, id).await?;
+    Ok(Reply::resource(
+        StatusCode::OK,
+        &r,
+        Return::Representation,
+        "read",
+    ))
+}

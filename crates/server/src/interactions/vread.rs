@@ -1,0 +1,44 @@
+//! [vread](https://hl7.org/fhir/R4/http.html#vread): `GET [base]/[type]/[id]/_history/[vid]`.
+//! A version that is a deletion answers 410 Gone.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+
+use crate::AppState;
+use crate::error::ApiError;
+use crate::http::{Fhir, Reply, Return, check_type};
+
+pub async fn handler(
+    State(state): State<AppState>,
+    Path((ty, id, vid)): Path<(String, String, String)>,
+    fhir: Fhir,
+) -> Result<Response, ApiError> {
+    Ok(vread(&state, &fhir, &ty, &id, &vid)
+        .await?
+        .into_http(fhir.pretty))
+}
+
+pub async fn vread(
+    state: &AppState,
+    fhir: &Fhir,
+    ty: &str,
+    id: &str,
+    vid: &str,
+) -> Result<Reply, ApiError> {
+    check_type(state, ty)?;
+    let Ok(version) = vid.parse::<u64>() else {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not-found",
+            format!("{ty}/{id}/_history/{vid} not found (version ids are integers)"),
+        ));
+    };
+    let r = state.store.vread(&fhir.ctx, ty, id, version).await?;
+    Ok(Reply::resource(
+        StatusCode::OK,
+        &r,
+        Return::Representation,
+        "read",
+    ))
+}

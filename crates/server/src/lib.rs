@@ -1,0 +1,129 @@
+//! Renkei's HTTP server: the FHIR R4 RESTful API over a [`store::Store`], plus health endpoints.
+//!
+//! # What it owns
+//! HTTP: routing, content negotiation (`application/fhir+json` only; XML answers 406/415),
+//! `_format`/`_pretty`/`Prefer`, ETag/Last-Modified/Location headers, bundles, and the single
+//! mapping from store and validation errors to HTTP status + OperationOutcome (`error`).
+//!
+//! # What it must not do
+//! Touch SQL (everything goes through the `Store` trait), or validate FHIR structure itself
+//! (that is the [`validation::Validator`] seam, implemented by the `fhir` crate).
+//!
+//! # Layout
+//! - [`app`] builds the router; [`run`] serves it until the shutdown future resolves, letting
+//!   in-flight requests finish.
+//! - `interactions/`: one module per FHIR interaction, each linking its spec section.
+//! - `http`: per-request metadata and the protocol-neutral `Reply`; `error`: the error table.
+
+pub mod error;
+mod health;
+pub mod http;
+pub mod interactions;
+pub mod validation;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use store::Store;
+
+pub use error::ApiError;
+pub use validation::{R4Validator, Severity, ValidationIssue, Validator};
+
+use interactions::{
+    batch, capabilities, create, delete, history, patch, read, search, update, vread,
+};
+
+/// Server settings.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// The FHIR base URL clients use (`https://fhir.example.org/fhir`); derived from the `Host`
+    /// header when `None`.
+    pub base_url: Option<String>,
+    /// Largest accepted request body (bundles can be large).
+    pub max_body_bytes: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            base_url: None,
+            max_body_bytes: 64 * 1024 * 1024,
+        }
+    }
+}
+
+/// What every handler shares.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    pub store: Arc<dyn Store>,
+    pub validator: Arc<dyn Validator>,
+    pub config: Arc<ServerConfig>,
+}
+
+impl AppState {
+    pub fn new(store: Arc<dyn Store>, validator: Arc<dyn Validator>, config: ServerConfig) -> Self {
+        AppState {
+            store,
+            validator,
+            config: Arc::new(config),
+        }
+    }
+}
+
+/// The router: FHIR under `/fhir`, `/healthz`, `/readyz`.
+pub fn app(state: AppState) -> Router {
+    let limit = state.config.max_body_bytes;
+    Router::new()
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/fhir", post(batch::handler).get(search::system))
+        .route("/fhir/", post(batch::handler).get(search::system))
+        .route("/fhir/metadata", get(capabilities::handler))
+        .route("/fhir/_history", get(history::system))
+        .route(
+            "/fhir/{type}",
+            get(search::type_search)
+                .post(create::handler)
+                .put(update::conditional_handler)
+                .delete(delete::conditional_handler),
+        )
+        .route("/fhir/{type}/_search", post(search::post_search))
+        .route("/fhir/{type}/_history", get(history::type_level))
+        .route(
+            "/fhir/{type}/{id}",
+            get(read::handler)
+                .put(update::handler)
+                .delete(delete::handler)
+                .patch(patch::handler),
+        )
+        .route("/fhir/{type}/{id}/_history", get(history::instance))
+        .route("/fhir/{type}/{id}/_history/{vid}", get(vread::handler))
+        .fallback(|| async {
+            ApiError::new(StatusCode::NOT_FOUND, "not-found", "no such endpoint")
+        })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "not-supported",
+                "method not allowed here",
+            )
+        })
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(state)
+}
+
+/// Serves [`app`] on `listener` until `shutdown` resolves; requests in flight then finish
+/// before this returns.
+pub async fn run(
+    state: AppState,
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, app(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+}

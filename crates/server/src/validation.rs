@@ -1,0 +1,114 @@
+//! The one seam where resource validation plugs into every write (REST, bundles, import).
+//!
+//! [`Validator`] is what the server calls before any write reaches the store. [`R4Validator`]
+//! calls `fhir::validate_resource` (structure, JSON types, cardinality, required elements,
+//! primitive formats, against the R4 StructureDefinitions) and maps its issues to
+//! [`ValidationIssue`]s. This crate deliberately contains no FHIR structure validator of its own.
+
+use serde_json::Value;
+
+/// Severity of a validation issue (OperationOutcome `issue.severity`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Severity {
+    Fatal,
+    Error,
+    Warning,
+    Information,
+}
+
+impl Severity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Fatal => "fatal",
+            Severity::Error => "error",
+            Severity::Warning => "warning",
+            Severity::Information => "information",
+        }
+    }
+}
+
+/// One problem found in a resource.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ValidationIssue {
+    pub severity: Severity,
+    /// An OperationOutcome issue type code (`structure`, `required`, `value`, `invalid`, ...).
+    pub code: String,
+    /// Where, as a FHIRPath-like path (`Patient.name[0].given`).
+    pub expression: Option<String>,
+    pub message: String,
+}
+
+/// Validates resources before they are written.
+pub trait Validator: Send + Sync + std::fmt::Debug {
+    /// Is `name` a resource type of FHIR R4?
+    fn is_resource_type(&self, name: &str) -> bool;
+
+    /// Every resource type the server accepts (listed in the CapabilityStatement).
+    fn resource_types(&self) -> Vec<&'static str>;
+
+    /// Checks a resource; issues of severity `error` or `fatal` reject the write.
+    fn validate(&self, resource: &Value) -> Result<(), Vec<ValidationIssue>>;
+}
+
+/// Validation against the FHIR R4 definitions (`fhir::validate_resource`).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct R4Validator;
+
+impl Validator for R4Validator {
+    fn is_resource_type(&self, name: &str) -> bool {
+        fhir::r4().is_concrete_resource(name)
+    }
+
+    fn resource_types(&self) -> Vec<&'static str> {
+        let defs = fhir::r4();
+        let mut types: Vec<&'static str> = defs
+            .resource_types()
+            .filter(|t| defs.is_concrete_resource(t))
+            .collect();
+        types.sort_unstable();
+        types
+    }
+
+    fn validate(&self, resource: &Value) -> Result<(), Vec<ValidationIssue>> {
+        fhir::validate_resource(resource).map_err(|errors| {
+            errors
+                .issues
+                .into_iter()
+                .map(|issue| ValidationIssue {
+                    severity: match issue.severity {
+                        fhir::Severity::Fatal => Severity::Fatal,
+                        fhir::Severity::Error => Severity::Error,
+                        fhir::Severity::Warning => Severity::Warning,
+                        fhir::Severity::Information => Severity::Information,
+                    },
+                    code: issue.code.as_str().to_string(),
+                    expression: (!issue.expression.is_empty()).then_some(issue.expression),
+                    message: issue.message,
+                })
+                .collect()
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn knows_the_r4_resource_types() {
+        assert!(R4Validator.is_resource_type("Patient"));
+        assert!(!R4Validator.is_resource_type("Patients"));
+        assert!(!R4Validator.is_resource_type("DomainResource"));
+        assert_eq!(R4Validator.resource_types().len(), 146);
+    }
+
+    #[test]
+    fn reports_the_offending_element() {
+        let issues = R4Validator
+            .validate(&json!({"resourceType": "Patient", "birthDate": "1970-13-01"}))
+            .unwrap_err();
+        assert_eq!(issues[0].expression.as_deref(), Some("Patient.birthDate"));
+        assert_eq!(issues[0].severity, Severity::Error);
+    }
+}

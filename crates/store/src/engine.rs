@@ -1,0 +1,569 @@
+//! The write algorithm shared by both backends: one call applies a list of writes inside one
+//! database transaction that the backend opened and will commit (or roll back).
+//!
+//! Order of work, for a list already in the FHIR processing order (the caller sorts):
+//! 1. deletes, as they come;
+//! 2. at the first non-delete entry, a planning pass over the rest: conditional creates and
+//!    conditional updates are matched, new ids are chosen, and every entry's `fullUrl` is mapped
+//!    to the `Type/id` it will have;
+//! 3. each write: `fullUrl` references rewritten, conditional references resolved (against the
+//!    transaction's own state, so a resource created earlier in the same transaction is found),
+//!    `id` and `meta.versionId`/`meta.lastUpdated` set, index rows extracted, then the version,
+//!    the current-version pointer, the index rows and the change-feed row written.
+//!
+//! In atomic mode the first failure aborts the whole call (the backend rolls back); in batch mode
+//! each entry runs under a savepoint and fails alone.
+
+use std::collections::{BTreeSet, HashMap};
+use std::future::Future;
+
+use serde_json::{Map, Value};
+
+use crate::context::RequestContext;
+use crate::error::StoreError;
+use crate::index::{IndexExtractor, IndexRow};
+use crate::model::{Method, Outcome, StoredResource, WriteEntry, WriteOp};
+use crate::refs;
+use crate::search::SearchQuery;
+
+/// The current version of a resource, as the write path needs it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Current {
+    pub rid: i64,
+    pub version: u64,
+    pub deleted: bool,
+}
+
+/// A version to write.
+#[derive(Debug)]
+pub(crate) struct NewVersion<'a> {
+    pub rid: Option<i64>,
+    pub resource_type: &'a str,
+    pub id: &'a str,
+    pub version: u64,
+    pub last_updated: i64,
+    pub method: Method,
+    pub body: Option<&'a str>,
+    pub index: &'a [IndexRow],
+    pub request_id: &'a str,
+}
+
+/// What a backend provides inside one open transaction.
+pub(crate) trait Backend {
+    fn current(
+        &mut self,
+        resource_type: &str,
+        id: &str,
+    ) -> impl Future<Output = Result<Option<Current>, StoreError>>;
+    /// The current version (body included), deleted or not.
+    fn load(
+        &mut self,
+        resource_type: &str,
+        id: &str,
+    ) -> impl Future<Output = Result<Option<StoredResource>, StoreError>>;
+    /// Up to `limit` matches of `query`, as `(type, id)`.
+    fn matches(
+        &mut self,
+        query: &SearchQuery,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<(String, String)>, StoreError>>;
+    fn write(&mut self, v: NewVersion<'_>) -> impl Future<Output = Result<(), StoreError>>;
+    fn savepoint(&mut self) -> impl Future<Output = Result<(), StoreError>>;
+    fn release(&mut self) -> impl Future<Output = Result<(), StoreError>>;
+    fn rollback_to_savepoint(&mut self) -> impl Future<Output = Result<(), StoreError>>;
+}
+
+/// The decision the planning pass took for an entry.
+#[derive(Debug)]
+enum Plan {
+    /// Create (or conditionally update into a create) with this id.
+    New(String),
+    /// Conditional create matched this resource.
+    Existing(StoredResource),
+    /// Conditional update matched this id.
+    UpdateId(String),
+    /// Planning failed; the error is reported when the entry is processed.
+    Failed(StoreError),
+}
+
+pub(crate) async fn apply<B: Backend>(
+    b: &mut B,
+    extractor: &dyn IndexExtractor,
+    ctx: &RequestContext,
+    now: i64,
+    mut entries: Vec<WriteEntry>,
+    atomic: bool,
+) -> Result<Vec<Result<Outcome, StoreError>>, StoreError> {
+    let mut plans: Vec<Option<Plan>> = (0..entries.len()).map(|_| None).collect();
+    let mut urls: HashMap<String, String> = HashMap::new();
+    let mut planned = false;
+    let mut results = Vec::with_capacity(entries.len());
+    let mut resolved = HashMap::new();
+    for i in 0..entries.len() {
+        let is_delete = matches!(
+            entries[i].op,
+            WriteOp::Delete { .. } | WriteOp::ConditionalDelete { .. }
+        );
+        if !planned && !is_delete {
+            plan(b, &entries[i..], &mut plans[i..], &mut urls).await?;
+            planned = true;
+        }
+        let op = std::mem::replace(
+            &mut entries[i].op,
+            WriteOp::ConditionalDelete {
+                query: SearchQuery::default(),
+            },
+        );
+        if !atomic {
+            b.savepoint().await?;
+        }
+        let result = write_one(
+            b,
+            extractor,
+            ctx,
+            now,
+            op,
+            plans[i].take(),
+            &urls,
+            &mut resolved,
+        )
+        .await;
+        if result.is_err() {
+            // A failed entry may have been rolled back to its savepoint: forget what it resolved.
+            resolved.clear();
+        }
+        match result {
+            Ok(outcome) => {
+                if !atomic {
+                    b.release().await?;
+                }
+                results.push(Ok(outcome));
+            }
+            Err(e) if atomic => return Err(e.in_entry(i)),
+            Err(e) => {
+                b.rollback_to_savepoint().await?;
+                if matches!(e.kind(), crate::ErrorKind::Backend) {
+                    tracing::warn!(entry = i, error = %e, "batch entry failed");
+                }
+                results.push(Err(e));
+            }
+        }
+    }
+    Ok(results)
+}
+
+async fn plan<B: Backend>(
+    b: &mut B,
+    entries: &[WriteEntry],
+    plans: &mut [Option<Plan>],
+    urls: &mut HashMap<String, String>,
+) -> Result<(), StoreError> {
+    for (entry, slot) in entries.iter().zip(plans.iter_mut()) {
+        let (plan, target) = match &entry.op {
+            WriteOp::Create {
+                resource,
+                if_none_exist,
+            } => {
+                let ty = resource_type_of(resource).unwrap_or_default().to_owned();
+                match if_none_exist {
+                    None => {
+                        let id = new_id();
+                        (Plan::New(id.clone()), Some(format!("{ty}/{id}")))
+                    }
+                    Some(q) => match b.matches(q, 2).await {
+                        Ok(m) if m.is_empty() => {
+                            let id = new_id();
+                            (Plan::New(id.clone()), Some(format!("{ty}/{id}")))
+                        }
+                        Ok(m) if m.len() == 1 => {
+                            let (t, id) = &m[0];
+                            match b.load(t, id).await? {
+                                Some(r) => (Plan::Existing(r), Some(format!("{t}/{id}"))),
+                                None => (Plan::New(new_id()), None),
+                            }
+                        }
+                        Ok(m) => (
+                            Plan::Failed(StoreError::MultipleMatches {
+                                what: "If-None-Exist".into(),
+                                count: m.len(),
+                            }),
+                            None,
+                        ),
+                        Err(e) => (Plan::Failed(e), None),
+                    },
+                }
+            }
+            WriteOp::ConditionalUpdate { query, resource } => {
+                let ty = resource_type_of(resource).unwrap_or_default().to_owned();
+                match b.matches(query, 2).await {
+                    Ok(m) if m.is_empty() => {
+                        let id = resource
+                            .get("id")
+                            .and_then(Value::as_str)
+                            .map(str::to_owned)
+                            .unwrap_or_else(new_id);
+                        (Plan::New(id.clone()), Some(format!("{ty}/{id}")))
+                    }
+                    Ok(m) if m.len() == 1 => {
+                        let id = m[0].1.clone();
+                        (Plan::UpdateId(id.clone()), Some(format!("{ty}/{id}")))
+                    }
+                    Ok(m) => (
+                        Plan::Failed(StoreError::MultipleMatches {
+                            what: "conditional update".into(),
+                            count: m.len(),
+                        }),
+                        None,
+                    ),
+                    Err(e) => (Plan::Failed(e), None),
+                }
+            }
+            WriteOp::Update {
+                resource_type, id, ..
+            } => {
+                if let Some(u) = &entry.full_url {
+                    urls.insert(u.clone(), format!("{resource_type}/{id}"));
+                }
+                continue;
+            }
+            WriteOp::Delete { .. } | WriteOp::ConditionalDelete { .. } => continue,
+        };
+        if let (Some(u), Some(t)) = (&entry.full_url, target) {
+            urls.insert(u.clone(), t);
+        }
+        *slot = Some(plan);
+    }
+    Ok(())
+}
+
+fn new_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+fn resource_type_of(resource: &Value) -> Result<&str, StoreError> {
+    resource
+        .get("resourceType")
+        .and_then(Value::as_str)
+        .ok_or_else(|| StoreError::Invalid("resource has no resourceType".into()))
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn write_one<B: Backend>(
+    b: &mut B,
+    extractor: &dyn IndexExtractor,
+    ctx: &RequestContext,
+    now: i64,
+    op: WriteOp,
+    plan: Option<Plan>,
+    urls: &HashMap<String, String>,
+    resolved: &mut HashMap<String, String>,
+) -> Result<Outcome, StoreError> {
+    let plan = match plan {
+        Some(Plan::Failed(e)) => return Err(e),
+        p => p,
+    };
+    match op {
+        WriteOp::Create { resource, .. } => match plan {
+            Some(Plan::Existing(r)) => Ok(Outcome::Existing(r)),
+            Some(Plan::New(id)) => {
+                let ty = resource_type_of(&resource)?.to_owned();
+                put(
+                    b,
+                    extractor,
+                    ctx,
+                    now,
+                    &ty,
+                    &id,
+                    resource,
+                    None,
+                    urls,
+                    resolved,
+                    Method::Post,
+                )
+                .await
+            }
+            _ => Err(StoreError::Backend("create entry was not planned".into())),
+        },
+        WriteOp::ConditionalUpdate { resource, .. } => {
+            let ty = resource_type_of(&resource)?.to_owned();
+            let id = match plan {
+                Some(Plan::New(id)) => id,
+                Some(Plan::UpdateId(id)) => {
+                    if let Some(body_id) = resource.get("id").and_then(Value::as_str)
+                        && body_id != id
+                    {
+                        return Err(StoreError::Invalid(format!(
+                            "conditional update matched {ty}/{id} but the resource has id '{body_id}'"
+                        )));
+                    }
+                    id
+                }
+                _ => {
+                    return Err(StoreError::Backend(
+                        "conditional update was not planned".into(),
+                    ));
+                }
+            };
+            put(
+                b,
+                extractor,
+                ctx,
+                now,
+                &ty,
+                &id,
+                resource,
+                None,
+                urls,
+                resolved,
+                Method::Put,
+            )
+            .await
+        }
+        WriteOp::Update {
+            resource_type,
+            id,
+            resource,
+            if_match,
+        } => {
+            let ty = resource_type_of(&resource)?;
+            if ty != resource_type {
+                return Err(StoreError::Invalid(format!(
+                    "resourceType '{ty}' does not match '{resource_type}'"
+                )));
+            }
+            put(
+                b,
+                extractor,
+                ctx,
+                now,
+                &resource_type,
+                &id,
+                resource,
+                if_match,
+                urls,
+                resolved,
+                Method::Put,
+            )
+            .await
+        }
+        WriteOp::Delete {
+            resource_type,
+            id,
+            if_match,
+        } => delete(b, ctx, now, &resource_type, &id, if_match).await,
+        WriteOp::ConditionalDelete { query } => {
+            let m = b.matches(&query, 2).await?;
+            match m.as_slice() {
+                [] => Ok(Outcome::NoOp),
+                [(t, id)] => {
+                    let (t, id) = (t.clone(), id.clone());
+                    delete(b, ctx, now, &t, &id, None).await
+                }
+                _ => Err(StoreError::MultipleMatches {
+                    what: "conditional delete".into(),
+                    count: m.len(),
+                }),
+            }
+        }
+    }
+}
+
+async fn delete<B: Backend>(
+    b: &mut B,
+    ctx: &RequestContext,
+    now: i64,
+    ty: &str,
+    id: &str,
+    if_match: Option<u64>,
+) -> Result<Outcome, StoreError> {
+    let Some(cur) = b.current(ty, id).await? else {
+        return Err(StoreError::NotFound {
+            resource_type: ty.into(),
+            id: id.into(),
+            version: None,
+        });
+    };
+    if let Some(expected) = if_match
+        && expected != cur.version
+    {
+        return Err(StoreError::VersionConflict {
+            resource_type: ty.into(),
+            id: id.into(),
+            expected,
+            current: Some(cur.version),
+        });
+    }
+    if cur.deleted {
+        return Ok(Outcome::NoOp);
+    }
+    let v = NewVersion {
+        rid: Some(cur.rid),
+        resource_type: ty,
+        id,
+        version: cur.version + 1,
+        last_updated: now,
+        method: Method::Delete,
+        body: None,
+        index: &[],
+        request_id: &ctx.request_id,
+    };
+    b.write(v).await?;
+    Ok(Outcome::Deleted(StoredResource {
+        resource_type: ty.into(),
+        id: id.into(),
+        version: cur.version + 1,
+        last_updated: now,
+        deleted: true,
+        method: Method::Delete,
+        body: None,
+    }))
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn put<B: Backend>(
+    b: &mut B,
+    extractor: &dyn IndexExtractor,
+    ctx: &RequestContext,
+    now: i64,
+    ty: &str,
+    id: &str,
+    mut resource: Value,
+    if_match: Option<u64>,
+    urls: &HashMap<String, String>,
+    resolved: &mut HashMap<String, String>,
+    method: Method,
+) -> Result<Outcome, StoreError> {
+    if !resource.is_object() {
+        return Err(StoreError::Invalid(
+            "a resource must be a JSON object".into(),
+        ));
+    }
+    let cur = b.current(ty, id).await?;
+    if let Some(expected) = if_match {
+        match cur {
+            Some(c) if c.version == expected && !c.deleted => {}
+            c => {
+                return Err(StoreError::VersionConflict {
+                    resource_type: ty.into(),
+                    id: id.into(),
+                    expected,
+                    current: c.map(|c| c.version),
+                });
+            }
+        }
+    }
+    refs::rewrite(&mut resource, urls);
+    resolve_conditional_references(b, extractor, &mut resource, resolved).await?;
+    let version = cur.map(|c| c.version + 1).unwrap_or(1);
+    let resource = with_meta(resource, id, version, now);
+    let index = extractor.extract(ty, &resource)?;
+    let body = serde_json::to_string(&resource)
+        .map_err(|e| StoreError::Invalid(format!("resource cannot be serialized: {e}")))?;
+    b.write(NewVersion {
+        rid: cur.map(|c| c.rid),
+        resource_type: ty,
+        id,
+        version,
+        last_updated: now,
+        method,
+        body: Some(&body),
+        index: &index,
+        request_id: &ctx.request_id,
+    })
+    .await?;
+    let stored = StoredResource {
+        resource_type: ty.into(),
+        id: id.into(),
+        version,
+        last_updated: now,
+        deleted: false,
+        method,
+        body: Some(body),
+    };
+    Ok(match cur {
+        Some(c) if !c.deleted => Outcome::Updated(stored),
+        _ => Outcome::Created(stored),
+    })
+}
+
+async fn resolve_conditional_references<B: Backend>(
+    b: &mut B,
+    extractor: &dyn IndexExtractor,
+    resource: &mut Value,
+    resolved: &mut HashMap<String, String>,
+) -> Result<(), StoreError> {
+    let mut found = BTreeSet::new();
+    refs::conditional_references(resource, &mut found);
+    if found.is_empty() {
+        return Ok(());
+    }
+    let mut map = HashMap::new();
+    for url in found {
+        // Resolutions are remembered for the rest of the call: a transaction (or import chunk)
+        // referring many times to the same practitioner asks the database once.
+        if let Some(target) = resolved.get(&url) {
+            map.insert(url, target.clone());
+            continue;
+        }
+        let q = SearchQuery::parse_url(&url, extractor)?;
+        let m = b.matches(&q, 2).await?;
+        match m.as_slice() {
+            [(t, id)] => {
+                resolved.insert(url.clone(), format!("{t}/{id}"));
+                map.insert(url, format!("{t}/{id}"));
+            }
+            [] => {
+                return Err(StoreError::Invalid(format!(
+                    "conditional reference '{url}' matches no resource"
+                )));
+            }
+            _ => {
+                return Err(StoreError::MultipleMatches {
+                    what: format!("conditional reference '{url}'"),
+                    count: m.len(),
+                });
+            }
+        }
+    }
+    refs::rewrite(resource, &map);
+    Ok(())
+}
+
+/// The resource with `id` and `meta.versionId` / `meta.lastUpdated` set, `resourceType`, `id`
+/// and `meta` first, every other member in its original order.
+fn with_meta(resource: Value, id: &str, version: u64, now: i64) -> Value {
+    let Value::Object(mut obj) = resource else {
+        return resource;
+    };
+    let mut meta = match obj.shift_remove("meta") {
+        Some(Value::Object(m)) => m,
+        _ => Map::new(),
+    };
+    meta.insert("versionId".into(), Value::String(version.to_string()));
+    meta.insert(
+        "lastUpdated".into(),
+        Value::String(crate::time::format_instant(now)),
+    );
+    let mut out = Map::with_capacity(obj.len() + 2);
+    if let Some(t) = obj.shift_remove("resourceType") {
+        out.insert("resourceType".into(), t);
+    }
+    obj.shift_remove("id");
+    out.insert("id".into(), Value::String(id.into()));
+    out.insert("meta".into(), Value::Object(meta));
+    out.extend(obj);
+    Value::Object(out)
+}
+
+/// Drives a future that never waits (the SQLite backend's, whose calls are synchronous) to
+/// completion on the current thread.
+pub(crate) fn run_ready<F: Future>(fut: F) -> Result<F::Output, StoreError> {
+    let mut fut = std::pin::pin!(fut);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match fut.as_mut().poll(&mut cx) {
+        std::task::Poll::Ready(v) => Ok(v),
+        std::task::Poll::Pending => Err(StoreError::Backend(
+            "a synchronous store operation unexpectedly waited".into(),
+        )),
+    }
+}

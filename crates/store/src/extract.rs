@@ -1,0 +1,875 @@
+//! The search-index extractor for every FHIR R4 search parameter.
+//!
+//! Each parameter's FHIRPath expression (from the generated R4 definitions) is compiled once
+//! per resource type; on every write it is evaluated over the resource, and each resulting
+//! element becomes index rows in the shape of its parameter type:
+//!
+//! | type | from | row |
+//! | --- | --- | --- |
+//! | string | string-like primitives, `HumanName` and `Address` parts | normalised + exact text |
+//! | token | `Coding`, `CodeableConcept`, `Identifier`, `ContactPoint`, `code`, `boolean`, ... | system, code, display |
+//! | reference | `Reference` (and its `identifier`), `canonical`, `uri` | target type/id or URL |
+//! | date | `date`, `dateTime`, `instant`, `Period`, `Timing` | `[lo, hi)` in µs |
+//! | number | `integer`, `decimal` | value and its precision interval |
+//! | quantity | `Quantity` and profiles, `Money`, `Range` | as written, plus the canonical UCUM row |
+//! | uri | `uri`, `url`, `canonical` | the URI |
+//! | composite | the components, evaluated on each item of the base expression | one group per combination |
+//!
+//! Naming conventions the search engine relies on: component `i` of a composite parameter `p`
+//! is stored under `p$i` with one `group` per combination; a reference's `identifier` is
+//! stored as a token under `p:identifier` (for the `:identifier` modifier); a quantity whose
+//! unit UCUM knows is also stored in canonical base units under `p:canonical` (and `p$i:canonical`
+//! for a composite's component), so that a unit-aware search compares `5 g` with `5000 mg`
+//! while a search without a unit still compares the numbers as written.
+//! `_id` and `_lastUpdated` are columns of the resource table, and `special` parameters are
+//! not indexed here.
+
+use std::collections::HashMap;
+
+use fhir::{Definitions, SearchParamType};
+use fhirpath::quantity::Quantity;
+use fhirpath::{Environment, Expression, Node, Value};
+use serde_json::Value as Json;
+use unicode_normalization::UnicodeNormalization;
+
+use crate::error::StoreError;
+use crate::index::{IndexExtractor, IndexRow, IndexValue, ParamDef, ParamType};
+use crate::time::parse_range;
+
+/// The UCUM system URL.
+pub const UCUM: &str = "http://unitsofmeasure.org";
+
+/// Most component combinations one composite item may produce (a guard against blow-up).
+const MAX_COMBINATIONS: usize = 64;
+
+/// One compiled search parameter of one resource type.
+#[derive(Debug)]
+struct CompiledParam {
+    code: String,
+    kind: ParamType,
+    expression: Expression,
+    /// For composites: each component's type and expression (relative to an item).
+    components: Vec<(ParamType, Expression)>,
+    documentation: String,
+}
+
+/// Extracts index rows for every R4 search parameter of every resource type.
+#[derive(Debug)]
+pub struct FhirIndexExtractor {
+    defs: &'static Definitions,
+    by_type: HashMap<String, Vec<CompiledParam>>,
+}
+
+impl Default for FhirIndexExtractor {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn param_type(kind: SearchParamType) -> ParamType {
+    match kind {
+        SearchParamType::Number => ParamType::Number,
+        SearchParamType::Date => ParamType::Date,
+        SearchParamType::String => ParamType::String,
+        SearchParamType::Token => ParamType::Token,
+        SearchParamType::Reference => ParamType::Reference,
+        SearchParamType::Composite => ParamType::Composite,
+        SearchParamType::Quantity => ParamType::Quantity,
+        SearchParamType::Uri => ParamType::Uri,
+        SearchParamType::Special => ParamType::Special,
+    }
+}
+
+impl FhirIndexExtractor {
+    /// Compiles the expressions of every search parameter of every R4 resource type.
+    pub fn new() -> Self {
+        let defs = fhir::r4();
+        let mut by_type = HashMap::new();
+        for resource_type in defs
+            .resource_types()
+            .filter(|t| defs.is_concrete_resource(t))
+        {
+            let mut params = Vec::new();
+            for param in defs.search_params(resource_type) {
+                let kind = param_type(param.kind);
+                if matches!(param.code.as_str(), "_id" | "_lastUpdated")
+                    || kind == ParamType::Special
+                {
+                    continue;
+                }
+                let Some(source) = param.expression_for(resource_type) else {
+                    continue;
+                };
+                // The definitions are tested to parse; one that did not would only lose its index.
+                let Ok(expression) = Expression::parse(source) else {
+                    tracing::warn!(param = %param.code, resource_type, "search parameter expression does not parse");
+                    continue;
+                };
+                let components = param
+                    .components
+                    .iter()
+                    .filter_map(|c| {
+                        let kind = defs
+                            .search_param_by_url(&c.definition)
+                            .map(|p| param_type(p.kind))?;
+                        Some((kind, Expression::parse(&c.expression).ok()?))
+                    })
+                    .collect::<Vec<_>>();
+                if kind == ParamType::Composite && components.len() != param.components.len() {
+                    continue;
+                }
+                params.push(CompiledParam {
+                    code: param.code.clone(),
+                    kind,
+                    documentation: format!("{} ({}): {source}", param.code, param.kind),
+                    expression,
+                    components,
+                });
+            }
+            by_type.insert(resource_type.to_string(), params);
+        }
+        FhirIndexExtractor { defs, by_type }
+    }
+
+    /// The composite rows of one parameter: components evaluated on each item of its expression.
+    fn composite_rows<'a>(
+        &self,
+        env: &Environment<'a>,
+        resource: &'a Json,
+        param: &'a CompiledParam,
+        items: Vec<Value<'a>>,
+        group: &mut u32,
+        rows: &mut Vec<IndexRow>,
+    ) -> Result<(), fhirpath::EvalError> {
+        let root = Value::Node(Node::new(resource, None));
+        for item in items {
+            // Each component's values on this item.
+            let mut per_component: Vec<Vec<IndexValue>> =
+                Vec::with_capacity(param.components.len());
+            for (kind, expression) in &param.components {
+                let found = expression.evaluate_on(env, root.clone(), vec![item.clone()])?;
+                let mut values = Vec::new();
+                for value in &found {
+                    index_values(*kind, value, &mut values);
+                }
+                if values.is_empty() {
+                    break;
+                }
+                per_component.push(values);
+            }
+            if per_component.len() != param.components.len() {
+                continue;
+            }
+            for combination in combinations(&per_component)
+                .into_iter()
+                .take(MAX_COMBINATIONS)
+            {
+                *group += 1;
+                for (i, value) in combination.into_iter().enumerate() {
+                    if let Some(canonical) = canonical_quantity(value) {
+                        rows.push(IndexRow {
+                            param: format!("{}${i}:canonical", param.code),
+                            group: Some(*group),
+                            value: canonical,
+                        });
+                    }
+                    rows.push(IndexRow {
+                        param: format!("{}${i}", param.code),
+                        group: Some(*group),
+                        value: value.clone(),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Every way of picking one value per component.
+fn combinations(per_component: &[Vec<IndexValue>]) -> Vec<Vec<&IndexValue>> {
+    let mut out: Vec<Vec<&IndexValue>> = vec![Vec::new()];
+    for values in per_component {
+        let mut next = Vec::with_capacity(out.len() * values.len());
+        for prefix in &out {
+            for value in values {
+                let mut row = prefix.clone();
+                row.push(value);
+                next.push(row);
+            }
+            if next.len() >= MAX_COMBINATIONS {
+                break;
+            }
+        }
+        out = next;
+    }
+    out
+}
+
+impl IndexExtractor for FhirIndexExtractor {
+    fn extract(&self, resource_type: &str, resource: &Json) -> Result<Vec<IndexRow>, StoreError> {
+        let Some(params) = self.by_type.get(resource_type) else {
+            return Ok(Vec::new());
+        };
+        let env = Environment::new(self.defs);
+        let mut rows = Vec::with_capacity(params.len() * 2);
+        let mut group = 0u32;
+        let mut values = Vec::new();
+        for param in params {
+            let found = param.expression.evaluate(&env, resource).map_err(|e| {
+                StoreError::Invalid(format!(
+                    "search parameter {} cannot be evaluated: {e}",
+                    param.code
+                ))
+            })?;
+            if found.is_empty() {
+                continue;
+            }
+            if param.kind == ParamType::Composite {
+                self.composite_rows(&env, resource, param, found, &mut group, &mut rows)
+                    .map_err(|e| {
+                        StoreError::Invalid(format!(
+                            "search parameter {} cannot be evaluated: {e}",
+                            param.code
+                        ))
+                    })?;
+                continue;
+            }
+            for value in &found {
+                values.clear();
+                index_values(param.kind, value, &mut values);
+                for value in values.drain(..) {
+                    if let Some(canonical) = canonical_quantity(&value) {
+                        rows.push(IndexRow {
+                            param: format!("{}:canonical", param.code),
+                            group: None,
+                            value: canonical,
+                        });
+                    }
+                    rows.push(IndexRow {
+                        param: param.code.clone(),
+                        group: None,
+                        value,
+                    });
+                }
+                if param.kind == ParamType::Reference
+                    && let Some(identifier) = node_json(value).and_then(|r| r.get("identifier"))
+                {
+                    let mut tokens = Vec::new();
+                    token_values(identifier, Some("Identifier"), &mut tokens);
+                    rows.extend(tokens.into_iter().map(|value| IndexRow {
+                        param: format!("{}:identifier", param.code),
+                        group: None,
+                        value,
+                    }));
+                }
+            }
+        }
+        dedup(&mut rows);
+        Ok(rows)
+    }
+
+    fn parameters(&self, resource_type: &str) -> Vec<ParamDef> {
+        self.by_type
+            .get(resource_type)
+            .map(|params| {
+                params
+                    .iter()
+                    .map(|p| ParamDef {
+                        name: p.code.clone(),
+                        kind: p.kind,
+                        documentation: p.documentation.clone(),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+/// Drops repeated identical rows (the same code reached through two paths).
+fn dedup(rows: &mut Vec<IndexRow>) {
+    let mut seen: Vec<usize> = Vec::new();
+    let mut i = 0;
+    while i < rows.len() {
+        if rows[i].group.is_none() && seen.iter().any(|&j| rows[j] == rows[i]) {
+            rows.remove(i);
+        } else {
+            seen.push(i);
+            i += 1;
+        }
+    }
+}
+
+fn node_json<'a>(value: &Value<'a>) -> Option<&'a Json> {
+    match value {
+        Value::Node(node) => node.json,
+        _ => None,
+    }
+}
+
+fn node_type<'a>(value: &Value<'a>) -> Option<&'a str> {
+    match value {
+        Value::Node(node) => node.type_name,
+        _ => None,
+    }
+}
+
+/// Lower-case, accents removed, width-folded (NFKC), whitespace collapsed: how string search
+/// compares. Japanese kana keep their voicing marks (only Latin combining accents are removed).
+pub fn normalize(text: &str) -> String {
+    let folded: String = text
+        .nfkc()
+        .collect::<String>()
+        .nfd()
+        .filter(|c| !('\u{300}'..='\u{36f}').contains(c))
+        .collect::<String>()
+        .nfc()
+        .flat_map(char::to_lowercase)
+        .collect();
+    folded.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// The index values of one FHIRPath result item for a parameter of type `kind`.
+pub fn index_values(kind: ParamType, value: &Value<'_>, out: &mut Vec<IndexValue>) {
+    let type_name = node_type(value);
+    let json = node_json(value);
+    match kind {
+        ParamType::String => match (json, value) {
+            (Some(Json::Object(_)), _) => {
+                let parts: &[&str] = match type_name {
+                    Some("HumanName") => &["text", "family", "given", "prefix", "suffix"],
+                    Some("Address") => &[
+                        "text",
+                        "line",
+                        "city",
+                        "district",
+                        "state",
+                        "postalCode",
+                        "country",
+                    ],
+                    _ => &[],
+                };
+                for part in parts {
+                    for text in strings_at(json, part) {
+                        push_string(text, out);
+                    }
+                }
+            }
+            _ => {
+                if let Some(text) = value.to_string_value() {
+                    push_string(&text, out);
+                }
+            }
+        },
+        ParamType::Token => match json {
+            Some(json) => token_values(json, type_name, out),
+            None => {
+                if let Some(code) = value.to_string_value() {
+                    out.push(IndexValue::Token {
+                        system: String::new(),
+                        code: code.into_owned(),
+                        display: None,
+                    });
+                }
+            }
+        },
+        ParamType::Reference => match json {
+            Some(Json::Object(map)) => {
+                if let Some(reference) = map.get("reference").and_then(Json::as_str) {
+                    push_reference(reference, out);
+                }
+            }
+            Some(Json::String(reference)) => push_reference(reference, out),
+            _ => {}
+        },
+        ParamType::Date => match json {
+            Some(Json::String(text)) => {
+                if let Some((start, end)) = parse_range(text) {
+                    out.push(IndexValue::Date { start, end });
+                }
+            }
+            Some(Json::Object(map)) => match type_name {
+                Some("Period") => {
+                    let start = map
+                        .get("start")
+                        .and_then(Json::as_str)
+                        .and_then(parse_range)
+                        .map(|r| r.0);
+                    let end = map
+                        .get("end")
+                        .and_then(Json::as_str)
+                        .and_then(parse_range)
+                        .map(|r| r.1);
+                    if start.is_some() || end.is_some() {
+                        out.push(IndexValue::Date {
+                            start: start.unwrap_or(i64::MIN),
+                            end: end.unwrap_or(i64::MAX),
+                        });
+                    }
+                }
+                Some("Timing") => {
+                    let events: Vec<(i64, i64)> =
+                        strings_at(json, "event").filter_map(parse_range).collect();
+                    let bounds = map
+                        .get("repeat")
+                        .and_then(|r| r.get("boundsPeriod"))
+                        .map(|p| {
+                            (
+                                p.get("start")
+                                    .and_then(Json::as_str)
+                                    .and_then(parse_range)
+                                    .map_or(i64::MIN, |r| r.0),
+                                p.get("end")
+                                    .and_then(Json::as_str)
+                                    .and_then(parse_range)
+                                    .map_or(i64::MAX, |r| r.1),
+                            )
+                        });
+                    let lo = events.iter().map(|e| e.0).chain(bounds.map(|b| b.0)).min();
+                    let hi = events.iter().map(|e| e.1).chain(bounds.map(|b| b.1)).max();
+                    if let (Some(start), Some(end)) = (lo, hi) {
+                        out.push(IndexValue::Date { start, end });
+                    }
+                }
+                _ => {}
+            },
+            _ => {
+                if let Some(text) = value.to_string_value()
+                    && let Some((start, end)) = parse_range(&text)
+                {
+                    out.push(IndexValue::Date { start, end });
+                }
+            }
+        },
+        ParamType::Number => {
+            if let Some(text) = match json {
+                Some(Json::Number(n)) => Some(n.to_string()),
+                _ => value.to_system().and_then(|v| match v {
+                    Value::Integer(i) => Some(i.to_string()),
+                    Value::Decimal(d) => Some(d.to_string()),
+                    _ => None,
+                }),
+            } && let Some((value, low, high)) = decimal_interval(&text)
+            {
+                out.push(IndexValue::Number { value, low, high });
+            }
+        }
+        ParamType::Quantity => quantity_values(value, type_name, json, out),
+        ParamType::Uri => {
+            if let Some(uri) = value.to_string_value() {
+                out.push(IndexValue::Uri {
+                    uri: uri.into_owned(),
+                });
+            }
+        }
+        ParamType::Composite | ParamType::Special => {}
+    }
+}
+
+fn push_string(text: &str, out: &mut Vec<IndexValue>) {
+    if text.trim().is_empty() {
+        return;
+    }
+    out.push(IndexValue::String {
+        normalized: normalize(text),
+        exact: text.to_string(),
+    });
+}
+
+/// The strings of a property that may be single or repeated.
+fn strings_at<'a>(json: Option<&'a Json>, key: &str) -> impl Iterator<Item = &'a str> {
+    let value = json.and_then(|j| j.get(key));
+    let items: Box<dyn Iterator<Item = &'a Json>> = match value {
+        Some(Json::Array(items)) => Box::new(items.iter()),
+        Some(other) => Box::new(std::iter::once(other)),
+        None => Box::new(std::iter::empty()),
+    };
+    items.filter_map(Json::as_str)
+}
+
+fn str_field(json: &Json, key: &str) -> String {
+    json.get(key)
+        .and_then(Json::as_str)
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// Token rows of a coded element.
+fn token_values(json: &Json, type_name: Option<&str>, out: &mut Vec<IndexValue>) {
+    match json {
+        Json::Array(items) => {
+            for item in items {
+                token_values(item, type_name, out);
+            }
+        }
+        Json::String(code) => out.push(IndexValue::Token {
+            system: String::new(),
+            code: code.clone(),
+            display: None,
+        }),
+        Json::Bool(b) => out.push(IndexValue::Token {
+            system: String::new(),
+            code: b.to_string(),
+            display: None,
+        }),
+        Json::Number(n) => out.push(IndexValue::Token {
+            system: String::new(),
+            code: n.to_string(),
+            display: None,
+        }),
+        Json::Object(map) => match type_name {
+            Some("CodeableConcept") => {
+                let text = map.get("text").and_then(Json::as_str).map(str::to_string);
+                let codings = map.get("coding").and_then(Json::as_array);
+                for coding in codings.into_iter().flatten() {
+                    out.push(IndexValue::Token {
+                        system: str_field(coding, "system"),
+                        code: str_field(coding, "code"),
+                        display: coding
+                            .get("display")
+                            .and_then(Json::as_str)
+                            .map(str::to_string)
+                            .or(text.clone()),
+                    });
+                }
+                if codings.is_none_or(|c| c.is_empty())
+                    && let Some(text) = text
+                {
+                    out.push(IndexValue::Token {
+                        system: String::new(),
+                        code: String::new(),
+                        display: Some(text),
+                    });
+                }
+            }
+            Some("Identifier") => {
+                if map.contains_key("value") {
+                    out.push(IndexValue::Token {
+                        system: str_field(json, "system"),
+                        code: str_field(json, "value"),
+                        display: json
+                            .pointer("/type/text")
+                            .and_then(Json::as_str)
+                            .map(str::to_string),
+                    });
+                }
+            }
+            Some("ContactPoint") => {
+                if map.contains_key("value") {
+                    out.push(IndexValue::Token {
+                        system: str_field(json, "system"),
+                        code: str_field(json, "value"),
+                        display: None,
+                    });
+                }
+            }
+            // Coding, and any other object that looks like one.
+            _ => {
+                if map.contains_key("code") || map.contains_key("system") {
+                    out.push(IndexValue::Token {
+                        system: str_field(json, "system"),
+                        code: str_field(json, "code"),
+                        display: json
+                            .get("display")
+                            .and_then(Json::as_str)
+                            .map(str::to_string),
+                    });
+                }
+            }
+        },
+        Json::Null => {}
+    }
+}
+
+/// A reference row: `Type/id` (relative, or absolute with a FHIR base) or only the URL.
+fn push_reference(reference: &str, out: &mut Vec<IndexValue>) {
+    if reference.starts_with('#') || reference.is_empty() {
+        return;
+    }
+    let path = reference.split(['?', '|']).next().unwrap_or(reference);
+    let mut segments: Vec<&str> = path.split('/').collect();
+    if segments.len() >= 4 && segments[segments.len() - 2] == "_history" {
+        segments.truncate(segments.len() - 2);
+    }
+    let n = segments.len();
+    let typed = (n >= 2)
+        .then(|| (segments[n - 2], segments[n - 1]))
+        .filter(|(t, id)| fhir::r4().is_concrete_resource(t) && !id.is_empty());
+    out.push(IndexValue::Reference {
+        target_type: typed.map(|(t, _)| t.to_string()),
+        target_id: typed.map(|(_, id)| id.to_string()),
+        url: reference.to_string(),
+    });
+}
+
+fn quantity_values(
+    value: &Value<'_>,
+    type_name: Option<&str>,
+    json: Option<&Json>,
+    out: &mut Vec<IndexValue>,
+) {
+    let Some(json) = json.filter(|j| j.is_object()) else {
+        if let Some(Value::Quantity(q)) = value.to_system() {
+            push_quantity(UCUM, &q.unit, &q.unit, &q.value.to_string(), out);
+        }
+        return;
+    };
+    match type_name {
+        Some("Range") => {
+            for bound in ["low", "high"] {
+                if let Some(q) = json.get(bound) {
+                    quantity_values(value, Some("Quantity"), Some(q), out);
+                }
+            }
+        }
+        Some("Money") => {
+            if let Some(number) = json.get("value") {
+                let currency = str_field(json, "currency");
+                push_quantity(
+                    "urn:iso:std:iso:4217",
+                    &currency,
+                    &currency,
+                    &number.to_string(),
+                    out,
+                );
+            }
+        }
+        _ => {
+            let Some(number) = json.get("value") else {
+                return;
+            };
+            let system = str_field(json, "system");
+            let code = str_field(json, "code");
+            let unit = str_field(json, "unit");
+            push_quantity(&system, &code, &unit, &number.to_string(), out);
+        }
+    }
+}
+
+fn push_quantity(system: &str, code: &str, unit: &str, number: &str, out: &mut Vec<IndexValue>) {
+    let Some((value, low, high)) = decimal_interval(number) else {
+        return;
+    };
+    out.push(IndexValue::Quantity {
+        system: system.to_string(),
+        code: code.to_string(),
+        unit: unit.to_string(),
+        value,
+        low,
+        high,
+    });
+}
+
+/// The same quantity in canonical UCUM base units (`72.5 kg` -> `72500 g`), when UCUM knows
+/// its unit, so that unit-aware searches compare across units. The interval's ends are
+/// converted like the value (which also holds for offset scales such as Cel).
+pub fn canonical_quantity(value: &IndexValue) -> Option<IndexValue> {
+    let IndexValue::Quantity {
+        system,
+        code,
+        value,
+        low,
+        high,
+        ..
+    } = value
+    else {
+        return None;
+    };
+    if !(system == UCUM || system.is_empty()) || code.is_empty() {
+        return None;
+    }
+    let convert = |n: f64| -> Option<(f64, String)> {
+        let decimal: rust_decimal::Decimal = format!("{n}").parse().ok()?;
+        let canonical = Quantity::new(decimal, code.as_str()).canonical()?;
+        Some((canonical.value.to_string().parse().ok()?, canonical.unit))
+    };
+    let ((value, unit), (low, _), (high, _)) = (convert(*value)?, convert(*low)?, convert(*high)?);
+    Some(IndexValue::Quantity {
+        system: UCUM.to_string(),
+        code: unit.clone(),
+        unit,
+        value,
+        low,
+        high,
+    })
+}
+
+/// A decimal's value and the half-open interval its written precision implies:
+/// `100` is `[99.5, 100.5)`, `1.50` is `[1.495, 1.505)` (FHIR search, "number" precision).
+pub fn decimal_interval(text: &str) -> Option<(f64, f64, f64)> {
+    let value: f64 = text.parse().ok().filter(|v: &f64| v.is_finite())?;
+    let (mantissa, exponent) = match text.split_once(['e', 'E']) {
+        Some((m, e)) => (m, e.parse::<i32>().ok()?),
+        None => (text, 0),
+    };
+    let decimals = mantissa.split_once('.').map_or(0, |(_, f)| f.len() as i32) - exponent;
+    let half = 0.5 * 10f64.powi(-decimals);
+    Some((value, value - half, value + half))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn rows(resource: Json) -> Vec<IndexRow> {
+        let rt = resource["resourceType"].as_str().unwrap().to_string();
+        FhirIndexExtractor::new().extract(&rt, &resource).unwrap()
+    }
+
+    fn values_of<'r>(rows: &'r [IndexRow], param: &str) -> Vec<&'r IndexValue> {
+        rows.iter()
+            .filter(|r| r.param == param)
+            .map(|r| &r.value)
+            .collect()
+    }
+
+    #[test]
+    fn normalises_case_accents_and_width() {
+        assert_eq!(normalize("  José  MARÍA "), "jose maria");
+        assert_eq!(normalize("ﾔﾏﾀﾞ"), "ヤマダ");
+        assert_eq!(normalize("ガ"), "ガ");
+        assert_eq!(normalize("ＡＢＣ　１２３"), "abc 123");
+    }
+
+    #[test]
+    fn precision_intervals() {
+        assert_eq!(decimal_interval("100"), Some((100.0, 99.5, 100.5)));
+        let (v, lo, hi) = decimal_interval("1.50").unwrap();
+        assert!(
+            (v - 1.5).abs() < 1e-12 && (lo - 1.495).abs() < 1e-12 && (hi - 1.505).abs() < 1e-12
+        );
+        // 1e2 has one significant digit: the spec's example range is [50, 150).
+        assert_eq!(decimal_interval("1e2"), Some((100.0, 50.0, 150.0)));
+    }
+
+    #[test]
+    fn patient_parameters() {
+        let rows = rows(json!({
+            "resourceType": "Patient", "id": "p1",
+            "identifier": [{"system": "urn:mrn", "value": "123"}],
+            "name": [{"family": "Müller", "given": ["Anna", "Marie"]}],
+            "telecom": [{"system": "phone", "value": "555-1234"}],
+            "gender": "female", "birthDate": "1970-03",
+            "address": [{"city": "Kyoto", "postalCode": "600-8216"}],
+            "generalPractitioner": [{"reference": "Practitioner/dr1"}],
+            "managingOrganization": {"reference": "http://example.org/fhir/Organization/o1", "identifier": {"system": "urn:org", "value": "O-1"}}
+        }));
+        assert!(values_of(&rows, "family").contains(&&IndexValue::String {
+            normalized: "muller".into(),
+            exact: "Müller".into()
+        }));
+        assert_eq!(values_of(&rows, "given").len(), 2);
+        assert_eq!(values_of(&rows, "name").len(), 3);
+        assert_eq!(
+            values_of(&rows, "identifier"),
+            vec![&IndexValue::Token {
+                system: "urn:mrn".into(),
+                code: "123".into(),
+                display: None
+            }]
+        );
+        assert_eq!(
+            values_of(&rows, "gender"),
+            vec![&IndexValue::Token {
+                system: String::new(),
+                code: "female".into(),
+                display: None
+            }]
+        );
+        let IndexValue::Date { start, end } = values_of(&rows, "birthdate")[0] else {
+            panic!()
+        };
+        assert_eq!(
+            (*start, *end),
+            (
+                parse_range("1970-03-01").unwrap().0,
+                parse_range("1970-04-01").unwrap().0
+            )
+        );
+        assert_eq!(
+            values_of(&rows, "general-practitioner"),
+            vec![&IndexValue::Reference {
+                target_type: Some("Practitioner".into()),
+                target_id: Some("dr1".into()),
+                url: "Practitioner/dr1".into()
+            }]
+        );
+        assert_eq!(
+            values_of(&rows, "organization"),
+            vec![&IndexValue::Reference {
+                target_type: Some("Organization".into()),
+                target_id: Some("o1".into()),
+                url: "http://example.org/fhir/Organization/o1".into()
+            }]
+        );
+        assert_eq!(
+            values_of(&rows, "organization:identifier"),
+            vec![&IndexValue::Token {
+                system: "urn:org".into(),
+                code: "O-1".into(),
+                display: None
+            }]
+        );
+        assert_eq!(values_of(&rows, "address-city").len(), 1);
+        assert!(
+            values_of(&rows, "phone")
+                .iter()
+                .any(|v| matches!(v, IndexValue::Token { code, .. } if code == "555-1234"))
+        );
+    }
+
+    #[test]
+    fn observation_quantities_and_composites() {
+        let rows = rows(json!({
+            "resourceType": "Observation", "id": "o1", "status": "final",
+            "code": {"coding": [{"system": "http://loinc.org", "code": "29463-7", "display": "Body weight"}], "text": "Weight"},
+            "subject": {"reference": "Patient/p1"},
+            "effectiveDateTime": "2020-01-02T10:00:00Z",
+            "valueQuantity": {"value": 72.5, "unit": "kg", "system": "http://unitsofmeasure.org", "code": "kg"}
+        }));
+        let quantities = values_of(&rows, "value-quantity");
+        assert_eq!(quantities.len(), 1, "{quantities:?}");
+        let canonical = values_of(&rows, "value-quantity:canonical");
+        assert!(
+            matches!(canonical[..], [IndexValue::Quantity { code, value, .. }] if code == "g" && (*value - 72500.0).abs() < 1e-6),
+            "{canonical:?}"
+        );
+        assert_eq!(values_of(&rows, "subject"), values_of(&rows, "patient"));
+        // code-value-quantity: component 0 is the code token, component 1 the quantity, in one group.
+        let c0: Vec<_> = rows
+            .iter()
+            .filter(|r| r.param == "code-value-quantity$0")
+            .collect();
+        let c1: Vec<_> = rows
+            .iter()
+            .filter(|r| r.param == "code-value-quantity$1")
+            .collect();
+        assert!(!c0.is_empty() && !c1.is_empty());
+        assert!(c0.iter().all(|r| c1.iter().any(|q| q.group == r.group)));
+        assert!(!values_of(&rows, "date").is_empty());
+    }
+
+    #[test]
+    fn every_synthea_resource_extracts() {
+        let extractor = FhirIndexExtractor::new();
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../../shared/data/synthea-10");
+        let mut total = 0;
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.ends_with("log.ndjson") {
+                continue;
+            }
+            for line in std::fs::read_to_string(&path)
+                .unwrap()
+                .lines()
+                .filter(|l| !l.is_empty())
+            {
+                let resource: Json = serde_json::from_str(line).unwrap();
+                let rt = resource["resourceType"].as_str().unwrap();
+                total += extractor.extract(rt, &resource).unwrap().len();
+            }
+        }
+        assert!(total > 50_000, "{total} rows");
+    }
+}

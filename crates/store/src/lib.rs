@@ -1,0 +1,250 @@
+//! Renkei's resource store: the [`Store`] trait and its two backends, [`SqliteStore`] (the
+//! embedded default, one file) and [`PostgresStore`] (production).
+//!
+//! # What it owns
+//! Every version of every resource (history), the current-version pointer, the search-index
+//! rows of the current versions, and the change feed (outbox). A write, its index rows and its
+//! change-feed row commit in one database transaction, and a list of writes (a FHIR transaction
+//! bundle, an import chunk) can commit as one. Resource JSON is stored exactly as written, plus
+//! `id` and `meta.versionId` / `meta.lastUpdated`.
+//!
+//! # What it must not do
+//! Know HTTP, validate resources against the FHIR definitions (the caller does, before writing),
+//! or decide access (it receives a [`RequestContext`] on every call so that the authorization
+//! layer can later decide in one place).
+//!
+//! # Layout
+//! - [`engine`]-private: the write algorithm shared by both backends (planning, `urn:uuid`
+//!   rewriting, conditional references, version checks), over a small backend trait.
+//! - `sqlite`, `postgres`: the backends; `sql`: statements shared by both; migrations live in
+//!   `migrations/{sqlite,postgres}` and are applied on open.
+//! - [`index`]: index rows and the pluggable [`IndexExtractor`].
+//! - [`search`]: parsing of search parameters into a [`SearchQuery`].
+//!
+//! See `docs/storage.md` for tables, index layout and the concurrency trade-offs.
+
+mod context;
+mod engine;
+mod error;
+pub mod extract;
+pub mod index;
+mod model;
+mod postgres;
+mod refs;
+pub mod search;
+mod sql;
+mod sqlite;
+pub mod time;
+
+use async_trait::async_trait;
+use serde_json::Value;
+
+pub use context::{Actor, RequestContext};
+pub use error::{ErrorKind, StoreError};
+pub use extract::FhirIndexExtractor;
+pub use index::{BasicExtractor, IndexExtractor, IndexRow, IndexValue, ParamDef, ParamType};
+pub use model::{
+    Change, HistoryPage, HistoryQuery, HistoryScope, Method, Outcome, StoredResource, WriteEntry,
+    WriteOp,
+};
+pub use postgres::{PostgresConfig, PostgresStore, redact as postgres_redact};
+pub use search::{SearchPage, SearchQuery};
+pub use sqlite::SqliteStore;
+
+/// The resource store. Both backends implement it and pass the same test suite
+/// (`tests/store_suite.rs`).
+#[async_trait]
+pub trait Store: Send + Sync + std::fmt::Debug {
+    /// `"sqlite"` or `"postgresql"`.
+    fn backend(&self) -> &'static str;
+
+    /// The extractor that produces index rows (and declares the searchable parameters).
+    fn extractor(&self) -> &dyn IndexExtractor;
+
+    /// Succeeds when the store can serve requests.
+    async fn ready(&self) -> Result<(), StoreError>;
+
+    /// The current version of a resource, deleted or not; `None` if it never existed.
+    async fn load(
+        &self,
+        ctx: &RequestContext,
+        resource_type: &str,
+        id: &str,
+    ) -> Result<Option<StoredResource>, StoreError>;
+
+    /// One version of a resource; `None` if that version never existed.
+    async fn load_version(
+        &self,
+        ctx: &RequestContext,
+        resource_type: &str,
+        id: &str,
+        version: u64,
+    ) -> Result<Option<StoredResource>, StoreError>;
+
+    /// A page of history, newest first. Instance history of an unknown resource is `NotFound`.
+    async fn history(
+        &self,
+        ctx: &RequestContext,
+        q: &HistoryQuery,
+    ) -> Result<HistoryPage, StoreError>;
+
+    /// A page of current, non-deleted resources matching `q`, in a stable order.
+    async fn search(&self, ctx: &RequestContext, q: &SearchQuery)
+    -> Result<SearchPage, StoreError>;
+
+    /// Applies all writes atomically, in the given order (the caller sorts them in FHIR
+    /// processing order). The first failure rolls everything back and is returned as
+    /// [`StoreError::Entry`] with its index.
+    async fn transaction(
+        &self,
+        ctx: &RequestContext,
+        entries: Vec<WriteEntry>,
+    ) -> Result<Vec<Outcome>, StoreError>;
+
+    /// Applies each write on its own (a failing entry changes nothing and does not stop the
+    /// others), committing all successful ones together.
+    async fn batch(
+        &self,
+        ctx: &RequestContext,
+        entries: Vec<WriteEntry>,
+    ) -> Result<Vec<Result<Outcome, StoreError>>, StoreError>;
+
+    /// Change-feed rows after position `after`, oldest first.
+    async fn changes(
+        &self,
+        ctx: &RequestContext,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<Change>, StoreError>;
+
+    /// The current version; `NotFound` if it never existed, `Gone` if it is deleted.
+    async fn read(
+        &self,
+        ctx: &RequestContext,
+        resource_type: &str,
+        id: &str,
+    ) -> Result<StoredResource, StoreError> {
+        match self.load(ctx, resource_type, id).await? {
+            None => Err(StoreError::NotFound {
+                resource_type: resource_type.into(),
+                id: id.into(),
+                version: None,
+            }),
+            Some(r) if r.deleted => Err(StoreError::Gone {
+                resource_type: r.resource_type,
+                id: r.id,
+                version: r.version,
+            }),
+            Some(r) => Ok(r),
+        }
+    }
+
+    /// One version; `NotFound` if it never existed, `Gone` if that version is a deletion.
+    async fn vread(
+        &self,
+        ctx: &RequestContext,
+        resource_type: &str,
+        id: &str,
+        version: u64,
+    ) -> Result<StoredResource, StoreError> {
+        match self.load_version(ctx, resource_type, id, version).await? {
+            None => Err(StoreError::NotFound {
+                resource_type: resource_type.into(),
+                id: id.into(),
+                version: Some(version),
+            }),
+            Some(r) if r.deleted => Err(StoreError::Gone {
+                resource_type: r.resource_type,
+                id: r.id,
+                version: r.version,
+            }),
+            Some(r) => Ok(r),
+        }
+    }
+
+    /// Creates a resource with a server-assigned id.
+    async fn create(&self, ctx: &RequestContext, resource: Value) -> Result<Outcome, StoreError> {
+        one(self
+            .transaction(
+                ctx,
+                vec![WriteEntry::new(WriteOp::Create {
+                    resource,
+                    if_none_exist: None,
+                })],
+            )
+            .await)
+    }
+
+    /// Updates (or creates) `resource_type/id`, optionally only if `if_match` is current.
+    async fn update(
+        &self,
+        ctx: &RequestContext,
+        resource_type: &str,
+        id: &str,
+        resource: Value,
+        if_match: Option<u64>,
+    ) -> Result<Outcome, StoreError> {
+        let op = WriteOp::Update {
+            resource_type: resource_type.into(),
+            id: id.into(),
+            resource,
+            if_match,
+        };
+        one(self.transaction(ctx, vec![WriteEntry::new(op)]).await)
+    }
+
+    /// Deletes `resource_type/id` (logically; history is kept).
+    async fn delete(
+        &self,
+        ctx: &RequestContext,
+        resource_type: &str,
+        id: &str,
+        if_match: Option<u64>,
+    ) -> Result<Outcome, StoreError> {
+        let op = WriteOp::Delete {
+            resource_type: resource_type.into(),
+            id: id.into(),
+            if_match,
+        };
+        one(self.transaction(ctx, vec![WriteEntry::new(op)]).await)
+    }
+
+    /// Applies one write (any [`WriteOp`]) on its own.
+    async fn write(&self, ctx: &RequestContext, op: WriteOp) -> Result<Outcome, StoreError> {
+        one(self.transaction(ctx, vec![WriteEntry::new(op)]).await)
+    }
+}
+
+fn one(r: Result<Vec<Outcome>, StoreError>) -> Result<Outcome, StoreError> {
+    r.map_err(StoreError::into_inner)?
+        .pop()
+        .ok_or_else(|| StoreError::Backend("a one-entry transaction returned nothing".into()))
+}
+
+/// Splits `limit + 1` rows (keyed by their paging key) into a page and its next cursor.
+fn history_page(mut rows: Vec<(i64, StoredResource)>, count: usize) -> HistoryPage {
+    let next = if rows.len() > count {
+        rows.truncate(count);
+        rows.last().map(|(k, _)| *k)
+    } else {
+        None
+    };
+    HistoryPage {
+        versions: rows.into_iter().map(|(_, r)| r).collect(),
+        next,
+    }
+}
+
+fn search_page(mut rows: Vec<(i64, StoredResource)>, count: usize, total: i64) -> SearchPage {
+    let next = if rows.len() > count {
+        rows.truncate(count);
+        rows.last().map(|(k, _)| *k)
+    } else {
+        None
+    };
+    SearchPage {
+        matches: rows.into_iter().map(|(_, r)| r).collect(),
+        total: total.max(0) as u64,
+        next,
+    }
+}

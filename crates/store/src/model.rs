@@ -1,0 +1,169 @@
+//! The values the store reads and writes: stored versions, write operations and their outcomes,
+//! history pages and change-feed rows.
+
+use serde_json::Value;
+
+use crate::search::SearchQuery;
+
+/// One stored version of a resource.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredResource {
+    pub resource_type: String,
+    pub id: String,
+    /// The version id: 1 for the first version, +1 for each update or delete.
+    pub version: u64,
+    /// When the version was written, in microseconds since the Unix epoch (UTC).
+    pub last_updated: i64,
+    /// The version is a deletion (it has no body).
+    pub deleted: bool,
+    /// The interaction that produced the version.
+    pub method: Method,
+    /// The resource JSON exactly as stored (with `meta.versionId` and `meta.lastUpdated` set);
+    /// `None` for a deletion.
+    pub body: Option<String>,
+}
+
+impl StoredResource {
+    /// `meta.lastUpdated` as a FHIR instant (`2024-01-02T03:04:05.678901Z`).
+    pub fn last_updated_instant(&self) -> String {
+        crate::time::format_instant(self.last_updated)
+    }
+}
+
+/// The interaction that produced a version (history bundles show it as `request.method`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    Post,
+    Put,
+    Delete,
+}
+
+impl Method {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Method::Post => "POST",
+            Method::Put => "PUT",
+            Method::Delete => "DELETE",
+        }
+    }
+
+    pub(crate) fn parse(s: &str) -> Method {
+        match s {
+            "POST" => Method::Post,
+            "DELETE" => Method::Delete,
+            _ => Method::Put,
+        }
+    }
+}
+
+/// One write of a transaction or batch.
+#[derive(Debug, Clone)]
+pub struct WriteEntry {
+    /// The entry's `fullUrl` (e.g. `urn:uuid:...`): references to it elsewhere in the same
+    /// transaction are rewritten to the id this entry ends up with.
+    pub full_url: Option<String>,
+    pub op: WriteOp,
+}
+
+impl WriteEntry {
+    pub fn new(op: WriteOp) -> Self {
+        Self { full_url: None, op }
+    }
+}
+
+/// A write operation. Resources are JSON objects with a `resourceType`.
+#[derive(Debug, Clone)]
+pub enum WriteOp {
+    /// Create with a server-assigned id. With `if_none_exist`, nothing is created when exactly
+    /// one resource matches (the outcome is [`Outcome::Existing`]); more than one match fails.
+    Create {
+        resource: Value,
+        if_none_exist: Option<SearchQuery>,
+    },
+    /// Update (or create, if absent) `resource_type/id`. With `if_match`, the current version
+    /// must be that one.
+    Update {
+        resource_type: String,
+        id: String,
+        resource: Value,
+        if_match: Option<u64>,
+    },
+    /// Update the one resource matching `query`; create when none matches (with the body's id
+    /// if it has one); fail when several match.
+    ConditionalUpdate { query: SearchQuery, resource: Value },
+    /// Delete `resource_type/id` (a new version marked deleted; history is kept).
+    Delete {
+        resource_type: String,
+        id: String,
+        if_match: Option<u64>,
+    },
+    /// Delete the one resource matching `query` (nothing when none does).
+    ConditionalDelete { query: SearchQuery },
+}
+
+/// What a write did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// A new resource (version 1, or a new life after a deletion).
+    Created(StoredResource),
+    /// A new version of an existing resource.
+    Updated(StoredResource),
+    /// A deletion version was written.
+    Deleted(StoredResource),
+    /// Conditional create matched this existing resource; nothing was written.
+    Existing(StoredResource),
+    /// Nothing to do: the resource was already deleted, or a conditional delete matched none.
+    NoOp,
+}
+
+impl Outcome {
+    /// The version written or matched, if any.
+    pub fn resource(&self) -> Option<&StoredResource> {
+        match self {
+            Outcome::Created(r)
+            | Outcome::Updated(r)
+            | Outcome::Deleted(r)
+            | Outcome::Existing(r) => Some(r),
+            Outcome::NoOp => None,
+        }
+    }
+}
+
+/// Which history to list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HistoryScope {
+    System,
+    Type(String),
+    Instance(String, String),
+}
+
+/// A history request: newest first, `count` per page, keyset paging on `before`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistoryQuery {
+    pub scope: HistoryScope,
+    /// Only versions written at or after this instant (µs since epoch).
+    pub since: Option<i64>,
+    pub count: usize,
+    /// Cursor from a previous page's [`HistoryPage::next`].
+    pub before: Option<i64>,
+}
+
+/// One page of history.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistoryPage {
+    pub versions: Vec<StoredResource>,
+    /// The cursor of the next (older) page, if there is one.
+    pub next: Option<i64>,
+}
+
+/// One row of the change feed (outbox), written in the same transaction as the version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    /// Position in the feed; strictly increasing in commit order per backend.
+    pub seq: i64,
+    pub resource_type: String,
+    pub id: String,
+    pub version: u64,
+    pub method: Method,
+    pub request_id: String,
+}

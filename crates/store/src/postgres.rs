@@ -1,0 +1,553 @@
+//! The PostgreSQL backend: a deadpool connection pool over tokio-postgres, one database
+//! transaction per store write call (READ COMMITTED), row locks for version checks.
+//!
+//! Concurrency: updates and deletes lock the resource row (`SELECT ... FOR UPDATE`), so If-Match
+//! checks and version numbers are race-free; two creates of the same new id collide on the
+//! unique key and the loser gets `Conflict`. Conditional matching (If-None-Exist, conditional
+//! update/delete, conditional references) first takes a transaction-scoped advisory lock on the
+//! resource type, which serializes conditional writes of one type against each other.
+
+use std::collections::HashSet;
+use std::fmt;
+
+use async_trait::async_trait;
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Transaction};
+use tokio_postgres::{NoTls, Row};
+
+use crate::Store;
+use crate::context::RequestContext;
+use crate::engine::{self, Backend, Current, NewVersion};
+use crate::error::StoreError;
+use crate::index::IndexExtractor;
+use crate::model::{
+    Change, HistoryPage, HistoryQuery, HistoryScope, Method, Outcome, StoredResource, WriteEntry,
+};
+use crate::search::{SearchPage, SearchQuery};
+use crate::sql::{self, Sql, SqlParam};
+use std::sync::Arc;
+
+const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../migrations/postgres/0001_init.sql"))];
+
+/// How to reach the database.
+#[derive(Clone)]
+pub struct PostgresConfig {
+    /// `postgres://user:password@host:port/db` (key=value strings work too).
+    pub url: String,
+    /// Schema to use instead of the server's default `search_path` (tests use a fresh one).
+    pub schema: Option<String>,
+    pub pool_size: usize,
+}
+
+impl PostgresConfig {
+    pub fn new(url: impl Into<String>) -> Self {
+        PostgresConfig {
+            url: url.into(),
+            schema: None,
+            pool_size: 16,
+        }
+    }
+}
+
+impl fmt::Debug for PostgresConfig {
+    /// Never prints the password.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PostgresConfig")
+            .field("url", &redact(&self.url))
+            .field("schema", &self.schema)
+            .field("pool_size", &self.pool_size)
+            .finish()
+    }
+}
+
+/// The URL with any password replaced by `***`.
+pub fn redact(url: &str) -> String {
+    if let Some((scheme, rest)) = url.split_once("://")
+        && let Some((userinfo, host)) = rest.split_once('@')
+        && let Some((user, _)) = userinfo.split_once(':')
+    {
+        return format!("{scheme}://{user}:***@{host}");
+    }
+    if url.contains("password") {
+        return "(connection string with password)".into();
+    }
+    url.to_owned()
+}
+
+/// A store in a PostgreSQL database.
+#[derive(Clone)]
+pub struct PostgresStore {
+    pool: Pool,
+    config: PostgresConfig,
+    extractor: Arc<dyn IndexExtractor>,
+}
+
+impl fmt::Debug for PostgresStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PostgresStore")
+            .field("config", &self.config)
+            .finish()
+    }
+}
+
+impl PostgresStore {
+    /// Connects, and applies pending migrations.
+    pub async fn connect(
+        config: PostgresConfig,
+        extractor: Arc<dyn IndexExtractor>,
+    ) -> Result<Self, StoreError> {
+        let mut pg: tokio_postgres::Config = config.url.parse().map_err(|e| {
+            StoreError::Invalid(format!("bad database URL {}: {e}", redact(&config.url)))
+        })?;
+        if let Some(schema) = &config.schema {
+            pg.options(format!("-c search_path={schema}"));
+        }
+        let mgr = Manager::from_config(
+            pg,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(mgr)
+            .max_size(config.pool_size.max(1))
+            .build()
+            .map_err(|e| StoreError::Backend(e.to_string()))?;
+        let store = PostgresStore {
+            pool,
+            config,
+            extractor,
+        };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    async fn migrate(&self) -> Result<(), StoreError> {
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        if let Some(schema) = &self.config.schema {
+            tx.batch_execute(&format!(
+                "CREATE SCHEMA IF NOT EXISTS {}",
+                quote_ident(schema)
+            ))
+            .await?;
+        }
+        tx.batch_execute(
+            "SELECT pg_advisory_xact_lock(7218281);
+             CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)",
+        )
+        .await?;
+        let applied: i64 = tx
+            .query_one(
+                "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
+                &[],
+            )
+            .await?
+            .get(0);
+        for (version, script) in MIGRATIONS {
+            if *version > applied {
+                tracing::info!(version, "applying PostgreSQL migration");
+                tx.batch_execute(script).await?;
+                tx.execute(
+                    "INSERT INTO schema_migrations (version, applied_at) VALUES ($1, $2)",
+                    &[version, &crate::time::now_micros()],
+                )
+                .await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Drops the configured schema and everything in it (tests and benchmarks use a throwaway
+    /// schema). Does nothing without a configured schema.
+    pub async fn drop_schema(&self) -> Result<(), StoreError> {
+        if let Some(schema) = &self.config.schema {
+            let client = self.pool.get().await?;
+            client
+                .batch_execute(&format!(
+                    "DROP SCHEMA IF EXISTS {} CASCADE",
+                    quote_ident(schema)
+                ))
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// A batch first runs without savepoints (each costs two round trips); only if an entry
+    /// fails is it rolled back and run again with a savepoint per entry.
+    async fn apply(
+        &self,
+        ctx: &RequestContext,
+        entries: Vec<WriteEntry>,
+        atomic: bool,
+    ) -> Result<Vec<Result<Outcome, StoreError>>, StoreError> {
+        if atomic {
+            return self.apply_once(ctx, entries, true).await;
+        }
+        match self.apply_once(ctx, entries.clone(), true).await {
+            Err(StoreError::Entry { .. }) => self.apply_once(ctx, entries, false).await,
+            other => other,
+        }
+    }
+
+    async fn apply_once(
+        &self,
+        ctx: &RequestContext,
+        entries: Vec<WriteEntry>,
+        atomic: bool,
+    ) -> Result<Vec<Result<Outcome, StoreError>>, StoreError> {
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        let now = crate::time::now_micros();
+        let results = {
+            let mut b = PgTx {
+                tx: &tx,
+                locked: HashSet::new(),
+            };
+            engine::apply(&mut b, self.extractor.as_ref(), ctx, now, entries, atomic).await?
+        };
+        tx.commit().await?;
+        Ok(results)
+    }
+
+    async fn query_resources(&self, sql: &Sql) -> Result<Vec<(i64, StoredResource)>, StoreError> {
+        let client = self.pool.get().await?;
+        let stmt = client.prepare_cached(&sql.text).await?;
+        let rows = client.query(&stmt, &params(&sql.params)).await?;
+        Ok(rows
+            .iter()
+            .map(|r| (r.get(0), row_to_resource(r, 1)))
+            .collect())
+    }
+}
+
+/// A new resource: its row, its first version and its change-feed row, in one statement.
+const PG_WRITE_NEW: &str = "WITH ids AS (SELECT nextval(pg_get_serial_sequence('resource', 'rid')) AS rid, \
+            nextval(pg_get_serial_sequence('resource_version', 'seq')) AS seq), \
+     r AS (INSERT INTO resource (rid, res_type, res_id, version, seq, last_updated, deleted) OVERRIDING SYSTEM VALUE \
+            SELECT rid, $1, $2, $3, seq, $4, $5 FROM ids), \
+     v AS (INSERT INTO resource_version (seq, rid, res_type, res_id, version, last_updated, method, body) OVERRIDING SYSTEM VALUE \
+            SELECT seq, rid, $1, $2, $3, $4, $6, $7 FROM ids), \
+     o AS (INSERT INTO outbox (version_seq, res_type, res_id, version, method, request_id) \
+            SELECT seq, $1, $2, $3, $6, $8 FROM ids) \
+     SELECT rid FROM ids";
+
+/// A new version of an existing resource, its pointer update and its change-feed row.
+const PG_WRITE_EXISTING: &str = "WITH ids AS (SELECT nextval(pg_get_serial_sequence('resource_version', 'seq')) AS seq), \
+     u AS (UPDATE resource SET version = $4, seq = (SELECT seq FROM ids), last_updated = $5, deleted = $6 WHERE rid = $1), \
+     v AS (INSERT INTO resource_version (seq, rid, res_type, res_id, version, last_updated, method, body) OVERRIDING SYSTEM VALUE \
+            SELECT seq, $1, $2, $3, $4, $5, $7, $8 FROM ids), \
+     o AS (INSERT INTO outbox (version_seq, res_type, res_id, version, method, request_id) \
+            SELECT seq, $2, $3, $4, $7, $9 FROM ids) \
+     SELECT seq FROM ids";
+
+/// The index rows of a resource, every table in one statement.
+const PG_DELETE_INDEX: &str = "WITH a AS (DELETE FROM idx_string WHERE rid = $1), b AS (DELETE FROM idx_token WHERE rid = $1), \
+     c AS (DELETE FROM idx_reference WHERE rid = $1), d AS (DELETE FROM idx_date WHERE rid = $1), \
+     e AS (DELETE FROM idx_number WHERE rid = $1), f AS (DELETE FROM idx_quantity WHERE rid = $1) \
+     DELETE FROM idx_uri WHERE rid = $1";
+
+fn quote_ident(s: &str) -> String {
+    format!("\"{}\"", s.replace('"', "\"\""))
+}
+
+fn params(p: &[SqlParam]) -> Vec<&(dyn tokio_postgres::types::ToSql + Sync)> {
+    p.iter().map(SqlParam::as_pg).collect()
+}
+
+fn row_to_resource(row: &Row, at: usize) -> StoredResource {
+    let method = Method::parse(row.get(at + 4));
+    StoredResource {
+        resource_type: row.get(at),
+        id: row.get(at + 1),
+        version: row.get::<_, i64>(at + 2) as u64,
+        last_updated: row.get(at + 3),
+        deleted: method == Method::Delete,
+        method,
+        body: row.get(at + 5),
+    }
+}
+
+/// The write-path primitives over an open PostgreSQL transaction.
+struct PgTx<'a> {
+    tx: &'a Transaction<'a>,
+    /// Resource types whose conditional-match advisory lock this transaction holds.
+    locked: HashSet<String>,
+}
+
+impl Backend for PgTx<'_> {
+    async fn current(&mut self, ty: &str, id: &str) -> Result<Option<Current>, StoreError> {
+        let stmt = self
+            .tx
+            .prepare_cached(&format!("{} FOR UPDATE", sql::CURRENT))
+            .await?;
+        let row = self.tx.query_opt(&stmt, &[&ty, &id]).await?;
+        Ok(row.map(|r| Current {
+            rid: r.get(0),
+            version: r.get::<_, i64>(1) as u64,
+            deleted: r.get(2),
+        }))
+    }
+
+    async fn load(&mut self, ty: &str, id: &str) -> Result<Option<StoredResource>, StoreError> {
+        let stmt = self.tx.prepare_cached(sql::LOAD_CURRENT).await?;
+        let row = self.tx.query_opt(&stmt, &[&ty, &id]).await?;
+        Ok(row.map(|r| row_to_resource(&r, 0)))
+    }
+
+    async fn matches(
+        &mut self,
+        q: &SearchQuery,
+        limit: usize,
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        let key = q.resource_type.clone().unwrap_or_default();
+        if !self.locked.contains(&key) {
+            self.tx
+                .execute(
+                    "SELECT pg_advisory_xact_lock(hashtext('renkei:' || $1))",
+                    &[&key],
+                )
+                .await?;
+            self.locked.insert(key);
+        }
+        let sql = sql::matches(q, limit);
+        let stmt = self.tx.prepare_cached(&sql.text).await?;
+        let rows = self.tx.query(&stmt, &params(&sql.params)).await?;
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+
+    /// One round trip for the version, the current pointer and the change-feed row (ids are
+    /// drawn from the identity sequences up front), one for the old index rows of an update, and
+    /// one pipelined batch for the new index rows.
+    async fn write(&mut self, v: NewVersion<'_>) -> Result<(), StoreError> {
+        let tx = self.tx;
+        let version = v.version as i64;
+        let deleted = v.method == Method::Delete;
+        let method = v.method.as_str();
+        let rid: i64 = match v.rid {
+            Some(rid) => {
+                let stmt = tx.prepare_cached(PG_DELETE_INDEX).await?;
+                tx.execute(&stmt, &[&rid]).await?;
+                let stmt = tx.prepare_cached(PG_WRITE_EXISTING).await?;
+                tx.execute(
+                    &stmt,
+                    &[
+                        &rid,
+                        &v.resource_type,
+                        &v.id,
+                        &version,
+                        &v.last_updated,
+                        &deleted,
+                        &method,
+                        &v.body,
+                        &v.request_id,
+                    ],
+                )
+                .await?;
+                rid
+            }
+            None => {
+                let stmt = tx.prepare_cached(PG_WRITE_NEW).await?;
+                tx.query_one(
+                    &stmt,
+                    &[
+                        &v.resource_type,
+                        &v.id,
+                        &version,
+                        &v.last_updated,
+                        &deleted,
+                        &method,
+                        &v.body,
+                        &v.request_id,
+                    ],
+                )
+                .await?
+                .get(0)
+            }
+        };
+        let rows: Vec<(&'static str, Vec<SqlParam>)> = v
+            .index
+            .iter()
+            .map(|row| sql::index_insert(rid, v.resource_type, row))
+            .collect();
+        let mut stmts = Vec::with_capacity(rows.len());
+        for (text, _) in &rows {
+            stmts.push(tx.prepare_cached(text).await?);
+        }
+        let inserts = rows.iter().zip(&stmts).map(|((_, p), stmt)| async move {
+            let p = params(p);
+            tx.execute(stmt, &p).await
+        });
+        futures_util::future::try_join_all(inserts).await?;
+        Ok(())
+    }
+
+    async fn savepoint(&mut self) -> Result<(), StoreError> {
+        Ok(self.tx.batch_execute("SAVEPOINT entry").await?)
+    }
+
+    async fn release(&mut self) -> Result<(), StoreError> {
+        Ok(self.tx.batch_execute("RELEASE SAVEPOINT entry").await?)
+    }
+
+    async fn rollback_to_savepoint(&mut self) -> Result<(), StoreError> {
+        Ok(self
+            .tx
+            .batch_execute("ROLLBACK TO SAVEPOINT entry; RELEASE SAVEPOINT entry")
+            .await?)
+    }
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    fn backend(&self) -> &'static str {
+        "postgresql"
+    }
+
+    fn extractor(&self) -> &dyn IndexExtractor {
+        self.extractor.as_ref()
+    }
+
+    async fn ready(&self) -> Result<(), StoreError> {
+        let client = self.pool.get().await?;
+        client.query_one("SELECT 1", &[]).await?;
+        Ok(())
+    }
+
+    async fn load(
+        &self,
+        _ctx: &RequestContext,
+        resource_type: &str,
+        id: &str,
+    ) -> Result<Option<StoredResource>, StoreError> {
+        let client = self.pool.get().await?;
+        let stmt = client.prepare_cached(sql::LOAD_CURRENT).await?;
+        let row = client.query_opt(&stmt, &[&resource_type, &id]).await?;
+        Ok(row.map(|r| row_to_resource(&r, 0)))
+    }
+
+    async fn load_version(
+        &self,
+        _ctx: &RequestContext,
+        resource_type: &str,
+        id: &str,
+        version: u64,
+    ) -> Result<Option<StoredResource>, StoreError> {
+        let client = self.pool.get().await?;
+        let stmt = client.prepare_cached(sql::VREAD).await?;
+        let row = client
+            .query_opt(&stmt, &[&resource_type, &id, &(version as i64)])
+            .await?;
+        Ok(row.map(|r| row_to_resource(&r, 0)))
+    }
+
+    async fn history(
+        &self,
+        _ctx: &RequestContext,
+        q: &HistoryQuery,
+    ) -> Result<HistoryPage, StoreError> {
+        let (ty, rid) = match &q.scope {
+            HistoryScope::System => (None, None),
+            HistoryScope::Type(t) => (Some(t.as_str()), None),
+            HistoryScope::Instance(t, id) => {
+                let client = self.pool.get().await?;
+                let stmt = client.prepare_cached(sql::CURRENT).await?;
+                match client.query_opt(&stmt, &[t, id]).await? {
+                    Some(row) => (Some(t.as_str()), Some(row.get::<_, i64>(0))),
+                    None => {
+                        return Err(StoreError::NotFound {
+                            resource_type: t.clone(),
+                            id: id.clone(),
+                            version: None,
+                        });
+                    }
+                }
+            }
+        };
+        let sql = sql::history(ty, rid, q.since, q.before, q.count + 1);
+        let rows = self.query_resources(&sql).await?;
+        Ok(crate::history_page(rows, q.count))
+    }
+
+    async fn search(
+        &self,
+        _ctx: &RequestContext,
+        q: &SearchQuery,
+    ) -> Result<SearchPage, StoreError> {
+        let (page, count) = sql::search(q, q.count + 1);
+        let total: i64 = {
+            let client = self.pool.get().await?;
+            let stmt = client.prepare_cached(&count.text).await?;
+            client
+                .query_one(&stmt, &params(&count.params))
+                .await?
+                .get(0)
+        };
+        let rows = if q.count == 0 {
+            Vec::new()
+        } else {
+            self.query_resources(&page).await?
+        };
+        Ok(crate::search_page(rows, q.count, total))
+    }
+
+    async fn transaction(
+        &self,
+        ctx: &RequestContext,
+        entries: Vec<WriteEntry>,
+    ) -> Result<Vec<Outcome>, StoreError> {
+        let results = self.apply(ctx, entries, true).await?;
+        results.into_iter().collect()
+    }
+
+    async fn batch(
+        &self,
+        ctx: &RequestContext,
+        entries: Vec<WriteEntry>,
+    ) -> Result<Vec<Result<Outcome, StoreError>>, StoreError> {
+        self.apply(ctx, entries, false).await
+    }
+
+    async fn changes(
+        &self,
+        _ctx: &RequestContext,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<Change>, StoreError> {
+        let client = self.pool.get().await?;
+        let stmt = client.prepare_cached(sql::CHANGES).await?;
+        let rows = client.query(&stmt, &[&after, &(limit as i64)]).await?;
+        Ok(rows
+            .iter()
+            .map(|r| Change {
+                seq: r.get(0),
+                resource_type: r.get(1),
+                id: r.get(2),
+                version: r.get::<_, i64>(3) as u64,
+                method: Method::parse(r.get(4)),
+                request_id: r.get(5),
+            })
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_never_shows_the_password() {
+        let c = PostgresConfig::new("postgres://renkei:s3cret@db:5432/renkei");
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(shown.contains("renkei:***@db:5432/renkei"), "{shown}");
+        assert_eq!(
+            redact("host=db password=s3cret"),
+            "(connection string with password)"
+        );
+        assert_eq!(
+            redact("postgres://postgres@127.0.0.1/test"),
+            "postgres://postgres@127.0.0.1/test"
+        );
+    }
+}

@@ -1,0 +1,232 @@
+//! SQL shared by both backends: statement texts with `$n` placeholders (the SQLite backend
+//! rewrites them to `?n`), and parameter values that bind on either driver.
+
+use crate::index::{IndexRow, IndexValue};
+
+/// A parameter value for either backend.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum SqlParam {
+    Text(String),
+    OptText(Option<String>),
+    Int(i64),
+    OptInt(Option<i64>),
+    Float(f64),
+}
+
+impl SqlParam {
+    pub(crate) fn as_pg(&self) -> &(dyn tokio_postgres::types::ToSql + Sync) {
+        match self {
+            SqlParam::Text(v) => v,
+            SqlParam::OptText(v) => v,
+            SqlParam::Int(v) => v,
+            SqlParam::OptInt(v) => v,
+            SqlParam::Float(v) => v,
+        }
+    }
+
+    pub(crate) fn as_sqlite(&self) -> &dyn rusqlite::ToSql {
+        match self {
+            SqlParam::Text(v) => v,
+            SqlParam::OptText(v) => v,
+            SqlParam::Int(v) => v,
+            SqlParam::OptInt(v) => v,
+            SqlParam::Float(v) => v,
+        }
+    }
+}
+
+/// SQL text with `$n` placeholders and its parameters.
+#[derive(Debug, Default)]
+pub(crate) struct Sql {
+    pub text: String,
+    pub params: Vec<SqlParam>,
+}
+
+impl Sql {
+    /// Adds a parameter and returns its placeholder.
+    pub(crate) fn bind(&mut self, p: SqlParam) -> String {
+        self.params.push(p);
+        format!("${}", self.params.len())
+    }
+}
+
+pub(crate) const CURRENT: &str =
+    "SELECT rid, version, deleted FROM resource WHERE res_type = $1 AND res_id = $2";
+
+/// Columns of a stored version, in the order `row_to_resource` reads them.
+pub(crate) const VERSION_COLUMNS: &str =
+    "v.res_type, v.res_id, v.version, v.last_updated, v.method, v.body";
+
+pub(crate) const LOAD_CURRENT: &str = "SELECT v.res_type, v.res_id, v.version, v.last_updated, v.method, v.body \
+     FROM resource r JOIN resource_version v ON v.seq = r.seq WHERE r.res_type = $1 AND r.res_id = $2";
+
+pub(crate) const VREAD: &str = "SELECT v.res_type, v.res_id, v.version, v.last_updated, v.method, v.body \
+     FROM resource r JOIN resource_version v ON v.rid = r.rid \
+     WHERE r.res_type = $1 AND r.res_id = $2 AND v.version = $3";
+
+pub(crate) const INSERT_RESOURCE: &str = "INSERT INTO resource (res_type, res_id, version, seq, last_updated, deleted) \
+     VALUES ($1, $2, $3, 0, $4, $5) RETURNING rid";
+
+pub(crate) const INSERT_VERSION: &str = "INSERT INTO resource_version (rid, res_type, res_id, version, last_updated, method, body) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING seq";
+
+pub(crate) const UPDATE_RESOURCE: &str =
+    "UPDATE resource SET version = $2, seq = $3, last_updated = $4, deleted = $5 WHERE rid = $1";
+
+pub(crate) const INSERT_OUTBOX: &str = "INSERT INTO outbox (version_seq, res_type, res_id, version, method, request_id) \
+     VALUES ($1, $2, $3, $4, $5, $6)";
+
+pub(crate) const CHANGES: &str = "SELECT seq, res_type, res_id, version, method, request_id FROM outbox \
+     WHERE seq > $1 ORDER BY seq LIMIT $2";
+
+/// Every index table (deleted from, by `rid`, when a resource gets a new version).
+pub(crate) const INDEX_TABLES: [&str; 7] = [
+    "DELETE FROM idx_string WHERE rid = $1",
+    "DELETE FROM idx_token WHERE rid = $1",
+    "DELETE FROM idx_reference WHERE rid = $1",
+    "DELETE FROM idx_date WHERE rid = $1",
+    "DELETE FROM idx_number WHERE rid = $1",
+    "DELETE FROM idx_quantity WHERE rid = $1",
+    "DELETE FROM idx_uri WHERE rid = $1",
+];
+
+/// The insert statement and parameters of one index row.
+pub(crate) fn index_insert(
+    rid: i64,
+    resource_type: &str,
+    row: &IndexRow,
+) -> (&'static str, Vec<SqlParam>) {
+    use SqlParam::*;
+    let mut p = vec![
+        Int(rid),
+        Text(resource_type.to_owned()),
+        Text(row.param.clone()),
+        OptInt(row.group.map(i64::from)),
+    ];
+    let sql = match &row.value {
+        IndexValue::String { normalized, exact } => {
+            p.extend([Text(normalized.clone()), Text(exact.clone())]);
+            "INSERT INTO idx_string (rid, res_type, param, grp, value_norm, value_exact) VALUES ($1, $2, $3, $4, $5, $6)"
+        }
+        IndexValue::Token {
+            system,
+            code,
+            display,
+        } => {
+            p.extend([
+                Text(system.clone()),
+                Text(code.clone()),
+                OptText(display.clone()),
+            ]);
+            "INSERT INTO idx_token (rid, res_type, param, grp, system, code, display) VALUES ($1, $2, $3, $4, $5, $6, $7)"
+        }
+        IndexValue::Reference {
+            target_type,
+            target_id,
+            url,
+        } => {
+            p.extend([
+                OptText(target_type.clone()),
+                OptText(target_id.clone()),
+                Text(url.clone()),
+            ]);
+            "INSERT INTO idx_reference (rid, res_type, param, grp, target_type, target_id, url) VALUES ($1, $2, $3, $4, $5, $6, $7)"
+        }
+        IndexValue::Date { start, end } => {
+            p.extend([Int(*start), Int(*end)]);
+            "INSERT INTO idx_date (rid, res_type, param, grp, lo, hi) VALUES ($1, $2, $3, $4, $5, $6)"
+        }
+        IndexValue::Number { value, low, high } => {
+            p.extend([Float(*value), Float(*low), Float(*high)]);
+            "INSERT INTO idx_number (rid, res_type, param, grp, value, lo, hi) VALUES ($1, $2, $3, $4, $5, $6, $7)"
+        }
+        IndexValue::Quantity {
+            system,
+            code,
+            unit,
+            value,
+            low,
+            high,
+        } => {
+            p.extend([
+                Text(system.clone()),
+                Text(code.clone()),
+                Text(unit.clone()),
+                Float(*value),
+                Float(*low),
+                Float(*high),
+            ]);
+            "INSERT INTO idx_quantity (rid, res_type, param, grp, system, code, unit, value, lo, hi) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+        }
+        IndexValue::Uri { uri } => {
+            p.push(Text(uri.clone()));
+            "INSERT INTO idx_uri (rid, res_type, param, grp, uri) VALUES ($1, $2, $3, $4, $5)"
+        }
+    };
+    (sql, p)
+}
+
+/// The history query of a scope (`rid` for an instance), newest first, `limit` rows.
+pub(crate) fn history(
+    resource_type: Option<&str>,
+    rid: Option<i64>,
+    since: Option<i64>,
+    before: Option<i64>,
+    limit: usize,
+) -> Sql {
+    let mut sql = Sql::default();
+    let mut conds = Vec::new();
+    if let Some(rid) = rid {
+        conds.push(format!("v.rid = {}", sql.bind(SqlParam::Int(rid))));
+    } else if let Some(t) = resource_type {
+        conds.push(format!(
+            "v.res_type = {}",
+            sql.bind(SqlParam::Text(t.into()))
+        ));
+    }
+    if let Some(s) = since {
+        conds.push(format!("v.last_updated >= {}", sql.bind(SqlParam::Int(s))));
+    }
+    if let Some(b) = before {
+        conds.push(format!("v.seq < {}", sql.bind(SqlParam::Int(b))));
+    }
+    let limit = sql.bind(SqlParam::Int(limit as i64));
+    sql.text = format!(
+        "SELECT v.seq, {VERSION_COLUMNS} FROM resource_version v {} ORDER BY v.seq DESC LIMIT {limit}",
+        if conds.is_empty() {
+            String::new()
+        } else {
+            format!("WHERE {}", conds.join(" AND "))
+        }
+    );
+    sql
+}
+
+/// The page query of a search (`limit` rows after the cursor) and its count query.
+pub(crate) fn search(q: &crate::search::SearchQuery, limit: usize) -> (Sql, Sql) {
+    let mut count = Sql::default();
+    let w = crate::search::where_clause(q, &mut count);
+    count.text = format!("SELECT COUNT(*) FROM resource r WHERE {w}");
+    let mut page = Sql::default();
+    let mut w = crate::search::where_clause(q, &mut page);
+    if let Some(after) = q.after {
+        w = format!("{w} AND r.rid > {}", page.bind(SqlParam::Int(after)));
+    }
+    let limit = page.bind(SqlParam::Int(limit as i64));
+    page.text = format!(
+        "SELECT r.rid, {VERSION_COLUMNS} FROM resource r JOIN resource_version v ON v.seq = r.seq \
+         WHERE {w} ORDER BY r.rid LIMIT {limit}"
+    );
+    (page, count)
+}
+
+/// The match query of a conditional operation: `(type, id)` of up to `limit` matches.
+pub(crate) fn matches(q: &crate::search::SearchQuery, limit: usize) -> Sql {
+    let mut sql = Sql::default();
+    let w = crate::search::where_clause(q, &mut sql);
+    let limit = sql.bind(SqlParam::Int(limit as i64));
+    sql.text = format!(
+        "SELECT r.res_type, r.res_id FROM resource r WHERE {w} ORDER BY r.rid LIMIT {limit}"
+    );
+    sql
+}

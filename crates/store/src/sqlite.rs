@@ -1,0 +1,454 @@
+//! The SQLite backend (the embedded default): one database file, WAL journal, one writer
+//! connection and a small pool of reader connections.
+//!
+//! Every call runs on tokio's blocking pool (`spawn_blocking`) so the async runtime never waits
+//! on disk. Writes are serialized through the single writer connection (SQLite allows one writer
+//! at a time anyway), so conditional operations need no further locking; readers see the last
+//! committed state (WAL snapshot isolation) and never block the writer. `synchronous = FULL`:
+//! a commit is on disk before it is acknowledged, at the cost of one fsync per transaction.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use rusqlite::{Connection, OptionalExtension, Row, Transaction};
+
+use crate::Store;
+use crate::context::RequestContext;
+use crate::engine::{self, Backend, Current, NewVersion};
+use crate::error::StoreError;
+use crate::index::IndexExtractor;
+use crate::model::{
+    Change, HistoryPage, HistoryQuery, HistoryScope, Method, Outcome, StoredResource, WriteEntry,
+};
+use crate::search::{SearchPage, SearchQuery};
+use crate::sql::{self, Sql, SqlParam};
+
+const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../migrations/sqlite/0001_init.sql"))];
+const MAX_READERS: usize = 8;
+
+/// A store in one SQLite file.
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    path: PathBuf,
+    writer: Mutex<Connection>,
+    readers: Mutex<Vec<Connection>>,
+    reader_permits: tokio::sync::Semaphore,
+    extractor: Arc<dyn IndexExtractor>,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) `dir/renkei.db` and applies pending migrations.
+    pub fn open_dir(dir: &Path, extractor: Arc<dyn IndexExtractor>) -> Result<Self, StoreError> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| StoreError::Backend(format!("cannot create {}: {e}", dir.display())))?;
+        Self::open(&dir.join("renkei.db"), extractor)
+    }
+
+    /// Opens (creating if needed) the database file `path` and applies pending migrations.
+    pub fn open(path: &Path, extractor: Arc<dyn IndexExtractor>) -> Result<Self, StoreError> {
+        let mut writer = open_connection(path)?;
+        migrate(&mut writer)?;
+        Ok(SqliteStore {
+            inner: Arc::new(Inner {
+                path: path.to_owned(),
+                writer: Mutex::new(writer),
+                readers: Mutex::new(Vec::new()),
+                reader_permits: tokio::sync::Semaphore::new(MAX_READERS),
+                extractor,
+            }),
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    async fn read_with<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let _permit = self
+            .inner
+            .reader_permits
+            .acquire()
+            .await
+            .map_err(|_| StoreError::Unavailable("store is closing".into()))?;
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            let conn = inner.readers.lock().map_err(poisoned)?.pop();
+            let conn = match conn {
+                Some(c) => c,
+                None => open_connection(&inner.path)?,
+            };
+            let result = f(&conn);
+            inner.readers.lock().map_err(poisoned)?.push(conn);
+            result
+        })
+        .await
+        .map_err(|e| StoreError::Backend(format!("store task failed: {e}")))?
+    }
+
+    async fn write_with<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection, &dyn IndexExtractor) -> Result<T, StoreError> + Send + 'static,
+    {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut conn = inner.writer.lock().map_err(poisoned)?;
+            f(&mut conn, inner.extractor.as_ref())
+        })
+        .await
+        .map_err(|e| StoreError::Backend(format!("store task failed: {e}")))?
+    }
+
+    async fn apply(
+        &self,
+        ctx: &RequestContext,
+        entries: Vec<WriteEntry>,
+        atomic: bool,
+    ) -> Result<Vec<Result<Outcome, StoreError>>, StoreError> {
+        let ctx = ctx.clone();
+        self.write_with(move |conn, extractor| {
+            let tx = conn.transaction()?;
+            let now = crate::time::now_micros();
+            let results = {
+                let mut b = SqliteTx { tx: &tx };
+                engine::run_ready(engine::apply(&mut b, extractor, &ctx, now, entries, atomic))??
+            };
+            tx.commit()?;
+            Ok(results)
+        })
+        .await
+    }
+}
+
+fn poisoned<T>(_: T) -> StoreError {
+    StoreError::Backend("a store lock was poisoned by a panic".into())
+}
+
+fn open_connection(path: &Path) -> Result<Connection, StoreError> {
+    let conn = Connection::open(path)?;
+    conn.execute_batch(
+        "PRAGMA journal_mode = WAL;
+         PRAGMA synchronous = FULL;
+         PRAGMA busy_timeout = 10000;
+         PRAGMA foreign_keys = OFF;
+         PRAGMA cache_size = -65536;
+         PRAGMA temp_store = MEMORY;",
+    )?;
+    conn.set_prepared_statement_cache_capacity(64);
+    Ok(conn)
+}
+
+fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    tx.execute_batch(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)",
+    )?;
+    let applied: i64 = tx.query_row(
+        "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
+        [],
+        |r| r.get(0),
+    )?;
+    for (version, script) in MIGRATIONS {
+        if *version > applied {
+            tracing::info!(version, "applying SQLite migration");
+            tx.execute_batch(script)?;
+            tx.execute(
+                "INSERT INTO schema_migrations (version, applied_at) VALUES (?1, ?2)",
+                rusqlite::params![version, crate::time::now_micros()],
+            )?;
+        }
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+/// `$n` placeholders become SQLite's `?n`.
+fn lite(sql: &str) -> String {
+    sql.replace('$', "?")
+}
+
+fn params(p: &[SqlParam]) -> Vec<&dyn rusqlite::ToSql> {
+    p.iter().map(SqlParam::as_sqlite).collect()
+}
+
+/// Reads the columns of [`sql::VERSION_COLUMNS`] starting at `at`.
+fn row_to_resource(row: &Row<'_>, at: usize) -> rusqlite::Result<StoredResource> {
+    let method: String = row.get(at + 4)?;
+    let method = Method::parse(&method);
+    Ok(StoredResource {
+        resource_type: row.get(at)?,
+        id: row.get(at + 1)?,
+        version: row.get::<_, i64>(at + 2)? as u64,
+        last_updated: row.get(at + 3)?,
+        deleted: method == Method::Delete,
+        method,
+        body: row.get(at + 5)?,
+    })
+}
+
+fn query_resources(conn: &Connection, sql: &Sql) -> Result<Vec<(i64, StoredResource)>, StoreError> {
+    let mut stmt = conn.prepare_cached(&lite(&sql.text))?;
+    let rows = stmt.query_map(params(&sql.params).as_slice(), |row| {
+        Ok((row.get::<_, i64>(0)?, row_to_resource(row, 1)?))
+    })?;
+    Ok(rows.collect::<Result<Vec<_>, _>>()?)
+}
+
+fn load(conn: &Connection, ty: &str, id: &str) -> Result<Option<StoredResource>, StoreError> {
+    let mut stmt = conn.prepare_cached(&lite(sql::LOAD_CURRENT))?;
+    Ok(stmt
+        .query_row([ty, id], |row| row_to_resource(row, 0))
+        .optional()?)
+}
+
+fn current(conn: &Connection, ty: &str, id: &str) -> Result<Option<Current>, StoreError> {
+    let mut stmt = conn.prepare_cached(&lite(sql::CURRENT))?;
+    Ok(stmt
+        .query_row([ty, id], |row| {
+            Ok(Current {
+                rid: row.get(0)?,
+                version: row.get::<_, i64>(1)? as u64,
+                deleted: row.get(2)?,
+            })
+        })
+        .optional()?)
+}
+
+/// The write-path primitives over an open SQLite transaction.
+struct SqliteTx<'c> {
+    tx: &'c Transaction<'c>,
+}
+
+impl Backend for SqliteTx<'_> {
+    async fn current(&mut self, ty: &str, id: &str) -> Result<Option<Current>, StoreError> {
+        current(self.tx, ty, id)
+    }
+
+    async fn load(&mut self, ty: &str, id: &str) -> Result<Option<StoredResource>, StoreError> {
+        load(self.tx, ty, id)
+    }
+
+    async fn matches(
+        &mut self,
+        q: &SearchQuery,
+        limit: usize,
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        let sql = sql::matches(q, limit);
+        let mut stmt = self.tx.prepare_cached(&lite(&sql.text))?;
+        let rows = stmt.query_map(params(&sql.params).as_slice(), |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    }
+
+    async fn write(&mut self, v: NewVersion<'_>) -> Result<(), StoreError> {
+        let tx = self.tx;
+        let version = v.version as i64;
+        let deleted = v.method == Method::Delete;
+        let rid = match v.rid {
+            Some(rid) => {
+                for del in sql::INDEX_TABLES {
+                    tx.prepare_cached(&lite(del))?.execute([rid])?;
+                }
+                rid
+            }
+            None => tx.prepare_cached(&lite(sql::INSERT_RESOURCE))?.query_row(
+                rusqlite::params![v.resource_type, v.id, version, v.last_updated, deleted],
+                |r| r.get(0),
+            )?,
+        };
+        let seq: i64 = tx.prepare_cached(&lite(sql::INSERT_VERSION))?.query_row(
+            rusqlite::params![
+                rid,
+                v.resource_type,
+                v.id,
+                version,
+                v.last_updated,
+                v.method.as_str(),
+                v.body
+            ],
+            |r| r.get(0),
+        )?;
+        tx.prepare_cached(&lite(sql::UPDATE_RESOURCE))?
+            .execute(rusqlite::params![
+                rid,
+                version,
+                seq,
+                v.last_updated,
+                deleted
+            ])?;
+        for row in v.index {
+            let (text, p) = sql::index_insert(rid, v.resource_type, row);
+            tx.prepare_cached(&lite(text))?
+                .execute(params(&p).as_slice())?;
+        }
+        tx.prepare_cached(&lite(sql::INSERT_OUTBOX))?
+            .execute(rusqlite::params![
+                seq,
+                v.resource_type,
+                v.id,
+                version,
+                v.method.as_str(),
+                v.request_id
+            ])?;
+        Ok(())
+    }
+
+    async fn savepoint(&mut self) -> Result<(), StoreError> {
+        Ok(self.tx.execute_batch("SAVEPOINT entry")?)
+    }
+
+    async fn release(&mut self) -> Result<(), StoreError> {
+        Ok(self.tx.execute_batch("RELEASE entry")?)
+    }
+
+    async fn rollback_to_savepoint(&mut self) -> Result<(), StoreError> {
+        Ok(self.tx.execute_batch("ROLLBACK TO entry; RELEASE entry")?)
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    fn backend(&self) -> &'static str {
+        "sqlite"
+    }
+
+    fn extractor(&self) -> &dyn IndexExtractor {
+        self.inner.extractor.as_ref()
+    }
+
+    async fn ready(&self) -> Result<(), StoreError> {
+        self.read_with(|c| Ok(c.query_row("SELECT 1", [], |_| Ok(()))?))
+            .await
+    }
+
+    async fn load(
+        &self,
+        _ctx: &RequestContext,
+        resource_type: &str,
+        id: &str,
+    ) -> Result<Option<StoredResource>, StoreError> {
+        let (ty, id) = (resource_type.to_owned(), id.to_owned());
+        self.read_with(move |c| load(c, &ty, &id)).await
+    }
+
+    async fn load_version(
+        &self,
+        _ctx: &RequestContext,
+        resource_type: &str,
+        id: &str,
+        version: u64,
+    ) -> Result<Option<StoredResource>, StoreError> {
+        let (ty, id) = (resource_type.to_owned(), id.to_owned());
+        self.read_with(move |c| {
+            let mut stmt = c.prepare_cached(&lite(sql::VREAD))?;
+            Ok(stmt
+                .query_row(rusqlite::params![ty, id, version as i64], |row| {
+                    row_to_resource(row, 0)
+                })
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn history(
+        &self,
+        _ctx: &RequestContext,
+        q: &HistoryQuery,
+    ) -> Result<HistoryPage, StoreError> {
+        let q = q.clone();
+        self.read_with(move |c| {
+            let (ty, rid) = match &q.scope {
+                HistoryScope::System => (None, None),
+                HistoryScope::Type(t) => (Some(t.as_str()), None),
+                HistoryScope::Instance(t, id) => match current(c, t, id)? {
+                    Some(cur) => (Some(t.as_str()), Some(cur.rid)),
+                    None => {
+                        return Err(StoreError::NotFound {
+                            resource_type: t.clone(),
+                            id: id.clone(),
+                            version: None,
+                        });
+                    }
+                },
+            };
+            let sql = sql::history(ty, rid, q.since, q.before, q.count + 1);
+            let rows = query_resources(c, &sql)?;
+            Ok(crate::history_page(rows, q.count))
+        })
+        .await
+    }
+
+    async fn search(
+        &self,
+        _ctx: &RequestContext,
+        q: &SearchQuery,
+    ) -> Result<SearchPage, StoreError> {
+        let q = q.clone();
+        self.read_with(move |c| {
+            let (page, count) = sql::search(&q, q.count + 1);
+            let total: i64 = c
+                .prepare_cached(&lite(&count.text))?
+                .query_row(params(&count.params).as_slice(), |r| r.get(0))?;
+            let rows = if q.count == 0 {
+                Vec::new()
+            } else {
+                query_resources(c, &page)?
+            };
+            Ok(crate::search_page(rows, q.count, total))
+        })
+        .await
+    }
+
+    async fn transaction(
+        &self,
+        ctx: &RequestContext,
+        entries: Vec<WriteEntry>,
+    ) -> Result<Vec<Outcome>, StoreError> {
+        let results = self.apply(ctx, entries, true).await?;
+        results.into_iter().collect()
+    }
+
+    async fn batch(
+        &self,
+        ctx: &RequestContext,
+        entries: Vec<WriteEntry>,
+    ) -> Result<Vec<Result<Outcome, StoreError>>, StoreError> {
+        self.apply(ctx, entries, false).await
+    }
+
+    async fn changes(
+        &self,
+        _ctx: &RequestContext,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<Change>, StoreError> {
+        self.read_with(move |c| {
+            let mut stmt = c.prepare_cached(&lite(sql::CHANGES))?;
+            let rows = stmt.query_map(rusqlite::params![after, limit as i64], |r| {
+                let method: String = r.get(4)?;
+                Ok(Change {
+                    seq: r.get(0)?,
+                    resource_type: r.get(1)?,
+                    id: r.get(2)?,
+                    version: r.get::<_, i64>(3)? as u64,
+                    method: Method::parse(&method),
+                    request_id: r.get(5)?,
+                })
+            })?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+}

@@ -1,0 +1,724 @@
+//! The one backend-agnostic story suite: every test runs on SQLite and on PostgreSQL.
+
+mod support;
+
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+use store::{
+    ErrorKind, HistoryQuery, HistoryScope, Method, Outcome, RequestContext, SearchQuery, Store,
+    StoreError, WriteEntry, WriteOp,
+};
+
+fn ctx() -> RequestContext {
+    RequestContext::system()
+}
+
+fn body(r: &store::StoredResource) -> Value {
+    serde_json::from_str(r.body.as_deref().expect("body")).expect("stored JSON")
+}
+
+fn written(o: &Outcome) -> &store::StoredResource {
+    o.resource().expect("a written resource")
+}
+
+fn query(store: &dyn Store, ty: &str, q: &str) -> SearchQuery {
+    SearchQuery::parse(
+        Some(ty),
+        &store::search::parse_query_string(q),
+        store.extractor(),
+        false,
+    )
+    .expect("valid query")
+}
+
+fn patient(family: &str, identifier: &str) -> Value {
+    json!({
+        "resourceType": "Patient",
+        "identifier": [{"system": "urn:test", "value": identifier}],
+        "name": [{"family": family}]
+    })
+}
+
+async fn create_read_update_delete_keeps_every_version(s: Arc<dyn Store>) {
+    let s: &dyn Store = &*s;
+    let c = ctx();
+    let created = s.create(&c, patient("Ito", "1")).await.unwrap();
+    let Outcome::Created(v1) = &created else {
+        panic!("{created:?}")
+    };
+    assert_eq!(v1.version, 1);
+    let id = v1.id.clone();
+    let read = s.read(&c, "Patient", &id).await.unwrap();
+    assert_eq!(read.body, v1.body);
+    let b = body(&read);
+    assert_eq!(b["id"], id.as_str());
+    assert_eq!(b["meta"]["versionId"], "1");
+    assert_eq!(
+        b["meta"]["lastUpdated"],
+        read.last_updated_instant().as_str()
+    );
+
+    let mut next = patient("Sato", "1");
+    next["id"] = json!(id);
+    let updated = s.update(&c, "Patient", &id, next, Some(1)).await.unwrap();
+    assert!(matches!(&updated, Outcome::Updated(r) if r.version == 2));
+
+    let deleted = s.delete(&c, "Patient", &id, None).await.unwrap();
+    assert!(matches!(&deleted, Outcome::Deleted(r) if r.version == 3));
+    let err = s.read(&c, "Patient", &id).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Gone);
+    assert_eq!(
+        s.delete(&c, "Patient", &id, None).await.unwrap(),
+        Outcome::NoOp
+    );
+
+    assert_eq!(
+        body(&s.vread(&c, "Patient", &id, 1).await.unwrap())["name"][0]["family"],
+        "Ito"
+    );
+    assert_eq!(
+        body(&s.vread(&c, "Patient", &id, 2).await.unwrap())["name"][0]["family"],
+        "Sato"
+    );
+    assert_eq!(
+        s.vread(&c, "Patient", &id, 3).await.unwrap_err().kind(),
+        ErrorKind::Gone
+    );
+    assert_eq!(
+        s.vread(&c, "Patient", &id, 4).await.unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
+    assert_eq!(
+        s.read(&c, "Patient", "nope").await.unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
+
+    // Update after delete brings the resource back as a new version.
+    let mut again = patient("Kato", "1");
+    again["id"] = json!(id);
+    let back = s.update(&c, "Patient", &id, again, None).await.unwrap();
+    assert!(matches!(&back, Outcome::Created(r) if r.version == 4));
+
+    let page = s
+        .history(
+            &c,
+            &HistoryQuery {
+                scope: HistoryScope::Instance("Patient".into(), id.clone()),
+                since: None,
+                count: 10,
+                before: None,
+            },
+        )
+        .await
+        .unwrap();
+    let versions: Vec<(u64, Method)> = page
+        .versions
+        .iter()
+        .map(|v| (v.version, v.method))
+        .collect();
+    assert_eq!(
+        versions,
+        vec![
+            (4, Method::Put),
+            (3, Method::Delete),
+            (2, Method::Put),
+            (1, Method::Post)
+        ]
+    );
+}
+
+async fn stored_json_is_kept_as_written(s: Arc<dyn Store>) {
+    let s: &dyn Store = &*s;
+    let c = ctx();
+    // Parsed from text: `json!` would turn 70.50 into a float.
+    let obs: Value = serde_json::from_str(
+        r#"{"resourceType": "Observation", "status": "final", "code": {"text": "weight"},
+            "valueQuantity": {"value": 70.50, "unit": "kg"}, "note": [{"text": "日本語 ✓"}],
+            "meta": {"profile": ["http://example.org/p"]}}"#,
+    )
+    .unwrap();
+    let r = s.create(&c, obs).await.unwrap();
+    let text = written(&r).body.clone().unwrap();
+    let stored = s.read(&c, "Observation", &written(&r).id).await.unwrap();
+    assert_eq!(stored.body.as_deref(), Some(text.as_str()));
+    assert!(text.contains("\"value\":70.50"), "{text}");
+    assert!(text.contains("\"status\":\"final\",\"code\""), "{text}");
+    assert!(
+        text.starts_with("{\"resourceType\":\"Observation\",\"id\":"),
+        "{text}"
+    );
+    assert!(
+        text.contains("\"profile\":[\"http://example.org/p\"],\"versionId\":\"1\""),
+        "{text}"
+    );
+    assert!(text.contains("日本語 ✓"));
+}
+
+async fn if_match_rejects_stale_versions(s: Arc<dyn Store>) {
+    let s: &dyn Store = &*s;
+    let c = ctx();
+    let mut p = patient("A", "im");
+    p["id"] = json!("p-im");
+    s.update(&c, "Patient", "p-im", p.clone(), None)
+        .await
+        .unwrap();
+    s.update(&c, "Patient", "p-im", p.clone(), Some(1))
+        .await
+        .unwrap();
+    let err = s
+        .update(&c, "Patient", "p-im", p.clone(), Some(1))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::VersionConflict {
+                expected: 1,
+                current: Some(2),
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    let err = s.delete(&c, "Patient", "p-im", Some(7)).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::VersionConflict);
+    let err = s
+        .update(
+            &c,
+            "Patient",
+            "absent",
+            json!({"resourceType": "Patient", "id": "absent"}),
+            Some(1),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::VersionConflict);
+    assert_eq!(s.read(&c, "Patient", "p-im").await.unwrap().version, 2);
+}
+
+async fn conditional_create_update_delete(s: Arc<dyn Store>) {
+    let s: &dyn Store = &*s;
+    let c = ctx();
+    let q = query(s, "Patient", "identifier=urn:test|cc");
+    let first = s
+        .write(
+            &c,
+            WriteOp::Create {
+                resource: patient("A", "cc"),
+                if_none_exist: Some(q.clone()),
+            },
+        )
+        .await
+        .unwrap();
+    assert!(matches!(first, Outcome::Created(_)));
+    let second = s
+        .write(
+            &c,
+            WriteOp::Create {
+                resource: patient("B", "cc"),
+                if_none_exist: Some(q.clone()),
+            },
+        )
+        .await
+        .unwrap();
+    let Outcome::Existing(existing) = &second else {
+        panic!("{second:?}")
+    };
+    assert_eq!(existing.id, written(&first).id);
+
+    // Conditional update of the one match.
+    let upd = s
+        .write(
+            &c,
+            WriteOp::ConditionalUpdate {
+                query: q.clone(),
+                resource: patient("C", "cc"),
+            },
+        )
+        .await
+        .unwrap();
+    assert!(matches!(&upd, Outcome::Updated(r) if r.id == existing.id && r.version == 2));
+    // No match: creates, with the body's id.
+    let mut fresh = patient("D", "cu-new");
+    fresh["id"] = json!("chosen-id");
+    let q2 = query(s, "Patient", "identifier=urn:test|cu-new");
+    let created = s
+        .write(
+            &c,
+            WriteOp::ConditionalUpdate {
+                query: q2,
+                resource: fresh,
+            },
+        )
+        .await
+        .unwrap();
+    assert!(matches!(&created, Outcome::Created(r) if r.id == "chosen-id"));
+
+    // Two matches: conditional create, update and delete all refuse.
+    s.create(&c, patient("E", "cc")).await.unwrap();
+    let err = s
+        .write(
+            &c,
+            WriteOp::Create {
+                resource: patient("F", "cc"),
+                if_none_exist: Some(q.clone()),
+            },
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::MultipleMatches);
+    let err = s
+        .write(
+            &c,
+            WriteOp::ConditionalUpdate {
+                query: q.clone(),
+                resource: patient("F", "cc"),
+            },
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::MultipleMatches);
+    let err = s
+        .write(&c, WriteOp::ConditionalDelete { query: q.clone() })
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::MultipleMatches);
+
+    let qd = query(s, "Patient", "identifier=urn:test|cu-new");
+    let del = s
+        .write(&c, WriteOp::ConditionalDelete { query: qd.clone() })
+        .await
+        .unwrap();
+    assert!(matches!(del, Outcome::Deleted(_)));
+    assert_eq!(
+        s.write(&c, WriteOp::ConditionalDelete { query: qd })
+            .await
+            .unwrap(),
+        Outcome::NoOp
+    );
+}
+
+async fn transaction_is_all_or_nothing(s: Arc<dyn Store>) {
+    let s: &dyn Store = &*s;
+    let c = ctx();
+    let before = s.changes(&c, 0, 1000).await.unwrap().len();
+    let entries = vec![
+        WriteEntry::new(WriteOp::Create {
+            resource: patient("T1", "tx1"),
+            if_none_exist: None,
+        }),
+        WriteEntry::new(WriteOp::Delete {
+            resource_type: "Patient".into(),
+            id: "never-existed".into(),
+            if_match: None,
+        }),
+    ];
+    let err = s.transaction(&c, entries).await.unwrap_err();
+    assert_eq!(err.entry_index(), Some(1));
+    assert_eq!(err.kind(), ErrorKind::NotFound);
+    let found = s
+        .search(&c, &query(s, "Patient", "identifier=urn:test|tx1"))
+        .await
+        .unwrap();
+    assert_eq!(found.total, 0, "the first entry must have been rolled back");
+    assert_eq!(
+        s.changes(&c, 0, 1000).await.unwrap().len(),
+        before,
+        "no change-feed row either"
+    );
+}
+
+async fn batch_entries_fail_alone(s: Arc<dyn Store>) {
+    let s: &dyn Store = &*s;
+    let c = ctx();
+    let entries = vec![
+        WriteEntry::new(WriteOp::Create {
+            resource: patient("B1", "b1"),
+            if_none_exist: None,
+        }),
+        WriteEntry::new(WriteOp::Create {
+            resource: json!({"resourceType": "Observation", "subject": {"reference": "Patient?identifier=urn:test|missing"}}),
+            if_none_exist: None,
+        }),
+        WriteEntry::new(WriteOp::Create {
+            resource: patient("B3", "b3"),
+            if_none_exist: None,
+        }),
+    ];
+    let results = s.batch(&c, entries).await.unwrap();
+    assert!(results[0].is_ok());
+    assert_eq!(results[1].as_ref().unwrap_err().kind(), ErrorKind::Invalid);
+    assert!(results[2].is_ok());
+    assert_eq!(
+        s.search(
+            &c,
+            &query(s, "Patient", "identifier=urn:test|b1,urn:test|b3")
+        )
+        .await
+        .unwrap()
+        .total,
+        2
+    );
+}
+
+async fn transaction_rewrites_full_urls_and_resolves_conditional_references(s: Arc<dyn Store>) {
+    let s: &dyn Store = &*s;
+    let c = ctx();
+    s.create(&c, json!({"resourceType": "Practitioner", "identifier": [{"system": "http://hl7.org/fhir/sid/us-npi", "value": "99"}]})).await.unwrap();
+    let entries = vec![
+        WriteEntry {
+            full_url: Some("urn:uuid:obs".into()),
+            op: WriteOp::Create {
+                resource: json!({
+                    "resourceType": "Observation",
+                    "subject": {"reference": "urn:uuid:pat"},
+                    "performer": [{"reference": "Practitioner?identifier=http://hl7.org/fhir/sid/us-npi|99"}],
+                    "hasMember": [{"reference": "Organization?identifier=urn:test|org-in-tx"}],
+                    "text": {"status": "generated", "div": "<div xmlns=\"http://www.w3.org/1999/xhtml\"><a href=\"urn:uuid:pat\">patient</a></div>"}
+                }),
+                if_none_exist: None,
+            },
+        },
+        // Created earlier in the same transaction than the Observation above (index order), so
+        // the conditional reference to it resolves.
+        WriteEntry::new(WriteOp::Create {
+            resource: json!({"resourceType": "Organization", "identifier": [{"system": "urn:test", "value": "org-in-tx"}]}),
+            if_none_exist: None,
+        }),
+        WriteEntry {
+            full_url: Some("urn:uuid:pat".into()),
+            op: WriteOp::Create {
+                resource: patient("U", "urn"),
+                if_none_exist: None,
+            },
+        },
+    ];
+    // Put the Organization first so that it exists when the Observation is written.
+    let mut entries = entries;
+    entries.swap(0, 1);
+    let out = s.transaction(&c, entries).await.unwrap();
+    let pat_id = &written(&out[2]).id;
+    let obs = body(written(&out[1]));
+    assert_eq!(obs["subject"]["reference"], format!("Patient/{pat_id}"));
+    let prac = s
+        .search(
+            &c,
+            &query(
+                s,
+                "Practitioner",
+                "identifier=http://hl7.org/fhir/sid/us-npi|99",
+            ),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        obs["performer"][0]["reference"],
+        format!("Practitioner/{}", prac.matches[0].id)
+    );
+    assert_eq!(
+        obs["hasMember"][0]["reference"],
+        format!("Organization/{}", written(&out[0]).id)
+    );
+    assert!(
+        obs["text"]["div"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("href=\"Patient/{pat_id}\""))
+    );
+
+    // An ambiguous conditional reference fails the transaction, naming the entry.
+    s.create(&c, json!({"resourceType": "Practitioner", "identifier": [{"system": "http://hl7.org/fhir/sid/us-npi", "value": "99"}]})).await.unwrap();
+    let err = s
+        .transaction(&c, vec![WriteEntry::new(WriteOp::Create { resource: json!({"resourceType": "Observation", "performer": [{"reference": "Practitioner?identifier=http://hl7.org/fhir/sid/us-npi|99"}]}), if_none_exist: None })])
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (err.entry_index(), err.kind()),
+        (Some(0), ErrorKind::MultipleMatches)
+    );
+}
+
+async fn search_by_id_last_updated_identifier_with_paging(s: Arc<dyn Store>) {
+    let s: &dyn Store = &*s;
+    let c = ctx();
+    let mut ids = Vec::new();
+    for i in 0..7 {
+        ids.push(
+            written(&s.create(&c, patient("S", &format!("s{i}"))).await.unwrap())
+                .id
+                .clone(),
+        );
+    }
+    s.create(
+        &c,
+        json!({"resourceType": "Observation", "status": "final"}),
+    )
+    .await
+    .unwrap();
+    s.delete(&c, "Patient", &ids[6], None).await.unwrap();
+
+    let all = s
+        .search(&c, &query(s, "Patient", "_count=3"))
+        .await
+        .unwrap();
+    assert_eq!((all.total, all.matches.len()), (6, 3));
+    let mut seen: Vec<String> = all.matches.iter().map(|r| r.id.clone()).collect();
+    let mut cursor = all.next;
+    while let Some(after) = cursor {
+        let mut q = query(s, "Patient", "_count=3");
+        q.after = Some(after);
+        let page = s.search(&c, &q).await.unwrap();
+        seen.extend(page.matches.iter().map(|r| r.id.clone()));
+        cursor = page.next;
+    }
+    assert_eq!(seen, ids[..6].to_vec());
+
+    let by_id = s
+        .search(
+            &c,
+            &query(s, "Patient", &format!("_id={},{}", ids[0], ids[6])),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        by_id
+            .matches
+            .iter()
+            .map(|r| r.id.as_str())
+            .collect::<Vec<_>>(),
+        vec![ids[0].as_str()]
+    );
+    assert_eq!(
+        s.search(&c, &query(s, "Patient", "identifier=s3"))
+            .await
+            .unwrap()
+            .total,
+        1
+    );
+    assert_eq!(
+        s.search(&c, &query(s, "Patient", "identifier=urn:test|"))
+            .await
+            .unwrap()
+            .total,
+        6
+    );
+    assert_eq!(
+        s.search(&c, &query(s, "Patient", "identifier=|s3"))
+            .await
+            .unwrap()
+            .total,
+        0
+    );
+
+    let first = s
+        .read(&c, "Patient", &ids[0])
+        .await
+        .unwrap()
+        .last_updated_instant();
+    assert_eq!(
+        s.search(&c, &query(s, "Patient", &format!("_lastUpdated=ge{first}")))
+            .await
+            .unwrap()
+            .total,
+        6
+    );
+    assert_eq!(
+        s.search(&c, &query(s, "Patient", &format!("_lastUpdated=lt{first}")))
+            .await
+            .unwrap()
+            .total,
+        0
+    );
+    assert_eq!(
+        s.search(
+            &c,
+            &query(
+                s,
+                "Patient",
+                "_lastUpdated=gt2000-01-01&_lastUpdated=lt2999"
+            )
+        )
+        .await
+        .unwrap()
+        .total,
+        6
+    );
+    let count_only = s
+        .search(&c, &query(s, "Patient", "_count=0"))
+        .await
+        .unwrap();
+    assert_eq!((count_only.total, count_only.matches.len()), (6, 0));
+    let everything = s.search(&c, &SearchQuery::all(None)).await.unwrap();
+    assert_eq!(everything.total, 7);
+}
+
+async fn history_pages_newest_first_with_since(s: Arc<dyn Store>) {
+    let s: &dyn Store = &*s;
+    let c = ctx();
+    let a = written(&s.create(&c, patient("H", "h1")).await.unwrap()).clone();
+    let mut p = patient("H2", "h1");
+    p["id"] = json!(a.id);
+    s.update(&c, "Patient", &a.id, p, None).await.unwrap();
+    let o = written(
+        &s.create(
+            &c,
+            json!({"resourceType": "Observation", "status": "final"}),
+        )
+        .await
+        .unwrap(),
+    )
+    .clone();
+
+    let sys = |before| HistoryQuery {
+        scope: HistoryScope::System,
+        since: None,
+        count: 2,
+        before,
+    };
+    let p1 = s.history(&c, &sys(None)).await.unwrap();
+    assert_eq!(
+        p1.versions
+            .iter()
+            .map(|v| (v.id.as_str(), v.version))
+            .collect::<Vec<_>>(),
+        vec![(o.id.as_str(), 1), (a.id.as_str(), 2)]
+    );
+    let p2 = s.history(&c, &sys(p1.next)).await.unwrap();
+    assert_eq!(
+        p2.versions
+            .iter()
+            .map(|v| (v.id.as_str(), v.version))
+            .collect::<Vec<_>>(),
+        vec![(a.id.as_str(), 1)]
+    );
+    assert_eq!(p2.next, None);
+
+    let ty = s
+        .history(
+            &c,
+            &HistoryQuery {
+                scope: HistoryScope::Type("Observation".into()),
+                since: None,
+                count: 10,
+                before: None,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(ty.versions.len(), 1);
+    let since = s
+        .history(
+            &c,
+            &HistoryQuery {
+                scope: HistoryScope::System,
+                since: Some(o.last_updated),
+                count: 10,
+                before: None,
+            },
+        )
+        .await
+        .unwrap();
+    assert!(
+        since
+            .versions
+            .iter()
+            .all(|v| v.last_updated >= o.last_updated)
+    );
+    assert!(since.versions.iter().any(|v| v.id == o.id));
+    let err = s
+        .history(
+            &c,
+            &HistoryQuery {
+                scope: HistoryScope::Instance("Patient".into(), "nope".into()),
+                since: None,
+                count: 10,
+                before: None,
+            },
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotFound);
+}
+
+async fn change_feed_has_one_row_per_version(s: Arc<dyn Store>) {
+    let s: &dyn Store = &*s;
+    let c = ctx().with_request_id("req-42");
+    let start = s
+        .changes(&c, 0, 10_000)
+        .await
+        .unwrap()
+        .last()
+        .map(|ch| ch.seq)
+        .unwrap_or(0);
+    let r = written(&s.create(&c, patient("C", "feed")).await.unwrap()).clone();
+    s.delete(&c, "Patient", &r.id, None).await.unwrap();
+    let feed = s.changes(&c, start, 100).await.unwrap();
+    let rows: Vec<(u64, Method, &str)> = feed
+        .iter()
+        .map(|ch| (ch.version, ch.method, ch.request_id.as_str()))
+        .collect();
+    assert_eq!(
+        rows,
+        vec![(1, Method::Post, "req-42"), (2, Method::Delete, "req-42")]
+    );
+    assert!(feed[0].seq < feed[1].seq);
+}
+
+async fn concurrent_updates_never_lose_a_version(s: Arc<dyn Store>) {
+    let c = ctx();
+    let mut p = patient("Z", "conc");
+    p["id"] = json!("conc");
+    s.update(&c, "Patient", "conc", p.clone(), None)
+        .await
+        .unwrap();
+    let tasks: Vec<_> = (0..8)
+        .map(|_| {
+            let (s, p, c) = (s.clone(), p.clone(), c.clone());
+            tokio::spawn(async move { s.update(&c, "Patient", "conc", p, None).await })
+        })
+        .collect();
+    let mut versions = Vec::new();
+    for t in tasks {
+        versions.push(written(&t.await.unwrap().unwrap()).version);
+    }
+    versions.sort();
+    assert_eq!(versions, (2..=9).collect::<Vec<_>>());
+}
+
+macro_rules! suite {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let t = crate::support::sqlite();
+                    super::$name(t.store.clone()).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let t = crate::support::postgres().await;
+                    super::$name(t.store.clone()).await;
+                }
+            )*
+        }
+    };
+}
+
+suite!(
+    create_read_update_delete_keeps_every_version,
+    stored_json_is_kept_as_written,
+    if_match_rejects_stale_versions,
+    conditional_create_update_delete,
+    transaction_is_all_or_nothing,
+    batch_entries_fail_alone,
+    transaction_rewrites_full_urls_and_resolves_conditional_references,
+    search_by_id_last_updated_identifier_with_paging,
+    history_pages_newest_first_with_since,
+    change_feed_has_one_row_per_version,
+    concurrent_updates_never_lose_a_version,
+);
