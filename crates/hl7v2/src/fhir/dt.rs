@@ -1,0 +1,460 @@
+//! HL7 v2 data types to FHIR R4 data types (CX -> Identifier, XPN -> HumanName, XAD ->
+//! Address, XTN -> ContactPoint, CE/CWE -> CodeableConcept, DTM -> dateTime/instant, NM/SN ->
+//! Quantity/Range/Ratio), following the v2-to-FHIR IG data type maps where they exist.
+
+use serde_json::{Map, Value, json};
+
+use super::MappingError;
+use crate::error::Location;
+use crate::message::{Component, Repetition};
+
+/// The FHIR extension JP Core uses for a name's representation (ideographic / phonetic).
+pub const EN_REPRESENTATION: &str =
+    "http://hl7.org/fhir/StructureDefinition/iso21090-EN-representation";
+
+/// Percent-encode what may not appear in a URI or a search value (keeps `A-Za-z0-9-._~:/`).
+pub fn uri_part(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b':' | b'/') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// A coding system URI for an HL7 v2 coding-system name (table 0396 and JAHIS names).
+pub fn code_system(name: &str) -> String {
+    match name {
+        "LN" | "LOINC" => "http://loinc.org".into(),
+        "SCT" | "SNM" => "http://snomed.info/sct".into(),
+        "UCUM" | "ANS+" => "http://unitsofmeasure.org".into(),
+        "I10" | "I10C" => "http://hl7.org/fhir/sid/icd-10".into(),
+        "I10CM" | "ICD10CM" => "http://hl7.org/fhir/sid/icd-10-cm".into(),
+        "I9C" => "http://hl7.org/fhir/sid/icd-9-cm".into(),
+        "CVX" => "http://hl7.org/fhir/sid/cvx".into(),
+        "MVX" => "http://terminology.hl7.org/CodeSystem/MVX".into(),
+        "NDC" => "http://hl7.org/fhir/sid/ndc".into(),
+        "RXNORM" => "http://www.nlm.nih.gov/research/umls/rxnorm".into(),
+        // JAHIS / SS-MIX2 code systems, by their registered OIDs.
+        "JC10" => "urn:oid:1.2.392.200119.4.504".into(),
+        "HOT" | "HOT9" => "urn:oid:1.2.392.200119.4.403.1".into(),
+        "HOT13" => "urn:oid:1.2.392.200119.4.402.1".into(),
+        "YJ" => "urn:oid:1.2.392.100495.20.1.73".into(),
+        "MDCDX2" => "urn:oid:1.2.392.200119.4.101.6".into(),
+        "JAMISDP01" => "urn:oid:1.2.392.200250.2.2.20.20".into(),
+        _ if name.starts_with("HL7") && name.len() == 7 => {
+            format!("http://terminology.hl7.org/CodeSystem/v2-{}", &name[3..])
+        }
+        _ => format!("urn:renkei:v2:codesystem:{}", uri_part(name)),
+    }
+}
+
+/// CE/CWE (code^text^system^alt code^alt text^alt system) to a CodeableConcept; `None` when
+/// empty.
+pub fn codeable_concept(rep: Option<&Repetition>) -> Option<Value> {
+    let rep = rep?;
+    let mut codings = Vec::new();
+    for (code, display, system) in [(1, 2, 3), (4, 5, 6)] {
+        let code_v = rep.get(code);
+        if code_v.is_empty() {
+            continue;
+        }
+        let mut coding = Map::new();
+        let sys = rep.get(system);
+        if !sys.is_empty() {
+            coding.insert("system".into(), json!(code_system(sys)));
+        }
+        coding.insert("code".into(), json!(code_v.trim()));
+        if !rep.get(display).is_empty() {
+            coding.insert("display".into(), json!(rep.get(display)));
+        }
+        codings.push(Value::Object(coding));
+    }
+    let text = rep.get(2);
+    let text = if text.is_empty() { rep.get(9) } else { text };
+    if codings.is_empty() && text.is_empty() {
+        return None;
+    }
+    let mut cc = Map::new();
+    if !codings.is_empty() {
+        cc.insert("coding".into(), Value::Array(codings));
+    }
+    if !text.is_empty() {
+        cc.insert("text".into(), json!(text));
+    }
+    Some(Value::Object(cc))
+}
+
+/// A CodeableConcept with one coding of a known system.
+pub fn concept(system: &str, code: &str, display: Option<&str>) -> Value {
+    let mut coding = json!({"system": system, "code": code});
+    if let Some(d) = display {
+        coding["display"] = json!(d);
+    }
+    json!({"coding": [coding]})
+}
+
+/// The identifier system for an assigning authority (HD: namespace^universal id^type):
+/// `urn:oid:` for ISO ids, the URI itself for URI ids, otherwise a Renkei URN naming the
+/// namespace, or the sending facility when the authority is empty (JAHIS writes `ID^^^^PI`,
+/// patient ids local to the hospital).
+pub fn identifier_system(authority: Option<&Component>, facility: &str, kind: &str) -> String {
+    let (namespace, universal, utype) =
+        authority.map_or(("", "", ""), |c| (c.sub(1), c.sub(2), c.sub(3)));
+    match utype {
+        "ISO" if !universal.is_empty() => return format!("urn:oid:{universal}"),
+        "URI" | "URL" if !universal.is_empty() => return universal.to_owned(),
+        _ => {}
+    }
+    if !namespace.is_empty() {
+        return format!("urn:renkei:id:{}", uri_part(namespace));
+    }
+    let kind = if kind.is_empty() { "id" } else { kind };
+    format!(
+        "urn:renkei:id:{}:{}",
+        uri_part(facility),
+        uri_part(&kind.to_lowercase())
+    )
+}
+
+/// CX (id^check^scheme^authority^type^facility) to an Identifier; `None` when the id is empty.
+pub fn identifier(rep: &Repetition, facility: &str) -> Option<Value> {
+    let value = rep.get(1).trim();
+    if value.is_empty() {
+        return None;
+    }
+    let kind = rep.get(5);
+    let mut id = json!({
+        "system": identifier_system(rep.component(4), facility, kind),
+        "value": value,
+    });
+    if !kind.is_empty() {
+        id["type"] = concept("http://terminology.hl7.org/CodeSystem/v2-0203", kind, None);
+    }
+    Some(id)
+}
+
+/// XPN (family^given^middle^suffix^prefix^degree^type^representation) to a HumanName, with
+/// the JP Core representation extension (`I` -> IDE, `P` -> SYL, `A` -> ABC).
+pub fn human_name(rep: &Repetition) -> Option<Value> {
+    let family = rep.get(1);
+    let given: Vec<&str> = [rep.get(2), rep.get(3)]
+        .into_iter()
+        .filter(|g| !g.is_empty())
+        .collect();
+    if family.is_empty() && given.is_empty() {
+        return None;
+    }
+    let mut name = Map::new();
+    let representation = match rep.get(8) {
+        "I" => Some("IDE"),
+        "P" => Some("SYL"),
+        "A" => Some("ABC"),
+        _ => None,
+    };
+    if let Some(code) = representation {
+        name.insert(
+            "extension".into(),
+            json!([{"url": EN_REPRESENTATION, "valueCode": code}]),
+        );
+    }
+    let usage = match rep.get(7) {
+        "L" => Some("official"),
+        "D" => Some("usual"),
+        "M" => Some("maiden"),
+        "N" => Some("nickname"),
+        "A" | "S" => Some("anonymous"),
+        "T" => Some("temp"),
+        _ => None,
+    };
+    if let Some(u) = usage {
+        name.insert("use".into(), json!(u));
+    }
+    let text: Vec<&str> = std::iter::once(family)
+        .chain(given.iter().copied())
+        .filter(|p| !p.is_empty())
+        .collect();
+    name.insert("text".into(), json!(text.join(" ")));
+    if !family.is_empty() {
+        name.insert("family".into(), json!(family));
+    }
+    if !given.is_empty() {
+        name.insert("given".into(), json!(given));
+    }
+    if !rep.get(4).is_empty() {
+        name.insert("suffix".into(), json!([rep.get(4)]));
+    }
+    if !rep.get(5).is_empty() {
+        name.insert("prefix".into(), json!([rep.get(5)]));
+    }
+    Some(Value::Object(name))
+}
+
+/// XAD (street^other^city^state^zip^country^type) to an Address.
+pub fn address(rep: &Repetition) -> Option<Value> {
+    if rep.is_empty() {
+        return None;
+    }
+    let mut a = Map::new();
+    let lines: Vec<&str> = [rep.get(1), rep.get(2)]
+        .into_iter()
+        .filter(|l| !l.is_empty())
+        .collect();
+    let usage = match rep.get(7) {
+        "H" | "P" => Some("home"),
+        "B" | "O" => Some("work"),
+        "C" => Some("temp"),
+        "BA" | "BDL" => Some("old"),
+        _ => None,
+    };
+    if let Some(u) = usage {
+        a.insert("use".into(), json!(u));
+    }
+    let text: Vec<&str> = [
+        rep.get(6),
+        rep.get(5),
+        rep.get(4),
+        rep.get(3),
+        rep.get(1),
+        rep.get(2),
+    ]
+    .into_iter()
+    .filter(|p| !p.is_empty())
+    .collect();
+    if !text.is_empty() {
+        a.insert("text".into(), json!(text.join(" ")));
+    }
+    if !lines.is_empty() {
+        a.insert("line".into(), json!(lines));
+    }
+    for (n, key) in [(3, "city"), (4, "state"), (5, "postalCode"), (6, "country")] {
+        if !rep.get(n).is_empty() {
+            a.insert(key.into(), json!(rep.get(n)));
+        }
+    }
+    Some(Value::Object(a))
+}
+
+/// XTN (number^use^equipment^email^country^area^local^ext) to a ContactPoint.
+pub fn contact_point(rep: &Repetition, default_use: &str) -> Option<Value> {
+    let equipment = rep.get(3);
+    let email = rep.get(4);
+    let (system, value) = if !email.is_empty() || equipment == "Internet" || equipment == "X.400" {
+        (
+            "email",
+            if email.is_empty() { rep.get(1) } else { email }.to_owned(),
+        )
+    } else {
+        let composed = if rep.get(7).is_empty() {
+            rep.get(1).to_owned()
+        } else {
+            format!("{}{}", rep.get(6), rep.get(7))
+        };
+        let system = match equipment {
+            "FX" => "fax",
+            "BP" => "pager",
+            _ => "phone",
+        };
+        (system, composed)
+    };
+    if value.trim().is_empty() {
+        return None;
+    }
+    let usage = match (rep.get(2), equipment) {
+        (_, "CP") => "mobile",
+        ("WPN", _) => "work",
+        ("PRN" | "ORN" | "VHN" | "NET", _) => "home",
+        ("EMR", _) => "home",
+        _ => default_use,
+    };
+    Some(json!({"system": system, "value": value.trim(), "use": usage}))
+}
+
+/// Precision of a converted HL7 date/time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimeKind {
+    /// FHIR `date`.
+    Date,
+    /// FHIR `dateTime`: the time is kept only when a UTC offset is known.
+    DateTime,
+    /// FHIR `instant`: always to the second with an offset (`fallback_offset` if the value
+    /// has none).
+    Instant,
+}
+
+/// Convert an HL7 DTM/TS/DT (`YYYY[MM[DD[HH[MM[SS[.S+]]]]]][+/-ZZZZ]`) to FHIR.
+///
+/// `default_offset` (`+09:00`) is applied to a time without offset; without one, a
+/// `dateTime` keeps only its date (a time of day in an unknown zone is not a FHIR dateTime)
+/// and an `instant` is read as UTC.
+pub fn date_time(
+    raw: &str,
+    kind: TimeKind,
+    default_offset: Option<&str>,
+    location: impl Fn() -> Location,
+) -> Result<Option<String>, MappingError> {
+    let raw = raw.trim();
+    if raw.is_empty() || raw == "\"\"" {
+        return Ok(None);
+    }
+    let invalid = || MappingError::InvalidValue {
+        location: location(),
+        reason: format!("{raw:?} is not an HL7 date/time (YYYY[MM[DD[HHMM[SS]]]][+ZZZZ])"),
+    };
+    let (body, offset) = match raw.find(['+', '-']) {
+        Some(i) => (&raw[..i], Some(&raw[i..])),
+        None => (raw, None),
+    };
+    let (digits, fraction) = match body.find('.') {
+        Some(i) => (&body[..i], Some(&body[i + 1..])),
+        None => (body, None),
+    };
+    if !digits.bytes().all(|b| b.is_ascii_digit())
+        || !matches!(digits.len(), 4 | 6 | 8 | 10 | 12 | 14)
+        || fraction.is_some_and(|f| {
+            f.is_empty() || !f.bytes().all(|b| b.is_ascii_digit()) || digits.len() != 14
+        })
+    {
+        return Err(invalid());
+    }
+    let offset = match offset {
+        Some(o) => {
+            let bytes = o.as_bytes();
+            if o.len() != 5 || !bytes[1..].iter().all(u8::is_ascii_digit) {
+                return Err(invalid());
+            }
+            Some(format!("{}:{}", &o[..3], &o[3..]))
+        }
+        None => None,
+    };
+    let num = |a: usize, b: usize| digits[a..b].parse::<u32>().unwrap_or(0);
+    let (y, mo, d) = (&digits[..4], digits.get(4..6), digits.get(6..8));
+    if mo.is_some() && !(1..=12).contains(&num(4, 6))
+        || d.is_some() && !(1..=31).contains(&num(6, 8))
+    {
+        return Err(invalid());
+    }
+    if digits.len() >= 10 && num(8, 10) > 23
+        || digits.len() >= 12 && num(10, 12) > 59
+        || digits.len() >= 14 && num(12, 14) > 60
+    {
+        return Err(invalid());
+    }
+    let date = match (mo, d) {
+        (Some(m), Some(d)) => format!("{y}-{m}-{d}"),
+        (Some(m), None) => format!("{y}-{m}"),
+        _ => y.to_owned(),
+    };
+    match kind {
+        TimeKind::Date => Ok(Some(date)),
+        TimeKind::DateTime | TimeKind::Instant => {
+            let zone = offset.or_else(|| default_offset.map(str::to_owned));
+            let has_time = digits.len() >= 10;
+            if kind == TimeKind::DateTime && (!has_time || zone.is_none()) {
+                return Ok(Some(date));
+            }
+            if kind == TimeKind::Instant && digits.len() < 8 {
+                return Err(invalid());
+            }
+            let hh = digits.get(8..10).unwrap_or("00");
+            let mm = digits.get(10..12).unwrap_or("00");
+            let ss = digits.get(12..14).unwrap_or("00");
+            let frac = fraction.map(|f| format!(".{f}")).unwrap_or_default();
+            let zone = zone.unwrap_or_else(|| "Z".to_owned());
+            let zone = if zone == "+00:00" {
+                "Z".to_owned()
+            } else {
+                zone
+            };
+            Ok(Some(format!("{date}T{hh}:{mm}:{ss}{frac}{zone}")))
+        }
+    }
+}
+
+/// An HL7 NM as a JSON number (FHIR decimals keep their written precision).
+pub fn decimal(raw: &str) -> Option<Value> {
+    let t = raw.trim();
+    let t = t.strip_prefix('+').unwrap_or(t);
+    let valid = !t.is_empty()
+        && t.bytes().filter(|b| *b == b'.').count() <= 1
+        && t.trim_start_matches('-')
+            .bytes()
+            .all(|b| b.is_ascii_digit() || b == b'.')
+        && t.trim_start_matches('-')
+            .bytes()
+            .any(|b| b.is_ascii_digit());
+    if !valid {
+        return None;
+    }
+    let t = if t.starts_with('.') {
+        format!("0{t}")
+    } else if t.starts_with("-.") {
+        format!("-0{}", &t[1..])
+    } else {
+        t.to_owned()
+    };
+    let t = t.strip_suffix('.').map(str::to_owned).unwrap_or(t);
+    serde_json::from_str::<Value>(&t).ok()
+}
+
+/// A Quantity from a value and a CE/CWE unit (UCUM system and code when OBX-6.3 says UCUM).
+pub fn quantity(value: Value, unit: Option<&Repetition>) -> Value {
+    let mut q = Map::new();
+    q.insert("value".into(), value);
+    if let Some(u) = unit.filter(|u| !u.is_empty()) {
+        let code = u.get(1);
+        let text = if u.get(2).is_empty() { code } else { u.get(2) };
+        if !text.is_empty() {
+            q.insert("unit".into(), json!(text));
+        }
+        let sys = u.get(3);
+        if matches!(sys, "UCUM" | "ANS+" | "ISO+") && !code.is_empty() {
+            q.insert("system".into(), json!("http://unitsofmeasure.org"));
+            q.insert("code".into(), json!(code));
+        }
+    }
+    Value::Object(q)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dt(raw: &str, kind: TimeKind, off: Option<&str>) -> Option<String> {
+        date_time(raw, kind, off, Location::default).unwrap()
+    }
+
+    #[test]
+    fn dates() {
+        assert_eq!(dt("19700101", TimeKind::Date, None).unwrap(), "1970-01-01");
+        assert_eq!(
+            dt("202601021304", TimeKind::DateTime, None).unwrap(),
+            "2026-01-02"
+        );
+        assert_eq!(
+            dt("202601021304", TimeKind::DateTime, Some("+09:00")).unwrap(),
+            "2026-01-02T13:04:00+09:00"
+        );
+        assert_eq!(
+            dt("20260102130405.123-0500", TimeKind::Instant, None).unwrap(),
+            "2026-01-02T13:04:05.123-05:00"
+        );
+        assert_eq!(
+            dt("20260102", TimeKind::Instant, None).unwrap(),
+            "2026-01-02T00:00:00Z"
+        );
+        assert!(date_time("2026-01-02", TimeKind::Date, None, Location::default).is_err());
+        assert!(date_time("20261302", TimeKind::Date, None, Location::default).is_err());
+    }
+
+    #[test]
+    fn numbers() {
+        assert_eq!(decimal("13.50").unwrap().to_string(), "13.50");
+        assert_eq!(decimal(".5").unwrap().to_string(), "0.5");
+        assert_eq!(decimal("abc"), None);
+        assert_eq!(decimal("1.2.3"), None);
+    }
+}

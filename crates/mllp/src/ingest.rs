@@ -1,0 +1,195 @@
+//! The HL7 v2 receive pipeline behind the listener: parse -> de-duplicate -> map -> commit
+//! -> acknowledge. Everything but the commit is pure `hl7v2`; the commit goes through
+//! [`Sink`], which the store implements with one transaction.
+//!
+//! Guarantees:
+//! - `AA`/`CA` is built only after [`Sink::commit`] returned `Ok` (durable).
+//! - A re-sent message (same MSH-3, MSH-4, MSH-10 and content) gets the stored ACK back byte
+//!   for byte and commits nothing; the same key with other content gets `AE` 205.
+//! - Content errors (`AE`) and rejections (`AR`) commit nothing.
+//! - When the sink fails, no ACK is sent and the connection is closed, so the sender keeps
+//!   the message and retries (an `AE` would tell it to give up on a message that is fine).
+
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use hl7v2::ack::{
+    AckCode, AckHeader, IdempotencyKey, Outcome, Replay, StoredAck, ack_unparseable, acknowledge,
+    fingerprint, replay,
+};
+use hl7v2::fhir::{Mapped, MappingOptions, to_transaction_with};
+use hl7v2::{ErrorCode, ErrorDetail, Location, Severity};
+
+use crate::{MessageHandler, Reply};
+
+/// Sink errors.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    /// Another connection committed the same key first (unique index): replay its ACK.
+    #[error("a message with this idempotency key was committed concurrently")]
+    Duplicate,
+    /// Storage failed; the message was not taken.
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// Everything one accepted message commits, atomically.
+#[derive(Debug, Clone)]
+pub struct Commit {
+    pub mapped: Mapped,
+    /// The ACK to replay on a re-send (stored under its key).
+    pub ack: StoredAck,
+    /// Enhanced mode: the application ACK to deliver later (the outbox).
+    pub deferred_ack: Option<Vec<u8>>,
+}
+
+/// Where accepted messages go. The store implements it with one transaction per commit.
+pub trait Sink: Send + Sync + 'static {
+    /// The ACK stored for a key, if the message was processed before.
+    fn stored_ack(
+        &self,
+        key: &IdempotencyKey,
+    ) -> impl Future<Output = Result<Option<StoredAck>, SinkError>> + Send;
+
+    /// Commit the resources, the stored ACK and the deferred ACK in one transaction.
+    fn commit(&self, commit: Commit) -> impl Future<Output = Result<(), SinkError>> + Send;
+}
+
+/// The receiver's identity in ACKs and mapping options.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub application: String,
+    pub facility: String,
+    pub mapping: MappingOptions,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            application: "RENKEI".into(),
+            facility: "RENKEI".into(),
+            mapping: MappingOptions::default(),
+        }
+    }
+}
+
+/// The HL7 handler: a [`MessageHandler`] over a [`Sink`].
+#[derive(Debug)]
+pub struct Ingest<S> {
+    pub sink: S,
+    settings: Settings,
+    counter: AtomicU64,
+}
+
+impl<S: Sink> Ingest<S> {
+    pub fn new(sink: S, settings: Settings) -> Self {
+        Ingest {
+            sink,
+            settings,
+            counter: AtomicU64::new(0),
+        }
+    }
+
+    fn header(&self) -> AckHeader {
+        let now = chrono::Utc::now();
+        let n = self.counter.fetch_add(1, Ordering::Relaxed) % 1_000_000;
+        AckHeader {
+            application: self.settings.application.clone(),
+            facility: self.settings.facility.clone(),
+            // 20 characters: the MSH-10 limit of v2.5.
+            control_id: format!("R{:013}{n:06}", now.timestamp_millis() % 10_000_000_000_000),
+            timestamp: now.format("%Y%m%d%H%M%S+0000").to_string(),
+        }
+    }
+
+    fn encode(message: &hl7v2::Message) -> Vec<u8> {
+        // An ACK holds what the original held; if it cannot be encoded in the original's
+        // charset (it always can), fall back to UTF-8 text rather than sending nothing.
+        message
+            .encode()
+            .unwrap_or_else(|_| message.to_text().into_bytes())
+    }
+
+    /// Process one message and return the reply.
+    pub async fn process(&self, payload: &[u8]) -> Reply {
+        let message = match hl7v2::parse(payload) {
+            Ok(m) => m,
+            Err(error) => {
+                tracing::info!(%error, "unparseable HL7 message");
+                return Reply::Send(Self::encode(&ack_unparseable(
+                    payload,
+                    &error,
+                    &self.header(),
+                )));
+            }
+        };
+        let reply = |outcome: &Outcome| {
+            let acks = acknowledge(&message, outcome, &self.header());
+            match acks.immediate {
+                Some(m) => Reply::Send(Self::encode(&m)),
+                None => Reply::Nothing,
+            }
+        };
+        let Some(key) = IdempotencyKey::of(&message) else {
+            return reply(&Outcome::Error(vec![ErrorDetail {
+                location: Some(Location::field("MSH", 1, 10)),
+                code: ErrorCode::RequiredFieldMissing,
+                severity: Severity::Error,
+                message: "MSH-10 (message control id) is required".into(),
+            }]));
+        };
+        for attempt in 0..2 {
+            let stored = match self.sink.stored_ack(&key).await {
+                Ok(s) => s,
+                Err(error) => {
+                    tracing::warn!(%error, "idempotency lookup failed");
+                    return Reply::Close;
+                }
+            };
+            match replay(&message, stored.as_ref()) {
+                // An empty stored ACK: the sender asked for none (MSH-15 NE).
+                Replay::Resend([]) => return Reply::Nothing,
+                Replay::Resend(bytes) => return Reply::Send(bytes.to_vec()),
+                Replay::Conflict(detail) => return reply(&Outcome::Error(vec![detail])),
+                Replay::New => {}
+            }
+            let mapped = match to_transaction_with(&message, &self.settings.mapping) {
+                Ok(m) => m,
+                Err(error) => return reply(&Outcome::from_errors(vec![error.detail()])),
+            };
+            let acks = acknowledge(&message, &Outcome::Accepted, &self.header());
+            let immediate = acks.immediate.as_ref().map(Self::encode);
+            let code = acks
+                .immediate
+                .as_ref()
+                .and_then(|m| m.segment("MSA"))
+                .and_then(|msa| AckCode::parse(msa.get(1)))
+                .unwrap_or(AckCode::AA);
+            let commit = Commit {
+                mapped,
+                ack: StoredAck {
+                    key: key.clone(),
+                    fingerprint: fingerprint(&message),
+                    code,
+                    ack: immediate.clone().unwrap_or_default(),
+                },
+                deferred_ack: acks.deferred.as_ref().map(Self::encode),
+            };
+            match self.sink.commit(commit).await {
+                Ok(()) => return immediate.map_or(Reply::Nothing, Reply::Send),
+                Err(SinkError::Duplicate) if attempt == 0 => continue,
+                Err(error) => {
+                    tracing::warn!(%error, "commit failed; the message was not taken");
+                    return Reply::Close;
+                }
+            }
+        }
+        Reply::Close
+    }
+}
+
+impl<S: Sink> MessageHandler for Ingest<S> {
+    async fn handle(&self, payload: Vec<u8>) -> Reply {
+        self.process(&payload).await
+    }
+}
