@@ -1,0 +1,184 @@
+//! `renkei bench`: figures, never assertions. `ingest` imports a dataset into a fresh store
+//! (a temporary SQLite file, and a throwaway PostgreSQL schema when `--database-url` is given)
+//! and reports resources/s; `read` serves a fresh store over HTTP on a loopback port and reports
+//! point-read latency percentiles.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use server::{AppState, R4Validator, ServerConfig};
+use store::{PostgresConfig, PostgresStore, SqliteStore, Store};
+
+use crate::import::{Options, import};
+use crate::storage::extractor;
+
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// Import a dataset into a fresh store; report resources/s.
+    Ingest(IngestArgs),
+    /// Point reads over HTTP (one client, keep-alive); report latency percentiles.
+    Read(ReadArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct IngestArgs {
+    /// Dataset: NDJSON / Bundle files or directories.
+    #[arg(default_value = "../shared/data/synthea-10")]
+    paths: Vec<PathBuf>,
+    /// Also measure PostgreSQL (a throwaway schema in this database).
+    #[arg(long, value_name = "URL")]
+    database_url: Option<String>,
+    /// Resources per transaction.
+    #[arg(long, default_value_t = 2000)]
+    chunk: usize,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ReadArgs {
+    /// Number of timed reads.
+    #[arg(long, default_value_t = 5000)]
+    requests: usize,
+    /// Measure on PostgreSQL (a throwaway schema in this database) instead of SQLite.
+    #[arg(long, value_name = "URL")]
+    database_url: Option<String>,
+}
+
+pub async fn run(cmd: Command) -> anyhow::Result<()> {
+    match cmd {
+        Command::Ingest(a) => ingest(a).await,
+        Command::Read(a) => read(a).await,
+    }
+}
+
+/// A throwaway store, removed on [`Fresh::cleanup`].
+struct Fresh {
+    store: Arc<dyn Store>,
+    dir: Option<PathBuf>,
+    pg: Option<PostgresStore>,
+}
+
+impl Fresh {
+    async fn open(database_url: Option<&str>) -> anyhow::Result<Fresh> {
+        match database_url {
+            Some(url) => {
+                let config = PostgresConfig {
+                    schema: Some(format!("bench_{}", uuid::Uuid::new_v4().simple())),
+                    ..PostgresConfig::new(url)
+                };
+                let pg = PostgresStore::connect(config, extractor()).await?;
+                Ok(Fresh {
+                    store: Arc::new(pg.clone()),
+                    dir: None,
+                    pg: Some(pg),
+                })
+            }
+            None => {
+                let dir =
+                    std::env::temp_dir().join(format!("renkei-bench-{}", uuid::Uuid::new_v4()));
+                let store = SqliteStore::open_dir(&dir, extractor())?;
+                Ok(Fresh {
+                    store: Arc::new(store),
+                    dir: Some(dir),
+                    pg: None,
+                })
+            }
+        }
+    }
+
+    async fn cleanup(self) {
+        if let Some(pg) = &self.pg {
+            let _ = pg.drop_schema().await;
+        }
+        drop(self.store);
+        if let Some(dir) = self.dir {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+async fn ingest(a: IngestArgs) -> anyhow::Result<()> {
+    let mut targets: Vec<Option<&str>> = vec![None];
+    if let Some(url) = a.database_url.as_deref() {
+        targets.push(Some(url));
+    }
+    let opts = Options {
+        chunk: a.chunk.max(1),
+        print_commits: false,
+        progress: false,
+    };
+    for target in targets {
+        let fresh = Fresh::open(target).await?;
+        let backend = fresh.store.backend();
+        let s = import(fresh.store.clone(), Arc::new(R4Validator), &a.paths, &opts).await?;
+        println!(
+            "ingest {backend}: {} resources in {:.2} s = {:.0} resources/s ({} errors, chunk {})",
+            s.resources,
+            s.elapsed.as_secs_f64(),
+            s.rate(),
+            s.errors,
+            a.chunk
+        );
+        fresh.cleanup().await;
+    }
+    Ok(())
+}
+
+async fn read(a: ReadArgs) -> anyhow::Result<()> {
+    let fresh = Fresh::open(a.database_url.as_deref()).await?;
+    let backend = fresh.store.backend();
+    let state = AppState::new(
+        fresh.store.clone(),
+        Arc::new(R4Validator),
+        ServerConfig::default(),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(server::run(state, listener, async {
+        let _ = stopped.await;
+    }));
+    let client = reqwest::Client::new();
+    let base = format!("http://{addr}/fhir");
+    let patient = serde_json::json!({
+        "resourceType": "Patient", "id": "bench",
+        "name": [{"family": "Yamada", "given": ["Taro"]}], "gender": "male", "birthDate": "1970-01-01"
+    });
+    let put = client
+        .put(format!("{base}/Patient/bench"))
+        .header("content-type", "application/fhir+json")
+        .body(patient.to_string())
+        .send()
+        .await
+        .context("creating the benchmark patient")?;
+    anyhow::ensure!(put.status().is_success(), "PUT failed: {}", put.status());
+    let url = format!("{base}/Patient/bench");
+    let mut samples = Vec::with_capacity(a.requests);
+    for i in 0..(a.requests + 200) {
+        let t = Instant::now();
+        let r = client.get(&url).send().await?;
+        let ok = r.status().is_success();
+        let _ = r.bytes().await?;
+        let dt = t.elapsed();
+        anyhow::ensure!(ok, "read failed");
+        if i >= 200 {
+            samples.push(dt);
+        }
+    }
+    samples.sort();
+    let pct = |p: f64| samples[((samples.len() as f64 * p) as usize).min(samples.len() - 1)];
+    let total: Duration = samples.iter().sum();
+    println!(
+        "point read over HTTP ({backend}, {} requests, 1 client): median {:.3} ms, p90 {:.3} ms, p99 {:.3} ms, {:.0} reads/s",
+        samples.len(),
+        pct(0.5).as_secs_f64() * 1e3,
+        pct(0.9).as_secs_f64() * 1e3,
+        pct(0.99).as_secs_f64() * 1e3,
+        samples.len() as f64 / total.as_secs_f64()
+    );
+    let _ = stop.send(());
+    server.await??;
+    fresh.cleanup().await;
+    Ok(())
+}

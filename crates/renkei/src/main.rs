@@ -1,0 +1,72 @@
+//! The `renkei` binary: parses the command line and calls library entry points.
+//!
+//! Each subcommand lives in its own module with its clap arguments and a `run` function;
+//! this file only dispatches. `anyhow` is used here, at the edge, and nowhere else.
+
+mod bench;
+mod fhirpath_cmd;
+mod import;
+mod serve;
+mod storage;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Renkei: a health information exchange (FHIR R4 server, FHIRPath, ...).
+#[derive(Debug, Parser)]
+#[command(name = "renkei", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the FHIR server.
+    Serve(serve::Args),
+    /// Load FHIR NDJSON files (bulk-export layout) and Bundle JSON files into the store.
+    Import(import::Args),
+    /// Measure ingest throughput and read latency.
+    #[command(subcommand)]
+    Bench(bench::Command),
+    /// Evaluate a FHIRPath expression over a FHIR resource (JSON) and print the result.
+    Fhirpath(fhirpath_cmd::Args),
+}
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> anyhow::Result<ExitCode> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let command = match cli.command {
+        // Synchronous commands need no runtime.
+        Command::Fhirpath(args) => return fhirpath_cmd::run(args),
+        other => other,
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        match command {
+            Command::Serve(args) => serve::run(args).await.map(|()| ExitCode::SUCCESS),
+            Command::Import(args) => import::run(args).await,
+            Command::Bench(cmd) => bench::run(cmd).await.map(|()| ExitCode::SUCCESS),
+            Command::Fhirpath(args) => fhirpath_cmd::run(args),
+        }
+    })
+}

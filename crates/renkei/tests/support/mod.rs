@@ -1,0 +1,210 @@
+//! End-to-end harness: runs the real `renkei` binary on a free loopback port, on a temporary
+//! SQLite directory or a fresh PostgreSQL schema (dropped afterwards), and talks HTTP to it.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Where a test's data lives: a directory, plus a PostgreSQL schema for that backend.
+pub struct Data {
+    pub dir: PathBuf,
+    pub schema: Option<String>,
+}
+
+pub fn database_url() -> String {
+    std::env::var("RENKEI_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+}
+
+impl Data {
+    pub async fn new(backend: Backend) -> Data {
+        let dir = std::env::temp_dir().join(format!("renkei-e2e-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let schema = match backend {
+            Backend::Sqlite => None,
+            Backend::Postgres => {
+                let schema = format!("e2e_{}", uuid::Uuid::new_v4().simple());
+                let (client, conn) =
+                    tokio_postgres::connect(&database_url(), tokio_postgres::NoTls)
+                        .await
+                        .expect("PostgreSQL must be running (scripts/test-setup.sh)");
+                tokio::spawn(conn);
+                client
+                    .batch_execute(&format!("CREATE SCHEMA {schema}"))
+                    .await
+                    .unwrap();
+                Some(schema)
+            }
+        };
+        Data { dir, schema }
+    }
+
+    /// `--data DIR [--database-url URL]`.
+    pub fn args(&self) -> Vec<String> {
+        let mut a = vec!["--data".to_owned(), self.dir.display().to_string()];
+        if let Some(schema) = &self.schema {
+            let url = database_url();
+            let sep = if url.contains('?') { '&' } else { '?' };
+            a.push("--database-url".into());
+            a.push(format!("{url}{sep}options=-csearch_path%3D{schema}"));
+        }
+        a
+    }
+}
+
+impl Drop for Data {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+        if let Some(schema) = self.schema.take() {
+            let _ = std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                rt.block_on(async {
+                    if let Ok((client, conn)) =
+                        tokio_postgres::connect(&database_url(), tokio_postgres::NoTls).await
+                    {
+                        tokio::spawn(conn);
+                        let _ = client
+                            .batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
+                            .await;
+                    }
+                });
+            })
+            .join();
+        }
+    }
+}
+
+pub fn renkei() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_renkei"))
+}
+
+/// A running `renkei serve`.
+pub struct Server {
+    pub child: Child,
+    pub base: String,
+    pub client: reqwest::Client,
+}
+
+impl Server {
+    pub async fn start(data: &Data) -> Server {
+        let mut child = renkei()
+            .arg("serve")
+            .args(data.args())
+            .args(["--listen", "127.0.0.1:0"])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start renkei serve");
+        let stdout = child.stdout.take().unwrap();
+        let line = tokio::task::spawn_blocking(move || {
+            let mut line = String::new();
+            BufReader::new(stdout).read_line(&mut line).map(|_| line)
+        })
+        .await
+        .unwrap()
+        .unwrap();
+        let base = line
+            .split_whitespace()
+            .find(|w| w.starts_with("http://"))
+            .unwrap_or_else(|| panic!("unexpected first line from renkei serve: {line:?}"))
+            .to_owned();
+        let server = Server {
+            child,
+            base,
+            client: reqwest::Client::new(),
+        };
+        server.wait_ready().await;
+        server
+    }
+
+    /// Polls `/readyz` (bounded) until the store answers.
+    async fn wait_ready(&self) {
+        let url = self.base.replace("/fhir", "/readyz");
+        for _ in 0..500 {
+            if let Ok(r) = self.client.get(&url).send().await
+                && r.status() == 200
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("server never became ready");
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        let path = path.trim_start_matches('/');
+        if path.is_empty() || path.starts_with('?') {
+            format!("{}{path}", self.base)
+        } else {
+            format!("{}/{path}", self.base)
+        }
+    }
+
+    /// Sends a request; returns status, headers and the JSON body (Null when empty).
+    pub async fn send(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<&str>,
+    ) -> (u16, reqwest::header::HeaderMap, serde_json::Value) {
+        let mut req = self.client.request(method.parse().unwrap(), self.url(path));
+        if body.is_some()
+            && !headers
+                .iter()
+                .any(|(k, _)| k.eq_ignore_ascii_case("content-type"))
+        {
+            req = req.header("content-type", "application/fhir+json");
+        }
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        if let Some(b) = body {
+            req = req.body(b.to_owned());
+        }
+        let res = req.send().await.expect("request");
+        let status = res.status().as_u16();
+        let headers = res.headers().clone();
+        let bytes = res.bytes().await.unwrap();
+        let json = if bytes.is_empty() {
+            serde_json::Value::Null
+        } else {
+            serde_json::from_slice(&bytes)
+                .unwrap_or_else(|_| panic!("non-JSON body: {}", String::from_utf8_lossy(&bytes)))
+        };
+        (status, headers, json)
+    }
+
+    /// SIGTERM, then the exit status.
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        self.child.wait().unwrap()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The Synthea sample shipped beside the repository.
+pub fn synthea10() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/synthea-10")
+}
