@@ -33,6 +33,8 @@ pub struct Environment<'a> {
     pub(crate) resolver: Option<&'a dyn ReferenceResolver>,
     pub(crate) now: Option<PartialDateTime>,
     pub(crate) trace: Option<&'a Mutex<Vec<(String, Json)>>>,
+    /// `as` over several items filters them (like `ofType`) instead of failing.
+    pub(crate) filtering_as: bool,
 }
 
 impl std::fmt::Debug for Environment<'_> {
@@ -54,7 +56,17 @@ impl<'a> Environment<'a> {
             resolver: None,
             now: None,
             trace: None,
+            filtering_as: false,
         }
+    }
+
+    /// Makes `x as T` / `x.as(T)` over a collection of several items keep those of type `T`
+    /// (like `ofType`) rather than fail. FHIR R4 search-parameter expressions rely on this
+    /// reading (`Observation.component.value.as(Quantity)`); strict FHIRPath says it is an
+    /// error, which stays the default.
+    pub fn with_filtering_as(mut self) -> Self {
+        self.filtering_as = true;
+        self
     }
 
     /// Defines `%name` for expressions evaluated in this environment.
@@ -220,6 +232,21 @@ impl<'e, 'a> Evaluator<'e, 'a> {
             ExprKind::Type(op, operand, spec) => {
                 let operand = self.eval(operand, input, scope)?;
                 let name = if *op == TypeOp::Is { "is" } else { "as" };
+                if *op == TypeOp::As && self.env.filtering_as && operand.len() > 1 {
+                    self.check_type_name(spec.namespace.as_deref(), &spec.name, name)?;
+                    return Ok(operand
+                        .into_iter()
+                        .filter(|v| {
+                            value::is_type(
+                                v,
+                                spec.namespace.as_deref(),
+                                &spec.name,
+                                self.model(),
+                                true,
+                            )
+                        })
+                        .collect());
+                }
                 let Some(item) = singleton(&operand, name)? else {
                     return Ok(Vec::new());
                 };

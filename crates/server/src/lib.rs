@@ -101,6 +101,7 @@ pub fn app(state: AppState) -> Router {
                 .patch(patch::handler),
         )
         .route("/fhir/{type}/{id}/_history", get(history::instance))
+        .route("/fhir/{type}/{id}/{compartment}", get(search::compartment))
         .route("/fhir/{type}/{id}/_history/{vid}", get(vread::handler))
         .fallback(|| async {
             ApiError::new(StatusCode::NOT_FOUND, "not-found", "no such endpoint")

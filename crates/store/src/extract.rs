@@ -66,7 +66,7 @@ impl Default for FhirIndexExtractor {
     }
 }
 
-fn param_type(kind: SearchParamType) -> ParamType {
+pub(crate) fn param_type(kind: SearchParamType) -> ParamType {
     match kind {
         SearchParamType::Number => ParamType::Number,
         SearchParamType::Date => ParamType::Date,
@@ -210,7 +210,7 @@ impl IndexExtractor for FhirIndexExtractor {
         let Some(params) = self.by_type.get(resource_type) else {
             return Ok(Vec::new());
         };
-        let env = Environment::new(self.defs);
+        let env = Environment::new(self.defs).with_filtering_as();
         let mut rows = Vec::with_capacity(params.len() * 2);
         let mut group = 0u32;
         let mut values = Vec::new();

@@ -235,16 +235,41 @@ fn history_page(mut rows: Vec<(i64, StoredResource)>, count: usize) -> HistoryPa
     }
 }
 
-fn search_page(mut rows: Vec<(i64, StoredResource)>, count: usize, total: i64) -> SearchPage {
-    let next = if rows.len() > count {
-        rows.truncate(count);
-        rows.last().map(|(k, _)| *k)
+/// Whether a page needs a `COUNT(*)` for its total: asked for, or not evident from the page
+/// (a first page with fewer rows than asked holds every match).
+/// One row of a search page: `rid`, the resource, its sort-key values.
+type PageRow = (i64, StoredResource, Vec<search::KeyValue>);
+
+fn needs_count(q: &SearchQuery, rows: usize) -> bool {
+    use search::TotalMode;
+    match q.total {
+        TotalMode::None => false,
+        TotalMode::Accurate | TotalMode::Estimate => true,
+        TotalMode::Default => q.after.is_some() || rows > q.count || q.count == 0,
+    }
+}
+
+/// Splits `limit + 1` rows (with their sort-key values) into a page and its next cursor.
+fn search_page(q: &SearchQuery, mut rows: Vec<PageRow>, counted: Option<i64>) -> SearchPage {
+    let total = counted.map(|t| t.max(0) as u64).or_else(|| {
+        (q.total != search::TotalMode::None && q.after.is_none() && rows.len() <= q.count)
+            .then_some(rows.len() as u64)
+    });
+    let next = if rows.len() > q.count {
+        rows.truncate(q.count);
+        rows.last().map(|(rid, _, keys)| {
+            search::Cursor {
+                keys: keys.clone(),
+                rid: *rid,
+            }
+            .encode()
+        })
     } else {
         None
     };
     SearchPage {
-        matches: rows.into_iter().map(|(_, r)| r).collect(),
-        total: total.max(0) as u64,
+        matches: rows.into_iter().map(|(_, r, _)| r).collect(),
+        total,
         next,
     }
 }

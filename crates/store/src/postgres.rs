@@ -14,6 +14,7 @@ use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Transaction};
 use tokio_postgres::{NoTls, Row};
 
+use crate::PageRow;
 use crate::Store;
 use crate::context::RequestContext;
 use crate::engine::{self, Backend, Current, NewVersion};
@@ -22,7 +23,7 @@ use crate::index::IndexExtractor;
 use crate::model::{
     Change, HistoryPage, HistoryQuery, HistoryScope, Method, Outcome, StoredResource, WriteEntry,
 };
-use crate::search::{SearchPage, SearchQuery};
+use crate::search::{KeyType, KeyValue, PageSql, SearchPage, SearchQuery};
 use crate::sql::{self, Sql, SqlParam};
 use std::sync::Arc;
 
@@ -210,6 +211,29 @@ impl PostgresStore {
         Ok(results)
     }
 
+    /// A search page: `rid`, the resource, then the sort-key columns `page.keys` describes.
+    async fn query_page(&self, page: &PageSql) -> Result<Vec<PageRow>, StoreError> {
+        let client = self.pool.get().await?;
+        let stmt = client.prepare_cached(&page.sql.text).await?;
+        let rows = client.query(&stmt, &params(&page.sql.params)).await?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                let keys = page
+                    .keys
+                    .iter()
+                    .enumerate()
+                    .map(|(i, ty)| match ty {
+                        KeyType::Int => KeyValue::Int(r.get(7 + i)),
+                        KeyType::Float => KeyValue::Float(r.get(7 + i)),
+                        KeyType::Text => KeyValue::Text(r.get(7 + i)),
+                    })
+                    .collect();
+                (r.get(0), row_to_resource(r, 1), keys)
+            })
+            .collect())
+    }
+
     async fn query_resources(&self, sql: &Sql) -> Result<Vec<(i64, StoredResource)>, StoreError> {
         let client = self.pool.get().await?;
         let stmt = client.prepare_cached(&sql.text).await?;
@@ -310,7 +334,7 @@ impl Backend for PgTx<'_> {
                 .await?;
             self.locked.insert(key);
         }
-        let sql = sql::matches(q, limit);
+        let sql = crate::search::matches_sql(q, limit);
         let stmt = self.tx.prepare_cached(&sql.text).await?;
         let rows = self.tx.query(&stmt, &params(&sql.params)).await?;
         Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
@@ -474,21 +498,26 @@ impl Store for PostgresStore {
         _ctx: &RequestContext,
         q: &SearchQuery,
     ) -> Result<SearchPage, StoreError> {
-        let (page, count) = sql::search(q, q.count + 1);
-        let total: i64 = {
-            let client = self.pool.get().await?;
-            let stmt = client.prepare_cached(&count.text).await?;
-            client
-                .query_one(&stmt, &params(&count.params))
-                .await?
-                .get(0)
-        };
         let rows = if q.count == 0 {
             Vec::new()
         } else {
-            self.query_resources(&page).await?
+            self.query_page(&crate::search::page_sql(q, q.count + 1))
+                .await?
         };
-        Ok(crate::search_page(rows, q.count, total))
+        let total = if crate::needs_count(q, rows.len()) {
+            let count = crate::search::count_sql(q);
+            let client = self.pool.get().await?;
+            let stmt = client.prepare_cached(&count.text).await?;
+            Some(
+                client
+                    .query_one(&stmt, &params(&count.params))
+                    .await?
+                    .get(0),
+            )
+        } else {
+            None
+        };
+        Ok(crate::search_page(q, rows, total))
     }
 
     async fn transaction(

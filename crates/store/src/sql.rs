@@ -201,32 +201,3 @@ pub(crate) fn history(
     );
     sql
 }
-
-/// The page query of a search (`limit` rows after the cursor) and its count query.
-pub(crate) fn search(q: &crate::search::SearchQuery, limit: usize) -> (Sql, Sql) {
-    let mut count = Sql::default();
-    let w = crate::search::where_clause(q, &mut count);
-    count.text = format!("SELECT COUNT(*) FROM resource r WHERE {w}");
-    let mut page = Sql::default();
-    let mut w = crate::search::where_clause(q, &mut page);
-    if let Some(after) = q.after {
-        w = format!("{w} AND r.rid > {}", page.bind(SqlParam::Int(after)));
-    }
-    let limit = page.bind(SqlParam::Int(limit as i64));
-    page.text = format!(
-        "SELECT r.rid, {VERSION_COLUMNS} FROM resource r JOIN resource_version v ON v.seq = r.seq \
-         WHERE {w} ORDER BY r.rid LIMIT {limit}"
-    );
-    (page, count)
-}
-
-/// The match query of a conditional operation: `(type, id)` of up to `limit` matches.
-pub(crate) fn matches(q: &crate::search::SearchQuery, limit: usize) -> Sql {
-    let mut sql = Sql::default();
-    let w = crate::search::where_clause(q, &mut sql);
-    let limit = sql.bind(SqlParam::Int(limit as i64));
-    sql.text = format!(
-        "SELECT r.res_type, r.res_id FROM resource r WHERE {w} ORDER BY r.rid LIMIT {limit}"
-    );
-    sql
-}

@@ -11,8 +11,10 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
+use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OptionalExtension, Row, Transaction};
 
+use crate::PageRow;
 use crate::Store;
 use crate::context::RequestContext;
 use crate::engine::{self, Backend, Current, NewVersion};
@@ -21,7 +23,7 @@ use crate::index::IndexExtractor;
 use crate::model::{
     Change, HistoryPage, HistoryQuery, HistoryScope, Method, Outcome, StoredResource, WriteEntry,
 };
-use crate::search::{SearchPage, SearchQuery};
+use crate::search::{KeyValue, PageSql, SearchPage, SearchQuery};
 use crate::sql::{self, Sql, SqlParam};
 
 const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../migrations/sqlite/0001_init.sql"))];
@@ -205,6 +207,24 @@ fn query_resources(conn: &Connection, sql: &Sql) -> Result<Vec<(i64, StoredResou
     Ok(rows.collect::<Result<Vec<_>, _>>()?)
 }
 
+/// A search page: `rid`, the resource, then the sort-key columns `page.keys` describes.
+fn query_page(conn: &Connection, page: &PageSql) -> Result<Vec<PageRow>, StoreError> {
+    let mut stmt = conn.prepare_cached(&lite(&page.sql.text))?;
+    let rows = stmt.query_map(params(&page.sql.params).as_slice(), |row| {
+        let mut keys = Vec::with_capacity(page.keys.len());
+        for i in 0..page.keys.len() {
+            keys.push(match row.get_ref(7 + i)? {
+                ValueRef::Integer(v) => KeyValue::Int(v),
+                ValueRef::Real(v) => KeyValue::Float(v),
+                ValueRef::Text(t) => KeyValue::Text(String::from_utf8_lossy(t).into_owned()),
+                _ => KeyValue::Int(0),
+            });
+        }
+        Ok((row.get::<_, i64>(0)?, row_to_resource(row, 1)?, keys))
+    })?;
+    Ok(rows.collect::<Result<Vec<_>, _>>()?)
+}
+
 fn load(conn: &Connection, ty: &str, id: &str) -> Result<Option<StoredResource>, StoreError> {
     let mut stmt = conn.prepare_cached(&lite(sql::LOAD_CURRENT))?;
     Ok(stmt
@@ -244,7 +264,7 @@ impl Backend for SqliteTx<'_> {
         q: &SearchQuery,
         limit: usize,
     ) -> Result<Vec<(String, String)>, StoreError> {
-        let sql = sql::matches(q, limit);
+        let sql = crate::search::matches_sql(q, limit);
         let mut stmt = self.tx.prepare_cached(&lite(&sql.text))?;
         let rows = stmt.query_map(params(&sql.params).as_slice(), |r| {
             Ok((r.get(0)?, r.get(1)?))
@@ -397,16 +417,21 @@ impl Store for SqliteStore {
     ) -> Result<SearchPage, StoreError> {
         let q = q.clone();
         self.read_with(move |c| {
-            let (page, count) = sql::search(&q, q.count + 1);
-            let total: i64 = c
-                .prepare_cached(&lite(&count.text))?
-                .query_row(params(&count.params).as_slice(), |r| r.get(0))?;
             let rows = if q.count == 0 {
                 Vec::new()
             } else {
-                query_resources(c, &page)?
+                query_page(c, &crate::search::page_sql(&q, q.count + 1))?
             };
-            Ok(crate::search_page(rows, q.count, total))
+            let total = if crate::needs_count(&q, rows.len()) {
+                let count = crate::search::count_sql(&q);
+                Some(
+                    c.prepare_cached(&lite(&count.text))?
+                        .query_row(params(&count.params).as_slice(), |r| r.get(0))?,
+                )
+            } else {
+                None
+            };
+            Ok(crate::search_page(&q, rows, total))
         })
         .await
     }

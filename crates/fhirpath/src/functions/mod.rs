@@ -185,6 +185,16 @@ pub(crate) fn call<'a>(
                 .cloned()
                 .collect())
         }
+        "as" if ev.env.filtering_as && input.len() > 1 => {
+            args!(1);
+            let (namespace, type_name) = type_argument(&args[0], name)?;
+            ev.check_type_name(namespace, type_name, name)?;
+            Ok(input
+                .iter()
+                .filter(|v| value::is_type(v, namespace, type_name, ev.model(), true))
+                .cloned()
+                .collect())
+        }
         "is" | "as" => {
             args!(1);
             let (namespace, type_name) = type_argument(&args[0], name)?;

@@ -1,20 +1,27 @@
 //! [search](https://hl7.org/fhir/R4/http.html#search): `GET [base]/[type]?params`,
-//! `POST [base]/[type]/_search` (form body), and system search `GET [base]?params`.
+//! `POST [base]/[type]/_search` (form body), system search `GET [base]?params` (with `_type`),
+//! compartment search `GET [base]/Patient/[id]/[type]?params`, and
+//! [`Patient/[id]/$everything`](https://hl7.org/fhir/R4/patient-operation-everything.html).
 //!
-//! This issue supports `_id`, `_lastUpdated`, the token parameters the store's index extractor
-//! declares (`identifier`), `_count` and keyset paging; unknown parameters answer 400 unless
-//! `Prefer: handling=lenient`. The full search engine is the next issue.
+//! The store parses and runs the query (`store::search`); this module turns a page into a
+//! `searchset` Bundle: `_include`/`_revinclude` entries (mode `include`), `total`, `self` and
+//! `next` links (keyset cursors, stable under concurrent writes), and the `_summary` /
+//! `_elements` views of each resource (marked `SUBSETTED`). Unknown parameters answer 400
+//! unless `Prefer: handling=lenient`.
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::Response;
-use serde_json::{Value, json};
-use store::SearchQuery;
+use serde_json::{Map, Value, json};
+use store::search::{Filter, SearchQuery, Summary, include};
 
 use crate::AppState;
 use crate::error::ApiError;
 use crate::http::{Fhir, Reply, check_type, encode_query};
+
+/// The tag `_summary` and `_elements` put on the resources they cut.
+const SUBSETTED: &str = "http://terminology.hl7.org/CodeSystem/v3-ObservationValue";
 
 pub async fn type_search(
     State(state): State<AppState>,
@@ -62,6 +69,114 @@ pub async fn post_search(
         .into_http(fhir.pretty))
 }
 
+/// `GET [base]/Patient/[id]/[type]` (compartment search) and `GET [base]/Patient/[id]/$everything`.
+pub async fn compartment(
+    State(state): State<AppState>,
+    Path((owner_type, owner_id, what)): Path<(String, String, String)>,
+    fhir: Fhir,
+) -> Result<Response, ApiError> {
+    check_type(&state, &owner_type)?;
+    if owner_type != "Patient" {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not-supported",
+            format!("only the Patient compartment is supported, not {owner_type}"),
+        ));
+    }
+    // The owner must exist (and not be deleted): 404 / 410 otherwise.
+    state.store.read(&fhir.ctx, &owner_type, &owner_id).await?;
+    let params = fhir.params.clone();
+    let reply = if what == "$everything" {
+        everything(&state, &fhir, &owner_id, &params).await?
+    } else {
+        check_type(&state, &what)?;
+        let mut q =
+            SearchQuery::parse(Some(&what), &params, state.store.extractor(), fhir.lenient)?;
+        let Some(filter) = SearchQuery::patient_compartment(&owner_id, Some(&what), false) else {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "not-supported",
+                format!("{what} is not in the Patient compartment"),
+            ));
+        };
+        q.filters.push(filter);
+        let path = format!("/Patient/{owner_id}/{what}");
+        respond(&state, &fhir, &path, q, &params).await?
+    };
+    Ok(reply.into_http(fhir.pretty))
+}
+
+/// `$everything`: the patient, everything in its compartment (`_type`, `_since`, `_count`
+/// honoured, paged), and the resources those refer to (practitioners, organisations, ...).
+async fn everything(
+    state: &AppState,
+    fhir: &Fhir,
+    owner_id: &str,
+    params: &[(String, String)],
+) -> Result<Reply, ApiError> {
+    let mut q = SearchQuery::all(None);
+    for (name, value) in params {
+        match name.as_str() {
+            "_since" => {
+                let (start, _) = store::time::parse_range(value).ok_or_else(|| {
+                    ApiError::bad_request(format!("_since must be an instant, not '{value}'"))
+                })?;
+                q.filters
+                    .push(Filter::LastUpdated(vec![store::search::DateCondition {
+                        prefix: store::search::Prefix::Ge,
+                        start,
+                        end: start + 1,
+                    }]));
+            }
+            "_type" | "_count" | "_cursor" | "_elements" | "_summary" => {
+                let sub = SearchQuery::parse(
+                    None,
+                    &[(name.clone(), value.clone())],
+                    state.store.extractor(),
+                    false,
+                )?;
+                merge(&mut q, sub, name);
+            }
+            "start" | "end" => {
+                return Err(ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "not-supported",
+                    format!("$everything parameter '{name}' (care date range) is not supported"),
+                ));
+            }
+            _ if fhir.lenient => q.ignored.push(name.clone()),
+            _ => {
+                return Err(ApiError::bad_request(format!(
+                    "unknown $everything parameter '{name}'"
+                )));
+            }
+        }
+    }
+    let compartment = SearchQuery::patient_compartment(owner_id, None, true)
+        .expect("the owner itself is always in its compartment");
+    q.filters.push(compartment);
+    q.include.push(store::search::Include {
+        source_type: None,
+        param: None,
+        target_type: None,
+        iterate: false,
+    });
+    let path = format!("/Patient/{owner_id}/$everything");
+    respond(state, fhir, &path, q, params).await
+}
+
+/// Copies the result parameter `name` parsed into `from` onto `into`.
+fn merge(into: &mut SearchQuery, from: SearchQuery, name: &str) {
+    match name {
+        "_type" => into.types = from.types,
+        "_count" => into.count = from.count,
+        "_cursor" => into.after = from.after,
+        "_elements" => into.elements = from.elements,
+        "_summary" => into.summary = from.summary,
+        _ => {}
+    }
+}
+
 pub async fn search(
     state: &AppState,
     fhir: &Fhir,
@@ -69,17 +184,33 @@ pub async fn search(
     params: &[(String, String)],
 ) -> Result<Reply, ApiError> {
     let q = SearchQuery::parse(ty, params, state.store.extractor(), fhir.lenient)?;
+    let path = ty.map(|t| format!("/{t}")).unwrap_or_default();
+    respond(state, fhir, &path, q, params).await
+}
+
+/// Runs `q` and builds the searchset Bundle; `path` (after the base) and `params` make the links.
+async fn respond(
+    state: &AppState,
+    fhir: &Fhir,
+    path: &str,
+    mut q: SearchQuery,
+    params: &[(String, String)],
+) -> Result<Reply, ApiError> {
+    if q.summary == Summary::Count {
+        q.count = 0;
+        q.total = store::search::TotalMode::Accurate;
+    }
     let page = state.store.search(&fhir.ctx, &q).await?;
+    let included = include::resolve(state.store.as_ref(), &fhir.ctx, &q, &page.matches).await?;
     let kept: Vec<(String, String)> = params
         .iter()
         .filter(|(k, _)| k != "_cursor" && !q.ignored.contains(k))
         .cloned()
         .collect();
-    let path = ty.map(|t| format!("/{t}")).unwrap_or_default();
-    let link = |cursor: Option<i64>| {
+    let link = |cursor: Option<&str>| {
         let mut p = kept.clone();
         if let Some(c) = cursor {
-            p.push(("_cursor".into(), c.to_string()));
+            p.push(("_cursor".into(), c.to_owned()));
         }
         let qs = encode_query(&p);
         if qs.is_empty() {
@@ -88,32 +219,97 @@ pub async fn search(
             format!("{}{path}?{qs}", fhir.base)
         }
     };
-    let mut links = vec![json!({"relation": "self", "url": link(q.after)})];
-    if let Some(next) = page.next {
+    let this_cursor = params
+        .iter()
+        .find(|(k, _)| k == "_cursor")
+        .map(|(_, v)| v.as_str());
+    let mut links = vec![json!({"relation": "self", "url": link(this_cursor)})];
+    if let Some(next) = &page.next {
         links.push(json!({"relation": "next", "url": link(Some(next))}));
     }
+    let entry = |r: &store::StoredResource, mode: &str| {
+        let resource = r
+            .body
+            .as_deref()
+            .and_then(|b| serde_json::from_str::<Value>(b).ok())
+            .map(|v| view(v, q.summary, &q.elements))
+            .unwrap_or(Value::Null);
+        json!({
+            "fullUrl": format!("{}/{}/{}", fhir.base, r.resource_type, r.id),
+            "resource": resource,
+            "search": {"mode": mode},
+        })
+    };
     let entries: Vec<Value> = page
         .matches
         .iter()
-        .map(|r| {
-            let resource = r
-                .body
-                .as_deref()
-                .and_then(|b| serde_json::from_str::<Value>(b).ok())
-                .unwrap_or(Value::Null);
-            json!({
-                "fullUrl": format!("{}/{}/{}", fhir.base, r.resource_type, r.id),
-                "resource": resource,
-                "search": {"mode": "match"},
-            })
-        })
+        .map(|r| entry(r, "match"))
+        .chain(included.iter().map(|r| entry(r, "include")))
         .collect();
-    let bundle = json!({
+    let mut bundle = json!({
         "resourceType": "Bundle",
         "type": "searchset",
-        "total": page.total,
-        "link": links,
-        "entry": entries,
     });
+    if let Some(total) = page.total {
+        bundle["total"] = json!(total);
+    }
+    bundle["link"] = Value::Array(links);
+    if !entries.is_empty() {
+        bundle["entry"] = Value::Array(entries);
+    }
+    if !q.ignored.is_empty() {
+        bundle["meta"] = json!({"tag": [{
+            "system": "http://renkei.dev/fhir/CodeSystem/search",
+            "code": "ignored-parameters",
+            "display": format!("ignored (Prefer: handling=lenient): {}", q.ignored.join(", "))
+        }]});
+    }
     Ok(Reply::json(StatusCode::OK, bundle))
+}
+
+/// The `_summary` / `_elements` view of a resource (top-level elements), tagged `SUBSETTED`
+/// when anything was cut.
+pub fn view(resource: Value, summary: Summary, elements: &[String]) -> Value {
+    let Value::Object(map) = resource else {
+        return resource;
+    };
+    let ty = map
+        .get("resourceType")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
+    let defs = fhir::r4();
+    let always = |k: &str| matches!(k, "resourceType" | "id" | "meta");
+    let element = |k: &str| defs.property(&ty, k).map(|p| p.element);
+    let keep = |k: &str| -> bool {
+        if always(k) {
+            return true;
+        }
+        let summary_keep = match summary {
+            Summary::False | Summary::Count => true,
+            Summary::Data => k != "text",
+            Summary::True => element(k).is_some_and(|e| e.is_summary),
+            Summary::Text => k == "text" || element(k).is_some_and(|e| e.min > 0),
+        };
+        let elements_keep = elements.is_empty()
+            || element(k).is_some_and(|e| elements.iter().any(|n| *n == e.name))
+            || elements.iter().any(|n| n == k);
+        summary_keep && elements_keep
+    };
+    let before = map.len();
+    let mut kept: Map<String, Value> = map.into_iter().filter(|(k, _)| keep(k)).collect();
+    if kept.len() < before {
+        let meta = kept
+            .entry("meta")
+            .or_insert_with(|| Value::Object(Map::new()));
+        if let Value::Object(meta) = meta {
+            let tags = meta
+                .entry("tag")
+                .or_insert_with(|| Value::Array(Vec::new()));
+            if let Value::Array(tags) = tags {
+                tags.push(json!({"system": SUBSETTED, "code": "SUBSETTED"}));
+            }
+        }
+    }
+    Value::Object(kept)
 }

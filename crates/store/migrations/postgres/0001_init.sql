@@ -30,16 +30,18 @@ CREATE INDEX resource_version_type_seq ON resource_version (res_type, seq);
 
 -- Search indexes of the current version of each resource, one table per parameter type.
 -- grp correlates the components of one composite value (NULL otherwise).
+-- Searched text is collated "C" (code-point order) so that prefix searches are index ranges
+-- whatever the database's default collation.
 CREATE TABLE idx_string (
     rid BIGINT NOT NULL, res_type TEXT NOT NULL, param TEXT NOT NULL, grp BIGINT,
-    value_norm TEXT NOT NULL, value_exact TEXT NOT NULL
+    value_norm TEXT COLLATE "C" NOT NULL, value_exact TEXT COLLATE "C" NOT NULL
 );
 CREATE INDEX idx_string_value ON idx_string (res_type, param, value_norm);
 CREATE INDEX idx_string_rid ON idx_string (rid);
 
 CREATE TABLE idx_token (
     rid BIGINT NOT NULL, res_type TEXT NOT NULL, param TEXT NOT NULL, grp BIGINT,
-    system TEXT NOT NULL, code TEXT NOT NULL, display TEXT
+    system TEXT COLLATE "C" NOT NULL, code TEXT COLLATE "C" NOT NULL, display TEXT
 );
 CREATE INDEX idx_token_value ON idx_token (res_type, param, code, system);
 CREATE INDEX idx_token_rid ON idx_token (rid);
@@ -75,7 +77,7 @@ CREATE INDEX idx_quantity_rid ON idx_quantity (rid);
 
 CREATE TABLE idx_uri (
     rid BIGINT NOT NULL, res_type TEXT NOT NULL, param TEXT NOT NULL, grp BIGINT,
-    uri TEXT NOT NULL
+    uri TEXT COLLATE "C" NOT NULL
 );
 CREATE INDEX idx_uri_value ON idx_uri (res_type, param, uri);
 CREATE INDEX idx_uri_rid ON idx_uri (rid);

@@ -1,0 +1,663 @@
+//! [`SearchQuery`] -> SQL, one text for both backends (`$n` placeholders; the SQLite backend
+//! rewrites them).
+//!
+//! Shape: every filter is `alias.rid [NOT] IN (SELECT x.rid FROM idx_<type> x WHERE
+//! x.res_type = ? AND x.param = ? AND <value conditions>)`, so that each is answered from the
+//! `(res_type, param, value)` index of its table; composites join their components' rows on
+//! `(rid, grp)`; chains, `_has` and compartments go through `idx_reference`. Sorted pages wrap
+//! the match in a subquery that computes each sort key (`MIN`/`MAX` over the key's index rows)
+//! with a "missing" flag so that resources without a value sort last in either direction, and
+//! page with a keyset condition on `(keys..., rid)`.
+
+use crate::index::ParamType;
+use crate::sql::{Sql, SqlParam, VERSION_COLUMNS};
+use crate::time;
+
+use super::{
+    Cursor, DateCondition, Filter, KeyValue, NumberCondition, Prefix, SearchQuery, SortKey,
+    StringMode, TokenMatch, UriMode, ValueMatch,
+};
+
+/// The highest Unicode scalar: `v <= s < v + MAX_CHAR` is "starts with v" in code-point order.
+const MAX_CHAR: char = '\u{10FFFF}';
+
+/// The SQL type of a sort key column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum KeyType {
+    Int,
+    Float,
+    Text,
+}
+
+/// A page query, and the types of the key columns that follow the resource columns.
+#[derive(Debug)]
+pub(crate) struct PageSql {
+    pub sql: Sql,
+    /// Per sort key: the missing flag (always `Int`) then the key; empty when unsorted.
+    pub keys: Vec<KeyType>,
+}
+
+struct Builder<'s> {
+    sql: &'s mut Sql,
+    aliases: usize,
+}
+
+/// The conditions (over `resource r`) of a query, without paging.
+pub(crate) fn where_clause(q: &SearchQuery, sql: &mut Sql) -> String {
+    let mut b = Builder { sql, aliases: 0 };
+    b.resource(q.resource_type.as_deref(), &q.types, &q.filters, "r")
+        .join(" AND ")
+}
+
+/// `SELECT COUNT(*)` of a query.
+pub(crate) fn count_sql(q: &SearchQuery) -> Sql {
+    let mut sql = Sql::default();
+    let w = where_clause(q, &mut sql);
+    sql.text = format!("SELECT COUNT(*) FROM resource r WHERE {w}");
+    sql
+}
+
+/// The match query of a conditional operation: `(type, id)` of up to `limit` matches.
+pub(crate) fn matches_sql(q: &SearchQuery, limit: usize) -> Sql {
+    let mut sql = Sql::default();
+    let w = where_clause(q, &mut sql);
+    let limit = sql.bind(SqlParam::Int(limit as i64));
+    sql.text = format!(
+        "SELECT r.res_type, r.res_id FROM resource r WHERE {w} ORDER BY r.rid LIMIT {limit}"
+    );
+    sql
+}
+
+/// One page (`limit` rows after the cursor): `rid`, the version columns, then the key columns.
+pub(crate) fn page_sql(q: &SearchQuery, limit: usize) -> PageSql {
+    let mut sql = Sql::default();
+    let mut b = Builder {
+        sql: &mut sql,
+        aliases: 0,
+    };
+    let conds = b.resource(q.resource_type.as_deref(), &q.types, &q.filters, "r");
+    if q.sort.is_empty() {
+        let mut w = conds.join(" AND ");
+        if let Some(after) = &q.after {
+            w = format!("{w} AND r.rid > {}", b.int(after.rid));
+        }
+        let limit = b.int(limit as i64);
+        sql.text = format!(
+            "SELECT r.rid, {VERSION_COLUMNS} FROM resource r JOIN resource_version v ON v.seq = r.seq \
+             WHERE {w} ORDER BY r.rid LIMIT {limit}"
+        );
+        return PageSql {
+            sql,
+            keys: Vec::new(),
+        };
+    }
+    let mut columns = Vec::new();
+    let mut keys = Vec::new();
+    let mut order = Vec::new();
+    let mut outer_cols = Vec::new();
+    for (i, key) in q.sort.iter().enumerate() {
+        let (expr, ty) = b.sort_expr(q.resource_type.as_deref(), key, "r");
+        let default = match ty {
+            KeyType::Int => "0",
+            KeyType::Float => "0.0",
+            KeyType::Text => "''",
+        };
+        columns.push(format!(
+            "CAST(CASE WHEN {expr} IS NULL THEN 1 ELSE 0 END AS BIGINT) AS m{i}, COALESCE({expr}, {default}) AS k{i}"
+        ));
+        keys.extend([KeyType::Int, ty]);
+        order.push((format!("s.m{i}"), false));
+        order.push((format!("s.k{i}"), key.descending));
+        outer_cols.push(format!("s.m{i}, s.k{i}"));
+    }
+    let mut outer_where = String::new();
+    if let Some(after) = &q.after
+        && after.keys.len() == order.len()
+    {
+        outer_where = format!("WHERE {}", b.keyset(&order, after));
+    }
+    let limit = b.int(limit as i64);
+    let order_by: Vec<String> = order
+        .iter()
+        .map(|(c, desc)| {
+            if *desc {
+                format!("{c} DESC")
+            } else {
+                c.clone()
+            }
+        })
+        .collect();
+    sql.text = format!(
+        "SELECT s.rid, {VERSION_COLUMNS}, {} FROM (SELECT r.rid AS rid, r.seq AS seq, {} \
+         FROM resource r WHERE {}) s JOIN resource_version v ON v.seq = s.seq {outer_where} \
+         ORDER BY {}, s.rid LIMIT {limit}",
+        outer_cols.join(", "),
+        columns.join(", "),
+        conds.join(" AND "),
+        order_by.join(", ")
+    );
+    PageSql { sql, keys }
+}
+
+impl Builder<'_> {
+    fn text(&mut self, v: &str) -> String {
+        self.sql.bind(SqlParam::Text(v.to_owned()))
+    }
+
+    fn int(&mut self, v: i64) -> String {
+        self.sql.bind(SqlParam::Int(v))
+    }
+
+    fn float(&mut self, v: f64) -> String {
+        self.sql.bind(SqlParam::Float(v))
+    }
+
+    fn key(&mut self, v: &KeyValue) -> String {
+        match v {
+            KeyValue::Int(i) => self.int(*i),
+            KeyValue::Float(f) => self.float(*f),
+            KeyValue::Text(s) => self.text(s),
+        }
+    }
+
+    fn alias(&mut self, prefix: &str) -> String {
+        self.aliases += 1;
+        format!("{prefix}{}", self.aliases)
+    }
+
+    fn list(&mut self, values: &[String]) -> String {
+        values
+            .iter()
+            .map(|v| self.text(v))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// The conditions, ANDed by the caller, that a current resource (alias `a`) matches.
+    fn resource(
+        &mut self,
+        resource_type: Option<&str>,
+        types: &[String],
+        filters: &[Filter],
+        a: &str,
+    ) -> Vec<String> {
+        let mut conds = vec![format!("{a}.deleted = FALSE")];
+        if let Some(t) = resource_type {
+            conds.push(format!("{a}.res_type = {}", self.text(t)));
+        } else if !types.is_empty() {
+            conds.push(format!("{a}.res_type IN ({})", self.list(types)));
+        }
+        for f in filters {
+            conds.push(self.filter(resource_type, f, a));
+        }
+        conds
+    }
+
+    /// `x.res_type = ? AND x.param = ?` for an index-table alias.
+    fn owner(&mut self, resource_type: Option<&str>, param: &str, x: &str) -> String {
+        let p = self.text(param);
+        match resource_type {
+            Some(t) => format!("{x}.res_type = {} AND {x}.param = {p}", self.text(t)),
+            None => format!("{x}.param = {p}"),
+        }
+    }
+
+    fn filter(&mut self, resource_type: Option<&str>, f: &Filter, a: &str) -> String {
+        match f {
+            Filter::Id { ids, negate } => format!(
+                "{a}.res_id {}IN ({})",
+                if *negate { "NOT " } else { "" },
+                self.list(ids)
+            ),
+            Filter::LastUpdated(conds) => {
+                let alts: Vec<String> = conds
+                    .iter()
+                    .map(|c| {
+                        self.date_cond(
+                            &format!("{a}.last_updated"),
+                            &format!("({a}.last_updated + 1)"),
+                            c,
+                        )
+                    })
+                    .collect();
+                format!("({})", alts.join(" OR "))
+            }
+            Filter::Param {
+                param,
+                values,
+                negate,
+            } => {
+                if values.is_empty() {
+                    return if *negate { "1 = 1" } else { "1 = 0" }.to_owned();
+                }
+                let subqueries: Vec<String> = values
+                    .iter()
+                    .map(|v| self.value_subquery(resource_type, param, v))
+                    .collect();
+                format!(
+                    "{a}.rid {}IN ({})",
+                    if *negate { "NOT " } else { "" },
+                    subqueries.join(" UNION ")
+                )
+            }
+            Filter::Missing {
+                param,
+                kind,
+                missing,
+            } => {
+                if *kind == ParamType::Composite {
+                    return self.composite_presence(
+                        resource_type,
+                        &format!("{param}$0"),
+                        *missing,
+                        a,
+                    );
+                }
+                let x = self.alias("x");
+                let table = table_of(*kind);
+                let owner = self.owner(resource_type, param, &x);
+                format!(
+                    "{a}.rid {}IN (SELECT {x}.rid FROM {table} {x} WHERE {owner})",
+                    if *missing { "NOT " } else { "" }
+                )
+            }
+            Filter::Chain { param, targets } => {
+                let x = self.alias("x");
+                let owner = self.owner(resource_type, param, &x);
+                let alts: Vec<String> = targets
+                    .iter()
+                    .map(|(target, inner)| {
+                        let t = self.alias("t");
+                        let conds = self.resource(Some(target), &[], inner, &t).join(" AND ");
+                        format!(
+                            "({x}.target_type = {} AND {x}.target_id IN (SELECT {t}.res_id FROM resource {t} WHERE {conds}))",
+                            self.text(target)
+                        )
+                    })
+                    .collect();
+                format!(
+                    "{a}.rid IN (SELECT {x}.rid FROM idx_reference {x} WHERE {owner} AND ({}))",
+                    alts.join(" OR ")
+                )
+            }
+            Filter::Has {
+                source_type,
+                param,
+                inner,
+            } => {
+                let x = self.alias("x");
+                let s = self.alias("s");
+                let owner = self.owner(Some(source_type), param, &x);
+                let this = match resource_type {
+                    Some(t) => format!(" AND {x}.target_type = {}", self.text(t)),
+                    None => String::new(),
+                };
+                let conds = self
+                    .resource(Some(source_type), &[], inner, &s)
+                    .join(" AND ");
+                format!(
+                    "{a}.res_id IN (SELECT {x}.target_id FROM idx_reference {x} WHERE {owner}{this} \
+                     AND {x}.rid IN (SELECT {s}.rid FROM resource {s} WHERE {conds}))"
+                )
+            }
+            Filter::Compartment {
+                owner_type,
+                owner_id,
+                params,
+                include_owner,
+            } => {
+                let x = self.alias("x");
+                let id = self.text(owner_id);
+                let ty = self.text(owner_type);
+                let by_type: Vec<String> = params
+                    .iter()
+                    .filter(|(t, _)| resource_type.is_none_or(|rt| rt == t))
+                    .map(|(t, ps)| {
+                        format!(
+                            "({x}.res_type = {} AND {x}.param IN ({}))",
+                            self.text(t),
+                            self.list(ps)
+                        )
+                    })
+                    .collect();
+                let mut alts = Vec::new();
+                if !by_type.is_empty() {
+                    alts.push(format!(
+                        "{a}.rid IN (SELECT {x}.rid FROM idx_reference {x} WHERE {x}.target_id = {id} \
+                         AND {x}.target_type = {ty} AND ({}))",
+                        by_type.join(" OR ")
+                    ));
+                }
+                if *include_owner {
+                    alts.push(format!("({a}.res_type = {ty} AND {a}.res_id = {id})"));
+                }
+                if alts.is_empty() {
+                    "1 = 0".to_owned()
+                } else {
+                    format!("({})", alts.join(" OR "))
+                }
+            }
+        }
+    }
+
+    /// A composite parameter is present when its first component has a row in any table.
+    fn composite_presence(
+        &mut self,
+        resource_type: Option<&str>,
+        param: &str,
+        missing: bool,
+        a: &str,
+    ) -> String {
+        let subqueries: Vec<String> = [
+            "idx_token",
+            "idx_string",
+            "idx_reference",
+            "idx_date",
+            "idx_number",
+            "idx_quantity",
+            "idx_uri",
+        ]
+        .iter()
+        .map(|table| {
+            let x = self.alias("x");
+            let owner = self.owner(resource_type, param, &x);
+            format!("SELECT {x}.rid FROM {table} {x} WHERE {owner}")
+        })
+        .collect();
+        format!(
+            "{a}.rid {}IN ({})",
+            if missing { "NOT " } else { "" },
+            subqueries.join(" UNION ")
+        )
+    }
+
+    /// `SELECT rid` of the index rows matching one value.
+    fn value_subquery(
+        &mut self,
+        resource_type: Option<&str>,
+        param: &str,
+        value: &ValueMatch,
+    ) -> String {
+        if let ValueMatch::Composite(parts) = value {
+            let mut from = Vec::new();
+            let mut conds = Vec::new();
+            let first = self.alias("c");
+            for (i, part) in parts.iter().enumerate() {
+                let c = if i == 0 {
+                    first.clone()
+                } else {
+                    self.alias("c")
+                };
+                let (table, name, cond) = self.atom(&format!("{param}${i}"), part, &c);
+                let owner = self.owner(resource_type, &name, &c);
+                if i == 0 {
+                    from.push(format!("{table} {c}"));
+                } else {
+                    from.push(format!(
+                        "JOIN {table} {c} ON {c}.rid = {first}.rid AND {c}.grp = {first}.grp"
+                    ));
+                }
+                conds.push(format!("{owner} AND {cond}"));
+            }
+            return format!(
+                "SELECT {first}.rid FROM {} WHERE {}",
+                from.join(" "),
+                conds.join(" AND ")
+            );
+        }
+        let x = self.alias("x");
+        let (table, name, cond) = self.atom(param, value, &x);
+        let owner = self.owner(resource_type, &name, &x);
+        format!("SELECT {x}.rid FROM {table} {x} WHERE {owner} AND {cond}")
+    }
+
+    /// The table, stored parameter name and condition (over alias `x`) of one simple value.
+    fn atom(&mut self, param: &str, value: &ValueMatch, x: &str) -> (&'static str, String, String) {
+        match value {
+            ValueMatch::String { value, mode } => {
+                let cond = match mode {
+                    StringMode::Exact => format!("{x}.value_exact = {}", self.text(value)),
+                    StringMode::StartsWith if value.is_empty() => "1 = 1".to_owned(),
+                    StringMode::StartsWith => {
+                        let lo = self.text(value);
+                        let hi = self.text(&format!("{value}{MAX_CHAR}"));
+                        format!("{x}.value_norm >= {lo} AND {x}.value_norm < {hi}")
+                    }
+                    StringMode::Contains => format!(
+                        "{x}.value_norm LIKE {} ESCAPE '\\'",
+                        self.text(&format!("%{}%", like_escape(value)))
+                    ),
+                };
+                ("idx_string", param.to_owned(), cond)
+            }
+            ValueMatch::Token(t) => ("idx_token", param.to_owned(), self.token_cond(t, x)),
+            ValueMatch::TokenText(text) => {
+                let pattern = self.text(&format!("%{}%", like_escape(text)));
+                (
+                    "idx_token",
+                    param.to_owned(),
+                    format!("LOWER({x}.display) LIKE {pattern} ESCAPE '\\'"),
+                )
+            }
+            ValueMatch::Reference {
+                target_type,
+                id,
+                url,
+            } => {
+                let mut conds = Vec::new();
+                if let Some(u) = url {
+                    conds.push(format!("{x}.url = {}", self.text(u)));
+                }
+                if let Some(id) = id {
+                    conds.push(format!("{x}.target_id = {}", self.text(id)));
+                }
+                if let Some(t) = target_type {
+                    conds.push(format!("{x}.target_type = {}", self.text(t)));
+                }
+                if conds.is_empty() {
+                    conds.push("1 = 1".into());
+                }
+                ("idx_reference", param.to_owned(), conds.join(" AND "))
+            }
+            ValueMatch::ReferenceIdentifier(t) => (
+                "idx_token",
+                format!("{param}:identifier"),
+                self.token_cond(t, x),
+            ),
+            ValueMatch::Date(d) => (
+                "idx_date",
+                param.to_owned(),
+                self.date_cond(&format!("{x}.lo"), &format!("{x}.hi"), d),
+            ),
+            ValueMatch::Number(n) => (
+                "idx_number",
+                param.to_owned(),
+                self.number_cond(&format!("{x}.value"), n),
+            ),
+            ValueMatch::Quantity(q) => {
+                let mut conds = vec![self.number_cond(&format!("{x}.value"), &q.number)];
+                let name = if q.canonical {
+                    if let Some(code) = &q.code {
+                        conds.push(format!("{x}.code = {}", self.text(code)));
+                    }
+                    format!("{param}:canonical")
+                } else {
+                    if let Some(s) = &q.system {
+                        conds.push(format!("{x}.system = {}", self.text(s)));
+                    }
+                    if let Some(code) = &q.code {
+                        let c = self.text(code);
+                        conds.push(format!("({x}.code = {c} OR {x}.unit = {c})"));
+                    }
+                    param.to_owned()
+                };
+                ("idx_quantity", name, conds.join(" AND "))
+            }
+            ValueMatch::Uri { value, mode } => {
+                let cond = match mode {
+                    UriMode::Exact => format!("{x}.uri = {}", self.text(value)),
+                    UriMode::Below => {
+                        let lo = self.text(value);
+                        let hi = self.text(&format!("{value}{MAX_CHAR}"));
+                        format!("{x}.uri >= {lo} AND {x}.uri < {hi}")
+                    }
+                    UriMode::Above => {
+                        let prefixes: Vec<String> = value
+                            .match_indices('/')
+                            .map(|(i, _)| value[..i].to_owned())
+                            .chain(std::iter::once(value.clone()))
+                            .filter(|p| !p.is_empty())
+                            .collect();
+                        format!("{x}.uri IN ({})", self.list(&prefixes))
+                    }
+                };
+                ("idx_uri", param.to_owned(), cond)
+            }
+            ValueMatch::Composite(_) => ("idx_token", param.to_owned(), "1 = 0".to_owned()),
+        }
+    }
+
+    fn token_cond(&mut self, t: &TokenMatch, x: &str) -> String {
+        let mut c = Vec::new();
+        if let Some(code) = &t.code {
+            c.push(format!("{x}.code = {}", self.text(code)));
+        }
+        if let Some(s) = &t.system {
+            c.push(format!("{x}.system = {}", self.text(s)));
+        }
+        if c.is_empty() {
+            "1 = 1".to_owned()
+        } else {
+            c.join(" AND ")
+        }
+    }
+
+    /// A resource range `[lo, hi)` against a search range `[start, end)` (R4 date semantics).
+    fn date_cond(&mut self, lo: &str, hi: &str, d: &DateCondition) -> String {
+        let (s, e) = (d.start, d.end);
+        match d.prefix {
+            Prefix::Eq => format!("({lo} >= {} AND {hi} <= {})", self.int(s), self.int(e)),
+            Prefix::Ne => format!("({lo} < {} OR {hi} > {})", self.int(s), self.int(e)),
+            Prefix::Gt => format!("{hi} > {}", self.int(e)),
+            Prefix::Lt => format!("{lo} < {}", self.int(s)),
+            Prefix::Ge => format!("{hi} > {}", self.int(s)),
+            Prefix::Le => format!("{lo} < {}", self.int(e)),
+            Prefix::Sa => format!("{lo} >= {}", self.int(e)),
+            Prefix::Eb => format!("{hi} <= {}", self.int(s)),
+            Prefix::Ap => {
+                // Within 10% of the distance between the value and now.
+                let slack = ((time::now_micros() - s).abs() / 10).max(e - s);
+                format!(
+                    "({lo} < {} AND {hi} > {})",
+                    self.int(e.saturating_add(slack)),
+                    self.int(s.saturating_sub(slack))
+                )
+            }
+        }
+    }
+
+    /// A stored number against a search number with its precision interval.
+    fn number_cond(&mut self, col: &str, n: &NumberCondition) -> String {
+        match n.prefix {
+            Prefix::Eq => format!(
+                "({col} >= {} AND {col} < {})",
+                self.float(n.low),
+                self.float(n.high)
+            ),
+            Prefix::Ne => format!(
+                "({col} < {} OR {col} >= {})",
+                self.float(n.low),
+                self.float(n.high)
+            ),
+            Prefix::Gt | Prefix::Sa => format!("{col} > {}", self.float(n.value)),
+            Prefix::Lt | Prefix::Eb => format!("{col} < {}", self.float(n.value)),
+            Prefix::Ge => format!("{col} >= {}", self.float(n.value)),
+            Prefix::Le => format!("{col} <= {}", self.float(n.value)),
+            Prefix::Ap => {
+                let slack = (n.value.abs() * 0.1).max(n.high - n.low);
+                format!(
+                    "({col} >= {} AND {col} <= {})",
+                    self.float(n.value - slack),
+                    self.float(n.value + slack)
+                )
+            }
+        }
+    }
+
+    /// The value expression of a sort key over resource alias `a` (NULL when absent).
+    fn sort_expr(
+        &mut self,
+        resource_type: Option<&str>,
+        key: &SortKey,
+        a: &str,
+    ) -> (String, KeyType) {
+        let agg = if key.descending { "MAX" } else { "MIN" };
+        let (table, column, ty) = match (key.param.as_str(), key.kind) {
+            ("_id", _) => return (format!("{a}.res_id"), KeyType::Text),
+            ("_lastUpdated", _) => return (format!("{a}.last_updated"), KeyType::Int),
+            (_, ParamType::Date) => (
+                "idx_date",
+                if key.descending { "hi" } else { "lo" },
+                KeyType::Int,
+            ),
+            (_, ParamType::String) => ("idx_string", "value_norm", KeyType::Text),
+            (_, ParamType::Reference) => ("idx_reference", "url", KeyType::Text),
+            (_, ParamType::Uri) => ("idx_uri", "uri", KeyType::Text),
+            (_, ParamType::Number) => ("idx_number", "value", KeyType::Float),
+            (_, ParamType::Quantity) => ("idx_quantity", "value", KeyType::Float),
+            _ => ("idx_token", "code", KeyType::Text),
+        };
+        let x = self.alias("k");
+        let owner = self.owner(resource_type, &key.param, &x);
+        (
+            format!(
+                "(SELECT {agg}({x}.{column}) FROM {table} {x} WHERE {x}.rid = {a}.rid AND {owner})"
+            ),
+            ty,
+        )
+    }
+
+    /// Rows strictly after the cursor in the order `(column, descending)...`, then `s.rid`.
+    fn keyset(&mut self, order: &[(String, bool)], after: &Cursor) -> String {
+        let mut alternatives = Vec::new();
+        for i in 0..=order.len() {
+            let mut conds = Vec::new();
+            for (j, (col, _)) in order.iter().enumerate().take(i) {
+                conds.push(format!("{col} = {}", self.key(&after.keys[j])));
+            }
+            if i == order.len() {
+                conds.push(format!("s.rid > {}", self.int(after.rid)));
+            } else {
+                let (col, desc) = &order[i];
+                let op = if *desc { "<" } else { ">" };
+                conds.push(format!("{col} {op} {}", self.key(&after.keys[i])));
+            }
+            alternatives.push(format!("({})", conds.join(" AND ")));
+        }
+        format!("({})", alternatives.join(" OR "))
+    }
+}
+
+fn table_of(kind: ParamType) -> &'static str {
+    match kind {
+        ParamType::String => "idx_string",
+        ParamType::Reference => "idx_reference",
+        ParamType::Date => "idx_date",
+        ParamType::Number => "idx_number",
+        ParamType::Quantity => "idx_quantity",
+        ParamType::Uri => "idx_uri",
+        _ => "idx_token",
+    }
+}
+
+/// Escapes `%`, `_` and `\` for a `LIKE ... ESCAPE '\'` pattern.
+fn like_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
