@@ -323,6 +323,19 @@ fn cases(d: &Dataset) -> Vec<Case> {
                 .is_some_and(|b| b.starts_with(&b0[..4]))
         }),
     );
+    for (prefix, keep) in [
+        ("gt", (|b: &str, b0: &str| b > b0) as fn(&str, &str) -> bool),
+        ("sa", |b, b0| b > b0),
+        ("le", |b, b0| b <= b0),
+        ("eb", |b, b0| b < b0),
+    ] {
+        add(
+            format!("Patient?birthdate={prefix}{b0}"),
+            d.ids("Patient", |p| {
+                p["birthDate"].as_str().is_some_and(|b| keep(b, &b0))
+            }),
+        );
+    }
     // Encounter.period: `ge2015` means the period ends at or after 2015-01-01.
     let y2015 = day("2015-01-01");
     add(
@@ -470,6 +483,34 @@ fn cases(d: &Dataset) -> Vec<Case> {
         }),
     );
 
+    add(
+        "Patient?_profile:above=http://hl7.org/fhir/us/core/StructureDefinition/us-core-patient/v9"
+            .into(),
+        d.ids("Patient", |p| {
+            strings(p, &["meta", "profile"])
+                .contains(&"http://hl7.org/fhir/us/core/StructureDefinition/us-core-patient")
+        }),
+    );
+    // Two links: Condition -> Encounter -> Organization.
+    add(
+        format!(
+            "Condition?encounter.service-provider.name={}",
+            org_name.to_lowercase()
+        ),
+        d.ids("Condition", |c| {
+            c["encounter"]["reference"]
+                .as_str()
+                .and_then(|r| d.resolve(r))
+                .and_then(|e| e["serviceProvider"]["reference"].as_str())
+                .and_then(|r| d.resolve(r))
+                .is_some_and(|o| {
+                    o["name"]
+                        .as_str()
+                        .is_some_and(|n| n.to_lowercase().starts_with(&org_name.to_lowercase()))
+                })
+        }),
+    );
+
     // --- _id and combinations
     let two: Vec<String> = patients
         .iter()
@@ -514,6 +555,14 @@ fn observations() -> Vec<Value> {
             {"code": {"coding": [{"system": "http://loinc.org", "code": "8462-4"}]}, "valueQuantity": {"value": 90, "system": "http://unitsofmeasure.org", "code": "mm[Hg]"}}
         ]
     }));
+    for (i, probability) in [0.25, 0.5, 0.75].iter().enumerate() {
+        out.push(json!({
+            "resourceType": "RiskAssessment", "id": format!("risk{i}"), "status": "final",
+            "subject": {"identifier": {"system": "urn:test:mrn", "value": format!("mrn{i}")}},
+            "performer": {"identifier": {"system": "urn:test:npi", "value": format!("npi{}", i % 2)}},
+            "prediction": [{"probabilityDecimal": probability}]
+        }));
+    }
     out
 }
 
@@ -530,6 +579,20 @@ fn quantity_cases() -> Vec<Case> {
         Case { query: "Observation?code-value-quantity=http://loinc.org|29463-7$gt80|http://unitsofmeasure.org|kg".into(), expected: set(&["w1", "w4"]) },
         Case { query: "Observation?component-code-value-quantity=http://loinc.org|8480-6$gt130".into(), expected: set(&["bp"]) },
         Case { query: "Observation?component-code-value-quantity=http://loinc.org|8462-4$gt130".into(), expected: BTreeSet::new() },
+        // number: precision ranges and every prefix (0.25, 0.5, 0.75)
+        Case { query: "RiskAssessment?probability=0.5".into(), expected: set(&["risk1"]) },
+        Case { query: "RiskAssessment?probability=gt0.3".into(), expected: set(&["risk1", "risk2"]) },
+        Case { query: "RiskAssessment?probability=le0.5".into(), expected: set(&["risk0", "risk1"]) },
+        Case { query: "RiskAssessment?probability=ne0.5".into(), expected: set(&["risk0", "risk2"]) },
+        Case { query: "RiskAssessment?probability=lt0.5".into(), expected: set(&["risk0"]) },
+        Case { query: "RiskAssessment?probability=ge0.75".into(), expected: set(&["risk2"]) },
+        Case { query: "RiskAssessment?probability=sa0.5".into(), expected: set(&["risk2"]) },
+        Case { query: "RiskAssessment?probability=eb0.5".into(), expected: set(&["risk0"]) },
+        Case { query: "RiskAssessment?probability=ap0.26".into(), expected: set(&["risk0"]) },
+        Case { query: "RiskAssessment?probability:missing=false".into(), expected: set(&["risk0", "risk1", "risk2"]) },
+        // reference :identifier
+        Case { query: "RiskAssessment?performer:identifier=urn:test:npi|npi1".into(), expected: set(&["risk1"]) },
+        Case { query: "RiskAssessment?subject:identifier=mrn2".into(), expected: set(&["risk2"]) },
     ]
 }
 
@@ -577,7 +640,8 @@ async fn search_battery(backend: Backend) {
     let server = Server::start(&data).await;
     for observation in observations() {
         let url = server.url(&format!(
-            "Observation/{}",
+            "{}/{}",
+            observation["resourceType"].as_str().unwrap(),
             observation["id"].as_str().unwrap()
         ));
         let r = server
@@ -613,6 +677,377 @@ async fn search_battery(backend: Backend) {
         failures.len(),
         failures.join("\n")
     );
+    result_parameters(&server, &dataset).await;
+    errors_and_lenient_handling(&server).await;
+    paging_survives_concurrent_writes(&server, &dataset).await;
+}
+
+async fn get_json(server: &Server, path: &str) -> (u16, Value) {
+    let r = server.client.get(server.url(path)).send().await.unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap())
+}
+
+/// Entries of a Bundle with the given search mode, as `Type/id`.
+fn entries(bundle: &Value, mode: &str) -> BTreeSet<String> {
+    bundle["entry"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|e| e["search"]["mode"] == mode)
+        .map(|e| {
+            format!(
+                "{}/{}",
+                e["resource"]["resourceType"].as_str().unwrap(),
+                e["resource"]["id"].as_str().unwrap()
+            )
+        })
+        .collect()
+}
+
+/// Every resource a search returns in order, following `next` links.
+async fn all_pages(server: &Server, path: &str) -> Vec<Value> {
+    let mut out = Vec::new();
+    let mut url = server.url(path);
+    loop {
+        let bundle: Value = server
+            .client
+            .get(&url)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(bundle["resourceType"], "Bundle", "{path}: {bundle}");
+        for e in bundle["entry"].as_array().into_iter().flatten() {
+            if e["search"]["mode"] == "match" {
+                out.push(e["resource"].clone());
+            }
+        }
+        match bundle["link"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|l| l["relation"] == "next")
+        {
+            Some(next) => url = next["url"].as_str().unwrap().to_string(),
+            None => return out,
+        }
+    }
+}
+
+fn typed(rtype: &str, ids: BTreeSet<String>) -> BTreeSet<String> {
+    ids.into_iter().map(|id| format!("{rtype}/{id}")).collect()
+}
+
+/// `_include`, `_revinclude` (`:iterate`), `_sort`, `_total`, `_summary`, `_elements`,
+/// `POST _search`, system search, compartment search and `$everything`.
+async fn result_parameters(server: &Server, d: &Dataset) {
+    let p0 = &d.all("Patient")[0];
+    let p0_id = p0["id"].as_str().unwrap();
+    let encounters_of_p0 = d.ids("Encounter", |e| d.refers_to(&e["subject"], p0));
+    let e0 = encounters_of_p0.iter().next().unwrap().clone();
+
+    // _include: the encounter's subject comes back as an include.
+    let (_, b) = get_json(
+        server,
+        &format!("Encounter?_id={e0}&_include=Encounter:subject"),
+    )
+    .await;
+    assert_eq!(
+        entries(&b, "match"),
+        typed("Encounter", [e0.clone()].into())
+    );
+    assert_eq!(
+        entries(&b, "include"),
+        typed("Patient", [p0_id.to_string()].into())
+    );
+
+    // _revinclude, then :iterate from the included encounters to their organisations.
+    let (_, b) = get_json(
+        server,
+        &format!("Patient?_id={p0_id}&_revinclude=Encounter:subject&_include:iterate=Encounter:service-provider&_count=1"),
+    )
+    .await;
+    let orgs: BTreeSet<String> = d
+        .all("Encounter")
+        .iter()
+        .filter(|e| encounters_of_p0.contains(e["id"].as_str().unwrap()))
+        .filter_map(|e| {
+            e["serviceProvider"]["reference"]
+                .as_str()
+                .and_then(|r| d.resolve(r))
+        })
+        .map(|o| format!("Organization/{}", o["id"].as_str().unwrap()))
+        .collect();
+    let mut expected = typed("Encounter", encounters_of_p0.clone());
+    expected.extend(orgs);
+    assert_eq!(entries(&b, "include"), expected);
+
+    // _sort over several pages: birth dates ascending, then descending.
+    let mut births: Vec<String> = d
+        .all("Patient")
+        .iter()
+        .map(|p| p["birthDate"].as_str().unwrap().to_string())
+        .collect();
+    births.sort();
+    let got: Vec<String> = all_pages(server, "Patient?_sort=birthdate&_count=3")
+        .await
+        .iter()
+        .map(|p| p["birthDate"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(got, births);
+    births.reverse();
+    let got: Vec<String> = all_pages(server, "Patient?_sort=-birthdate,_id&_count=4")
+        .await
+        .iter()
+        .map(|p| p["birthDate"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(got, births);
+    // Encounters by period end, newest first, across pages: non-increasing, none lost.
+    let sorted = all_pages(
+        server,
+        &format!("Encounter?patient={p0_id}&_sort=-date&_count=9"),
+    )
+    .await;
+    let ends: Vec<i64> = sorted
+        .iter()
+        .map(|e| micros(e["period"]["end"].as_str().unwrap()))
+        .collect();
+    assert!(ends.windows(2).all(|w| w[0] >= w[1]), "not sorted by -date");
+    let ids: BTreeSet<String> = sorted
+        .iter()
+        .map(|e| e["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(ids, encounters_of_p0);
+
+    // _total and _summary=count
+    let n_patients = d.all("Patient").len() as u64;
+    let (_, b) = get_json(server, "Patient?_count=2&_total=accurate").await;
+    assert_eq!(b["total"], n_patients);
+    let (_, b) = get_json(server, "Patient?_count=2&_total=none").await;
+    assert!(b.get("total").is_none());
+    let (_, b) = get_json(server, "Patient?_summary=count").await;
+    assert_eq!(b["total"], n_patients);
+    assert!(b.get("entry").is_none());
+
+    // _summary=true drops non-summary elements and marks the resource SUBSETTED.
+    let (_, b) = get_json(server, &format!("Patient?_id={p0_id}&_summary=true")).await;
+    let r = &b["entry"][0]["resource"];
+    assert!(
+        r.get("communication").is_none() && r.get("maritalStatus").is_none(),
+        "{r}"
+    );
+    assert!(r.get("birthDate").is_some() && r.get("name").is_some());
+    assert!(
+        r["meta"]["tag"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["code"] == "SUBSETTED")
+    );
+    // _elements keeps only what was asked (and the mandatory id/meta).
+    let (_, b) = get_json(
+        server,
+        &format!("Patient?_id={p0_id}&_elements=gender,birthDate"),
+    )
+    .await;
+    let keys: BTreeSet<&str> = b["entry"][0]["resource"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(
+        keys,
+        ["birthDate", "gender", "id", "meta", "resourceType"].into()
+    );
+
+    // POST _search equals GET.
+    let r = server
+        .client
+        .post(server.url("Patient/_search"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("gender=female&_count=100")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let b: Value = r.json().await.unwrap();
+    assert_eq!(
+        entries(&b, "match"),
+        typed("Patient", d.ids("Patient", |p| p["gender"] == "female"))
+    );
+
+    // System-wide search with _type.
+    let (status, b) = get_json(
+        server,
+        "?_type=Patient,Organization&_total=accurate&_count=1",
+    )
+    .await;
+    assert_eq!(status, 200, "{b}");
+    assert_eq!(
+        b["total"],
+        (d.all("Patient").len() + d.all("Organization").len()) as u64
+    );
+    let (_, b) = get_json(server, &format!("?_id={p0_id}")).await;
+    assert_eq!(
+        entries(&b, "match"),
+        typed("Patient", [p0_id.to_string()].into())
+    );
+
+    // Compartment search.
+    let conditions_of_p0 = d.ids("Condition", |c| d.refers_to(&c["subject"], p0));
+    let got: BTreeSet<String> = all_pages(server, &format!("Patient/{p0_id}/Condition?_count=5"))
+        .await
+        .iter()
+        .map(|c| c["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(got, conditions_of_p0);
+    let got: BTreeSet<String> = all_pages(server, &format!("Patient/{p0_id}/Encounter?class=AMB"))
+        .await
+        .iter()
+        .map(|c| c["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        got,
+        d.ids("Encounter", |e| d.refers_to(&e["subject"], p0)
+            && e["class"]["code"] == "AMB")
+    );
+
+    // $everything: the patient, its compartment (paged), and what those refer to.
+    let everything = all_pages(server, &format!("Patient/{p0_id}/$everything?_count=100")).await;
+    let got: BTreeSet<String> = everything
+        .iter()
+        .map(|r| {
+            format!(
+                "{}/{}",
+                r["resourceType"].as_str().unwrap(),
+                r["id"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert!(got.contains(&format!("Patient/{p0_id}")));
+    for c in typed("Condition", conditions_of_p0.clone())
+        .iter()
+        .chain(typed("Encounter", encounters_of_p0.clone()).iter())
+    {
+        assert!(got.contains(c), "$everything misses {c}");
+    }
+    let (_, first) = get_json(server, &format!("Patient/{p0_id}/$everything?_count=100")).await;
+    assert!(
+        entries(&first, "include")
+            .iter()
+            .any(|r| r.starts_with("Organization/") || r.starts_with("Practitioner/")),
+        "$everything should include referenced organisations or practitioners"
+    );
+    let only: Vec<Value> = all_pages(
+        server,
+        &format!("Patient/{p0_id}/$everything?_type=Condition"),
+    )
+    .await;
+    assert!(only.iter().all(|r| r["resourceType"] == "Condition"));
+    assert_eq!(only.len(), conditions_of_p0.len());
+    let (status, _) = get_json(server, "Patient/no-such-patient/$everything").await;
+    assert_eq!(status, 404);
+}
+
+/// Bad searches are 400 with an OperationOutcome; unknown parameters are ignored only when
+/// the client asks for lenient handling.
+async fn errors_and_lenient_handling(server: &Server) {
+    for bad in [
+        "Patient?birthdate=notadate",
+        "Patient?gender:exact=female",
+        "Patient?foo=bar",
+        "Encounter?subject.foo=1",
+        "Patient?_sort=foo",
+        "Observation?value-quantity=5|kg",
+        "Observation?code-value-quantity=http://loinc.org|29463-7",
+        "Patient?_include=Patient:gender",
+        "Patient?_count=many",
+        "Patient?_has:Condition:code:code=1",
+    ] {
+        let (status, body) = get_json(server, bad).await;
+        assert_eq!(status, 400, "{bad}: {body}");
+        assert_eq!(body["resourceType"], "OperationOutcome", "{bad}");
+        assert!(
+            !body["issue"][0]["diagnostics"]
+                .as_str()
+                .unwrap_or("")
+                .is_empty(),
+            "{bad}"
+        );
+    }
+    let r = server
+        .client
+        .get(server.url("Patient?foo=bar&gender=female"))
+        .header("prefer", "handling=lenient")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let b: Value = r.json().await.unwrap();
+    let self_link = b["link"][0]["url"].as_str().unwrap();
+    assert!(
+        !self_link.contains("foo"),
+        "ignored parameters are left out of the links: {self_link}"
+    );
+}
+
+/// A page's `next` link still yields every remaining match, once, after a write that sorts
+/// before the cursor.
+async fn paging_survives_concurrent_writes(server: &Server, d: &Dataset) {
+    let (_, first) = get_json(server, "Patient?_sort=birthdate&_count=3").await;
+    let mut seen: Vec<String> = entries(&first, "match").into_iter().collect();
+    let newcomer =
+        json!({"resourceType": "Patient", "id": "early-bird", "birthDate": "1900-01-01"});
+    let r = server
+        .client
+        .put(server.url("Patient/early-bird"))
+        .json(&newcomer)
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+    let next = first["link"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["relation"] == "next")
+        .unwrap();
+    let mut url = next["url"].as_str().unwrap().to_string();
+    loop {
+        let b: Value = server
+            .client
+            .get(&url)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        seen.extend(entries(&b, "match"));
+        match b["link"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|l| l["relation"] == "next")
+        {
+            Some(n) => url = n["url"].as_str().unwrap().to_string(),
+            None => break,
+        }
+    }
+    let unique: BTreeSet<String> = seen.iter().cloned().collect();
+    assert_eq!(unique.len(), seen.len(), "a resource was returned twice");
+    assert_eq!(unique, typed("Patient", d.ids("Patient", |_| true)));
+    let r = server
+        .client
+        .delete(server.url("Patient/early-bird"))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -52,7 +52,8 @@ pub async fn handler(
 
 /// A checked entry.
 enum Prepared {
-    Write(WriteEntry),
+    /// Boxed: a write carries its conditional search query, far larger than a URL.
+    Write(Box<WriteEntry>),
     Get(String),
 }
 
@@ -102,7 +103,7 @@ pub async fn process(
     for (i, _, p) in prepared {
         match p {
             Ok(Prepared::Write(w)) => {
-                writes.push(w);
+                writes.push(*w);
                 write_index.push(i);
             }
             Ok(Prepared::Get(url)) => gets.push((i, url)),
@@ -282,7 +283,7 @@ async fn prepare(
             )));
         }
     };
-    Ok(Prepared::Write(WriteEntry { full_url, op }))
+    Ok(Prepared::Write(Box::new(WriteEntry { full_url, op })))
 }
 
 /// A JSON Patch carried by a Binary resource.

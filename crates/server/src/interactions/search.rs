@@ -292,7 +292,7 @@ pub fn view(resource: Value, summary: Summary, elements: &[String]) -> Value {
             Summary::Text => k == "text" || element(k).is_some_and(|e| e.min > 0),
         };
         let elements_keep = elements.is_empty()
-            || element(k).is_some_and(|e| elements.iter().any(|n| *n == e.name))
+            || element(k).is_some_and(|e| elements.contains(&e.name))
             || elements.iter().any(|n| n == k);
         summary_keep && elements_keep
     };
