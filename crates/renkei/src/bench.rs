@@ -1,7 +1,7 @@
 //! `renkei bench`: figures, never assertions. `ingest` imports a dataset into a fresh store
 //! (a temporary SQLite file, and a throwaway PostgreSQL schema when `--database-url` is given)
 //! and reports resources/s; `read` serves a fresh store over HTTP on a loopback port and reports
-//! point-read latency percentiles.
+//! point-read latency percentiles. `generate` and `search` live in `bench_search`.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -20,6 +20,11 @@ pub enum Command {
     Ingest(IngestArgs),
     /// Point reads over HTTP (one client, keep-alive); report latency percentiles.
     Read(ReadArgs),
+    /// Scale a Synthea NDJSON export up by cloning its patients with new ids.
+    Generate(crate::bench_search::GenerateArgs),
+    /// A mix of typical clinical searches over HTTP with concurrent clients; report latency
+    /// percentiles and queries/s (optionally loading a dataset first and reporting ingest).
+    Search(crate::bench_search::SearchArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -49,18 +54,20 @@ pub async fn run(cmd: Command) -> anyhow::Result<()> {
     match cmd {
         Command::Ingest(a) => ingest(a).await,
         Command::Read(a) => read(a).await,
+        Command::Generate(a) => crate::bench_search::generate(a).await,
+        Command::Search(a) => crate::bench_search::search(a).await,
     }
 }
 
 /// A throwaway store, removed on [`Fresh::cleanup`].
-struct Fresh {
-    store: Arc<dyn Store>,
+pub(crate) struct Fresh {
+    pub(crate) store: Arc<dyn Store>,
     dir: Option<PathBuf>,
     pg: Option<PostgresStore>,
 }
 
 impl Fresh {
-    async fn open(database_url: Option<&str>) -> anyhow::Result<Fresh> {
+    pub(crate) async fn open(database_url: Option<&str>) -> anyhow::Result<Fresh> {
         match database_url {
             Some(url) => {
                 let config = PostgresConfig {
@@ -87,7 +94,7 @@ impl Fresh {
         }
     }
 
-    async fn cleanup(self) {
+    pub(crate) async fn cleanup(self) {
         if let Some(pg) = &self.pg {
             let _ = pg.drop_schema().await;
         }

@@ -92,6 +92,10 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn search(&self, ctx: &RequestContext, q: &SearchQuery)
     -> Result<SearchPage, StoreError>;
 
+    /// The database's plan for the page query of `q` (`EXPLAIN QUERY PLAN` on SQLite,
+    /// `EXPLAIN` on PostgreSQL), one step per line: to check that a search is index-driven.
+    async fn explain(&self, ctx: &RequestContext, q: &SearchQuery) -> Result<String, StoreError>;
+
     /// Applies all writes atomically, in the given order (the caller sorts them in FHIR
     /// processing order). The first failure rolls everything back and is returned as
     /// [`StoreError::Entry`] with its index.

@@ -520,6 +520,22 @@ impl Store for PostgresStore {
         Ok(crate::search_page(q, rows, total))
     }
 
+    async fn explain(&self, _ctx: &RequestContext, q: &SearchQuery) -> Result<String, StoreError> {
+        let page = crate::search::page_sql(q, q.count + 1);
+        let client = self.pool.get().await?;
+        let rows = client
+            .query(
+                &format!("EXPLAIN {}", page.sql.text),
+                &params(&page.sql.params),
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| r.get::<_, String>(0))
+            .collect::<Vec<_>>()
+            .join("\n"))
+    }
+
     async fn transaction(
         &self,
         ctx: &RequestContext,

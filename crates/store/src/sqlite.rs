@@ -436,6 +436,35 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn explain(&self, _ctx: &RequestContext, q: &SearchQuery) -> Result<String, StoreError> {
+        let q = q.clone();
+        self.read_with(move |c| {
+            let page = crate::search::page_sql(&q, q.count + 1);
+            let mut stmt = c.prepare(&format!("EXPLAIN QUERY PLAN {}", lite(&page.sql.text)))?;
+            let rows = stmt.query_map(params(&page.sql.params).as_slice(), |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, String>(3)?,
+                ))
+            })?;
+            // Indent each step under its parent, as the sqlite3 shell does.
+            let mut depth: Vec<(i64, usize)> = Vec::new();
+            let mut out = Vec::new();
+            for row in rows {
+                let (id, parent, detail) = row?;
+                let level = depth
+                    .iter()
+                    .find(|(i, _)| *i == parent)
+                    .map_or(0, |(_, l)| l + 1);
+                depth.push((id, level));
+                out.push(format!("{}{detail}", "  ".repeat(level)));
+            }
+            Ok(out.join("\n"))
+        })
+        .await
+    }
+
     async fn transaction(
         &self,
         ctx: &RequestContext,

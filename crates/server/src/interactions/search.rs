@@ -114,7 +114,7 @@ async fn everything(
     owner_id: &str,
     params: &[(String, String)],
 ) -> Result<Reply, ApiError> {
-    let mut q = SearchQuery::all(None);
+    let mut q = SearchQuery::everything(owner_id);
     for (name, value) in params {
         match name.as_str() {
             "_since" => {
@@ -152,15 +152,6 @@ async fn everything(
             }
         }
     }
-    let compartment = SearchQuery::patient_compartment(owner_id, None, true)
-        .expect("the owner itself is always in its compartment");
-    q.filters.push(compartment);
-    q.include.push(store::search::Include {
-        source_type: None,
-        param: None,
-        target_type: None,
-        iterate: false,
-    });
     let path = format!("/Patient/{owner_id}/$everything");
     respond(state, fhir, &path, q, params).await
 }

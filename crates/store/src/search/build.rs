@@ -96,7 +96,7 @@ pub(crate) fn page_sql(q: &SearchQuery, limit: usize) -> PageSql {
     let mut order = Vec::new();
     let mut outer_cols = Vec::new();
     for (i, key) in q.sort.iter().enumerate() {
-        let (expr, ty) = b.sort_expr(q.resource_type.as_deref(), key, "r");
+        let (expr, ty) = b.sort_expr(key, "r");
         let default = match ty {
             KeyType::Int => "0",
             KeyType::Float => "0.0",
@@ -181,16 +181,27 @@ impl Builder<'_> {
         filters: &[Filter],
         a: &str,
     ) -> Vec<String> {
+        let driver = driver(filters, resource_type.is_some());
         let mut conds = vec![format!("{a}.deleted = FALSE")];
         if let Some(t) = resource_type {
-            conds.push(format!("{a}.res_type = {}", self.text(t)));
+            // A driving subquery already restricts the type (and a type condition here would
+            // tempt SQLite's planner into scanning the type instead).
+            if driver.is_none() {
+                conds.push(format!("{a}.res_type = {}", self.text(t)));
+            }
         } else if !types.is_empty() {
             conds.push(format!("{a}.res_type IN ({})", self.list(types)));
         }
-        for f in filters {
-            conds.push(self.filter(resource_type, f, a));
+        for (i, f) in filters.iter().enumerate() {
+            conds.push(self.filter(resource_type, f, a, driver != Some(i)));
         }
         conds
+    }
+
+    /// `x.rid = a.rid AND x.param = ?`: an index-table alias correlated with resource alias `a`
+    /// (answered from the `rid` index).
+    fn correlated(&mut self, param: &str, x: &str, a: &str) -> String {
+        format!("{x}.rid = {a}.rid AND {x}.param = {}", self.text(param))
     }
 
     /// `x.res_type = ? AND x.param = ?` for an index-table alias.
@@ -202,7 +213,9 @@ impl Builder<'_> {
         }
     }
 
-    fn filter(&mut self, resource_type: Option<&str>, f: &Filter, a: &str) -> String {
+    /// One filter over resource alias `a`: as `a.rid IN (subquery)` when it drives the query,
+    /// otherwise (`probe`) as a correlated `EXISTS` checked on each candidate.
+    fn filter(&mut self, resource_type: Option<&str>, f: &Filter, a: &str, probe: bool) -> String {
         match f {
             Filter::Id { ids, negate } => format!(
                 "{a}.res_id {}IN ({})",
@@ -230,9 +243,25 @@ impl Builder<'_> {
                 if values.is_empty() {
                     return if *negate { "1 = 1" } else { "1 = 0" }.to_owned();
                 }
+                if probe {
+                    let exists: Vec<String> = values
+                        .iter()
+                        .map(|v| {
+                            format!(
+                                "EXISTS ({})",
+                                self.value_subquery(resource_type, param, v, Some(a))
+                            )
+                        })
+                        .collect();
+                    return format!(
+                        "{}({})",
+                        if *negate { "NOT " } else { "" },
+                        exists.join(" OR ")
+                    );
+                }
                 let subqueries: Vec<String> = values
                     .iter()
-                    .map(|v| self.value_subquery(resource_type, param, v))
+                    .map(|v| self.value_subquery(resource_type, param, v, None))
                     .collect();
                 format!(
                     "{a}.rid {}IN ({})",
@@ -246,24 +275,23 @@ impl Builder<'_> {
                 missing,
             } => {
                 if *kind == ParamType::Composite {
-                    return self.composite_presence(
-                        resource_type,
-                        &format!("{param}$0"),
-                        *missing,
-                        a,
-                    );
+                    return self.composite_presence(&format!("{param}$0"), *missing, a);
                 }
                 let x = self.alias("x");
                 let table = table_of(*kind);
-                let owner = self.owner(resource_type, param, &x);
+                let owner = self.correlated(param, &x, a);
                 format!(
-                    "{a}.rid {}IN (SELECT {x}.rid FROM {table} {x} WHERE {owner})",
+                    "{}EXISTS (SELECT 1 FROM {table} {x} WHERE {owner})",
                     if *missing { "NOT " } else { "" }
                 )
             }
             Filter::Chain { param, targets } => {
                 let x = self.alias("x");
-                let owner = self.owner(resource_type, param, &x);
+                let owner = if probe {
+                    self.correlated(param, &x, a)
+                } else {
+                    self.owner(resource_type, param, &x)
+                };
                 let alts: Vec<String> = targets
                     .iter()
                     .map(|(target, inner)| {
@@ -275,10 +303,17 @@ impl Builder<'_> {
                         )
                     })
                     .collect();
-                format!(
-                    "{a}.rid IN (SELECT {x}.rid FROM idx_reference {x} WHERE {owner} AND ({}))",
-                    alts.join(" OR ")
-                )
+                if probe {
+                    format!(
+                        "EXISTS (SELECT 1 FROM idx_reference {x} WHERE {owner} AND ({}))",
+                        alts.join(" OR ")
+                    )
+                } else {
+                    format!(
+                        "{a}.rid IN (SELECT {x}.rid FROM idx_reference {x} WHERE {owner} AND ({}))",
+                        alts.join(" OR ")
+                    )
+                }
             }
             Filter::Has {
                 source_type,
@@ -320,16 +355,38 @@ impl Builder<'_> {
                         )
                     })
                     .collect();
+                let owner_row = *include_owner && resource_type.is_none_or(|t| t == owner_type);
                 let mut alts = Vec::new();
-                if !by_type.is_empty() {
-                    alts.push(format!(
-                        "{a}.rid IN (SELECT {x}.rid FROM idx_reference {x} WHERE {x}.target_id = {id} \
-                         AND {x}.target_type = {ty} AND ({}))",
-                        by_type.join(" OR ")
-                    ));
-                }
-                if *include_owner {
-                    alts.push(format!("({a}.res_type = {ty} AND {a}.res_id = {id})"));
+                if probe {
+                    if !by_type.is_empty() {
+                        alts.push(format!(
+                            "EXISTS (SELECT 1 FROM idx_reference {x} WHERE {x}.rid = {a}.rid \
+                             AND {x}.target_id = {id} AND {x}.target_type = {ty} AND ({}))",
+                            by_type.join(" OR ")
+                        ));
+                    }
+                    if owner_row {
+                        alts.push(format!("({a}.res_type = {ty} AND {a}.res_id = {id})"));
+                    }
+                } else {
+                    // One rid list for the members and the owner, so that it drives the query.
+                    let mut members = Vec::new();
+                    if !by_type.is_empty() {
+                        members.push(format!(
+                            "SELECT {x}.rid FROM idx_reference {x} WHERE {x}.target_id = {id} \
+                             AND {x}.target_type = {ty} AND ({})",
+                            by_type.join(" OR ")
+                        ));
+                    }
+                    if owner_row {
+                        let o = self.alias("o");
+                        members.push(format!(
+                            "SELECT {o}.rid FROM resource {o} WHERE {o}.res_type = {ty} AND {o}.res_id = {id}"
+                        ));
+                    }
+                    if !members.is_empty() {
+                        alts.push(format!("{a}.rid IN ({})", members.join(" UNION ")));
+                    }
                 }
                 if alts.is_empty() {
                     "1 = 0".to_owned()
@@ -341,13 +398,7 @@ impl Builder<'_> {
     }
 
     /// A composite parameter is present when its first component has a row in any table.
-    fn composite_presence(
-        &mut self,
-        resource_type: Option<&str>,
-        param: &str,
-        missing: bool,
-        a: &str,
-    ) -> String {
+    fn composite_presence(&mut self, param: &str, missing: bool, a: &str) -> String {
         let subqueries: Vec<String> = [
             "idx_token",
             "idx_string",
@@ -360,24 +411,30 @@ impl Builder<'_> {
         .iter()
         .map(|table| {
             let x = self.alias("x");
-            let owner = self.owner(resource_type, param, &x);
-            format!("SELECT {x}.rid FROM {table} {x} WHERE {owner}")
+            let owner = self.correlated(param, &x, a);
+            format!("EXISTS (SELECT 1 FROM {table} {x} WHERE {owner})")
         })
         .collect();
         format!(
-            "{a}.rid {}IN ({})",
+            "{}({})",
             if missing { "NOT " } else { "" },
-            subqueries.join(" UNION ")
+            subqueries.join(" OR ")
         )
     }
 
     /// `SELECT rid` of the index rows matching one value.
+    /// With `correlate` (a resource alias) the subquery selects `1` for that resource only.
     fn value_subquery(
         &mut self,
         resource_type: Option<&str>,
         param: &str,
         value: &ValueMatch,
+        correlate: Option<&str>,
     ) -> String {
+        let select = |x: &str| match correlate {
+            Some(_) => "1".to_owned(),
+            None => format!("{x}.rid"),
+        };
         if let ValueMatch::Composite(parts) = value {
             let mut from = Vec::new();
             let mut conds = Vec::new();
@@ -389,7 +446,11 @@ impl Builder<'_> {
                     self.alias("c")
                 };
                 let (table, name, cond) = self.atom(&format!("{param}${i}"), part, &c);
-                let owner = self.owner(resource_type, &name, &c);
+                let owner = match correlate {
+                    Some(a) if i == 0 => self.correlated(&name, &c, a),
+                    Some(_) => format!("{c}.param = {}", self.text(&name)),
+                    None => self.owner(resource_type, &name, &c),
+                };
                 if i == 0 {
                     from.push(format!("{table} {c}"));
                 } else {
@@ -400,15 +461,22 @@ impl Builder<'_> {
                 conds.push(format!("{owner} AND {cond}"));
             }
             return format!(
-                "SELECT {first}.rid FROM {} WHERE {}",
+                "SELECT {} FROM {} WHERE {}",
+                select(&first),
                 from.join(" "),
                 conds.join(" AND ")
             );
         }
         let x = self.alias("x");
         let (table, name, cond) = self.atom(param, value, &x);
-        let owner = self.owner(resource_type, &name, &x);
-        format!("SELECT {x}.rid FROM {table} {x} WHERE {owner} AND {cond}")
+        let owner = match correlate {
+            Some(a) => self.correlated(&name, &x, a),
+            None => self.owner(resource_type, &name, &x),
+        };
+        format!(
+            "SELECT {} FROM {table} {x} WHERE {owner} AND {cond}",
+            select(&x)
+        )
     }
 
     /// The table, stored parameter name and condition (over alias `x`) of one simple value.
@@ -585,12 +653,7 @@ impl Builder<'_> {
     }
 
     /// The value expression of a sort key over resource alias `a` (NULL when absent).
-    fn sort_expr(
-        &mut self,
-        resource_type: Option<&str>,
-        key: &SortKey,
-        a: &str,
-    ) -> (String, KeyType) {
+    fn sort_expr(&mut self, key: &SortKey, a: &str) -> (String, KeyType) {
         let agg = if key.descending { "MAX" } else { "MIN" };
         let (table, column, ty) = match (key.param.as_str(), key.kind) {
             ("_id", _) => return (format!("{a}.res_id"), KeyType::Text),
@@ -608,7 +671,7 @@ impl Builder<'_> {
             _ => ("idx_token", "code", KeyType::Text),
         };
         let x = self.alias("k");
-        let owner = self.owner(resource_type, &key.param, &x);
+        let owner = self.correlated(&key.param, &x, a);
         (
             format!(
                 "(SELECT {agg}({x}.{column}) FROM {table} {x} WHERE {x}.rid = {a}.rid AND {owner})"
@@ -635,6 +698,62 @@ impl Builder<'_> {
             alternatives.push(format!("({})", conds.join(" AND ")));
         }
         format!("({})", alternatives.join(" OR "))
+    }
+}
+
+/// The filter that should drive the query (an indexed `rid IN (...)`): the most selective
+/// positive one, judged by its kind; `None` when an `_id` list already pins the rows or no
+/// filter narrows well enough to beat scanning the type.
+fn driver(filters: &[Filter], typed: bool) -> Option<usize> {
+    if typed
+        && filters
+            .iter()
+            .any(|f| matches!(f, Filter::Id { negate: false, .. }))
+    {
+        return None;
+    }
+    filters
+        .iter()
+        .enumerate()
+        .filter_map(|(i, f)| {
+            let rank = match f {
+                Filter::Param {
+                    values,
+                    negate: false,
+                    ..
+                } if !values.is_empty() => values.iter().map(value_rank).max()?,
+                Filter::Chain { .. } => 3,
+                Filter::Compartment { .. } => 1,
+                _ => return None,
+            };
+            (rank <= 3).then_some((rank, i))
+        })
+        .min()
+        .map(|(_, i)| i)
+}
+
+/// How selective one value is likely to be (1 = a handful of rows).
+fn value_rank(v: &ValueMatch) -> u8 {
+    match v {
+        ValueMatch::Reference { .. }
+        | ValueMatch::String {
+            mode: StringMode::Exact,
+            ..
+        }
+        | ValueMatch::Uri {
+            mode: UriMode::Exact,
+            ..
+        } => 1,
+        ValueMatch::Token(t) | ValueMatch::ReferenceIdentifier(t) if t.code.is_some() => 1,
+        ValueMatch::String {
+            mode: StringMode::StartsWith,
+            value,
+        } if !value.is_empty() => 2,
+        ValueMatch::Date(_)
+        | ValueMatch::Number(_)
+        | ValueMatch::Quantity(_)
+        | ValueMatch::Composite(_) => 3,
+        _ => 4,
     }
 }
 

@@ -285,6 +285,21 @@ impl SearchQuery {
         Ok(q)
     }
 
+    /// `Patient/[owner_id]/$everything`'s page query: the patient and every resource of its
+    /// compartment (the referenced resources come as `_include=*`).
+    pub fn everything(owner_id: &str) -> SearchQuery {
+        let mut q = SearchQuery::all(None);
+        q.filters
+            .extend(SearchQuery::patient_compartment(owner_id, None, true));
+        q.include.push(Include {
+            source_type: None,
+            param: None,
+            target_type: None,
+            iterate: false,
+        });
+        q
+    }
+
     /// The Patient-compartment filter of `owner_id` for `resource_type` (or for every type
     /// with compartment parameters when `None`), as used by compartment search and
     /// `$everything`. `None` when the type is not in the compartment.
