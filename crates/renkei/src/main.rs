@@ -6,6 +6,7 @@
 mod bench;
 mod fhirpath_cmd;
 mod import;
+mod import_ssmix2;
 mod serve;
 mod storage;
 
