@@ -1,7 +1,8 @@
 //! `renkei bench`: figures, never assertions. `ingest` imports a dataset into a fresh store
 //! (a temporary SQLite file, and a throwaway PostgreSQL schema when `--database-url` is given)
 //! and reports resources/s; `read` serves a fresh store over HTTP on a loopback port and reports
-//! point-read latency percentiles.
+//! point-read latency percentiles; `mllp` and `ssmix2` (in `bench_hl7`) measure HL7 v2
+//! ingestion.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -20,6 +21,11 @@ pub enum Command {
     Ingest(IngestArgs),
     /// Point reads over HTTP (one client, keep-alive); report latency percentiles.
     Read(ReadArgs),
+    /// HL7 v2 over MLLP with durable ACKs (ADT+ORU, concurrent connections); report msg/s
+    /// and ACK latency percentiles.
+    Mllp(crate::bench_hl7::MllpArgs),
+    /// Import a generated SS-MIX2 tree; report files/s.
+    Ssmix2(crate::bench_hl7::Ssmix2Args),
 }
 
 #[derive(Debug, clap::Args)]
@@ -49,18 +55,20 @@ pub async fn run(cmd: Command) -> anyhow::Result<()> {
     match cmd {
         Command::Ingest(a) => ingest(a).await,
         Command::Read(a) => read(a).await,
+        Command::Mllp(a) => crate::bench_hl7::mllp(a).await,
+        Command::Ssmix2(a) => crate::bench_hl7::ssmix2(a).await,
     }
 }
 
 /// A throwaway store, removed on [`Fresh::cleanup`].
-struct Fresh {
-    store: Arc<dyn Store>,
+pub struct Fresh {
+    pub store: Arc<dyn Store>,
     dir: Option<PathBuf>,
     pg: Option<PostgresStore>,
 }
 
 impl Fresh {
-    async fn open(database_url: Option<&str>) -> anyhow::Result<Fresh> {
+    pub async fn open(database_url: Option<&str>) -> anyhow::Result<Fresh> {
         match database_url {
             Some(url) => {
                 let config = PostgresConfig {
@@ -87,7 +95,7 @@ impl Fresh {
         }
     }
 
-    async fn cleanup(self) {
+    pub async fn cleanup(self) {
         if let Some(pg) = &self.pg {
             let _ = pg.drop_schema().await;
         }

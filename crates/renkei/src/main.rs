@@ -4,6 +4,7 @@
 //! this file only dispatches. `anyhow` is used here, at the edge, and nowhere else.
 
 mod bench;
+mod bench_hl7;
 mod fhirpath_cmd;
 mod import;
 mod import_ssmix2;
