@@ -59,9 +59,14 @@ pub async fn mllp(a: MllpArgs) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(mllp::run(listener, handler, mllp::Config::default(), async {
-        let _ = stopped.await;
-    }));
+    let server = tokio::spawn(mllp::run(
+        listener,
+        handler,
+        mllp::Config::default(),
+        async {
+            let _ = stopped.await;
+        },
+    ));
     let all = messages(a.messages);
     let connections = a.connections.max(1);
     let per = all.len().div_ceil(connections);

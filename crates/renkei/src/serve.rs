@@ -52,7 +52,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         None => None,
     };
     let mllp_addr = match &mllp {
-        Some(l) => format!(", mllp://{}", l.local_addr()?),
+        Some(l) => format!(" and mllp://{}", l.local_addr()?),
         None => String::new(),
     };
     // The one line scripts and tests wait for.
