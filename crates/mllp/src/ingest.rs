@@ -6,7 +6,8 @@
 //! - `AA`/`CA` is built only after [`Sink::commit`] returned `Ok` (durable).
 //! - A re-sent message (same MSH-3, MSH-4, MSH-10 and content) gets the stored ACK back byte
 //!   for byte and commits nothing; the same key with other content gets `AE` 205.
-//! - Content errors (`AE`) and rejections (`AR`) commit nothing.
+//! - Content errors (`AE`) and rejections (`AR`) commit nothing; so does a commit the sink
+//!   refuses for its content ([`SinkError::Rejected`], answered `AE`).
 //! - When the sink fails, no ACK is sent and the connection is closed, so the sender keeps
 //!   the message and retries (an `AE` would tell it to give up on a message that is fine).
 
@@ -31,6 +32,10 @@ pub enum SinkError {
     /// Storage failed; the message was not taken.
     #[error("storage unavailable: {0}")]
     Unavailable(String),
+    /// The sink refused the content (what the mapping produced is not a valid record, or it
+    /// contradicts what is stored): answered `AE` with this ERR segment, nothing committed.
+    #[error("rejected: {}", .0.message)]
+    Rejected(ErrorDetail),
 }
 
 /// Everything one accepted message commits, atomically.
@@ -178,6 +183,10 @@ impl<S: Sink> Ingest<S> {
             match self.sink.commit(commit).await {
                 Ok(()) => return immediate.map_or(Reply::Nothing, Reply::Send),
                 Err(SinkError::Duplicate) if attempt == 0 => continue,
+                Err(SinkError::Rejected(detail)) => {
+                    tracing::info!(message = %detail.message, "message rejected by the sink");
+                    return reply(&Outcome::Error(vec![detail]));
+                }
                 Err(error) => {
                     tracing::warn!(%error, "commit failed; the message was not taken");
                     return Reply::Close;

@@ -1,7 +1,8 @@
 //! `renkei bench`: figures, never assertions. `ingest` imports a dataset into a fresh store
 //! (a temporary SQLite file, and a throwaway PostgreSQL schema when `--database-url` is given)
 //! and reports resources/s; `read` serves a fresh store over HTTP on a loopback port and reports
-//! point-read latency percentiles. `generate` and `search` live in `bench_search`.
+//! point-read latency percentiles; `generate` and `search` (in `bench_search`) measure
+//! search at scale; `mllp` and `ssmix2` (in `bench_hl7`) measure HL7 v2 ingestion.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -25,6 +26,11 @@ pub enum Command {
     /// A mix of typical clinical searches over HTTP with concurrent clients; report latency
     /// percentiles and queries/s (optionally loading a dataset first and reporting ingest).
     Search(crate::bench_search::SearchArgs),
+    /// HL7 v2 over MLLP with durable ACKs (ADT+ORU, concurrent connections); report msg/s
+    /// and ACK latency percentiles.
+    Mllp(crate::bench_hl7::MllpArgs),
+    /// Import a generated SS-MIX2 tree; report files/s.
+    Ssmix2(crate::bench_hl7::Ssmix2Args),
 }
 
 #[derive(Debug, clap::Args)]
@@ -56,18 +62,20 @@ pub async fn run(cmd: Command) -> anyhow::Result<()> {
         Command::Read(a) => read(a).await,
         Command::Generate(a) => crate::bench_search::generate(a).await,
         Command::Search(a) => crate::bench_search::search(a).await,
+        Command::Mllp(a) => crate::bench_hl7::mllp(a).await,
+        Command::Ssmix2(a) => crate::bench_hl7::ssmix2(a).await,
     }
 }
 
 /// A throwaway store, removed on [`Fresh::cleanup`].
-pub(crate) struct Fresh {
-    pub(crate) store: Arc<dyn Store>,
+pub struct Fresh {
+    pub store: Arc<dyn Store>,
     dir: Option<PathBuf>,
     pg: Option<PostgresStore>,
 }
 
 impl Fresh {
-    pub(crate) async fn open(database_url: Option<&str>) -> anyhow::Result<Fresh> {
+    pub async fn open(database_url: Option<&str>) -> anyhow::Result<Fresh> {
         match database_url {
             Some(url) => {
                 let config = PostgresConfig {
@@ -94,7 +102,7 @@ impl Fresh {
         }
     }
 
-    pub(crate) async fn cleanup(self) {
+    pub async fn cleanup(self) {
         if let Some(pg) = &self.pg {
             let _ = pg.drop_schema().await;
         }

@@ -1,5 +1,6 @@
 //! `renkei import`: loads FHIR NDJSON files (bulk-export layout: one resource per line, e.g.
-//! `Patient.000.ndjson`) and Bundle JSON files into the store.
+//! `Patient.000.ndjson`) and Bundle JSON files into the store. `--ssmix2 ROOT` imports an
+//! SS-MIX2 tree instead (see `import_ssmix2`).
 //!
 //! A reader thread parses and validates lines while the store writes the previous chunk.
 //! Each chunk (`--chunk` resources of one file) is one database transaction in which every
@@ -31,8 +32,13 @@ pub struct Args {
     #[command(flatten)]
     store: StoreArgs,
     /// NDJSON files, Bundle JSON files, or directories holding them.
-    #[arg(required = true, value_name = "PATH")]
+    #[arg(required_unless_present = "ssmix2", value_name = "PATH")]
     paths: Vec<PathBuf>,
+    /// Import an SS-MIX2 standardized-storage tree (HL7 v2 files) instead.
+    #[arg(long, value_name = "ROOT", conflicts_with = "paths")]
+    ssmix2: Option<PathBuf>,
+    #[command(flatten)]
+    ssmix2_options: crate::import_ssmix2::Options,
     /// Resources per database transaction.
     #[arg(long, default_value_t = 2000)]
     chunk: usize,
@@ -69,6 +75,9 @@ impl Summary {
 
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let store = args.store.open().await?;
+    if let Some(root) = &args.ssmix2 {
+        return crate::import_ssmix2::run(store, root, &args.ssmix2_options, !args.quiet).await;
+    }
     let opts = Options {
         chunk: args.chunk.max(1),
         print_commits: args.print_commits,

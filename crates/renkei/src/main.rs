@@ -4,9 +4,11 @@
 //! this file only dispatches. `anyhow` is used here, at the edge, and nowhere else.
 
 mod bench;
+mod bench_hl7;
 mod bench_search;
 mod fhirpath_cmd;
 mod import;
+mod import_ssmix2;
 mod serve;
 mod storage;
 

@@ -1,10 +1,14 @@
-//! `renkei serve`: open the store, bind, serve until SIGTERM or Ctrl-C (requests in flight
-//! finish first).
+//! `renkei serve`: open the store, bind HTTP (and MLLP with `--mllp`), serve until SIGTERM or
+//! Ctrl-C. Both listeners share one shutdown: HTTP requests in flight finish, and every MLLP
+//! connection finishes the message it is handling (committed and acknowledged) first.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context;
+use hl7v2::fhir::MappingOptions;
+use mllp::ingest::{Ingest, Settings};
+use server::hl7::{Hl7Config, RecordMerges, StoreSink};
 use server::{AppState, R4Validator, ServerConfig};
 
 use crate::storage::StoreArgs;
@@ -19,6 +23,12 @@ pub struct Args {
     /// Public FHIR base URL (default: http://<Host header>/fhir).
     #[arg(long)]
     base_url: Option<String>,
+    /// Also receive HL7 v2 over MLLP on this address (e.g. 127.0.0.1:2575; port 0 picks one).
+    #[arg(long, value_name = "ADDR")]
+    mllp: Option<SocketAddr>,
+    /// UTC offset for HL7 v2 times written without one (JAHIS/SS-MIX2 feeds: +09:00).
+    #[arg(long, value_name = "OFFSET", allow_hyphen_values = true)]
+    hl7_utc_offset: Option<String>,
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
@@ -32,34 +42,92 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         ..ServerConfig::default()
     };
     let state = AppState::new(store.clone(), Arc::new(R4Validator), config);
+    let mllp = match args.mllp {
+        Some(at) => {
+            let listener = tokio::net::TcpListener::bind(at)
+                .await
+                .with_context(|| format!("binding MLLP on {at}"))?;
+            Some(listener)
+        }
+        None => None,
+    };
+    let mllp_addr = match &mllp {
+        Some(l) => format!(" and mllp://{}", l.local_addr()?),
+        None => String::new(),
+    };
+    let shutdown = shutdown_signal();
     // The one line scripts and tests wait for.
     println!(
-        "renkei listening on http://{addr}/fhir ({} store)",
+        "renkei listening on http://{addr}/fhir{mllp_addr} ({} store)",
         store.backend()
     );
-    server::run(state, listener, shutdown_signal()).await?;
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let stop_signal = move |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let mllp_task = mllp.map(|listener| {
+        let sink = StoreSink::new(
+            state.clone(),
+            Arc::new(RecordMerges),
+            &Hl7Config::for_backend(store.backend()),
+        );
+        let settings = Settings {
+            mapping: MappingOptions {
+                default_utc_offset: args.hl7_utc_offset.clone(),
+            },
+            ..Settings::default()
+        };
+        let handler = Arc::new(Ingest::new(sink, settings));
+        tokio::spawn(mllp::run(
+            listener,
+            handler,
+            mllp::Config::default(),
+            stop_signal(stopped.clone()),
+        ))
+    });
+    let http = tokio::spawn(server::run(state, listener, stop_signal(stopped)));
+    shutdown.await;
+    let _ = stop.send(true);
+    http.await??;
+    if let Some(task) = mllp_task {
+        task.await??;
+    }
     tracing::info!("shut down cleanly");
     Ok(())
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// Resolves on SIGTERM or Ctrl-C (SIGINT). The handlers are installed when this is called, not
+/// when the future is first polled, so a signal sent right after (say, once the "listening" line
+/// is out) is never lost to the default action.
+pub fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'static {
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
+    let (term, int) = {
+        use tokio::signal::unix::{SignalKind, signal};
+        (
+            signal(SignalKind::terminate()).ok(),
+            signal(SignalKind::interrupt()).ok(),
+        )
     };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = term => {},
+    async move {
+        #[cfg(unix)]
+        {
+            let wait = |s: Option<tokio::signal::unix::Signal>| async move {
+                match s {
+                    Some(mut s) => {
+                        s.recv().await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            };
+            tokio::select! {
+                () = wait(term) => {},
+                () = wait(int) => {},
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+        tracing::info!("shutdown requested; finishing requests in flight");
     }
-    tracing::info!("shutdown requested; finishing requests in flight");
 }

@@ -409,12 +409,12 @@ async fn search_and_history_paging(backend: Backend) {
         .send("GET", "Patient?_lastUpdated=gt2000-01-01", &[], None)
         .await;
     assert_eq!(b["total"], 5);
-    let (st, _, b) = s.send("GET", "Patient?name=x", &[], None).await;
+    let (st, _, b) = s.send("GET", "Patient?nonsense=x", &[], None).await;
     assert_eq!((st, code(&b)), (400, "invalid"));
     let (st, _, b) = s
         .send(
             "GET",
-            "Patient?name=x",
+            "Patient?nonsense=x",
             &[("prefer", "handling=lenient")],
             None,
         )

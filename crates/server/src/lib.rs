@@ -14,9 +14,13 @@
 //!   in-flight requests finish.
 //! - `interactions/`: one module per FHIR interaction, each linking its spec section.
 //! - `http`: per-request metadata and the protocol-neutral `Reply`; `error`: the error table.
+//! - [`hl7`]: HL7 v2 ingestion (MLLP and SS-MIX2) into the store: the `mllp` crate's `Sink`
+//!   implemented with one store transaction per group of messages, receipts for replay, and
+//!   the EMPI seam.
 
 pub mod error;
 mod health;
+pub mod hl7;
 pub mod http;
 pub mod interactions;
 pub mod validation;

@@ -12,7 +12,8 @@
 //!   error).
 //! - [`Checkpoint`] and [`Watcher`]: what was imported, so a re-import does nothing twice and
 //!   `--watch` picks up only what changed.
-//! - [`store`] / [`invalidate`]: writing a tree (tests, generators, exports).
+//! - [`store`] / [`invalidate`]: writing a tree (tests, generators, exports);
+//!   [`write_sample_tree`]: a generated JAHIS-style tree for tests and benchmarks.
 //!
 //! # What it must not do
 //! Reading and writing files is this crate's only I/O: no SQL, no HTTP, no FHIR. It does not
@@ -27,12 +28,14 @@
 
 mod checkpoint;
 mod name;
+mod sample;
 mod tree;
 
 use std::path::{Path, PathBuf};
 
 pub use checkpoint::{Checkpoint, Imported, Watcher};
 pub use name::{Condition, FileName, NO_ORDER, RecordKey, data_type_for, type_rank};
+pub use sample::write_sample_tree;
 pub use tree::{Change, Scan, Skipped, StoredFile, current, invalidate, read_message, scan, store};
 
 /// Errors of this crate.

@@ -23,6 +23,7 @@ use crate::context::RequestContext;
 use crate::error::StoreError;
 use crate::index::{IndexExtractor, IndexRow};
 use crate::model::{Method, Outcome, StoredResource, WriteEntry, WriteOp};
+use crate::receipt::{KeyedWrite, Receipt};
 use crate::refs;
 use crate::search::SearchQuery;
 
@@ -71,6 +72,20 @@ pub(crate) trait Backend {
     fn savepoint(&mut self) -> impl Future<Output = Result<(), StoreError>>;
     fn release(&mut self) -> impl Future<Output = Result<(), StoreError>>;
     fn rollback_to_savepoint(&mut self) -> impl Future<Output = Result<(), StoreError>>;
+    /// Inserts a receipt unless its key is stored; `false` when it was (or a concurrent
+    /// transaction committed it while this one waited on the unique key).
+    fn insert_receipt(
+        &mut self,
+        receipt: &Receipt,
+        now: i64,
+    ) -> impl Future<Output = Result<bool, StoreError>>;
+    fn delete_receipt(&mut self, key: &str) -> impl Future<Output = Result<(), StoreError>>;
+    /// Takes, in the order given, the locks conditional matching on these resource types needs
+    /// (PostgreSQL advisory locks; nothing on SQLite, whose writer is exclusive).
+    fn lock_types(
+        &mut self,
+        types: &BTreeSet<String>,
+    ) -> impl Future<Output = Result<(), StoreError>>;
 }
 
 /// The decision the planning pass took for an entry.
@@ -150,6 +165,92 @@ pub(crate) async fn apply<B: Backend>(
         }
     }
     Ok(results)
+}
+
+/// Group commit of keyed units inside one open transaction (see `Store::commit_keyed`).
+///
+/// Lock order, so that concurrent group commits on PostgreSQL never deadlock: first every
+/// unit's receipt, in key order (a transaction racing on the same key waits here, before it
+/// holds anything else); then the conditional-match locks of every type any unit needs, in
+/// name order; only then the writes (row locks). Each unit runs under a savepoint: a failing
+/// unit is rolled back, its receipt removed, and the others commit.
+pub(crate) async fn apply_keyed<B: Backend>(
+    b: &mut B,
+    extractor: &dyn IndexExtractor,
+    ctx: &RequestContext,
+    now: i64,
+    units: Vec<KeyedWrite>,
+) -> Result<Vec<Result<Vec<Outcome>, StoreError>>, StoreError> {
+    let mut order: Vec<usize> = (0..units.len()).collect();
+    order.sort_by(|&a, &c| units[a].receipt.key.cmp(&units[c].receipt.key));
+    let mut fresh = vec![false; units.len()];
+    for &i in &order {
+        fresh[i] = b.insert_receipt(&units[i].receipt, now).await?;
+    }
+    let mut types = BTreeSet::new();
+    for (unit, _) in units.iter().zip(&fresh).filter(|(_, f)| **f) {
+        conditional_types(&unit.entries, &mut types);
+    }
+    b.lock_types(&types).await?;
+    let mut results = Vec::with_capacity(units.len());
+    for (unit, fresh) in units.into_iter().zip(fresh) {
+        let key = unit.receipt.key;
+        if !fresh {
+            results.push(Err(StoreError::DuplicateKey(key)));
+            continue;
+        }
+        b.savepoint().await?;
+        match apply(b, extractor, ctx, now, unit.entries, true).await {
+            Ok(outcomes) => {
+                b.release().await?;
+                results.push(outcomes.into_iter().collect());
+            }
+            Err(e) => {
+                b.rollback_to_savepoint().await?;
+                b.delete_receipt(&key).await?;
+                results.push(Err(e));
+            }
+        }
+    }
+    Ok(results)
+}
+
+/// The resource types whose conditional matching `entries` will lock: targets of conditional
+/// creates, updates and deletes, and of conditional references in the resources.
+fn conditional_types(entries: &[WriteEntry], types: &mut BTreeSet<String>) {
+    let add = |types: &mut BTreeSet<String>, q: &SearchQuery| {
+        types.insert(q.resource_type.clone().unwrap_or_default());
+    };
+    for entry in entries {
+        let resource = match &entry.op {
+            WriteOp::Create {
+                resource,
+                if_none_exist,
+            } => {
+                if let Some(q) = if_none_exist {
+                    add(types, q);
+                }
+                resource
+            }
+            WriteOp::ConditionalUpdate { query, resource } => {
+                add(types, query);
+                resource
+            }
+            WriteOp::Update { resource, .. } => resource,
+            WriteOp::ConditionalDelete { query } => {
+                add(types, query);
+                continue;
+            }
+            WriteOp::Delete { .. } => continue,
+        };
+        let mut urls = BTreeSet::new();
+        refs::conditional_references(resource, &mut urls);
+        for url in urls {
+            if let Some((ty, _)) = url.split_once('?') {
+                types.insert(ty.trim_start_matches('/').to_owned());
+            }
+        }
+    }
 }
 
 async fn plan<B: Backend>(

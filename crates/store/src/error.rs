@@ -47,6 +47,9 @@ pub enum StoreError {
     MultipleMatches { what: String, count: usize },
     #[error("conflict: {0}")]
     Conflict(String),
+    /// [`crate::Store::commit_keyed`]: a receipt with this key is already stored.
+    #[error("a message with key '{0}' was already committed")]
+    DuplicateKey(String),
     #[error("{0}")]
     Invalid(String),
     #[error("storage unavailable: {0}")]
@@ -70,7 +73,7 @@ impl StoreError {
             StoreError::Gone { .. } => ErrorKind::Gone,
             StoreError::VersionConflict { .. } => ErrorKind::VersionConflict,
             StoreError::MultipleMatches { .. } => ErrorKind::MultipleMatches,
-            StoreError::Conflict(_) => ErrorKind::Conflict,
+            StoreError::Conflict(_) | StoreError::DuplicateKey(_) => ErrorKind::Conflict,
             StoreError::Invalid(_) => ErrorKind::Invalid,
             StoreError::Unavailable(_) => ErrorKind::Unavailable,
             StoreError::Backend(_) => ErrorKind::Backend,

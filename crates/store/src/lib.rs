@@ -30,6 +30,7 @@ pub mod extract;
 pub mod index;
 mod model;
 mod postgres;
+mod receipt;
 mod refs;
 pub mod search;
 mod sql;
@@ -48,6 +49,7 @@ pub use model::{
     WriteOp,
 };
 pub use postgres::{PostgresConfig, PostgresStore, redact as postgres_redact};
+pub use receipt::{KeyedWrite, Receipt};
 pub use search::{SearchPage, SearchQuery};
 pub use sqlite::SqliteStore;
 
@@ -112,6 +114,20 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         ctx: &RequestContext,
         entries: Vec<WriteEntry>,
     ) -> Result<Vec<Result<Outcome, StoreError>>, StoreError>;
+
+    /// The receipt stored under `key`, if a message with that key was committed.
+    async fn receipt(&self, ctx: &RequestContext, key: &str)
+    -> Result<Option<Receipt>, StoreError>;
+
+    /// Group commit of keyed writes: ONE database transaction in which each unit (its receipt
+    /// and its writes) applies atomically on its own (under a savepoint) and fails alone. A
+    /// unit whose key is already stored (or committed concurrently) writes nothing and yields
+    /// [`StoreError::DuplicateKey`]. The outer error means nothing was committed.
+    async fn commit_keyed(
+        &self,
+        ctx: &RequestContext,
+        units: Vec<KeyedWrite>,
+    ) -> Result<Vec<Result<Vec<Outcome>, StoreError>>, StoreError>;
 
     /// Change-feed rows after position `after`, oldest first.
     async fn changes(

@@ -7,7 +7,7 @@
 //! update/delete, conditional references) first takes a transaction-scoped advisory lock on the
 //! resource type, which serializes conditional writes of one type against each other.
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
 use std::fmt;
 
 use async_trait::async_trait;
@@ -23,11 +23,15 @@ use crate::index::IndexExtractor;
 use crate::model::{
     Change, HistoryPage, HistoryQuery, HistoryScope, Method, Outcome, StoredResource, WriteEntry,
 };
+use crate::receipt::{KeyedWrite, Receipt};
 use crate::search::{KeyType, KeyValue, PageSql, SearchPage, SearchQuery};
 use crate::sql::{self, Sql, SqlParam};
 use std::sync::Arc;
 
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../migrations/postgres/0001_init.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("../migrations/postgres/0001_init.sql")),
+    (2, include_str!("../migrations/postgres/0002_receipt.sql")),
+];
 
 /// How to reach the database.
 #[derive(Clone)]
@@ -324,16 +328,8 @@ impl Backend for PgTx<'_> {
         q: &SearchQuery,
         limit: usize,
     ) -> Result<Vec<(String, String)>, StoreError> {
-        let key = q.resource_type.clone().unwrap_or_default();
-        if !self.locked.contains(&key) {
-            self.tx
-                .execute(
-                    "SELECT pg_advisory_xact_lock(hashtext('renkei:' || $1))",
-                    &[&key],
-                )
-                .await?;
-            self.locked.insert(key);
-        }
+        self.lock_type(q.resource_type.as_deref().unwrap_or_default())
+            .await?;
         let sql = crate::search::matches_sql(q, limit);
         let stmt = self.tx.prepare_cached(&sql.text).await?;
         let rows = self.tx.query(&stmt, &params(&sql.params)).await?;
@@ -419,6 +415,49 @@ impl Backend for PgTx<'_> {
             .tx
             .batch_execute("ROLLBACK TO SAVEPOINT entry; RELEASE SAVEPOINT entry")
             .await?)
+    }
+
+    /// `ON CONFLICT DO NOTHING` waits for a concurrent transaction holding the same key and
+    /// then reports the row as present if that one committed.
+    async fn insert_receipt(&mut self, r: &Receipt, now: i64) -> Result<bool, StoreError> {
+        let stmt = self.tx.prepare_cached(sql::INSERT_RECEIPT).await?;
+        let n = self
+            .tx
+            .execute(
+                &stmt,
+                &[&r.key, &r.fingerprint, &r.code, &r.reply, &r.deferred, &now],
+            )
+            .await?;
+        Ok(n == 1)
+    }
+
+    async fn delete_receipt(&mut self, key: &str) -> Result<(), StoreError> {
+        let stmt = self.tx.prepare_cached(sql::DELETE_RECEIPT).await?;
+        self.tx.execute(&stmt, &[&key]).await?;
+        Ok(())
+    }
+
+    async fn lock_types(&mut self, types: &BTreeSet<String>) -> Result<(), StoreError> {
+        for ty in types {
+            self.lock_type(ty).await?;
+        }
+        Ok(())
+    }
+}
+
+impl PgTx<'_> {
+    /// The transaction-scoped advisory lock that serializes conditional matching on a type.
+    async fn lock_type(&mut self, ty: &str) -> Result<(), StoreError> {
+        if !self.locked.contains(ty) {
+            self.tx
+                .execute(
+                    "SELECT pg_advisory_xact_lock(hashtext('renkei:' || $1))",
+                    &[&ty],
+                )
+                .await?;
+            self.locked.insert(ty.to_owned());
+        }
+        Ok(())
     }
 }
 
@@ -551,6 +590,42 @@ impl Store for PostgresStore {
         entries: Vec<WriteEntry>,
     ) -> Result<Vec<Result<Outcome, StoreError>>, StoreError> {
         self.apply(ctx, entries, false).await
+    }
+
+    async fn receipt(
+        &self,
+        _ctx: &RequestContext,
+        key: &str,
+    ) -> Result<Option<Receipt>, StoreError> {
+        let client = self.pool.get().await?;
+        let stmt = client.prepare_cached(sql::RECEIPT).await?;
+        let row = client.query_opt(&stmt, &[&key]).await?;
+        Ok(row.map(|r| Receipt {
+            key: r.get(0),
+            fingerprint: r.get(1),
+            code: r.get(2),
+            reply: r.get(3),
+            deferred: r.get(4),
+        }))
+    }
+
+    async fn commit_keyed(
+        &self,
+        ctx: &RequestContext,
+        units: Vec<KeyedWrite>,
+    ) -> Result<Vec<Result<Vec<Outcome>, StoreError>>, StoreError> {
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        let now = crate::time::now_micros();
+        let results = {
+            let mut b = PgTx {
+                tx: &tx,
+                locked: HashSet::new(),
+            };
+            engine::apply_keyed(&mut b, self.extractor.as_ref(), ctx, now, units).await?
+        };
+        tx.commit().await?;
+        Ok(results)
     }
 
     async fn changes(

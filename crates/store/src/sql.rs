@@ -76,6 +76,14 @@ pub(crate) const UPDATE_RESOURCE: &str =
 pub(crate) const INSERT_OUTBOX: &str = "INSERT INTO outbox (version_seq, res_type, res_id, version, method, request_id) \
      VALUES ($1, $2, $3, $4, $5, $6)";
 
+pub(crate) const INSERT_RECEIPT: &str = "INSERT INTO receipt (key, fingerprint, code, reply, deferred, created) \
+     VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (key) DO NOTHING";
+
+pub(crate) const DELETE_RECEIPT: &str = "DELETE FROM receipt WHERE key = $1";
+
+pub(crate) const RECEIPT: &str =
+    "SELECT key, fingerprint, code, reply, deferred FROM receipt WHERE key = $1";
+
 pub(crate) const CHANGES: &str = "SELECT seq, res_type, res_id, version, method, request_id FROM outbox \
      WHERE seq > $1 ORDER BY seq LIMIT $2";
 

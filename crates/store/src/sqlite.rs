@@ -7,6 +7,7 @@
 //! committed state (WAL snapshot isolation) and never block the writer. `synchronous = FULL`:
 //! a commit is on disk before it is acknowledged, at the cost of one fsync per transaction.
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -23,10 +24,14 @@ use crate::index::IndexExtractor;
 use crate::model::{
     Change, HistoryPage, HistoryQuery, HistoryScope, Method, Outcome, StoredResource, WriteEntry,
 };
+use crate::receipt::{KeyedWrite, Receipt};
 use crate::search::{KeyValue, PageSql, SearchPage, SearchQuery};
 use crate::sql::{self, Sql, SqlParam};
 
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../migrations/sqlite/0001_init.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("../migrations/sqlite/0001_init.sql")),
+    (2, include_str!("../migrations/sqlite/0002_receipt.sql")),
+];
 const MAX_READERS: usize = 8;
 
 /// A store in one SQLite file.
@@ -147,7 +152,7 @@ fn open_connection(path: &Path) -> Result<Connection, StoreError> {
          PRAGMA cache_size = -65536;
          PRAGMA temp_store = MEMORY;",
     )?;
-    conn.set_prepared_statement_cache_capacity(64);
+    conn.set_prepared_statement_cache_capacity(256);
     Ok(conn)
 }
 
@@ -336,6 +341,33 @@ impl Backend for SqliteTx<'_> {
     async fn rollback_to_savepoint(&mut self) -> Result<(), StoreError> {
         Ok(self.tx.execute_batch("ROLLBACK TO entry; RELEASE entry")?)
     }
+
+    async fn insert_receipt(&mut self, r: &Receipt, now: i64) -> Result<bool, StoreError> {
+        let n = self
+            .tx
+            .prepare_cached(&lite(sql::INSERT_RECEIPT))?
+            .execute(rusqlite::params![
+                r.key,
+                r.fingerprint,
+                r.code,
+                r.reply,
+                r.deferred,
+                now
+            ])?;
+        Ok(n == 1)
+    }
+
+    async fn delete_receipt(&mut self, key: &str) -> Result<(), StoreError> {
+        self.tx
+            .prepare_cached(&lite(sql::DELETE_RECEIPT))?
+            .execute([key])?;
+        Ok(())
+    }
+
+    /// The single writer connection already excludes every other writer.
+    async fn lock_types(&mut self, _types: &BTreeSet<String>) -> Result<(), StoreError> {
+        Ok(())
+    }
 }
 
 #[async_trait]
@@ -480,6 +512,47 @@ impl Store for SqliteStore {
         entries: Vec<WriteEntry>,
     ) -> Result<Vec<Result<Outcome, StoreError>>, StoreError> {
         self.apply(ctx, entries, false).await
+    }
+
+    async fn receipt(
+        &self,
+        _ctx: &RequestContext,
+        key: &str,
+    ) -> Result<Option<Receipt>, StoreError> {
+        let key = key.to_owned();
+        self.read_with(move |c| {
+            Ok(c.prepare_cached(&lite(sql::RECEIPT))?
+                .query_row([key], |r| {
+                    Ok(Receipt {
+                        key: r.get(0)?,
+                        fingerprint: r.get(1)?,
+                        code: r.get(2)?,
+                        reply: r.get(3)?,
+                        deferred: r.get(4)?,
+                    })
+                })
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn commit_keyed(
+        &self,
+        ctx: &RequestContext,
+        units: Vec<KeyedWrite>,
+    ) -> Result<Vec<Result<Vec<Outcome>, StoreError>>, StoreError> {
+        let ctx = ctx.clone();
+        self.write_with(move |conn, extractor| {
+            let tx = conn.transaction()?;
+            let now = crate::time::now_micros();
+            let results = {
+                let mut b = SqliteTx { tx: &tx };
+                engine::run_ready(engine::apply_keyed(&mut b, extractor, &ctx, now, units))??
+            };
+            tx.commit()?;
+            Ok(results)
+        })
+        .await
     }
 
     async fn changes(

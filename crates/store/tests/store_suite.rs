@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use serde_json::{Value, json};
 use store::{
-    ErrorKind, HistoryQuery, HistoryScope, Method, Outcome, RequestContext, SearchQuery, Store,
-    StoreError, WriteEntry, WriteOp,
+    ErrorKind, HistoryQuery, HistoryScope, KeyedWrite, Method, Outcome, Receipt, RequestContext,
+    SearchQuery, Store, StoreError, WriteEntry, WriteOp,
 };
 
 fn ctx() -> RequestContext {
@@ -690,6 +690,98 @@ async fn concurrent_updates_never_lose_a_version(s: Arc<dyn Store>) {
     assert_eq!(versions, (2..=9).collect::<Vec<_>>());
 }
 
+fn keyed(key: &str, identifier: &str) -> KeyedWrite {
+    KeyedWrite {
+        receipt: Receipt {
+            key: key.into(),
+            fingerprint: -7,
+            code: "AA".into(),
+            reply: format!("ACK {key}").into_bytes(),
+            deferred: None,
+        },
+        entries: vec![WriteEntry::new(WriteOp::Create {
+            resource: patient("K", identifier),
+            if_none_exist: None,
+        })],
+    }
+}
+
+async fn keyed_commits_write_receipt_and_resources_together(s: Arc<dyn Store>) {
+    let c = ctx();
+    let mut bad = keyed("k-bad", "bad");
+    bad.entries.push(WriteEntry::new(WriteOp::Delete {
+        resource_type: "Patient".into(),
+        id: "missing".into(),
+        if_match: None,
+    }));
+    let results = s
+        .commit_keyed(&c, vec![keyed("k-1", "one"), bad, keyed("k-1", "again")])
+        .await
+        .unwrap();
+    assert!(results[0].is_ok());
+    // A failing unit is rolled back alone, receipt included.
+    assert_eq!(results[1].as_ref().unwrap_err().kind(), ErrorKind::NotFound);
+    assert!(matches!(&results[2], Err(StoreError::DuplicateKey(k)) if k == "k-1"));
+    let r = s.receipt(&c, "k-1").await.unwrap().unwrap();
+    assert_eq!((r.fingerprint, r.code.as_str()), (-7, "AA"));
+    assert_eq!(r.reply, b"ACK k-1");
+    assert!(s.receipt(&c, "k-bad").await.unwrap().is_none());
+    let page = s
+        .search(&c, &query(&*s, "Patient", "identifier=urn:test|bad"))
+        .await
+        .unwrap();
+    assert_eq!(page.total, Some(0));
+    // A later commit of a stored key writes nothing.
+    let again = s.commit_keyed(&c, vec![keyed("k-1", "two")]).await.unwrap();
+    assert!(matches!(&again[0], Err(StoreError::DuplicateKey(_))));
+    let page = s
+        .search(&c, &query(&*s, "Patient", "identifier=urn:test|two"))
+        .await
+        .unwrap();
+    assert_eq!(page.total, Some(0));
+}
+
+async fn concurrent_keyed_commits_of_one_key_commit_once(s: Arc<dyn Store>) {
+    let c = ctx();
+    let tasks: Vec<_> = (0..6)
+        .map(|i| {
+            let (s, c) = (s.clone(), c.clone());
+            tokio::spawn(async move {
+                // Conditional writes on two types, in both orders, as HL7 bundles do.
+                let mut unit = keyed("race", "race");
+                unit.entries = vec![
+                    WriteEntry::new(WriteOp::Create {
+                        resource: json!({"resourceType": "Practitioner", "identifier": [{"system": "urn:test", "value": format!("pr{}", i % 2)}]}),
+                        if_none_exist: Some(query(&*s, "Practitioner", &format!("identifier=urn:test|pr{}", i % 2))),
+                    }),
+                    WriteEntry::new(WriteOp::Create {
+                        resource: patient("R", "race"),
+                        if_none_exist: Some(query(&*s, "Patient", "identifier=urn:test|race")),
+                    }),
+                ];
+                s.commit_keyed(&c, vec![unit, keyed(&format!("own-{i}"), &format!("own{i}"))])
+                    .await
+            })
+        })
+        .collect();
+    let mut committed = 0;
+    for t in tasks {
+        let results = t.await.unwrap().unwrap();
+        assert!(results[1].is_ok());
+        match &results[0] {
+            Ok(_) => committed += 1,
+            Err(StoreError::DuplicateKey(_)) => {}
+            Err(e) => panic!("unexpected {e}"),
+        }
+    }
+    assert_eq!(committed, 1);
+    let page = s
+        .search(&c, &query(&*s, "Patient", "identifier=urn:test|race"))
+        .await
+        .unwrap();
+    assert_eq!(page.total, Some(1));
+}
+
 macro_rules! suite {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
@@ -725,4 +817,6 @@ suite!(
     history_pages_newest_first_with_since,
     change_feed_has_one_row_per_version,
     concurrent_updates_never_lose_a_version,
+    keyed_commits_write_receipt_and_resources_together,
+    concurrent_keyed_commits_of_one_key_commit_once,
 );

@@ -95,14 +95,22 @@ pub struct Server {
     pub child: Child,
     pub base: String,
     pub client: reqwest::Client,
+    /// The MLLP address, when started with `--mllp`.
+    pub mllp: Option<std::net::SocketAddr>,
 }
 
 impl Server {
     pub async fn start(data: &Data) -> Server {
+        Self::start_with(data, &[]).await
+    }
+
+    /// `renkei serve` with extra arguments (e.g. `--mllp 127.0.0.1:0`).
+    pub async fn start_with(data: &Data, extra: &[&str]) -> Server {
         let mut child = renkei()
             .arg("serve")
             .args(data.args())
             .args(["--listen", "127.0.0.1:0"])
+            .args(extra)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -121,10 +129,15 @@ impl Server {
             .find(|w| w.starts_with("http://"))
             .unwrap_or_else(|| panic!("unexpected first line from renkei serve: {line:?}"))
             .to_owned();
+        let mllp = line
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("mllp://"))
+            .map(|a| a.parse().expect("an MLLP address"));
         let server = Server {
             child,
             base,
             client: reqwest::Client::new(),
+            mllp,
         };
         server.wait_ready().await;
         server

@@ -165,6 +165,43 @@ pub async fn process(
     Ok(Reply::json(StatusCode::OK, bundle))
 }
 
+/// The checked writes of a transaction Bundle in processing order, without running them:
+/// for callers that commit them with more in one store call (HL7 v2 ingestion commits them
+/// with the message's receipt). Every entry is validated; the first bad one is the error,
+/// naming `Bundle.entry[i]`. GET entries are refused (a message carries only writes).
+pub async fn prepare_transaction(
+    state: &AppState,
+    fhir: &Fhir,
+    bundle: &Value,
+) -> Result<Vec<WriteEntry>, ApiError> {
+    let entries: &[Value] = bundle
+        .get("entry")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or(&[]);
+    let mut writes = Vec::with_capacity(entries.len());
+    for (i, entry) in entries.iter().enumerate() {
+        let method = entry
+            .pointer("/request/method")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        match prepare(state, fhir, entry, method)
+            .await
+            .map_err(|e| e.in_entry(i))?
+        {
+            Prepared::Write(w) => writes.push((order(method), i, w)),
+            Prepared::Get(url) => {
+                return Err(ApiError::bad_request(format!(
+                    "a read ({url}) cannot be part of a prepared transaction"
+                ))
+                .in_entry(i));
+            }
+        }
+    }
+    writes.sort_by_key(|(o, i, _)| (*o, *i));
+    Ok(writes.into_iter().map(|(_, _, w)| *w).collect())
+}
+
 /// The entry URL relative to the base, split into path segments and query.
 fn split_url<'u>(fhir: &Fhir, url: &'u str) -> (Vec<&'u str>, Option<&'u str>) {
     let rel = url

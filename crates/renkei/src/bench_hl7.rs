@@ -1,0 +1,146 @@
+//! `renkei bench mllp` and `renkei bench ssmix2`: HL7 v2 ingestion figures against the real
+//! store (a fresh SQLite file, or a throwaway PostgreSQL schema with `--database-url`).
+//!
+//! `mllp` serves MLLP on a loopback port with the store sink (durable ACK: `AA` is sent after
+//! the commit) and drives it from concurrent connections, each sending one message and
+//! waiting for its ACK; it reports messages/s and the ACK latency percentiles. `ssmix2`
+//! imports a generated tree and reports files/s.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hl7v2::generate::{Generator, Style};
+use mllp::ingest::{Ingest, Settings};
+
+use crate::bench::Fresh;
+use crate::import_ssmix2::{self, sink};
+
+#[derive(Debug, clap::Args)]
+pub struct MllpArgs {
+    /// Messages to send (half ADT^A01/A08, half ORU^R01).
+    #[arg(long, default_value_t = 4000)]
+    messages: usize,
+    /// Concurrent MLLP connections.
+    #[arg(long, default_value_t = 8)]
+    connections: usize,
+    /// Measure on PostgreSQL (a throwaway schema in this database) instead of SQLite.
+    #[arg(long, value_name = "URL")]
+    database_url: Option<String>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct Ssmix2Args {
+    /// Generated patients (seven files each).
+    #[arg(long, default_value_t = 300)]
+    patients: usize,
+    /// Measure on PostgreSQL (a throwaway schema in this database) instead of SQLite.
+    #[arg(long, value_name = "URL")]
+    database_url: Option<String>,
+}
+
+/// ADT and ORU messages for distinct patients, US style (ASCII, v2.5.1).
+fn messages(n: usize) -> Vec<Vec<u8>> {
+    let mut g = Generator::new(42, Style::Us);
+    let mut out = Vec::with_capacity(n);
+    while out.len() < n {
+        let p = g.person();
+        let event = if out.len() % 4 == 0 { "A01" } else { "A08" };
+        out.push(g.adt(&p, event).bytes);
+        out.push(g.lab_result(&p).bytes);
+    }
+    out.truncate(n);
+    out
+}
+
+pub async fn mllp(a: MllpArgs) -> anyhow::Result<()> {
+    let fresh = Fresh::open(a.database_url.as_deref()).await?;
+    let backend = fresh.store.backend();
+    let handler = Arc::new(Ingest::new(sink(fresh.store.clone()), Settings::default()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(mllp::run(
+        listener,
+        handler,
+        mllp::Config::default(),
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    let all = messages(a.messages);
+    let connections = a.connections.max(1);
+    let per = all.len().div_ceil(connections);
+    let started = Instant::now();
+    let mut clients = tokio::task::JoinSet::new();
+    for chunk in all.chunks(per.max(1)) {
+        let chunk = chunk.to_vec();
+        clients.spawn(async move {
+            let mut client = mllp::Client::connect(addr).await?;
+            let mut latencies = Vec::with_capacity(chunk.len());
+            let mut not_aa = 0usize;
+            for m in chunk {
+                let t = Instant::now();
+                let reply = client.request(&m).await?;
+                latencies.push(t.elapsed());
+                let ack = reply.ok_or_else(|| anyhow::anyhow!("connection closed without ACK"))?;
+                if !String::from_utf8_lossy(&ack).contains("MSA|AA") {
+                    not_aa += 1;
+                }
+            }
+            anyhow::Ok((latencies, not_aa))
+        });
+    }
+    let mut latencies: Vec<Duration> = Vec::with_capacity(all.len());
+    let mut not_aa = 0;
+    while let Some(done) = clients.join_next().await {
+        let (l, n) = done??;
+        latencies.extend(l);
+        not_aa += n;
+    }
+    let elapsed = started.elapsed();
+    latencies.sort();
+    let pct = |p: f64| {
+        latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)].as_secs_f64()
+            * 1e3
+    };
+    println!(
+        "mllp {backend}: {} messages (ADT+ORU) over {connections} connections in {:.2} s = {:.0} msg/s; ACK latency p50 {:.2} ms, p99 {:.2} ms; {not_aa} not AA",
+        latencies.len(),
+        elapsed.as_secs_f64(),
+        latencies.len() as f64 / elapsed.as_secs_f64(),
+        pct(0.5),
+        pct(0.99),
+    );
+    let _ = stop.send(());
+    server.await??;
+    fresh.cleanup().await;
+    Ok(())
+}
+
+pub async fn ssmix2(a: Ssmix2Args) -> anyhow::Result<()> {
+    let root = std::env::temp_dir().join(format!("renkei-ssmix2-{}", uuid::Uuid::new_v4()));
+    let patients = a.patients;
+    let tree = root.clone();
+    let written =
+        tokio::task::spawn_blocking(move || ssmix2::write_sample_tree(&tree, patients, 7))
+            .await??;
+    let fresh = Fresh::open(a.database_url.as_deref()).await?;
+    let backend = fresh.store.backend();
+    let sink = sink(fresh.store.clone());
+    let opts = import_ssmix2::Options {
+        watch: false,
+        interval: 2.0,
+        utc_offset: "+09:00".into(),
+        in_flight: 16,
+    };
+    let mut watcher = ssmix2::Watcher::new(&root, ssmix2::Checkpoint::default());
+    let s = import_ssmix2::import_pass(&sink, &mut watcher, &opts, false).await?;
+    println!(
+        "ssmix2 {backend}: {} files written, import {}",
+        written.len(),
+        s.line()
+    );
+    fresh.cleanup().await;
+    let _ = std::fs::remove_dir_all(&root);
+    Ok(())
+}

@@ -1,0 +1,373 @@
+//! End-to-end HL7 v2 ingestion: the real binary (`serve --mllp`, `import --ssmix2`) on
+//! SQLite and on PostgreSQL, messages over a real TCP socket, results read back over HTTP,
+//! ACKs read by Python's hl7apy (an independent implementation).
+
+mod support;
+
+use std::path::PathBuf;
+use std::process::Stdio;
+
+use hl7v2::generate::{Generator, Style};
+use serde_json::Value;
+use support::{Backend, Data, Server, renkei};
+
+/// MSA-1, MSA-2, ERR-2 and ERR-3.1 of an ACK.
+fn msa(ack: &[u8]) -> (String, String, String, String) {
+    let m = hl7v2::parse(ack).expect("an ACK Renkei can read");
+    let msa = m.segment("MSA").expect("MSA");
+    let err3 = m
+        .segment("ERR")
+        .map(|e| e.comp(3, 1).to_owned())
+        .unwrap_or_default();
+    let text = m.to_text();
+    let err2 = text
+        .split('\r')
+        .find(|s| s.starts_with("ERR|"))
+        .and_then(|s| s.split('|').nth(2))
+        .unwrap_or_default()
+        .to_owned();
+    (msa.get(1).to_owned(), msa.get(2).to_owned(), err2, err3)
+}
+
+/// The number of current resources of a type.
+async fn total(server: &Server, query: &str) -> u64 {
+    let sep = if query.contains('?') { '&' } else { '?' };
+    let (status, _, body) = server
+        .send("GET", &format!("{query}{sep}_count=0"), &[], None)
+        .await;
+    assert_eq!(status, 200, "{query}: {body}");
+    body["total"].as_u64().expect("a total")
+}
+
+async fn totals(server: &Server) -> Vec<u64> {
+    let mut out = Vec::new();
+    for ty in [
+        "Patient",
+        "Encounter",
+        "Observation",
+        "DiagnosticReport",
+        "Provenance",
+        "Practitioner",
+    ] {
+        out.push(total(server, ty).await);
+    }
+    out
+}
+
+async fn first(server: &Server, query: &str) -> Value {
+    let (status, _, body) = server.send("GET", query, &[], None).await;
+    assert_eq!(status, 200, "{query}: {body}");
+    body["entry"][0]["resource"].clone()
+}
+
+/// Runs `read_acks.py` (the hl7v2 crate's hl7apy reader) over ACK files.
+fn hl7apy_read(acks: &[Vec<u8>]) -> Vec<Value> {
+    let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".to_owned());
+    let dir = std::env::temp_dir().join(format!("renkei-e2e-acks-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let files: Vec<PathBuf> = acks
+        .iter()
+        .enumerate()
+        .map(|(i, a)| {
+            let p = dir.join(format!("{i}.hl7"));
+            std::fs::write(&p, a).unwrap();
+            p
+        })
+        .collect();
+    let out = std::process::Command::new(&python)
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../hl7v2/tests/hl7apy/read_acks.py"
+        ))
+        .args(&files)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {python} ({e}): run scripts/test-setup.sh"));
+    std::fs::remove_dir_all(&dir).ok();
+    assert!(
+        out.status.success(),
+        "hl7apy rejected a Renkei ACK (is hl7apy installed? scripts/test-setup.sh):\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+async fn mllp_acks_store_replay_and_reject(backend: Backend) {
+    let data = Data::new(backend).await;
+    let server = Server::start_with(&data, &["--mllp", "127.0.0.1:0"]).await;
+    let addr = server.mllp.expect("serve printed its MLLP address");
+    let mut client = mllp::Client::connect(addr).await.unwrap();
+    let mut g = Generator::new(11, Style::Us);
+    let p = g.person();
+    let adt = g.adt(&p, "A01");
+    let oru = g.lab_result(&p);
+    let mut acks = Vec::new();
+
+    // Accepted: AA after the commit, echoing MSH-10.
+    for m in [&adt, &oru] {
+        let ack = client.request(&m.bytes).await.unwrap().expect("an ACK");
+        let (code, control, _, _) = msa(&ack);
+        assert_eq!(
+            (code.as_str(), control.as_str()),
+            ("AA", m.control_id.as_str())
+        );
+        acks.push(ack);
+    }
+    let before = totals(&server).await;
+    assert_eq!(before[0], 1, "one patient from ADT and ORU: {before:?}");
+    assert!(
+        before[2] >= 1 && before[3] == 1 && before[4] == 2,
+        "{before:?}"
+    );
+    let patient = first(&server, "Patient").await;
+    let source = patient["meta"]["source"].as_str().unwrap();
+    assert!(source.starts_with("urn:renkei:v2:"), "{source}");
+    let observation = first(&server, "Observation").await;
+    assert!(
+        observation["meta"]["source"]
+            .as_str()
+            .unwrap()
+            .ends_with(&format!("#{}", oru.control_id))
+    );
+
+    // A re-send gets the same ACK, byte for byte, and writes nothing.
+    let again = client.request(&oru.bytes).await.unwrap().unwrap();
+    assert_eq!(again, acks[1]);
+    assert_eq!(totals(&server).await, before);
+    let reread = first(&server, "Patient").await;
+    assert_eq!(reread["meta"]["versionId"], patient["meta"]["versionId"]);
+
+    // Two connections racing with one new message: one commit, the same ACK on both.
+    let q = g.person();
+    let racing = g.adt(&q, "A04");
+    let send = |bytes: Vec<u8>| async move {
+        let mut c = mllp::Client::connect(addr).await.unwrap();
+        c.request(&bytes).await.unwrap().unwrap()
+    };
+    let (a, b) = tokio::join!(send(racing.bytes.clone()), send(racing.bytes.clone()));
+    assert_eq!(a, b);
+    assert_eq!(msa(&a).0, "AA");
+    let after_race = totals(&server).await;
+    assert_eq!(after_race[0], before[0] + 1, "{after_race:?}");
+
+    // Content errors (AE, ERR names segment and field) and rejections (AR) store nothing.
+    let bad: [(&[u8], &str, &str, &str); 3] = [
+        (
+            b"MSH|^~\\&|LAB|GENHOSP|RENKEI|HIE|20260101||ADT^A01|E1|P|2.5\rEVN|A01\rPID|1||\r",
+            "AE",
+            "PID^1^3",
+            "101",
+        ),
+        (
+            b"MSH|^~\\&|LAB|GENHOSP|RENKEI|HIE|20260101||QRY^Q01|E2|P|2.5\r",
+            "AR",
+            "MSH^1^9",
+            "200",
+        ),
+        (
+            b"MSH|^~\\&|LAB|GENHOSP|RENKEI|HIE|20260101||ADT^A01|E3|P|2.1\rEVN|A01\rPID|1||9^^^GENHOSP^MR\r",
+            "AR",
+            "MSH^1^12",
+            "203",
+        ),
+    ];
+    for (bytes, code, location, err3) in bad {
+        let ack = client.request(bytes).await.unwrap().expect("an ACK");
+        let (got, _, err2, got3) = msa(&ack);
+        assert_eq!(
+            (got.as_str(), got3.as_str()),
+            (code, err3),
+            "{}",
+            String::from_utf8_lossy(&ack)
+        );
+        assert!(
+            err2.starts_with(location),
+            "ERR-2 {err2} should name {location}"
+        );
+        // The AR to a v2.1 message answers in v2.1, which hl7apy does not read.
+        if err3 != "203" {
+            acks.push(ack);
+        }
+    }
+    assert_eq!(totals(&server).await, after_race);
+
+    // Garbage, a frame without MSH, and a truncated frame: never half-stored, and the
+    // listener keeps serving.
+    let mut junk = mllp::Client::connect(addr).await.unwrap();
+    junk.send_raw(b"\x00\x01garbage\r\n").await.unwrap();
+    let reply = junk
+        .request(b"EVN|A01\rPID|1||1^^^GENHOSP^MR\r")
+        .await
+        .unwrap();
+    if let Some(ack) = reply {
+        assert_eq!(msa(&ack).0, "AR");
+    }
+    let mut cut = mllp::Client::connect(addr).await.unwrap();
+    let r = g.person();
+    let truncated = g.adt(&r, "A01").bytes;
+    cut.send_raw(b"\x0b").await.unwrap();
+    cut.send_raw(&truncated[..truncated.len() / 2])
+        .await
+        .unwrap();
+    drop(cut);
+    assert_eq!(totals(&server).await, after_race);
+
+    // A40: the survivor gets `replaces`, the retired patient `replaced-by` and inactive.
+    let merge = g.merge(&p, "OLD-77");
+    let ack = client.request(&merge.bytes).await.unwrap().unwrap();
+    assert_eq!(msa(&ack).0, "AA", "{}", String::from_utf8_lossy(&ack));
+    acks.push(ack);
+    let retired = first(&server, "Patient?active=false").await;
+    assert_eq!(retired["link"][0]["type"], "replaced-by");
+    let survivor_ref = retired["link"][0]["other"]["reference"].as_str().unwrap();
+    let survivor = server.send("GET", survivor_ref, &[], None).await.2;
+    assert_eq!(survivor["link"][0]["type"], "replaces", "{survivor}");
+
+    // Another implementation reads every ACK Renkei sent.
+    let read = hl7apy_read(&acks);
+    let codes: Vec<&str> = read.iter().map(|r| r["msa1"].as_str().unwrap()).collect();
+    assert_eq!(codes, ["AA", "AA", "AE", "AR", "AA"]);
+    assert!(read.iter().all(|r| r["valid"] == true), "{read:?}");
+    assert_eq!(server.terminate().code(), Some(0));
+}
+
+fn import(data: &Data, root: &std::path::Path) -> String {
+    let out = renkei()
+        .args(["import", "--quiet", "--ssmix2"])
+        .arg(root)
+        .args(data.args())
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "import failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+async fn ssmix2_import_is_idempotent_and_honours_deletion(backend: Backend) {
+    let data = Data::new(backend).await;
+    let root = data.dir.join("ssmix2");
+    let names = ssmix2::write_sample_tree(&root, 3, 5).unwrap();
+    assert_eq!(names.len(), 21);
+    let first_run = import(&data, &root);
+    assert!(
+        first_run.contains("21 imported, 0 retracted, 0 unchanged, 0 failed"),
+        "{first_run}"
+    );
+    let second = import(&data, &root);
+    assert!(
+        second.contains("0 imported, 0 retracted, 21 unchanged"),
+        "{second}"
+    );
+
+    let server = Server::start(&data).await;
+    let before = totals(&server).await;
+    assert_eq!(before[0], 3, "{before:?}");
+    assert_eq!(
+        total(&server, "Observation?status=entered-in-error").await,
+        0
+    );
+    let kanji = first(&server, "Patient").await;
+    assert!(
+        kanji["name"].to_string().chars().any(|c| c > '\u{3000}'),
+        "{kanji}"
+    );
+    drop(server);
+
+    // The sender deletes one lab result: its file is re-flagged 0.
+    let lab = names
+        .iter()
+        .find(|n| n.key.data_type.starts_with("OML-11"))
+        .expect("a lab result file");
+    ssmix2::invalidate(&root, lab).unwrap();
+    let third = import(&data, &root);
+    assert!(
+        third.contains("0 imported, 1 retracted, 20 unchanged"),
+        "{third}"
+    );
+    let fourth = import(&data, &root);
+    assert!(
+        fourth.contains("0 imported, 0 retracted, 21 unchanged"),
+        "{fourth}"
+    );
+
+    let server = Server::start(&data).await;
+    assert!(total(&server, "Observation?status=entered-in-error").await >= 1);
+    let after = totals(&server).await;
+    assert_eq!(after[..4], before[..4], "a retraction creates no records");
+}
+
+async fn ssmix2_watch_follows_a_live_tree(backend: Backend) {
+    use std::io::{BufRead, BufReader};
+    let data = Data::new(backend).await;
+    let root = data.dir.join("ssmix2");
+    ssmix2::write_sample_tree(&root, 1, 8).unwrap();
+    let mut child = renkei()
+        .args([
+            "import",
+            "--quiet",
+            "--watch",
+            "--interval",
+            "0.1",
+            "--ssmix2",
+        ])
+        .arg(&root)
+        .args(data.args())
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut next = move || lines.next().unwrap().unwrap();
+    let line = tokio::task::spawn_blocking({
+        let l = next();
+        move || l
+    })
+    .await
+    .unwrap();
+    assert!(line.contains("7 imported"), "{line}");
+    // A second patient arrives while the importer watches.
+    ssmix2::write_sample_tree(&root, 2, 8).unwrap();
+    let line = tokio::task::spawn_blocking(next).await.unwrap();
+    assert!(line.contains("7 imported"), "{line}");
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    assert!(child.wait().unwrap().success());
+    let server = Server::start(&data).await;
+    assert_eq!(total(&server, "Patient").await, 2);
+}
+
+macro_rules! both {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::Backend::Sqlite).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::Backend::Postgres).await;
+                }
+            )*
+        }
+    };
+}
+
+both!(
+    mllp_acks_store_replay_and_reject,
+    ssmix2_import_is_idempotent_and_honours_deletion,
+    ssmix2_watch_follows_a_live_tree,
+);

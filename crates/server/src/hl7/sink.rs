@@ -1,0 +1,191 @@
+//! [`StoreSink`]: the store's implementation of [`mllp::ingest::Sink`].
+//!
+//! One message is one unit of [`store::Store::commit_keyed`]: its receipt (the ACK to
+//! replay, under the key MSH-3|MSH-4|MSH-10), the writes of its transaction Bundle (checked
+//! like `POST /fhir`, validation included), and the patient-linking writes. Errors map as
+//! the receive pipeline needs them:
+//! - the key is already stored -> [`SinkError::Duplicate`] (the pipeline replays the ACK);
+//! - the content cannot be stored (validation, a conditional write matching several
+//!   resources, an unresolvable reference) -> [`SinkError::Rejected`] (`AE`, nothing stored);
+//! - a write conflict (a concurrent update, a PostgreSQL deadlock) is retried;
+//! - anything else -> [`SinkError::Unavailable`] (no ACK: the sender retries).
+
+use std::sync::Arc;
+
+use hl7v2::ack::{AckCode, IdempotencyKey, StoredAck};
+use hl7v2::fhir::MergeInstruction;
+use hl7v2::{ErrorCode, ErrorDetail, Severity};
+use mllp::ingest::{Commit, Sink, SinkError};
+use serde_json::Value;
+use store::{ErrorKind, KeyedWrite, Receipt, RequestContext, StoreError};
+
+use crate::AppState;
+use crate::error::ApiError;
+use crate::hl7::{GroupCommitter, PatientLinking};
+use crate::http::Fhir;
+use crate::interactions::batch::prepare_transaction;
+
+/// How often a unit is retried after a write conflict before the message is refused
+/// (without an ACK, so the sender tries again later).
+const CONFLICT_RETRIES: usize = 3;
+
+/// Settings of the sink.
+#[derive(Debug, Clone)]
+pub struct Hl7Config {
+    /// Writer tasks committing groups in parallel: 1 suits SQLite (one writer anyway);
+    /// a few suit PostgreSQL.
+    pub writers: usize,
+    /// Most messages committed in one transaction.
+    pub max_group: usize,
+}
+
+impl Hl7Config {
+    /// The defaults for a store backend (`Store::backend`).
+    pub fn for_backend(backend: &str) -> Self {
+        Hl7Config {
+            writers: if backend == "sqlite" { 1 } else { 4 },
+            max_group: 64,
+        }
+    }
+}
+
+/// The store behind HL7 v2 ingestion (cheap to clone).
+#[derive(Debug, Clone)]
+pub struct StoreSink {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    state: AppState,
+    committer: GroupCommitter,
+    linking: Arc<dyn PatientLinking>,
+}
+
+impl StoreSink {
+    /// A sink over the server's state (store and validator); starts the group-commit writer
+    /// tasks on the current runtime.
+    pub fn new(state: AppState, linking: Arc<dyn PatientLinking>, config: &Hl7Config) -> Self {
+        let committer =
+            GroupCommitter::start(state.store.clone(), config.writers, config.max_group);
+        StoreSink {
+            inner: Arc::new(Inner {
+                state,
+                committer,
+                linking,
+            }),
+        }
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.inner.state
+    }
+
+    /// Commits a transaction Bundle with its receipt and the linking writes for `merges`.
+    pub async fn commit_bundle(
+        &self,
+        receipt: Receipt,
+        bundle: &Value,
+        merges: &[MergeInstruction],
+    ) -> Result<(), SinkError> {
+        let ctx = RequestContext::system();
+        let fhir = Fhir::internal(ctx.clone(), "");
+        let state = &self.inner.state;
+        let prepared = prepare_transaction(state, &fhir, bundle)
+            .await
+            .map_err(rejected)?;
+        let mut attempt = 0;
+        loop {
+            let mut entries = prepared.clone();
+            let linked = self
+                .inner
+                .linking
+                .link(state.store.as_ref(), &ctx, merges, &mut entries)
+                .await;
+            let result = match linked {
+                Ok(()) => {
+                    let unit = KeyedWrite {
+                        receipt: receipt.clone(),
+                        entries,
+                    };
+                    self.inner.committer.commit(unit).await.map(|_| ())
+                }
+                Err(e) => Err(e),
+            };
+            match result {
+                Ok(()) => return Ok(()),
+                Err(StoreError::DuplicateKey(_)) => return Err(SinkError::Duplicate),
+                Err(e) => match e.kind() {
+                    ErrorKind::Conflict | ErrorKind::VersionConflict
+                        if attempt < CONFLICT_RETRIES =>
+                    {
+                        attempt += 1;
+                        tracing::debug!(error = %e, attempt, "write conflict; retrying");
+                    }
+                    ErrorKind::Invalid
+                    | ErrorKind::MultipleMatches
+                    | ErrorKind::NotFound
+                    | ErrorKind::Gone => return Err(rejected(ApiError::from(e))),
+                    _ => return Err(SinkError::Unavailable(e.to_string())),
+                },
+            }
+        }
+    }
+}
+
+/// The receipt key of an HL7 message.
+pub fn receipt_key(key: &IdempotencyKey) -> String {
+    format!("hl7v2|{}", key.to_key_string())
+}
+
+/// A content error of the commit as one ERR segment (no v2 location: the problem is in what
+/// the message maps to; the text names the FHIR element).
+fn rejected(e: ApiError) -> SinkError {
+    let message = e
+        .issues
+        .iter()
+        .map(|i| match &i.expression {
+            Some(x) => format!("{x}: {}", i.diagnostics),
+            None => i.diagnostics.clone(),
+        })
+        .collect::<Vec<_>>()
+        .join("; ");
+    SinkError::Rejected(ErrorDetail {
+        location: None,
+        code: ErrorCode::DataTypeError,
+        severity: Severity::Error,
+        message,
+    })
+}
+
+impl Sink for StoreSink {
+    async fn stored_ack(&self, key: &IdempotencyKey) -> Result<Option<StoredAck>, SinkError> {
+        let ctx = RequestContext::system();
+        let receipt = self
+            .inner
+            .state
+            .store
+            .receipt(&ctx, &receipt_key(key))
+            .await
+            .map_err(|e| SinkError::Unavailable(e.to_string()))?;
+        Ok(receipt.map(|r| StoredAck {
+            key: key.clone(),
+            fingerprint: r.fingerprint as u64,
+            code: AckCode::parse(&r.code).unwrap_or(AckCode::AA),
+            ack: r.reply,
+        }))
+    }
+
+    async fn commit(&self, commit: Commit) -> Result<(), SinkError> {
+        let receipt = Receipt {
+            key: receipt_key(&commit.ack.key),
+            // Stored as the same 64 bits, signed (SQL integers are).
+            fingerprint: commit.ack.fingerprint as i64,
+            code: commit.ack.code.as_str().to_owned(),
+            reply: commit.ack.ack,
+            deferred: commit.deferred_ack,
+        };
+        self.commit_bundle(receipt, &commit.mapped.bundle, &commit.mapped.merges)
+            .await
+    }
+}
