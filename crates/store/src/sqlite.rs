@@ -149,7 +149,7 @@ fn open_connection(path: &Path) -> Result<Connection, StoreError> {
          PRAGMA synchronous = FULL;
          PRAGMA busy_timeout = 10000;
          PRAGMA foreign_keys = OFF;
-         PRAGMA cache_size = -65536;
+         PRAGMA cache_size = -262144;
          PRAGMA temp_store = MEMORY;",
     )?;
     conn.set_prepared_statement_cache_capacity(256);
