@@ -3,19 +3,38 @@
 //! identifier, postcode + birth year). A pair is compared only if it shares at least one key,
 //! so matching cost depends on block sizes, not on the population.
 
+use crate::compare::Field;
 use crate::hashing::key_hash;
 use crate::normalize;
 use crate::record::Record;
 use crate::similarity::soundex;
 
-/// The kinds of key, hashed together with their value so kinds never collide.
+/// The kinds of key. A key's low three bits hold its kind, so [`implied_fields`] can tell
+/// which fields agree merely because two records share it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
 enum Kind {
-    Identifier,
-    Phone,
-    BirthDate,
-    Name,
-    PostcodeYear,
+    Identifier = 0,
+    Phone = 1,
+    BirthDate = 2,
+    Name = 3,
+    PostcodeYear = 4,
+}
+
+fn tagged<T: std::hash::Hash>(kind: Kind, value: &T) -> u64 {
+    (key_hash(&(kind, value)) & !7) | kind as u64
+}
+
+/// The field a shared key forces to agree (masked out of EM training for that pair).
+pub fn implied_field(key: u64) -> Option<Field> {
+    match key & 7 {
+        0 => Some(Field::Identifier),
+        1 => Some(Field::Phone),
+        2 => Some(Field::BirthDate),
+        3 => Some(Field::Family),
+        4 => Some(Field::Address),
+        _ => None,
+    }
 }
 
 /// The record's blocking keys, as sorted, de-duplicated 64-bit hashes.
@@ -29,13 +48,13 @@ pub fn keys(r: &Record) -> Vec<u64> {
         )));
     }
     for p in &r.phones {
-        keys.push(key_hash(&(Kind::Phone, p.as_str())));
+        keys.push(tagged(Kind::Phone, &p.as_str()));
     }
     if let Some(d) = r.birth
         && d.month > 0
         && d.day > 0
     {
-        keys.push(key_hash(&(Kind::BirthDate, d.unordered_key())));
+        keys.push(tagged(Kind::BirthDate, &d.unordered_key()));
     }
     let initial = r
         .first_given()
@@ -52,13 +71,13 @@ pub fn keys(r: &Record) -> Vec<u64> {
         } else {
             soundex(f)
         };
-        keys.push(key_hash(&(Kind::Name, code.as_str(), initial)));
+        keys.push(tagged(Kind::Name, &(code.as_str(), initial)));
     }
     if let Some(k) = &r.family_kana {
-        keys.push(key_hash(&(Kind::Name, k.as_str(), kana_initial)));
+        keys.push(tagged(Kind::Name, &(k.as_str(), kana_initial)));
     }
     if let (Some(p), Some(d)) = (&r.postcode, r.birth) {
-        keys.push(key_hash(&(Kind::PostcodeYear, p.as_str(), d.year)));
+        keys.push(tagged(Kind::PostcodeYear, &(p.as_str(), d.year)));
     }
     keys.sort_unstable();
     keys.dedup();

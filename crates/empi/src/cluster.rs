@@ -8,7 +8,7 @@ use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::blocking;
-use crate::compare::{FIELDS, compare};
+use crate::compare::{FIELDS, Field, compare};
 use crate::hashing::FxHashMap;
 use crate::model::Model;
 use crate::record::Record;
@@ -247,26 +247,115 @@ pub fn cluster(
     }
 }
 
-/// Comparison vectors for EM: up to `max_pairs` candidate pairs (sharing a block) and as many
-/// random pairs. Deterministic for a given population and `seed`.
-pub fn training_sample(
+/// What training did, for reports.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct TrainingReport {
+    /// Random pairs used for `u`.
+    pub random_pairs: usize,
+    /// Per blocking-key kind: (implied field, candidate pairs used, EM iterations, match share).
+    pub runs: Vec<(crate::compare::Field, usize, usize, f64)>,
+    /// Candidate pairs used to estimate the prior.
+    pub prior_pairs: usize,
+    /// The resulting prior (random pair).
+    pub prior: f64,
+}
+
+/// Re-estimates `model` from a population without labels, the way Splink does: `u` from random
+/// pairs; then, for each kind of blocking key, `m` by EM over the pairs sharing such a key with
+/// the field that key forces to agree masked out, the estimates of each field averaged over the
+/// runs where it was not masked; finally the prior by EM over all candidate pairs.
+/// Samples at most `max_pairs` pairs per step; deterministic for a given `seed`.
+pub fn train(
     records: &[Record],
+    model: &mut Model,
     config: &ClusterConfig,
     max_pairs: usize,
     seed: u64,
-) -> (Vec<[u8; FIELDS]>, Vec<[u8; FIELDS]>) {
-    let blocks = build_blocks(records, config.max_block);
+) -> TrainingReport {
+    let mut report = TrainingReport::default();
     let mut rng = crate::synth::Rng::new(seed);
-    let total_pairs: usize = blocks
-        .groups
+    if records.len() < 2 {
+        return report;
+    }
+    let mut random = Vec::new();
+    for _ in 0..max_pairs.min(records.len() * 50) {
+        let a = rng.below(records.len());
+        let b = rng.below(records.len());
+        if a != b {
+            random.push(compare(&records[a], &records[b]).levels);
+        }
+    }
+    report.random_pairs = random.len();
+    model.estimate_u(&random);
+
+    let blocks = build_blocks(records, config.max_block);
+    let pair_count = |g: &(u64, Vec<u32>)| g.1.len() * (g.1.len() - 1) / 2;
+    let base = model.clone();
+    let mut m_sum: Vec<Vec<f64>> = Field::ALL
         .iter()
-        .map(|(_, m)| m.len() * (m.len() - 1) / 2)
-        .sum();
-    let keep = if total_pairs <= max_pairs {
-        1.0
-    } else {
-        max_pairs as f64 / total_pairs as f64
-    };
+        .map(|f| vec![0.0; f.levels().len()])
+        .collect();
+    let mut m_runs = [0usize; FIELDS];
+    for kind in 0..8u64 {
+        let Some(implied) = blocking::implied_field(kind) else {
+            continue;
+        };
+        let groups: Vec<&(u64, Vec<u32>)> =
+            blocks.groups.iter().filter(|g| g.0 & 7 == kind).collect();
+        let total: usize = groups.iter().map(|g| pair_count(g)).sum();
+        let keep = (max_pairs as f64 / total.max(1) as f64).min(1.0);
+        let mut vectors = Vec::new();
+        for (_, members) in groups {
+            for (i, &a) in members.iter().enumerate() {
+                for &b in &members[i + 1..] {
+                    if keep < 1.0 && rng.unit() >= keep {
+                        continue;
+                    }
+                    let mut levels = compare(&records[a as usize], &records[b as usize]).levels;
+                    levels[implied.index()] = 0;
+                    vectors.push(levels);
+                }
+            }
+        }
+        if vectors.len() < 100 {
+            continue;
+        }
+        let mut run = base.clone();
+        let (share, iterations) = run.estimate_m(&vectors);
+        report
+            .runs
+            .push((implied, vectors.len(), iterations, share));
+        if !(0.02..=0.98).contains(&share) {
+            // EM put (nearly) every pair in one class: it separated nothing, so its m is noise.
+            continue;
+        }
+        for field in Field::ALL {
+            if field != implied {
+                m_runs[field.index()] += 1;
+                for (acc, m) in m_sum[field.index()]
+                    .iter_mut()
+                    .zip(&run.fields[field.index()].m)
+                {
+                    *acc += m;
+                }
+            }
+        }
+    }
+    for field in Field::ALL {
+        let runs = m_runs[field.index()];
+        // Identifier m stays as configured: sources rarely share an identifier system, so
+        // candidates say little about it, and a conflict must stay strong evidence by policy.
+        if runs > 0 && field != Field::Identifier {
+            let m = &mut model.fields[field.index()].m;
+            for l in 1..m.len() {
+                m[l] = m_sum[field.index()][l] / runs as f64;
+            }
+        }
+    }
+
+    // The prior: EM for the match share over all candidate pairs (each once), m and u fixed.
+    let total: usize = blocks.groups.iter().map(pair_count).sum();
+    let keep = (max_pairs as f64 / total.max(1) as f64).min(1.0);
     let mut candidates = Vec::new();
     for (key, members) in &blocks.groups {
         for (i, &a) in members.iter().enumerate() {
@@ -285,24 +374,19 @@ pub fn training_sample(
             }
         }
     }
-    let mut random = Vec::new();
-    if records.len() >= 2 {
-        for _ in 0..max_pairs.min(records.len() * 50) {
-            let a = rng.below(records.len());
-            let b = rng.below(records.len());
-            if a != b {
-                random.push(compare(&records[a], &records[b]).levels);
-            }
-        }
-    }
-    (candidates, random)
-}
-
-/// Re-estimates `model` from a population (unsupervised): `u` from random pairs, `m` and the
-/// prior by EM over candidate pairs. Returns the EM iteration count.
-pub fn train(records: &[Record], model: &mut Model, config: &ClusterConfig, seed: u64) -> usize {
-    let (candidates, random) = training_sample(records, config, 2_000_000, seed);
-    model.train(&candidates, &random)
+    // Distinct candidate pairs among all pairs (pairs sharing several keys were counted once
+    // per key in `total`; the sampled vectors are de-duplicated by `first_shared`).
+    let sampled_share = if keep > 0.0 {
+        candidates.len() as f64 / keep
+    } else {
+        0.0
+    };
+    let n = records.len() as f64;
+    let share = (sampled_share / (n * (n - 1.0) / 2.0)).min(1.0);
+    report.prior_pairs = candidates.len();
+    model.estimate_prior(&candidates, share);
+    report.prior = model.prior;
+    report
 }
 
 /// Union-find with member lists (clusters are small, so lists stay cheap).

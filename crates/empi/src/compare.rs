@@ -201,7 +201,14 @@ fn compare_given(a: &Record, b: &Record) -> u8 {
     if ca == cb {
         return level::GIVEN_NICKNAME;
     }
-    if jaro_winkler(ag, bg) >= 0.9 || (ag.chars().count() >= 5 && edit_distance(ag, bg) <= 1) {
+    let distance = edit_distance(ag, bg);
+    let shorter = ag.chars().count().min(bg.chars().count());
+    // Edit-distance rules only for alphabetic names: one kanji more or less is another name.
+    let alphabetic = !crate::normalize::is_japanese(ag) && !crate::normalize::is_japanese(bg);
+    if jaro_winkler(ag, bg) >= 0.88
+        || (alphabetic && distance <= 1 && shorter >= 3)
+        || (alphabetic && distance <= 2 && shorter >= 6)
+    {
         return level::GIVEN_CLOSE;
     }
     // First given name recorded as the middle name elsewhere.

@@ -11,7 +11,12 @@ use crate::compare::{FIELDS, Field};
 use crate::error::EmpiError;
 
 /// Smallest probability a level may have, so no single field can veto or force a decision.
-const FLOOR: f64 = 1e-4;
+const FLOOR: f64 = 1e-5;
+/// Smallest `m`: any value can be mistyped, so no level is impossible for a match
+/// (a disagreeing sex costs at most ~9 bits, not a veto).
+const M_FLOOR: f64 = 1e-3;
+/// Pseudo-pairs per class anchoring EM to the previous estimate (a Dirichlet prior).
+const PSEUDO: f64 = 10.0;
 
 /// Probabilities of one field's levels (index 0, `missing`, is unused and kept at 1).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -45,7 +50,7 @@ impl Default for Thresholds {
 /// A complete, serialisable matching model.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Model {
-    /// P(match) for a pair of records that share a blocking key.
+    /// P(match) for a random pair of records (log2 odds of it start every score).
     pub prior: f64,
     /// One entry per field, in [`Field::ALL`] order.
     pub fields: Vec<FieldParams>,
@@ -66,7 +71,7 @@ impl Default for Model {
             u: std::iter::once(1.0).chain(u.iter().copied()).collect(),
         };
         Model {
-            prior: 0.05,
+            prior: 1e-4,
             fields: vec![
                 p(
                     Field::Given,
@@ -86,7 +91,7 @@ impl Default for Model {
                 p(Field::Gender, &[0.98, 0.02], &[0.5, 0.5]),
                 p(Field::Phone, &[0.7, 0.05, 0.25], &[0.0002, 0.001, 0.9988]),
                 p(Field::Address, &[0.6, 0.15, 0.25], &[0.0002, 0.02, 0.9798]),
-                p(Field::Identifier, &[0.98, 0.02], &[0.0001, 0.9999]),
+                p(Field::Identifier, &[0.995, 0.005], &[0.0001, 0.9999]),
             ],
             thresholds: Thresholds::default(),
             term_frequency: true,
@@ -160,30 +165,45 @@ impl Model {
         (self.prior / (1.0 - self.prior)).log2()
     }
 
-    /// Re-estimates `u` from the comparison vectors of random record pairs (nearly all
-    /// non-matches), then `m` and the prior by EM over the vectors of candidate pairs.
-    /// Returns the number of EM iterations run.
-    pub fn train(&mut self, candidates: &[[u8; FIELDS]], random: &[[u8; FIELDS]]) -> usize {
-        if !random.is_empty() {
-            for field in Field::ALL {
-                let n = field.levels().len();
-                let mut counts = vec![0f64; n];
-                for v in random {
-                    counts[v[field.index()] as usize] += 1.0;
-                }
-                let present: f64 = counts[1..].iter().sum();
-                if present > 0.0 {
-                    let params = &mut self.fields[field.index()];
-                    for l in 1..n {
-                        // Laplace smoothing: a level never seen among random pairs is rare, not impossible.
-                        params.u[l] =
-                            ((counts[l] + 0.5) / (present + 0.5 * n as f64)).max(FLOOR * 0.01);
-                    }
+    /// Estimates `u` from the comparison vectors of random record pairs (nearly all of them
+    /// non-matches), with add-half smoothing so an unseen level is rare, not impossible.
+    pub fn estimate_u(&mut self, random: &[[u8; FIELDS]]) {
+        for field in Field::ALL {
+            let n = field.levels().len();
+            let mut counts = vec![0f64; n];
+            for v in random {
+                counts[v[field.index()] as usize] += 1.0;
+            }
+            let present: f64 = counts[1..].iter().sum();
+            if present > 0.0 {
+                let params = &mut self.fields[field.index()];
+                for l in 1..n {
+                    params.u[l] = ((counts[l] + 0.5) / (present + 0.5 * n as f64)).max(FLOOR);
                 }
             }
         }
+    }
+
+    /// Estimates `m` by expectation–maximisation over candidate-pair vectors with `u` held
+    /// fixed; returns the estimated share of matches among them and the iterations run.
+    /// Fields that agree merely because of how the pairs were chosen (the blocking key) must
+    /// be set to `missing` (0) by the caller; their `m` is then left unchanged.
+    pub fn estimate_m(&mut self, candidates: &[[u8; FIELDS]]) -> (f64, usize) {
+        self.em(candidates, true)
+    }
+
+    /// Estimates the prior (P(match) for a random pair) from unmasked candidate-pair vectors
+    /// with `m` and `u` fixed: EM gives the share of matches among candidates, scaled by
+    /// `candidate_share`, the fraction of all pairs that are candidates.
+    pub fn estimate_prior(&mut self, candidates: &[[u8; FIELDS]], candidate_share: f64) -> usize {
+        let (lambda, iterations) = self.em(candidates, false);
+        self.prior = (lambda * candidate_share).clamp(1e-12, 0.5);
+        iterations
+    }
+
+    fn em(&mut self, candidates: &[[u8; FIELDS]], update_m: bool) -> (f64, usize) {
         if candidates.is_empty() {
-            return 0;
+            return (0.0, 0);
         }
         let mut patterns: HashMap<[u8; FIELDS], f64> = HashMap::new();
         for v in candidates {
@@ -191,8 +211,9 @@ impl Model {
         }
         let patterns: Vec<([u8; FIELDS], f64)> = patterns.into_iter().collect();
         let total: f64 = patterns.iter().map(|(_, c)| c).sum();
+        let mut lambda: f64 = 0.1;
         let mut iterations = 0;
-        for _ in 0..100 {
+        for _ in 0..200 {
             iterations += 1;
             let mut m_acc: Vec<Vec<f64>> = Field::ALL
                 .iter()
@@ -210,37 +231,39 @@ impl Model {
                         log_u += p.u[l].ln();
                     }
                 }
-                let a = self.prior.ln() + log_m;
-                let b = (1.0 - self.prior).ln() + log_u;
+                let a = lambda.ln() + log_m;
+                let b = (1.0 - lambda).ln() + log_u;
                 let top = a.max(b);
                 let posterior = (a - top).exp() / ((a - top).exp() + (b - top).exp());
-                let w = posterior * count;
-                matched += w;
+                matched += posterior * count;
                 for field in Field::ALL {
-                    m_acc[field.index()][v[field.index()] as usize] += w;
+                    m_acc[field.index()][v[field.index()] as usize] += posterior * count;
                 }
             }
-            let new_prior = (matched / total).clamp(1e-6, 1.0 - 1e-6);
-            let mut change = (new_prior - self.prior).abs();
-            self.prior = new_prior;
-            for field in Field::ALL {
-                let acc = &m_acc[field.index()];
-                let present: f64 = acc[1..].iter().sum();
-                if present <= 0.0 {
-                    continue;
-                }
-                let params = &mut self.fields[field.index()];
-                for l in 1..acc.len() {
-                    let m = (acc[l] / present).max(FLOOR);
-                    change = change.max((m - params.m[l]).abs());
-                    params.m[l] = m;
+            let new_lambda = (matched / total).clamp(1e-9, 1.0 - 1e-9);
+            let mut change = (new_lambda - lambda).abs();
+            lambda = new_lambda;
+            if update_m {
+                for field in Field::ALL {
+                    let acc = &m_acc[field.index()];
+                    let probs = &mut self.fields[field.index()].m;
+                    let present: f64 = acc[1..].iter().sum();
+                    if present <= 0.0 {
+                        continue;
+                    }
+                    // A few pseudo-pairs spread like the current estimate keep rare levels alive.
+                    for l in 1..acc.len() {
+                        let p = ((acc[l] + PSEUDO * probs[l]) / (present + PSEUDO)).max(M_FLOOR);
+                        change = change.max((p - probs[l]).abs());
+                        probs[l] = p;
+                    }
                 }
             }
-            if change < 1e-6 {
+            if change < 1e-7 {
                 break;
             }
         }
-        iterations
+        (lambda, iterations)
     }
 }
 
@@ -278,8 +301,11 @@ mod tests {
         let mut random = vec![[5, 4, 4, 1, 3, 3, 0]; 500];
         random.extend(vec![[5, 1, 4, 2, 3, 2, 0]; 500]);
         let mut m = Model::default();
-        m.train(&candidates, &random);
-        assert!((m.prior - 0.2).abs() < 0.01, "prior {}", m.prior);
+        m.estimate_u(&random);
+        let (lambda, _) = m.estimate_m(&candidates);
+        assert!((lambda - 0.2).abs() < 0.01, "share {lambda}");
+        m.estimate_prior(&candidates, 0.5);
+        assert!((m.prior - 0.1).abs() < 0.01, "prior {}", m.prior);
         assert!(m.fields[0].m[1] > 0.95);
     }
 }

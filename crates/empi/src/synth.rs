@@ -635,10 +635,21 @@ impl Generator<'_> {
                         v.family_kana = v.family_kana.map(|f| self.typo(&f));
                     }
                 } else {
-                    match self.rng.below(10) {
+                    match self.rng.below(12) {
                         0..=3 => v.given[0] = self.typo(&v.given[0]),
                         4..=8 => v.family = v.family.map(|f| self.typo(&f)),
-                        _ => v.phone = v.phone.map(|ph| self.digit_error(&ph)),
+                        9 | 10 => v.phone = v.phone.map(|ph| self.digit_error(&ph)),
+                        _ => {
+                            // A birth date keyed wrong: day off by one, or year digits transposed.
+                            let (y, m, d) = p.birth;
+                            v.birth = Some(if self.rng.chance(0.5) {
+                                let d = if d > 1 { d - 1 } else { d + 1 };
+                                format!("{y:04}-{m:02}-{d:02}")
+                            } else {
+                                let y = (y / 100) * 100 + (y % 10) * 10 + (y / 10) % 10;
+                                format!("{y:04}-{m:02}-{d:02}")
+                            });
+                        }
                     }
                 }
             }
