@@ -908,27 +908,40 @@ fn to_fullwidth_digits(s: &str) -> String {
         .collect()
 }
 
-/// Generates labelled Patients from seed Patients.
+/// Generates labelled Patients from seed Patients into memory.
 pub fn generate(seeds: &[Value], config: &GenConfig) -> Generated {
+    let mut out = Generated {
+        patients: Vec::new(),
+        labels: Vec::new(),
+    };
+    generate_each(seeds, config, |p, l| {
+        out.patients.push(p);
+        out.labels.push(l);
+    });
+    out
+}
+
+/// Generates labelled Patients from seed Patients, handing each to `sink` as it is made
+/// (large populations are written out without being held in memory). Returns the count.
+pub fn generate_each(
+    seeds: &[Value],
+    config: &GenConfig,
+    mut sink: impl FnMut(Value, Label),
+) -> usize {
     let persons: Vec<Person> = seeds.iter().filter_map(seed_person).collect();
     let mut g = Generator {
         rng: Rng::new(config.seed),
         seeds: &persons,
         next_id: 0,
     };
-    let mut out = Generated {
-        patients: Vec::new(),
-        labels: Vec::new(),
-    };
+    let mut emitted = 0usize;
     if persons.is_empty() {
-        return out;
+        return 0;
     }
     let target = config.count.unwrap_or(usize::MAX);
     let mut index: u64 = 0;
     loop {
-        if out.patients.len() >= target
-            || (config.count.is_none() && index as usize >= persons.len())
-        {
+        if emitted >= target || (config.count.is_none() && index as usize >= persons.len()) {
             break;
         }
         let mut person = match config.count {
@@ -947,12 +960,18 @@ pub fn generate(seeds: &[Value], config: &GenConfig) -> Generated {
             10 + g.rng.below(10),
             1 + g.rng.below(12)
         );
-        out.patients.push(g.render(&original, &id, None, &updated));
-        out.labels.push(Label {
-            id,
-            cluster: cluster.clone(),
-            error: ErrorKind::Original,
-        });
+        let patient = g.render(&original, &id, None, &updated);
+        if emitted < target {
+            emitted += 1;
+            sink(
+                patient,
+                Label {
+                    id,
+                    cluster: cluster.clone(),
+                    error: ErrorKind::Original,
+                },
+            );
+        }
         if g.rng.chance(config.duplicate_rate) {
             let n = match g.rng.unit() {
                 x if x < 0.6 => 1,
@@ -999,12 +1018,18 @@ pub fn generate(seeds: &[Value], config: &GenConfig) -> Generated {
                     1 + g.rng.below(12),
                     1 + g.rng.below(28)
                 );
-                out.patients.push(g.render(&view, &id, Some(d), &updated));
-                out.labels.push(Label {
-                    id,
-                    cluster: cluster.clone(),
-                    error: applied,
-                });
+                let patient = g.render(&view, &id, Some(d), &updated);
+                if emitted < target {
+                    emitted += 1;
+                    sink(
+                        patient,
+                        Label {
+                            id,
+                            cluster: cluster.clone(),
+                            error: applied,
+                        },
+                    );
+                }
             }
         }
         if g.rng.chance(config.twin_rate) {
@@ -1039,18 +1064,22 @@ pub fn generate(seeds: &[Value], config: &GenConfig) -> Generated {
             let mut v = Generator::view(&twin);
             v.multiple_birth = Some(2);
             let id = g.id();
-            out.patients.push(g.render(&v, &id, None, &updated));
-            out.labels.push(Label {
-                id,
-                cluster: format!("P{index}-twin"),
-                error: ErrorKind::Twin,
-            });
+            let patient = g.render(&v, &id, None, &updated);
+            if emitted < target {
+                emitted += 1;
+                sink(
+                    patient,
+                    Label {
+                        id,
+                        cluster: format!("P{index}-twin"),
+                        error: ErrorKind::Twin,
+                    },
+                );
+            }
         }
         index += 1;
     }
-    out.patients.truncate(target);
-    out.labels.truncate(target);
-    out
+    emitted
 }
 
 #[cfg(test)]
