@@ -375,3 +375,98 @@ impl EnterpriseIndex {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn patient(id: &str, given: &str, family: &str, birth: &str, phone: &str) -> Value {
+        json!({"resourceType": "Patient", "id": id, "gender": "female", "birthDate": birth,
+            "name": [{"family": family, "given": [given]}],
+            "telecom": [{"system": "phone", "value": phone}]})
+    }
+
+    fn index() -> EnterpriseIndex {
+        EnterpriseIndex::new(Model::default(), IndexConfig::default())
+    }
+
+    #[test]
+    fn links_duplicates_and_keeps_strangers_apart() {
+        let mut ix = index();
+        let a = ix
+            .insert(&patient(
+                "a",
+                "Margaret",
+                "Koch",
+                "1925-06-26",
+                "555-162-4456",
+            ))
+            .unwrap();
+        let b = ix
+            .insert(&patient("b", "Peggy", "Koch", "1925-26-06", "5551624456"))
+            .unwrap();
+        let c = ix
+            .insert(&patient("c", "John", "Smith", "1971-05-12", "555-999-0000"))
+            .unwrap();
+        assert_eq!(a.outcome, Outcome::New);
+        assert_eq!(b.outcome, Outcome::Linked);
+        assert_eq!(b.enterprise_id, a.enterprise_id);
+        assert_eq!(b.candidates[0].record_id, "a");
+        assert_eq!(c.outcome, Outcome::New);
+        assert_ne!(c.enterprise_id, a.enterprise_id);
+        assert_eq!(ix.members(a.enterprise_id).len(), 2);
+        assert!(matches!(
+            ix.insert(&patient("a", "x", "y", "2000-01-01", "1")),
+            Err(EmpiError::Duplicate(_))
+        ));
+    }
+
+    #[test]
+    fn twins_go_to_review_not_to_one_identity() {
+        let mut ix = index();
+        let a = ix
+            .insert(&patient("a", "Mary", "Koch", "1990-01-02", "555-162-4456"))
+            .unwrap();
+        let b = ix
+            .insert(&patient("b", "Alice", "Koch", "1990-01-02", "555-162-4456"))
+            .unwrap();
+        assert_eq!(b.outcome, Outcome::Review);
+        assert_ne!(b.enterprise_id, a.enterprise_id);
+        assert!(
+            b.candidates[0]
+                .score
+                .notes
+                .contains(&crate::score::Note::PossibleTwin)
+        );
+    }
+
+    #[test]
+    fn restore_assign_detach_remove_and_find() {
+        let mut ix = index();
+        let r = |p: &Value| Record::from_patient(p).unwrap();
+        ix.restore(
+            r(&patient("a", "Mary", "Koch", "1990-01-02", "1")),
+            EnterpriseId(40),
+        )
+        .unwrap();
+        ix.restore(
+            r(&patient("b", "John", "Smith", "1971-05-12", "2")),
+            EnterpriseId(41),
+        )
+        .unwrap();
+        // Manual merge, then unlink: the index applies what it is told.
+        ix.assign("b", EnterpriseId(40)).unwrap();
+        assert_eq!(ix.members(EnterpriseId(40)).len(), 2);
+        let e = ix.detach("b").unwrap();
+        assert!(e.0 > 41, "fresh ids never reuse persisted ones");
+        assert_eq!(ix.enterprise_of("b"), Some(e));
+        let probe = r(&patient("q", "Mary", "Koch", "1990-01-02", "1"));
+        let found = ix.find(&probe);
+        assert_eq!(found[0].record_id, "a");
+        assert_eq!(ix.len(), 2, "find does not insert");
+        ix.remove("a").unwrap();
+        assert!(ix.find(&probe).is_empty());
+        assert!(matches!(ix.remove("a"), Err(EmpiError::UnknownRecord(_))));
+    }
+}

@@ -4,16 +4,30 @@
 /// Jaro–Winkler similarity in `[0, 1]` over Unicode scalar values.
 pub fn jaro_winkler(a: &str, b: &str) -> f64 {
     if a == b {
-        return 1.0;
+        return if a.is_empty() { 0.0 } else { 1.0 };
+    }
+    // Fast path without allocation for the common case of short ASCII names.
+    if a.is_ascii() && b.is_ascii() && a.len() <= 64 && b.len() <= 64 {
+        return jaro_winkler_slice(a.as_bytes(), b.as_bytes());
     }
     let a: Vec<char> = a.chars().collect();
     let b: Vec<char> = b.chars().collect();
+    jaro_winkler_slice(&a, &b)
+}
+
+fn jaro_winkler_slice<T: PartialEq>(a: &[T], b: &[T]) -> f64 {
     if a.is_empty() || b.is_empty() {
         return 0.0;
     }
     let window = (a.len().max(b.len()) / 2).saturating_sub(1);
-    let mut a_match = vec![false; a.len()];
-    let mut b_match = vec![false; b.len()];
+    let mut small = [false; 128];
+    let mut large = Vec::new();
+    let (a_match, b_match) = if a.len() + b.len() <= small.len() {
+        small.split_at_mut(a.len())
+    } else {
+        large.resize(a.len() + b.len(), false);
+        large.split_at_mut(a.len())
+    };
     let mut matches = 0usize;
     for (i, ca) in a.iter().enumerate() {
         let lo = i.saturating_sub(window);
@@ -57,8 +71,15 @@ pub fn jaro_winkler(a: &str, b: &str) -> f64 {
 
 /// Optimal-string-alignment (restricted Damerau–Levenshtein) edit distance.
 pub fn edit_distance(a: &str, b: &str) -> usize {
+    if a.is_ascii() && b.is_ascii() {
+        return edit_distance_slice(a.as_bytes(), b.as_bytes());
+    }
     let a: Vec<char> = a.chars().collect();
     let b: Vec<char> = b.chars().collect();
+    edit_distance_slice(&a, &b)
+}
+
+fn edit_distance_slice<T: PartialEq>(a: &[T], b: &[T]) -> usize {
     let mut prev2 = vec![0usize; b.len() + 1];
     let mut prev: Vec<usize> = (0..=b.len()).collect();
     let mut cur = vec![0usize; b.len() + 1];
