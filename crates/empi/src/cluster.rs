@@ -118,6 +118,9 @@ fn build_blocks(records: &[Record], max_block: usize) -> Blocks {
     }
 }
 
+/// A probable pair: record indexes, weight, class.
+type ScoredPair = (u32, u32, f64, MatchClass);
+
 /// Term frequencies of a population.
 pub fn term_frequencies(records: &[Record]) -> TermFrequencies {
     let mut tf = TermFrequencies::default();
@@ -148,7 +151,7 @@ pub fn cluster(
     let threads = config.threads.max(1);
     let done = AtomicU64::new(0);
     let total = blocks.groups.len() as u64;
-    let results: Vec<(Vec<(u32, u32, f64, MatchClass)>, u64)> = std::thread::scope(|s| {
+    let results: Vec<(Vec<ScoredPair>, u64)> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..threads)
             .map(|t| {
                 let (blocks, scorer, done) = (&blocks, &scorer, &done);
@@ -191,7 +194,7 @@ pub fn cluster(
             .collect()
     });
     progress.advance(total, total);
-    let mut pairs: Vec<(u32, u32, f64, MatchClass)> = Vec::new();
+    let mut pairs: Vec<ScoredPair> = Vec::new();
     for (p, n) in results {
         stats.pairs_scored += n;
         pairs.extend(p);

@@ -128,9 +128,9 @@ impl Model {
             }
         }
         let t = self.thresholds;
-        if !(self.prior > 0.0 && self.prior < 1.0)
-            || !(t.review > 0.0 && t.review <= t.auto_link && t.auto_link < 1.0)
-        {
+        let prior_ok = self.prior > 0.0 && self.prior < 1.0;
+        let thresholds_ok = t.review > 0.0 && t.review <= t.auto_link && t.auto_link < 1.0;
+        if !(prior_ok && thresholds_ok) {
             return Err(EmpiError::InvalidModel(
                 "prior and thresholds must satisfy 0 < review <= auto_link < 1".into(),
             ));
@@ -177,8 +177,8 @@ impl Model {
             let present: f64 = counts[1..].iter().sum();
             if present > 0.0 {
                 let params = &mut self.fields[field.index()];
-                for l in 1..n {
-                    params.u[l] = ((counts[l] + 0.5) / (present + 0.5 * n as f64)).max(FLOOR);
+                for (u, count) in params.u.iter_mut().zip(&counts).skip(1) {
+                    *u = ((count + 0.5) / (present + 0.5 * n as f64)).max(FLOOR);
                 }
             }
         }
