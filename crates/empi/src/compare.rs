@@ -156,8 +156,14 @@ pub fn compare(a: &Record, b: &Record) -> Comparison {
     let phone = compare_phone(a, b);
     let address = compare_address(a, b);
     let identifier = compare_identifiers(a, b);
+    // Twins share surname and birth date; their given names differ by more than a typo
+    // (Maria / Mariela is a sibling, Maria / Mraia is a keying error): two or more edits.
+    let given_far = match (a.given.first(), b.given.first()) {
+        (Some(x), Some(y)) => edit_distance(&ocr_fold(x), &ocr_fold(y)) >= 2,
+        _ => false,
+    };
     let possible_twin = !names_swapped
-        && given == level::GIVEN_DIFFERENT
+        && (given == level::GIVEN_DIFFERENT || (given == level::GIVEN_CLOSE && given_far))
         && family == level::EXACT
         && birth == level::EXACT;
     let different_birth_order = matches!((a.multiple_birth, b.multiple_birth),
@@ -168,6 +174,11 @@ pub fn compare(a: &Record, b: &Record) -> Comparison {
         possible_twin,
         different_birth_order,
     }
+}
+
+/// Folds the letter groups scanners confuse (rn/m, cl/d, vv/w) so an OCR error counts as one edit.
+fn ocr_fold(s: &str) -> String {
+    s.replace("rn", "m").replace("cl", "d").replace("vv", "w")
 }
 
 fn similar(a: &str, b: &str) -> bool {
@@ -359,6 +370,20 @@ mod tests {
         assert_eq!(c.levels[2], level::BIRTH_ONE_PART);
         let c = compare(&a, &rec("smith", "robert", "1980-04-07"));
         assert!(c.names_swapped);
+    }
+
+    #[test]
+    fn similar_but_distinct_given_names_are_possible_twins() {
+        let c = compare(
+            &rec("maria", "rowe", "1943-08-16"),
+            &rec("mariela", "rowe", "1943-08-16"),
+        );
+        assert!(c.possible_twin);
+        let c = compare(
+            &rec("maria", "rowe", "1943-08-16"),
+            &rec("mraia", "rowe", "1943-08-16"),
+        );
+        assert!(!c.possible_twin);
     }
 
     #[test]
