@@ -121,8 +121,12 @@ pub struct Comparison {
     pub levels: [u8; FIELDS],
     /// Given and family names were found written the other way round.
     pub names_swapped: bool,
-    /// Same family name and birth date but a different given name: twins look like this.
+    /// Same family name and birth date but a given name more than a typo apart: twins look
+    /// like this. Caps the pair at review.
     pub possible_twin: bool,
+    /// As `possible_twin`, with given names that are not even similar: never in one identity
+    /// (the chain guard). Two records each with its own typo stay compatible.
+    pub clear_twin: bool,
     /// Both records state a birth order and they differ: different people.
     pub different_birth_order: bool,
 }
@@ -162,16 +166,17 @@ pub fn compare(a: &Record, b: &Record) -> Comparison {
         (Some(x), Some(y)) => edit_distance(&ocr_fold(x), &ocr_fold(y)) >= 2,
         _ => false,
     };
-    let possible_twin = !names_swapped
-        && (given == level::GIVEN_DIFFERENT || (given == level::GIVEN_CLOSE && given_far))
-        && family == level::EXACT
-        && birth == level::EXACT;
+    let same_family_and_birth = !names_swapped && family == level::EXACT && birth == level::EXACT;
+    let clear_twin = same_family_and_birth && given == level::GIVEN_DIFFERENT;
+    let possible_twin =
+        clear_twin || (same_family_and_birth && given == level::GIVEN_CLOSE && given_far);
     let different_birth_order = matches!((a.multiple_birth, b.multiple_birth),
         (Some(x), Some(y)) if x > 0 && y > 0 && x != y);
     Comparison {
         levels: [given, family, birth, gender, phone, address, identifier],
         names_swapped,
         possible_twin,
+        clear_twin,
         different_birth_order,
     }
 }

@@ -184,11 +184,11 @@ impl<'a> Scorer<'a> {
         (w, self.classify(w, &c))
     }
 
-    /// True when two records may belong to one identity: not possible twins, not of different
+    /// True when two records may belong to one identity: not clearly twins, not of different
     /// birth order, and not below the review threshold. Used to stop transitive chains.
     pub fn compatible(&self, a: &Record, b: &Record) -> bool {
         let c = compare(a, b);
-        !c.possible_twin
+        !c.clear_twin
             && !c.different_birth_order
             && probability(self.total(a, &c)) >= self.model.thresholds.review
     }
