@@ -151,7 +151,7 @@ impl EnterpriseIndex {
         scored.truncate(self.config.max_returned);
         scored
             .into_iter()
-            .map(|(slot, _, _)| self.candidate(record, slot, &scorer))
+            .filter_map(|(slot, _, _)| self.candidate(record, slot, &scorer))
             .collect()
     }
 
@@ -195,7 +195,7 @@ impl EnterpriseIndex {
         returned.truncate(self.config.max_returned);
         let candidates = returned
             .into_iter()
-            .map(|(slot, _, _)| self.candidate(&record, slot, &scorer))
+            .filter_map(|(slot, _, _)| self.candidate(&record, slot, &scorer))
             .collect();
         if enterprise_id == fresh {
             self.next_enterprise += 1;
@@ -364,15 +364,13 @@ impl EnterpriseIndex {
             .all(|m| scorer.compatible(record, m))
     }
 
-    fn candidate(&self, record: &Record, slot: u32, scorer: &Scorer<'_>) -> Candidate {
-        let other = self.records[slot as usize]
-            .as_ref()
-            .expect("scored candidates are live records");
-        Candidate {
+    fn candidate(&self, record: &Record, slot: u32, scorer: &Scorer<'_>) -> Option<Candidate> {
+        let other = self.records[slot as usize].as_ref()?;
+        Some(Candidate {
             record_id: other.id.clone(),
             enterprise_id: self.enterprise[slot as usize],
             score: scorer.score(record, other),
-        }
+        })
     }
 }
 

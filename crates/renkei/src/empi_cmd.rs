@@ -235,7 +235,7 @@ fn read_records(path: &Path, threads: usize) -> anyhow::Result<Vec<Record>> {
                 .collect();
             handles
                 .into_iter()
-                .map(|h| h.join().unwrap_or_default())
+                .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
                 .collect()
         });
         for r in parsed.into_iter().flatten() {
