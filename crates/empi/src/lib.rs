@@ -25,8 +25,14 @@
 //!    different values in one system count strongly against. Every [`score::Score`] carries a
 //!    per-field explanation (level, weight, both values) and serialises to JSON.
 //! 4. The model's `m`/`u` probabilities and prior are estimated from the data itself without
-//!    labels ([`cluster::train`]: `u` from random pairs, `m` and the prior by EM over candidate
-//!    pairs) and saved as JSON; thresholds (`auto_link`, `review`) are part of the model file.
+//!    labels ([`cluster::train`], as Splink does): `u` from random pairs; `m` by EM once per kind
+//!    of blocking key over the pairs sharing such a key, with the field that key forces to agree
+//!    masked out (EM over all candidates at once degenerates: blocking makes the blocked field
+//!    agree for non-matches too); the prior by EM over all candidates. Identifier `m` stays at
+//!    its configured value (a conflict is strong evidence against by policy). The model is
+//!    JSON; thresholds (`auto_link`, `review`, match probabilities) are part of it. The prior
+//!    is for a random pair of the training population: train on a population of the size the
+//!    index will hold (a larger population makes any given agreement less conclusive).
 //!
 //! # Incremental matching: [`EnterpriseIndex`]
 //!

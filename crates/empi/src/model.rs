@@ -1,7 +1,8 @@
 //! The Fellegi–Sunter model: per field and agreement level the probabilities `m` (level given a
-//! match) and `u` (level given a non-match), the prior match probability among candidate pairs,
-//! the decision thresholds, and their estimation — `u` from random pairs, `m` and the prior by
-//! expectation–maximisation over candidate pairs. Serialised as JSON (`renkei empi train`).
+//! match) and `u` (level given a non-match), the prior match probability of a random pair,
+//! the decision thresholds, and the estimators `cluster::train` combines — `u` from random
+//! pairs, `m` and the prior by expectation–maximisation over candidate pairs. Serialised as
+//! JSON (`renkei empi train`).
 
 use std::collections::HashMap;
 
