@@ -6,6 +6,7 @@
 mod bench;
 mod bench_hl7;
 mod bench_search;
+mod empi_cmd;
 mod fhirpath_cmd;
 mod import;
 mod import_ssmix2;
@@ -35,6 +36,9 @@ enum Command {
     Bench(bench::Command),
     /// Evaluate a FHIRPath expression over a FHIR resource (JSON) and print the result.
     Fhirpath(fhirpath_cmd::Args),
+    /// Patient matching (EMPI) on files: generate, train, cluster, evaluate, explain, bench.
+    #[command(subcommand)]
+    Empi(empi_cmd::Command),
 }
 
 fn main() -> ExitCode {
@@ -59,6 +63,7 @@ fn run() -> anyhow::Result<ExitCode> {
     let command = match cli.command {
         // Synchronous commands need no runtime.
         Command::Fhirpath(args) => return fhirpath_cmd::run(args),
+        Command::Empi(cmd) => return empi_cmd::run(cmd),
         other => other,
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -70,6 +75,7 @@ fn run() -> anyhow::Result<ExitCode> {
             Command::Import(args) => import::run(args).await,
             Command::Bench(cmd) => bench::run(cmd).await.map(|()| ExitCode::SUCCESS),
             Command::Fhirpath(args) => fhirpath_cmd::run(args),
+            Command::Empi(cmd) => empi_cmd::run(cmd),
         }
     })
 }

@@ -1,0 +1,415 @@
+//! Field comparators: turn two [`Record`]s into a comparison vector, one discrete agreement
+//! level per [`Field`] (the Fellegi–Sunter "gamma"), plus the guard facts (possible twins,
+//! different birth order) that scoring must respect whatever the weights say.
+
+use serde::{Deserialize, Serialize};
+
+use crate::record::Record;
+use crate::similarity::{edit_distance, jaro_winkler, soundex};
+
+/// A compared attribute. Level 0 of every field means "missing on one side" (weight 0).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Field {
+    /// First given name (with nicknames and kana readings).
+    Given,
+    /// Family name (with kana readings, maiden and other names).
+    Family,
+    /// Birth date (with swapped day/month and single-part typos).
+    BirthDate,
+    /// Administrative sex.
+    Gender,
+    /// Any phone number.
+    Phone,
+    /// Home address: first line and postcode.
+    Address,
+    /// Identifiers sharing a system.
+    Identifier,
+}
+
+/// Number of fields in a comparison vector.
+pub const FIELDS: usize = 7;
+
+impl Field {
+    /// Every field, in comparison-vector order.
+    pub const ALL: [Field; FIELDS] = [
+        Field::Given,
+        Field::Family,
+        Field::BirthDate,
+        Field::Gender,
+        Field::Phone,
+        Field::Address,
+        Field::Identifier,
+    ];
+
+    /// The names of this field's agreement levels; index 0 is always `missing`.
+    pub fn levels(self) -> &'static [&'static str] {
+        match self {
+            Field::Given => &[
+                "missing",
+                "exact",
+                "nickname",
+                "close",
+                "initial",
+                "different",
+            ],
+            Field::Family => &["missing", "exact", "close", "other_name", "different"],
+            Field::BirthDate => &[
+                "missing",
+                "exact",
+                "day_month_swapped",
+                "one_part_differs",
+                "different",
+            ],
+            Field::Gender => &["missing", "same", "different"],
+            Field::Phone => &["missing", "exact", "close", "different"],
+            Field::Address => &["missing", "exact", "postcode_or_line", "different"],
+            Field::Identifier => &["missing", "agree", "conflict"],
+        }
+    }
+
+    /// Position in the comparison vector.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Level indexes, named for readability where the comparators set them.
+pub mod level {
+    /// Missing on at least one side.
+    pub const MISSING: u8 = 0;
+    /// Exact agreement (first non-missing level of every field).
+    pub const EXACT: u8 = 1;
+    /// Given: nickname of each other.
+    pub const GIVEN_NICKNAME: u8 = 2;
+    /// Given: close spelling.
+    pub const GIVEN_CLOSE: u8 = 3;
+    /// Given: one is the other's initial.
+    pub const GIVEN_INITIAL: u8 = 4;
+    /// Given: different.
+    pub const GIVEN_DIFFERENT: u8 = 5;
+    /// Family: close spelling or same reading.
+    pub const FAMILY_CLOSE: u8 = 2;
+    /// Family: one side's other (maiden, old) name.
+    pub const FAMILY_OTHER: u8 = 3;
+    /// Family: different.
+    pub const FAMILY_DIFFERENT: u8 = 4;
+    /// Birth date: day and month swapped.
+    pub const BIRTH_SWAPPED: u8 = 2;
+    /// Birth date: one of year / month / day differs by a typo.
+    pub const BIRTH_ONE_PART: u8 = 3;
+    /// Birth date: different.
+    pub const BIRTH_DIFFERENT: u8 = 4;
+    /// Gender different.
+    pub const GENDER_DIFFERENT: u8 = 2;
+    /// Phone one edit apart.
+    pub const PHONE_CLOSE: u8 = 2;
+    /// Phone different.
+    pub const PHONE_DIFFERENT: u8 = 3;
+    /// Address: same postcode or same line.
+    pub const ADDRESS_PARTIAL: u8 = 2;
+    /// Address different.
+    pub const ADDRESS_DIFFERENT: u8 = 3;
+    /// Identifier: same system, different value.
+    pub const IDENTIFIER_CONFLICT: u8 = 2;
+}
+
+/// The outcome of comparing two records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Comparison {
+    /// One level per field, in [`Field::ALL`] order.
+    pub levels: [u8; FIELDS],
+    /// Given and family names were found written the other way round.
+    pub names_swapped: bool,
+    /// Same family name and birth date but a given name more than a typo apart: twins look
+    /// like this. Caps the pair at review.
+    pub possible_twin: bool,
+    /// As `possible_twin`, with given names that are not even similar: never in one identity
+    /// (the chain guard). Two records each with its own typo stay compatible.
+    pub clear_twin: bool,
+    /// Both records state a birth order and they differ: different people.
+    pub different_birth_order: bool,
+}
+
+/// Compares two records field by field.
+pub fn compare(a: &Record, b: &Record) -> Comparison {
+    let mut given = compare_given(a, b);
+    let mut family = compare_family(a, b);
+    let mut names_swapped = false;
+    if given >= level::GIVEN_CLOSE
+        && family >= level::FAMILY_CLOSE
+        && let (Some(ag), Some(af), Some(bg), Some(bf)) = (
+            a.given.first(),
+            a.family.first(),
+            b.given.first(),
+            b.family.first(),
+        )
+        && similar(ag, bf)
+        && similar(af, bg)
+    {
+        given = level::GIVEN_CLOSE;
+        family = level::FAMILY_CLOSE;
+        names_swapped = true;
+    }
+    let birth = compare_birth(a, b);
+    let gender = match (a.gender, b.gender) {
+        (Some(x), Some(y)) if x == y => level::EXACT,
+        (Some(_), Some(_)) => level::GENDER_DIFFERENT,
+        _ => level::MISSING,
+    };
+    let phone = compare_phone(a, b);
+    let address = compare_address(a, b);
+    let identifier = compare_identifiers(a, b);
+    // Twins share surname and birth date; their given names differ by more than a typo
+    // (Maria / Mariela is a sibling, Maria / Mraia is a keying error): two or more edits.
+    let given_far = match (a.given.first(), b.given.first()) {
+        (Some(x), Some(y)) => edit_distance(&ocr_fold(x), &ocr_fold(y)) >= 2,
+        _ => false,
+    };
+    let same_family_and_birth = !names_swapped && family == level::EXACT && birth == level::EXACT;
+    let clear_twin = same_family_and_birth && given == level::GIVEN_DIFFERENT;
+    let possible_twin =
+        clear_twin || (same_family_and_birth && given == level::GIVEN_CLOSE && given_far);
+    let different_birth_order = matches!((a.multiple_birth, b.multiple_birth),
+        (Some(x), Some(y)) if x > 0 && y > 0 && x != y);
+    Comparison {
+        levels: [given, family, birth, gender, phone, address, identifier],
+        names_swapped,
+        possible_twin,
+        clear_twin,
+        different_birth_order,
+    }
+}
+
+/// Folds the letter groups scanners confuse (rn/m, cl/d, vv/w) so an OCR error counts as one edit.
+fn ocr_fold(s: &str) -> String {
+    s.replace("rn", "m").replace("cl", "d").replace("vv", "w")
+}
+
+fn similar(a: &str, b: &str) -> bool {
+    a == b || jaro_winkler(a, b) >= 0.92
+}
+
+fn compare_given(a: &Record, b: &Record) -> u8 {
+    let (ag, bg) = (a.given.first(), b.given.first());
+    let (ak, bk) = (a.given_kana.as_deref(), b.given_kana.as_deref());
+    let kana_eq = matches!((ak, bk), (Some(x), Some(y)) if x == y);
+    let (ag, bg) = match (ag, bg) {
+        (Some(x), Some(y)) => (x.as_str(), y.as_str()),
+        // One side has only the kana reading: compare readings.
+        _ if kana_eq => return level::EXACT,
+        (Some(_), None) | (None, Some(_)) if ak.is_some() && bk.is_some() => {
+            return level::GIVEN_DIFFERENT;
+        }
+        _ => return level::MISSING,
+    };
+    if ag == bg {
+        return level::EXACT;
+    }
+    if kana_eq {
+        // Same reading, different characters (太郎 / 太朗).
+        return level::GIVEN_CLOSE;
+    }
+    let (ca, cb) = (
+        crate::normalize::canonical_given(ag),
+        crate::normalize::canonical_given(bg),
+    );
+    if ca == cb {
+        return level::GIVEN_NICKNAME;
+    }
+    let distance = edit_distance(ag, bg);
+    let shorter = ag.chars().count().min(bg.chars().count());
+    // Edit-distance rules only for alphabetic names: one kanji more or less is another name.
+    let alphabetic = !crate::normalize::is_japanese(ag) && !crate::normalize::is_japanese(bg);
+    if jaro_winkler(ag, bg) >= 0.88
+        || (alphabetic && distance <= 1 && shorter >= 3)
+        || (alphabetic && distance <= 2 && shorter >= 6)
+    {
+        return level::GIVEN_CLOSE;
+    }
+    // First given name recorded as the middle name elsewhere.
+    if b.given.iter().skip(1).any(|g| g == ag) || a.given.iter().skip(1).any(|g| g == bg) {
+        return level::GIVEN_CLOSE;
+    }
+    let (a1, b1) = (ag.chars().count(), bg.chars().count());
+    if (a1 == 1 || b1 == 1) && ag.chars().next() == bg.chars().next() {
+        return level::GIVEN_INITIAL;
+    }
+    level::GIVEN_DIFFERENT
+}
+
+fn compare_family(a: &Record, b: &Record) -> u8 {
+    let (ak, bk) = (a.family_kana.as_deref(), b.family_kana.as_deref());
+    let kana_eq = matches!((ak, bk), (Some(x), Some(y)) if x == y);
+    let (af, bf) = match (a.family.first(), b.family.first()) {
+        (Some(x), Some(y)) => (x.as_str(), y.as_str()),
+        _ if kana_eq => return level::EXACT,
+        _ if ak.is_some() && bk.is_some() => return level::FAMILY_DIFFERENT,
+        _ => return level::MISSING,
+    };
+    if af == bf {
+        return level::EXACT;
+    }
+    if kana_eq {
+        return level::FAMILY_CLOSE;
+    }
+    let jw = jaro_winkler(af, bf);
+    if jw >= 0.9 || (jw >= 0.8 && soundex(af) == soundex(bf)) {
+        return level::FAMILY_CLOSE;
+    }
+    if a.family.iter().any(|x| b.family.contains(x)) {
+        return level::FAMILY_OTHER;
+    }
+    level::FAMILY_DIFFERENT
+}
+
+fn compare_birth(a: &Record, b: &Record) -> u8 {
+    let (Some(x), Some(y)) = (a.birth, b.birth) else {
+        return level::MISSING;
+    };
+    if x == y {
+        return level::EXACT;
+    }
+    if x.year == y.year && x.month == y.day && x.day == y.month {
+        return level::BIRTH_SWAPPED;
+    }
+    let near =
+        |p: u32, q: u32| p == 0 || q == 0 || edit_distance(&p.to_string(), &q.to_string()) <= 1;
+    let same = [x.year == y.year, x.month == y.month, x.day == y.day];
+    let differing = same.iter().filter(|s| !**s).count();
+    if differing == 1 {
+        let ok = if !same[0] {
+            near(x.year.into(), y.year.into())
+        } else if !same[1] {
+            near(x.month.into(), y.month.into())
+        } else {
+            near(x.day.into(), y.day.into())
+        };
+        if ok {
+            return level::BIRTH_ONE_PART;
+        }
+    }
+    level::BIRTH_DIFFERENT
+}
+
+fn compare_phone(a: &Record, b: &Record) -> u8 {
+    if a.phones.is_empty() || b.phones.is_empty() {
+        return level::MISSING;
+    }
+    if a.phones.iter().any(|p| b.phones.contains(p)) {
+        return level::EXACT;
+    }
+    if a.phones.iter().any(|p| {
+        b.phones
+            .iter()
+            .any(|q| p.len() == q.len() && edit_distance(p, q) <= 1)
+    }) {
+        return level::PHONE_CLOSE;
+    }
+    level::PHONE_DIFFERENT
+}
+
+fn compare_address(a: &Record, b: &Record) -> u8 {
+    let has = |r: &Record| r.postcode.is_some() || r.line.is_some();
+    if !has(a) || !has(b) {
+        return level::MISSING;
+    }
+    let post = match (&a.postcode, &b.postcode) {
+        (Some(x), Some(y)) => Some(x == y),
+        _ => None,
+    };
+    let line = match (&a.line, &b.line) {
+        (Some(x), Some(y)) => Some(x == y || jaro_winkler(x, y) >= 0.95),
+        _ => None,
+    };
+    match (post, line) {
+        (Some(true), Some(true)) | (None, Some(true)) => level::EXACT,
+        (Some(true), _) | (_, Some(true)) => level::ADDRESS_PARTIAL,
+        _ => level::ADDRESS_DIFFERENT,
+    }
+}
+
+fn compare_identifiers(a: &Record, b: &Record) -> u8 {
+    let mut shared = false;
+    for (sa, va) in &a.identifiers {
+        for (sb, vb) in &b.identifiers {
+            if sa == sb {
+                if va == vb {
+                    return level::EXACT;
+                }
+                shared = true;
+            }
+        }
+    }
+    if shared {
+        level::IDENTIFIER_CONFLICT
+    } else {
+        level::MISSING
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::normalize::Date;
+
+    fn rec(given: &str, family: &str, birth: &str) -> Record {
+        Record {
+            id: format!("{given}-{family}"),
+            given: vec![given.into()],
+            family: vec![family.into()],
+            birth: Date::parse(birth),
+            ..Record::default()
+        }
+    }
+
+    #[test]
+    fn levels_for_common_errors() {
+        let a = rec("robert", "smith", "1980-04-07");
+        let c = compare(&a, &rec("bob", "smith", "1980-07-04"));
+        assert_eq!(c.levels[0], level::GIVEN_NICKNAME);
+        assert_eq!(c.levels[2], level::BIRTH_SWAPPED);
+        let c = compare(&a, &rec("robret", "smyth", "1981-04-07"));
+        assert_eq!(c.levels[0], level::GIVEN_CLOSE);
+        assert_eq!(c.levels[1], level::FAMILY_CLOSE);
+        assert_eq!(c.levels[2], level::BIRTH_ONE_PART);
+        let c = compare(&a, &rec("smith", "robert", "1980-04-07"));
+        assert!(c.names_swapped);
+    }
+
+    #[test]
+    fn similar_but_distinct_given_names_are_possible_twins() {
+        let c = compare(
+            &rec("maria", "rowe", "1943-08-16"),
+            &rec("mariela", "rowe", "1943-08-16"),
+        );
+        assert!(c.possible_twin);
+        let c = compare(
+            &rec("maria", "rowe", "1943-08-16"),
+            &rec("mraia", "rowe", "1943-08-16"),
+        );
+        assert!(!c.possible_twin);
+    }
+
+    #[test]
+    fn twins_are_flagged() {
+        let c = compare(
+            &rec("robert", "smith", "1980-04-07"),
+            &rec("alice", "smith", "1980-04-07"),
+        );
+        assert!(c.possible_twin);
+    }
+
+    #[test]
+    fn identifiers_agree_or_conflict_within_a_system() {
+        let mut a = rec("a", "b", "2000-01-01");
+        let mut b = a.clone();
+        a.identifiers = vec![("ssn".into(), "1".into())];
+        b.identifiers = vec![("ssn".into(), "2".into())];
+        assert_eq!(compare(&a, &b).levels[6], level::IDENTIFIER_CONFLICT);
+        b.identifiers.push(("ssn".into(), "1".into()));
+        assert_eq!(compare(&a, &b).levels[6], level::EXACT);
+        b.identifiers = vec![("mrn".into(), "1".into())];
+        assert_eq!(compare(&a, &b).levels[6], level::MISSING);
+    }
+}

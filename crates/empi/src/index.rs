@@ -1,0 +1,470 @@
+//! The incremental enterprise index: source records, their enterprise identities and the
+//! blocking-key hash maps that find a new record's candidates in time independent of the
+//! population. `insert` decides (link / new / review) and records the outcome; `restore`,
+//! `assign` and `detach` rebuild and apply persisted and manual links without re-deciding them.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::blocking;
+use crate::error::EmpiError;
+use crate::hashing::FxHashMap;
+use crate::model::Model;
+use crate::record::Record;
+use crate::score::{MatchClass, Score, Scorer, TermFrequencies};
+
+/// An enterprise (person) identity. Persisted by the caller; never reused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct EnterpriseId(pub u64);
+
+impl std::fmt::Display for EnterpriseId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "E{:010}", self.0)
+    }
+}
+
+/// What happened to an inserted record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// Linked automatically to an existing enterprise identity.
+    Linked,
+    /// No candidate was probable: a new enterprise identity.
+    New,
+    /// Probable but uncertain: a new enterprise identity for now, and the candidates go to the
+    /// review queue.
+    Review,
+}
+
+/// A candidate match for a record, with its explanation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Candidate {
+    /// The existing source record.
+    pub record_id: String,
+    /// Its enterprise identity.
+    pub enterprise_id: EnterpriseId,
+    /// Score and per-field explanation (left = the new record).
+    pub score: Score,
+}
+
+/// The decision for one inserted record: serialisable as-is for storage and audit.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Decision {
+    /// The inserted record.
+    pub record_id: String,
+    /// Link, new or review.
+    pub outcome: Outcome,
+    /// The enterprise identity the record now belongs to.
+    pub enterprise_id: EnterpriseId,
+    /// Probable candidates, best first (the linked one first when linked).
+    pub candidates: Vec<Candidate>,
+}
+
+/// Limits that keep matching cost bounded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IndexConfig {
+    /// Blocks larger than this are not used for candidate lookup (too common to discriminate).
+    pub max_block: usize,
+    /// At most this many candidates are scored per lookup.
+    pub max_candidates: usize,
+    /// At most this many members of an enterprise are checked before linking to it.
+    pub max_members_checked: usize,
+    /// At most this many candidates are returned with explanations.
+    pub max_returned: usize,
+}
+
+impl Default for IndexConfig {
+    fn default() -> Self {
+        IndexConfig {
+            max_block: 1000,
+            max_candidates: 2000,
+            max_members_checked: 64,
+            max_returned: 10,
+        }
+    }
+}
+
+/// The in-memory enterprise index. See the crate documentation for how it is wired.
+#[derive(Debug)]
+pub struct EnterpriseIndex {
+    model: Model,
+    config: IndexConfig,
+    tf: TermFrequencies,
+    records: Vec<Option<Record>>,
+    keys: Vec<Vec<u64>>,
+    enterprise: Vec<EnterpriseId>,
+    slots: FxHashMap<String, u32>,
+    members: FxHashMap<EnterpriseId, Vec<u32>>,
+    blocks: FxHashMap<u64, Vec<u32>>,
+    next_enterprise: u64,
+}
+
+impl EnterpriseIndex {
+    /// An empty index.
+    pub fn new(model: Model, config: IndexConfig) -> Self {
+        EnterpriseIndex {
+            model,
+            config,
+            tf: TermFrequencies::default(),
+            records: Vec::new(),
+            keys: Vec::new(),
+            enterprise: Vec::new(),
+            slots: FxHashMap::default(),
+            members: FxHashMap::default(),
+            blocks: FxHashMap::default(),
+            next_enterprise: 1,
+        }
+    }
+
+    /// The model in use.
+    pub fn model(&self) -> &Model {
+        &self.model
+    }
+
+    /// Number of source records.
+    pub fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// True when no record is indexed.
+    pub fn is_empty(&self) -> bool {
+        self.slots.is_empty()
+    }
+
+    /// Number of enterprise identities.
+    pub fn enterprises(&self) -> usize {
+        self.members.len()
+    }
+
+    /// Matches and inserts a FHIR Patient.
+    pub fn insert(&mut self, patient: &Value) -> Result<Decision, EmpiError> {
+        self.insert_record(Record::from_patient(patient)?)
+    }
+
+    /// Candidates for a record without inserting it (`Patient/$match`, PDQm): probable matches
+    /// best first, each with its explanation.
+    pub fn find(&self, record: &Record) -> Vec<Candidate> {
+        let keys = blocking::keys(record);
+        let scorer = Scorer::new(&self.model, Some(&self.tf));
+        let mut scored = self.scored_candidates(record, &keys, &scorer);
+        scored.truncate(self.config.max_returned);
+        scored
+            .into_iter()
+            .filter_map(|(slot, _, _)| self.candidate(record, slot, &scorer))
+            .collect()
+    }
+
+    /// Matches a record against the index, then inserts it with the decided enterprise.
+    pub fn insert_record(&mut self, record: Record) -> Result<Decision, EmpiError> {
+        if self.slots.contains_key(&record.id) {
+            return Err(EmpiError::Duplicate(record.id));
+        }
+        let keys = blocking::keys(&record);
+        let scorer = Scorer::new(&self.model, Some(&self.tf));
+        let scored = self.scored_candidates(&record, &keys, &scorer);
+
+        // Enterprises with an auto-link candidate, best first, that no member vetoes.
+        let mut linkable: Vec<EnterpriseId> = Vec::new();
+        for (slot, _, class) in &scored {
+            let e = self.enterprise[*slot as usize];
+            if *class == MatchClass::Link
+                && !linkable.contains(&e)
+                && self.consistent(&record, e, &scorer)
+            {
+                linkable.push(e);
+            }
+        }
+        let fresh = EnterpriseId(self.next_enterprise);
+        let probable = scored.iter().any(|(_, _, c)| *c >= MatchClass::Review);
+        let (outcome, enterprise_id) = match linkable.as_slice() {
+            [one] => (Outcome::Linked, *one),
+            // Several distinct identities fit: they may be duplicates of each other; a human decides.
+            [_, _, ..] => (Outcome::Review, fresh),
+            [] if probable => (Outcome::Review, fresh),
+            [] => (Outcome::New, fresh),
+        };
+        let mut returned: Vec<(u32, f64, MatchClass)> = scored
+            .into_iter()
+            .filter(|(_, _, c)| *c >= MatchClass::Review)
+            .collect();
+        if outcome == Outcome::Linked {
+            // The linked identity's best record first.
+            returned.sort_by_key(|(slot, _, _)| self.enterprise[*slot as usize] != enterprise_id);
+        }
+        returned.truncate(self.config.max_returned);
+        let candidates = returned
+            .into_iter()
+            .filter_map(|(slot, _, _)| self.candidate(&record, slot, &scorer))
+            .collect();
+        if enterprise_id == fresh {
+            self.next_enterprise += 1;
+        }
+        let decision = Decision {
+            record_id: record.id.clone(),
+            outcome,
+            enterprise_id,
+            candidates,
+        };
+        self.add(record, keys, enterprise_id);
+        Ok(decision)
+    }
+
+    /// Adds a record with an already-decided enterprise identity (rebuilding from persisted
+    /// links, or loading a manual decision), without matching.
+    pub fn restore(
+        &mut self,
+        record: Record,
+        enterprise_id: EnterpriseId,
+    ) -> Result<(), EmpiError> {
+        if self.slots.contains_key(&record.id) {
+            return Err(EmpiError::Duplicate(record.id));
+        }
+        self.next_enterprise = self.next_enterprise.max(enterprise_id.0 + 1);
+        let keys = blocking::keys(&record);
+        self.add(record, keys, enterprise_id);
+        Ok(())
+    }
+
+    /// Moves a record to another enterprise identity (manual link or merge).
+    pub fn assign(
+        &mut self,
+        record_id: &str,
+        enterprise_id: EnterpriseId,
+    ) -> Result<(), EmpiError> {
+        let slot = *self
+            .slots
+            .get(record_id)
+            .ok_or_else(|| EmpiError::UnknownRecord(record_id.to_owned()))?;
+        let old = self.enterprise[slot as usize];
+        if let Some(m) = self.members.get_mut(&old) {
+            m.retain(|s| *s != slot);
+            if m.is_empty() {
+                self.members.remove(&old);
+            }
+        }
+        self.enterprise[slot as usize] = enterprise_id;
+        self.members.entry(enterprise_id).or_default().push(slot);
+        self.next_enterprise = self.next_enterprise.max(enterprise_id.0 + 1);
+        Ok(())
+    }
+
+    /// Moves a record to a new enterprise identity of its own (manual unlink); returns it.
+    pub fn detach(&mut self, record_id: &str) -> Result<EnterpriseId, EmpiError> {
+        let e = EnterpriseId(self.next_enterprise);
+        self.assign(record_id, e)?;
+        Ok(e)
+    }
+
+    /// Removes a record (deleted Patient).
+    pub fn remove(&mut self, record_id: &str) -> Result<Record, EmpiError> {
+        let slot = self
+            .slots
+            .remove(record_id)
+            .ok_or_else(|| EmpiError::UnknownRecord(record_id.to_owned()))?;
+        for k in std::mem::take(&mut self.keys[slot as usize]) {
+            if let Some(b) = self.blocks.get_mut(&k) {
+                b.retain(|s| *s != slot);
+            }
+        }
+        let e = self.enterprise[slot as usize];
+        if let Some(m) = self.members.get_mut(&e) {
+            m.retain(|s| *s != slot);
+            if m.is_empty() {
+                self.members.remove(&e);
+            }
+        }
+        self.records[slot as usize]
+            .take()
+            .ok_or_else(|| EmpiError::UnknownRecord(record_id.to_owned()))
+    }
+
+    /// The enterprise identity of a source record.
+    pub fn enterprise_of(&self, record_id: &str) -> Option<EnterpriseId> {
+        self.slots
+            .get(record_id)
+            .map(|s| self.enterprise[*s as usize])
+    }
+
+    /// The source records of an enterprise identity.
+    pub fn members(&self, enterprise_id: EnterpriseId) -> Vec<&Record> {
+        self.members
+            .get(&enterprise_id)
+            .map(|m| {
+                m.iter()
+                    .filter_map(|s| self.records[*s as usize].as_ref())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// A source record by id.
+    pub fn record(&self, record_id: &str) -> Option<&Record> {
+        self.slots
+            .get(record_id)
+            .and_then(|s| self.records[*s as usize].as_ref())
+    }
+
+    fn add(&mut self, record: Record, keys: Vec<u64>, enterprise_id: EnterpriseId) {
+        let slot = self.records.len() as u32;
+        for k in &keys {
+            self.blocks.entry(*k).or_default().push(slot);
+        }
+        self.tf.add(&record);
+        self.slots.insert(record.id.clone(), slot);
+        self.records.push(Some(record));
+        self.keys.push(keys);
+        self.enterprise.push(enterprise_id);
+        self.members.entry(enterprise_id).or_default().push(slot);
+    }
+
+    /// Candidate slots sharing a usable block, scored, best first.
+    fn scored_candidates(
+        &self,
+        record: &Record,
+        keys: &[u64],
+        scorer: &Scorer<'_>,
+    ) -> Vec<(u32, f64, MatchClass)> {
+        let mut slots: Vec<u32> = Vec::new();
+        for k in keys {
+            if let Some(block) = self.blocks.get(k)
+                && block.len() <= self.config.max_block
+            {
+                slots.extend_from_slice(block);
+            }
+        }
+        slots.sort_unstable();
+        slots.dedup();
+        // Most recent first when over the cap: the newest records are the likeliest duplicates.
+        if slots.len() > self.config.max_candidates {
+            slots.drain(..slots.len() - self.config.max_candidates);
+        }
+        let mut scored: Vec<(u32, f64, MatchClass)> = slots
+            .into_iter()
+            .filter_map(|s| {
+                let other = self.records[s as usize].as_ref()?;
+                let (w, class) = scorer.quick(record, other);
+                Some((s, w, class))
+            })
+            .collect();
+        scored.sort_by(|a, b| b.1.total_cmp(&a.1));
+        scored
+    }
+
+    /// True when no (checked) member of `e` is a clear non-match or a possible twin of `record`:
+    /// a transitive chain must not pull different people into one identity.
+    fn consistent(&self, record: &Record, e: EnterpriseId, scorer: &Scorer<'_>) -> bool {
+        let Some(members) = self.members.get(&e) else {
+            return true;
+        };
+        members
+            .iter()
+            .take(self.config.max_members_checked)
+            .filter_map(|s| self.records[*s as usize].as_ref())
+            .all(|m| scorer.compatible(record, m))
+    }
+
+    fn candidate(&self, record: &Record, slot: u32, scorer: &Scorer<'_>) -> Option<Candidate> {
+        let other = self.records[slot as usize].as_ref()?;
+        Some(Candidate {
+            record_id: other.id.clone(),
+            enterprise_id: self.enterprise[slot as usize],
+            score: scorer.score(record, other),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn patient(id: &str, given: &str, family: &str, birth: &str, phone: &str) -> Value {
+        json!({"resourceType": "Patient", "id": id, "gender": "female", "birthDate": birth,
+            "name": [{"family": family, "given": [given]}],
+            "telecom": [{"system": "phone", "value": phone}]})
+    }
+
+    fn index() -> EnterpriseIndex {
+        EnterpriseIndex::new(Model::default(), IndexConfig::default())
+    }
+
+    #[test]
+    fn links_duplicates_and_keeps_strangers_apart() {
+        let mut ix = index();
+        let a = ix
+            .insert(&patient(
+                "a",
+                "Margaret",
+                "Koch",
+                "1925-06-26",
+                "555-162-4456",
+            ))
+            .unwrap();
+        let b = ix
+            .insert(&patient("b", "Peggy", "Koch", "1925-26-06", "5551624456"))
+            .unwrap();
+        let c = ix
+            .insert(&patient("c", "John", "Smith", "1971-05-12", "555-999-0000"))
+            .unwrap();
+        assert_eq!(a.outcome, Outcome::New);
+        assert_eq!(b.outcome, Outcome::Linked);
+        assert_eq!(b.enterprise_id, a.enterprise_id);
+        assert_eq!(b.candidates[0].record_id, "a");
+        assert_eq!(c.outcome, Outcome::New);
+        assert_ne!(c.enterprise_id, a.enterprise_id);
+        assert_eq!(ix.members(a.enterprise_id).len(), 2);
+        assert!(matches!(
+            ix.insert(&patient("a", "x", "y", "2000-01-01", "1")),
+            Err(EmpiError::Duplicate(_))
+        ));
+    }
+
+    #[test]
+    fn twins_go_to_review_not_to_one_identity() {
+        let mut ix = index();
+        let a = ix
+            .insert(&patient("a", "Mary", "Koch", "1990-01-02", "555-162-4456"))
+            .unwrap();
+        let b = ix
+            .insert(&patient("b", "Alice", "Koch", "1990-01-02", "555-162-4456"))
+            .unwrap();
+        assert_eq!(b.outcome, Outcome::Review);
+        assert_ne!(b.enterprise_id, a.enterprise_id);
+        assert!(
+            b.candidates[0]
+                .score
+                .notes
+                .contains(&crate::score::Note::PossibleTwin)
+        );
+    }
+
+    #[test]
+    fn restore_assign_detach_remove_and_find() {
+        let mut ix = index();
+        let r = |p: &Value| Record::from_patient(p).unwrap();
+        ix.restore(
+            r(&patient("a", "Mary", "Koch", "1990-01-02", "1")),
+            EnterpriseId(40),
+        )
+        .unwrap();
+        ix.restore(
+            r(&patient("b", "John", "Smith", "1971-05-12", "2")),
+            EnterpriseId(41),
+        )
+        .unwrap();
+        // Manual merge, then unlink: the index applies what it is told.
+        ix.assign("b", EnterpriseId(40)).unwrap();
+        assert_eq!(ix.members(EnterpriseId(40)).len(), 2);
+        let e = ix.detach("b").unwrap();
+        assert!(e.0 > 41, "fresh ids never reuse persisted ones");
+        assert_eq!(ix.enterprise_of("b"), Some(e));
+        let probe = r(&patient("q", "Mary", "Koch", "1990-01-02", "1"));
+        let found = ix.find(&probe);
+        assert_eq!(found[0].record_id, "a");
+        assert_eq!(ix.len(), 2, "find does not insert");
+        ix.remove("a").unwrap();
+        assert!(ix.find(&probe).is_empty());
+        assert!(matches!(ix.remove("a"), Err(EmpiError::UnknownRecord(_))));
+    }
+}

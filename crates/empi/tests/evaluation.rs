@@ -1,0 +1,96 @@
+//! Accuracy of the engine on labelled duplicates generated from the Synthea sample in
+//! `../shared`: the model is trained without labels (EM), then batch clustering and the
+//! incremental index are each scored pairwise against the labels, overall and by error type.
+
+use std::path::PathBuf;
+
+use empi::cluster::{self, ClusterConfig};
+use empi::eval::{self, Evaluation};
+use empi::synth::{self, GenConfig, Generated};
+use empi::{EnterpriseIndex, IndexConfig, Model, Record};
+use serde_json::Value;
+
+fn seeds() -> Vec<Value> {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../../shared/data/synthea-1000/Patient.000.ndjson");
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{}: {e} (the shared Synthea sample)", path.display()));
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn dataset(seed: u64) -> Generated {
+    synth::generate(
+        &seeds(),
+        &GenConfig {
+            seed,
+            ..GenConfig::default()
+        },
+    )
+}
+
+fn trained(records: &[Record]) -> Model {
+    let mut model = Model::default();
+    cluster::train(records, &mut model, &ClusterConfig::default(), 1_000_000, 7);
+    model
+}
+
+fn check(name: &str, e: &Evaluation) {
+    println!("{name}\n{e}");
+    assert!(
+        e.overall.precision() >= 0.995,
+        "{name}: precision {:.4} < 0.995",
+        e.overall.precision()
+    );
+    assert!(
+        e.overall.f1() >= 0.98,
+        "{name}: F1 {:.4} < 0.98",
+        e.overall.f1()
+    );
+}
+
+#[test]
+fn batch_clustering_meets_the_accuracy_targets() {
+    for seed in [1, 2] {
+        let data = dataset(seed);
+        let records: Vec<Record> = data
+            .patients
+            .iter()
+            .map(|p| Record::from_patient(p).unwrap())
+            .collect();
+        let model = trained(&records);
+        let result = cluster::cluster(&records, &model, &ClusterConfig::default(), &|_, _| {});
+        let predicted: Vec<(String, String)> = records
+            .iter()
+            .zip(&result.cluster_of)
+            .map(|(r, c)| (r.id.clone(), records[*c as usize].id.clone()))
+            .collect();
+        check(
+            &format!("batch, seed {seed}, {} records", records.len()),
+            &eval::evaluate(&predicted, &data.labels),
+        );
+    }
+}
+
+#[test]
+fn incremental_index_meets_the_accuracy_targets() {
+    let data = dataset(3);
+    let records: Vec<Record> = data
+        .patients
+        .iter()
+        .map(|p| Record::from_patient(p).unwrap())
+        .collect();
+    let model = trained(&records);
+    let mut index = EnterpriseIndex::new(model, IndexConfig::default());
+    let mut predicted = Vec::new();
+    for r in records {
+        let d = index.insert_record(r).unwrap();
+        predicted.push((d.record_id, d.enterprise_id.to_string()));
+    }
+    check(
+        &format!("incremental, {} records", predicted.len()),
+        &eval::evaluate(&predicted, &data.labels),
+    );
+}
