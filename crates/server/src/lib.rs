@@ -23,6 +23,7 @@ mod health;
 pub mod hl7;
 pub mod http;
 pub mod interactions;
+pub mod matching;
 pub mod validation;
 
 use std::future::Future;
@@ -38,7 +39,7 @@ pub use error::ApiError;
 pub use validation::{R4Validator, Severity, ValidationIssue, Validator};
 
 use interactions::{
-    batch, capabilities, create, delete, history, patch, read, search, update, vread,
+    batch, capabilities, create, delete, history, operation, patch, read, search, update, vread,
 };
 
 /// Server settings.
@@ -66,6 +67,8 @@ pub struct AppState {
     pub store: Arc<dyn Store>,
     pub validator: Arc<dyn Validator>,
     pub config: Arc<ServerConfig>,
+    /// `Patient/$match` over the stored Patients (a cache of the store).
+    pub matcher: Arc<matching::PatientMatcher>,
 }
 
 impl AppState {
@@ -74,6 +77,7 @@ impl AppState {
             store,
             validator,
             config: Arc::new(config),
+            matcher: Arc::new(matching::PatientMatcher::default()),
         }
     }
 }
@@ -102,7 +106,8 @@ pub fn app(state: AppState) -> Router {
             get(read::handler)
                 .put(update::handler)
                 .delete(delete::handler)
-                .patch(patch::handler),
+                .patch(patch::handler)
+                .post(operation::handler),
         )
         .route("/fhir/{type}/{id}/_history", get(history::instance))
         .route("/fhir/{type}/{id}/{compartment}", get(search::compartment))

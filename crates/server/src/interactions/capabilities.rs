@@ -50,7 +50,7 @@ pub fn capability_statement(state: &AppState, base: &str) -> Value {
             params.extend(state.store.extractor().parameters(ty).into_iter().map(|p| {
                 json!({"name": p.name, "type": p.kind.as_str(), "documentation": p.documentation})
             }));
-            json!({
+            let mut resource = json!({
                 "type": ty,
                 "interaction": TYPE_INTERACTIONS.iter().map(|c| json!({"code": c})).collect::<Vec<_>>(),
                 "versioning": "versioned-update",
@@ -61,7 +61,16 @@ pub fn capability_statement(state: &AppState, base: &str) -> Value {
                 "conditionalUpdate": true,
                 "conditionalDelete": "single",
                 "searchParam": params,
-            })
+                "searchInclude": ["*"],
+                "searchRevInclude": ["*"],
+            });
+            if ty == "Patient" {
+                resource["operation"] = json!([
+                    {"name": "match", "definition": "http://hl7.org/fhir/OperationDefinition/Patient-match"},
+                    {"name": "everything", "definition": "http://hl7.org/fhir/OperationDefinition/Patient-everything"},
+                ]);
+            }
+            resource
         })
         .collect();
     json!({

@@ -6,6 +6,7 @@ pub mod capabilities;
 pub mod create;
 pub mod delete;
 pub mod history;
+pub mod operation;
 pub mod patch;
 pub mod read;
 pub mod search;
