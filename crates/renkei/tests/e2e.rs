@@ -310,13 +310,19 @@ async fn conditional_interactions(backend: Backend) {
     assert!(h.contains_key("location"));
 
     // Conditional update: one match updates it; no match creates.
+    let changed = r#"{"resourceType":"Patient","active":true,"identifier":[{"system":"urn:mrn","value":"42"}]}"#;
     let (st, _, b) = s
-        .send("PUT", "Patient?identifier=urn:mrn|42", &[], Some(pat))
+        .send("PUT", "Patient?identifier=urn:mrn|42", &[], Some(changed))
         .await;
     assert_eq!(
         (st, &b["id"], b["meta"]["versionId"].as_str()),
         (200, &first["id"], Some("2"))
     );
+    // The same content again is not a new version.
+    let (st, _, same) = s
+        .send("PUT", "Patient?identifier=urn:mrn|42", &[], Some(changed))
+        .await;
+    assert_eq!((st, same["meta"]["versionId"].as_str()), (200, Some("2")));
     let other = r#"{"resourceType":"Patient","identifier":[{"system":"urn:mrn","value":"43"}]}"#;
     assert_eq!(
         s.send("PUT", "Patient?identifier=urn:mrn|43", &[], Some(other))

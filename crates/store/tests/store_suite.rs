@@ -163,9 +163,11 @@ async fn if_match_rejects_stale_versions(s: Arc<dyn Store>) {
     s.update(&c, "Patient", "p-im", p.clone(), None)
         .await
         .unwrap();
+    p["active"] = json!(true);
     s.update(&c, "Patient", "p-im", p.clone(), Some(1))
         .await
         .unwrap();
+    p["active"] = json!(false);
     let err = s
         .update(&c, "Patient", "p-im", p.clone(), Some(1))
         .await
@@ -669,6 +671,45 @@ async fn change_feed_has_one_row_per_version(s: Arc<dyn Store>) {
     assert!(feed[0].seq < feed[1].seq);
 }
 
+async fn an_update_that_changes_nothing_writes_no_version(s: Arc<dyn Store>) {
+    let s: &dyn Store = &*s;
+    let c = ctx();
+    let mut p = patient("Kato", "noop");
+    p["id"] = json!("noop-1");
+    s.update(&c, "Patient", "noop-1", p.clone(), None)
+        .await
+        .unwrap();
+    let start = s
+        .changes(&c, 0, 10_000)
+        .await
+        .unwrap()
+        .last()
+        .map(|ch| ch.seq)
+        .unwrap_or(0);
+    // The same content again (with a stale meta, as a client would send it back).
+    let mut again = p.clone();
+    again["meta"] = json!({"versionId": "7", "lastUpdated": "2001-01-01T00:00:00Z"});
+    let outcome = s
+        .update(&c, "Patient", "noop-1", again, Some(1))
+        .await
+        .unwrap();
+    assert!(
+        matches!(&outcome, Outcome::Updated(r) if r.version == 1),
+        "{outcome:?}"
+    );
+    assert!(
+        s.changes(&c, start, 10).await.unwrap().is_empty(),
+        "no change-feed row"
+    );
+    // A real change is a new version.
+    p["active"] = json!(true);
+    let outcome = s.update(&c, "Patient", "noop-1", p, None).await.unwrap();
+    assert!(
+        matches!(&outcome, Outcome::Updated(r) if r.version == 2),
+        "{outcome:?}"
+    );
+}
+
 async fn concurrent_updates_never_lose_a_version(s: Arc<dyn Store>) {
     let c = ctx();
     let mut p = patient("Z", "conc");
@@ -677,8 +718,10 @@ async fn concurrent_updates_never_lose_a_version(s: Arc<dyn Store>) {
         .await
         .unwrap();
     let tasks: Vec<_> = (0..8)
-        .map(|_| {
-            let (s, p, c) = (s.clone(), p.clone(), c.clone());
+        .map(|n| {
+            // Each writer changes something: an identical update would write no version.
+            let (s, mut p, c) = (s.clone(), p.clone(), c.clone());
+            p["birthDate"] = json!(format!("19{:02}-01-01", 50 + n));
             tokio::spawn(async move { s.update(&c, "Patient", "conc", p, None).await })
         })
         .collect();
@@ -816,6 +859,7 @@ suite!(
     search_by_id_last_updated_identifier_with_paging,
     history_pages_newest_first_with_since,
     change_feed_has_one_row_per_version,
+    an_update_that_changes_nothing_writes_no_version,
     concurrent_updates_never_lose_a_version,
     keyed_commits_write_receipt_and_resources_together,
     concurrent_keyed_commits_of_one_key_commit_once,
