@@ -13,6 +13,8 @@ use crate::index::EnterpriseId;
 pub const GOLDEN_TAG_SYSTEM: &str = "https://renkei.dev/fhir/CodeSystem/empi";
 /// Its code.
 pub const GOLDEN_TAG_CODE: &str = "golden";
+/// The identifier system of enterprise identities (`Patient.identifier` of a golden record).
+pub const ENTERPRISE_ID_SYSTEM: &str = "https://renkei.dev/fhir/sid/enterprise-id";
 
 /// One way of ranking the sources offering an element.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -120,22 +122,15 @@ impl Survivorship {
                 golden[element] = p[element].clone();
             }
         }
-        let mut identifiers: Vec<Value> = Vec::new();
-        for p in sources {
-            for i in p
-                .get("identifier")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-            {
-                if !identifiers.contains(i) {
-                    identifiers.push(i.clone());
-                }
-            }
-        }
-        if !identifiers.is_empty() {
-            golden["identifier"] = Value::Array(identifiers);
-        }
+        // The enterprise identifier only: copying the sources' identifiers would make every
+        // `Patient?identifier=` lookup (conditional writes from HL7 v2, If-None-Exist) find
+        // the golden record beside its source. Source identifiers are cross-referenced by
+        // PIXm instead.
+        golden["identifier"] = json!([{
+            "use": "official",
+            "system": ENTERPRISE_ID_SYSTEM,
+            "value": enterprise.to_string(),
+        }]);
         let links: Vec<Value> = sources
             .iter()
             .filter_map(|p| p.get("id").and_then(Value::as_str))
@@ -175,7 +170,8 @@ mod tests {
         assert_eq!(g["birthDate"], "1980-04-07");
         assert_eq!(g["name"][0]["given"][0], "Robert");
         assert_eq!(g["address"][0]["line"][0], "1 New Road");
-        assert_eq!(g["identifier"].as_array().unwrap().len(), 2);
+        assert_eq!(g["identifier"][0]["value"], "E0000000007");
+        assert_eq!(g["identifier"].as_array().unwrap().len(), 1);
         assert_eq!(g["link"][1]["other"]["reference"], "Patient/b");
         assert_eq!(g["meta"]["tag"][0]["code"], "golden");
     }

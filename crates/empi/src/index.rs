@@ -249,6 +249,20 @@ impl EnterpriseIndex {
         Ok(())
     }
 
+    /// A new enterprise identity, never handed out before by this index (for a source that
+    /// cannot be indexed, or a split that the caller records itself).
+    pub fn reserve(&mut self) -> EnterpriseId {
+        let e = EnterpriseId(self.next_enterprise);
+        self.next_enterprise += 1;
+        e
+    }
+
+    /// Makes sure identities up to `enterprise_id` are never handed out again (they are
+    /// persisted, perhaps without indexed members).
+    pub fn note_used(&mut self, enterprise_id: EnterpriseId) {
+        self.next_enterprise = self.next_enterprise.max(enterprise_id.0 + 1);
+    }
+
     /// Moves a record to a new enterprise identity of its own (manual unlink); returns it.
     pub fn detach(&mut self, record_id: &str) -> Result<EnterpriseId, EmpiError> {
         let e = EnterpriseId(self.next_enterprise);

@@ -25,7 +25,7 @@ use server::http::Fhir;
 use server::{AppState, R4Validator, ServerConfig, Validator};
 use store::{RequestContext, Store, WriteEntry, WriteOp};
 
-use crate::storage::StoreArgs;
+use crate::storage::{EmpiArgs, StoreArgs, link_backlog};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -39,6 +39,8 @@ pub struct Args {
     ssmix2: Option<PathBuf>,
     #[command(flatten)]
     ssmix2_options: crate::import_ssmix2::Options,
+    #[command(flatten)]
+    empi: EmpiArgs,
     /// Resources per database transaction.
     #[arg(long, default_value_t = 2000)]
     chunk: usize,
@@ -74,7 +76,14 @@ impl Summary {
 }
 
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let store = args.store.open().await?;
+    let base = args.store.open().await?;
+    let mpi = args.empi.mpi()?;
+    // Patients written before (with --no-empi) are linked first, so new ones match them.
+    let linked = link_backlog(base.as_ref(), &mpi).await?;
+    if linked > 0 {
+        eprintln!("linked {linked} earlier Patients to enterprise identities");
+    }
+    let store = args.empi.wrap(base, &mpi);
     if let Some(root) = &args.ssmix2 {
         return crate::import_ssmix2::run(store, root, &args.ssmix2_options, !args.quiet).await;
     }

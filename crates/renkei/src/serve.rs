@@ -11,7 +11,7 @@ use mllp::ingest::{Ingest, Settings};
 use server::hl7::{Hl7Config, RecordMerges, StoreSink};
 use server::{AppState, R4Validator, ServerConfig};
 
-use crate::storage::StoreArgs;
+use crate::storage::{EmpiArgs, StoreArgs, link_backlog};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -29,6 +29,8 @@ pub struct Args {
     /// UTC offset for HL7 v2 times written without one (JAHIS/SS-MIX2 feeds: +09:00).
     #[arg(long, value_name = "OFFSET", allow_hyphen_values = true)]
     hl7_utc_offset: Option<String>,
+    #[command(flatten)]
+    empi: EmpiArgs,
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
@@ -41,7 +43,22 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         base_url: args.base_url,
         ..ServerConfig::default()
     };
-    let state = AppState::new(store.clone(), Arc::new(R4Validator), config);
+    let mpi = args.empi.mpi()?;
+    let state = AppState::with_empi(store.clone(), Arc::new(R4Validator), config, mpi.clone());
+    if mpi.linking() {
+        // Patients stored before linking was on get their identities in the background.
+        let (base, mpi) = (store.clone(), mpi.clone());
+        tokio::spawn(async move {
+            match link_backlog(base.as_ref(), &mpi).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(
+                    linked = n,
+                    "linked earlier Patients to enterprise identities"
+                ),
+                Err(e) => tracing::warn!(error = %e, "linking earlier Patients failed"),
+            }
+        });
+    }
     let mllp = match args.mllp {
         Some(at) => {
             let listener = tokio::net::TcpListener::bind(at)

@@ -59,3 +59,63 @@ impl StoreArgs {
         }
     }
 }
+
+/// `--no-empi` / `--empi-model`: whether and how Patient writes are linked.
+#[derive(Debug, Clone, clap::Args)]
+pub struct EmpiArgs {
+    /// Do not link Patients to enterprise identities (no golden records, no review queue,
+    /// no manual EMPI operations, no PIXm; `$match` still works).
+    #[arg(long)]
+    pub no_empi: bool,
+    /// Matching model (JSON, from `renkei empi train`); default: the built-in model.
+    #[arg(long, value_name = "MODEL.json")]
+    pub empi_model: Option<PathBuf>,
+}
+
+impl EmpiArgs {
+    pub fn mpi(&self) -> anyhow::Result<Arc<server::empi::Mpi>> {
+        let model = match &self.empi_model {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading {}", path.display()))?;
+                empi::Model::from_json(&text)
+                    .with_context(|| format!("EMPI model {}", path.display()))?
+            }
+            None => empi::Model::default(),
+        };
+        Ok(Arc::new(server::empi::Mpi::new(
+            model,
+            empi::golden::Survivorship::default(),
+            !self.no_empi,
+        )))
+    }
+
+    /// The store Patient writes go through: linked by the EMPI unless `--no-empi`.
+    pub fn wrap(&self, store: Arc<dyn Store>, mpi: &Arc<server::empi::Mpi>) -> Arc<dyn Store> {
+        if mpi.linking() {
+            Arc::new(server::empi::EmpiStore::new(store, mpi.clone()))
+        } else {
+            store
+        }
+    }
+}
+
+/// Links the Patients no golden record lists yet (written with `--no-empi`, or before the
+/// EMPI existed), in transactions of 500; returns how many.
+pub async fn link_backlog(store: &dyn Store, mpi: &server::empi::Mpi) -> anyhow::Result<usize> {
+    if !mpi.linking() {
+        return Ok(0);
+    }
+    let ctx = store::RequestContext::system();
+    let mut total = 0;
+    loop {
+        let n = mpi
+            .link_backlog(store, &ctx, 500)
+            .await
+            .context("linking Patients to enterprise identities")?;
+        if n == 0 {
+            return Ok(total);
+        }
+        total += n;
+    }
+}

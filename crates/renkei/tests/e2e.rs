@@ -19,7 +19,7 @@ fn code(body: &Value) -> &str {
 
 async fn crud_and_its_error_paths(backend: Backend) {
     let data = Data::new(backend).await;
-    let s = Server::start(&data).await;
+    let s = Server::start_with(&data, &["--no-empi"]).await;
 
     // create: 201, Location, ETag, Last-Modified; the body's id is ignored.
     let (st, h, b) = s
@@ -300,7 +300,7 @@ async fn crud_and_its_error_paths(backend: Backend) {
 
 async fn conditional_interactions(backend: Backend) {
     let data = Data::new(backend).await;
-    let s = Server::start(&data).await;
+    let s = Server::start_with(&data, &["--no-empi"]).await;
     let pat = r#"{"resourceType":"Patient","identifier":[{"system":"urn:mrn","value":"42"}]}"#;
     let ine = ("if-none-exist", "identifier=urn:mrn|42");
     let (st, _, first) = s.send("POST", "Patient", &[ine], Some(pat)).await;
@@ -365,7 +365,7 @@ async fn conditional_interactions(backend: Backend) {
 
 async fn search_and_history_paging(backend: Backend) {
     let data = Data::new(backend).await;
-    let s = Server::start(&data).await;
+    let s = Server::start_with(&data, &["--no-empi"]).await;
     for i in 0..5 {
         let p = json!({"resourceType": "Patient", "id": format!("p{i}")}).to_string();
         s.send("PUT", &format!("Patient/p{i}"), &[], Some(&p)).await;
@@ -480,7 +480,7 @@ async fn search_and_history_paging(backend: Backend) {
 
 async fn transaction_and_batch_bundles(backend: Backend) {
     let data = Data::new(backend).await;
-    let s = Server::start(&data).await;
+    let s = Server::start_with(&data, &["--no-empi"]).await;
     s.send("PUT", "Practitioner/dr", &[], Some(r#"{"resourceType":"Practitioner","id":"dr","identifier":[{"system":"http://hl7.org/fhir/sid/us-npi","value":"7"}]}"#)).await;
     s.send(
         "PUT",
@@ -586,7 +586,7 @@ async fn transaction_and_batch_bundles(backend: Backend) {
 async fn sigterm_lets_the_request_in_flight_finish(backend: Backend) {
     use std::io::Read;
     let data = Data::new(backend).await;
-    let s = Server::start(&data).await;
+    let s = Server::start_with(&data, &["--no-empi"]).await;
     let addr = s
         .base
         .trim_start_matches("http://")
@@ -620,7 +620,7 @@ async fn sigterm_lets_the_request_in_flight_finish(backend: Backend) {
     assert!(status.success(), "{status:?}");
 
     // The write was durable: a new server sees it.
-    let s = Server::start(&data).await;
+    let s = Server::start_with(&data, &["--no-empi"]).await;
     assert_eq!(s.send("GET", "Patient/in-flight", &[], None).await.0, 200);
 }
 
@@ -637,6 +637,7 @@ async fn import_transaction_bundle_files(backend: Backend) {
     for _ in 0..2 {
         let out = renkei()
             .arg("import")
+            .arg("--no-empi")
             .args(data.args())
             .arg("--quiet")
             .arg(&file)
@@ -648,7 +649,7 @@ async fn import_transaction_bundle_files(backend: Backend) {
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    let s = Server::start(&data).await;
+    let s = Server::start_with(&data, &["--no-empi"]).await;
     let (_, _, p) = s.send("GET", "Patient?identifier=urn:b|1", &[], None).await;
     assert_eq!(
         p["total"], 1,
@@ -675,6 +676,7 @@ async fn import_resolves_references_and_reports_bad_lines(backend: Backend) {
     drop(f);
     let out = renkei()
         .arg("import")
+        .arg("--no-empi")
         .args(data.args())
         .arg("--quiet")
         .arg(synthea10())
@@ -687,7 +689,7 @@ async fn import_resolves_references_and_reports_bad_lines(backend: Backend) {
     assert!(stderr.contains("extra.ndjson:2: invalid JSON"), "{stderr}");
     assert!(stderr.contains("imported 7162 resources"), "{stderr}");
 
-    let s = Server::start(&data).await;
+    let s = Server::start_with(&data, &["--no-empi"]).await;
     assert_eq!(
         s.send("GET", "Patient?_count=0", &[], None).await.2["total"],
         15
@@ -710,6 +712,7 @@ async fn kill_9_during_import_loses_nothing_acknowledged(backend: Backend) {
     let file = synthea10().join("Procedure.000.ndjson");
     let mut child = renkei()
         .arg("import")
+        .arg("--no-empi")
         .args(data.args())
         .args(["--quiet", "--print-commits", "--chunk", "100"])
         .arg(&file)
@@ -735,7 +738,7 @@ async fn kill_9_during_import_loses_nothing_acknowledged(backend: Backend) {
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
 
-    let s = Server::start(&data).await;
+    let s = Server::start_with(&data, &["--no-empi"]).await;
     let total = s.send("GET", "Procedure?_count=0", &[], None).await.2["total"]
         .as_u64()
         .unwrap() as usize;

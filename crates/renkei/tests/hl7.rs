@@ -30,6 +30,9 @@ fn msa(ack: &[u8]) -> (String, String, String, String) {
 }
 
 /// The number of current resources of a type.
+/// Source Patients (the EMPI's golden records aside).
+const SOURCE_PATIENTS: &str = "Patient?_tag:not=https://renkei.dev/fhir/CodeSystem/empi|golden";
+
 async fn total(server: &Server, query: &str) -> u64 {
     let sep = if query.contains('?') { '&' } else { '?' };
     let (status, _, body) = server
@@ -42,7 +45,7 @@ async fn total(server: &Server, query: &str) -> u64 {
 async fn totals(server: &Server) -> Vec<u64> {
     let mut out = Vec::new();
     for ty in [
-        "Patient",
+        SOURCE_PATIENTS,
         "Encounter",
         "Observation",
         "DiagnosticReport",
@@ -118,6 +121,15 @@ async fn mllp_acks_store_replay_and_reject(backend: Backend) {
     }
     let before = totals(&server).await;
     assert_eq!(before[0], 1, "one patient from ADT and ORU: {before:?}");
+    assert_eq!(
+        total(
+            &server,
+            "Patient?_tag=https://renkei.dev/fhir/CodeSystem/empi|golden"
+        )
+        .await,
+        1,
+        "and its golden record"
+    );
     assert!(
         before[2] >= 1 && before[3] == 1 && before[4] == 2,
         "{before:?}"
@@ -225,6 +237,13 @@ async fn mllp_acks_store_replay_and_reject(backend: Backend) {
     let survivor_ref = retired["link"][0]["other"]["reference"].as_str().unwrap();
     let survivor = server.send("GET", survivor_ref, &[], None).await.2;
     assert_eq!(survivor["link"][0]["type"], "replaces", "{survivor}");
+    // The EMPI follows the sender: one enterprise identity holds both.
+    let golden_listing = |id: &str| {
+        format!("Patient?_tag=https://renkei.dev/fhir/CodeSystem/empi|golden&link=Patient/{id}")
+    };
+    let g_retired = first(&server, &golden_listing(retired["id"].as_str().unwrap())).await;
+    let g_survivor = first(&server, &golden_listing(survivor["id"].as_str().unwrap())).await;
+    assert_eq!(g_retired["id"], g_survivor["id"], "{g_retired}");
 
     // Another implementation reads every ACK Renkei sent.
     let read = hl7apy_read(&acks);
@@ -342,7 +361,7 @@ async fn ssmix2_watch_follows_a_live_tree(backend: Backend) {
         .status();
     assert!(child.wait().unwrap().success());
     let server = Server::start(&data).await;
-    assert_eq!(total(&server, "Patient").await, 2);
+    assert_eq!(total(&server, SOURCE_PATIENTS).await, 2);
 }
 
 macro_rules! both {

@@ -632,12 +632,13 @@ async fn search_battery(backend: Backend) {
     let data = Data::new(backend).await;
     let status = renkei()
         .arg("import")
+        .arg("--no-empi")
         .args(data.args())
         .arg(synthea_dir())
         .status()
         .unwrap();
     assert!(status.success());
-    let server = Server::start(&data).await;
+    let server = Server::start_with(&data, &["--no-empi"]).await;
     for observation in observations() {
         let url = server.url(&format!(
             "{}/{}",

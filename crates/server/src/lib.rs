@@ -18,12 +18,12 @@
 //!   implemented with one store transaction per group of messages, receipts for replay, and
 //!   the EMPI seam.
 
+pub mod empi;
 pub mod error;
 mod health;
 pub mod hl7;
 pub mod http;
 pub mod interactions;
-pub mod matching;
 pub mod validation;
 
 use std::future::Future;
@@ -39,7 +39,8 @@ pub use error::ApiError;
 pub use validation::{R4Validator, Severity, ValidationIssue, Validator};
 
 use interactions::{
-    batch, capabilities, create, delete, history, operation, patch, read, search, update, vread,
+    batch, capabilities, create, delete, empi_ops, history, operation, patch, read, search, update,
+    vread,
 };
 
 /// Server settings.
@@ -64,20 +65,51 @@ impl Default for ServerConfig {
 /// What every handler shares.
 #[derive(Debug, Clone)]
 pub struct AppState {
+    /// The store requests read and write (with EMPI linking, an [`empi::EmpiStore`]).
     pub store: Arc<dyn Store>,
+    /// The store underneath any linking layer: where the EMPI writes its own decisions.
+    pub base_store: Arc<dyn Store>,
     pub validator: Arc<dyn Validator>,
     pub config: Arc<ServerConfig>,
-    /// `Patient/$match` over the stored Patients (a cache of the store).
-    pub matcher: Arc<matching::PatientMatcher>,
+    /// The patient index: `$match`, golden records, manual decisions, PIXm.
+    pub mpi: Arc<empi::Mpi>,
 }
 
 impl AppState {
+    /// A server without EMPI linking (`$match` still works over the stored Patients).
     pub fn new(store: Arc<dyn Store>, validator: Arc<dyn Validator>, config: ServerConfig) -> Self {
+        let mpi = empi::Mpi::new(
+            ::empi::Model::default(),
+            ::empi::golden::Survivorship::default(),
+            false,
+        );
         AppState {
+            base_store: store.clone(),
             store,
             validator,
             config: Arc::new(config),
-            matcher: Arc::new(matching::PatientMatcher::default()),
+            mpi: Arc::new(mpi),
+        }
+    }
+
+    /// A server whose every Patient write is linked by `mpi` (when its linking is on).
+    pub fn with_empi(
+        store: Arc<dyn Store>,
+        validator: Arc<dyn Validator>,
+        config: ServerConfig,
+        mpi: Arc<empi::Mpi>,
+    ) -> Self {
+        let linked: Arc<dyn Store> = if mpi.linking() {
+            Arc::new(empi::EmpiStore::new(store.clone(), mpi.clone()))
+        } else {
+            store.clone()
+        };
+        AppState {
+            store: linked,
+            base_store: store,
+            validator,
+            config: Arc::new(config),
+            mpi,
         }
     }
 }
@@ -99,6 +131,7 @@ pub fn app(state: AppState) -> Router {
                 .put(update::conditional_handler)
                 .delete(delete::conditional_handler),
         )
+        .route("/fhir/Patient/$ihe-pix", get(empi_ops::pix_get))
         .route("/fhir/{type}/_search", post(search::post_search))
         .route("/fhir/{type}/_history", get(history::type_level))
         .route(

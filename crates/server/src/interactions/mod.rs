@@ -5,6 +5,7 @@ pub mod batch;
 pub mod capabilities;
 pub mod create;
 pub mod delete;
+pub mod empi_ops;
 pub mod history;
 pub mod operation;
 pub mod patch;

@@ -11,9 +11,9 @@ use axum::response::Response;
 use serde_json::{Value, json};
 
 use crate::AppState;
+use crate::empi::MatchError;
 use crate::error::ApiError;
 use crate::http::{Fhir, Reply, check_type, parse_body, validate};
-use crate::matching::MatchError;
 
 const MATCH_GRADE: &str = "http://hl7.org/fhir/StructureDefinition/match-grade";
 const EXPLANATION: &str = "http://renkei.dev/fhir/StructureDefinition/match-explanation";
@@ -31,10 +31,17 @@ pub async fn handler(
         ("Patient", "$match") => Ok(patient_match(&state, &fhir, &body)
             .await?
             .into_http(fhir.pretty)),
+        ("Patient", "$ihe-pix") => super::empi_ops::pix_post(&state, &fhir, &body).await,
+        ("Patient", op) if super::empi_ops::is_manual(op) => {
+            super::empi_ops::manual(&state, &fhir, op, &body).await
+        }
         _ => Err(ApiError::new(
             StatusCode::METHOD_NOT_ALLOWED,
             "not-supported",
-            format!("POST {ty}/{operation} is not supported (operations: Patient/$match)"),
+            format!(
+                "POST {ty}/{operation} is not supported (operations: Patient/$match, \
+                 $ihe-pix, $empi-link, $empi-unlink, $empi-merge, $empi-unmerge)"
+            ),
         )),
     }
 }
@@ -94,17 +101,12 @@ async fn patient_match(state: &AppState, fhir: &Fhir, body: &[u8]) -> Result<Rep
     }
     validate(state, &patient)?;
     let matches = state
-        .matcher
-        .find(state.store.as_ref(), &fhir.ctx, &patient)
+        .mpi
+        .find(state.base_store.as_ref(), &fhir.ctx, &patient)
         .await
         .map_err(|e| match e {
             MatchError::Input(msg) => ApiError::bad_request(msg).with_expression(at.clone()),
             MatchError::Store(e) => e.into(),
-            other => ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "exception",
-                other.to_string(),
-            ),
         })?;
     let mut entries = Vec::new();
     for m in matches

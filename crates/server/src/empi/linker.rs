@@ -1,0 +1,468 @@
+//! [`EmpiStore`]: a [`Store`] that links every Patient write to an enterprise identity.
+//!
+//! It wraps the real store. Each `transaction`, `batch` and `commit_keyed` that writes a
+//! Patient takes the EMPI lock, brings the cache up to date, plans the link decisions and adds
+//! the golden-record (and review-task) writes to the same unit of work, so a Patient and its
+//! link commit together or not at all. Everything else passes straight through. Client writes
+//! of golden records are refused.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde_json::Value;
+use store::{
+    HistoryPage, HistoryQuery, IndexExtractor, KeyedWrite, Outcome, Receipt, RequestContext,
+    SearchPage, SearchQuery, Store, StoreError, StoredResource, WriteEntry, WriteOp,
+};
+
+use super::Mpi;
+use super::plan::{Planner, refuse_golden};
+
+/// The store with EMPI linking on every Patient write.
+#[derive(Debug, Clone)]
+pub struct EmpiStore {
+    inner: Arc<dyn Store>,
+    mpi: Arc<Mpi>,
+}
+
+impl EmpiStore {
+    pub fn new(inner: Arc<dyn Store>, mpi: Arc<Mpi>) -> Self {
+        EmpiStore { inner, mpi }
+    }
+
+    /// The store underneath (writes to it are not linked).
+    pub fn inner(&self) -> &Arc<dyn Store> {
+        &self.inner
+    }
+}
+
+/// Whether a write touches a Patient.
+fn is_patient_write(op: &WriteOp) -> bool {
+    match op {
+        WriteOp::Create { resource, .. } | WriteOp::ConditionalUpdate { resource, .. } => {
+            resource.get("resourceType").and_then(Value::as_str) == Some("Patient")
+        }
+        WriteOp::Update { resource_type, .. } | WriteOp::Delete { resource_type, .. } => {
+            resource_type == "Patient"
+        }
+        WriteOp::ConditionalDelete { query } => query.resource_type.as_deref() == Some("Patient"),
+    }
+}
+
+/// Ids of the resources a search finds (at most `limit`).
+async fn ids_of(
+    store: &dyn Store,
+    ctx: &RequestContext,
+    query: &SearchQuery,
+    limit: usize,
+) -> Result<Vec<String>, StoreError> {
+    let mut q = query.clone();
+    q.count = limit;
+    q.total = store::search::TotalMode::None;
+    Ok(store
+        .search(ctx, &q)
+        .await?
+        .matches
+        .into_iter()
+        .map(|r| r.id)
+        .collect())
+}
+
+/// Plans the EMPI side of `entries` (giving server-id creates a placeholder `fullUrl`).
+/// Errors carry the index of the entry they concern.
+pub(crate) async fn plan_entries(
+    planner: &mut Planner<'_>,
+    store: &dyn Store,
+    ctx: &RequestContext,
+    entries: &mut [WriteEntry],
+) -> Result<(), StoreError> {
+    for (index, entry) in entries.iter_mut().enumerate() {
+        if !is_patient_write(&entry.op) {
+            continue;
+        }
+        plan_entry(planner, store, ctx, entry)
+            .await
+            .map_err(|source| StoreError::Entry {
+                index,
+                source: Box::new(source),
+            })?;
+    }
+    Ok(())
+}
+
+async fn plan_entry(
+    planner: &mut Planner<'_>,
+    store: &dyn Store,
+    ctx: &RequestContext,
+    entry: &mut WriteEntry,
+) -> Result<(), StoreError> {
+    match &entry.op {
+        WriteOp::Create {
+            resource,
+            if_none_exist,
+        } => {
+            refuse_golden(None, Some(resource), planner.cache)?;
+            if let Some(q) = if_none_exist
+                && !ids_of(store, ctx, q, 2).await?.is_empty()
+            {
+                // Matches an existing Patient (nothing is written) or fails.
+                return Ok(());
+            }
+            let placeholder = entry
+                .full_url
+                .get_or_insert_with(|| format!("urn:uuid:{}", uuid::Uuid::new_v4()))
+                .clone();
+            let resource = resource.clone();
+            write_source(planner, store, ctx, &placeholder, &resource).await
+        }
+        WriteOp::Update { id, resource, .. } => {
+            refuse_golden(Some(id), Some(resource), planner.cache)?;
+            let (id, resource) = (id.clone(), resource.clone());
+            write_source(planner, store, ctx, &id, &resource).await
+        }
+        WriteOp::ConditionalUpdate { query, resource } => {
+            refuse_golden(None, Some(resource), planner.cache)?;
+            let found = ids_of(store, ctx, query, 2).await?;
+            let id = match found.as_slice() {
+                [one] => one.clone(),
+                [] => match resource.get("id").and_then(Value::as_str) {
+                    Some(id) => id.to_owned(),
+                    None => entry
+                        .full_url
+                        .get_or_insert_with(|| format!("urn:uuid:{}", uuid::Uuid::new_v4()))
+                        .clone(),
+                },
+                // Fails in the store with the number of matches.
+                _ => return Ok(()),
+            };
+            refuse_golden(Some(&id), None, planner.cache)?;
+            let resource = resource.clone();
+            write_source(planner, store, ctx, &id, &resource).await
+        }
+        WriteOp::Delete { id, .. } => {
+            refuse_golden(Some(id), None, planner.cache)?;
+            let id = id.clone();
+            planner.delete(&id);
+            Ok(())
+        }
+        WriteOp::ConditionalDelete { query } => {
+            for id in ids_of(store, ctx, query, 2).await? {
+                refuse_golden(Some(&id), None, planner.cache)?;
+                planner.delete(&id);
+            }
+            Ok(())
+        }
+    }
+}
+
+/// The Patient a sender says this one was merged into (`link` of type `replaced-by`, as an
+/// ADT^A40 writes it): a literal `Patient/id`, or a conditional reference that matches exactly
+/// one stored Patient.
+async fn replaced_by(
+    store: &dyn Store,
+    ctx: &RequestContext,
+    body: &Value,
+) -> Result<Option<String>, StoreError> {
+    let Some(reference) = body["link"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|l| l["type"] == "replaced-by")
+        .find_map(|l| l["other"]["reference"].as_str())
+    else {
+        return Ok(None);
+    };
+    if let Some(criteria) = reference.strip_prefix("Patient?") {
+        let params = store::search::parse_query_string(criteria);
+        let Ok(query) = SearchQuery::parse(Some("Patient"), &params, store.extractor(), false)
+        else {
+            return Ok(None);
+        };
+        let found = ids_of(store, ctx, &query, 2).await?;
+        return Ok(match found.as_slice() {
+            [one] => Some(one.clone()),
+            _ => None,
+        });
+    }
+    Ok(super::resources::patient_id_of(reference).map(str::to_owned))
+}
+
+/// Writes a source and, when its sender merged it into another Patient, follows the sender.
+async fn write_source(
+    planner: &mut Planner<'_>,
+    store: &dyn Store,
+    ctx: &RequestContext,
+    source: &str,
+    body: &Value,
+) -> Result<(), StoreError> {
+    planner.write(source, body)?;
+    if let Some(survivor) = replaced_by(store, ctx, body).await?
+        && survivor != source
+        && let Some(e) = planner.enterprise_of(&survivor)
+        && planner.enterprise_of(source) != Some(e)
+    {
+        let meta = super::resources::LinkMeta::manual(
+            "merge",
+            &format!("merged into Patient/{survivor} by its sender"),
+        );
+        planner.assign(source, e, meta)?;
+    }
+    Ok(())
+}
+
+/// Maps an error on an added entry back to the Patient entry it came from (the last one).
+fn owned_error(e: StoreError, original: usize, patient_entry: Option<usize>) -> StoreError {
+    match e {
+        StoreError::Entry { index, source } if index >= original => StoreError::Entry {
+            index: patient_entry.unwrap_or(0),
+            source,
+        },
+        other => other,
+    }
+}
+
+#[async_trait]
+impl Store for EmpiStore {
+    fn backend(&self) -> &'static str {
+        self.inner.backend()
+    }
+
+    fn extractor(&self) -> &dyn IndexExtractor {
+        self.inner.extractor()
+    }
+
+    async fn ready(&self) -> Result<(), StoreError> {
+        self.inner.ready().await
+    }
+
+    async fn load(
+        &self,
+        ctx: &RequestContext,
+        resource_type: &str,
+        id: &str,
+    ) -> Result<Option<StoredResource>, StoreError> {
+        self.inner.load(ctx, resource_type, id).await
+    }
+
+    async fn load_version(
+        &self,
+        ctx: &RequestContext,
+        resource_type: &str,
+        id: &str,
+        version: u64,
+    ) -> Result<Option<StoredResource>, StoreError> {
+        self.inner
+            .load_version(ctx, resource_type, id, version)
+            .await
+    }
+
+    async fn history(
+        &self,
+        ctx: &RequestContext,
+        q: &HistoryQuery,
+    ) -> Result<HistoryPage, StoreError> {
+        self.inner.history(ctx, q).await
+    }
+
+    async fn search(
+        &self,
+        ctx: &RequestContext,
+        q: &SearchQuery,
+    ) -> Result<SearchPage, StoreError> {
+        self.inner.search(ctx, q).await
+    }
+
+    async fn explain(&self, ctx: &RequestContext, q: &SearchQuery) -> Result<String, StoreError> {
+        self.inner.explain(ctx, q).await
+    }
+
+    async fn transaction(
+        &self,
+        ctx: &RequestContext,
+        mut entries: Vec<WriteEntry>,
+    ) -> Result<Vec<Outcome>, StoreError> {
+        if !entries.iter().any(|e| is_patient_write(&e.op)) {
+            return self.inner.transaction(ctx, entries).await;
+        }
+        let original = entries.len();
+        let last_patient = entries.iter().rposition(|e| is_patient_write(&e.op));
+        let inner = self.inner.as_ref();
+        let mut cache = self.mpi.locked(inner, ctx).await?;
+        let mut planner = Planner::new(&mut cache, self.mpi.now());
+        let planned = async {
+            plan_entries(&mut planner, inner, ctx, &mut entries).await?;
+            let mut added = planner.finish(inner, ctx, &self.mpi.survivorship).await?;
+            entries.append(&mut added);
+            Ok::<_, StoreError>(())
+        }
+        .await;
+        let result = match planned {
+            Ok(()) => inner.transaction(ctx, entries).await,
+            Err(e) => Err(e),
+        };
+        planner.undo();
+        drop(planner);
+        super::refresh_after_commit(&mut cache, inner, ctx).await;
+        let mut outcomes = result.map_err(|e| owned_error(e, original, last_patient))?;
+        outcomes.truncate(original);
+        Ok(outcomes)
+    }
+
+    async fn batch(
+        &self,
+        ctx: &RequestContext,
+        entries: Vec<WriteEntry>,
+    ) -> Result<Vec<Result<Outcome, StoreError>>, StoreError> {
+        if !entries.iter().any(|e| is_patient_write(&e.op)) {
+            return self.inner.batch(ctx, entries).await;
+        }
+        // The Patient entries with their links as one transaction (each on its own if that
+        // fails, so that an entry still fails alone); the rest as one batch.
+        let mut results: Vec<Option<Result<Outcome, StoreError>>> =
+            (0..entries.len()).map(|_| None).collect();
+        let (mut patients, mut patient_at) = (Vec::new(), Vec::new());
+        let (mut others, mut other_at) = (Vec::new(), Vec::new());
+        for (i, entry) in entries.into_iter().enumerate() {
+            if is_patient_write(&entry.op) {
+                patient_at.push(i);
+                patients.push(entry);
+            } else {
+                other_at.push(i);
+                others.push(entry);
+            }
+        }
+        match self.transaction(ctx, patients.clone()).await {
+            Ok(outcomes) => {
+                for (i, o) in patient_at.iter().zip(outcomes) {
+                    results[*i] = Some(Ok(o));
+                }
+            }
+            Err(StoreError::Entry { .. }) => {
+                for (i, entry) in patient_at.iter().zip(patients) {
+                    let r = self
+                        .transaction(ctx, vec![entry])
+                        .await
+                        .map_err(StoreError::into_inner)
+                        .and_then(|mut o| {
+                            o.pop()
+                                .ok_or_else(|| StoreError::Backend("empty outcome".into()))
+                        });
+                    results[*i] = Some(r);
+                }
+            }
+            Err(other) => return Err(other),
+        }
+        if !others.is_empty() {
+            for (i, r) in other_at
+                .into_iter()
+                .zip(self.inner.batch(ctx, others).await?)
+            {
+                results[i] = Some(r);
+            }
+        }
+        Ok(results
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|| Err(StoreError::Backend("entry not run".into()))))
+            .collect())
+    }
+
+    async fn receipt(
+        &self,
+        ctx: &RequestContext,
+        key: &str,
+    ) -> Result<Option<Receipt>, StoreError> {
+        self.inner.receipt(ctx, key).await
+    }
+
+    async fn commit_keyed(
+        &self,
+        ctx: &RequestContext,
+        units: Vec<KeyedWrite>,
+    ) -> Result<Vec<Result<Vec<Outcome>, StoreError>>, StoreError> {
+        if !units
+            .iter()
+            .any(|u| u.entries.iter().any(|e| is_patient_write(&e.op)))
+        {
+            return self.inner.commit_keyed(ctx, units).await;
+        }
+        let inner = self.inner.as_ref();
+        let mut cache = self.mpi.locked(inner, ctx).await?;
+        let mut results = Vec::with_capacity(units.len());
+        let mut pending: std::collections::VecDeque<KeyedWrite> = units.into();
+        // Rounds: a unit touching an identity that another unit of the round touches waits for
+        // the next round, so that no golden write builds on a unit that may fail alone.
+        while !pending.is_empty() {
+            let mut logs = Vec::new();
+            let mut round_touched = BTreeSet::new();
+            // (unit to commit, or the planning error; the unit's own entry count)
+            let mut round: Vec<(Result<KeyedWrite, StoreError>, usize)> = Vec::new();
+            while let Some(mut unit) = pending.pop_front() {
+                let original = unit.entries.len();
+                let mut planner = Planner::new(&mut cache, self.mpi.now());
+                let planned = async {
+                    plan_entries(&mut planner, inner, ctx, &mut unit.entries).await?;
+                    planner.finish(inner, ctx, &self.mpi.survivorship).await
+                }
+                .await;
+                let mine: BTreeSet<_> = planner.touched().collect();
+                if !round.is_empty() && mine.iter().any(|e| round_touched.contains(e)) {
+                    planner.undo();
+                    pending.push_front(unit);
+                    break;
+                }
+                logs.push(planner.into_undo());
+                round_touched.extend(mine);
+                round.push((
+                    planned.map(|mut added| {
+                        unit.entries.append(&mut added);
+                        unit
+                    }),
+                    original,
+                ));
+            }
+            let ok_units: Vec<KeyedWrite> = round
+                .iter_mut()
+                .filter_map(|(u, _)| match u {
+                    Ok(u) => Some(KeyedWrite {
+                        receipt: u.receipt.clone(),
+                        entries: std::mem::take(&mut u.entries),
+                    }),
+                    Err(_) => None,
+                })
+                .collect();
+            let committed = if ok_units.is_empty() {
+                Ok(Vec::new())
+            } else {
+                inner.commit_keyed(ctx, ok_units).await
+            };
+            for log in logs.into_iter().rev() {
+                log.apply(&mut cache);
+            }
+            super::refresh_after_commit(&mut cache, inner, ctx).await;
+            let mut committed = committed?.into_iter();
+            for (unit, original) in round {
+                results.push(match unit {
+                    Err(e) => Err(e.into_inner()),
+                    Ok(_) => committed
+                        .next()
+                        .unwrap_or_else(|| Err(StoreError::Backend("unit not run".into())))
+                        .map(|mut o| {
+                            o.truncate(original);
+                            o
+                        }),
+                });
+            }
+        }
+        Ok(results)
+    }
+
+    async fn changes(
+        &self,
+        ctx: &RequestContext,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<store::Change>, StoreError> {
+        self.inner.changes(ctx, after, limit).await
+    }
+}

@@ -1,0 +1,378 @@
+//! Planning the EMPI writes of one unit of work: for each Patient write, the link decision
+//! and the golden-record, review-task and audit writes that commit with it.
+//!
+//! The planner works on the live [`Cache`] so that the Patients of one transaction see each
+//! other, and keeps an undo log: after the commit (whatever its result) the caller undoes the
+//! plan and refreshes the cache from the change feed, which then holds exactly what was
+//! committed.
+
+use std::collections::{BTreeMap, HashMap};
+
+use empi::golden::Survivorship;
+use empi::{EnterpriseId, Outcome as MatchOutcome, Record};
+use serde_json::{Value, json};
+use store::{RequestContext, Store, StoreError, WriteEntry, WriteOp};
+
+use super::cache::Cache;
+use super::resources::{
+    Basis, LinkMeta, ReviewCandidate, enterprise_of_id, is_golden, retired_golden, review_task,
+    with_links,
+};
+
+/// How to put back what planning did to the index.
+#[derive(Debug)]
+enum Undo {
+    Inserted(String),
+    Removed(Box<Record>, EnterpriseId),
+    Moved(String, EnterpriseId),
+}
+
+/// The EMPI side of one unit of work.
+#[derive(Debug)]
+pub(crate) struct Planner<'a> {
+    pub cache: &'a mut Cache,
+    undo: Vec<Undo>,
+    /// Membership after this unit, for every identity it touches.
+    touched: BTreeMap<EnterpriseId, BTreeMap<String, LinkMeta>>,
+    /// Identities this unit retires by a merge: (retired, survivor).
+    retired: BTreeMap<EnterpriseId, EnterpriseId>,
+    /// Source -> identity, as planned (overrides the cache).
+    moved: HashMap<String, Option<EnterpriseId>>,
+    /// Planned source bodies (by id or placeholder).
+    bodies: HashMap<String, Value>,
+    /// Extra writes (review tasks, audit events, closed tasks).
+    pub extra: Vec<WriteEntry>,
+    now: String,
+}
+
+impl<'a> Planner<'a> {
+    pub fn new(cache: &'a mut Cache, now: String) -> Self {
+        Planner {
+            cache,
+            undo: Vec::new(),
+            touched: BTreeMap::new(),
+            retired: BTreeMap::new(),
+            moved: HashMap::new(),
+            bodies: HashMap::new(),
+            extra: Vec::new(),
+            now,
+        }
+    }
+
+    pub fn now(&self) -> &str {
+        &self.now
+    }
+
+    /// Identities this plan changes.
+    pub fn touched(&self) -> impl Iterator<Item = EnterpriseId> + '_ {
+        self.touched
+            .keys()
+            .copied()
+            .chain(self.retired.keys().copied())
+    }
+
+    /// The identity `source` belongs to, as planned so far.
+    pub fn enterprise_of(&self, source: &str) -> Option<EnterpriseId> {
+        match self.moved.get(source) {
+            Some(e) => *e,
+            None => self.cache.member_of.get(source).copied(),
+        }
+    }
+
+    /// Members of `e` as planned so far.
+    pub fn members(&mut self, e: EnterpriseId) -> &mut BTreeMap<String, LinkMeta> {
+        let cache = &*self.cache;
+        self.touched
+            .entry(e)
+            .or_insert_with(|| match cache.goldens.get(&e) {
+                Some(g) => g.links.clone(),
+                // A provisional identity of sources no golden record lists yet: they get one now.
+                None => cache
+                    .index
+                    .members(e)
+                    .into_iter()
+                    .filter(|r| cache.unlinked.contains(&r.id))
+                    .map(|r| {
+                        let meta = LinkMeta {
+                            basis: Basis::Auto,
+                            outcome: "new".into(),
+                            score: None,
+                            explanation: None,
+                            reason: None,
+                        };
+                        (r.id.clone(), meta)
+                    })
+                    .collect(),
+            })
+    }
+
+    fn set_member(&mut self, source: &str, e: Option<EnterpriseId>, meta: Option<LinkMeta>) {
+        if let Some(old) = self.enterprise_of(source)
+            && Some(old) != e
+        {
+            self.members(old).remove(source);
+        }
+        if let (Some(e), Some(meta)) = (e, meta) {
+            self.members(e).insert(source.to_owned(), meta);
+        }
+        self.moved.insert(source.to_owned(), e);
+    }
+
+    fn link_of(&self, source: &str) -> Option<LinkMeta> {
+        let e = self.enterprise_of(source)?;
+        match self.touched.get(&e) {
+            Some(m) => m.get(source).cloned(),
+            None => self.cache.goldens.get(&e)?.links.get(source).cloned(),
+        }
+    }
+
+    fn index_remove(&mut self, source: &str) {
+        if let Some(e) = self.cache.index.enterprise_of(source)
+            && let Ok(record) = self.cache.index.remove(source)
+        {
+            self.undo.push(Undo::Removed(Box::new(record), e));
+        }
+    }
+
+    fn index_move(&mut self, source: &str, e: EnterpriseId) -> Result<(), StoreError> {
+        if let Some(old) = self.cache.index.enterprise_of(source)
+            && old != e
+        {
+            self.cache.index.assign(source, e).map_err(backend)?;
+            self.undo.push(Undo::Moved(source.to_owned(), old));
+        }
+        Ok(())
+    }
+
+    /// A source Patient is written (created, or a new version). `source` is its id, or the
+    /// transaction placeholder (`urn:uuid:`) of a create whose id the store assigns.
+    pub fn write(&mut self, source: &str, body: &Value) -> Result<(), StoreError> {
+        let mut view = body.clone();
+        view["id"] = json!(source);
+        // Ranks as the most recent source when the golden record is composed.
+        view["meta"]["lastUpdated"] = json!(self.now);
+        let record = Record::from_patient(&view).ok();
+        self.bodies.insert(source.to_owned(), view);
+        let prior = self.enterprise_of(source);
+        let prior_link = self.link_of(source);
+        self.index_remove(source);
+        let keep = match (prior, &prior_link) {
+            (Some(e), Some(link)) => link.basis == Basis::Manual || self.members(e).len() > 1,
+            _ => false,
+        };
+        if keep {
+            // Manual decisions stick; a member of a larger identity is not split by an edit.
+            let e = prior.unwrap_or(EnterpriseId(0));
+            if let Some(record) = record {
+                self.cache.index.restore(record, e).map_err(backend)?;
+                self.undo.push(Undo::Inserted(source.to_owned()));
+            }
+            let meta = prior_link.unwrap_or_else(|| LinkMeta::manual("link", ""));
+            self.set_member(source, Some(e), Some(meta));
+            return Ok(());
+        }
+        let Some(record) = record else {
+            // Nothing to match on (no name, no birth date...): an identity of its own.
+            let e = prior.unwrap_or_else(|| self.cache.index.reserve());
+            let meta = LinkMeta {
+                basis: Basis::Auto,
+                outcome: "new".into(),
+                score: None,
+                explanation: None,
+                reason: None,
+            };
+            self.set_member(source, Some(e), Some(meta));
+            return Ok(());
+        };
+        let decision = self.cache.index.insert_record(record).map_err(backend)?;
+        self.undo.push(Undo::Inserted(source.to_owned()));
+        let best = decision.candidates.first();
+        let (e, meta) = match decision.outcome {
+            MatchOutcome::Linked => {
+                let meta = LinkMeta {
+                    basis: Basis::Auto,
+                    outcome: "linked".into(),
+                    score: best.map(|c| c.score.probability),
+                    explanation: best.and_then(|c| serde_json::to_string(&c.score).ok()),
+                    reason: None,
+                };
+                (decision.enterprise_id, meta)
+            }
+            outcome => {
+                // A source alone keeps its identity when re-matched without a link.
+                let e = match prior {
+                    Some(e) => {
+                        self.index_move(source, e)?;
+                        e
+                    }
+                    None => decision.enterprise_id,
+                };
+                let review = outcome == MatchOutcome::Review;
+                let meta = LinkMeta {
+                    basis: Basis::Auto,
+                    outcome: if review { "review" } else { "new" }.into(),
+                    score: None,
+                    explanation: None,
+                    reason: None,
+                };
+                let already_in_review = prior_link.as_ref().is_some_and(|l| l.outcome == "review");
+                if review && !already_in_review {
+                    let candidates: Vec<ReviewCandidate> = decision
+                        .candidates
+                        .iter()
+                        .filter(|c| c.enterprise_id != e)
+                        .map(|c| ReviewCandidate {
+                            enterprise: c.enterprise_id,
+                            probability: c.score.probability,
+                            explanation: serde_json::to_string(&c.score).unwrap_or_default(),
+                        })
+                        .collect();
+                    let task = review_task(source, &candidates, &self.now);
+                    self.extra.push(WriteEntry::new(WriteOp::Create {
+                        resource: task,
+                        if_none_exist: None,
+                    }));
+                }
+                (e, meta)
+            }
+        };
+        self.set_member(source, Some(e), Some(meta));
+        Ok(())
+    }
+
+    /// A source Patient is deleted.
+    pub fn delete(&mut self, source: &str) {
+        self.index_remove(source);
+        self.set_member(source, None, None);
+    }
+
+    /// Moves `source` into `e` by a person's decision.
+    pub fn assign(
+        &mut self,
+        source: &str,
+        e: EnterpriseId,
+        meta: LinkMeta,
+    ) -> Result<(), StoreError> {
+        if self.cache.index.record(source).is_some() {
+            self.index_move(source, e)?;
+        }
+        self.set_member(source, Some(e), Some(meta));
+        Ok(())
+    }
+
+    /// Marks `retired` as merged into `survivor` (its golden record becomes `replaced-by`).
+    pub fn retire(&mut self, retired: EnterpriseId, survivor: EnterpriseId) {
+        self.members(retired).clear();
+        self.retired.insert(retired, survivor);
+    }
+
+    /// The golden-record writes for every touched identity, with the extra writes.
+    pub async fn finish(
+        &mut self,
+        store: &dyn Store,
+        ctx: &RequestContext,
+        survivorship: &Survivorship,
+    ) -> Result<Vec<WriteEntry>, StoreError> {
+        let mut writes = Vec::new();
+        let touched: Vec<(EnterpriseId, BTreeMap<String, LinkMeta>)> =
+            self.touched.iter().map(|(e, m)| (*e, m.clone())).collect();
+        for (e, links) in touched {
+            let prior = self.cache.goldens.get(&e).map(|g| g.version);
+            if let Some(survivor) = self.retired.get(&e) {
+                writes.push(WriteEntry::new(WriteOp::Update {
+                    resource_type: "Patient".into(),
+                    id: e.to_string(),
+                    resource: retired_golden(e, *survivor),
+                    if_match: prior,
+                }));
+                continue;
+            }
+            if links.is_empty() {
+                if let Some(version) = prior {
+                    writes.push(WriteEntry::new(WriteOp::Delete {
+                        resource_type: "Patient".into(),
+                        id: e.to_string(),
+                        if_match: Some(version),
+                    }));
+                }
+                continue;
+            }
+            let mut sources = Vec::with_capacity(links.len());
+            for source in links.keys() {
+                if let Some(body) = self.bodies.get(source) {
+                    sources.push(body.clone());
+                } else if let Some(stored) = store.load(ctx, "Patient", source).await?
+                    && let Some(body) = stored.body.as_deref()
+                {
+                    sources.push(serde_json::from_str(body).map_err(|e| {
+                        StoreError::Backend(format!("stored Patient/{source}: {e}"))
+                    })?);
+                }
+            }
+            let golden = with_links(survivorship.compose(e, &sources), &links);
+            writes.push(WriteEntry::new(WriteOp::Update {
+                resource_type: "Patient".into(),
+                id: e.to_string(),
+                resource: golden,
+                if_match: prior,
+            }));
+        }
+        writes.append(&mut self.extra);
+        Ok(writes)
+    }
+
+    /// Puts the index back as it was before planning.
+    pub fn undo(&mut self) {
+        UndoLog(std::mem::take(&mut self.undo)).apply(self.cache);
+    }
+
+    /// The undo log, to apply later (after other units were planned on top).
+    pub fn into_undo(self) -> UndoLog {
+        UndoLog(self.undo)
+    }
+}
+
+/// What a plan did to the index, to be undone newest first.
+#[derive(Debug)]
+pub(crate) struct UndoLog(Vec<Undo>);
+
+impl UndoLog {
+    pub fn apply(mut self, cache: &mut Cache) {
+        while let Some(u) = self.0.pop() {
+            match u {
+                Undo::Inserted(id) => {
+                    let _ = cache.index.remove(&id);
+                }
+                Undo::Removed(record, e) => {
+                    let _ = cache.index.restore(*record, e);
+                }
+                Undo::Moved(id, e) => {
+                    let _ = cache.index.assign(&id, e);
+                }
+            }
+        }
+    }
+}
+
+fn backend(e: empi::EmpiError) -> StoreError {
+    StoreError::Backend(format!("patient index: {e}"))
+}
+
+/// Refuses client writes of golden records: the EMPI maintains them.
+pub(crate) fn refuse_golden(
+    id: Option<&str>,
+    body: Option<&Value>,
+    cache: &Cache,
+) -> Result<(), StoreError> {
+    let by_id = id
+        .and_then(enterprise_of_id)
+        .is_some_and(|e| cache.goldens.contains_key(&e));
+    if by_id || body.is_some_and(is_golden) {
+        return Err(StoreError::Invalid(format!(
+            "Patient/{} is a golden record maintained by the EMPI; change its sources, or use \
+             $empi-link, $empi-unlink, $empi-merge or $empi-unmerge",
+            id.unwrap_or("(new)")
+        )));
+    }
+    Ok(())
+}
