@@ -3,7 +3,8 @@
 //! `generate` writes labelled duplicates, `train` estimates a model (EM, no labels), `cluster`
 //! de-duplicates an NDJSON file of Patients into `id,cluster` CSV, `evaluate` scores a
 //! clustering against labels, `explain` shows the per-field score of two records, and `bench`
-//! measures incremental match latency on a large index.
+//! measures incremental match latency on a large index; `review` (in `empi_review`) works
+//! the review queue of a store.
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, BufWriter, Write};
@@ -33,6 +34,8 @@ pub enum Command {
     Explain(ExplainArgs),
     /// Measure incremental match latency on an index of generated Patients.
     Bench(BenchArgs),
+    /// The review queue and manual decisions (link, separate, merge, unmerge) on a store.
+    Review(crate::empi_review::ReviewArgs),
 }
 
 /// Arguments of `renkei empi generate`.
@@ -134,6 +137,9 @@ pub struct BenchArgs {
 
 /// Runs a `renkei empi` subcommand.
 pub fn run(command: Command) -> anyhow::Result<ExitCode> {
+    if let Command::Review(a) = command {
+        return crate::empi_review::run(a);
+    }
     match command {
         Command::Generate(a) => generate(a),
         Command::Train(a) => train(a),
@@ -141,6 +147,7 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Evaluate(a) => evaluate(a),
         Command::Explain(a) => explain(a),
         Command::Bench(a) => bench(a),
+        Command::Review(_) => Ok(()),
     }
     .map(|()| ExitCode::SUCCESS)
 }

@@ -7,6 +7,7 @@ mod bench;
 mod bench_hl7;
 mod bench_search;
 mod empi_cmd;
+mod empi_review;
 mod fhirpath_cmd;
 mod import;
 mod import_ssmix2;

@@ -457,6 +457,94 @@ async fn backlog(backend: Backend) {
     s.terminate();
 }
 
+/// The review queue worked from the command line.
+async fn review_cli(backend: Backend) {
+    let data = Data::new(backend).await;
+    let dir = data.dir.join("in");
+    std::fs::create_dir_all(&dir).unwrap();
+    let yui = |id: &str, birth: &str| {
+        json!({"resourceType": "Patient", "id": id, "gender": "female", "birthDate": birth,
+               "name": [{"family": "Nakamura", "given": ["Yui"]}]})
+        .to_string()
+    };
+    std::fs::write(
+        dir.join("Patient.ndjson"),
+        [yui("y1", "1990-07-07"), yui("y2", "1990-07-08")].join("\n"),
+    )
+    .unwrap();
+    // `renkei import|empi review` + the store arguments + the rest.
+    let run = |args: &[&str]| {
+        let head = if args[0] == "empi" { 2 } else { 1 };
+        let out = renkei()
+            .args(&args[..head])
+            .args(data.args())
+            .args(&args[head..])
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let dir_arg = dir.display().to_string();
+    let (code, _, err) = run(&["import", "--quiet", &dir_arg]);
+    assert_eq!(code, Some(0), "{err}");
+    let (code, out, err) = run(&["empi", "review"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        out.contains("Patient/y2") && out.contains("candidates: Patient/E"),
+        "{out}"
+    );
+    assert!(err.contains("1 open review item"), "{err}");
+    let (code, _, err) = run(&["empi", "review", "separate", "y2"]);
+    assert_ne!(code, Some(0), "a decision needs --reason: {err}");
+    let (code, out, err) = run(&[
+        "empi",
+        "review",
+        "--user",
+        "dr-sato",
+        "separate",
+        "y2",
+        "--reason",
+        "twin sister",
+    ]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.starts_with("changed Patient/E"), "{out}");
+    let (_, _, err) = run(&["empi", "review"]);
+    assert!(err.contains("0 open review item"), "{err}");
+    let (code, _, err) = run(&[
+        "empi",
+        "review",
+        "link",
+        "nobody",
+        "E0000000001",
+        "--reason",
+        "x",
+    ]);
+    assert_eq!(code, Some(2), "{err}");
+    let s = Server::start(&data).await;
+    let (_, _, audits) = s.send("GET", "AuditEvent", &[], None).await;
+    assert_eq!(audits["total"], 1, "{audits}");
+    assert_eq!(
+        audits["entry"][0]["resource"]["agent"][0]["who"]["display"],
+        "user cli:dr-sato"
+    );
+    let (_, link) = golden_of(&s, "y2").await;
+    assert_eq!(link_part(&link, "basis"), "manual");
+    s.terminate();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_review_cli() {
+    review_cli(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_review_cli() {
+    review_cli(Backend::Postgres).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_linking() {
     linking(Backend::Sqlite).await;
