@@ -16,7 +16,9 @@
 //! - `http`: per-request metadata and the protocol-neutral `Reply`; `error`: the error table.
 //! - [`hl7`]: HL7 v2 ingestion (MLLP and SS-MIX2) into the store: the `mllp` crate's `Sink`
 //!   implemented with one store transaction per group of messages, receipts for replay, and
-//!   the EMPI seam.
+//!   the seam for sender merges.
+//! - [`empi`]: the EMPI wired into every Patient write ([`empi::EmpiStore`]), golden records,
+//!   the review queue, manual decisions and PIXm ([`empi::Mpi`]).
 
 pub mod empi;
 pub mod error;
