@@ -29,6 +29,7 @@ mod error;
 pub mod extract;
 pub mod index;
 mod model;
+mod pg_index;
 mod postgres;
 mod receipt;
 mod refs;

@@ -385,17 +385,17 @@ impl Backend for PgTx<'_> {
                 .get(0)
             }
         };
-        let rows: Vec<(&'static str, Vec<SqlParam>)> = v
-            .index
-            .iter()
-            .map(|row| sql::index_insert(rid, v.resource_type, row))
-            .collect();
-        let mut stmts = Vec::with_capacity(rows.len());
-        for (text, _) in &rows {
-            stmts.push(tx.prepare_cached(text).await?);
+        let inserts = crate::pg_index::inserts(rid, v.resource_type, v.index);
+        let mut stmts = Vec::with_capacity(inserts.len());
+        for insert in &inserts {
+            stmts.push(tx.prepare_cached(insert.text).await?);
         }
-        let inserts = rows.iter().zip(&stmts).map(|((_, p), stmt)| async move {
-            let p = params(p);
+        let inserts = inserts.iter().zip(&stmts).map(|(insert, stmt)| async move {
+            let p: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = insert
+                .params
+                .iter()
+                .map(|b| b.as_ref() as &(dyn tokio_postgres::types::ToSql + Sync))
+                .collect();
             tx.execute(stmt, &p).await
         });
         futures_util::future::try_join_all(inserts).await?;
