@@ -67,6 +67,12 @@ pub async fn run(cmd: Command) -> anyhow::Result<()> {
     }
 }
 
+/// `store` with EMPI linking (the default model), as the product writes.
+pub fn linked(store: Arc<dyn Store>) -> Arc<dyn Store> {
+    let mpi = Arc::new(server::empi::Mpi::default());
+    Arc::new(server::empi::EmpiStore::new(store, mpi))
+}
+
 /// A throwaway store, removed on [`Fresh::cleanup`].
 pub struct Fresh {
     pub store: Arc<dyn Store>,
@@ -102,6 +108,11 @@ impl Fresh {
         }
     }
 
+    /// The store as `serve` and `import` write to it: every Patient write linked by the EMPI.
+    pub fn linked(&self) -> Arc<dyn Store> {
+        linked(self.store.clone())
+    }
+
     pub async fn cleanup(self) {
         if let Some(pg) = &self.pg {
             let _ = pg.drop_schema().await;
@@ -126,7 +137,7 @@ async fn ingest(a: IngestArgs) -> anyhow::Result<()> {
     for target in targets {
         let fresh = Fresh::open(target).await?;
         let backend = fresh.store.backend();
-        let s = import(fresh.store.clone(), Arc::new(R4Validator), &a.paths, &opts).await?;
+        let s = import(fresh.linked(), Arc::new(R4Validator), &a.paths, &opts).await?;
         println!(
             "ingest {backend}: {} resources in {:.2} s = {:.0} resources/s ({} errors, chunk {})",
             s.resources,

@@ -55,7 +55,7 @@ fn messages(n: usize) -> Vec<Vec<u8>> {
 pub async fn mllp(a: MllpArgs) -> anyhow::Result<()> {
     let fresh = Fresh::open(a.database_url.as_deref()).await?;
     let backend = fresh.store.backend();
-    let handler = Arc::new(Ingest::new(sink(fresh.store.clone()), Settings::default()));
+    let handler = Arc::new(Ingest::new(sink(fresh.linked()), Settings::default()));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -126,7 +126,7 @@ pub async fn ssmix2(a: Ssmix2Args) -> anyhow::Result<()> {
             .await??;
     let fresh = Fresh::open(a.database_url.as_deref()).await?;
     let backend = fresh.store.backend();
-    let sink = sink(fresh.store.clone());
+    let sink = sink(fresh.linked());
     let opts = import_ssmix2::Options {
         watch: false,
         interval: 2.0,

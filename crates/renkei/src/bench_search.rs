@@ -246,7 +246,7 @@ pub async fn search(a: SearchArgs) -> anyhow::Result<()> {
             progress: true,
         };
         let s = import(
-            store.clone(),
+            crate::bench::linked(store.clone()),
             Arc::new(R4Validator),
             std::slice::from_ref(dataset),
             &opts,

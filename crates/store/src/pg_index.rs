@@ -30,7 +30,12 @@ impl Common {
 /// The inserts for `rows` of resource `rid` (none for a table without rows).
 pub(crate) fn inserts(rid: i64, resource_type: &str, rows: &[IndexRow]) -> Vec<Insert> {
     let mut string = (Common::default(), Vec::new(), Vec::new());
-    let mut token = (Common::default(), Vec::new(), Vec::new(), Vec::<Option<String>>::new());
+    let mut token = (
+        Common::default(),
+        Vec::new(),
+        Vec::new(),
+        Vec::<Option<String>>::new(),
+    );
     let mut reference = (
         Common::default(),
         Vec::<Option<String>>::new(),

@@ -61,15 +61,17 @@ impl SqliteStore {
     pub fn open(path: &Path, extractor: Arc<dyn IndexExtractor>) -> Result<Self, StoreError> {
         let mut writer = open_connection(path)?;
         migrate(&mut writer)?;
-        Ok(SqliteStore {
-            inner: Arc::new(Inner {
-                path: path.to_owned(),
-                writer: Mutex::new(writer),
-                readers: Mutex::new(Vec::new()),
-                reader_permits: tokio::sync::Semaphore::new(MAX_READERS),
-                extractor,
-            }),
-        })
+        // Checkpoints run beside the writer (see `checkpointer`), not inside its commits.
+        writer.execute_batch("PRAGMA wal_autocheckpoint = 0;")?;
+        let inner = Arc::new(Inner {
+            path: path.to_owned(),
+            writer: Mutex::new(writer),
+            readers: Mutex::new(Vec::new()),
+            reader_permits: tokio::sync::Semaphore::new(MAX_READERS),
+            extractor,
+        });
+        checkpointer(path.to_owned(), Arc::downgrade(&inner))?;
+        Ok(SqliteStore { inner })
     }
 
     /// The database file.
@@ -138,6 +140,30 @@ impl SqliteStore {
     }
 }
 
+/// Copies the WAL back into the database file every [`CHECKPOINT_EVERY`] on a connection of
+/// its own, for as long as the store is open. SQLite would otherwise checkpoint inside the
+/// commit that fills the WAL past 1,000 pages, adding that work to a write's latency. The
+/// checkpoint is PASSIVE: it never waits for, or blocks, the writer or a reader. Durability is
+/// the WAL's (`synchronous = FULL`), whether or not a checkpoint has run.
+fn checkpointer(path: PathBuf, store: std::sync::Weak<Inner>) -> Result<(), StoreError> {
+    let conn = open_connection(&path)?;
+    std::thread::Builder::new()
+        .name("sqlite-checkpoint".into())
+        .spawn(move || {
+            while store.strong_count() > 0 {
+                std::thread::sleep(CHECKPOINT_EVERY);
+                if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+                    tracing::warn!(error = %e, "SQLite checkpoint failed; retried");
+                }
+            }
+        })
+        .map_err(|e| StoreError::Backend(format!("cannot start the checkpoint thread: {e}")))?;
+    Ok(())
+}
+
+/// How often the WAL is checkpointed.
+const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(200);
+
 fn poisoned<T>(_: T) -> StoreError {
     StoreError::Backend("a store lock was poisoned by a panic".into())
 }
@@ -150,7 +176,8 @@ fn open_connection(path: &Path) -> Result<Connection, StoreError> {
          PRAGMA busy_timeout = 10000;
          PRAGMA foreign_keys = OFF;
          PRAGMA cache_size = -262144;
-         PRAGMA temp_store = MEMORY;",
+         PRAGMA temp_store = MEMORY;
+         PRAGMA journal_size_limit = 67108864;",
     )?;
     conn.set_prepared_statement_cache_capacity(256);
     Ok(conn)
