@@ -32,7 +32,13 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../migrations/sqlite/0001_init.sql")),
     (2, include_str!("../migrations/sqlite/0002_receipt.sql")),
 ];
-const MAX_READERS: usize = 8;
+/// Concurrent reads: a few per core. More only makes SQLite's queries compete for the same
+/// cores (measured: 8 concurrent readers on 2 cores served a third fewer searches per second
+/// than 2, at several times the latency).
+fn max_readers() -> usize {
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    (cores * 2).clamp(2, 16)
+}
 
 /// A store in one SQLite file.
 #[derive(Debug, Clone)]
@@ -67,7 +73,7 @@ impl SqliteStore {
             path: path.to_owned(),
             writer: Mutex::new(writer),
             readers: Mutex::new(Vec::new()),
-            reader_permits: tokio::sync::Semaphore::new(MAX_READERS),
+            reader_permits: tokio::sync::Semaphore::new(max_readers()),
             extractor,
         });
         checkpointer(path.to_owned(), Arc::downgrade(&inner))?;
