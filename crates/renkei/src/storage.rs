@@ -108,14 +108,17 @@ pub async fn link_backlog(store: &dyn Store, mpi: &server::empi::Mpi) -> anyhow:
     }
     let ctx = store::RequestContext::system();
     let mut total = 0;
+    let mut waiting = usize::MAX;
     loop {
-        let n = mpi
+        let (linked, remaining) = mpi
             .link_backlog(store, &ctx, 500)
             .await
             .context("linking Patients to enterprise identities")?;
-        if n == 0 {
+        total += linked;
+        // Stops when done, or when a round made no progress.
+        if remaining == 0 || (linked == 0 && remaining >= waiting) {
             return Ok(total);
         }
-        total += n;
+        waiting = remaining;
     }
 }

@@ -457,6 +457,42 @@ async fn backlog(backend: Backend) {
     s.terminate();
 }
 
+/// Duplicates written at the same moment still end up in one identity.
+async fn concurrent_duplicates(backend: Backend) {
+    let data = Data::new(backend).await;
+    let s = std::sync::Arc::new(Server::start(&data).await);
+    let writes: Vec<_> = (0..6)
+        .map(|i| {
+            let s = s.clone();
+            tokio::spawn(async move {
+                let p = goldner(
+                    &format!("c{i}"),
+                    "Robert",
+                    "555-806-9773",
+                    ("urn:mrn:x", &format!("{i}")),
+                );
+                put(&s, &p).await;
+            })
+        })
+        .collect();
+    for w in writes {
+        w.await.unwrap();
+    }
+    let g = goldens(&s).await;
+    assert_eq!(g.len(), 1, "{g:?}");
+    assert_eq!(g[0]["link"].as_array().unwrap().len(), 6);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_concurrent_duplicates() {
+    concurrent_duplicates(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_concurrent_duplicates() {
+    concurrent_duplicates(Backend::Postgres).await;
+}
+
 /// The review queue worked from the command line.
 async fn review_cli(backend: Backend) {
     let data = Data::new(backend).await;

@@ -125,8 +125,9 @@ impl Cache {
         for gone in old.iter().filter(|s| !state.links.contains_key(*s)) {
             if self.member_of.get(gone) == Some(&e) {
                 self.member_of.remove(gone);
-                self.unlinked.insert(gone.clone());
+                // Still indexed = still stored (a deleted source left the index first).
                 if self.index.record(gone).is_some() {
+                    self.unlinked.insert(gone.clone());
                     let _ = self.index.detach(gone);
                 }
             }

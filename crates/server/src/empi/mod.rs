@@ -158,27 +158,27 @@ impl Mpi {
     }
 
     /// Links up to `limit` source Patients that no golden record lists (written before
-    /// linking was on, or by another process); returns how many were linked. `store` is the
-    /// store underneath the [`EmpiStore`].
+    /// linking was on, or by another process); returns how many were linked and how many
+    /// still wait. `store` is the store underneath the [`EmpiStore`].
     pub async fn link_backlog(
         &self,
         store: &dyn Store,
         ctx: &RequestContext,
         limit: usize,
-    ) -> Result<usize, StoreError> {
+    ) -> Result<(usize, usize), StoreError> {
         let mut cache = self.locked(store, ctx).await?;
         let ids = cache.backlog(limit);
         if ids.is_empty() {
-            return Ok(0);
+            return Ok((0, 0));
         }
         let mut planner = Planner::new(&mut cache, self.now());
         let planned = async {
             let mut n = 0;
             for id in &ids {
-                let Some(stored) = store.load(ctx, "Patient", id).await? else {
-                    continue;
-                };
-                let Some(body) = stored.body.as_deref() else {
+                let stored = store.load(ctx, "Patient", id).await?;
+                let Some(body) = stored.as_ref().and_then(|s| s.body.as_deref()) else {
+                    // Deleted since: nothing to link.
+                    planner.cache.unlinked.remove(id);
                     continue;
                 };
                 let body: Value = serde_json::from_str(body)
@@ -201,7 +201,7 @@ impl Mpi {
             // Not retried in a loop: the same sources would fail again.
             cache.unlinked.retain(|id| !ids.contains(id));
         }
-        result
+        result.map(|n| (n, cache.unlinked.len()))
     }
 
     /// Ids of the golden records, for listing.
