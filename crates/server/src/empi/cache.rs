@@ -5,8 +5,9 @@
 //! joins the index under the identity its golden record lists; one that no golden record lists
 //! yet is indexed under a provisional identity and remembered in `unlinked` (its golden record
 //! may be the next feed row, or it was written before linking was enabled: the backlog). Because PostgreSQL may make a change-feed row
-//! visible after a row with a higher position, every refresh re-reads the last [`RESCAN`]
-//! positions and skips versions it has already applied.
+//! visible after a row with a higher position, every refresh there re-reads the last
+//! [`RESCAN`] positions and skips versions it has already applied (SQLite's single writer
+//! publishes rows in order).
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 
@@ -52,7 +53,9 @@ impl Cache {
         store: &dyn Store,
         ctx: &RequestContext,
     ) -> Result<(), StoreError> {
-        let mut after = (self.read_to - RESCAN).max(0);
+        // SQLite commits one writer's transactions in order: nothing to re-read there.
+        let rescan = if store.backend() == "sqlite" { 0 } else { RESCAN };
+        let mut after = (self.read_to - rescan).max(0);
         loop {
             let changes = store.changes(ctx, after, PAGE).await?;
             let Some(last) = changes.last() else {
