@@ -115,6 +115,9 @@ async fn everything(
     params: &[(String, String)],
 ) -> Result<Reply, ApiError> {
     let mut q = SearchQuery::everything(owner_id);
+    // Counting a whole compartment costs as much as reading its first page; `$everything` is
+    // read page by page, so its Bundle carries a total only when `_total` asks for one.
+    q.total = store::search::TotalMode::None;
     for (name, value) in params {
         match name.as_str() {
             "_since" => {
@@ -128,7 +131,7 @@ async fn everything(
                         end: start + 1,
                     }]));
             }
-            "_type" | "_count" | "_cursor" | "_elements" | "_summary" => {
+            "_type" | "_count" | "_cursor" | "_elements" | "_summary" | "_total" => {
                 let sub = SearchQuery::parse(
                     None,
                     &[(name.clone(), value.clone())],
@@ -164,6 +167,7 @@ fn merge(into: &mut SearchQuery, from: SearchQuery, name: &str) {
         "_cursor" => into.after = from.after,
         "_elements" => into.elements = from.elements,
         "_summary" => into.summary = from.summary,
+        "_total" => into.total = from.total,
         _ => {}
     }
 }

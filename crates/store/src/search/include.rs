@@ -2,7 +2,8 @@
 //! and the resources that refer to them.
 //!
 //! Forward includes read the references of each match from its own index rows (the extractor
-//! evaluates the parameter's expression on the stored body), then fetch the targets by id;
+//! evaluates the parameter's expression on the stored body; for `*`, every literal reference
+//! in the body), then fetch the targets by id;
 //! reverse includes are ordinary reference searches on the source type. Both go through
 //! [`Store::search`], so they work on every backend. Iteration stops when nothing new is found,
 //! after [`MAX_ROUNDS`] rounds, or at [`MAX_INCLUDED`] resources.
@@ -102,6 +103,24 @@ async fn forward(
         else {
             continue;
         };
+        if relevant.iter().all(|i| i.param.is_none()) {
+            // `*`: every literal reference of the resource, read straight from its JSON (no
+            // need to evaluate each reference parameter's expression to find them).
+            let mut refs = Vec::new();
+            literal_references(&body, &mut refs);
+            for (target_type, target_id) in refs {
+                if relevant
+                    .iter()
+                    .any(|i| i.target_type.as_deref().is_none_or(|t| t == target_type))
+                {
+                    wanted
+                        .entry(target_type.to_owned())
+                        .or_default()
+                        .insert(target_id.to_owned());
+                }
+            }
+            continue;
+        }
         for row in store.extractor().extract(&source.resource_type, &body)? {
             let IndexValue::Reference {
                 target_type: Some(target_type),
@@ -140,6 +159,32 @@ async fn forward(
         }
     }
     Ok(())
+}
+
+/// Every relative literal reference (`Type/id`, `Type/id/_history/n`) in `value` to a
+/// resource type of R4.
+fn literal_references<'a>(value: &'a Value, out: &mut Vec<(&'a str, &'a str)>) {
+    match value {
+        Value::Object(obj) => {
+            for (k, v) in obj {
+                match v {
+                    Value::String(s) if k == "reference" => {
+                        let mut parts = s.split('/');
+                        if let (Some(t), Some(id)) = (parts.next(), parts.next())
+                            && matches!(parts.next(), None | Some("_history"))
+                            && !id.is_empty()
+                            && fhir::r4().is_concrete_resource(t)
+                        {
+                            out.push((t, id));
+                        }
+                    }
+                    other => literal_references(other, out),
+                }
+            }
+        }
+        Value::Array(items) => items.iter().for_each(|v| literal_references(v, out)),
+        _ => {}
+    }
 }
 
 /// The resources of each `_revinclude` source type that refer to one of `targets`.
