@@ -54,7 +54,11 @@ impl Cache {
         ctx: &RequestContext,
     ) -> Result<(), StoreError> {
         // SQLite commits one writer's transactions in order: nothing to re-read there.
-        let rescan = if store.backend() == "sqlite" { 0 } else { RESCAN };
+        let rescan = if store.backend() == "sqlite" {
+            0
+        } else {
+            RESCAN
+        };
         let mut after = (self.read_to - rescan).max(0);
         loop {
             let changes = store.changes(ctx, after, PAGE).await?;
