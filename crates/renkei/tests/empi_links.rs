@@ -378,6 +378,38 @@ async fn linking(backend: Backend) {
     assert_eq!(status, 400, "{oo}");
     let (status, _, _) = s.send("DELETE", &format!("Patient/{e1}"), &[], None).await;
     assert_eq!(status, 400);
+    // The id space of golden records is reserved, even for identities not made yet.
+    let squatter = json!({"resourceType": "Patient", "id": "E0000000099",
+                          "name": [{"family": "Squatter"}]});
+    let (status, _, oo) = s
+        .send(
+            "PUT",
+            "Patient/E0000000099",
+            &[],
+            Some(&squatter.to_string()),
+        )
+        .await;
+    assert_eq!(status, 400, "{oo}");
+
+    // A transaction entry named by an absolute fullUrl links under the id it gets.
+    let bundle = json!({"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"fullUrl": "http://example.org/fhir/Patient/tmp-1",
+         "resource": {"resourceType": "Patient", "gender": "female", "birthDate": "1971-02-03",
+                      "name": [{"family": "Abe", "given": ["Kumiko"]}]},
+         "request": {"method": "POST", "url": "Patient"}}
+    ]});
+    let (status, _, reply) = s.send("POST", "", &[], Some(&bundle.to_string())).await;
+    assert_eq!(status, 200, "{reply}");
+    let loc = reply["entry"][0]["response"]["location"].as_str().unwrap();
+    let abe = loc
+        .split("Patient/")
+        .nth(1)
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap();
+    let (g_abe, _) = golden_of(&s, abe).await;
+    assert_eq!(g_abe["link"].as_array().unwrap().len(), 1, "{g_abe}");
 
     // Deleting a source that is alone retires its golden record.
     let (status, _, _) = s.send("DELETE", "Patient/b", &[], None).await;

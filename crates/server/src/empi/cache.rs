@@ -66,16 +66,17 @@ impl Cache {
                 return Ok(());
             };
             after = last.seq;
-            self.read_to = self.read_to.max(after);
-            for change in changes.iter().filter(|c| c.resource_type == "Patient") {
-                if self
-                    .applied
-                    .get(&change.id)
-                    .is_some_and(|v| *v >= change.version)
+            for change in &changes {
+                if change.resource_type == "Patient"
+                    && self
+                        .applied
+                        .get(&change.id)
+                        .is_none_or(|v| *v < change.version)
                 {
-                    continue;
+                    self.apply(store, ctx, &change.id).await?;
                 }
-                self.apply(store, ctx, &change.id).await?;
+                // Only past a row once it is applied: a failed load is read again next time.
+                self.read_to = self.read_to.max(change.seq);
             }
             if changes.len() < PAGE {
                 return Ok(());
@@ -94,6 +95,10 @@ impl Cache {
             return Ok(());
         };
         let version = current.version;
+        if let Some(e) = enterprise_of_id(id) {
+            // Never handed out again, even if this golden record is deleted.
+            self.index.note_used(e);
+        }
         let body = if current.deleted {
             None
         } else {

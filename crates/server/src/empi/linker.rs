@@ -35,6 +35,118 @@ impl EmpiStore {
     pub fn inner(&self) -> &Arc<dyn Store> {
         &self.inner
     }
+
+    async fn linked_transaction(
+        &self,
+        ctx: &RequestContext,
+        mut entries: Vec<WriteEntry>,
+    ) -> Result<Vec<Outcome>, StoreError> {
+        let original = entries.len();
+        let last_patient = entries.iter().rposition(|e| is_patient_write(&e.op));
+        let inner = self.inner.as_ref();
+        let mut cache = self.mpi.locked(inner, ctx).await?;
+        let mut planner = Planner::new(&mut cache, self.mpi.now());
+        let planned = async {
+            plan_entries(&mut planner, inner, ctx, &mut entries).await?;
+            let mut added = planner.finish(inner, ctx, &self.mpi.survivorship).await?;
+            entries.append(&mut added);
+            Ok::<_, StoreError>(())
+        }
+        .await;
+        let result = match planned {
+            Ok(()) => inner.transaction(ctx, entries).await,
+            Err(e) => Err(e),
+        };
+        planner.undo();
+        drop(planner);
+        super::refresh_after_commit(&mut cache, inner, ctx).await;
+        let mut outcomes = result.map_err(|e| owned_error(e, original, last_patient))?;
+        outcomes.truncate(original);
+        Ok(outcomes)
+    }
+
+    async fn linked_commit_keyed(
+        &self,
+        ctx: &RequestContext,
+        units: Vec<KeyedWrite>,
+    ) -> Result<Vec<Result<Vec<Outcome>, StoreError>>, StoreError> {
+        let inner = self.inner.as_ref();
+        let mut cache = self.mpi.locked(inner, ctx).await?;
+        let mut results = Vec::with_capacity(units.len());
+        let mut pending: std::collections::VecDeque<KeyedWrite> = units.into();
+        // Rounds: a unit touching an identity that another unit of the round touches waits for
+        // the next round, so that no golden write builds on a unit that may fail alone.
+        while !pending.is_empty() {
+            let mut logs = Vec::new();
+            let mut round_touched = BTreeSet::new();
+            let mut round_keys: BTreeSet<String> = BTreeSet::new();
+            // (unit to commit, or the planning error; the unit's own entry count)
+            let mut round: Vec<(Result<KeyedWrite, StoreError>, usize)> = Vec::new();
+            while let Some(mut unit) = pending.pop_front() {
+                let original = unit.entries.len();
+                let mut planner = Planner::new(&mut cache, self.mpi.now());
+                let planned = async {
+                    plan_entries(&mut planner, inner, ctx, &mut unit.entries).await?;
+                    planner.finish(inner, ctx, &self.mpi.survivorship).await
+                }
+                .await;
+                let mine: BTreeSet<_> = planner.touched().collect();
+                let keys = patient_keys(&unit.entries);
+                let conflict = mine.iter().any(|e| round_touched.contains(e))
+                    || keys.iter().any(|k| round_keys.contains(k))
+                    || (keys.contains("*") && !round_keys.is_empty())
+                    || round_keys.contains("*");
+                if !round.is_empty() && conflict {
+                    planner.undo();
+                    pending.push_front(unit);
+                    break;
+                }
+                logs.push(planner.into_undo());
+                round_touched.extend(mine);
+                round_keys.extend(keys);
+                round.push((
+                    planned.map(|mut added| {
+                        unit.entries.append(&mut added);
+                        unit
+                    }),
+                    original,
+                ));
+            }
+            let ok_units: Vec<KeyedWrite> = round
+                .iter_mut()
+                .filter_map(|(u, _)| match u {
+                    Ok(u) => Some(KeyedWrite {
+                        receipt: u.receipt.clone(),
+                        entries: std::mem::take(&mut u.entries),
+                    }),
+                    Err(_) => None,
+                })
+                .collect();
+            let committed = if ok_units.is_empty() {
+                Ok(Vec::new())
+            } else {
+                inner.commit_keyed(ctx, ok_units).await
+            };
+            for log in logs.into_iter().rev() {
+                log.apply(&mut cache);
+            }
+            super::refresh_after_commit(&mut cache, inner, ctx).await;
+            let mut committed = committed?.into_iter();
+            for (unit, original) in round {
+                results.push(match unit {
+                    Err(e) => Err(e.into_inner()),
+                    Ok(_) => committed
+                        .next()
+                        .unwrap_or_else(|| Err(StoreError::Backend("unit not run".into())))
+                        .map(|mut o| {
+                            o.truncate(original);
+                            o
+                        }),
+                });
+            }
+        }
+        Ok(results)
+    }
 }
 
 /// Whether a write touches a Patient.
@@ -48,6 +160,48 @@ fn is_patient_write(op: &WriteOp) -> bool {
         }
         WriteOp::ConditionalDelete { query } => query.resource_type.as_deref() == Some("Patient"),
     }
+}
+
+/// What a unit's Patient writes may collide on with another unit's: the ids they name and
+/// the identifiers in their bodies (HL7 v2 writes Patients conditionally, by identifier);
+/// `*` for a conditional delete, which may hit anything. Two units sharing a key are not
+/// planned in one round: the store would see the first one's writes, the planner not.
+fn patient_keys(entries: &[WriteEntry]) -> BTreeSet<String> {
+    let mut keys = BTreeSet::new();
+    for entry in entries.iter().filter(|e| is_patient_write(&e.op)) {
+        let body = match &entry.op {
+            WriteOp::Update { id, resource, .. } => {
+                keys.insert(format!("id:{id}"));
+                Some(resource)
+            }
+            WriteOp::Delete { id, .. } => {
+                keys.insert(format!("id:{id}"));
+                None
+            }
+            WriteOp::Create { resource, .. } | WriteOp::ConditionalUpdate { resource, .. } => {
+                Some(resource)
+            }
+            WriteOp::ConditionalDelete { .. } => {
+                keys.insert("*".into());
+                None
+            }
+        };
+        for identifier in body
+            .and_then(|b| b["identifier"].as_array())
+            .into_iter()
+            .flatten()
+        {
+            keys.insert(format!(
+                "identifier:{}|{}",
+                identifier["system"].as_str().unwrap_or(""),
+                identifier["value"].as_str().unwrap_or("")
+            ));
+        }
+        if let Some(id) = body.and_then(|b| b["id"].as_str()) {
+            keys.insert(format!("id:{id}"));
+        }
+    }
+    keys
 }
 
 /// Ids of the resources a search finds (at most `limit`).
@@ -280,33 +434,18 @@ impl Store for EmpiStore {
     async fn transaction(
         &self,
         ctx: &RequestContext,
-        mut entries: Vec<WriteEntry>,
+        entries: Vec<WriteEntry>,
     ) -> Result<Vec<Outcome>, StoreError> {
         if !entries.iter().any(|e| is_patient_write(&e.op)) {
             return self.inner.transaction(ctx, entries).await;
         }
-        let original = entries.len();
-        let last_patient = entries.iter().rposition(|e| is_patient_write(&e.op));
-        let inner = self.inner.as_ref();
-        let mut cache = self.mpi.locked(inner, ctx).await?;
-        let mut planner = Planner::new(&mut cache, self.mpi.now());
-        let planned = async {
-            plan_entries(&mut planner, inner, ctx, &mut entries).await?;
-            let mut added = planner.finish(inner, ctx, &self.mpi.survivorship).await?;
-            entries.append(&mut added);
-            Ok::<_, StoreError>(())
-        }
-        .await;
-        let result = match planned {
-            Ok(()) => inner.transaction(ctx, entries).await,
-            Err(e) => Err(e),
-        };
-        planner.undo();
-        drop(planner);
-        super::refresh_after_commit(&mut cache, inner, ctx).await;
-        let mut outcomes = result.map_err(|e| owned_error(e, original, last_patient))?;
-        outcomes.truncate(original);
-        Ok(outcomes)
+        let this = self.clone();
+        let ctx = ctx.clone();
+        // On a task of its own: a caller that goes away (a client disconnecting) cannot stop
+        // it between planning and undoing, which would leave the plan in the cache.
+        tokio::spawn(async move { this.linked_transaction(&ctx, entries).await })
+            .await
+            .map_err(|e| StoreError::Backend(format!("EMPI linking task failed: {e}")))?
     }
 
     async fn batch(
@@ -386,75 +525,11 @@ impl Store for EmpiStore {
         {
             return self.inner.commit_keyed(ctx, units).await;
         }
-        let inner = self.inner.as_ref();
-        let mut cache = self.mpi.locked(inner, ctx).await?;
-        let mut results = Vec::with_capacity(units.len());
-        let mut pending: std::collections::VecDeque<KeyedWrite> = units.into();
-        // Rounds: a unit touching an identity that another unit of the round touches waits for
-        // the next round, so that no golden write builds on a unit that may fail alone.
-        while !pending.is_empty() {
-            let mut logs = Vec::new();
-            let mut round_touched = BTreeSet::new();
-            // (unit to commit, or the planning error; the unit's own entry count)
-            let mut round: Vec<(Result<KeyedWrite, StoreError>, usize)> = Vec::new();
-            while let Some(mut unit) = pending.pop_front() {
-                let original = unit.entries.len();
-                let mut planner = Planner::new(&mut cache, self.mpi.now());
-                let planned = async {
-                    plan_entries(&mut planner, inner, ctx, &mut unit.entries).await?;
-                    planner.finish(inner, ctx, &self.mpi.survivorship).await
-                }
-                .await;
-                let mine: BTreeSet<_> = planner.touched().collect();
-                if !round.is_empty() && mine.iter().any(|e| round_touched.contains(e)) {
-                    planner.undo();
-                    pending.push_front(unit);
-                    break;
-                }
-                logs.push(planner.into_undo());
-                round_touched.extend(mine);
-                round.push((
-                    planned.map(|mut added| {
-                        unit.entries.append(&mut added);
-                        unit
-                    }),
-                    original,
-                ));
-            }
-            let ok_units: Vec<KeyedWrite> = round
-                .iter_mut()
-                .filter_map(|(u, _)| match u {
-                    Ok(u) => Some(KeyedWrite {
-                        receipt: u.receipt.clone(),
-                        entries: std::mem::take(&mut u.entries),
-                    }),
-                    Err(_) => None,
-                })
-                .collect();
-            let committed = if ok_units.is_empty() {
-                Ok(Vec::new())
-            } else {
-                inner.commit_keyed(ctx, ok_units).await
-            };
-            for log in logs.into_iter().rev() {
-                log.apply(&mut cache);
-            }
-            super::refresh_after_commit(&mut cache, inner, ctx).await;
-            let mut committed = committed?.into_iter();
-            for (unit, original) in round {
-                results.push(match unit {
-                    Err(e) => Err(e.into_inner()),
-                    Ok(_) => committed
-                        .next()
-                        .unwrap_or_else(|| Err(StoreError::Backend("unit not run".into())))
-                        .map(|mut o| {
-                            o.truncate(original);
-                            o
-                        }),
-                });
-            }
-        }
-        Ok(results)
+        let this = self.clone();
+        let ctx = ctx.clone();
+        tokio::spawn(async move { this.linked_commit_keyed(&ctx, units).await })
+            .await
+            .map_err(|e| StoreError::Backend(format!("EMPI linking task failed: {e}")))?
     }
 
     async fn changes(
@@ -464,5 +539,38 @@ impl Store for EmpiStore {
         limit: usize,
     ) -> Result<Vec<store::Change>, StoreError> {
         self.inner.changes(ctx, after, limit).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn units_writing_the_same_patient_share_a_key() {
+        let by_identifier = |op: fn(Value) -> WriteOp| {
+            let p = json!({"resourceType": "Patient",
+                           "identifier": [{"system": "urn:mrn", "value": "1"}]});
+            patient_keys(&[WriteEntry::new(op(p))])
+        };
+        let adt = by_identifier(|resource| WriteOp::Create {
+            resource,
+            if_none_exist: None,
+        });
+        let oru = by_identifier(|resource| WriteOp::Update {
+            resource_type: "Patient".into(),
+            id: "p1".into(),
+            resource,
+            if_match: None,
+        });
+        assert!(adt.contains("identifier:urn:mrn|1"));
+        assert!(adt.intersection(&oru).next().is_some());
+        assert!(oru.contains("id:p1"));
+        let other = patient_keys(&[WriteEntry::new(WriteOp::Create {
+            resource: json!({"resourceType": "Observation", "status": "final"}),
+            if_none_exist: None,
+        })]);
+        assert!(other.is_empty());
     }
 }

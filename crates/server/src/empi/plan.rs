@@ -65,10 +65,13 @@ impl<'a> Planner<'a> {
 
     /// Identities this plan changes.
     pub fn touched(&self) -> impl Iterator<Item = EnterpriseId> + '_ {
-        self.touched
-            .keys()
-            .copied()
-            .chain(self.retired.keys().copied())
+        // `retire` also leaves its identity in `touched`.
+        self.touched.keys().copied().chain(
+            self.retired
+                .keys()
+                .copied()
+                .filter(|e| !self.touched.contains_key(e)),
+        )
     }
 
     /// The identity `source` belongs to, as planned so far.
@@ -147,9 +150,19 @@ impl<'a> Planner<'a> {
     /// A source Patient is written (created, or a new version). `source` is its id, or the
     /// transaction placeholder (`urn:uuid:`) of a create whose id the store assigns.
     pub fn write(&mut self, source: &str, body: &Value) -> Result<(), StoreError> {
-        let mut view = body.clone();
+        let mut view = match body {
+            Value::Object(_) => body.clone(),
+            _ => {
+                return Err(StoreError::Invalid(
+                    "a Patient must be a JSON object".into(),
+                ));
+            }
+        };
         view["id"] = json!(source);
         // Ranks as the most recent source when the golden record is composed.
+        if !view["meta"].is_object() {
+            view["meta"] = json!({});
+        }
         view["meta"]["lastUpdated"] = json!(self.now);
         let record = Record::from_patient(&view).ok();
         self.bodies.insert(source.to_owned(), view);
@@ -364,13 +377,14 @@ pub(crate) fn refuse_golden(
     body: Option<&Value>,
     cache: &Cache,
 ) -> Result<(), StoreError> {
-    let by_id = id
-        .and_then(enterprise_of_id)
-        .is_some_and(|e| cache.goldens.contains_key(&e));
+    let _ = cache;
+    // Ids of the form E0000000042 are the EMPI's, whether or not that identity exists yet.
+    let by_id = id.and_then(enterprise_of_id).is_some();
     if by_id || body.is_some_and(is_golden) {
         return Err(StoreError::Invalid(format!(
-            "Patient/{} is a golden record maintained by the EMPI; change its sources, or use \
-             $empi-link, $empi-unlink, $empi-merge or $empi-unmerge",
+            "Patient/{} is a golden record maintained by the EMPI (ids E + 10 digits are \
+             reserved for them); change its sources, or use $empi-link, $empi-unlink, \
+             $empi-merge or $empi-unmerge",
             id.unwrap_or("(new)")
         )));
     }

@@ -97,7 +97,9 @@ pub fn is_golden(patient: &Value) -> bool {
 
 /// The reference to a source: `Patient/id`, or a transaction's `urn:uuid:` placeholder.
 pub fn source_reference(source: &str) -> String {
-    if source.starts_with("urn:") {
+    // A placeholder is the entry's fullUrl (`urn:uuid:..`, or an absolute URL), which the
+    // store rewrites to the id it assigns; a plain id is a stored Patient.
+    if source.contains(':') || source.contains('/') {
         source.to_owned()
     } else {
         format!("Patient/{source}")
@@ -282,9 +284,14 @@ pub fn audit_event(
     entities: &[String],
     now: &str,
 ) -> Value {
+    let (role, display) = match &ctx.actor {
+        Actor::User(_) => ("humanuser", "human user"),
+        Actor::Node(_) => ("datacollector", "data collector"),
+        Actor::System | Actor::Client(_) => ("dataprocessor", "data processor"),
+    };
     let mut agent = json!({"type": {"coding": [{
             "system": "http://terminology.hl7.org/CodeSystem/extra-security-role-type",
-            "code": "humanuser"}]},
+            "code": role, "display": display}]},
         "who": {"display": actor_display(ctx)},
         "requestor": true});
     if let Some(pou) = &ctx.purpose_of_use {
