@@ -288,9 +288,11 @@ impl EnterpriseIndex {
                 self.members.remove(&e);
             }
         }
-        self.records[slot as usize]
+        let record = self.records[slot as usize]
             .take()
-            .ok_or_else(|| EmpiError::UnknownRecord(record_id.to_owned()))
+            .ok_or_else(|| EmpiError::UnknownRecord(record_id.to_owned()))?;
+        self.tf.remove(&record);
+        Ok(record)
     }
 
     /// The enterprise identity of a source record.

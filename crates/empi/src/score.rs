@@ -32,6 +32,26 @@ impl TermFrequencies {
         }
     }
 
+    /// Stops counting a record (removed, or about to be re-added with new values).
+    pub fn remove(&mut self, r: &Record) {
+        self.total = self.total.saturating_sub(1);
+        let mut down = |map: &mut FxHashMap<u64, u32>, value: &str| {
+            let k = key_hash(value);
+            if let Some(n) = map.get_mut(&k) {
+                *n -= 1;
+                if *n == 0 {
+                    map.remove(&k);
+                }
+            }
+        };
+        if let Some(g) = r.given.first() {
+            down(&mut self.given, g.as_str());
+        }
+        if let Some(f) = r.family.first().or(r.family_kana.as_ref()) {
+            down(&mut self.family, f.as_str());
+        }
+    }
+
     /// Records counted.
     pub fn population(&self) -> u64 {
         self.total
