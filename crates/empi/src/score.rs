@@ -35,7 +35,7 @@ impl TermFrequencies {
     /// Stops counting a record (removed, or about to be re-added with new values).
     pub fn remove(&mut self, r: &Record) {
         self.total = self.total.saturating_sub(1);
-        let mut down = |map: &mut FxHashMap<u64, u32>, value: &str| {
+        let down = |map: &mut FxHashMap<u64, u32>, value: &str| {
             let k = key_hash(value);
             if let Some(n) = map.get_mut(&k) {
                 *n -= 1;
