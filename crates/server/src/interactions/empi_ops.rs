@@ -223,35 +223,69 @@ pub async fn manual(
     body: &[u8],
 ) -> Result<Response, ApiError> {
     let params = Params::parse(fhir, body, op)?;
-    let store = state.base_store.as_ref();
-    let mpi = &state.mpi;
-    let ctx = &fhir.ctx;
-    let changed = match op {
+    let decision = match op {
         "$empi-link" => {
             params.check_known(op, &["source", "golden", "reason"])?;
-            let (source, golden) = (params.patient("source", op)?, params.patient("golden", op)?);
-            mpi.link(store, ctx, &source, &golden, &params.reason(op)?)
-                .await
+            Decision::Link(
+                params.patient("source", op)?,
+                params.patient("golden", op)?,
+                params.reason(op)?,
+            )
         }
         "$empi-unlink" => {
             params.check_known(op, &["source", "reason"])?;
-            let source = params.patient("source", op)?;
-            mpi.unlink(store, ctx, &source, &params.reason(op)?).await
+            Decision::Unlink(params.patient("source", op)?, params.reason(op)?)
         }
         "$empi-merge" => {
             params.check_known(op, &["from", "into", "reason"])?;
-            let (from, into) = (params.patient("from", op)?, params.patient("into", op)?);
-            mpi.merge(store, ctx, &from, &into, &params.reason(op)?)
-                .await
+            Decision::Merge(
+                params.patient("from", op)?,
+                params.patient("into", op)?,
+                params.reason(op)?,
+            )
         }
         "$empi-unmerge" => {
             params.check_known(op, &["golden", "reason"])?;
-            let golden = params.patient("golden", op)?;
-            mpi.unmerge(store, ctx, &golden, &params.reason(op)?).await
+            Decision::Unmerge(params.patient("golden", op)?, params.reason(op)?)
         }
-        _ => unreachable_op(op)?,
-    }
+        _ => {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not-supported",
+                format!("unknown operation {op}"),
+            ));
+        }
+    };
+    // On a task of its own, so that a client going away cannot stop the decision between
+    // planning it on the cache and putting the cache back.
+    let (store, mpi, ctx) = (
+        state.base_store.clone(),
+        state.mpi.clone(),
+        fhir.ctx.clone(),
+    );
+    let changed = tokio::spawn(async move {
+        let store = store.as_ref();
+        match decision {
+            Decision::Link(source, golden, reason) => {
+                mpi.link(store, &ctx, &source, &golden, &reason).await
+            }
+            Decision::Unlink(source, reason) => mpi.unlink(store, &ctx, &source, &reason).await,
+            Decision::Merge(from, into, reason) => {
+                mpi.merge(store, &ctx, &from, &into, &reason).await
+            }
+            Decision::Unmerge(golden, reason) => mpi.unmerge(store, &ctx, &golden, &reason).await,
+        }
+    })
+    .await
+    .map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "exception",
+            format!("the EMPI decision task failed: {e}"),
+        )
+    })?
     .map_err(manual_error)?;
+    let (store, ctx) = (state.base_store.as_ref(), &fhir.ctx);
     let mut parameter = Vec::new();
     for e in changed {
         if let Some(r) = store.load(ctx, "Patient", &e.to_string()).await?
@@ -268,12 +302,12 @@ pub async fn manual(
     .into_http(fhir.pretty))
 }
 
-fn unreachable_op(op: &str) -> Result<Result<Vec<::empi::EnterpriseId>, ManualError>, ApiError> {
-    Err(ApiError::new(
-        StatusCode::NOT_FOUND,
-        "not-supported",
-        format!("unknown operation {op}"),
-    ))
+/// A manual decision, with its arguments (the last one is always the reason).
+enum Decision {
+    Link(String, String, String),
+    Unlink(String, String),
+    Merge(String, String, String),
+    Unmerge(String, String),
 }
 
 /// Whether `op` is one of the manual decisions.
