@@ -111,7 +111,7 @@ impl Cache {
         let golden_id = enterprise_of_id(id)
             .filter(|e| self.goldens.contains_key(e) || body.as_ref().is_some_and(is_golden));
         match (golden_id, body) {
-            (Some(e), Some(body)) => self.apply_golden(e, GoldenState::from_body(version, &body)),
+            (Some(e), Some(body)) => self.apply_golden(e, parse_golden(version, &body)),
             (Some(e), None) => self.apply_golden(
                 e,
                 GoldenState {
@@ -181,11 +181,5 @@ impl Cache {
         ids.sort();
         ids.truncate(limit);
         ids
-    }
-}
-
-impl GoldenState {
-    pub fn from_body(version: u64, body: &Value) -> Self {
-        parse_golden(version, body)
     }
 }

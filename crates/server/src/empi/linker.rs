@@ -256,7 +256,7 @@ async fn plan_entry(
             resource,
             if_none_exist,
         } => {
-            refuse_golden(None, Some(resource), planner.cache)?;
+            refuse_golden(None, Some(resource))?;
             if let Some(q) = if_none_exist
                 && !ids_of(store, ctx, q, 2).await?.is_empty()
             {
@@ -271,12 +271,12 @@ async fn plan_entry(
             write_source(planner, store, ctx, &placeholder, &resource).await
         }
         WriteOp::Update { id, resource, .. } => {
-            refuse_golden(Some(id), Some(resource), planner.cache)?;
+            refuse_golden(Some(id), Some(resource))?;
             let (id, resource) = (id.clone(), resource.clone());
             write_source(planner, store, ctx, &id, &resource).await
         }
         WriteOp::ConditionalUpdate { query, resource } => {
-            refuse_golden(None, Some(resource), planner.cache)?;
+            refuse_golden(None, Some(resource))?;
             let found = ids_of(store, ctx, query, 2).await?;
             let id = match found.as_slice() {
                 [one] => one.clone(),
@@ -290,19 +290,19 @@ async fn plan_entry(
                 // Fails in the store with the number of matches.
                 _ => return Ok(()),
             };
-            refuse_golden(Some(&id), None, planner.cache)?;
+            refuse_golden(Some(&id), None)?;
             let resource = resource.clone();
             write_source(planner, store, ctx, &id, &resource).await
         }
         WriteOp::Delete { id, .. } => {
-            refuse_golden(Some(id), None, planner.cache)?;
+            refuse_golden(Some(id), None)?;
             let id = id.clone();
             planner.delete(&id);
             Ok(())
         }
         WriteOp::ConditionalDelete { query } => {
             for id in ids_of(store, ctx, query, 2).await? {
-                refuse_golden(Some(&id), None, planner.cache)?;
+                refuse_golden(Some(&id), None)?;
                 planner.delete(&id);
             }
             Ok(())
@@ -479,15 +479,7 @@ impl Store for EmpiStore {
             }
             Err(StoreError::Entry { .. }) => {
                 for (i, entry) in patient_at.iter().zip(patients) {
-                    let r = self
-                        .transaction(ctx, vec![entry])
-                        .await
-                        .map_err(StoreError::into_inner)
-                        .and_then(|mut o| {
-                            o.pop()
-                                .ok_or_else(|| StoreError::Backend("empty outcome".into()))
-                        });
-                    results[*i] = Some(r);
+                    results[*i] = Some(self.write(ctx, entry.op).await);
                 }
             }
             Err(other) => return Err(other),

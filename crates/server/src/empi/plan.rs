@@ -63,15 +63,9 @@ impl<'a> Planner<'a> {
         &self.now
     }
 
-    /// Identities this plan changes.
+    /// Identities this plan changes (a retired one included: `retire` empties its members).
     pub fn touched(&self) -> impl Iterator<Item = EnterpriseId> + '_ {
-        // `retire` also leaves its identity in `touched`.
-        self.touched.keys().copied().chain(
-            self.retired
-                .keys()
-                .copied()
-                .filter(|e| !self.touched.contains_key(e)),
-        )
+        self.touched.keys().copied()
     }
 
     /// The identity `source` belongs to, as planned so far.
@@ -95,16 +89,7 @@ impl<'a> Planner<'a> {
                     .members(e)
                     .into_iter()
                     .filter(|r| cache.unlinked.contains(&r.id))
-                    .map(|r| {
-                        let meta = LinkMeta {
-                            basis: Basis::Auto,
-                            outcome: "new".into(),
-                            score: None,
-                            explanation: None,
-                            reason: None,
-                        };
-                        (r.id.clone(), meta)
-                    })
+                    .map(|r| (r.id.clone(), LinkMeta::auto("new")))
                     .collect(),
             })
     }
@@ -169,32 +154,21 @@ impl<'a> Planner<'a> {
         let prior = self.enterprise_of(source);
         let prior_link = self.link_of(source);
         self.index_remove(source);
-        let keep = match (prior, &prior_link) {
-            (Some(e), Some(link)) => link.basis == Basis::Manual || self.members(e).len() > 1,
-            _ => false,
-        };
-        if keep {
-            // Manual decisions stick; a member of a larger identity is not split by an edit.
-            let e = prior.unwrap_or(EnterpriseId(0));
+        // Manual decisions stick; a member of a larger identity is not split by an edit.
+        if let (Some(e), Some(link)) = (prior, &prior_link)
+            && (link.basis == Basis::Manual || self.members(e).len() > 1)
+        {
             if let Some(record) = record {
                 self.cache.index.restore(record, e).map_err(backend)?;
                 self.undo.push(Undo::Inserted(source.to_owned()));
             }
-            let meta = prior_link.unwrap_or_else(|| LinkMeta::manual("link", ""));
-            self.set_member(source, Some(e), Some(meta));
+            self.set_member(source, Some(e), Some(link.clone()));
             return Ok(());
         }
         let Some(record) = record else {
             // Nothing to match on (no name, no birth date...): an identity of its own.
             let e = prior.unwrap_or_else(|| self.cache.index.reserve());
-            let meta = LinkMeta {
-                basis: Basis::Auto,
-                outcome: "new".into(),
-                score: None,
-                explanation: None,
-                reason: None,
-            };
-            self.set_member(source, Some(e), Some(meta));
+            self.set_member(source, Some(e), Some(LinkMeta::auto("new")));
             return Ok(());
         };
         let decision = self.cache.index.insert_record(record).map_err(backend)?;
@@ -221,13 +195,7 @@ impl<'a> Planner<'a> {
                     None => decision.enterprise_id,
                 };
                 let review = outcome == MatchOutcome::Review;
-                let meta = LinkMeta {
-                    basis: Basis::Auto,
-                    outcome: if review { "review" } else { "new" }.into(),
-                    score: None,
-                    explanation: None,
-                    reason: None,
-                };
+                let meta = LinkMeta::auto(if review { "review" } else { "new" });
                 let already_in_review = prior_link.as_ref().is_some_and(|l| l.outcome == "review");
                 if review && !already_in_review {
                     let candidates: Vec<ReviewCandidate> = decision
@@ -372,12 +340,7 @@ fn backend(e: empi::EmpiError) -> StoreError {
 }
 
 /// Refuses client writes of golden records: the EMPI maintains them.
-pub(crate) fn refuse_golden(
-    id: Option<&str>,
-    body: Option<&Value>,
-    cache: &Cache,
-) -> Result<(), StoreError> {
-    let _ = cache;
+pub(crate) fn refuse_golden(id: Option<&str>, body: Option<&Value>) -> Result<(), StoreError> {
     // Ids of the form E0000000042 are the EMPI's, whether or not that identity exists yet.
     let by_id = id.and_then(enterprise_of_id).is_some();
     if by_id || body.is_some_and(is_golden) {

@@ -54,6 +54,17 @@ pub struct LinkMeta {
 }
 
 impl LinkMeta {
+    /// A link the matcher made without a score to show (`new`, `review`).
+    pub fn auto(outcome: &str) -> Self {
+        LinkMeta {
+            basis: Basis::Auto,
+            outcome: outcome.into(),
+            score: None,
+            explanation: None,
+            reason: None,
+        }
+    }
+
     pub fn manual(outcome: &str, reason: &str) -> Self {
         LinkMeta {
             basis: Basis::Manual,
