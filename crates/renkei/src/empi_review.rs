@@ -14,6 +14,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use serde_json::Value;
+use server::empi::resources::SCORE_EXTENSION;
 use server::empi::{ManualError, Mpi};
 use store::{Actor, RequestContext};
 
@@ -131,7 +132,7 @@ fn describe(task: &Value) -> String {
                 .as_array()
                 .into_iter()
                 .flatten()
-                .find(|e| e["url"] == "https://renkei.dev/fhir/StructureDefinition/match-score")
+                .find(|e| e["url"] == SCORE_EXTENSION)
                 .map(|e| e["valueDecimal"].to_string())
                 .unwrap_or_default();
             format!(
