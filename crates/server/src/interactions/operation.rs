@@ -12,11 +12,11 @@ use serde_json::{Value, json};
 
 use crate::AppState;
 use crate::empi::MatchError;
+use crate::empi::resources::EXPLANATION_EXTENSION;
 use crate::error::ApiError;
 use crate::http::{Fhir, Reply, check_type, parse_body, validate};
 
 const MATCH_GRADE: &str = "http://hl7.org/fhir/StructureDefinition/match-grade";
-const EXPLANATION: &str = "http://renkei.dev/fhir/StructureDefinition/match-explanation";
 /// Candidates returned when `count` is absent.
 const DEFAULT_COUNT: usize = 10;
 
@@ -130,7 +130,7 @@ async fn patient_match(state: &AppState, fhir: &Fhir, body: &[u8]) -> Result<Rep
                 "score": (m.probability * 1e6).round() / 1e6,
                 "extension": [
                     {"url": MATCH_GRADE, "valueCode": m.grade},
-                    {"url": EXPLANATION, "valueString": m.explanation.to_string()}
+                    {"url": EXPLANATION_EXTENSION, "valueString": m.explanation.to_string()}
                 ]
             }
         }));
