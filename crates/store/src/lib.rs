@@ -37,6 +37,7 @@ pub mod search;
 mod sql;
 mod sqlite;
 pub mod time;
+mod wal;
 
 use async_trait::async_trait;
 use serde_json::Value;

@@ -27,6 +27,7 @@ use crate::model::{
 use crate::receipt::{KeyedWrite, Receipt};
 use crate::search::{KeyValue, PageSql, SearchPage, SearchQuery};
 use crate::sql::{self, Sql, SqlParam};
+use crate::wal::{self, WalLength};
 
 const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../migrations/sqlite/0001_init.sql")),
@@ -53,6 +54,7 @@ struct Inner {
     readers: Mutex<Vec<Connection>>,
     reader_permits: tokio::sync::Semaphore,
     extractor: Arc<dyn IndexExtractor>,
+    wal: Arc<WalLength>,
 }
 
 impl SqliteStore {
@@ -65,9 +67,17 @@ impl SqliteStore {
 
     /// Opens (creating if needed) the database file `path` and applies pending migrations.
     pub fn open(path: &Path, extractor: Arc<dyn IndexExtractor>) -> Result<Self, StoreError> {
+        Self::open_with_restart_at(path, extractor, wal::RESTART_AT)
+    }
+
+    fn open_with_restart_at(
+        path: &Path,
+        extractor: Arc<dyn IndexExtractor>,
+        restart_at: i64,
+    ) -> Result<Self, StoreError> {
         let mut writer = open_connection(path)?;
         migrate(&mut writer)?;
-        // Checkpoints run beside the writer (see `checkpointer`), not inside its commits.
+        // Checkpoints run beside the writer (see `wal`), not inside its commits.
         writer.execute_batch("PRAGMA wal_autocheckpoint = 0;")?;
         let inner = Arc::new(Inner {
             path: path.to_owned(),
@@ -75,8 +85,13 @@ impl SqliteStore {
             readers: Mutex::new(Vec::new()),
             reader_permits: tokio::sync::Semaphore::new(max_readers()),
             extractor,
+            wal: Arc::new(WalLength::new(restart_at)),
         });
-        checkpointer(path.to_owned(), Arc::downgrade(&inner))?;
+        wal::start_checkpointer(
+            open_connection(path)?,
+            Arc::downgrade(&inner),
+            inner.wal.clone(),
+        )?;
         Ok(SqliteStore { inner })
     }
 
@@ -119,12 +134,16 @@ impl SqliteStore {
         let inner = self.inner.clone();
         tokio::task::spawn_blocking(move || {
             let mut conn = inner.writer.lock().map_err(poisoned)?;
+            inner.wal.restart_if_long(&conn);
             f(&mut conn, inner.extractor.as_ref())
         })
         .await
         .map_err(|e| StoreError::Backend(format!("store task failed: {e}")))?
     }
 
+    /// A batch first runs as if it were a transaction, without a savepoint per entry (while
+    /// one is open SQLite copies every page an entry first changes into a sub-journal); only
+    /// if an entry fails is that attempt rolled back and the batch run again with savepoints.
     async fn apply(
         &self,
         ctx: &RequestContext,
@@ -133,42 +152,35 @@ impl SqliteStore {
     ) -> Result<Vec<Result<Outcome, StoreError>>, StoreError> {
         let ctx = ctx.clone();
         self.write_with(move |conn, extractor| {
-            let tx = conn.transaction()?;
-            let now = crate::time::now_micros();
-            let results = {
-                let mut b = SqliteTx { tx: &tx };
-                engine::run_ready(engine::apply(&mut b, extractor, &ctx, now, entries, atomic))??
-            };
-            tx.commit()?;
-            Ok(results)
+            if atomic {
+                return apply_once(conn, extractor, &ctx, entries, true);
+            }
+            match apply_once(conn, extractor, &ctx, entries.clone(), true) {
+                Err(StoreError::Entry { .. }) => apply_once(conn, extractor, &ctx, entries, false),
+                other => other,
+            }
         })
         .await
     }
 }
 
-/// Copies the WAL back into the database file every [`CHECKPOINT_EVERY`] on a connection of
-/// its own, for as long as the store is open. SQLite would otherwise checkpoint inside the
-/// commit that fills the WAL past 1,000 pages, adding that work to a write's latency. The
-/// checkpoint is PASSIVE: it never waits for, or blocks, the writer or a reader. Durability is
-/// the WAL's (`synchronous = FULL`), whether or not a checkpoint has run.
-fn checkpointer(path: PathBuf, store: std::sync::Weak<Inner>) -> Result<(), StoreError> {
-    let conn = open_connection(&path)?;
-    std::thread::Builder::new()
-        .name("sqlite-checkpoint".into())
-        .spawn(move || {
-            while store.strong_count() > 0 {
-                std::thread::sleep(CHECKPOINT_EVERY);
-                if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
-                    tracing::warn!(error = %e, "SQLite checkpoint failed; retried");
-                }
-            }
-        })
-        .map_err(|e| StoreError::Backend(format!("cannot start the checkpoint thread: {e}")))?;
-    Ok(())
+/// One attempt at a list of writes in one transaction on the writer connection.
+fn apply_once(
+    conn: &mut Connection,
+    extractor: &dyn IndexExtractor,
+    ctx: &RequestContext,
+    entries: Vec<WriteEntry>,
+    atomic: bool,
+) -> Result<Vec<Result<Outcome, StoreError>>, StoreError> {
+    let tx = conn.transaction()?;
+    let now = crate::time::now_micros();
+    let results = {
+        let mut b = SqliteTx { tx: &tx };
+        engine::run_ready(engine::apply(&mut b, extractor, ctx, now, entries, atomic))??
+    };
+    tx.commit()?;
+    Ok(results)
 }
-
-/// How often the WAL is checkpointed.
-const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(200);
 
 fn poisoned<T>(_: T) -> StoreError {
     StoreError::Backend("a store lock was poisoned by a panic".into())
@@ -363,16 +375,22 @@ impl Backend for SqliteTx<'_> {
         Ok(())
     }
 
+    // Savepoint statements are prepared once, like the others (a unit of a group commit
+    // opens and releases one each).
     async fn savepoint(&mut self) -> Result<(), StoreError> {
-        Ok(self.tx.execute_batch("SAVEPOINT entry")?)
+        self.tx.prepare_cached("SAVEPOINT entry")?.execute([])?;
+        Ok(())
     }
 
     async fn release(&mut self) -> Result<(), StoreError> {
-        Ok(self.tx.execute_batch("RELEASE entry")?)
+        self.tx.prepare_cached("RELEASE entry")?.execute([])?;
+        Ok(())
     }
 
     async fn rollback_to_savepoint(&mut self) -> Result<(), StoreError> {
-        Ok(self.tx.execute_batch("ROLLBACK TO entry; RELEASE entry")?)
+        self.tx.prepare_cached("ROLLBACK TO entry")?.execute([])?;
+        self.tx.prepare_cached("RELEASE entry")?.execute([])?;
+        Ok(())
     }
 
     async fn insert_receipt(&mut self, r: &Receipt, now: i64) -> Result<bool, StoreError> {
