@@ -42,7 +42,7 @@ pub struct IngestArgs {
     #[arg(long, value_name = "URL")]
     database_url: Option<String>,
     /// Resources per transaction.
-    #[arg(long, default_value_t = 2000)]
+    #[arg(long, default_value_t = crate::import::DEFAULT_CHUNK)]
     chunk: usize,
 }
 
@@ -113,11 +113,24 @@ impl Fresh {
         linked(self.store.clone())
     }
 
+    /// Drops the throwaway schema or directory; with `RENKEI_BENCH_KEEP=1` in the environment,
+    /// keeps it (and says where) so that what a benchmark wrote can be inspected.
     pub async fn cleanup(self) {
+        let keep = std::env::var_os("RENKEI_BENCH_KEEP").is_some_and(|v| v == "1");
+        drop(self.store);
+        if keep {
+            match (&self.pg, &self.dir) {
+                (Some(pg), _) => {
+                    eprintln!("kept PostgreSQL schema {}", pg.schema().unwrap_or("public"))
+                }
+                (None, Some(dir)) => eprintln!("kept store directory {}", dir.display()),
+                (None, None) => {}
+            }
+            return;
+        }
         if let Some(pg) = &self.pg {
             let _ = pg.drop_schema().await;
         }
-        drop(self.store);
         if let Some(dir) = self.dir {
             let _ = std::fs::remove_dir_all(dir);
         }

@@ -241,7 +241,7 @@ pub async fn search(a: SearchArgs) -> anyhow::Result<()> {
     let backend = store.backend();
     if let Some(dataset) = &a.dataset {
         let opts = Options {
-            chunk: 2000,
+            chunk: crate::import::DEFAULT_CHUNK,
             print_commits: false,
             progress: true,
         };

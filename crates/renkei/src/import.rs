@@ -42,7 +42,7 @@ pub struct Args {
     #[command(flatten)]
     empi: EmpiArgs,
     /// Resources per database transaction.
-    #[arg(long, default_value_t = 2000)]
+    #[arg(long, default_value_t = DEFAULT_CHUNK)]
     chunk: usize,
     /// Print a line on stdout after each committed transaction (for scripts and tests).
     #[arg(long, hide = true)]
@@ -152,11 +152,20 @@ pub async fn import(
         ProgressBar::hidden()
     };
     let started = Instant::now();
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Item>(4);
+    // One chunk queued while the store writes another: the reader keeps ahead, and memory
+    // holds about three chunks, whatever the input size.
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Item>(1);
     let reader = {
         let validator = validator.clone();
         let chunk = opts.chunk;
-        std::thread::spawn(move || read_files(files, validator.as_ref(), chunk, &tx))
+        let store = store.clone();
+        std::thread::spawn(move || {
+            let checks = Checks {
+                validator: validator.as_ref(),
+                extractor: store.extractor(),
+            };
+            read_files(files, &checks, chunk, &tx)
+        })
     };
     let state = AppState::new(store.clone(), validator, ServerConfig::default());
     let mut summary = Summary::default();
@@ -321,9 +330,24 @@ fn collect_files(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
     Ok(files)
 }
 
+/// What the reader thread does to each resource before the writer sees it: the checks
+/// `POST`/`PUT` make, and the store's index extraction (done here, beside the single writer,
+/// rather than by it).
+struct Checks<'a> {
+    validator: &'a dyn Validator,
+    extractor: &'a dyn store::index::IndexExtractor,
+}
+
+/// Resources per import transaction. Large, because a commit writes every page it touched to
+/// the log (and a checkpoint then writes it again): the inserts into the indexes keyed by
+/// random ids (resource ids, reference targets, dates) land on a different page each, so at a
+/// million resources a 2,000-resource commit wrote about 17 KiB of pages per resource, and a
+/// 20,000-resource commit, which shares more of those pages, ingests 1.4 times as fast.
+pub const DEFAULT_CHUNK: usize = 20_000;
+
 fn read_files(
     files: Vec<PathBuf>,
-    validator: &dyn Validator,
+    checks: &Checks<'_>,
     chunk: usize,
     tx: &tokio::sync::mpsc::Sender<Item>,
 ) -> anyhow::Result<()> {
@@ -335,9 +359,9 @@ fn read_files(
         let name = file.display().to_string();
         let is_ndjson = file.extension().and_then(|e| e.to_str()) == Some("ndjson");
         let result = if is_ndjson {
-            read_ndjson(&file, &name, validator, chunk, &send)
+            read_ndjson(&file, &name, checks, chunk, &send)
         } else {
-            read_json(&file, &name, validator, &send)
+            read_json(&file, &name, checks, &send)
         };
         if let Err(e) = result {
             send(Item::Problem(format!("{name}: {e:#}")))?;
@@ -347,8 +371,10 @@ fn read_files(
     Ok(())
 }
 
-/// A write for one resource read from a file, after the checks `POST`/`PUT` would make.
-fn entry_for(resource: Value, validator: &dyn Validator) -> Result<WriteEntry, String> {
+/// A write for one resource read from a file, after the checks `POST`/`PUT` would make, with
+/// its index rows.
+fn entry_for(resource: Value, checks: &Checks<'_>) -> Result<WriteEntry, String> {
+    let validator = checks.validator;
     let Some(ty) = resource
         .get("resourceType")
         .and_then(Value::as_str)
@@ -366,6 +392,8 @@ fn entry_for(resource: Value, validator: &dyn Validator) -> Result<WriteEntry, S
             .collect::<Vec<_>>()
             .join("; ")
     })?;
+    // An extraction error is left for the store to report as it writes the entry.
+    let index = checks.extractor.extract(&ty, &resource).ok();
     let op = match resource.get("id") {
         Some(Value::String(id)) if server::http::valid_id(id) => WriteOp::Update {
             resource_type: ty,
@@ -379,13 +407,17 @@ fn entry_for(resource: Value, validator: &dyn Validator) -> Result<WriteEntry, S
             if_none_exist: None,
         },
     };
-    Ok(WriteEntry::new(op))
+    let entry = WriteEntry::new(op);
+    Ok(match index {
+        Some(rows) => entry.with_index(rows),
+        None => entry,
+    })
 }
 
 fn read_ndjson(
     file: &Path,
     name: &str,
-    validator: &dyn Validator,
+    checks: &Checks<'_>,
     chunk: usize,
     send: &dyn Fn(Item) -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
@@ -417,7 +449,7 @@ fn read_ndjson(
         }
         match parsed
             .map_err(|e| format!("invalid JSON: {e}"))
-            .and_then(|v| entry_for(v, validator))
+            .and_then(|v| entry_for(v, checks))
         {
             Ok(e) => {
                 entries.push(e);
@@ -446,7 +478,7 @@ fn read_ndjson(
 fn read_json(
     file: &Path,
     name: &str,
-    validator: &dyn Validator,
+    checks: &Checks<'_>,
     send: &dyn Fn(Item) -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
     let text = std::fs::read(file)?;
@@ -482,7 +514,7 @@ fn read_json(
     let mut entries = Vec::new();
     let mut origins = Vec::new();
     for (origin, r) in resources {
-        match entry_for(r, validator) {
+        match entry_for(r, checks) {
             Ok(e) => {
                 entries.push(e);
                 origins.push(origin);

@@ -101,6 +101,14 @@ enum Plan {
     Failed(StoreError),
 }
 
+/// What a write brings from the rest of its call: where the transaction's `fullUrl`s and
+/// conditional references point, and the entry's index rows if the caller extracted them.
+struct Prepared<'a> {
+    urls: &'a HashMap<String, String>,
+    resolved: &'a mut HashMap<String, String>,
+    index: Option<Vec<IndexRow>>,
+}
+
 pub(crate) async fn apply<B: Backend>(
     b: &mut B,
     extractor: &dyn IndexExtractor,
@@ -123,6 +131,7 @@ pub(crate) async fn apply<B: Backend>(
             plan(b, &entries[i..], &mut plans[i..], &mut urls).await?;
             planned = true;
         }
+        let index = entries[i].index.take();
         let op = std::mem::replace(
             &mut entries[i].op,
             WriteOp::ConditionalDelete {
@@ -139,8 +148,11 @@ pub(crate) async fn apply<B: Backend>(
             now,
             op,
             plans[i].take(),
-            &urls,
-            &mut resolved,
+            Prepared {
+                urls: &urls,
+                resolved: &mut resolved,
+                index,
+            },
         )
         .await;
         if result.is_err() {
@@ -356,8 +368,7 @@ async fn write_one<B: Backend>(
     now: i64,
     op: WriteOp,
     plan: Option<Plan>,
-    urls: &HashMap<String, String>,
-    resolved: &mut HashMap<String, String>,
+    prepared: Prepared<'_>,
 ) -> Result<Outcome, StoreError> {
     let plan = match plan {
         Some(Plan::Failed(e)) => return Err(e),
@@ -377,8 +388,7 @@ async fn write_one<B: Backend>(
                     &id,
                     resource,
                     None,
-                    urls,
-                    resolved,
+                    prepared,
                     Method::Post,
                 )
                 .await
@@ -414,8 +424,7 @@ async fn write_one<B: Backend>(
                 &id,
                 resource,
                 None,
-                urls,
-                resolved,
+                prepared,
                 Method::Put,
             )
             .await
@@ -441,8 +450,7 @@ async fn write_one<B: Backend>(
                 &id,
                 resource,
                 if_match,
-                urls,
-                resolved,
+                prepared,
                 Method::Put,
             )
             .await
@@ -530,10 +538,14 @@ async fn put<B: Backend>(
     id: &str,
     mut resource: Value,
     if_match: Option<u64>,
-    urls: &HashMap<String, String>,
-    resolved: &mut HashMap<String, String>,
+    prepared: Prepared<'_>,
     method: Method,
 ) -> Result<Outcome, StoreError> {
+    let Prepared {
+        urls,
+        resolved,
+        index,
+    } = prepared;
     if !resource.is_object() {
         return Err(StoreError::Invalid(
             "a resource must be a JSON object".into(),
@@ -553,8 +565,9 @@ async fn put<B: Backend>(
             }
         }
     }
-    refs::rewrite(&mut resource, urls);
-    resolve_conditional_references(b, extractor, &mut resource, resolved).await?;
+    let rewritten = refs::rewrite(&mut resource, urls);
+    let resolved_any =
+        resolve_conditional_references(b, extractor, &mut resource, resolved).await?;
     // An update that changes nothing (meta.versionId / lastUpdated aside) writes no new
     // version: the current one is the answer. Feeds that repeat the same directory resources
     // in every message (HL7 v2, bulk re-imports) then cost a read, not a write.
@@ -571,7 +584,12 @@ async fn put<B: Backend>(
     }
     let version = cur.map(|c| c.version + 1).unwrap_or(1);
     let resource = with_meta(resource, id, version, now);
-    let index = extractor.extract(ty, &resource)?;
+    // Rows extracted from the resource as given still hold unless a reference in it changed
+    // (`id` and `meta.versionId`/`lastUpdated`, which `with_meta` sets, are not indexed).
+    let index = match index {
+        Some(rows) if !rewritten && !resolved_any => rows,
+        _ => extractor.extract(ty, &resource)?,
+    };
     let body = serde_json::to_string(&resource)
         .map_err(|e| StoreError::Invalid(format!("resource cannot be serialized: {e}")))?;
     b.write(NewVersion {
@@ -606,11 +624,11 @@ async fn resolve_conditional_references<B: Backend>(
     extractor: &dyn IndexExtractor,
     resource: &mut Value,
     resolved: &mut HashMap<String, String>,
-) -> Result<(), StoreError> {
+) -> Result<bool, StoreError> {
     let mut found = BTreeSet::new();
     refs::conditional_references(resource, &mut found);
     if found.is_empty() {
-        return Ok(());
+        return Ok(false);
     }
     let mut map = HashMap::new();
     for url in found {
@@ -640,8 +658,7 @@ async fn resolve_conditional_references<B: Backend>(
             }
         }
     }
-    refs::rewrite(resource, &map);
-    Ok(())
+    Ok(refs::rewrite(resource, &map))
 }
 
 /// Equal as FHIR content: the same JSON, `meta.versionId` and `meta.lastUpdated` aside (the

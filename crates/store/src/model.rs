@@ -3,6 +3,7 @@
 
 use serde_json::Value;
 
+use crate::index::IndexRow;
 use crate::search::SearchQuery;
 
 /// One stored version of a resource.
@@ -63,11 +64,26 @@ pub struct WriteEntry {
     /// transaction are rewritten to the id this entry ends up with.
     pub full_url: Option<String>,
     pub op: WriteOp,
+    /// The resource's index rows, extracted by the caller ahead of the write (e.g. by an
+    /// import's reader thread, beside the single writer) with the store's own extractor. The
+    /// store uses them unless the write changes a reference in the resource (a `fullUrl` or a
+    /// conditional reference resolved), in which case it extracts again.
+    pub index: Option<Vec<IndexRow>>,
 }
 
 impl WriteEntry {
     pub fn new(op: WriteOp) -> Self {
-        Self { full_url: None, op }
+        Self {
+            full_url: None,
+            op,
+            index: None,
+        }
+    }
+
+    /// The entry with index rows extracted ahead of the write (see [`WriteEntry::index`]).
+    pub fn with_index(mut self, rows: Vec<IndexRow>) -> Self {
+        self.index = Some(rows);
+        self
     }
 }
 

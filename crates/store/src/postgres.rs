@@ -163,6 +163,11 @@ impl PostgresStore {
         Ok(())
     }
 
+    /// The configured schema, if any.
+    pub fn schema(&self) -> Option<&str> {
+        self.config.schema.as_deref()
+    }
+
     /// Drops the configured schema and everything in it (tests and benchmarks use a throwaway
     /// schema). Does nothing without a configured schema.
     pub async fn drop_schema(&self) -> Result<(), StoreError> {

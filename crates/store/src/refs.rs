@@ -10,11 +10,13 @@ use std::collections::{BTreeSet, HashMap};
 
 use serde_json::Value;
 
-/// Replaces references found in `map` (key: as written, value: `Type/id`).
-pub(crate) fn rewrite(value: &mut Value, map: &HashMap<String, String>) {
+/// Replaces references found in `map` (key: as written, value: `Type/id`); `true` when it
+/// changed anything (index rows extracted before are then out of date).
+pub(crate) fn rewrite(value: &mut Value, map: &HashMap<String, String>) -> bool {
     if map.is_empty() {
-        return;
+        return false;
     }
+    let mut changed = false;
     match value {
         Value::Object(obj) => {
             for (k, v) in obj.iter_mut() {
@@ -22,6 +24,7 @@ pub(crate) fn rewrite(value: &mut Value, map: &HashMap<String, String>) {
                     Value::String(s) if k == "reference" => {
                         if let Some(to) = map.get(s.as_str()) {
                             *s = to.clone();
+                            changed = true;
                         }
                     }
                     Value::String(s) if k == "div" => {
@@ -30,16 +33,22 @@ pub(crate) fn rewrite(value: &mut Value, map: &HashMap<String, String>) {
                                 *s = s
                                     .replace(&format!("href=\"{from}\""), &format!("href=\"{to}\""))
                                     .replace(&format!("src=\"{from}\""), &format!("src=\"{to}\""));
+                                changed = true;
                             }
                         }
                     }
-                    other => rewrite(other, map),
+                    other => changed |= rewrite(other, map),
                 }
             }
         }
-        Value::Array(items) => items.iter_mut().for_each(|v| rewrite(v, map)),
+        Value::Array(items) => {
+            for v in items {
+                changed |= rewrite(v, map);
+            }
+        }
         _ => {}
     }
+    changed
 }
 
 /// The distinct conditional references (`Type?criteria`) of a resource.

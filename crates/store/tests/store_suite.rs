@@ -375,6 +375,7 @@ async fn transaction_rewrites_full_urls_and_resolves_conditional_references(s: A
     let entries = vec![
         WriteEntry {
             full_url: Some("urn:uuid:obs".into()),
+            index: None,
             op: WriteOp::Create {
                 resource: json!({
                     "resourceType": "Observation",
@@ -394,6 +395,7 @@ async fn transaction_rewrites_full_urls_and_resolves_conditional_references(s: A
         }),
         WriteEntry {
             full_url: Some("urn:uuid:pat".into()),
+            index: None,
             op: WriteOp::Create {
                 resource: patient("U", "urn"),
                 if_none_exist: None,
@@ -825,6 +827,65 @@ async fn concurrent_keyed_commits_of_one_key_commit_once(s: Arc<dyn Store>) {
     assert_eq!(page.total, Some(1));
 }
 
+async fn patient_ids(s: &dyn Store, q: &str) -> Vec<String> {
+    let page = s.search(&ctx(), &query(s, "Patient", q)).await.unwrap();
+    page.matches.iter().map(|m| m.id.clone()).collect()
+}
+
+/// Index rows a caller extracted ahead of the write are stored as given when the write leaves
+/// the resource's content alone, and extracted again when it rewrites a reference. (The rows
+/// given here are deliberately not those of the resource, so that the test can tell which
+/// were stored.)
+async fn prepared_index_rows_are_used_unless_a_reference_changes(s: Arc<dyn Store>) {
+    let s: &dyn Store = &*s;
+    let c = ctx();
+    let rows_of = |identifier: &str| {
+        s.extractor()
+            .extract("Patient", &patient("X", identifier))
+            .unwrap()
+    };
+    let plain = WriteEntry::new(WriteOp::Create {
+        resource: patient("Plain", "plain-real"),
+        if_none_exist: None,
+    })
+    .with_index(rows_of("plain-given"));
+    let out = s.batch(&c, vec![plain]).await.unwrap();
+    let plain_id = out[0].as_ref().map(|o| written(o).id.clone()).unwrap();
+    assert_eq!(
+        patient_ids(s, "identifier=urn:test|plain-given").await,
+        [plain_id]
+    );
+
+    let mut linked = patient("Linked", "linked-real");
+    linked["link"] = json!([{"other": {"reference": "urn:uuid:other"}, "type": "seealso"}]);
+    let entries = vec![
+        WriteEntry {
+            full_url: Some("urn:uuid:other".into()),
+            op: WriteOp::Create {
+                resource: patient("Other", "other-real"),
+                if_none_exist: None,
+            },
+            index: None,
+        },
+        WriteEntry::new(WriteOp::Create {
+            resource: linked,
+            if_none_exist: None,
+        })
+        .with_index(rows_of("linked-given")),
+    ];
+    let out = s.transaction(&c, entries).await.unwrap();
+    let linked_id = written(&out[1]).id.clone();
+    assert_eq!(
+        patient_ids(s, "identifier=urn:test|linked-real").await,
+        [linked_id]
+    );
+    assert!(
+        patient_ids(s, "identifier=urn:test|linked-given")
+            .await
+            .is_empty()
+    );
+}
+
 macro_rules! suite {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
@@ -856,6 +917,7 @@ suite!(
     transaction_is_all_or_nothing,
     batch_entries_fail_alone,
     transaction_rewrites_full_urls_and_resolves_conditional_references,
+    prepared_index_rows_are_used_unless_a_reference_changes,
     search_by_id_last_updated_identifier_with_paging,
     history_pages_newest_first_with_since,
     change_feed_has_one_row_per_version,

@@ -320,7 +320,11 @@ async fn prepare(
             )));
         }
     };
-    Ok(Prepared::Write(Box::new(WriteEntry { full_url, op })))
+    Ok(Prepared::Write(Box::new(WriteEntry {
+        full_url,
+        op,
+        index: None,
+    })))
 }
 
 /// A JSON Patch carried by a Binary resource.
