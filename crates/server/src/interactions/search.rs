@@ -6,8 +6,11 @@
 //! The store parses and runs the query (`store::search`); this module turns a page into a
 //! `searchset` Bundle: `_include`/`_revinclude` entries (mode `include`), `total`, `self` and
 //! `next` links (keyset cursors, stable under concurrent writes), and the `_summary` /
-//! `_elements` views of each resource (marked `SUBSETTED`). Unknown parameters answer 400
-//! unless `Prefer: handling=lenient`.
+//! `_elements` views of each resource (marked `SUBSETTED`). Resources go into the Bundle as
+//! their stored JSON text, not parsed and serialized again (only a view parses them).
+//! Unknown parameters answer 400 unless `Prefer: handling=lenient`.
+
+use std::borrow::Cow;
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -18,7 +21,7 @@ use store::search::{Filter, SearchQuery, Summary, include};
 
 use crate::AppState;
 use crate::error::ApiError;
-use crate::http::{Fhir, Reply, check_type, encode_query};
+use crate::http::{Fhir, Reply, ReplyBody, check_type, encode_query};
 
 /// The tag `_summary` and `_elements` put on the resources they cut.
 const SUBSETTED: &str = "http://terminology.hl7.org/CodeSystem/v3-ObservationValue";
@@ -222,44 +225,79 @@ async fn respond(
     if let Some(next) = &page.next {
         links.push(json!({"relation": "next", "url": link(Some(next))}));
     }
-    let entry = |r: &store::StoredResource, mode: &str| {
-        let resource = r
-            .body
-            .as_deref()
-            .and_then(|b| serde_json::from_str::<Value>(b).ok())
-            .map(|v| view(v, q.summary, &q.elements))
-            .unwrap_or(Value::Null);
-        json!({
-            "fullUrl": format!("{}/{}/{}", fhir.base, r.resource_type, r.id),
-            "resource": resource,
-            "search": {"mode": mode},
-        })
-    };
-    let entries: Vec<Value> = page
-        .matches
-        .iter()
-        .map(|r| entry(r, "match"))
-        .chain(included.iter().map(|r| entry(r, "include")))
-        .collect();
-    let mut bundle = json!({
+    let mut head = json!({
         "resourceType": "Bundle",
         "type": "searchset",
     });
     if let Some(total) = page.total {
-        bundle["total"] = json!(total);
+        head["total"] = json!(total);
     }
-    bundle["link"] = Value::Array(links);
-    if !entries.is_empty() {
-        bundle["entry"] = Value::Array(entries);
-    }
+    head["link"] = Value::Array(links);
     if !q.ignored.is_empty() {
-        bundle["meta"] = json!({"tag": [{
+        head["meta"] = json!({"tag": [{
             "system": "http://renkei.dev/fhir/CodeSystem/search",
             "code": "ignored-parameters",
             "display": format!("ignored (Prefer: handling=lenient): {}", q.ignored.join(", "))
         }]});
     }
-    Ok(Reply::json(StatusCode::OK, bundle))
+    let entries = page
+        .matches
+        .iter()
+        .map(|r| (r, "match"))
+        .chain(included.iter().map(|r| (r, "include")));
+    let whole = q.summary == Summary::False && q.elements.is_empty();
+    Ok(Reply {
+        body: ReplyBody::Raw(searchset_text(head, entries, fhir, |body| {
+            // The stored text is the resource as served, unless a view cuts it down.
+            if whole {
+                return Cow::Borrowed(body);
+            }
+            let view = serde_json::from_str::<Value>(body)
+                .map(|v| view(v, q.summary, &q.elements))
+                .unwrap_or(Value::Null);
+            Cow::Owned(serde_json::to_string(&view).unwrap_or_else(|_| "null".into()))
+        })),
+        status: StatusCode::OK,
+        version: None,
+        last_modified: None,
+        location: None,
+    })
+}
+
+/// The searchset Bundle's JSON text: `head` (every member but `entry`) with the entries
+/// appended, each resource spliced in as its stored JSON text (through `resource_text`)
+/// rather than parsed and serialized again.
+fn searchset_text<'a>(
+    head: Value,
+    entries: impl Iterator<Item = (&'a store::StoredResource, &'static str)>,
+    fhir: &Fhir,
+    resource_text: impl Fn(&'a str) -> Cow<'a, str>,
+) -> String {
+    let mut text = serde_json::to_string(&head).unwrap_or_else(|_| "{}".into());
+    let mut entries = entries.peekable();
+    if entries.peek().is_none() {
+        return text;
+    }
+    text.pop(); // the closing brace of `head`
+    text.push_str(",\"entry\":[");
+    for (i, (r, mode)) in entries.enumerate() {
+        if i > 0 {
+            text.push(',');
+        }
+        let full_url = Value::String(format!("{}/{}/{}", fhir.base, r.resource_type, r.id));
+        text.push_str("{\"fullUrl\":");
+        text.push_str(&full_url.to_string());
+        text.push_str(",\"resource\":");
+        match r.body.as_deref() {
+            Some(body) => text.push_str(&resource_text(body)),
+            None => text.push_str("null"),
+        }
+        text.push_str(",\"search\":{\"mode\":\"");
+        text.push_str(mode);
+        text.push_str("\"}}");
+    }
+    text.push_str("]}");
+    text
 }
 
 /// The `_summary` / `_elements` view of a resource (top-level elements), tagged `SUBSETTED`
