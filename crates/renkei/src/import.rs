@@ -407,11 +407,9 @@ fn entry_for(resource: Value, checks: &Checks<'_>) -> Result<WriteEntry, String>
             if_none_exist: None,
         },
     };
-    let entry = WriteEntry::new(op);
-    Ok(match index {
-        Some(rows) => entry.with_index(rows),
-        None => entry,
-    })
+    let mut entry = WriteEntry::new(op);
+    entry.index = index;
+    Ok(entry)
 }
 
 fn read_ndjson(

@@ -67,14 +67,6 @@ impl SqliteStore {
 
     /// Opens (creating if needed) the database file `path` and applies pending migrations.
     pub fn open(path: &Path, extractor: Arc<dyn IndexExtractor>) -> Result<Self, StoreError> {
-        Self::open_with_restart_at(path, extractor, wal::RESTART_AT)
-    }
-
-    fn open_with_restart_at(
-        path: &Path,
-        extractor: Arc<dyn IndexExtractor>,
-        restart_at: i64,
-    ) -> Result<Self, StoreError> {
         let mut writer = open_connection(path)?;
         migrate(&mut writer)?;
         // Checkpoints run beside the writer (see `wal`), not inside its commits.
@@ -85,7 +77,7 @@ impl SqliteStore {
             readers: Mutex::new(Vec::new()),
             reader_permits: tokio::sync::Semaphore::new(max_readers()),
             extractor,
-            wal: Arc::new(WalLength::new(restart_at)),
+            wal: Arc::new(WalLength::new(wal::RESTART_AT)),
         });
         wal::start_checkpointer(
             open_connection(path)?,

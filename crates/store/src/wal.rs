@@ -46,7 +46,7 @@ impl WalLength {
     }
 
     /// Called by the writer with its connection, outside any transaction: restarts the log if
-    /// it has grown past [`RESTART_AT`]. A restart that cannot finish (a reader held the log
+    /// it has grown past the threshold ([`RESTART_AT`] in a store). A restart that cannot finish (a reader held the log
     /// for the whole busy timeout) is left for the next transaction.
     pub(crate) fn restart_if_long(&self, writer: &Connection) {
         if self.frames.load(Ordering::Relaxed) < self.restart_at {
@@ -80,6 +80,10 @@ pub(crate) fn start_checkpointer<T: Send + Sync + 'static>(
                 std::thread::sleep(CHECKPOINT_EVERY);
                 match conn.wal_checkpoint_v2(None::<&str>, CheckpointMode::PASSIVE) {
                     Ok((frames, _copied)) => length.record(i64::from(frames)),
+                    // The writer's RESTART checkpoint was running: nothing to do.
+                    Err(e) if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy) => {
+                        tracing::debug!("SQLite checkpoint skipped: another one was running");
+                    }
                     Err(e) => tracing::warn!(error = %e, "SQLite checkpoint failed; retried"),
                 }
             }
