@@ -1,15 +1,11 @@
 //! SQL shared by both backends: statement texts with `$n` placeholders (the SQLite backend
 //! rewrites them to `?n`), and parameter values that bind on either driver.
 
-use crate::index::{IndexRow, IndexValue};
-
 /// A parameter value for either backend.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum SqlParam {
     Text(String),
-    OptText(Option<String>),
     Int(i64),
-    OptInt(Option<i64>),
     Float(f64),
 }
 
@@ -17,9 +13,7 @@ impl SqlParam {
     pub(crate) fn as_pg(&self) -> &(dyn tokio_postgres::types::ToSql + Sync) {
         match self {
             SqlParam::Text(v) => v,
-            SqlParam::OptText(v) => v,
             SqlParam::Int(v) => v,
-            SqlParam::OptInt(v) => v,
             SqlParam::Float(v) => v,
         }
     }
@@ -27,9 +21,7 @@ impl SqlParam {
     pub(crate) fn as_sqlite(&self) -> &dyn rusqlite::ToSql {
         match self {
             SqlParam::Text(v) => v,
-            SqlParam::OptText(v) => v,
             SqlParam::Int(v) => v,
-            SqlParam::OptInt(v) => v,
             SqlParam::Float(v) => v,
         }
     }
@@ -97,82 +89,6 @@ pub(crate) const INDEX_TABLES: [&str; 7] = [
     "DELETE FROM idx_quantity WHERE rid = $1",
     "DELETE FROM idx_uri WHERE rid = $1",
 ];
-
-/// The insert statement and parameters of one index row.
-pub(crate) fn index_insert(
-    rid: i64,
-    resource_type: &str,
-    row: &IndexRow,
-) -> (&'static str, Vec<SqlParam>) {
-    use SqlParam::*;
-    let mut p = vec![
-        Int(rid),
-        Text(resource_type.to_owned()),
-        Text(row.param.clone()),
-        OptInt(row.group.map(i64::from)),
-    ];
-    let sql = match &row.value {
-        IndexValue::String { normalized, exact } => {
-            p.extend([Text(normalized.clone()), Text(exact.clone())]);
-            "INSERT INTO idx_string (rid, res_type, param, grp, value_norm, value_exact) VALUES ($1, $2, $3, $4, $5, $6)"
-        }
-        IndexValue::Token {
-            system,
-            code,
-            display,
-        } => {
-            p.extend([
-                Text(system.clone()),
-                Text(code.clone()),
-                OptText(display.clone()),
-            ]);
-            "INSERT INTO idx_token (rid, res_type, param, grp, system, code, display) VALUES ($1, $2, $3, $4, $5, $6, $7)"
-        }
-        IndexValue::Reference {
-            target_type,
-            target_id,
-            url,
-        } => {
-            p.extend([
-                OptText(target_type.clone()),
-                OptText(target_id.clone()),
-                Text(url.clone()),
-            ]);
-            "INSERT INTO idx_reference (rid, res_type, param, grp, target_type, target_id, url) VALUES ($1, $2, $3, $4, $5, $6, $7)"
-        }
-        IndexValue::Date { start, end } => {
-            p.extend([Int(*start), Int(*end)]);
-            "INSERT INTO idx_date (rid, res_type, param, grp, lo, hi) VALUES ($1, $2, $3, $4, $5, $6)"
-        }
-        IndexValue::Number { value, low, high } => {
-            p.extend([Float(*value), Float(*low), Float(*high)]);
-            "INSERT INTO idx_number (rid, res_type, param, grp, value, lo, hi) VALUES ($1, $2, $3, $4, $5, $6, $7)"
-        }
-        IndexValue::Quantity {
-            system,
-            code,
-            unit,
-            value,
-            low,
-            high,
-        } => {
-            p.extend([
-                Text(system.clone()),
-                Text(code.clone()),
-                Text(unit.clone()),
-                Float(*value),
-                Float(*low),
-                Float(*high),
-            ]);
-            "INSERT INTO idx_quantity (rid, res_type, param, grp, system, code, unit, value, lo, hi) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
-        }
-        IndexValue::Uri { uri } => {
-            p.push(Text(uri.clone()));
-            "INSERT INTO idx_uri (rid, res_type, param, grp, uri) VALUES ($1, $2, $3, $4, $5)"
-        }
-    };
-    (sql, p)
-}
 
 /// The history query of a scope (`rid` for an instance), newest first, `limit` rows.
 pub(crate) fn history(
