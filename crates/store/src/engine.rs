@@ -179,20 +179,29 @@ pub(crate) async fn apply<B: Backend>(
     Ok(results)
 }
 
+/// The outcome of each unit of a group commit, in the order given.
+pub(crate) type KeyedResults = Vec<Result<Vec<Outcome>, StoreError>>;
+
 /// Group commit of keyed units inside one open transaction (see `Store::commit_keyed`).
 ///
 /// Lock order, so that concurrent group commits on PostgreSQL never deadlock: first every
 /// unit's receipt, in key order (a transaction racing on the same key waits here, before it
 /// holds anything else); then the conditional-match locks of every type any unit needs, in
-/// name order; only then the writes (row locks). Each unit runs under a savepoint: a failing
-/// unit is rolled back, its receipt removed, and the others commit.
+/// name order; only then the writes (row locks).
+///
+/// `isolated`: each unit runs under a savepoint, and a failing unit is rolled back, its
+/// receipt removed, while the others commit. Not isolated, units run without savepoints (on
+/// SQLite an open savepoint copies every page a unit first touches into a sub-journal) and
+/// the first failing unit ends the attempt with `Ok(None)`: the caller rolls the transaction
+/// back and runs the group again isolated.
 pub(crate) async fn apply_keyed<B: Backend>(
     b: &mut B,
     extractor: &dyn IndexExtractor,
     ctx: &RequestContext,
     now: i64,
     units: Vec<KeyedWrite>,
-) -> Result<Vec<Result<Vec<Outcome>, StoreError>>, StoreError> {
+    isolated: bool,
+) -> Result<Option<KeyedResults>, StoreError> {
     let mut order: Vec<usize> = (0..units.len()).collect();
     order.sort_by(|&a, &c| units[a].receipt.key.cmp(&units[c].receipt.key));
     let mut fresh = vec![false; units.len()];
@@ -211,12 +220,17 @@ pub(crate) async fn apply_keyed<B: Backend>(
             results.push(Err(StoreError::DuplicateKey(key)));
             continue;
         }
-        b.savepoint().await?;
+        if isolated {
+            b.savepoint().await?;
+        }
         match apply(b, extractor, ctx, now, unit.entries, true).await {
             Ok(outcomes) => {
-                b.release().await?;
+                if isolated {
+                    b.release().await?;
+                }
                 results.push(outcomes.into_iter().collect());
             }
+            Err(_) if !isolated => return Ok(None),
             Err(e) => {
                 b.rollback_to_savepoint().await?;
                 b.delete_receipt(&key).await?;
@@ -224,7 +238,7 @@ pub(crate) async fn apply_keyed<B: Backend>(
             }
         }
     }
-    Ok(results)
+    Ok(Some(results))
 }
 
 /// The resource types whose conditional matching `entries` will lock: targets of conditional

@@ -220,6 +220,30 @@ impl PostgresStore {
         Ok(results)
     }
 
+    /// One attempt at a group of keyed units in one transaction (`engine::apply_keyed`;
+    /// `None`: a unit failed in a non-isolated attempt, which is rolled back).
+    async fn keyed_once(
+        &self,
+        ctx: &RequestContext,
+        units: Vec<KeyedWrite>,
+        isolated: bool,
+    ) -> Result<Option<engine::KeyedResults>, StoreError> {
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        let now = crate::time::now_micros();
+        let results = {
+            let mut b = PgTx {
+                tx: &tx,
+                locked: HashSet::new(),
+            };
+            engine::apply_keyed(&mut b, self.extractor.as_ref(), ctx, now, units, isolated).await?
+        };
+        if results.is_some() {
+            tx.commit().await?;
+        }
+        Ok(results)
+    }
+
     /// A search page: `rid`, the resource, then the sort-key columns `page.keys` describes.
     async fn query_page(&self, page: &PageSql) -> Result<Vec<PageRow>, StoreError> {
         let client = self.pool.get().await?;
@@ -619,18 +643,12 @@ impl Store for PostgresStore {
         ctx: &RequestContext,
         units: Vec<KeyedWrite>,
     ) -> Result<Vec<Result<Vec<Outcome>, StoreError>>, StoreError> {
-        let mut client = self.pool.get().await?;
-        let tx = client.transaction().await?;
-        let now = crate::time::now_micros();
-        let results = {
-            let mut b = PgTx {
-                tx: &tx,
-                locked: HashSet::new(),
-            };
-            engine::apply_keyed(&mut b, self.extractor.as_ref(), ctx, now, units).await?
-        };
-        tx.commit().await?;
-        Ok(results)
+        if let Some(results) = self.keyed_once(ctx, units.clone(), false).await? {
+            return Ok(results);
+        }
+        self.keyed_once(ctx, units, true)
+            .await?
+            .ok_or_else(|| StoreError::Backend("an isolated group commit gave up".into()))
     }
 
     async fn changes(

@@ -178,6 +178,30 @@ fn apply_once(
     Ok(results)
 }
 
+/// One attempt at a group of keyed units in one transaction on the writer connection
+/// (`engine::apply_keyed`; `None`: a unit failed in a non-isolated attempt, which is rolled
+/// back).
+fn keyed_once(
+    conn: &mut Connection,
+    extractor: &dyn IndexExtractor,
+    ctx: &RequestContext,
+    units: Vec<KeyedWrite>,
+    isolated: bool,
+) -> Result<Option<engine::KeyedResults>, StoreError> {
+    let tx = conn.transaction()?;
+    let now = crate::time::now_micros();
+    let results = {
+        let mut b = SqliteTx { tx: &tx };
+        engine::run_ready(engine::apply_keyed(
+            &mut b, extractor, ctx, now, units, isolated,
+        ))??
+    };
+    if results.is_some() {
+        tx.commit()?;
+    }
+    Ok(results)
+}
+
 fn poisoned<T>(_: T) -> StoreError {
     StoreError::Backend("a store lock was poisoned by a panic".into())
 }
@@ -680,15 +704,14 @@ impl Store for SqliteStore {
         units: Vec<KeyedWrite>,
     ) -> Result<Vec<Result<Vec<Outcome>, StoreError>>, StoreError> {
         let ctx = ctx.clone();
+        // The copy for a second, isolated attempt is made here, beside the writer.
+        let retry = units.clone();
         self.write_with(move |conn, extractor| {
-            let tx = conn.transaction()?;
-            let now = crate::time::now_micros();
-            let results = {
-                let mut b = SqliteTx { tx: &tx };
-                engine::run_ready(engine::apply_keyed(&mut b, extractor, &ctx, now, units))??
-            };
-            tx.commit()?;
-            Ok(results)
+            if let Some(results) = keyed_once(conn, extractor, &ctx, units, false)? {
+                return Ok(results);
+            }
+            keyed_once(conn, extractor, &ctx, retry, true)?
+                .ok_or_else(|| StoreError::Backend("an isolated group commit gave up".into()))
         })
         .await
     }

@@ -776,6 +776,12 @@ async fn keyed_commits_write_receipt_and_resources_together(s: Arc<dyn Store>) {
         .await
         .unwrap();
     assert_eq!(page.total, Some(0));
+    // (The group first ran without savepoints; the failing unit made it run again isolated.)
+    let page = s
+        .search(&c, &query(&*s, "Patient", "identifier=urn:test|one"))
+        .await
+        .unwrap();
+    assert_eq!(page.total, Some(1));
     // A later commit of a stored key writes nothing.
     let again = s.commit_keyed(&c, vec![keyed("k-1", "two")]).await.unwrap();
     assert!(matches!(&again[0], Err(StoreError::DuplicateKey(_))));
