@@ -144,6 +144,22 @@ async fn mllp_acks_store_replay_and_reject(backend: Backend) {
             .unwrap()
             .ends_with(&format!("#{}", oru.control_id))
     );
+    // Found through its references (index rows extracted while they were still `urn:uuid:`s).
+    let subject = observation["subject"]["reference"].as_str().unwrap();
+    assert!(subject.starts_with("Patient/"), "{subject}");
+    assert_eq!(
+        total(&server, &format!("Observation?patient={subject}")).await,
+        before[2],
+        "every Observation is of the one patient"
+    );
+    let observation_ref = format!("Observation/{}", observation["id"].as_str().unwrap());
+    for search in ["DiagnosticReport?result=", "Provenance?target="] {
+        assert_eq!(
+            total(&server, &format!("{search}{observation_ref}")).await,
+            1,
+            "{search}"
+        );
+    }
 
     // A re-send gets the same ACK, byte for byte, and writes nothing.
     let again = client.request(&oru.bytes).await.unwrap().unwrap();

@@ -598,10 +598,17 @@ async fn put<B: Backend>(
     }
     let version = cur.map(|c| c.version + 1).unwrap_or(1);
     let resource = with_meta(resource, id, version, now);
-    // Rows extracted from the resource as given still hold unless a reference in it changed
-    // (`id` and `meta.versionId`/`lastUpdated`, which `with_meta` sets, are not indexed).
+    // Rows extracted from the resource as given still hold (`id` and `meta.versionId` /
+    // `lastUpdated`, which `with_meta` sets, are not indexed) once the reference rows of
+    // rewritten `fullUrl`s follow them; a resolved conditional reference means extracting
+    // again (its target's type and id were unknown to the caller).
     let index = match index {
-        Some(rows) if !rewritten && !resolved_any => rows,
+        Some(mut rows) if !resolved_any => {
+            if rewritten {
+                crate::index::rewrite_reference_rows(&mut rows, urls);
+            }
+            rows
+        }
         _ => extractor.extract(ty, &resource)?,
     };
     let body = serde_json::to_string(&resource)

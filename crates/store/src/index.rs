@@ -9,7 +9,9 @@
 //! operations and conditional references such as `Practitioner?identifier=system|value`). The
 //! FHIRPath-driven extractor for every R4 search parameter plugs in here without schema changes.
 
-use serde_json::Value;
+use std::collections::HashMap;
+
+use serde_json::{Value, json};
 
 use crate::error::StoreError;
 
@@ -107,11 +109,116 @@ pub enum IndexValue {
     },
 }
 
+impl IndexValue {
+    /// The row of a reference string: `Type/id` (relative, or absolute with a FHIR base, a
+    /// `_history` suffix dropped) gives the target; anything else only the URL. `None` for a
+    /// local (`#...`) or empty reference.
+    pub fn reference(reference: &str) -> Option<IndexValue> {
+        if reference.starts_with('#') || reference.is_empty() {
+            return None;
+        }
+        let path = reference.split(['?', '|']).next().unwrap_or(reference);
+        let mut segments: Vec<&str> = path.split('/').collect();
+        if segments.len() >= 4 && segments[segments.len() - 2] == "_history" {
+            segments.truncate(segments.len() - 2);
+        }
+        let n = segments.len();
+        let typed = (n >= 2)
+            .then(|| (segments[n - 2], segments[n - 1]))
+            .filter(|(t, id)| fhir::r4().is_concrete_resource(t) && !id.is_empty());
+        Some(IndexValue::Reference {
+            target_type: typed.map(|(t, _)| t.to_string()),
+            target_id: typed.map(|(_, id)| id.to_string()),
+            url: reference.to_string(),
+        })
+    }
+}
+
+/// The entries of one transaction by `fullUrl`, as far as extracting index rows before the
+/// write needs them: their resource types (search parameters such as
+/// `subject.where(resolve() is Patient)` depend on the type a reference points to).
+#[derive(Debug, Default, Clone)]
+pub struct FullUrlTypes {
+    /// `fullUrl` -> a stub resource of the entry's type.
+    stubs: HashMap<String, Value>,
+}
+
+impl FullUrlTypes {
+    /// Records that `full_url` names a resource of type `resource_type`.
+    pub fn insert(&mut self, full_url: &str, resource_type: &str) {
+        self.stubs.insert(
+            full_url.to_owned(),
+            json!({ "resourceType": resource_type }),
+        );
+    }
+
+    /// A stub of the resource `full_url` names (only its `resourceType`).
+    pub fn stub(&self, full_url: &str) -> Option<&Value> {
+        self.stubs.get(full_url)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.stubs.is_empty()
+    }
+}
+
+/// Index rows extracted before a transaction rewrote the resource's references (`map`:
+/// reference as written -> `Type/id`, as `refs::rewrite` applies it), brought up to date: a
+/// reference row whose URL was rewritten becomes the row of its new value. Valid for rows from
+/// [`IndexExtractor::extract_in_transaction`] given the transaction's `fullUrl` types; other
+/// rows do not depend on reference strings.
+pub(crate) fn rewrite_reference_rows(rows: &mut Vec<IndexRow>, map: &HashMap<String, String>) {
+    let mut changed = false;
+    for row in rows.iter_mut() {
+        if let IndexValue::Reference { url, .. } = &row.value
+            && let Some(to) = map.get(url.as_str())
+            && let Some(value) = IndexValue::reference(to)
+        {
+            row.value = value;
+            changed = true;
+        }
+    }
+    // `urn:uuid:x` and the `Patient/1` it becomes may both be written in one resource.
+    if changed {
+        dedup(rows);
+    }
+}
+
+/// Drops repeated identical rows (the same code reached through two paths; composite
+/// components, whose groups tell them apart, stay), keeping the first of each.
+pub(crate) fn dedup(rows: &mut Vec<IndexRow>) {
+    let mut seen: Vec<usize> = Vec::new();
+    let mut i = 0;
+    while i < rows.len() {
+        if rows[i].group.is_none() && seen.iter().any(|&j| rows[j] == rows[i]) {
+            rows.remove(i);
+        } else {
+            seen.push(i);
+            i += 1;
+        }
+    }
+}
+
 /// Produces the index rows of a resource. Called once per written version, inside the write
 /// transaction; it must be pure and fast.
 pub trait IndexExtractor: Send + Sync + std::fmt::Debug {
     /// The rows of `resource` (a JSON object of type `resource_type`). An error rejects the write.
     fn extract(&self, resource_type: &str, resource: &Value) -> Result<Vec<IndexRow>, StoreError>;
+
+    /// The rows of a resource of a transaction whose references may still name other entries
+    /// by `fullUrl` (`urn:uuid:...`), for a caller that extracts before the write
+    /// ([`crate::WriteEntry::with_index`]): `full_urls` gives those entries' types, and the
+    /// store rewrites the rows' reference values when it assigns the ids. An extractor whose
+    /// rows never depend on what a reference points to need not override this.
+    fn extract_in_transaction(
+        &self,
+        resource_type: &str,
+        resource: &Value,
+        full_urls: &FullUrlTypes,
+    ) -> Result<Vec<IndexRow>, StoreError> {
+        let _ = full_urls;
+        self.extract(resource_type, resource)
+    }
 
     /// The search parameters this extractor indexes for `resource_type`.
     fn parameters(&self, resource_type: &str) -> Vec<ParamDef>;

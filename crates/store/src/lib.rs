@@ -45,7 +45,9 @@ use serde_json::Value;
 pub use context::{Actor, RequestContext};
 pub use error::{ErrorKind, StoreError};
 pub use extract::FhirIndexExtractor;
-pub use index::{BasicExtractor, IndexExtractor, IndexRow, IndexValue, ParamDef, ParamType};
+pub use index::{
+    BasicExtractor, FullUrlTypes, IndexExtractor, IndexRow, IndexValue, ParamDef, ParamType,
+};
 pub use model::{
     Change, HistoryPage, HistoryQuery, HistoryScope, Method, Outcome, StoredResource, WriteEntry,
     WriteOp,

@@ -65,9 +65,11 @@ pub struct WriteEntry {
     pub full_url: Option<String>,
     pub op: WriteOp,
     /// The resource's index rows, extracted by the caller ahead of the write (e.g. by an
-    /// import's reader thread, beside the single writer) with the store's own extractor. The
-    /// store uses them unless the write changes a reference in the resource (a `fullUrl` or a
-    /// conditional reference resolved), in which case it extracts again.
+    /// import's reader thread, beside the single writer) with the store's own extractor:
+    /// [`crate::IndexExtractor::extract_in_transaction`] with the types of the call's
+    /// `fullUrl`s when the resource refers to them. The store uses them, the reference rows
+    /// of rewritten `fullUrl`s brought up to date, unless the write resolves a conditional
+    /// reference in the resource, in which case it extracts again.
     pub index: Option<Vec<IndexRow>>,
 }
 

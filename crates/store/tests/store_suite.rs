@@ -838,11 +838,14 @@ async fn patient_ids(s: &dyn Store, q: &str) -> Vec<String> {
     page.matches.iter().map(|m| m.id.clone()).collect()
 }
 
-/// Index rows a caller extracted ahead of the write are stored as given when the write leaves
-/// the resource's content alone, and extracted again when it rewrites a reference. (The rows
+/// Index rows a caller extracted ahead of the write are stored as given, also when the
+/// transaction rewrites a `fullUrl` reference in the resource (the store brings reference
+/// rows up to date), and extracted again when it resolves a conditional reference. (The rows
 /// given here are deliberately not those of the resource, so that the test can tell which
 /// were stored.)
-async fn prepared_index_rows_are_used_unless_a_reference_changes(s: Arc<dyn Store>) {
+async fn prepared_index_rows_are_used_unless_a_conditional_reference_is_resolved(
+    s: Arc<dyn Store>,
+) {
     let s: &dyn Store = &*s;
     let c = ctx();
     let rows_of = |identifier: &str| {
@@ -880,13 +883,27 @@ async fn prepared_index_rows_are_used_unless_a_reference_changes(s: Arc<dyn Stor
         .with_index(rows_of("linked-given")),
     ];
     let out = s.transaction(&c, entries).await.unwrap();
-    let linked_id = written(&out[1]).id.clone();
     assert_eq!(
-        patient_ids(s, "identifier=urn:test|linked-real").await,
-        [linked_id]
+        patient_ids(s, "identifier=urn:test|linked-given").await,
+        [written(&out[1]).id.clone()]
+    );
+
+    let mut resolved = patient("Resolved", "resolved-real");
+    resolved["link"] = json!([{
+        "other": {"reference": "Patient?identifier=urn:test|other-real"}, "type": "seealso"
+    }]);
+    let entry = WriteEntry::new(WriteOp::Create {
+        resource: resolved,
+        if_none_exist: None,
+    })
+    .with_index(rows_of("resolved-given"));
+    let out = s.transaction(&c, vec![entry]).await.unwrap();
+    assert_eq!(
+        patient_ids(s, "identifier=urn:test|resolved-real").await,
+        [written(&out[0]).id.clone()]
     );
     assert!(
-        patient_ids(s, "identifier=urn:test|linked-given")
+        patient_ids(s, "identifier=urn:test|resolved-given")
             .await
             .is_empty()
     );
@@ -923,7 +940,7 @@ suite!(
     transaction_is_all_or_nothing,
     batch_entries_fail_alone,
     transaction_rewrites_full_urls_and_resolves_conditional_references,
-    prepared_index_rows_are_used_unless_a_reference_changes,
+    prepared_index_rows_are_used_unless_a_conditional_reference_is_resolved,
     search_by_id_last_updated_identifier_with_paging,
     history_pages_newest_first_with_since,
     change_feed_has_one_row_per_version,
