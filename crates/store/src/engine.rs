@@ -230,7 +230,10 @@ pub(crate) async fn apply_keyed<B: Backend>(
                 }
                 results.push(outcomes.into_iter().collect());
             }
-            Err(_) if !isolated => return Ok(None),
+            Err(e) if !isolated => {
+                tracing::debug!(%key, error = %e, "a unit failed; the group runs again isolated");
+                return Ok(None);
+            }
             Err(e) => {
                 b.rollback_to_savepoint().await?;
                 b.delete_receipt(&key).await?;
@@ -579,6 +582,9 @@ async fn put<B: Backend>(
             }
         }
     }
+    // Rows extracted ahead follow the rewrite by reference value, unless an entry is also
+    // named where the rewrite does not reach (a `canonical` or `uri`).
+    let ahead_valid = !refs::names_entry_outside_references(&resource, urls);
     let rewritten = refs::rewrite(&mut resource, urls);
     let resolved_any =
         resolve_conditional_references(b, extractor, &mut resource, resolved).await?;
@@ -603,7 +609,7 @@ async fn put<B: Backend>(
     // rewritten `fullUrl`s follow them; a resolved conditional reference means extracting
     // again (its target's type and id were unknown to the caller).
     let index = match index {
-        Some(mut rows) if !resolved_any => {
+        Some(mut rows) if !resolved_any && ahead_valid => {
             if rewritten {
                 crate::index::rewrite_reference_rows(&mut rows, urls);
             }

@@ -151,3 +151,16 @@ impl From<deadpool_postgres::PoolError> for StoreError {
         StoreError::Unavailable(e.to_string())
     }
 }
+
+/// Refuses a database whose schema was migrated by a newer Renkei (`applied` migrations, of
+/// which this binary knows `known`): writing through an older schema's statements could
+/// corrupt what the newer version relies on.
+pub(crate) fn refuse_newer_schema(applied: i64, known: i64) -> Result<(), StoreError> {
+    if applied > known {
+        return Err(StoreError::Unavailable(format!(
+            "the database schema is at migration {applied}, newer than this build of Renkei \
+             knows (migration {known}); run the Renkei version that migrated it, or a newer one"
+        )));
+    }
+    Ok(())
+}

@@ -165,8 +165,10 @@ impl FullUrlTypes {
 /// Index rows extracted before a transaction rewrote the resource's references (`map`:
 /// reference as written -> `Type/id`, as `refs::rewrite` applies it), brought up to date: a
 /// reference row whose URL was rewritten becomes the row of its new value. Valid for rows from
-/// [`IndexExtractor::extract_in_transaction`] given the transaction's `fullUrl` types; other
-/// rows do not depend on reference strings.
+/// [`IndexExtractor::extract_in_transaction`] given the transaction's `fullUrl` types, and only
+/// when every string naming an entry is a `reference` (the store checks this first with
+/// `refs::names_entry_outside_references`: a `canonical` holding a `fullUrl` is indexed as a
+/// reference row too, yet is not rewritten); other rows do not depend on reference strings.
 pub(crate) fn rewrite_reference_rows(rows: &mut Vec<IndexRow>, map: &HashMap<String, String>) {
     let mut changed = false;
     for row in rows.iter_mut() {
@@ -199,8 +201,9 @@ pub(crate) fn dedup(rows: &mut Vec<IndexRow>) {
     }
 }
 
-/// Produces the index rows of a resource. Called once per written version, inside the write
-/// transaction; it must be pure and fast.
+/// Produces the index rows of a resource: once per written version, inside the write
+/// transaction, unless the caller extracted them ahead (`extract_in_transaction`, on the
+/// caller's task). It must be pure and fast.
 pub trait IndexExtractor: Send + Sync + std::fmt::Debug {
     /// The rows of `resource` (a JSON object of type `resource_type`). An error rejects the write.
     fn extract(&self, resource_type: &str, resource: &Value) -> Result<Vec<IndexRow>, StoreError>;

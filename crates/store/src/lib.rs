@@ -124,8 +124,10 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     -> Result<Option<Receipt>, StoreError>;
 
     /// Group commit of keyed writes: ONE database transaction in which each unit (its receipt
-    /// and its writes) applies atomically on its own (under a savepoint) and fails alone. A
-    /// unit whose key is already stored (or committed concurrently) writes nothing and yields
+    /// and its writes) applies atomically on its own and fails alone. The units are first
+    /// written together without savepoints; if one fails, the transaction is rolled back and
+    /// the group is applied again with each unit under its own savepoint. A unit whose key is
+    /// already stored (or committed concurrently) writes nothing and yields
     /// [`StoreError::DuplicateKey`]. The outer error means nothing was committed.
     async fn commit_keyed(
         &self,

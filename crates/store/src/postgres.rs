@@ -148,6 +148,7 @@ impl PostgresStore {
             )
             .await?
             .get(0);
+        crate::error::refuse_newer_schema(applied, MIGRATIONS[MIGRATIONS.len() - 1].0)?;
         for (version, script) in MIGRATIONS {
             if *version > applied {
                 tracing::info!(version, "applying PostgreSQL migration");

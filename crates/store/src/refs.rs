@@ -51,6 +51,26 @@ pub(crate) fn rewrite(value: &mut Value, map: &HashMap<String, String>) -> bool 
     changed
 }
 
+/// Whether a string other than a `reference` (or the narrative) holds one of `map`'s keys: a
+/// `canonical` or `uri` element naming a transaction entry by its `fullUrl`, which
+/// [`rewrite`] leaves as written. Index rows extracted before the rewrite cannot then be
+/// brought up to date by reference value alone (the same string may be indexed both as a
+/// rewritten reference and as an untouched `uri`), so the store extracts them again.
+pub(crate) fn names_entry_outside_references(value: &Value, map: &HashMap<String, String>) -> bool {
+    if map.is_empty() {
+        return false;
+    }
+    match value {
+        Value::Object(obj) => obj.iter().any(|(k, v)| match v {
+            Value::String(_) if k == "reference" || k == "div" => false,
+            other => names_entry_outside_references(other, map),
+        }),
+        Value::Array(items) => items.iter().any(|v| names_entry_outside_references(v, map)),
+        Value::String(s) => map.contains_key(s.as_str()),
+        _ => false,
+    }
+}
+
 /// The distinct conditional references (`Type?criteria`) of a resource.
 pub(crate) fn conditional_references(value: &Value, out: &mut BTreeSet<String>) {
     match value {
@@ -105,6 +125,23 @@ mod tests {
         assert_eq!(r["performer"][0]["reference"], "urn:uuid:2");
         assert_eq!(r["identifier"][0]["value"], "urn:uuid:1");
         assert_eq!(r["text"]["div"], "<div><a href=\"Patient/a\">p</a></div>");
+    }
+
+    #[test]
+    fn tells_entry_names_outside_references_apart() {
+        let map = HashMap::from([("urn:uuid:1".to_owned(), "Patient/a".to_owned())]);
+        let only_refs = json!({
+            "subject": {"reference": "urn:uuid:1"},
+            "text": {"div": "<div><a href=\"urn:uuid:1\">p</a></div>"},
+            "basedOn": [{"reference": "urn:uuid:1"}]
+        });
+        assert!(!names_entry_outside_references(&only_refs, &map));
+        let canonical = json!({
+            "subject": {"reference": "urn:uuid:1"},
+            "instantiatesCanonical": ["urn:uuid:1"]
+        });
+        assert!(names_entry_outside_references(&canonical, &map));
+        assert!(!names_entry_outside_references(&canonical, &HashMap::new()));
     }
 
     #[test]

@@ -242,6 +242,7 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
         [],
         |r| r.get(0),
     )?;
+    crate::error::refuse_newer_schema(applied, MIGRATIONS[MIGRATIONS.len() - 1].0)?;
     for (version, script, what) in MIGRATIONS {
         if *version > applied {
             tracing::info!(version, "applying SQLite migration: {what}");
@@ -776,6 +777,31 @@ mod tests {
         let mut ids: Vec<String> = page.matches.iter().map(|m| m.id.clone()).collect();
         ids.sort();
         ids
+    }
+
+    /// A database migrated by a newer Renkei is refused, not written through an older schema,
+    /// and left as it was.
+    #[test]
+    fn a_database_of_a_newer_schema_is_refused() {
+        let dir = std::env::temp_dir().join(format!("renkei-new-{}", uuid::Uuid::new_v4()));
+        let store = SqliteStore::open_dir(&dir, Arc::new(BasicExtractor)).unwrap();
+        drop(store);
+        let db = dir.join("renkei.db");
+        let known = MIGRATIONS[MIGRATIONS.len() - 1].0;
+        Connection::open(&db)
+            .unwrap()
+            .execute("INSERT INTO schema_migrations VALUES (?1, 0)", [known + 1])
+            .unwrap();
+        let err = SqliteStore::open_dir(&dir, Arc::new(BasicExtractor)).unwrap_err();
+        assert!(err.to_string().contains("newer than this build"), "{err}");
+        let max: i64 = Connection::open(&db)
+            .unwrap()
+            .query_row("SELECT MAX(version) FROM schema_migrations", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        assert_eq!(max, known + 1);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     /// A database written before migration 3 (rowid index tables, two rows of one resource)

@@ -840,9 +840,9 @@ async fn patient_ids(s: &dyn Store, q: &str) -> Vec<String> {
 
 /// Index rows a caller extracted ahead of the write are stored as given, also when the
 /// transaction rewrites a `fullUrl` reference in the resource (the store brings reference
-/// rows up to date), and extracted again when it resolves a conditional reference. (The rows
-/// given here are deliberately not those of the resource, so that the test can tell which
-/// were stored.)
+/// rows up to date), and extracted again when it resolves a conditional reference or an entry
+/// is also named outside a `reference`. (The rows given here are deliberately not those of
+/// the resource, so that the test can tell which were stored.)
 async fn prepared_index_rows_are_used_unless_a_conditional_reference_is_resolved(
     s: Arc<dyn Store>,
 ) {
@@ -886,6 +886,37 @@ async fn prepared_index_rows_are_used_unless_a_conditional_reference_is_resolved
     assert_eq!(
         patient_ids(s, "identifier=urn:test|linked-given").await,
         [written(&out[1]).id.clone()]
+    );
+
+    // An entry also named by a string the rewrite leaves alone (here an extension's
+    // `valueUri`): the rows given cannot be brought up to date, so the store extracts again.
+    let mut named = patient("Named", "named-real");
+    named["link"] = json!([{"other": {"reference": "urn:uuid:named"}, "type": "seealso"}]);
+    named["extension"] = json!([{"url": "urn:test:source", "valueUri": "urn:uuid:named"}]);
+    let entries = vec![
+        WriteEntry {
+            full_url: Some("urn:uuid:named".into()),
+            op: WriteOp::Create {
+                resource: patient("Target", "target-real"),
+                if_none_exist: None,
+            },
+            index: None,
+        },
+        WriteEntry::new(WriteOp::Create {
+            resource: named,
+            if_none_exist: None,
+        })
+        .with_index(rows_of("named-given")),
+    ];
+    let out = s.transaction(&c, entries).await.unwrap();
+    assert_eq!(
+        patient_ids(s, "identifier=urn:test|named-real").await,
+        [written(&out[1]).id.clone()]
+    );
+    assert!(
+        patient_ids(s, "identifier=urn:test|named-given")
+            .await
+            .is_empty()
     );
 
     let mut resolved = patient("Resolved", "resolved-real");
