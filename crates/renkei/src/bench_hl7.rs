@@ -26,6 +26,10 @@ pub struct MllpArgs {
     /// Measure on PostgreSQL (a throwaway schema in this database) instead of SQLite.
     #[arg(long, value_name = "URL")]
     database_url: Option<String>,
+    /// Write Patients without EMPI linking (as `serve --no-empi`), to tell the linking's share
+    /// of the time from the store's.
+    #[arg(long)]
+    no_empi: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -55,7 +59,12 @@ fn messages(n: usize) -> Vec<Vec<u8>> {
 pub async fn mllp(a: MllpArgs) -> anyhow::Result<()> {
     let fresh = Fresh::open(a.database_url.as_deref()).await?;
     let backend = fresh.store.backend();
-    let handler = Arc::new(Ingest::new(sink(fresh.linked()), Settings::default()));
+    let store = if a.no_empi {
+        fresh.store.clone()
+    } else {
+        fresh.linked()
+    };
+    let handler = Arc::new(Ingest::new(sink(store), Settings::default()));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -104,7 +113,8 @@ pub async fn mllp(a: MllpArgs) -> anyhow::Result<()> {
             * 1e3
     };
     println!(
-        "mllp {backend}: {} messages (ADT+ORU) over {connections} connections in {:.2} s = {:.0} msg/s; ACK latency p50 {:.2} ms, p99 {:.2} ms; {not_aa} not AA",
+        "mllp {backend}{}: {} messages (ADT+ORU) over {connections} connections in {:.2} s = {:.0} msg/s; ACK latency p50 {:.2} ms, p99 {:.2} ms; {not_aa} not AA",
+        if a.no_empi { " (no EMPI)" } else { "" },
         latencies.len(),
         elapsed.as_secs_f64(),
         latencies.len() as f64 / elapsed.as_secs_f64(),

@@ -584,7 +584,7 @@ async fn put<B: Backend>(
     }
     // Rows extracted ahead follow the rewrite by reference value, unless an entry is also
     // named where the rewrite does not reach (a `canonical` or `uri`).
-    let ahead_valid = !refs::names_entry_outside_references(&resource, urls);
+    let ahead_valid = index.is_none() || !refs::names_entry_outside_references(&resource, urls);
     let rewritten = refs::rewrite(&mut resource, urls);
     let resolved_any =
         resolve_conditional_references(b, extractor, &mut resource, resolved).await?;

@@ -57,18 +57,23 @@ pub(crate) fn rewrite(value: &mut Value, map: &HashMap<String, String>) -> bool 
 /// brought up to date by reference value alone (the same string may be indexed both as a
 /// rewritten reference and as an untouched `uri`), so the store extracts them again.
 pub(crate) fn names_entry_outside_references(value: &Value, map: &HashMap<String, String>) -> bool {
-    if map.is_empty() {
+    // Most strings of a resource (codes, names, dates) are shorter than any `fullUrl`: their
+    // length alone tells them apart without hashing.
+    let Some(shortest) = map.keys().map(String::len).min() else {
         return false;
+    };
+    fn walk(value: &Value, map: &HashMap<String, String>, shortest: usize) -> bool {
+        match value {
+            Value::Object(obj) => obj.iter().any(|(k, v)| match v {
+                Value::String(_) if k == "reference" || k == "div" => false,
+                other => walk(other, map, shortest),
+            }),
+            Value::Array(items) => items.iter().any(|v| walk(v, map, shortest)),
+            Value::String(s) => s.len() >= shortest && map.contains_key(s.as_str()),
+            _ => false,
+        }
     }
-    match value {
-        Value::Object(obj) => obj.iter().any(|(k, v)| match v {
-            Value::String(_) if k == "reference" || k == "div" => false,
-            other => names_entry_outside_references(other, map),
-        }),
-        Value::Array(items) => items.iter().any(|v| names_entry_outside_references(v, map)),
-        Value::String(s) => map.contains_key(s.as_str()),
-        _ => false,
-    }
+    walk(value, map, shortest)
 }
 
 /// The distinct conditional references (`Type?criteria`) of a resource.

@@ -63,7 +63,14 @@ async fn writer(
         };
         let (units, dones): (Vec<_>, Vec<_>) = group.into_iter().unzip();
         let ctx = RequestContext::system();
-        match store.commit_keyed(&ctx, units).await {
+        let started = std::time::Instant::now();
+        let committed = store.commit_keyed(&ctx, units).await;
+        tracing::debug!(
+            units = dones.len(),
+            micros = started.elapsed().as_micros() as u64,
+            "group commit"
+        );
+        match committed {
             Ok(results) => {
                 for (done, result) in dones.into_iter().zip(results) {
                     let _ = done.send(result);
