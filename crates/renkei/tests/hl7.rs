@@ -65,7 +65,7 @@ async fn first(server: &Server, query: &str) -> Value {
 
 /// Runs `read_acks.py` (the hl7v2 crate's hl7apy reader) over ACK files.
 fn hl7apy_read(acks: &[Vec<u8>]) -> Vec<Value> {
-    let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".to_owned());
+    let python = support::python_with_hl7apy();
     let dir = std::env::temp_dir().join(format!("renkei-e2e-acks-{}", uuid::Uuid::new_v4()));
     std::fs::create_dir_all(&dir).unwrap();
     let files: Vec<PathBuf> = acks
