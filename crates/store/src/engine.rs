@@ -366,8 +366,10 @@ async fn plan<B: Backend>(
     Ok(())
 }
 
+/// A server-assigned id: a UUIDv7, time-ordered, so that new resources' rows in the indexes
+/// keyed by id land at the right edge of the B-tree rather than on a random page.
 fn new_id() -> String {
-    uuid::Uuid::new_v4().to_string()
+    uuid::Uuid::now_v7().to_string()
 }
 
 fn resource_type_of(resource: &Value) -> Result<&str, StoreError> {
