@@ -9,8 +9,6 @@ if command -v pg_isready >/dev/null && ! pg_isready -q -d "$url"; then
     pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql)" main start || true
   fi
 fi
-# - hl7apy (an independent HL7 v2 implementation) reads the ACKs Renkei writes, in
-#   crates/hl7v2/tests/hl7apy.rs. Pinned; pip does nothing when it is already installed.
-if ! python3 -c 'import importlib.metadata as m, sys; sys.exit(m.version("hl7apy") != "1.3.5")' 2>/dev/null; then
-  python3 -m pip install --quiet --disable-pip-version-check hl7apy==1.3.5
-fi
+# - hl7apy (an independent HL7 v2 implementation) reads the ACKs Renkei writes (pinned; for
+#   ${PYTHON:-python3}, as the tests use it).
+bash "$(dirname "$0")/install-hl7apy.sh"

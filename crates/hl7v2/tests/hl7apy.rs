@@ -1,7 +1,8 @@
 //! An independent implementation reads what Renkei writes: ACKs built by this crate are
 //! parsed and strictly validated by Python's `hl7apy` (installed, pinned, by
-//! `scripts/test-setup.sh`, which the test runs itself when hl7apy is missing). The test fails,
-//! with instructions, if python3 is missing or the install fails: it is never silently skipped.
+//! `scripts/install-hl7apy.sh`, which the test runs itself when hl7apy is missing). The test
+//! fails, with instructions, if python3 is missing or the install fails: it is never silently
+//! skipped.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -20,7 +21,7 @@ fn header(n: usize) -> AckHeader {
     }
 }
 
-/// The Python that has hl7apy. When it is missing, the project's set-up script installs it
+/// The Python that has hl7apy. When it is missing, the project's install script installs it
 /// (as `.ci/run` does first), so that a plain `cargo test --workspace` works on a fresh machine.
 fn python() -> String {
     static PYTHON: std::sync::OnceLock<String> = std::sync::OnceLock::new();
@@ -28,15 +29,18 @@ fn python() -> String {
         .get_or_init(|| {
             let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".to_owned());
             if has_hl7apy(&python).is_err() {
-                let script =
-                    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../scripts/test-setup.sh");
-                let status = Command::new("bash").arg(&script).status();
+                let script = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                    .join("../../scripts/install-hl7apy.sh");
+                let status = Command::new("bash")
+                    .arg(&script)
+                    .env("PYTHON", &python)
+                    .status();
                 eprintln!("hl7apy was missing; ran {}: {status:?}", script.display());
             }
             if let Err(why) = has_hl7apy(&python) {
                 panic!(
-                    "hl7apy is not installed for {python}, and scripts/test-setup.sh did not \
-                     install it (pip install hl7apy==1.3.5): {why}"
+                    "hl7apy is not installed for {python}, and scripts/install-hl7apy.sh did \
+                     not install it (pip install hl7apy==1.3.5): {why}"
                 );
             }
             python

@@ -84,11 +84,11 @@ fn hl7apy_read(acks: &[Vec<u8>]) -> Vec<Value> {
         ))
         .args(&files)
         .output()
-        .unwrap_or_else(|e| panic!("cannot run {python} ({e}): run scripts/test-setup.sh"));
+        .unwrap_or_else(|e| panic!("cannot run {python} ({e})"));
     std::fs::remove_dir_all(&dir).ok();
     assert!(
         out.status.success(),
-        "hl7apy rejected a Renkei ACK (is hl7apy installed? scripts/test-setup.sh):\n{}",
+        "hl7apy rejected a Renkei ACK:\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8(out.stdout)

@@ -157,7 +157,8 @@ impl From<deadpool_postgres::PoolError> for StoreError {
 /// corrupt what the newer version relies on.
 pub(crate) fn refuse_newer_schema(applied: i64, known: i64) -> Result<(), StoreError> {
     if applied > known {
-        return Err(StoreError::Unavailable(format!(
+        // Not `Unavailable` (which says a retry may work): this lasts until the binary changes.
+        return Err(StoreError::Backend(format!(
             "the database schema is at migration {applied}, newer than this build of Renkei \
              knows (migration {known}); run the Renkei version that migrated it, or a newer one"
         )));

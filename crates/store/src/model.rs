@@ -66,10 +66,13 @@ pub struct WriteEntry {
     pub op: WriteOp,
     /// The resource's index rows, extracted by the caller ahead of the write (e.g. by an
     /// import's reader thread, beside the single writer) with the store's own extractor:
-    /// [`crate::IndexExtractor::extract_in_transaction`] with the types of the call's
-    /// `fullUrl`s when the resource refers to them. The store uses them, the reference rows
-    /// of rewritten `fullUrl`s brought up to date, unless the write resolves a conditional
-    /// reference in the resource, in which case it extracts again.
+    /// [`crate::IndexExtractor::extract_in_transaction`] when the resource refers to entries
+    /// of the call by `fullUrl`, given the type of EVERY entry with a `fullUrl` (rows of
+    /// parameters such as `subject.where(resolve() is Patient)` depend on them, and the store
+    /// cannot tell that one was left out). The store uses the rows, the reference rows of
+    /// rewritten `fullUrl`s brought up to date, unless the write resolves a conditional
+    /// reference or names an entry's `fullUrl` outside a `reference` (a `canonical` or
+    /// `uri`, which the rewrite leaves alone); then it extracts again.
     pub index: Option<Vec<IndexRow>>,
 }
 

@@ -761,8 +761,12 @@ mod tests {
     use crate::search::{SearchQuery, parse_query_string};
 
     fn ids(store: &SqliteStore, q: &str) -> Vec<String> {
+        ids_of_type(store, "Patient", q)
+    }
+
+    fn ids_of_type(store: &SqliteStore, resource_type: &str, q: &str) -> Vec<String> {
         let q = SearchQuery::parse(
-            Some("Patient"),
+            Some(resource_type),
             &parse_query_string(q),
             store.extractor(),
             false,
@@ -777,6 +781,80 @@ mod tests {
         let mut ids: Vec<String> = page.matches.iter().map(|m| m.id.clone()).collect();
         ids.sort();
         ids
+    }
+
+    /// Rows extracted ahead of a transaction (as HL7 v2 ingestion does) for a resource that
+    /// names an entry's `fullUrl` both in a `reference` and in a `canonical`: the reference is
+    /// rewritten to the entry's id, the canonical stays as written, and both are searchable as
+    /// stored (the rows are extracted again, not patched by reference value).
+    #[test]
+    fn rows_extracted_ahead_follow_a_canonical_the_rewrite_leaves_alone() {
+        use crate::extract::FhirIndexExtractor;
+        use crate::index::{FullUrlTypes, IndexExtractor};
+        let dir = std::env::temp_dir().join(format!("renkei-canon-{}", uuid::Uuid::new_v4()));
+        let extractor = Arc::new(FhirIndexExtractor::new());
+        let store = SqliteStore::open_dir(&dir, extractor.clone()).unwrap();
+        let plan = "urn:uuid:6f1c2a4e-0000-4000-8000-000000000001";
+        let care_plan = serde_json::json!({
+            "resourceType": "CarePlan",
+            "status": "active",
+            "intent": "plan",
+            "subject": {"reference": plan},
+            "instantiatesCanonical": [plan]
+        });
+        let mut types = FullUrlTypes::default();
+        types.insert(plan, "Patient");
+        let rows = extractor
+            .extract_in_transaction("CarePlan", &care_plan, &types)
+            .unwrap();
+        let entries = vec![
+            WriteEntry {
+                full_url: Some(plan.into()),
+                op: WriteOp::Create {
+                    resource: serde_json::json!({"resourceType": "Patient"}),
+                    if_none_exist: None,
+                },
+                index: None,
+            },
+            WriteEntry::new(WriteOp::Create {
+                resource: care_plan,
+                if_none_exist: None,
+            })
+            .with_index(rows),
+        ];
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let out = rt
+            .block_on(store.transaction(&RequestContext::system(), entries))
+            .unwrap();
+        let id_of = |o: &Outcome| match o {
+            Outcome::Created(r) => r.id.clone(),
+            other => panic!("{other:?}"),
+        };
+        let (patient, care_plan) = (id_of(&out[0]), id_of(&out[1]));
+        assert_eq!(
+            ids_of_type(
+                &store,
+                "CarePlan",
+                &format!("instantiates-canonical={plan}")
+            ),
+            std::slice::from_ref(&care_plan)
+        );
+        assert!(
+            ids_of_type(
+                &store,
+                "CarePlan",
+                &format!("instantiates-canonical=Patient/{patient}")
+            )
+            .is_empty()
+        );
+        assert_eq!(
+            ids_of_type(&store, "CarePlan", &format!("patient=Patient/{patient}")),
+            [care_plan]
+        );
+        drop(store);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     /// A database migrated by a newer Renkei is refused, not written through an older schema,
@@ -794,6 +872,7 @@ mod tests {
             .unwrap();
         let err = SqliteStore::open_dir(&dir, Arc::new(BasicExtractor)).unwrap_err();
         assert!(err.to_string().contains("newer than this build"), "{err}");
+        assert_eq!(err.kind(), crate::ErrorKind::Backend);
         let max: i64 = Connection::open(&db)
             .unwrap()
             .query_row("SELECT MAX(version) FROM schema_migrations", [], |r| {

@@ -980,3 +980,48 @@ suite!(
     keyed_commits_write_receipt_and_resources_together,
     concurrent_keyed_commits_of_one_key_commit_once,
 );
+
+/// A PostgreSQL schema migrated by a newer Renkei is refused on connect (with a permanent
+/// error, not "unavailable"), and its migrations are left as they were.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_refuses_a_schema_newer_than_the_binary() {
+    let t = support::postgres().await;
+    let schema = t.schema.clone().unwrap();
+    let (client, conn) = tokio_postgres::connect(&support::database_url(), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let newest: i64 = client
+        .query_one(
+            &format!("SELECT MAX(version) FROM {schema}.schema_migrations"),
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    client
+        .execute(
+            &format!("INSERT INTO {schema}.schema_migrations VALUES ($1, 0)"),
+            &[&(newest + 1)],
+        )
+        .await
+        .unwrap();
+    let config = store::PostgresConfig {
+        schema: Some(schema.clone()),
+        ..store::PostgresConfig::new(support::database_url())
+    };
+    let err = store::PostgresStore::connect(config, Arc::new(store::BasicExtractor))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("newer than this build"), "{err}");
+    assert_eq!(err.kind(), store::ErrorKind::Backend);
+    let still: i64 = client
+        .query_one(
+            &format!("SELECT MAX(version) FROM {schema}.schema_migrations"),
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(still, newest + 1);
+}

@@ -223,30 +223,39 @@ pub fn synthea10() -> PathBuf {
 }
 
 /// The Python that has hl7apy (the independent HL7 v2 implementation that reads Renkei's
-/// ACKs). When it is missing, the project's set-up script installs it, as `.ci/run` does
-/// first, so that a plain `cargo test --workspace` works on a fresh machine.
+/// ACKs). When it is missing, the project's install script is run first, as `.ci/run` does,
+/// so that a plain `cargo test --workspace` works on a fresh machine.
 pub fn python_with_hl7apy() -> String {
     static PYTHON: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     PYTHON
         .get_or_init(|| {
             let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".to_owned());
-            let has = |python: &str| {
-                Command::new(python)
+            let probe = |python: &str| -> Result<(), String> {
+                let out = Command::new(python)
                     .args(["-c", "import hl7apy"])
                     .output()
-                    .is_ok_and(|o| o.status.success())
+                    .map_err(|e| format!("cannot run {python} ({e}): install Python 3"))?;
+                if out.status.success() {
+                    Ok(())
+                } else {
+                    Err(String::from_utf8_lossy(&out.stderr).into_owned())
+                }
             };
-            if !has(&python) {
-                let script =
-                    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../scripts/test-setup.sh");
-                let status = Command::new("bash").arg(&script).status();
+            if probe(&python).is_err() {
+                let script = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                    .join("../../scripts/install-hl7apy.sh");
+                let status = Command::new("bash")
+                    .arg(&script)
+                    .env("PYTHON", &python)
+                    .status();
                 eprintln!("hl7apy was missing; ran {}: {status:?}", script.display());
             }
-            assert!(
-                has(&python),
-                "hl7apy is not installed for {python}, and scripts/test-setup.sh did not install \
-                 it (pip install hl7apy==1.3.5)"
-            );
+            if let Err(why) = probe(&python) {
+                panic!(
+                    "hl7apy is not installed for {python}, and scripts/install-hl7apy.sh did not \
+                     install it (pip install hl7apy==1.3.5): {why}"
+                );
+            }
             python
         })
         .clone()

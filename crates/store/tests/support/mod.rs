@@ -16,7 +16,7 @@ pub fn database_url() -> String {
 pub struct TestStore {
     pub store: Arc<dyn Store>,
     dir: Option<PathBuf>,
-    schema: Option<String>,
+    pub schema: Option<String>,
 }
 
 pub fn sqlite() -> TestStore {
