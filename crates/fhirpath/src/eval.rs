@@ -81,7 +81,8 @@ impl<'a> Environment<'a> {
         self
     }
 
-    /// Fixes `now()` / `today()` / `timeOfDay()` (by default the clock at evaluation start).
+    /// Fixes `now()` / `today()` / `timeOfDay()` (by default the clock when an evaluation
+    /// first asks for it).
     pub fn with_now(mut self, now: PartialDateTime) -> Self {
         self.now = Some(now);
         self
@@ -120,7 +121,9 @@ pub(crate) struct Evaluator<'e, 'a> {
     pub resource: Value<'a>,
     pub root_resource: Value<'a>,
     pub context: Collection<'a>,
-    pub now: PartialDateTime,
+    /// `now()`, fixed at its first use (most expressions never ask, and reading the clock and
+    /// the local zone for each of them is a measurable share of index extraction).
+    now: std::cell::OnceCell<PartialDateTime>,
 }
 
 pub(crate) type Result<T> = std::result::Result<T, EvalError>;
@@ -132,8 +135,16 @@ impl<'e, 'a> Evaluator<'e, 'a> {
             root_resource: resource.clone(),
             resource,
             context,
-            now: env.now.unwrap_or_else(PartialDateTime::now),
+            now: std::cell::OnceCell::new(),
         }
+    }
+
+    /// The evaluation's current date-time: the environment's, or the clock's at first use; the
+    /// same for every `now()`, `today()` and `timeOfDay()` of one evaluation.
+    pub fn now(&self) -> PartialDateTime {
+        *self
+            .now
+            .get_or_init(|| self.env.now.unwrap_or_else(PartialDateTime::now))
     }
 
     pub fn model(&self) -> &'a dyn ModelInfo {

@@ -177,3 +177,15 @@ fn one_compiled_expression_is_shared_across_threads() {
     let counts: Vec<Json> = handles.into_iter().map(|h| h.join().unwrap()).collect();
     assert_eq!(counts, vec![json!(0), json!(1), json!(2), json!(3)]);
 }
+
+/// `now()` is one instant for the whole evaluation, however often it is asked for (the clock
+/// is read at the first call); `today()` and `timeOfDay()` agree with it.
+#[test]
+fn now_is_one_instant_within_an_evaluation() {
+    let patient = json!({"resourceType": "Patient", "id": "p"});
+    let expression = "(1 | 2 | 3 | 4 | 5).select(now()).distinct().count() = 1 \
+                      and now() = now() \
+                      and today().toString() = now().toString().substring(0, 10) \
+                      and now().toString().contains(timeOfDay().toString())";
+    assert_eq!(eval(expression, &patient), vec![json!(true)]);
+}

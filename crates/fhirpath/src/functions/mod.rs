@@ -543,17 +543,17 @@ pub(crate) fn call<'a>(
         }
         "now" => {
             args!(0);
-            Ok(vec![Value::DateTime(ev.now)])
+            Ok(vec![Value::DateTime(ev.now())])
         }
         "today" => {
             args!(0);
-            let mut today = ev.now.truncated(Precision::Day);
+            let mut today = ev.now().truncated(Precision::Day);
             today.kind = TemporalKind::Date;
             Ok(vec![Value::Date(today)])
         }
         "timeOfDay" => {
             args!(0);
-            let mut time = ev.now;
+            let mut time = ev.now();
             time.kind = TemporalKind::Time;
             time.offset = None;
             Ok(vec![Value::Time(time)])
