@@ -585,9 +585,6 @@ async fn put<B: Backend>(
             }
         }
     }
-    // Rows extracted ahead follow the rewrite by reference value, unless an entry is also
-    // named where the rewrite does not reach (a `canonical` or `uri`).
-    let ahead_valid = index.is_none() || !refs::names_entry_outside_references(&resource, urls);
     let rewritten = refs::rewrite(&mut resource, urls);
     let resolved_any =
         resolve_conditional_references(b, extractor, &mut resource, resolved).await?;
@@ -609,13 +606,16 @@ async fn put<B: Backend>(
     let resource = with_meta(resource, id, version, now);
     // Rows extracted from the resource as given still hold (`id` and `meta.versionId` /
     // `lastUpdated`, which `with_meta` sets, are not indexed) once the reference rows of
-    // rewritten `fullUrl`s follow them; a resolved conditional reference means extracting
-    // again (its target's type and id were unknown to the caller).
+    // rewritten `fullUrl`s follow them, unless an entry is also named where the rewrite does
+    // not reach (a `canonical` or `uri`: the rewritten `reference`s are skipped, so what the
+    // check finds is such a string); a resolved conditional reference means extracting again
+    // (its target's type and id were unknown to the caller).
     let index = match index {
-        Some(mut rows) if !resolved_any && ahead_valid => {
-            if rewritten {
-                crate::index::rewrite_reference_rows(&mut rows, urls);
-            }
+        Some(rows) if !resolved_any && !rewritten => rows,
+        Some(mut rows)
+            if !resolved_any && !refs::names_entry_outside_references(&resource, urls) =>
+        {
+            crate::index::rewrite_reference_rows(&mut rows, urls);
             rows
         }
         _ => extractor.extract(ty, &resource)?,
