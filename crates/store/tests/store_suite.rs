@@ -838,6 +838,31 @@ async fn patient_ids(s: &dyn Store, q: &str) -> Vec<String> {
     page.matches.iter().map(|m| m.id.clone()).collect()
 }
 
+/// A transaction creating `target` under `full_url`, then `resource` (which refers to it)
+/// with the index rows `given`.
+fn with_target(
+    full_url: &str,
+    target: Value,
+    resource: Value,
+    given: Vec<store::IndexRow>,
+) -> Vec<WriteEntry> {
+    vec![
+        WriteEntry {
+            full_url: Some(full_url.into()),
+            op: WriteOp::Create {
+                resource: target,
+                if_none_exist: None,
+            },
+            index: None,
+        },
+        WriteEntry::new(WriteOp::Create {
+            resource,
+            if_none_exist: None,
+        })
+        .with_index(given),
+    ]
+}
+
 /// Index rows a caller extracted ahead of the write are stored as given, also when the
 /// transaction rewrites a `fullUrl` reference in the resource (the store brings reference
 /// rows up to date), and extracted again when it resolves a conditional reference or an entry
@@ -867,21 +892,12 @@ async fn prepared_index_rows_are_used_unless_a_conditional_reference_is_resolved
 
     let mut linked = patient("Linked", "linked-real");
     linked["link"] = json!([{"other": {"reference": "urn:uuid:other"}, "type": "seealso"}]);
-    let entries = vec![
-        WriteEntry {
-            full_url: Some("urn:uuid:other".into()),
-            op: WriteOp::Create {
-                resource: patient("Other", "other-real"),
-                if_none_exist: None,
-            },
-            index: None,
-        },
-        WriteEntry::new(WriteOp::Create {
-            resource: linked,
-            if_none_exist: None,
-        })
-        .with_index(rows_of("linked-given")),
-    ];
+    let entries = with_target(
+        "urn:uuid:other",
+        patient("Other", "other-real"),
+        linked,
+        rows_of("linked-given"),
+    );
     let out = s.transaction(&c, entries).await.unwrap();
     assert_eq!(
         patient_ids(s, "identifier=urn:test|linked-given").await,
@@ -893,21 +909,12 @@ async fn prepared_index_rows_are_used_unless_a_conditional_reference_is_resolved
     let mut named = patient("Named", "named-real");
     named["link"] = json!([{"other": {"reference": "urn:uuid:named"}, "type": "seealso"}]);
     named["extension"] = json!([{"url": "urn:test:source", "valueUri": "urn:uuid:named"}]);
-    let entries = vec![
-        WriteEntry {
-            full_url: Some("urn:uuid:named".into()),
-            op: WriteOp::Create {
-                resource: patient("Target", "target-real"),
-                if_none_exist: None,
-            },
-            index: None,
-        },
-        WriteEntry::new(WriteOp::Create {
-            resource: named,
-            if_none_exist: None,
-        })
-        .with_index(rows_of("named-given")),
-    ];
+    let entries = with_target(
+        "urn:uuid:named",
+        patient("Target", "target-real"),
+        named,
+        rows_of("named-given"),
+    );
     let out = s.transaction(&c, entries).await.unwrap();
     assert_eq!(
         patient_ids(s, "identifier=urn:test|named-real").await,
