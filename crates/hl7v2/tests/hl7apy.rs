@@ -1,8 +1,10 @@
 //! An independent implementation reads what Renkei writes: ACKs built by this crate are
 //! parsed and strictly validated by Python's `hl7apy` (installed, pinned, by
-//! `scripts/install-hl7apy.sh`, which the test runs itself when hl7apy is missing). The test
-//! fails, with instructions, if python3 is missing or the install fails: it is never silently
-//! skipped.
+//! `scripts/install-hl7apy.sh`, which the test runs itself when hl7apy is missing: see
+//! `hl7apy/python.rs`).
+
+#[path = "hl7apy/python.rs"]
+mod python;
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -21,48 +23,9 @@ fn header(n: usize) -> AckHeader {
     }
 }
 
-/// The Python that has hl7apy. When it is missing, the project's install script installs it
-/// (as `.ci/run` does first), so that a plain `cargo test --workspace` works on a fresh machine.
-fn python() -> String {
-    static PYTHON: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    PYTHON
-        .get_or_init(|| {
-            let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".to_owned());
-            if has_hl7apy(&python).is_err() {
-                let script = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-                    .join("../../scripts/install-hl7apy.sh");
-                let status = Command::new("bash")
-                    .arg(&script)
-                    .env("PYTHON", &python)
-                    .status();
-                eprintln!("hl7apy was missing; ran {}: {status:?}", script.display());
-            }
-            if let Err(why) = has_hl7apy(&python) {
-                panic!(
-                    "hl7apy is not installed for {python}, and scripts/install-hl7apy.sh did \
-                     not install it (pip install hl7apy==1.3.5): {why}"
-                );
-            }
-            python
-        })
-        .clone()
-}
-
-fn has_hl7apy(python: &str) -> Result<(), String> {
-    let probe = Command::new(python)
-        .args(["-c", "import hl7apy"])
-        .output()
-        .map_err(|e| format!("cannot run {python} ({e}): install Python 3"))?;
-    if probe.status.success() {
-        Ok(())
-    } else {
-        Err(String::from_utf8_lossy(&probe.stderr).into_owned())
-    }
-}
-
 #[test]
 fn hl7apy_reads_renkei_acks() {
-    let python = python();
+    let python = python::python_with_hl7apy();
     let dir = std::env::temp_dir().join(format!("renkei-hl7apy-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let mut files: Vec<(PathBuf, &str, &str)> = Vec::new();

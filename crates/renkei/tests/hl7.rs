@@ -2,6 +2,8 @@
 //! SQLite and on PostgreSQL, messages over a real TCP socket, results read back over HTTP,
 //! ACKs read by Python's hl7apy (an independent implementation).
 
+#[path = "../../hl7v2/tests/hl7apy/python.rs"]
+mod hl7apy_python;
 mod support;
 
 use std::path::PathBuf;
@@ -65,7 +67,7 @@ async fn first(server: &Server, query: &str) -> Value {
 
 /// Runs `read_acks.py` (the hl7v2 crate's hl7apy reader) over ACK files.
 fn hl7apy_read(acks: &[Vec<u8>]) -> Vec<Value> {
-    let python = support::python_with_hl7apy();
+    let python = hl7apy_python::python_with_hl7apy();
     let dir = std::env::temp_dir().join(format!("renkei-e2e-acks-{}", uuid::Uuid::new_v4()));
     std::fs::create_dir_all(&dir).unwrap();
     let files: Vec<PathBuf> = acks
