@@ -13,7 +13,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 
 use empi::{EnterpriseId, EnterpriseIndex, Record};
 use serde_json::Value;
-use store::{RequestContext, Store, StoreError};
+use store::{RequestContext, Store, StoreError, StoredResource};
 
 use super::resources::{GoldenState, enterprise_of_id, is_golden, parse_golden};
 
@@ -94,6 +94,29 @@ impl Cache {
         let Some(current) = store.load(ctx, "Patient", id).await? else {
             return Ok(());
         };
+        self.apply_current(&current);
+        Ok(())
+    }
+
+    /// Applies Patients a commit just wrote, as its outcomes return them, so that the refresh
+    /// after it finds their versions applied and does not read them back one by one. Any
+    /// other resource, or a version older than one applied, is skipped.
+    pub fn apply_committed<'r>(&mut self, written: impl IntoIterator<Item = &'r StoredResource>) {
+        for stored in written {
+            if stored.resource_type == "Patient"
+                && self
+                    .applied
+                    .get(&stored.id)
+                    .is_none_or(|v| *v < stored.version)
+            {
+                self.apply_current(stored);
+            }
+        }
+    }
+
+    /// Applies `current`, the newest stored version of a Patient.
+    fn apply_current(&mut self, current: &StoredResource) {
+        let id = current.id.as_str();
         let version = current.version;
         if let Some(e) = enterprise_of_id(id) {
             // Never handed out again, even if this golden record is deleted.
@@ -123,7 +146,6 @@ impl Cache {
             (None, Some(body)) => self.apply_source(id, &body),
             (None, None) => self.remove_source(id),
         }
-        Ok(())
     }
 
     /// A golden record's (new) membership.
@@ -181,5 +203,86 @@ impl Cache {
         ids.sort();
         ids.truncate(limit);
         ids
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use empi::golden::{GOLDEN_TAG_CODE, GOLDEN_TAG_SYSTEM};
+    use empi::{IndexConfig, Model};
+    use serde_json::json;
+    use store::Method;
+
+    use super::*;
+    use crate::empi::resources::{LinkMeta, with_links};
+
+    fn stored(id: &str, version: u64, body: Option<Value>) -> StoredResource {
+        let ty = body
+            .as_ref()
+            .map_or("Patient", |b| b["resourceType"].as_str().unwrap());
+        StoredResource {
+            resource_type: ty.to_owned(),
+            id: id.to_owned(),
+            version,
+            last_updated: 0,
+            deleted: body.is_none(),
+            method: Method::Put,
+            body: body.map(|b| b.to_string()),
+        }
+    }
+
+    fn source(id: &str, family: &str) -> Value {
+        json!({"resourceType": "Patient", "id": id,
+               "name": [{"family": family, "given": ["Hanako"]}],
+               "birthDate": "1980-01-02", "gender": "female"})
+    }
+
+    fn golden(id: &str, members: &[&str]) -> Value {
+        let links: BTreeMap<String, LinkMeta> = members
+            .iter()
+            .map(|m| ((*m).to_owned(), LinkMeta::manual("link", "test")))
+            .collect();
+        let body = json!({"resourceType": "Patient", "id": id, "meta": {"tag": [{
+            "system": GOLDEN_TAG_SYSTEM, "code": GOLDEN_TAG_CODE}]}});
+        with_links(body, &links)
+    }
+
+    /// What a commit returns lands in the cache as the change feed would put it there, and
+    /// the feed's rows for the same versions are then skipped (`applied`); an older version
+    /// or another resource type changes nothing.
+    #[test]
+    fn committed_patients_apply_like_their_change_feed_rows() {
+        let mut cache = Cache::new(EnterpriseIndex::new(
+            Model::default(),
+            IndexConfig::default(),
+        ));
+        let e = EnterpriseId(7);
+        let g = golden("E0000000007", &["s1"]);
+        assert!(
+            is_golden(&g),
+            "the test's golden record carries the golden tag"
+        );
+        cache.apply_committed(&[
+            stored("s1", 2, Some(source("s1", "Yamada"))),
+            stored("E0000000007", 1, Some(g)),
+            stored("o1", 1, Some(json!({"resourceType": "Observation"}))),
+        ]);
+        assert_eq!(cache.member_of.get("s1"), Some(&e));
+        assert_eq!(cache.index.enterprise_of("s1"), Some(e));
+        assert!(cache.unlinked.is_empty());
+        assert_eq!(cache.applied.get("s1"), Some(&2));
+        assert_eq!(cache.applied.get("E0000000007"), Some(&1));
+        assert!(!cache.applied.contains_key("o1"));
+
+        // An older version of s1 (say, read late from the feed) is not applied over v2.
+        cache.apply_committed(&[stored("s1", 1, None)]);
+        assert!(cache.index.record("s1").is_some());
+
+        // A deletion that is newer is.
+        cache.apply_committed(&[stored("s1", 3, None)]);
+        assert!(cache.index.record("s1").is_none());
+        assert_eq!(cache.applied.get("s1"), Some(&3));
     }
 }

@@ -59,6 +59,9 @@ impl EmpiStore {
         };
         planner.undo();
         drop(planner);
+        if let Ok(outcomes) = &result {
+            cache.apply_committed(outcomes.iter().filter_map(Outcome::resource));
+        }
         super::refresh_after_commit(&mut cache, inner, ctx).await;
         let mut outcomes = result.map_err(|e| owned_error(e, original, last_patient))?;
         outcomes.truncate(original);
@@ -71,12 +74,15 @@ impl EmpiStore {
         units: Vec<KeyedWrite>,
     ) -> Result<Vec<Result<Vec<Outcome>, StoreError>>, StoreError> {
         let inner = self.inner.as_ref();
+        let started = std::time::Instant::now();
         let mut cache = self.mpi.locked(inner, ctx).await?;
+        let locked = started.elapsed();
         let mut results = Vec::with_capacity(units.len());
         let mut pending: std::collections::VecDeque<KeyedWrite> = units.into();
         // Rounds: a unit touching an identity that another unit of the round touches waits for
         // the next round, so that no golden write builds on a unit that may fail alone.
         while !pending.is_empty() {
+            let round_started = std::time::Instant::now();
             let mut logs = Vec::new();
             let mut round_touched = BTreeSet::new();
             let mut round_keys: BTreeSet<String> = BTreeSet::new();
@@ -122,15 +128,30 @@ impl EmpiStore {
                     Err(_) => None,
                 })
                 .collect();
+            let planned = round_started.elapsed();
+            let units = ok_units.len();
             let committed = if ok_units.is_empty() {
                 Ok(Vec::new())
             } else {
                 inner.commit_keyed(ctx, ok_units).await
             };
+            let stored = round_started.elapsed();
             for log in logs.into_iter().rev() {
                 log.apply(&mut cache);
             }
+            if let Ok(results) = &committed {
+                let written = results.iter().flatten().flatten();
+                cache.apply_committed(written.filter_map(Outcome::resource));
+            }
             super::refresh_after_commit(&mut cache, inner, ctx).await;
+            tracing::debug!(
+                units,
+                lock_micros = locked.as_micros() as u64,
+                plan_micros = planned.as_micros() as u64,
+                commit_micros = (stored - planned).as_micros() as u64,
+                refresh_micros = (round_started.elapsed() - stored).as_micros() as u64,
+                "EMPI-linked round"
+            );
             let mut committed = committed?.into_iter();
             for (unit, original) in round {
                 results.push(match unit {

@@ -3,8 +3,8 @@
 //!
 //! The planner works on the live [`Cache`] so that the Patients of one transaction see each
 //! other, and keeps an undo log: after the commit (whatever its result) the caller undoes the
-//! plan and refreshes the cache from the change feed, which then holds exactly what was
-//! committed.
+//! plan, applies the Patient versions the commit returned (`Cache::apply_committed`) and
+//! refreshes the cache from the change feed, which then holds exactly what was committed.
 
 use std::collections::{BTreeMap, HashMap};
 
