@@ -98,6 +98,16 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn search(&self, ctx: &RequestContext, q: &SearchQuery)
     -> Result<SearchPage, StoreError>;
 
+    /// Ids of up to `limit` current resources matching `q`, without loading them: exactly
+    /// what a conditional write with this query matches (the same SQL), for a caller that
+    /// must know it before the write (the EMPI plans a conditional Patient update's links).
+    async fn matching_ids(
+        &self,
+        ctx: &RequestContext,
+        q: &SearchQuery,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError>;
+
     /// The database's plan for the page query of `q` (`EXPLAIN QUERY PLAN` on SQLite,
     /// `EXPLAIN` on PostgreSQL), one step per line: to check that a search is index-driven.
     async fn explain(&self, ctx: &RequestContext, q: &SearchQuery) -> Result<String, StoreError>;

@@ -562,6 +562,19 @@ impl Store for PostgresStore {
         Ok(crate::history_page(rows, q.count))
     }
 
+    async fn matching_ids(
+        &self,
+        _ctx: &RequestContext,
+        q: &SearchQuery,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError> {
+        let sql = crate::search::matches_sql(q, limit);
+        let client = self.pool.get().await?;
+        let stmt = client.prepare_cached(&sql.text).await?;
+        let rows = client.query(&stmt, &params(&sql.params)).await?;
+        Ok(rows.iter().map(|r| r.get(1)).collect())
+    }
+
     async fn search(
         &self,
         _ctx: &RequestContext,

@@ -634,6 +634,21 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn matching_ids(
+        &self,
+        _ctx: &RequestContext,
+        q: &SearchQuery,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError> {
+        let sql = crate::search::matches_sql(q, limit);
+        self.read_with(move |c| {
+            let mut stmt = c.prepare_cached(&lite(&sql.text))?;
+            let rows = stmt.query_map(params(&sql.params).as_slice(), |r| r.get(1))?;
+            Ok(rows.collect::<Result<Vec<String>, _>>()?)
+        })
+        .await
+    }
+
     async fn search(
         &self,
         _ctx: &RequestContext,

@@ -947,6 +947,43 @@ async fn prepared_index_rows_are_used_unless_a_conditional_reference_is_resolved
     );
 }
 
+/// `matching_ids` finds what a conditional write with the same query matches: current
+/// resources only (not a deleted one), of the query's type, at most `limit` of them.
+async fn matching_ids_are_what_a_conditional_write_matches(s: Arc<dyn Store>) {
+    let s: &dyn Store = &*s;
+    let c = ctx();
+    let mut ids = Vec::new();
+    for family in ["A", "B", "C"] {
+        let o = s.create(&c, patient(family, "shared")).await.unwrap();
+        ids.push(written(&o).id.clone());
+    }
+    s.create(&c, patient("D", "other")).await.unwrap();
+    s.delete(&c, "Patient", &ids[2], None).await.unwrap();
+    let q = query(s, "Patient", "identifier=urn:test|shared");
+
+    let mut found = s.matching_ids(&c, &q, 10).await.unwrap();
+    found.sort();
+    let mut live = ids[..2].to_vec();
+    live.sort();
+    assert_eq!(found, live, "the deleted match is left out");
+    assert_eq!(s.matching_ids(&c, &q, 1).await.unwrap().len(), 1);
+
+    // A conditional update with the query refuses the two matches the ids name.
+    let err = s
+        .write(
+            &c,
+            WriteOp::ConditionalUpdate {
+                query: q.clone(),
+                resource: patient("E", "shared"),
+            },
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::MultipleMatches, "{err}");
+    let none = query(s, "Patient", "identifier=urn:test|nobody");
+    assert!(s.matching_ids(&c, &none, 2).await.unwrap().is_empty());
+}
+
 macro_rules! suite {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
@@ -975,6 +1012,7 @@ suite!(
     stored_json_is_kept_as_written,
     if_match_rejects_stale_versions,
     conditional_create_update_delete,
+    matching_ids_are_what_a_conditional_write_matches,
     transaction_is_all_or_nothing,
     batch_entries_fail_alone,
     transaction_rewrites_full_urls_and_resolves_conditional_references,

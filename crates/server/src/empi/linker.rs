@@ -225,25 +225,6 @@ fn patient_keys(entries: &[WriteEntry]) -> BTreeSet<String> {
     keys
 }
 
-/// Ids of the resources a search finds (at most `limit`).
-async fn ids_of(
-    store: &dyn Store,
-    ctx: &RequestContext,
-    query: &SearchQuery,
-    limit: usize,
-) -> Result<Vec<String>, StoreError> {
-    let mut q = query.clone();
-    q.count = limit;
-    q.total = store::search::TotalMode::None;
-    Ok(store
-        .search(ctx, &q)
-        .await?
-        .matches
-        .into_iter()
-        .map(|r| r.id)
-        .collect())
-}
-
 /// Plans the EMPI side of `entries` (giving server-id creates a placeholder `fullUrl`).
 /// Errors carry the index of the entry they concern.
 pub(crate) async fn plan_entries(
@@ -279,7 +260,7 @@ async fn plan_entry(
         } => {
             refuse_golden(None, Some(resource))?;
             if let Some(q) = if_none_exist
-                && !ids_of(store, ctx, q, 2).await?.is_empty()
+                && !store.matching_ids(ctx, q, 2).await?.is_empty()
             {
                 // Matches an existing Patient (nothing is written) or fails.
                 return Ok(());
@@ -298,7 +279,7 @@ async fn plan_entry(
         }
         WriteOp::ConditionalUpdate { query, resource } => {
             refuse_golden(None, Some(resource))?;
-            let found = ids_of(store, ctx, query, 2).await?;
+            let found = store.matching_ids(ctx, query, 2).await?;
             let id = match found.as_slice() {
                 [one] => one.clone(),
                 [] => match resource.get("id").and_then(Value::as_str) {
@@ -322,7 +303,7 @@ async fn plan_entry(
             Ok(())
         }
         WriteOp::ConditionalDelete { query } => {
-            for id in ids_of(store, ctx, query, 2).await? {
+            for id in store.matching_ids(ctx, query, 2).await? {
                 refuse_golden(Some(&id), None)?;
                 planner.delete(&id);
             }
@@ -354,7 +335,7 @@ async fn replaced_by(
         else {
             return Ok(None);
         };
-        let found = ids_of(store, ctx, &query, 2).await?;
+        let found = store.matching_ids(ctx, &query, 2).await?;
         return Ok(match found.as_slice() {
             [one] => Some(one.clone()),
             _ => None,
@@ -446,6 +427,15 @@ impl Store for EmpiStore {
         q: &SearchQuery,
     ) -> Result<SearchPage, StoreError> {
         self.inner.search(ctx, q).await
+    }
+
+    async fn matching_ids(
+        &self,
+        ctx: &RequestContext,
+        q: &SearchQuery,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError> {
+        self.inner.matching_ids(ctx, q, limit).await
     }
 
     async fn explain(&self, ctx: &RequestContext, q: &SearchQuery) -> Result<String, StoreError> {
