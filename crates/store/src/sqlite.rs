@@ -1,8 +1,9 @@
 //! The SQLite backend (the embedded default): one database file, WAL journal, one writer
 //! connection and a small pool of reader connections.
 //!
-//! Every call runs on tokio's blocking pool (`spawn_blocking`) so the async runtime never waits
-//! on disk. Writes are serialized through the single writer connection (SQLite allows one writer
+//! Writes, searches and history run on tokio's blocking pool (`spawn_blocking`) so the async
+//! runtime never waits on them; short reads (a key lookup, a bounded range of the change feed)
+//! run on the calling thread, where they cost less than the hand-off. Writes are serialized through the single writer connection (SQLite allows one writer
 //! at a time anyway), so conditional operations need no further locking; readers see the last
 //! committed state (WAL snapshot isolation) and never block the writer. `synchronous = FULL`:
 //! a commit is on disk before it is acknowledged, at the cost of one fsync per transaction.
