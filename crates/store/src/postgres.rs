@@ -11,7 +11,9 @@ use std::collections::{BTreeSet, HashSet};
 use std::fmt;
 
 use async_trait::async_trait;
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Transaction};
+use deadpool_postgres::{
+    GenericClient, Manager, ManagerConfig, Pool, RecyclingMethod, Transaction,
+};
 use tokio_postgres::{NoTls, Row};
 
 use crate::PageRow;
@@ -327,6 +329,19 @@ fn row_to_resource(row: &Row, at: usize) -> StoredResource {
 }
 
 /// The write-path primitives over an open PostgreSQL transaction.
+/// `(type, id)` of up to `limit` resources a conditional operation with `q` matches, in a
+/// transaction (the write path) or on a pooled connection (`Store::matching_ids`).
+async fn matches(
+    client: &impl GenericClient,
+    q: &SearchQuery,
+    limit: usize,
+) -> Result<Vec<(String, String)>, StoreError> {
+    let sql = crate::search::matches_sql(q, limit);
+    let stmt = client.prepare_cached(&sql.text).await?;
+    let rows = client.query(&stmt, &params(&sql.params)).await?;
+    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+}
+
 struct PgTx<'a> {
     tx: &'a Transaction<'a>,
     /// Resource types whose conditional-match advisory lock this transaction holds.
@@ -360,10 +375,7 @@ impl Backend for PgTx<'_> {
     ) -> Result<Vec<(String, String)>, StoreError> {
         self.lock_type(q.resource_type.as_deref().unwrap_or_default())
             .await?;
-        let sql = crate::search::matches_sql(q, limit);
-        let stmt = self.tx.prepare_cached(&sql.text).await?;
-        let rows = self.tx.query(&stmt, &params(&sql.params)).await?;
-        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+        matches(self.tx, q, limit).await
     }
 
     /// One round trip for the version, the current pointer and the change-feed row (ids are
@@ -568,11 +580,9 @@ impl Store for PostgresStore {
         q: &SearchQuery,
         limit: usize,
     ) -> Result<Vec<String>, StoreError> {
-        let sql = crate::search::matches_sql(q, limit);
         let client = self.pool.get().await?;
-        let stmt = client.prepare_cached(&sql.text).await?;
-        let rows = client.query(&stmt, &params(&sql.params)).await?;
-        Ok(rows.iter().map(|r| r.get(1)).collect())
+        let found = matches(&client, q, limit).await?;
+        Ok(found.into_iter().map(|(_, id)| id).collect())
     }
 
     async fn search(

@@ -3,9 +3,10 @@
 //!
 //! Writes, searches and history run on tokio's blocking pool (`spawn_blocking`) so the async
 //! runtime never waits on them; short reads (a key lookup, a bounded range of the change feed)
-//! run on the calling thread, where they cost less than the hand-off. Writes are serialized through the single writer connection (SQLite allows one writer
-//! at a time anyway), so conditional operations need no further locking; readers see the last
-//! committed state (WAL snapshot isolation) and never block the writer. `synchronous = FULL`:
+//! run on the calling thread, where they cost less than the hand-off. Writes are serialized
+//! through the single writer connection (SQLite allows one writer at a time anyway), so
+//! conditional operations need no further locking; readers see the last committed state (WAL
+//! snapshot isolation) and never block the writer. `synchronous = FULL`:
 //! a commit is on disk before it is acknowledged, at the cost of one fsync per transaction.
 
 use std::collections::BTreeSet;
@@ -113,25 +114,11 @@ impl SqliteStore {
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
-        let _permit = self
-            .inner
-            .reader_permits
-            .acquire()
-            .await
-            .map_err(|_| StoreError::Unavailable("store is closing".into()))?;
+        let _permit = self.reader_permit().await?;
         let inner = self.inner.clone();
-        tokio::task::spawn_blocking(move || {
-            let conn = inner.readers.lock().map_err(poisoned)?.pop();
-            let conn = match conn {
-                Some(c) => c,
-                None => open_connection(&inner.path)?,
-            };
-            let result = f(&conn);
-            inner.readers.lock().map_err(poisoned)?.push(conn);
-            result
-        })
-        .await
-        .map_err(|e| StoreError::Backend(format!("store task failed: {e}")))?
+        tokio::task::spawn_blocking(move || with_reader(&inner, f))
+            .await
+            .map_err(|e| StoreError::Backend(format!("store task failed: {e}")))?
     }
 
     /// Runs a short read (one key lookup, a bounded range) on the calling thread instead of a
@@ -142,20 +129,17 @@ impl SqliteStore {
     where
         F: FnOnce(&Connection) -> Result<T, StoreError>,
     {
-        let _permit = self
-            .inner
+        let _permit = self.reader_permit().await?;
+        with_reader(&self.inner, f)
+    }
+
+    /// One of the reader slots (at most `max_readers` reads at a time).
+    async fn reader_permit(&self) -> Result<tokio::sync::SemaphorePermit<'_>, StoreError> {
+        self.inner
             .reader_permits
             .acquire()
             .await
-            .map_err(|_| StoreError::Unavailable("store is closing".into()))?;
-        let conn = self.inner.readers.lock().map_err(poisoned)?.pop();
-        let conn = match conn {
-            Some(c) => c,
-            None => open_connection(&self.inner.path)?,
-        };
-        let result = f(&conn);
-        self.inner.readers.lock().map_err(poisoned)?.push(conn);
-        result
+            .map_err(|_| StoreError::Unavailable("store is closing".into()))
     }
 
     async fn write_with<T, F>(&self, f: F) -> Result<T, StoreError>
@@ -246,6 +230,22 @@ fn keyed_once(
         "keyed units written"
     );
     Ok(results)
+}
+
+/// Runs `f` on a pooled reader connection (opening one if none is idle) and returns it to
+/// the pool.
+fn with_reader<T>(
+    inner: &Inner,
+    f: impl FnOnce(&Connection) -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    let conn = inner.readers.lock().map_err(poisoned)?.pop();
+    let conn = match conn {
+        Some(c) => c,
+        None => open_connection(&inner.path)?,
+    };
+    let result = f(&conn);
+    inner.readers.lock().map_err(poisoned)?.push(conn);
+    result
 }
 
 fn poisoned<T>(_: T) -> StoreError {
@@ -443,6 +443,20 @@ fn query_page(conn: &Connection, page: &PageSql) -> Result<Vec<PageRow>, StoreEr
     Ok(rows.collect::<Result<Vec<_>, _>>()?)
 }
 
+/// `(type, id)` of up to `limit` resources a conditional operation with `q` matches.
+fn matches(
+    conn: &Connection,
+    q: &SearchQuery,
+    limit: usize,
+) -> Result<Vec<(String, String)>, StoreError> {
+    let sql = crate::search::matches_sql(q, limit);
+    let mut stmt = conn.prepare_cached(&lite(&sql.text))?;
+    let rows = stmt.query_map(params(&sql.params).as_slice(), |r| {
+        Ok((r.get(0)?, r.get(1)?))
+    })?;
+    Ok(rows.collect::<Result<Vec<_>, _>>()?)
+}
+
 fn load(conn: &Connection, ty: &str, id: &str) -> Result<Option<StoredResource>, StoreError> {
     let mut stmt = conn.prepare_cached(&lite(sql::LOAD_CURRENT))?;
     Ok(stmt
@@ -482,12 +496,7 @@ impl Backend for SqliteTx<'_> {
         q: &SearchQuery,
         limit: usize,
     ) -> Result<Vec<(String, String)>, StoreError> {
-        let sql = crate::search::matches_sql(q, limit);
-        let mut stmt = self.tx.prepare_cached(&lite(&sql.text))?;
-        let rows = stmt.query_map(params(&sql.params).as_slice(), |r| {
-            Ok((r.get(0)?, r.get(1)?))
-        })?;
-        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        matches(self.tx, q, limit)
     }
 
     async fn write(&mut self, v: NewVersion<'_>) -> Result<(), StoreError> {
@@ -664,13 +673,8 @@ impl Store for SqliteStore {
         q: &SearchQuery,
         limit: usize,
     ) -> Result<Vec<String>, StoreError> {
-        let sql = crate::search::matches_sql(q, limit);
-        self.read_inline(|c| {
-            let mut stmt = c.prepare_cached(&lite(&sql.text))?;
-            let rows = stmt.query_map(params(&sql.params).as_slice(), |r| r.get(1))?;
-            Ok(rows.collect::<Result<Vec<String>, _>>()?)
-        })
-        .await
+        let found = self.read_inline(|c| matches(c, q, limit)).await?;
+        Ok(found.into_iter().map(|(_, id)| id).collect())
     }
 
     async fn search(
