@@ -26,6 +26,10 @@ pub struct Person {
     pub kana: Option<(String, String)>,
     pub birth_date: String,
     pub sex: &'static str,
+    /// Home address as PID-11 (one XAD), in the style's script.
+    pub address: String,
+    /// Home phone as PID-13 (one XTN).
+    pub phone: String,
 }
 
 /// A generated message with what SS-MIX2 needs to file it.
@@ -52,7 +56,7 @@ pub struct Generator {
     pub style: Style,
 }
 
-const JP_FAMILY: [(&str, &str); 10] = [
+const JP_FAMILY: [(&str, &str); 20] = [
     ("山田", "ヤマダ"),
     ("佐藤", "サトウ"),
     ("鈴木", "スズキ"),
@@ -63,8 +67,18 @@ const JP_FAMILY: [(&str, &str); 10] = [
     ("中村", "ナカムラ"),
     ("小林", "コバヤシ"),
     ("加藤", "カトウ"),
+    ("吉田", "ヨシダ"),
+    ("山本", "ヤマモト"),
+    ("松本", "マツモト"),
+    ("井上", "イノウエ"),
+    ("木村", "キムラ"),
+    ("林", "ハヤシ"),
+    ("斎藤", "サイトウ"),
+    ("清水", "シミズ"),
+    ("山口", "ヤマグチ"),
+    ("森", "モリ"),
 ];
-const JP_GIVEN: [(&str, &str, &str); 8] = [
+const JP_GIVEN: [(&str, &str, &str); 16] = [
     ("太郎", "タロウ", "M"),
     ("花子", "ハナコ", "F"),
     ("一郎", "イチロウ", "M"),
@@ -73,18 +87,89 @@ const JP_GIVEN: [(&str, &str, &str); 8] = [
     ("陽子", "ヨウコ", "F"),
     ("翔", "ショウ", "M"),
     ("さくら", "サクラ", "F"),
+    ("大輔", "ダイスケ", "M"),
+    ("恵子", "ケイコ", "F"),
+    ("誠", "マコト", "M"),
+    ("由美", "ユミ", "F"),
+    ("拓也", "タクヤ", "M"),
+    ("直美", "ナオミ", "F"),
+    ("浩", "ヒロシ", "M"),
+    ("愛", "アイ", "F"),
 ];
-const US_FAMILY: [&str; 8] = [
-    "Smith", "Johnson", "Williams", "Brown", "Jones", "Garcia", "Miller", "Davis",
+/// (prefecture and municipality, town, postal code prefix, phone area code)
+const JP_PLACES: [(&str, &str, &str, &str); 6] = [
+    ("東京都千代田区", "丸の内", "100", "03"),
+    ("東京都世田谷区", "北沢", "155", "03"),
+    ("神奈川県横浜市中区", "山下町", "231", "045"),
+    ("大阪府大阪市北区", "梅田", "530", "06"),
+    ("愛知県名古屋市中区", "栄", "460", "052"),
+    ("福岡県福岡市博多区", "博多駅前", "812", "092"),
 ];
-const US_GIVEN: [(&str, &str); 6] = [
+const US_FAMILY: [&str; 24] = [
+    "Smith",
+    "Johnson",
+    "Williams",
+    "Brown",
+    "Jones",
+    "Garcia",
+    "Miller",
+    "Davis",
+    "Rodriguez",
+    "Martinez",
+    "Hernandez",
+    "Lopez",
+    "Wilson",
+    "Anderson",
+    "Thomas",
+    "Taylor",
+    "Moore",
+    "Jackson",
+    "Martin",
+    "Lee",
+    "Thompson",
+    "White",
+    "Harris",
+    "Clark",
+];
+const US_GIVEN: [(&str, &str); 20] = [
     ("James", "M"),
     ("Mary", "F"),
     ("Robert", "M"),
     ("Patricia", "F"),
     ("John", "M"),
     ("Jennifer", "F"),
+    ("Michael", "M"),
+    ("Linda", "F"),
+    ("David", "M"),
+    ("Elizabeth", "F"),
+    ("William", "M"),
+    ("Barbara", "F"),
+    ("Richard", "M"),
+    ("Susan", "F"),
+    ("Joseph", "M"),
+    ("Jessica", "F"),
+    ("Thomas", "M"),
+    ("Karen", "F"),
+    ("Daniel", "M"),
+    ("Nancy", "F"),
 ];
+/// (street, city, state, ZIP, phone area code)
+const US_PLACES: [(&str, &str, &str, &str, &str); 6] = [
+    ("Main St", "Springfield", "IL", "62701", "217"),
+    ("Oak Ave", "Peoria", "IL", "61602", "309"),
+    ("Maple Dr", "Chicago", "IL", "60614", "312"),
+    ("Cedar Ln", "Madison", "WI", "53703", "608"),
+    ("Elm St", "Indianapolis", "IN", "46204", "317"),
+    ("Lake Rd", "Milwaukee", "WI", "53202", "414"),
+];
+
+/// Full-width digits, as Japanese addresses are written.
+fn full_width(n: usize) -> String {
+    n.to_string()
+        .chars()
+        .map(|c| char::from_u32(c as u32 - '0' as u32 + '０' as u32).unwrap_or(c))
+        .collect()
+}
 
 /// (JLAC10 code, name, unit, low, high, typical)
 const JP_PANEL: [(&str, &str, &str, f64, f64, f64); 5] = [
@@ -183,27 +268,54 @@ impl Generator {
         let number = self.next() % 10_000_000_000;
         let year = 1930 + self.pick(90);
         let birth_date = format!("{year}{:02}{:02}", 1 + self.pick(12), 1 + self.pick(28));
+        // Every person has a home of their own: people who share a name, an address and a
+        // phone are, to a patient index, one person.
+        let line = self.next();
         match self.style {
             Style::Jahis => {
                 let (f, fk) = JP_FAMILY[self.pick(JP_FAMILY.len())];
                 let (g, gk, sex) = JP_GIVEN[self.pick(JP_GIVEN.len())];
+                let (city, town, zip, area) = JP_PLACES[self.pick(JP_PLACES.len())];
+                let (chome, ban, go) = (1 + line % 5, 1 + line / 5 % 30, 1 + line / 150 % 20);
                 Person {
                     id: format!("{number:010}"),
                     name: (f.into(), g.into()),
                     kana: Some((fk.into(), gk.into())),
                     birth_date,
                     sex,
+                    address: format!(
+                        "^^{city}{town}{}－{}－{}^^{zip}{:04}^JPN^H",
+                        full_width(chome as usize),
+                        full_width(ban as usize),
+                        full_width(go as usize),
+                        line / 3000 % 10_000,
+                    ),
+                    phone: format!(
+                        "^PRN^PH^^^^^^^^^{area}-{:04}-{:04}",
+                        line / 7 % 10_000,
+                        line / 70_000 % 10_000
+                    ),
                 }
             }
             Style::Us => {
                 let f = US_FAMILY[self.pick(US_FAMILY.len())];
                 let (g, sex) = US_GIVEN[self.pick(US_GIVEN.len())];
+                let (street, city, state, zip, area) = US_PLACES[self.pick(US_PLACES.len())];
                 Person {
                     id: format!("MRN{number:08}"),
                     name: (f.into(), g.into()),
                     kana: None,
                     birth_date,
                     sex,
+                    address: format!(
+                        "{} {street}^^{city}^{state}^{zip}^USA^H",
+                        100 + line % 9_900
+                    ),
+                    phone: format!(
+                        "^PRN^PH^^1^{area}^{}{:06}",
+                        2 + line / 9_900 % 8,
+                        line / 79_200 % 1_000_000
+                    ),
                 }
             }
         }
@@ -240,13 +352,13 @@ impl Generator {
             Style::Jahis => {
                 let (fk, gk) = p.kana.clone().unwrap_or_default();
                 format!(
-                    "PID|0001||{}^^^^PI||{}^{}^^^^^L^I~{}^{}^^^^^L^P||{}|{}|||^^東京都千代田区丸の内１－１^^1000005^JPN^H||^PRN^PH^^^^^^^^^03-1234-5678",
-                    p.id, p.name.0, p.name.1, fk, gk, p.birth_date, p.sex
+                    "PID|0001||{}^^^^PI||{}^{}^^^^^L^I~{}^{}^^^^^L^P||{}|{}|||{}||{}",
+                    p.id, p.name.0, p.name.1, fk, gk, p.birth_date, p.sex, p.address, p.phone
                 )
             }
             Style::Us => format!(
-                "PID|1||{}^^^GENHOSP^MR||{}^{}^^^^^L||{}|{}|||123 Main St^^Springfield^IL^62701^USA^H||^PRN^PH^^1^217^5551234",
-                p.id, p.name.0, p.name.1, p.birth_date, p.sex
+                "PID|1||{}^^^GENHOSP^MR||{}^{}^^^^^L||{}|{}|||{}||{}",
+                p.id, p.name.0, p.name.1, p.birth_date, p.sex, p.address, p.phone
             ),
         }
     }

@@ -128,7 +128,9 @@ fn jahis_names_use_jp_core_representation() {
         "urn:renkei:id:1310000001:pi"
     );
     assert_eq!(patient["identifier"][0]["value"], p.id.as_str());
-    assert_eq!(patient["address"][0]["postalCode"], "1000005");
+    let postal_code = p.address.split('^').nth(4).unwrap();
+    assert_eq!(postal_code.len(), 7);
+    assert_eq!(patient["address"][0]["postalCode"], postal_code);
     // ADT is authoritative for demographics: conditional update.
     let entry = bundle["entry"]
         .as_array()
@@ -484,4 +486,33 @@ OBR|1|ORD9||71020^Chest X-ray^C4\r",
         resources(&bundle, "ServiceRequest")[0]["code"]["coding"][0]["code"],
         "71020"
     );
+}
+
+#[test]
+fn generated_people_have_homes_of_their_own() {
+    for style in [Style::Us, Style::Jahis] {
+        let mut g = Generator::new(7, style);
+        let people: Vec<_> = (0..500).map(|_| g.person()).collect();
+        let addresses: std::collections::BTreeSet<_> = people.iter().map(|p| &p.address).collect();
+        let phones: std::collections::BTreeSet<_> = people.iter().map(|p| &p.phone).collect();
+        // A patient index treats a shared name, address and phone as one person.
+        assert!(
+            addresses.len() > 490,
+            "{style:?}: {} addresses",
+            addresses.len()
+        );
+        assert!(phones.len() > 490, "{style:?}: {} phones", phones.len());
+        let p = &people[0];
+        let bundle = check(&g.adt(p, "A08"));
+        let patient = resources(&bundle, "Patient")[0];
+        assert!(
+            patient["address"][0]["postalCode"].is_string(),
+            "{style:?}: {patient}"
+        );
+        let phone = patient["telecom"][0]["value"].as_str().unwrap();
+        assert!(
+            phone.chars().filter(char::is_ascii_digit).count() >= 9,
+            "{style:?}: {phone}"
+        );
+    }
 }

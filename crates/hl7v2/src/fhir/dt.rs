@@ -248,10 +248,14 @@ pub fn contact_point(rep: &Repetition, default_use: &str) -> Option<Value> {
             if email.is_empty() { rep.get(1) } else { email }.to_owned(),
         )
     } else {
-        let composed = if rep.get(7).is_empty() {
-            rep.get(1).to_owned()
-        } else {
+        // XTN-12 (unformatted number, as JAHIS writes it), else area code and local number
+        // (XTN-6, XTN-7), else the deprecated XTN-1.
+        let composed = if !rep.get(12).is_empty() {
+            rep.get(12).to_owned()
+        } else if !rep.get(7).is_empty() {
             format!("{}{}", rep.get(6), rep.get(7))
+        } else {
+            rep.get(1).to_owned()
         };
         let system = match equipment {
             "FX" => "fax",
