@@ -129,6 +129,11 @@ pub struct Comparison {
     pub clear_twin: bool,
     /// Both records state a birth order and they differ: different people.
     pub different_birth_order: bool,
+    /// Birth dates more than a keying error apart (not one part off by a digit, not day and
+    /// month swapped). A parent and a child of the same name at one address (Jr. and Sr.)
+    /// look like this, and their other fields may outweigh the dates. Caps the pair at
+    /// review: a person decides, the matcher does not merge them.
+    pub birth_dates_conflict: bool,
 }
 
 /// Compares two records field by field.
@@ -178,6 +183,7 @@ pub fn compare(a: &Record, b: &Record) -> Comparison {
         possible_twin,
         clear_twin,
         different_birth_order,
+        birth_dates_conflict: birth == level::BIRTH_DIFFERENT,
     }
 }
 
@@ -389,6 +395,16 @@ mod tests {
             &rec("mraia", "rowe", "1943-08-16"),
         );
         assert!(!c.possible_twin);
+    }
+
+    #[test]
+    fn birth_dates_far_apart_conflict_and_keying_errors_do_not() {
+        let a = rec("john", "smith", "1974-01-01");
+        assert!(compare(&a, &rec("john", "smith", "1939-09-22")).birth_dates_conflict);
+        assert!(compare(&a, &rec("john", "smith", "1974-02-03")).birth_dates_conflict);
+        assert!(!compare(&a, &rec("john", "smith", "1975-01-01")).birth_dates_conflict);
+        assert!(!compare(&a, &rec("john", "smith", "1974-01-01")).birth_dates_conflict);
+        assert!(!compare(&a, &rec("john", "smith", "")).birth_dates_conflict);
     }
 
     #[test]

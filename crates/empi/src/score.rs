@@ -76,6 +76,8 @@ pub enum Note {
     PossibleTwin,
     /// Both records state different birth orders: never a match.
     DifferentBirthOrder,
+    /// Birth dates more than a keying error apart: never linked automatically.
+    BirthDatesConflict,
 }
 
 /// The three outcomes of a pair.
@@ -190,7 +192,7 @@ impl<'a> Scorer<'a> {
         };
         if c.different_birth_order {
             MatchClass::NoMatch
-        } else if c.possible_twin {
+        } else if c.possible_twin || c.birth_dates_conflict {
             class.min(MatchClass::Review)
         } else {
             class
@@ -250,6 +252,9 @@ impl<'a> Scorer<'a> {
         }
         if c.different_birth_order {
             notes.push(Note::DifferentBirthOrder);
+        }
+        if c.birth_dates_conflict {
+            notes.push(Note::BirthDatesConflict);
         }
         Score {
             weight,
@@ -344,6 +349,23 @@ mod tests {
         );
         assert!(score.notes.contains(&Note::PossibleTwin));
         assert!(score.class <= MatchClass::Review);
+    }
+
+    #[test]
+    fn namesakes_of_one_household_born_decades_apart_are_only_reviewed() {
+        let model = Model::default();
+        let s = Scorer::new(&model, None);
+        let mut senior = rec("patricia", "smith", "1939-09-22", "2175551234");
+        senior.postcode = Some("62701".into());
+        senior.line = Some("123 main st".into());
+        let mut junior = senior.clone();
+        junior.birth = Date::parse("1974-01-01");
+        let score = s.score(&senior, &junior);
+        assert!(score.notes.contains(&Note::BirthDatesConflict));
+        assert_eq!(score.class, MatchClass::Review, "{score:?}");
+        // A one-digit slip in the year still links.
+        junior.birth = Date::parse("1938-09-22");
+        assert_eq!(s.score(&senior, &junior).class, MatchClass::Link);
     }
 
     #[test]
