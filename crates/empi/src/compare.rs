@@ -183,8 +183,39 @@ pub fn compare(a: &Record, b: &Record) -> Comparison {
         possible_twin,
         clear_twin,
         different_birth_order,
-        birth_dates_conflict: birth == level::BIRTH_DIFFERENT,
+        birth_dates_conflict: birth == level::BIRTH_DIFFERENT && !birth_keyed_wrong(a, b),
     }
+}
+
+/// Whether two birth dates differ in one part only, by what a keyboard does: a value off by
+/// one (10 and 9) or two neighbouring digits swapped (1974 and 1947). The weights may count
+/// such a pair as different; the birth-date guard does not.
+fn birth_keyed_wrong(a: &Record, b: &Record) -> bool {
+    let (Some(x), Some(y)) = (a.birth, b.birth) else {
+        return false;
+    };
+    let parts = [
+        (u32::from(x.year), u32::from(y.year), 4),
+        (x.month.into(), y.month.into(), 2),
+        (x.day.into(), y.day.into(), 2),
+    ];
+    let differing: Vec<_> = parts.iter().filter(|(p, q, _)| p != q).collect();
+    let [(p, q, width)] = differing.as_slice() else {
+        return false;
+    };
+    if p.abs_diff(*q) == 1 {
+        return true;
+    }
+    let (p, q) = (format!("{p:0width$}"), format!("{q:0width$}"));
+    let (p, q) = (p.as_bytes(), q.as_bytes());
+    let at: Vec<usize> = (0..p.len().min(q.len()))
+        .filter(|&i| p[i] != q[i])
+        .collect();
+    p.len() == q.len()
+        && at.len() == 2
+        && at[1] == at[0] + 1
+        && p[at[0]] == q[at[1]]
+        && p[at[1]] == q[at[0]]
 }
 
 /// Folds the letter groups scanners confuse (rn/m, cl/d, vv/w) so an OCR error counts as one edit.
@@ -405,6 +436,11 @@ mod tests {
         assert!(!compare(&a, &rec("john", "smith", "1975-01-01")).birth_dates_conflict);
         assert!(!compare(&a, &rec("john", "smith", "1974-01-01")).birth_dates_conflict);
         assert!(!compare(&a, &rec("john", "smith", "")).birth_dates_conflict);
+        // Keying errors: the year's digits swapped, the day off by one across a ten.
+        assert!(!compare(&a, &rec("john", "smith", "1947-01-01")).birth_dates_conflict);
+        let b = rec("john", "smith", "1974-01-10");
+        assert!(!compare(&b, &rec("john", "smith", "1974-01-09")).birth_dates_conflict);
+        assert!(compare(&b, &rec("john", "smith", "1974-01-25")).birth_dates_conflict);
     }
 
     #[test]
