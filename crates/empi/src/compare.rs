@@ -129,8 +129,8 @@ pub struct Comparison {
     pub clear_twin: bool,
     /// Both records state a birth order and they differ: different people.
     pub different_birth_order: bool,
-    /// Birth dates more than a keying error apart (not one part off by a digit, not day and
-    /// month swapped). A parent and a child of the same name at one address (Jr. and Sr.)
+    /// Birth dates more than a keying error apart (not one part off by a digit or by one, not
+    /// day and month swapped). A parent and a child of the same name at one address (Jr. and Sr.)
     /// look like this, and their other fields may outweigh the dates. Caps the pair at
     /// review: a person decides, the matcher does not merge them.
     pub birth_dates_conflict: bool,
@@ -183,39 +183,28 @@ pub fn compare(a: &Record, b: &Record) -> Comparison {
         possible_twin,
         clear_twin,
         different_birth_order,
-        birth_dates_conflict: birth == level::BIRTH_DIFFERENT && !birth_keyed_wrong(a, b),
+        birth_dates_conflict: birth == level::BIRTH_DIFFERENT && !birth_off_by_one(a, b),
     }
 }
 
-/// Whether two birth dates differ in one part only, by what a keyboard does: a value off by
-/// one (10 and 9) or two neighbouring digits swapped (1974 and 1947). The weights may count
-/// such a pair as different; the birth-date guard does not.
-fn birth_keyed_wrong(a: &Record, b: &Record) -> bool {
+/// Whether two birth dates differ in one part only, by one (the 10th keyed as the 9th). The
+/// level counts that as different (its digits are two edits apart); the birth-date guard
+/// does not. Swapped neighbouring digits (1974 and 1947) are one edit, already a level of
+/// their own.
+fn birth_off_by_one(a: &Record, b: &Record) -> bool {
     let (Some(x), Some(y)) = (a.birth, b.birth) else {
         return false;
     };
     let parts = [
-        (u32::from(x.year), u32::from(y.year), 4),
-        (x.month.into(), y.month.into(), 2),
-        (x.day.into(), y.day.into(), 2),
+        (u32::from(x.year), u32::from(y.year)),
+        (x.month.into(), y.month.into()),
+        (x.day.into(), y.day.into()),
     ];
-    let differing: Vec<_> = parts.iter().filter(|(p, q, _)| p != q).collect();
-    let [(p, q, width)] = differing.as_slice() else {
-        return false;
-    };
-    if p.abs_diff(*q) == 1 {
-        return true;
-    }
-    let (p, q) = (format!("{p:0width$}"), format!("{q:0width$}"));
-    let (p, q) = (p.as_bytes(), q.as_bytes());
-    let at: Vec<usize> = (0..p.len().min(q.len()))
-        .filter(|&i| p[i] != q[i])
-        .collect();
-    p.len() == q.len()
-        && at.len() == 2
-        && at[1] == at[0] + 1
-        && p[at[0]] == q[at[1]]
-        && p[at[1]] == q[at[0]]
+    let mut differing = parts.iter().filter(|(p, q)| p != q);
+    matches!(
+        (differing.next(), differing.next()),
+        (Some((p, q)), None) if p.abs_diff(*q) == 1
+    )
 }
 
 /// Folds the letter groups scanners confuse (rn/m, cl/d, vv/w) so an OCR error counts as one edit.

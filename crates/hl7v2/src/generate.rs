@@ -164,7 +164,7 @@ const US_PLACES: [(&str, &str, &str, &str, &str); 6] = [
 ];
 
 /// Full-width digits, as Japanese addresses are written.
-fn full_width(n: usize) -> String {
+fn full_width(n: u64) -> String {
     n.to_string()
         .chars()
         .map(|c| char::from_u32(c as u32 - '0' as u32 + '０' as u32).unwrap_or(c))
@@ -285,9 +285,9 @@ impl Generator {
                     sex,
                     address: format!(
                         "^^{city}{town}{}－{}－{}^^{zip}{:04}^JPN^H",
-                        full_width(chome as usize),
-                        full_width(ban as usize),
-                        full_width(go as usize),
+                        full_width(chome),
+                        full_width(ban),
+                        full_width(go),
                         line / 3000 % 10_000,
                     ),
                     phone: format!(
