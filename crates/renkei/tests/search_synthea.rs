@@ -679,6 +679,7 @@ async fn search_battery(backend: Backend) {
         failures.join("\n")
     );
     result_parameters(&server, &dataset).await;
+    derived_parameters(&server).await;
     errors_and_lenient_handling(&server).await;
     paging_survives_concurrent_writes(&server, &dataset).await;
 }
@@ -956,6 +957,119 @@ async fn result_parameters(server: &Server, d: &Dataset) {
 
 /// Bad searches are 400 with an OperationOutcome; unknown parameters are ignored only when
 /// the client asks for lenient handling.
+/// Observation's `combo-*` parameters have no rows of their own: a search on one reads the
+/// rows of the parameters its expression is the union of. It finds what they find together,
+/// a composite's components stay paired within one code (the panel's own code is never paired
+/// with a component's value), and the modifiers and `_sort` work on them.
+async fn derived_parameters(server: &Server) {
+    let union = |parts: Vec<BTreeSet<String>>| parts.into_iter().flatten().collect::<BTreeSet<_>>();
+    let equivalences = [
+        (
+            "combo-code=http://loinc.org|8480-6",
+            vec![
+                "code=http://loinc.org|8480-6",
+                "component-code=http://loinc.org|8480-6",
+            ],
+        ),
+        (
+            "combo-code=http://loinc.org|29463-7",
+            vec![
+                "code=http://loinc.org|29463-7",
+                "component-code=http://loinc.org|29463-7",
+            ],
+        ),
+        ("combo-code:not=http://loinc.org|8480-6", vec![]),
+        (
+            "combo-value-quantity=gt130",
+            vec!["value-quantity=gt130", "component-value-quantity=gt130"],
+        ),
+        (
+            "combo-value-quantity=gt69|http://unitsofmeasure.org|kg",
+            vec![
+                "value-quantity=gt69|http://unitsofmeasure.org|kg",
+                "component-value-quantity=gt69|http://unitsofmeasure.org|kg",
+            ],
+        ),
+        (
+            "combo-code-value-quantity=http://loinc.org|8480-6$gt130",
+            vec![
+                "code-value-quantity=http://loinc.org|8480-6$gt130",
+                "component-code-value-quantity=http://loinc.org|8480-6$gt130",
+            ],
+        ),
+        (
+            "combo-code-value-quantity=http://loinc.org|29463-7$gt80|http://unitsofmeasure.org|kg",
+            vec![
+                "code-value-quantity=http://loinc.org|29463-7$gt80|http://unitsofmeasure.org|kg",
+                "component-code-value-quantity=http://loinc.org|29463-7$gt80|http://unitsofmeasure.org|kg",
+            ],
+        ),
+    ];
+    let all = search_ids(server, "Observation").await;
+    for (combo, parts) in equivalences {
+        let got = search_ids(server, &format!("Observation?{combo}")).await;
+        let expected = if parts.is_empty() {
+            // `:not`: every Observation without the code in either place.
+            let with = search_ids(server, "Observation?combo-code=http://loinc.org|8480-6").await;
+            all.difference(&with).cloned().collect()
+        } else {
+            let mut found = Vec::new();
+            for part in parts {
+                found.push(search_ids(server, &format!("Observation?{part}")).await);
+            }
+            union(found)
+        };
+        assert!(!got.is_empty(), "{combo} finds nothing");
+        assert_eq!(got, expected, "{combo}");
+    }
+    // The fixtures hold their quantity either as the value (w0-w4) or in components (bp).
+    let present = search_ids(server, "Observation?combo-value-quantity:missing=false").await;
+    let with_value = search_ids(server, "Observation?value-quantity:missing=false").await;
+    let with_component_value =
+        search_ids(server, "Observation?component-value-quantity:missing=false").await;
+    assert!(
+        present.contains("bp") && present.contains("w0"),
+        "{present:?}"
+    );
+    assert_eq!(present, union(vec![with_value, with_component_value]));
+    let absent = search_ids(server, "Observation?combo-value-quantity:missing=true").await;
+    assert_eq!(absent, all.difference(&present).cloned().collect());
+    // The panel's code with a component's value is no pair.
+    let bp_systolic = search_ids(
+        server,
+        "Observation?combo-code-value-quantity=http://loinc.org|8480-6$gt130",
+    )
+    .await;
+    assert!(bp_systolic.contains("bp"));
+    let crossed = search_ids(
+        server,
+        "Observation?combo-code-value-quantity=http://loinc.org|85354-9$gt130",
+    )
+    .await;
+    assert!(
+        !crossed.contains("bp"),
+        "the panel code was paired with a component's value"
+    );
+    let diastolic_high = search_ids(
+        server,
+        "Observation?combo-code-value-quantity=http://loinc.org|8462-4$gt130",
+    )
+    .await;
+    assert!(
+        !diastolic_high.contains("bp"),
+        "the systolic value was paired with the diastolic code"
+    );
+    let sorted = search_ids(
+        server,
+        "Observation?combo-code=http://loinc.org|29463-7&_sort=combo-code",
+    )
+    .await;
+    assert_eq!(
+        sorted,
+        search_ids(server, "Observation?code=http://loinc.org|29463-7").await
+    );
+}
+
 async fn errors_and_lenient_handling(server: &Server) {
     for bad in [
         "Patient?birthdate=notadate",

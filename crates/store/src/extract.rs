@@ -22,9 +22,11 @@
 //! for a composite's component), so that a unit-aware search compares `5 g` with `5000 mg`
 //! while a search without a unit still compares the numbers as written.
 //! `_id` and `_lastUpdated` are columns of the resource table, and `special` parameters are
-//! not indexed here.
+//! not indexed here. A parameter whose expression is the union of other parameters' (R4:
+//! Observation's `combo-*`) has no rows of its own: [`ParamDef::stored_as`] names the
+//! parameters whose rows a search on it reads (see `derivations`).
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 
 use fhir::{Definitions, SearchParamType};
 use fhirpath::quantity::Quantity;
@@ -51,6 +53,18 @@ struct CompiledParam {
     /// For composites: each component's type and expression (relative to an item).
     components: Vec<(ParamType, Expression)>,
     documentation: String,
+    /// The parameters whose rows are this one's (see [`derivations`]); empty: its own rows.
+    stored_as: Vec<String>,
+}
+
+/// The source text of one parameter, as [`derivations`] compares it.
+struct ParamSource {
+    code: String,
+    kind: ParamType,
+    /// The alternatives of its expression (the operands of top-level `|`).
+    parts: BTreeSet<String>,
+    /// For composites: each component's type and expression text.
+    components: Vec<(ParamType, String)>,
 }
 
 /// Extracts index rows for every R4 search parameter of every resource type.
@@ -90,6 +104,7 @@ impl FhirIndexExtractor {
             .filter(|t| defs.is_concrete_resource(t))
         {
             let mut params = Vec::new();
+            let mut sources = Vec::new();
             for param in defs.search_params(resource_type) {
                 let kind = param_type(param.kind);
                 if matches!(param.code.as_str(), "_id" | "_lastUpdated")
@@ -112,19 +127,30 @@ impl FhirIndexExtractor {
                         let kind = defs
                             .search_param_by_url(&c.definition)
                             .map(|p| param_type(p.kind))?;
-                        Some((kind, Expression::parse(&c.expression).ok()?))
+                        let expression = Expression::parse(&c.expression).ok()?;
+                        Some((kind, expression, c.expression.clone()))
                     })
                     .collect::<Vec<_>>();
                 if kind == ParamType::Composite && components.len() != param.components.len() {
                     continue;
                 }
+                sources.push(ParamSource {
+                    code: param.code.clone(),
+                    kind,
+                    parts: alternatives(source),
+                    components: components.iter().map(|(k, _, t)| (*k, t.clone())).collect(),
+                });
                 params.push(CompiledParam {
                     code: param.code.clone(),
                     kind,
                     documentation: format!("{} ({}): {source}", param.code, param.kind),
                     expression,
-                    components,
+                    components: components.into_iter().map(|(k, e, _)| (k, e)).collect(),
+                    stored_as: Vec::new(),
                 });
+            }
+            for (param, stored_as) in params.iter_mut().zip(derivations(&sources)) {
+                param.stored_as = stored_as;
             }
             by_type.insert(resource_type.to_string(), params);
         }
@@ -205,6 +231,83 @@ fn combinations(per_component: &[Vec<IndexValue>]) -> Vec<Vec<&IndexValue>> {
     out
 }
 
+/// The operands of the top-level `|` of a FHIRPath expression, as written (trimmed); `|`
+/// inside parentheses, brackets or string literals does not split.
+fn alternatives(expression: &str) -> BTreeSet<String> {
+    let mut parts = BTreeSet::new();
+    let (mut depth, mut quoted, mut start) = (0i32, false, 0);
+    let mut chars = expression.char_indices().peekable();
+    while let Some((i, c)) = chars.next() {
+        match c {
+            '\\' if quoted => {
+                chars.next();
+            }
+            '\'' => quoted = !quoted,
+            '(' | '[' | '{' if !quoted => depth += 1,
+            ')' | ']' | '}' if !quoted => depth -= 1,
+            '|' if !quoted && depth == 0 => {
+                parts.insert(expression[start..i].trim().to_owned());
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    parts.insert(expression[start..].trim().to_owned());
+    parts.retain(|p| !p.is_empty());
+    parts
+}
+
+/// For each parameter, the parameters whose rows are exactly its own rows, or nothing.
+///
+/// A parameter is derived when its expression is the union (`|`) of the whole expressions of
+/// other parameters of the same type (for composites: with the same components), none of which
+/// is derived itself. R4 has such parameters on Observation only: `combo-code` is
+/// `Observation.code | Observation.component.code`, the expressions of `code` and
+/// `component-code`; `combo-code-value-quantity` is `code-value-quantity` (on `Observation`)
+/// together with `component-code-value-quantity` (on `Observation.component`). Their rows
+/// would repeat those of their parts, about one index row in seven of a lab result; instead
+/// they are not stored, and a search on one reads the rows of its parts. Composite rows stay
+/// correlated: group numbers are unique within a resource, across parameters.
+fn derivations(params: &[ParamSource]) -> Vec<Vec<String>> {
+    let covering = |p: &ParamSource, allowed: &dyn Fn(usize) -> bool| -> Vec<usize> {
+        if p.parts.len() < 2 || matches!(p.kind, ParamType::Reference | ParamType::Special) {
+            return Vec::new();
+        }
+        let parts: Vec<usize> = params
+            .iter()
+            .enumerate()
+            .filter(|&(j, q)| {
+                allowed(j)
+                    && q.code != p.code
+                    && q.kind == p.kind
+                    && q.components == p.components
+                    && q.parts.len() < p.parts.len()
+                    && q.parts.is_subset(&p.parts)
+            })
+            .map(|(j, _)| j)
+            .collect();
+        let covered: BTreeSet<&String> = parts.iter().flat_map(|&j| &params[j].parts).collect();
+        if covered.len() == p.parts.len() {
+            parts
+        } else {
+            Vec::new()
+        }
+    };
+    let first: Vec<bool> = params
+        .iter()
+        .map(|p| !covering(p, &|_| true).is_empty())
+        .collect();
+    params
+        .iter()
+        .map(|p| {
+            covering(p, &|j| !first[j])
+                .into_iter()
+                .map(|j| params[j].code.clone())
+                .collect()
+        })
+        .collect()
+}
+
 impl FhirIndexExtractor {
     /// The rows of `resource`; `resolver` lets `resolve()` see the types of other entries of
     /// its transaction.
@@ -224,7 +327,7 @@ impl FhirIndexExtractor {
         let mut rows = Vec::with_capacity(params.len() * 2);
         let mut group = 0u32;
         let mut values = Vec::new();
-        for param in params {
+        for param in params.iter().filter(|p| p.stored_as.is_empty()) {
             let found = param.expression.evaluate(&env, resource).map_err(|e| {
                 StoreError::Invalid(format!(
                     "search parameter {} cannot be evaluated: {e}",
@@ -315,6 +418,7 @@ impl IndexExtractor for FhirIndexExtractor {
                         name: p.code.clone(),
                         kind: p.kind,
                         documentation: p.documentation.clone(),
+                        stored_as: p.stored_as.clone(),
                     })
                     .collect()
             })
@@ -854,6 +958,102 @@ mod tests {
         assert!(!c0.is_empty() && !c1.is_empty());
         assert!(c0.iter().all(|r| c1.iter().any(|q| q.group == r.group)));
         assert!(!values_of(&rows, "date").is_empty());
+    }
+
+    /// The derived parameters of R4 are Observation's `combo-*` ones, each stored as the
+    /// parameters it unites (the SQL migration that removed their old rows names them by that
+    /// prefix); they get no rows, and every other parameter keeps its own.
+    #[test]
+    fn combo_parameters_are_stored_as_their_parts() {
+        let extractor = FhirIndexExtractor::new();
+        let mut derived = Vec::new();
+        for (resource_type, params) in &extractor.by_type {
+            for p in params.iter().filter(|p| !p.stored_as.is_empty()) {
+                derived.push((
+                    resource_type.as_str(),
+                    p.code.as_str(),
+                    p.stored_as.join(","),
+                ));
+            }
+        }
+        derived.sort();
+        let expected = [
+            ("Observation", "combo-code", "code,component-code"),
+            (
+                "Observation",
+                "combo-code-value-concept",
+                "code-value-concept,component-code-value-concept",
+            ),
+            (
+                "Observation",
+                "combo-code-value-quantity",
+                "code-value-quantity,component-code-value-quantity",
+            ),
+            (
+                "Observation",
+                "combo-data-absent-reason",
+                "component-data-absent-reason,data-absent-reason",
+            ),
+            (
+                "Observation",
+                "combo-value-concept",
+                "component-value-concept,value-concept",
+            ),
+            (
+                "Observation",
+                "combo-value-quantity",
+                "component-value-quantity,value-quantity",
+            ),
+        ];
+        let derived: Vec<(&str, &str, &str)> = derived
+            .iter()
+            .map(|(t, c, s)| (*t, *c, s.as_str()))
+            .collect();
+        assert_eq!(derived, expected);
+        let declared = extractor.parameters("Observation");
+        let combo = declared.iter().find(|p| p.name == "combo-code").unwrap();
+        assert_eq!(combo.stored_as, ["code", "component-code"]);
+        assert!(
+            declared
+                .iter()
+                .find(|p| p.name == "code")
+                .unwrap()
+                .stored_as
+                .is_empty()
+        );
+
+        let rows = rows(json!({
+            "resourceType": "Observation", "status": "final",
+            "code": {"coding": [{"system": "http://loinc.org", "code": "85354-9"}]},
+            "component": [{
+                "code": {"coding": [{"system": "http://loinc.org", "code": "8480-6"}]},
+                "valueQuantity": {"value": 140, "system": "http://unitsofmeasure.org", "code": "mm[Hg]"}
+            }]
+        }));
+        assert!(
+            rows.iter().all(|r| !r.param.starts_with("combo-")),
+            "{rows:?}"
+        );
+        assert_eq!(values_of(&rows, "code").len(), 1);
+        assert_eq!(values_of(&rows, "component-code").len(), 1);
+        assert_eq!(values_of(&rows, "component-code-value-quantity$1").len(), 1);
+    }
+
+    #[test]
+    fn alternatives_split_only_at_the_top_level() {
+        let parts = |e: &str| alternatives(e).into_iter().collect::<Vec<_>>();
+        assert_eq!(
+            parts("(Observation.value as Quantity) | Observation.component.code"),
+            [
+                "(Observation.value as Quantity)",
+                "Observation.component.code"
+            ]
+        );
+        assert_eq!(
+            parts("Patient.name.where(use = 'a|b' or (x | y))"),
+            ["Patient.name.where(use = 'a|b' or (x | y))"]
+        );
+        assert_eq!(parts("a | 'it\\'s | b' | c"), ["'it\\'s | b'", "a", "c"]);
     }
 
     #[test]

@@ -51,6 +51,10 @@ pub struct ParamDef {
     pub name: String,
     pub kind: ParamType,
     pub documentation: String,
+    /// The parameters whose index rows answer this one, when it has none of its own (a union
+    /// of other parameters, as Observation's `combo-code` is of `code` and `component-code`);
+    /// empty: its own rows.
+    pub stored_as: Vec<String>,
 }
 
 /// One index value of one search parameter of one resource.
@@ -262,6 +266,7 @@ impl IndexExtractor for BasicExtractor {
             name: "identifier".into(),
             kind: ParamType::Token,
             documentation: "The resource's top-level business identifier (system|value)".into(),
+            stored_as: Vec::new(),
         }]
     }
 }

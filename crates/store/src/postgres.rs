@@ -33,6 +33,10 @@ use std::sync::Arc;
 const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../migrations/postgres/0001_init.sql")),
     (2, include_str!("../migrations/postgres/0002_receipt.sql")),
+    (
+        3,
+        include_str!("../migrations/postgres/0003_derived_params.sql"),
+    ),
 ];
 
 /// How to reach the database.

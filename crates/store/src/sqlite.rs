@@ -48,6 +48,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("../migrations/sqlite/0003_index_without_rowid.sql"),
         "rebuilds the search-index tables keyed by resource (minutes on a store of millions of resources)",
     ),
+    (
+        4,
+        include_str!("../migrations/sqlite/0004_derived_params.sql"),
+        "removes the rows of Observation's combo-* parameters, now read from their parts",
+    ),
 ];
 
 /// Concurrent reads: a few per core. More only makes SQLite's queries compete for the same
@@ -957,7 +962,7 @@ mod tests {
     /// A database written before migration 3 (rowid index tables, two rows of one resource)
     /// keeps its index rows, numbered per resource, and stays searchable and updatable.
     #[test]
-    fn migration_3_keeps_the_index_rows_of_an_older_database() {
+    fn migrations_keep_the_index_rows_of_an_older_database_but_not_derived_ones() {
         let dir = std::env::temp_dir().join(format!("renkei-mig-{}", uuid::Uuid::new_v4()));
         std::fs::create_dir_all(&dir).unwrap();
         let db = dir.join("renkei.db");
@@ -976,7 +981,12 @@ mod tests {
                      '{"resourceType":"Patient","id":"p1","meta":{"versionId":"1","lastUpdated":"1970-01-01T00:00:00.00001Z"},"identifier":[{"system":"urn:a","value":"one"},{"system":"urn:a","value":"two"}]}');
                    INSERT INTO idx_token (rid, res_type, param, grp, system, code, display)
                      VALUES (7, 'Patient', 'identifier', NULL, 'urn:a', 'one', NULL),
-                            (7, 'Patient', 'identifier', NULL, 'urn:a', 'two', NULL);"#,
+                            (7, 'Patient', 'identifier', NULL, 'urn:a', 'two', NULL),
+                            (8, 'Observation', 'code', NULL, 'http://loinc.org', '8480-6', NULL),
+                            (8, 'Observation', 'combo-code', NULL, 'http://loinc.org', '8480-6', NULL);
+                   INSERT INTO idx_quantity (rid, res_type, param, grp, system, code, unit, value, lo, hi)
+                     VALUES (8, 'Observation', 'combo-value-quantity', NULL, 'http://unitsofmeasure.org',
+                             'mm[Hg]', 'mm[Hg]', 140, 139.5, 140.5);"#,
             )
             .unwrap();
         }
@@ -992,6 +1002,21 @@ mod tests {
                 .unwrap()
         };
         assert_eq!(numbered, [(1, "one".to_owned()), (2, "two".to_owned())]);
+        // The rows of the derived combo-* parameters are gone; the others stay.
+        let observation_rows: Vec<String> = {
+            let w = store.inner.writer.lock().unwrap();
+            let mut stmt = w
+                .prepare(
+                    "SELECT param FROM idx_token WHERE rid = 8 \
+                     UNION ALL SELECT param FROM idx_quantity WHERE rid = 8",
+                )
+                .unwrap();
+            stmt.query_map([], |r| r.get(0))
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap()
+        };
+        assert_eq!(observation_rows, ["code"]);
         assert_eq!(ids(&store, "identifier=urn:a|two"), ["p1"]);
 
         let rt = tokio::runtime::Builder::new_current_thread()

@@ -9,6 +9,8 @@
 //! with a "missing" flag so that resources without a value sort last in either direction, and
 //! page with a keyset condition on `(keys..., rid)`.
 
+use std::collections::BTreeMap;
+
 use crate::index::ParamType;
 use crate::sql::{Sql, SqlParam, VERSION_COLUMNS};
 use crate::time;
@@ -40,11 +42,17 @@ pub(crate) struct PageSql {
 struct Builder<'s> {
     sql: &'s mut Sql,
     aliases: usize,
+    /// The query's derived parameters ([`SearchQuery::stored_as`]).
+    stored_as: &'s BTreeMap<(String, String), Vec<String>>,
 }
 
 /// The conditions (over `resource r`) of a query, without paging.
 pub(crate) fn where_clause(q: &SearchQuery, sql: &mut Sql) -> String {
-    let mut b = Builder { sql, aliases: 0 };
+    let mut b = Builder {
+        sql,
+        aliases: 0,
+        stored_as: &q.stored_as,
+    };
     b.resource(q.resource_type.as_deref(), &q.types, &q.filters, "r")
         .join(" AND ")
 }
@@ -74,6 +82,7 @@ pub(crate) fn page_sql(q: &SearchQuery, limit: usize) -> PageSql {
     let mut b = Builder {
         sql: &mut sql,
         aliases: 0,
+        stored_as: &q.stored_as,
     };
     let conds = b.resource(q.resource_type.as_deref(), &q.types, &q.filters, "r");
     if q.sort.is_empty() {
@@ -96,7 +105,7 @@ pub(crate) fn page_sql(q: &SearchQuery, limit: usize) -> PageSql {
     let mut order = Vec::new();
     let mut outer_cols = Vec::new();
     for (i, key) in q.sort.iter().enumerate() {
-        let (expr, ty) = b.sort_expr(key, "r");
+        let (expr, ty) = b.sort_expr(q.resource_type.as_deref(), key, "r");
         let default = match ty {
             KeyType::Int => "0",
             KeyType::Float => "0.0",
@@ -200,16 +209,38 @@ impl Builder<'_> {
 
     /// `x.rid = a.rid AND x.param = ?`: an index-table alias correlated with resource alias `a`
     /// (answered from the `rid` index).
-    fn correlated(&mut self, param: &str, x: &str, a: &str) -> String {
-        format!("{x}.rid = {a}.rid AND {x}.param = {}", self.text(param))
+    fn correlated(&mut self, resource_type: Option<&str>, param: &str, x: &str, a: &str) -> String {
+        let is = self.param_is(resource_type, param, x);
+        format!("{x}.rid = {a}.rid AND {is}")
     }
 
     /// `x.res_type = ? AND x.param = ?` for an index-table alias.
     fn owner(&mut self, resource_type: Option<&str>, param: &str, x: &str) -> String {
-        let p = self.text(param);
+        let is = self.param_is(resource_type, param, x);
         match resource_type {
-            Some(t) => format!("{x}.res_type = {} AND {x}.param = {p}", self.text(t)),
-            None => format!("{x}.param = {p}"),
+            Some(t) => format!("{x}.res_type = {} AND {is}", self.text(t)),
+            None => is,
+        }
+    }
+
+    /// `x.param = ?` for the rows stored under `name` (a parameter code, or one of the names
+    /// derived from it: `p$i`, `p:canonical`, `p:identifier`); for a derived parameter
+    /// (`combo-code`), `x.param IN (...)` over the same names of the parameters storing its
+    /// rows (`code`, `component-code`).
+    fn param_is(&mut self, resource_type: Option<&str>, name: &str, x: &str) -> String {
+        let (code, suffix) = name.split_at(name.find(['$', ':']).unwrap_or(name.len()));
+        let mut names: Vec<String> = self
+            .stored_as
+            .iter()
+            .filter(|((t, c), _)| c == code && resource_type.is_none_or(|rt| rt == t))
+            .flat_map(|(_, parts)| parts.iter().map(|p| format!("{p}{suffix}")))
+            .collect();
+        names.sort();
+        names.dedup();
+        match names.as_slice() {
+            [] => format!("{x}.param = {}", self.text(name)),
+            [one] => format!("{x}.param = {}", self.text(one)),
+            many => format!("{x}.param IN ({})", self.list(many)),
         }
     }
 
@@ -275,11 +306,16 @@ impl Builder<'_> {
                 missing,
             } => {
                 if *kind == ParamType::Composite {
-                    return self.composite_presence(&format!("{param}$0"), *missing, a);
+                    return self.composite_presence(
+                        resource_type,
+                        &format!("{param}$0"),
+                        *missing,
+                        a,
+                    );
                 }
                 let x = self.alias("x");
                 let table = table_of(*kind);
-                let owner = self.correlated(param, &x, a);
+                let owner = self.correlated(resource_type, param, &x, a);
                 format!(
                     "{}EXISTS (SELECT 1 FROM {table} {x} WHERE {owner})",
                     if *missing { "NOT " } else { "" }
@@ -288,7 +324,7 @@ impl Builder<'_> {
             Filter::Chain { param, targets } => {
                 let x = self.alias("x");
                 let owner = if probe {
-                    self.correlated(param, &x, a)
+                    self.correlated(resource_type, param, &x, a)
                 } else {
                     self.owner(resource_type, param, &x)
                 };
@@ -414,7 +450,13 @@ impl Builder<'_> {
     }
 
     /// A composite parameter is present when its first component has a row in any table.
-    fn composite_presence(&mut self, param: &str, missing: bool, a: &str) -> String {
+    fn composite_presence(
+        &mut self,
+        resource_type: Option<&str>,
+        param: &str,
+        missing: bool,
+        a: &str,
+    ) -> String {
         let subqueries: Vec<String> = [
             "idx_token",
             "idx_string",
@@ -427,7 +469,7 @@ impl Builder<'_> {
         .iter()
         .map(|table| {
             let x = self.alias("x");
-            let owner = self.correlated(param, &x, a);
+            let owner = self.correlated(resource_type, param, &x, a);
             format!("EXISTS (SELECT 1 FROM {table} {x} WHERE {owner})")
         })
         .collect();
@@ -463,8 +505,8 @@ impl Builder<'_> {
                 };
                 let (table, name, cond) = self.atom(&format!("{param}${i}"), part, &c);
                 let owner = match correlate {
-                    Some(a) if i == 0 => self.correlated(&name, &c, a),
-                    Some(_) => format!("{c}.param = {}", self.text(&name)),
+                    Some(a) if i == 0 => self.correlated(resource_type, &name, &c, a),
+                    Some(_) => self.param_is(resource_type, &name, &c),
                     None => self.owner(resource_type, &name, &c),
                 };
                 if i == 0 {
@@ -486,7 +528,7 @@ impl Builder<'_> {
         let x = self.alias("x");
         let (table, name, cond) = self.atom(param, value, &x);
         let owner = match correlate {
-            Some(a) => self.correlated(&name, &x, a),
+            Some(a) => self.correlated(resource_type, &name, &x, a),
             None => self.owner(resource_type, &name, &x),
         };
         format!(
@@ -669,7 +711,12 @@ impl Builder<'_> {
     }
 
     /// The value expression of a sort key over resource alias `a` (NULL when absent).
-    fn sort_expr(&mut self, key: &SortKey, a: &str) -> (String, KeyType) {
+    fn sort_expr(
+        &mut self,
+        resource_type: Option<&str>,
+        key: &SortKey,
+        a: &str,
+    ) -> (String, KeyType) {
         let agg = if key.descending { "MAX" } else { "MIN" };
         let (table, column, ty) = match (key.param.as_str(), key.kind) {
             ("_id", _) => return (format!("{a}.res_id"), KeyType::Text),
@@ -687,7 +734,7 @@ impl Builder<'_> {
             _ => ("idx_token", "code", KeyType::Text),
         };
         let x = self.alias("k");
-        let owner = self.correlated(&key.param, &x, a);
+        let owner = self.correlated(resource_type, &key.param, &x, a);
         (
             format!(
                 "(SELECT {agg}({x}.{column}) FROM {table} {x} WHERE {x}.rid = {a}.rid AND {owner})"

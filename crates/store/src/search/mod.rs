@@ -18,6 +18,8 @@ pub mod include;
 mod parse;
 mod values;
 
+use std::collections::BTreeMap;
+
 pub(crate) use build::{KeyType, PageSql, count_sql, matches_sql, page_sql};
 pub use values::{
     DateCondition, NumberCondition, Prefix, QuantityCondition, StringMode, TokenMatch, UriMode,
@@ -54,6 +56,9 @@ pub struct SearchQuery {
     pub elements: Vec<String>,
     /// Parameters ignored under lenient handling.
     pub ignored: Vec<String>,
+    /// (resource type, parameter) of the derived parameters the query names, with the
+    /// parameters whose rows answer them ([`crate::ParamDef::stored_as`]).
+    pub stored_as: BTreeMap<(String, String), Vec<String>>,
 }
 
 /// One search condition. A [`Filter::Param`]'s values are alternatives (OR).

@@ -5,6 +5,9 @@
 //! Which parameters exist comes from the store's [`IndexExtractor`] (what is indexed); their
 //! reference targets and composite components come from the R4 definitions.
 
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+
 use crate::error::StoreError;
 use crate::extract::normalize;
 use crate::index::{IndexExtractor, ParamType};
@@ -42,6 +45,8 @@ struct ParamInfo {
 
 struct Parser<'a> {
     extractor: &'a dyn IndexExtractor,
+    /// The derived parameters met so far (moved into the query at the end).
+    stored_as: RefCell<BTreeMap<(String, String), Vec<String>>>,
 }
 
 pub(super) fn parse(
@@ -50,7 +55,10 @@ pub(super) fn parse(
     extractor: &dyn IndexExtractor,
     lenient: bool,
 ) -> Result<SearchQuery, StoreError> {
-    let parser = Parser { extractor };
+    let parser = Parser {
+        extractor,
+        stored_as: RefCell::default(),
+    };
     let mut q = SearchQuery::all(resource_type);
     for (name, value) in params {
         match parser.one(&mut q, resource_type, name, value) {
@@ -60,6 +68,7 @@ pub(super) fn parse(
             Err(Problem::Unsupported(why)) => return Err(StoreError::Invalid(why)),
         }
     }
+    q.stored_as = parser.stored_as.into_inner();
     Ok(q)
 }
 
@@ -186,6 +195,12 @@ impl Parser<'_> {
             .parameters(lookup_type)
             .into_iter()
             .find(|p| p.name == code)?;
+        if !declared.stored_as.is_empty() {
+            self.stored_as.borrow_mut().insert(
+                (lookup_type.to_owned(), code.to_owned()),
+                declared.stored_as.clone(),
+            );
+        }
         let defs = fhir::r4();
         let def = defs.search_param(lookup_type, code);
         let targets = def.map(|d| d.targets.clone()).unwrap_or_default();
