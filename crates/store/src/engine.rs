@@ -79,7 +79,6 @@ pub(crate) trait Backend {
         receipt: &Receipt,
         now: i64,
     ) -> impl Future<Output = Result<bool, StoreError>>;
-    fn delete_receipt(&mut self, key: &str) -> impl Future<Output = Result<(), StoreError>>;
     /// Takes, in the order given, the locks conditional matching on these resource types needs
     /// (PostgreSQL advisory locks; nothing on SQLite, whose writer is exclusive).
     fn lock_types(
@@ -182,26 +181,30 @@ pub(crate) async fn apply<B: Backend>(
 /// The outcome of each unit of a group commit, in the order given.
 pub(crate) type KeyedResults = Vec<Result<Vec<Outcome>, StoreError>>;
 
+/// What the units of a group commit came to inside the open transaction.
+pub(crate) enum KeyedRun {
+    /// Every unit applied (or was a duplicate): commit.
+    Commit(KeyedResults),
+    /// A unit failed: roll back. It holds its error, every other unit
+    /// [`StoreError::GroupAborted`].
+    RollBack(KeyedResults),
+}
+
 /// Group commit of keyed units inside one open transaction (see `Store::commit_keyed`).
 ///
 /// Lock order, so that concurrent group commits on PostgreSQL never deadlock: first every
 /// unit's receipt, in key order (a transaction racing on the same key waits here, before it
 /// holds anything else); then the conditional-match locks of every type any unit needs, in
-/// name order; only then the writes (row locks).
-///
-/// `isolated`: each unit runs under a savepoint, and a failing unit is rolled back, its
-/// receipt removed, while the others commit. Not isolated, units run without savepoints (on
-/// SQLite an open savepoint copies every page a unit first touches into a sub-journal) and
-/// the first failing unit ends the attempt with `Ok(None)`: the caller rolls the transaction
-/// back and runs the group again isolated.
+/// name order; only then the writes (row locks). Units run without savepoints (on SQLite an
+/// open savepoint copies every page a unit first touches into a sub-journal): the first
+/// failing unit ends the run.
 pub(crate) async fn apply_keyed<B: Backend>(
     b: &mut B,
     extractor: &dyn IndexExtractor,
     ctx: &RequestContext,
     now: i64,
     units: Vec<KeyedWrite>,
-    isolated: bool,
-) -> Result<Option<KeyedResults>, StoreError> {
+) -> Result<KeyedRun, StoreError> {
     let mut order: Vec<usize> = (0..units.len()).collect();
     order.sort_by(|&a, &c| units[a].receipt.key.cmp(&units[c].receipt.key));
     let mut fresh = vec![false; units.len()];
@@ -213,36 +216,31 @@ pub(crate) async fn apply_keyed<B: Backend>(
         conditional_types(&unit.entries, &mut types);
     }
     b.lock_types(&types).await?;
-    let mut results = Vec::with_capacity(units.len());
-    for (unit, fresh) in units.into_iter().zip(fresh) {
+    let count = units.len();
+    let mut results = Vec::with_capacity(count);
+    for (i, (unit, fresh)) in units.into_iter().zip(fresh).enumerate() {
         let key = unit.receipt.key;
         if !fresh {
             results.push(Err(StoreError::DuplicateKey(key)));
             continue;
         }
-        if isolated {
-            b.savepoint().await?;
-        }
         match apply(b, extractor, ctx, now, unit.entries, true).await {
-            Ok(outcomes) => {
-                if isolated {
-                    b.release().await?;
-                }
-                results.push(outcomes.into_iter().collect());
-            }
-            Err(e) if !isolated => {
-                // The kind only: the error's text may quote identifiers of the patient.
-                tracing::debug!(%key, kind = ?e.kind(), "a unit failed; the group runs again isolated");
-                return Ok(None);
-            }
+            Ok(outcomes) => results.push(outcomes.into_iter().collect()),
             Err(e) => {
-                b.rollback_to_savepoint().await?;
-                b.delete_receipt(&key).await?;
-                results.push(Err(e));
+                // The kind only: the error's text may quote identifiers of the patient.
+                tracing::debug!(%key, kind = ?e.kind(), units = count, "a unit failed; its group is rolled back");
+                let mut failed = Some(e);
+                let results = (0..count)
+                    .map(|j| match failed.take_if(|_| j == i) {
+                        Some(e) => Err(e),
+                        None => Err(StoreError::GroupAborted),
+                    })
+                    .collect();
+                return Ok(KeyedRun::RollBack(results));
             }
         }
     }
-    Ok(Some(results))
+    Ok(KeyedRun::Commit(results))
 }
 
 /// The resource types whose conditional matching `entries` will lock: targets of conditional

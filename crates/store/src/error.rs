@@ -50,6 +50,10 @@ pub enum StoreError {
     /// [`crate::Store::commit_keyed`]: a receipt with this key is already stored.
     #[error("a message with key '{0}' was already committed")]
     DuplicateKey(String),
+    /// [`crate::Store::commit_keyed`]: another unit of the group failed, so the group's
+    /// transaction was rolled back and nothing of this unit was written; commit it again.
+    #[error("not committed: another message of its group commit failed")]
+    GroupAborted,
     #[error("{0}")]
     Invalid(String),
     #[error("storage unavailable: {0}")]
@@ -73,7 +77,9 @@ impl StoreError {
             StoreError::Gone { .. } => ErrorKind::Gone,
             StoreError::VersionConflict { .. } => ErrorKind::VersionConflict,
             StoreError::MultipleMatches { .. } => ErrorKind::MultipleMatches,
-            StoreError::Conflict(_) | StoreError::DuplicateKey(_) => ErrorKind::Conflict,
+            StoreError::Conflict(_) | StoreError::DuplicateKey(_) | StoreError::GroupAborted => {
+                ErrorKind::Conflict
+            }
             StoreError::Invalid(_) => ErrorKind::Invalid,
             StoreError::Unavailable(_) => ErrorKind::Unavailable,
             StoreError::Backend(_) => ErrorKind::Backend,

@@ -133,12 +133,14 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn receipt(&self, ctx: &RequestContext, key: &str)
     -> Result<Option<Receipt>, StoreError>;
 
-    /// Group commit of keyed writes: ONE database transaction in which each unit (its receipt
-    /// and its writes) applies atomically on its own and fails alone. The units are first
-    /// written together without savepoints; if one fails, the transaction is rolled back and
-    /// the group is applied again with each unit under its own savepoint. A unit whose key is
-    /// already stored (or committed concurrently) writes nothing and yields
-    /// [`StoreError::DuplicateKey`]. The outer error means nothing was committed.
+    /// Group commit of keyed writes: ONE database transaction holding every unit (its receipt
+    /// and its writes, each unit atomic). A unit whose key is already stored (or committed
+    /// concurrently) writes nothing and yields [`StoreError::DuplicateKey`]. If a unit fails,
+    /// the whole transaction is rolled back: that unit yields its error and every other one
+    /// [`StoreError::GroupAborted`] (nothing of it was written; the caller commits it again,
+    /// best alone). Keeping no copy of the units for a second, isolated attempt, and no
+    /// savepoint per unit, is what makes the common case cheap. The outer error means nothing
+    /// was committed.
     async fn commit_keyed(
         &self,
         ctx: &RequestContext,

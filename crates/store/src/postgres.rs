@@ -227,28 +227,31 @@ impl PostgresStore {
         Ok(results)
     }
 
-    /// One attempt at a group of keyed units in one transaction (`engine::apply_keyed`;
-    /// `None`: a unit failed in a non-isolated attempt, which is rolled back).
+    /// A group of keyed units in one transaction (`engine::apply_keyed`), committed, or
+    /// rolled back if a unit failed.
     async fn keyed_once(
         &self,
         ctx: &RequestContext,
         units: Vec<KeyedWrite>,
-        isolated: bool,
-    ) -> Result<Option<engine::KeyedResults>, StoreError> {
+    ) -> Result<engine::KeyedResults, StoreError> {
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
         let now = crate::time::now_micros();
-        let results = {
+        let run = {
             let mut b = PgTx {
                 tx: &tx,
                 locked: HashSet::new(),
             };
-            engine::apply_keyed(&mut b, self.extractor.as_ref(), ctx, now, units, isolated).await?
+            engine::apply_keyed(&mut b, self.extractor.as_ref(), ctx, now, units).await?
         };
-        if results.is_some() {
-            tx.commit().await?;
+        // Dropping the transaction unfinished rolls it back.
+        match run {
+            engine::KeyedRun::Commit(results) => {
+                tx.commit().await?;
+                Ok(results)
+            }
+            engine::KeyedRun::RollBack(results) => Ok(results),
         }
-        Ok(results)
     }
 
     /// A search page: `rid`, the resource, then the sort-key columns `page.keys` describes.
@@ -477,12 +480,6 @@ impl Backend for PgTx<'_> {
         Ok(n == 1)
     }
 
-    async fn delete_receipt(&mut self, key: &str) -> Result<(), StoreError> {
-        let stmt = self.tx.prepare_cached(sql::DELETE_RECEIPT).await?;
-        self.tx.execute(&stmt, &[&key]).await?;
-        Ok(())
-    }
-
     async fn lock_types(&mut self, types: &BTreeSet<String>) -> Result<(), StoreError> {
         for ty in types {
             self.lock_type(ty).await?;
@@ -671,12 +668,7 @@ impl Store for PostgresStore {
         ctx: &RequestContext,
         units: Vec<KeyedWrite>,
     ) -> Result<Vec<Result<Vec<Outcome>, StoreError>>, StoreError> {
-        if let Some(results) = self.keyed_once(ctx, units.clone(), false).await? {
-            return Ok(results);
-        }
-        self.keyed_once(ctx, units, true)
-            .await?
-            .ok_or_else(|| StoreError::Backend("an isolated group commit gave up".into()))
+        self.keyed_once(ctx, units).await
     }
 
     async fn changes(

@@ -71,8 +71,6 @@ pub(crate) const INSERT_OUTBOX: &str = "INSERT INTO outbox (version_seq, res_typ
 pub(crate) const INSERT_RECEIPT: &str = "INSERT INTO receipt (key, fingerprint, code, reply, deferred, created) \
      VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (key) DO NOTHING";
 
-pub(crate) const DELETE_RECEIPT: &str = "DELETE FROM receipt WHERE key = $1";
-
 pub(crate) const RECEIPT: &str =
     "SELECT key, fingerprint, code, reply, deferred FROM receipt WHERE key = $1";
 

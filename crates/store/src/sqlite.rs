@@ -204,33 +204,34 @@ fn apply_once(
     Ok(results)
 }
 
-/// One attempt at a group of keyed units in one transaction on the writer connection
-/// (`engine::apply_keyed`; `None`: a unit failed in a non-isolated attempt, which is rolled
-/// back).
+/// A group of keyed units in one transaction on the writer connection
+/// (`engine::apply_keyed`), committed, or rolled back if a unit failed.
 fn keyed_once(
     conn: &mut Connection,
     extractor: &dyn IndexExtractor,
     ctx: &RequestContext,
     units: Vec<KeyedWrite>,
-    isolated: bool,
-) -> Result<Option<engine::KeyedResults>, StoreError> {
+) -> Result<engine::KeyedResults, StoreError> {
     let started = std::time::Instant::now();
     let tx = conn.transaction()?;
     let now = crate::time::now_micros();
     let count = units.len();
-    let results = {
+    let run = {
         let mut b = SqliteTx { tx: &tx };
-        engine::run_ready(engine::apply_keyed(
-            &mut b, extractor, ctx, now, units, isolated,
-        ))??
+        engine::run_ready(engine::apply_keyed(&mut b, extractor, ctx, now, units))??
     };
     let applied = started.elapsed();
-    if results.is_some() {
-        tx.commit()?;
-    }
+    // Dropping the transaction unfinished rolls it back.
+    let (results, committed) = match run {
+        engine::KeyedRun::Commit(results) => {
+            tx.commit()?;
+            (results, true)
+        }
+        engine::KeyedRun::RollBack(results) => (results, false),
+    };
     tracing::debug!(
         units = count,
-        isolated,
+        committed,
         apply_micros = applied.as_micros() as u64,
         commit_micros = (started.elapsed() - applied).as_micros() as u64,
         "keyed units written"
@@ -599,13 +600,6 @@ impl Backend for SqliteTx<'_> {
         Ok(n == 1)
     }
 
-    async fn delete_receipt(&mut self, key: &str) -> Result<(), StoreError> {
-        self.tx
-            .prepare_cached(&lite(sql::DELETE_RECEIPT))?
-            .execute([key])?;
-        Ok(())
-    }
-
     /// The single writer connection already excludes every other writer.
     async fn lock_types(&mut self, _types: &BTreeSet<String>) -> Result<(), StoreError> {
         Ok(())
@@ -792,16 +786,8 @@ impl Store for SqliteStore {
         units: Vec<KeyedWrite>,
     ) -> Result<Vec<Result<Vec<Outcome>, StoreError>>, StoreError> {
         let ctx = ctx.clone();
-        // The copy for a second, isolated attempt is made here, beside the writer.
-        let retry = units.clone();
-        self.write_with(move |conn, extractor| {
-            if let Some(results) = keyed_once(conn, extractor, &ctx, units, false)? {
-                return Ok(results);
-            }
-            keyed_once(conn, extractor, &ctx, retry, true)?
-                .ok_or_else(|| StoreError::Backend("an isolated group commit gave up".into()))
-        })
-        .await
+        self.write_with(move |conn, extractor| keyed_once(conn, extractor, &ctx, units))
+            .await
     }
 
     async fn changes(

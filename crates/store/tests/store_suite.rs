@@ -753,38 +753,62 @@ fn keyed(key: &str, identifier: &str) -> KeyedWrite {
 
 async fn keyed_commits_write_receipt_and_resources_together(s: Arc<dyn Store>) {
     let c = ctx();
-    let mut bad = keyed("k-bad", "bad");
-    bad.entries.push(WriteEntry::new(WriteOp::Delete {
-        resource_type: "Patient".into(),
-        id: "missing".into(),
-        if_match: None,
-    }));
+    let bad = || {
+        let mut bad = keyed("k-bad", "bad");
+        bad.entries.push(WriteEntry::new(WriteOp::Delete {
+            resource_type: "Patient".into(),
+            id: "missing".into(),
+            if_match: None,
+        }));
+        bad
+    };
     let results = s
-        .commit_keyed(&c, vec![keyed("k-1", "one"), bad, keyed("k-1", "again")])
+        .commit_keyed(&c, vec![keyed("k-1", "one"), bad(), keyed("k-1", "again")])
         .await
         .unwrap();
-    assert!(results[0].is_ok());
-    // A failing unit is rolled back alone, receipt included.
+    // A failing unit rolls its group back: it gets its own error, the others GroupAborted
+    // (even the one that would have been a duplicate of a unit that is not committed now).
+    assert!(
+        matches!(&results[0], Err(StoreError::GroupAborted)),
+        "{results:?}"
+    );
     assert_eq!(results[1].as_ref().unwrap_err().kind(), ErrorKind::NotFound);
-    assert!(matches!(&results[2], Err(StoreError::DuplicateKey(k)) if k == "k-1"));
+    assert!(
+        matches!(&results[2], Err(StoreError::GroupAborted)),
+        "{results:?}"
+    );
+    for key in ["k-1", "k-bad"] {
+        assert!(s.receipt(&c, key).await.unwrap().is_none(), "{key}");
+    }
+    for identifier in ["one", "bad", "again"] {
+        let q = format!("identifier=urn:test|{identifier}");
+        let page = s.search(&c, &query(&*s, "Patient", &q)).await.unwrap();
+        assert_eq!(page.total, Some(0), "{identifier}");
+    }
+    // Committed again, alone, each meets its own fate.
+    let one = s.commit_keyed(&c, vec![keyed("k-1", "one")]).await.unwrap();
+    assert!(one[0].is_ok(), "{one:?}");
+    let bad_alone = s.commit_keyed(&c, vec![bad()]).await.unwrap();
+    assert_eq!(
+        bad_alone[0].as_ref().unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
     let r = s.receipt(&c, "k-1").await.unwrap().unwrap();
     assert_eq!((r.fingerprint, r.code.as_str()), (-7, "AA"));
     assert_eq!(r.reply, b"ACK k-1");
     assert!(s.receipt(&c, "k-bad").await.unwrap().is_none());
     let page = s
-        .search(&c, &query(&*s, "Patient", "identifier=urn:test|bad"))
-        .await
-        .unwrap();
-    assert_eq!(page.total, Some(0));
-    // (The group first ran without savepoints; the failing unit made it run again isolated.)
-    let page = s
         .search(&c, &query(&*s, "Patient", "identifier=urn:test|one"))
         .await
         .unwrap();
     assert_eq!(page.total, Some(1));
-    // A later commit of a stored key writes nothing.
-    let again = s.commit_keyed(&c, vec![keyed("k-1", "two")]).await.unwrap();
+    // A later commit of a stored key writes nothing, and a group with such a unit commits.
+    let again = s
+        .commit_keyed(&c, vec![keyed("k-1", "two"), keyed("k-2", "three")])
+        .await
+        .unwrap();
     assert!(matches!(&again[0], Err(StoreError::DuplicateKey(_))));
+    assert!(again[1].is_ok(), "{again:?}");
     let page = s
         .search(&c, &query(&*s, "Patient", "identifier=urn:test|two"))
         .await

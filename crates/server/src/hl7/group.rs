@@ -1,7 +1,9 @@
 //! Group commit of keyed units: a small pool of writer tasks takes every unit queued while
 //! the previous commit ran and commits them in one `Store::commit_keyed` call. Nothing waits
 //! for a group to fill: an idle system commits a lone unit at once, a busy one amortizes the
-//! transaction (and, on SQLite, its fsync) over everything that queued meanwhile.
+//! transaction (and, on SQLite, its fsync) over everything that queued meanwhile. A unit sent
+//! `alone` (one whose group was rolled back by another unit's failure) is committed in a group
+//! of its own, so that it cannot be rolled back for somebody else twice.
 
 use std::sync::Arc;
 
@@ -10,10 +12,17 @@ use tokio::sync::{Mutex, mpsc, oneshot};
 
 type Done = oneshot::Sender<Result<Vec<Outcome>, StoreError>>;
 
+/// A queued unit: the writes, whether they go in a group of their own, and who waits.
+struct Job {
+    unit: KeyedWrite,
+    alone: bool,
+    done: Done,
+}
+
 /// Hands units to the writer tasks and waits for their commit.
 #[derive(Debug, Clone)]
 pub struct GroupCommitter {
-    queue: mpsc::Sender<(KeyedWrite, Done)>,
+    queue: mpsc::Sender<Job>,
 }
 
 impl GroupCommitter {
@@ -29,11 +38,11 @@ impl GroupCommitter {
         GroupCommitter { queue }
     }
 
-    /// Commits one unit (with whatever else is queued) and returns its result.
-    pub async fn commit(&self, unit: KeyedWrite) -> Result<Vec<Outcome>, StoreError> {
+    /// Commits one unit (with whatever else is queued, unless `alone`) and returns its result.
+    pub async fn commit(&self, unit: KeyedWrite, alone: bool) -> Result<Vec<Outcome>, StoreError> {
         let (done, wait) = oneshot::channel();
         self.queue
-            .send((unit, done))
+            .send(Job { unit, alone, done })
             .await
             .map_err(|_| StoreError::Unavailable("the commit queue is closed".into()))?;
         wait.await
@@ -41,27 +50,33 @@ impl GroupCommitter {
     }
 }
 
-async fn writer(
-    store: Arc<dyn Store>,
-    rx: Arc<Mutex<mpsc::Receiver<(KeyedWrite, Done)>>>,
-    max_group: usize,
-) {
+async fn writer(store: Arc<dyn Store>, rx: Arc<Mutex<mpsc::Receiver<Job>>>, max_group: usize) {
+    // A unit to be committed alone, met while a group was gathered: it starts the next one.
+    let mut next: Option<Job> = None;
     loop {
         let group = {
             let mut rx = rx.lock().await;
-            let Some(first) = rx.recv().await else {
-                return;
+            let first = match next.take() {
+                Some(job) => job,
+                None => match rx.recv().await {
+                    Some(job) => job,
+                    None => return,
+                },
             };
             let mut group = vec![first];
-            while group.len() < max_group {
+            while !group[0].alone && group.len() < max_group {
                 match rx.try_recv() {
+                    Ok(job) if job.alone => {
+                        next = Some(job);
+                        break;
+                    }
                     Ok(job) => group.push(job),
                     Err(_) => break,
                 }
             }
             group
         };
-        let (units, dones): (Vec<_>, Vec<_>) = group.into_iter().unzip();
+        let (units, dones): (Vec<_>, Vec<_>) = group.into_iter().map(|j| (j.unit, j.done)).unzip();
         let ctx = RequestContext::system();
         let started = std::time::Instant::now();
         let committed = store.commit_keyed(&ctx, units).await;

@@ -9,7 +9,8 @@
 //!   it, and a re-sent message finds the stored ACK (keyed by MSH-3, MSH-4, MSH-10).
 //! - [`group::GroupCommitter`]: group commit. Units from concurrent connections that arrive
 //!   while a commit runs are committed together in ONE database transaction (one fsync on
-//!   SQLite); one bad unit fails alone (see `Store::commit_keyed`).
+//!   SQLite). A bad unit rolls its group back; it gets its own error, the others are
+//!   committed again, each alone (see `Store::commit_keyed`).
 //! - [`linking::PatientLinking`]: the seam where the EMPI plugs in. Until it lands,
 //!   [`linking::RecordMerges`] writes the retired side of an A40 merge (`Patient.link`
 //!   `replaced-by`, `active = false`); the surviving side's `replaces` link comes from the

@@ -8,6 +8,7 @@
 //! - the content cannot be stored (validation, a conditional write matching several
 //!   resources, an unresolvable reference) -> [`SinkError::Rejected`] (`AE`, nothing stored);
 //! - a write conflict (a concurrent update, a PostgreSQL deadlock) is retried;
+//! - a group commit rolled back by another message's failure is committed again, alone;
 //! - anything else -> [`SinkError::Unavailable`] (no ACK: the sender retries).
 
 use std::sync::Arc;
@@ -99,6 +100,7 @@ impl StoreSink {
             .map_err(rejected)?;
         extract_ahead(state.store.extractor(), &mut prepared);
         let mut attempt = 0;
+        let mut alone = false;
         loop {
             let mut entries = prepared.clone();
             let linked = self
@@ -112,13 +114,15 @@ impl StoreSink {
                         receipt: receipt.clone(),
                         entries,
                     };
-                    self.inner.committer.commit(unit).await.map(|_| ())
+                    self.inner.committer.commit(unit, alone).await.map(|_| ())
                 }
                 Err(e) => Err(e),
             };
             match result {
                 Ok(()) => return Ok(()),
                 Err(StoreError::DuplicateKey(_)) => return Err(SinkError::Duplicate),
+                // Another message of the group failed; alone, this one meets only its own fate.
+                Err(StoreError::GroupAborted) if !alone => alone = true,
                 Err(e) => match e.kind() {
                     ErrorKind::Conflict | ErrorKind::VersionConflict
                         if attempt < CONFLICT_RETRIES =>
