@@ -57,6 +57,17 @@ struct CompiledParam {
     stored_as: Vec<String>,
 }
 
+impl CompiledParam {
+    fn def(&self) -> ParamDef {
+        ParamDef {
+            name: self.code.clone(),
+            kind: self.kind,
+            documentation: self.documentation.clone(),
+            stored_as: self.stored_as.clone(),
+        }
+    }
+}
+
 /// The source text of one parameter, as [`derivations`] compares it.
 struct ParamSource {
     code: String,
@@ -411,18 +422,16 @@ impl IndexExtractor for FhirIndexExtractor {
     fn parameters(&self, resource_type: &str) -> Vec<ParamDef> {
         self.by_type
             .get(resource_type)
-            .map(|params| {
-                params
-                    .iter()
-                    .map(|p| ParamDef {
-                        name: p.code.clone(),
-                        kind: p.kind,
-                        documentation: p.documentation.clone(),
-                        stored_as: p.stored_as.clone(),
-                    })
-                    .collect()
-            })
+            .map(|params| params.iter().map(CompiledParam::def).collect())
             .unwrap_or_default()
+    }
+
+    fn parameter(&self, resource_type: &str, code: &str) -> Option<ParamDef> {
+        self.by_type
+            .get(resource_type)?
+            .iter()
+            .find(|p| p.code == code)
+            .map(CompiledParam::def)
     }
 }
 

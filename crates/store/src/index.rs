@@ -229,6 +229,14 @@ pub trait IndexExtractor: Send + Sync + std::fmt::Debug {
 
     /// The search parameters this extractor indexes for `resource_type`.
     fn parameters(&self, resource_type: &str) -> Vec<ParamDef>;
+
+    /// One of [`Self::parameters`], by code (what parsing a search asks for each parameter it
+    /// meets; implementations with many parameters answer it without listing them all).
+    fn parameter(&self, resource_type: &str, code: &str) -> Option<ParamDef> {
+        self.parameters(resource_type)
+            .into_iter()
+            .find(|p| p.name == code)
+    }
 }
 
 /// Indexes the `identifier` token (top-level `identifier`, single or repeated) of every resource.

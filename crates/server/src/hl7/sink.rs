@@ -95,14 +95,23 @@ impl StoreSink {
         let ctx = RequestContext::system();
         let fhir = Fhir::internal(ctx.clone(), "");
         let state = &self.inner.state;
-        let mut prepared = prepare_transaction(state, &fhir, bundle)
-            .await
-            .map_err(rejected)?;
-        extract_ahead(state.store.extractor(), &mut prepared);
+        // Checked and extracted once; a retry (rare) checks the bundle again rather than every
+        // message keeping a copy of its writes for it.
+        let prepare = || async {
+            let mut prepared = prepare_transaction(state, &fhir, bundle)
+                .await
+                .map_err(rejected)?;
+            extract_ahead(state.store.extractor(), &mut prepared);
+            Ok::<_, SinkError>(prepared)
+        };
+        let mut first = Some(prepare().await?);
         let mut attempt = 0;
         let mut alone = false;
         loop {
-            let mut entries = prepared.clone();
+            let mut entries = match first.take() {
+                Some(prepared) => prepared,
+                None => prepare().await?,
+            };
             let linked = self
                 .inner
                 .linking

@@ -190,11 +190,7 @@ impl Parser<'_> {
             None if code.starts_with('_') => "Patient",
             None => return None,
         };
-        let declared = self
-            .extractor
-            .parameters(lookup_type)
-            .into_iter()
-            .find(|p| p.name == code)?;
+        let declared = self.extractor.parameter(lookup_type, code)?;
         if !declared.stored_as.is_empty() {
             self.stored_as.borrow_mut().insert(
                 (lookup_type.to_owned(), code.to_owned()),
