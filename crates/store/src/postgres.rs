@@ -244,13 +244,15 @@ impl PostgresStore {
             };
             engine::apply_keyed(&mut b, self.extractor.as_ref(), ctx, now, units).await?
         };
-        // Dropping the transaction unfinished rolls it back.
         match run {
             engine::KeyedRun::Commit(results) => {
                 tx.commit().await?;
                 Ok(results)
             }
-            engine::KeyedRun::RollBack(results) => Ok(results),
+            engine::KeyedRun::RollBack(results) => {
+                tx.rollback().await?;
+                Ok(results)
+            }
         }
     }
 
