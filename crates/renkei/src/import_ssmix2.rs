@@ -70,13 +70,8 @@ impl Summary {
 
 /// The sink an import writes through.
 pub fn sink(store: Arc<dyn Store>) -> StoreSink {
-    let backend = store.backend();
     let state = AppState::new(store, Arc::new(R4Validator), ServerConfig::default());
-    StoreSink::new(
-        state,
-        Arc::new(RecordMerges),
-        &Hl7Config::for_backend(backend),
-    )
+    StoreSink::new(state, Arc::new(RecordMerges), &Hl7Config::default())
 }
 
 pub async fn run(

@@ -83,11 +83,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         let _ = rx.wait_for(|stop| *stop).await;
     };
     let mllp_task = mllp.map(|listener| {
-        let sink = StoreSink::new(
-            state.clone(),
-            Arc::new(RecordMerges),
-            &Hl7Config::for_backend(store.backend()),
-        );
+        let sink = StoreSink::new(state.clone(), Arc::new(RecordMerges), &Hl7Config::default());
         let settings = Settings {
             mapping: MappingOptions {
                 default_utc_offset: args.hl7_utc_offset.clone(),
