@@ -247,7 +247,7 @@ fn combinations(per_component: &[Vec<IndexValue>]) -> Vec<Vec<&IndexValue>> {
 fn alternatives(expression: &str) -> BTreeSet<String> {
     let mut parts = BTreeSet::new();
     let (mut depth, mut quoted, mut start) = (0i32, false, 0);
-    let mut chars = expression.char_indices().peekable();
+    let mut chars = expression.char_indices();
     while let Some((i, c)) = chars.next() {
         match c {
             '\\' if quoted => {
