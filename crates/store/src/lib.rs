@@ -36,6 +36,7 @@ mod refs;
 pub mod search;
 mod sql;
 mod sqlite;
+mod sqlite_vfs;
 pub mod time;
 mod wal;
 

@@ -269,8 +269,14 @@ fn poisoned<T>(_: T) -> StoreError {
 /// messages. The pages the writer needs again are in the OS's page cache anyway.
 const WRITER_CACHE_KIB: u32 = 16 * 1024;
 
+/// A connection through the store's VFS (`sqlite_vfs`, which relies on `synchronous = FULL`).
 fn open_connection(path: &Path) -> Result<Connection, StoreError> {
-    let conn = Connection::open(path)?;
+    crate::sqlite_vfs::register()?;
+    let conn = Connection::open_with_flags_and_vfs(
+        path,
+        rusqlite::OpenFlags::default(),
+        crate::sqlite_vfs::NAME,
+    )?;
     conn.execute_batch(
         "PRAGMA journal_mode = WAL;
          PRAGMA synchronous = FULL;
