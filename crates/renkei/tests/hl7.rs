@@ -382,6 +382,112 @@ async fn ssmix2_watch_follows_a_live_tree(backend: Backend) {
     assert_eq!(total(&server, SOURCE_PATIENTS).await, 2);
 }
 
+/// A message sent in the crash test: what it is and whether it was acknowledged.
+struct Sent {
+    bytes: Vec<u8>,
+    lab: bool,
+    acknowledged: bool,
+}
+
+/// Eight senders keep the group commit busy; the server is killed (SIGKILL) while messages
+/// are in flight. After a restart, every acknowledged message is there (its re-sent copy is
+/// answered from its receipt), and sending everything again leaves exactly one set of
+/// resources per message: nothing acknowledged was lost, nothing was half-stored, nothing
+/// was stored twice.
+async fn kill_9_during_mllp_ingest_loses_nothing_acknowledged(backend: Backend) {
+    const SENDERS: u64 = 8;
+    const ACKNOWLEDGED_BEFORE_KILL: usize = 120;
+    let data = Data::new(backend).await;
+    let server = Server::start_with(&data, &["--mllp", "127.0.0.1:0"]).await;
+    let addr = server.mllp.expect("serve printed its MLLP address");
+    let acknowledged = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut senders = Vec::new();
+    for seed in 0..SENDERS {
+        let acknowledged = acknowledged.clone();
+        senders.push(tokio::spawn(async move {
+            let mut g = Generator::new(100 + seed, Style::Us);
+            let mut client = mllp::Client::connect(addr).await.unwrap();
+            let mut sent: Vec<Sent> = Vec::new();
+            // Until the connection breaks (the kill), or long past the kill's threshold.
+            'send: for _ in 0..400 {
+                let p = g.person();
+                for (message, lab) in [(g.adt(&p, "A01"), false), (g.lab_result(&p), true)] {
+                    sent.push(Sent {
+                        bytes: message.bytes.clone(),
+                        lab,
+                        acknowledged: false,
+                    });
+                    match client.request(&message.bytes).await {
+                        Ok(Some(ack)) => {
+                            let (code, control, _, _) = msa(&ack);
+                            assert_eq!((code.as_str(), control), ("AA", message.control_id));
+                            sent.last_mut().unwrap().acknowledged = true;
+                            acknowledged.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        }
+                        Ok(None) | Err(_) => break 'send,
+                    }
+                }
+            }
+            sent
+        }));
+    }
+    while acknowledged.load(std::sync::atomic::Ordering::SeqCst) < ACKNOWLEDGED_BEFORE_KILL {
+        assert!(
+            !senders.iter().all(|s| s.is_finished()),
+            "the senders stopped before {ACKNOWLEDGED_BEFORE_KILL} acknowledgements"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+    drop(server); // SIGKILL, with messages in flight on every connection
+    let mut sent = Vec::new();
+    for s in senders {
+        sent.extend(s.await.unwrap());
+    }
+    let acked: Vec<&Sent> = sent.iter().filter(|s| s.acknowledged).collect();
+    assert!(acked.len() >= ACKNOWLEDGED_BEFORE_KILL);
+    assert!(
+        acked.len() < sent.len(),
+        "the kill found no message in flight"
+    );
+
+    let server = Server::start_with(&data, &["--mllp", "127.0.0.1:0"]).await;
+    let addr = server.mllp.expect("serve printed its MLLP address");
+    let stored = totals(&server).await;
+    // Every acknowledged message's resources survived: at least one Provenance each.
+    assert!(
+        stored[4] as usize >= acked.len(),
+        "{} Provenances for {} acknowledged messages",
+        stored[4],
+        acked.len()
+    );
+    // Re-sent, an acknowledged message is a duplicate: its ACK comes from the receipt and
+    // nothing is written.
+    let mut client = mllp::Client::connect(addr).await.unwrap();
+    for s in &acked {
+        let ack = client.request(&s.bytes).await.unwrap().expect("an ACK");
+        assert_eq!(msa(&ack).0, "AA");
+    }
+    assert_eq!(
+        totals(&server).await,
+        stored,
+        "a re-sent message wrote again"
+    );
+    // Everything sent, once more: each message now has exactly its own resources.
+    for s in &sent {
+        let ack = client.request(&s.bytes).await.unwrap().expect("an ACK");
+        assert_eq!(msa(&ack).0, "AA");
+    }
+    let labs = sent.iter().filter(|s| s.lab).count() as u64;
+    let after = totals(&server).await;
+    assert_eq!(after[4], sent.len() as u64, "Provenances: one per message");
+    assert_eq!(after[3], labs, "DiagnosticReports: one per lab result");
+    assert_eq!(
+        after[1],
+        sent.len() as u64 - labs,
+        "Encounters: one per ADT"
+    );
+}
+
 macro_rules! both {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
@@ -405,6 +511,7 @@ macro_rules! both {
 
 both!(
     mllp_acks_store_replay_and_reject,
+    kill_9_during_mllp_ingest_loses_nothing_acknowledged,
     ssmix2_import_is_idempotent_and_honours_deletion,
     ssmix2_watch_follows_a_live_tree,
 );
