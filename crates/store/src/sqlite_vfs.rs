@@ -257,17 +257,26 @@ unsafe extern "C" fn log_write(
     }
 }
 
-/// Flushes, then calls the default VFS's method `$method` with the rest of the arguments.
-macro_rules! flush_then {
-    ($file:expr, $method:ident $(, $arg:expr)*) => {{
+/// Calls the default VFS's method `$method` on the file with the rest of the arguments, or
+/// evaluates `$absent` if the default has no such method.
+macro_rules! forward {
+    ($file:expr, $method:ident, $absent:expr $(, $arg:expr)*) => {{
+        // SAFETY: a log file opened by `open`; the arguments are SQLite's, passed on.
         let log = unsafe { LogFile::of($file) };
-        let rc = log.flush();
-        if rc != ffi::SQLITE_OK {
-            return rc;
-        }
         match log.methods().$method {
             Some(f) => unsafe { f(log.inner $(, $arg)*) },
-            None => ffi::SQLITE_OK,
+            None => $absent,
+        }
+    }};
+}
+
+/// Writes the held bytes, then forwards as [`forward!`] does.
+macro_rules! flush_then {
+    ($file:expr, $method:ident, $absent:expr $(, $arg:expr)*) => {{
+        // SAFETY: as in `forward!`.
+        match unsafe { LogFile::of($file) }.flush() {
+            ffi::SQLITE_OK => forward!($file, $method, $absent $(, $arg)*),
+            rc => rc,
         }
     }};
 }
@@ -278,19 +287,19 @@ unsafe extern "C" fn log_read(
     amount: c_int,
     offset: i64,
 ) -> c_int {
-    flush_then!(file, xRead, buf, amount, offset)
+    flush_then!(file, xRead, ffi::SQLITE_IOERR_READ, buf, amount, offset)
 }
 
 unsafe extern "C" fn log_truncate(file: *mut ffi::sqlite3_file, size: i64) -> c_int {
-    flush_then!(file, xTruncate, size)
+    flush_then!(file, xTruncate, ffi::SQLITE_IOERR_TRUNCATE, size)
 }
 
 unsafe extern "C" fn log_sync(file: *mut ffi::sqlite3_file, flags: c_int) -> c_int {
-    flush_then!(file, xSync, flags)
+    flush_then!(file, xSync, ffi::SQLITE_IOERR_FSYNC, flags)
 }
 
 unsafe extern "C" fn log_file_size(file: *mut ffi::sqlite3_file, size: *mut i64) -> c_int {
-    flush_then!(file, xFileSize, size)
+    flush_then!(file, xFileSize, ffi::SQLITE_IOERR_FSTAT, size)
 }
 
 unsafe extern "C" fn log_file_control(
@@ -298,61 +307,39 @@ unsafe extern "C" fn log_file_control(
     op: c_int,
     arg: *mut c_void,
 ) -> c_int {
-    let log = unsafe { LogFile::of(file) };
-    let rc = log.flush();
-    if rc != ffi::SQLITE_OK {
-        return rc;
-    }
-    match log.methods().xFileControl {
-        Some(f) => unsafe { f(log.inner, op, arg) },
-        None => ffi::SQLITE_NOTFOUND,
-    }
+    flush_then!(file, xFileControl, ffi::SQLITE_NOTFOUND, op, arg)
 }
 
 unsafe extern "C" fn log_lock(file: *mut ffi::sqlite3_file, level: c_int) -> c_int {
-    let log = unsafe { LogFile::of(file) };
-    match log.methods().xLock {
-        Some(f) => unsafe { f(log.inner, level) },
-        None => ffi::SQLITE_OK,
-    }
+    forward!(file, xLock, ffi::SQLITE_OK, level)
 }
 
 unsafe extern "C" fn log_unlock(file: *mut ffi::sqlite3_file, level: c_int) -> c_int {
-    let log = unsafe { LogFile::of(file) };
-    match log.methods().xUnlock {
-        Some(f) => unsafe { f(log.inner, level) },
-        None => ffi::SQLITE_OK,
-    }
+    forward!(file, xUnlock, ffi::SQLITE_OK, level)
 }
 
 unsafe extern "C" fn log_check_reserved_lock(
     file: *mut ffi::sqlite3_file,
     out: *mut c_int,
 ) -> c_int {
-    let log = unsafe { LogFile::of(file) };
-    match log.methods().xCheckReservedLock {
-        Some(f) => unsafe { f(log.inner, out) },
-        None => {
+    forward!(
+        file,
+        xCheckReservedLock,
+        {
+            // SAFETY: SQLite passes a writable `int`.
             unsafe { *out = 0 };
             ffi::SQLITE_OK
-        }
-    }
+        },
+        out
+    )
 }
 
 unsafe extern "C" fn log_sector_size(file: *mut ffi::sqlite3_file) -> c_int {
-    let log = unsafe { LogFile::of(file) };
-    match log.methods().xSectorSize {
-        Some(f) => unsafe { f(log.inner) },
-        None => 4096,
-    }
+    forward!(file, xSectorSize, 4096)
 }
 
 unsafe extern "C" fn log_device_characteristics(file: *mut ffi::sqlite3_file) -> c_int {
-    let log = unsafe { LogFile::of(file) };
-    match log.methods().xDeviceCharacteristics {
-        Some(f) => unsafe { f(log.inner) },
-        None => 0,
-    }
+    forward!(file, xDeviceCharacteristics, 0)
 }
 
 #[cfg(test)]
