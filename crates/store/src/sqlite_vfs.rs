@@ -457,6 +457,99 @@ mod tests {
         assert_eq!((n, bad), (1_500, 0));
     }
 
+    /// Readers on other threads never see a state the writer has not committed, even while
+    /// the writer's transactions spill frames into the held buffer: every snapshot keeps the
+    /// sum of the balances, and sees whole transfers only.
+    #[test]
+    fn readers_on_other_threads_see_only_whole_commits() {
+        const ACCOUNTS: i64 = 500;
+        const TOTAL: i64 = ACCOUNTS * 1_000;
+        let dir = Scratch::new();
+        let path = dir.path().join("t.db");
+        let writer = open(&path);
+        writer
+            .execute_batch(
+                "PRAGMA cache_size = 8;
+                 CREATE TABLE account (id INTEGER PRIMARY KEY, balance INTEGER NOT NULL,
+                                       note TEXT NOT NULL);
+                 CREATE TABLE transfer (n INTEGER PRIMARY KEY, amount INTEGER NOT NULL);",
+            )
+            .unwrap();
+        {
+            let tx = writer.unchecked_transaction().unwrap();
+            for id in 0..ACCOUNTS {
+                tx.execute(
+                    "INSERT INTO account VALUES (?1, 1000, ?2)",
+                    (id, "n".repeat(400)),
+                )
+                .unwrap();
+            }
+            tx.commit().unwrap();
+        }
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let readers: Vec<_> = (0..2)
+            .map(|_| {
+                let path = path.clone();
+                let done = done.clone();
+                std::thread::spawn(move || {
+                    let conn = open(&path);
+                    let mut snapshots = 0;
+                    while !done.load(std::sync::atomic::Ordering::SeqCst) || snapshots == 0 {
+                        let tx = conn.unchecked_transaction().unwrap();
+                        let sum: i64 = tx
+                            .query_row("SELECT sum(balance) FROM account", [], |r| r.get(0))
+                            .unwrap();
+                        // Each transfer moves its amount out of one account and into the
+                        // next, and records itself: balances and records agree.
+                        let moved: i64 = tx
+                            .query_row("SELECT coalesce(sum(amount), 0) FROM transfer", [], |r| {
+                                r.get(0)
+                            })
+                            .unwrap();
+                        let first: i64 = tx
+                            .query_row("SELECT balance FROM account WHERE id = 0", [], |r| r.get(0))
+                            .unwrap();
+                        assert_eq!(sum, TOTAL, "a snapshot lost money");
+                        assert_eq!(first, 1000 - moved, "a snapshot saw half a transfer");
+                        drop(tx);
+                        snapshots += 1;
+                    }
+                    snapshots
+                })
+            })
+            .collect();
+        for n in 0..150i64 {
+            let tx = writer.unchecked_transaction().unwrap();
+            let amount = n % 7 + 1;
+            tx.execute(
+                "UPDATE account SET balance = balance - ?1 WHERE id = 0",
+                [amount],
+            )
+            .unwrap();
+            // Every other transfer touches every page too, so that it outgrows the cache and
+            // spills (and SQLite rewrites spilled frames); the others are a few pages.
+            if n % 2 == 1 {
+                tx.execute(
+                    "UPDATE account SET note = printf('%.400c', char(97 + ?1 % 26))",
+                    [n],
+                )
+                .unwrap();
+            }
+            tx.execute(
+                "UPDATE account SET balance = balance + ?1 WHERE id = 1",
+                [amount],
+            )
+            .unwrap();
+            tx.execute("INSERT INTO transfer VALUES (?1, ?2)", (n, amount))
+                .unwrap();
+            tx.commit().unwrap();
+        }
+        done.store(true, std::sync::atomic::Ordering::SeqCst);
+        for r in readers {
+            assert!(r.join().unwrap() > 0);
+        }
+    }
+
     #[test]
     fn a_rolled_back_transaction_leaves_nothing() {
         let dir = Scratch::new();
