@@ -1,11 +1,11 @@
 //! `renkei-unix`, the SQLite VFS every store connection opens its files with: the platform's
 //! default VFS, except that what a transaction appends to the write-ahead log is gathered in
-//! memory and written with one system call when SQLite syncs the log.
+//! memory and written in a few large writes (of [`MAX_WRITE`]) when SQLite syncs the log.
 //!
 //! SQLite writes each log frame with two `pwrite` calls (its 24-byte header, then the page).
 //! A group commit of a few HL7 messages appends about 300 frames, so its 600 system calls were
-//! a tenth of the process's CPU time under `renkei bench mllp`, all of it on the single
-//! writer's serial path. Here consecutive writes to the log are held and written together
+//! 9 % of the process's CPU time under `renkei bench mllp`, all of it on the single writer's
+//! serial path. Here consecutive writes to the log are held and written together
 //! before anything that could observe the file: a sync, a read, a truncation, a size query, a
 //! file control, a write elsewhere in the log, closing it, or more than [`MAX_PENDING`] bytes.
 //!
@@ -369,7 +369,8 @@ mod tests {
         }
     }
 
-    fn open(path: &std::path::Path) -> Connection {
+    /// A connection through this VFS, set up as the store sets up its own.
+    fn connect(path: &std::path::Path) -> Connection {
         register().unwrap();
         let conn = Connection::open_with_flags_and_vfs(path, OpenFlags::default(), NAME).unwrap();
         conn.execute_batch(
@@ -383,8 +384,8 @@ mod tests {
     fn a_commit_writes_its_log_frames_at_once_and_others_read_them() {
         let dir = Scratch::new();
         let path = dir.path().join("t.db");
-        let writer = open(&path);
-        let reader = open(&path);
+        let writer = connect(&path);
+        let reader = connect(&path);
         writer
             .execute_batch("CREATE TABLE t (k INTEGER PRIMARY KEY, v TEXT NOT NULL)")
             .unwrap();
@@ -418,7 +419,7 @@ mod tests {
         let dir = Scratch::new();
         let path = dir.path().join("t.db");
         {
-            let conn = open(&path);
+            let conn = connect(&path);
             // A tiny cache: the transaction spills frames before its commit and rewrites
             // some of them in place (pages changed again after they were spilled).
             conn.execute_batch(
@@ -444,7 +445,7 @@ mod tests {
             tx.execute("DELETE FROM t WHERE k % 2 = 0", []).unwrap();
             tx.commit().unwrap();
         }
-        let conn = open(&path);
+        let conn = connect(&path);
         let ok: String = conn
             .query_row("PRAGMA integrity_check", [], |r| r.get(0))
             .unwrap();
@@ -466,7 +467,7 @@ mod tests {
         const TOTAL: i64 = ACCOUNTS * 1_000;
         let dir = Scratch::new();
         let path = dir.path().join("t.db");
-        let writer = open(&path);
+        let writer = connect(&path);
         writer
             .execute_batch(
                 "PRAGMA cache_size = 8;
@@ -492,7 +493,7 @@ mod tests {
                 let path = path.clone();
                 let done = done.clone();
                 std::thread::spawn(move || {
-                    let conn = open(&path);
+                    let conn = connect(&path);
                     let mut snapshots = 0;
                     while !done.load(std::sync::atomic::Ordering::SeqCst) || snapshots == 0 {
                         let tx = conn.unchecked_transaction().unwrap();
@@ -554,7 +555,7 @@ mod tests {
     fn a_rolled_back_transaction_leaves_nothing() {
         let dir = Scratch::new();
         let path = dir.path().join("t.db");
-        let conn = open(&path);
+        let conn = connect(&path);
         conn.execute_batch("PRAGMA cache_size = 10; CREATE TABLE t (v TEXT)")
             .unwrap();
         {
@@ -567,7 +568,7 @@ mod tests {
         }
         conn.execute("INSERT INTO t VALUES ('kept')", []).unwrap();
         drop(conn);
-        let conn = open(&path);
+        let conn = connect(&path);
         let rows: Vec<String> = conn
             .prepare("SELECT v FROM t")
             .unwrap()
