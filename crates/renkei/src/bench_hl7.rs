@@ -30,6 +30,17 @@ pub struct MllpArgs {
     /// of the time from the store's.
     #[arg(long)]
     no_empi: bool,
+    /// Runs, each on a fresh store; with more than one, a last line gives the median and the
+    /// range (this machine's msg/s moves by a third between runs of one binary).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    rounds: u32,
+}
+
+/// What one run measured.
+struct Round {
+    messages_per_second: f64,
+    /// Process CPU (server and senders) per message, in ms; `None` off Linux.
+    cpu_ms_per_message: Option<f64>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -57,6 +68,40 @@ fn messages(n: usize) -> Vec<Vec<u8>> {
 }
 
 pub async fn mllp(a: MllpArgs) -> anyhow::Result<()> {
+    let mut rounds = Vec::with_capacity(a.rounds as usize);
+    for _ in 0..a.rounds {
+        rounds.push(mllp_round(&a).await?);
+    }
+    if rounds.len() > 1 {
+        println!("{}", rounds_summary(&mut rounds));
+    }
+    Ok(())
+}
+
+/// `N rounds: median X (lo–hi) msg/s; CPU median Y (lo–hi) ms a message`.
+fn rounds_summary(rounds: &mut [Round]) -> String {
+    let spread = |mut v: Vec<f64>, digits: usize| {
+        v.sort_by(f64::total_cmp);
+        let median = if v.len() % 2 == 1 {
+            v[v.len() / 2]
+        } else {
+            (v[v.len() / 2 - 1] + v[v.len() / 2]) / 2.0
+        };
+        format!(
+            "{median:.digits$} ({:.digits$}–{:.digits$})",
+            v[0],
+            v[v.len() - 1]
+        )
+    };
+    let rates = spread(rounds.iter().map(|r| r.messages_per_second).collect(), 0);
+    let cpu: Option<Vec<f64>> = rounds.iter().map(|r| r.cpu_ms_per_message).collect();
+    let cpu = cpu.map_or(String::new(), |c| {
+        format!("; CPU median {} ms a message", spread(c, 2))
+    });
+    format!("{} rounds: median {rates} msg/s{cpu}", rounds.len())
+}
+
+async fn mllp_round(a: &MllpArgs) -> anyhow::Result<Round> {
     let fresh = Fresh::open(a.database_url.as_deref()).await?;
     let backend = fresh.store.backend();
     let store = if a.no_empi {
@@ -114,26 +159,30 @@ pub async fn mllp(a: MllpArgs) -> anyhow::Result<()> {
             * 1e3
     };
     // Steadier than msg/s on a shared machine: what the work cost, whatever else ran.
-    let cpu = match (cpu_before, process_cpu_seconds()) {
-        (Some(before), Some(after)) => format!(
-            "; CPU {:.2} ms a message (server and senders, one process)",
-            (after - before) * 1e3 / latencies.len().max(1) as f64
-        ),
-        _ => String::new(),
+    let cpu_ms_per_message = match (cpu_before, process_cpu_seconds()) {
+        (Some(before), Some(after)) => Some((after - before) * 1e3 / latencies.len().max(1) as f64),
+        _ => None,
     };
+    let cpu = cpu_ms_per_message.map_or(String::new(), |c| {
+        format!("; CPU {c:.2} ms a message (server and senders, one process)")
+    });
+    let messages_per_second = latencies.len() as f64 / elapsed.as_secs_f64();
     println!(
         "mllp {backend}{}: {} messages (ADT+ORU) over {connections} connections in {:.2} s = {:.0} msg/s; ACK latency p50 {:.2} ms, p99 {:.2} ms; {not_aa} not AA{cpu}",
         if a.no_empi { " (no EMPI)" } else { "" },
         latencies.len(),
         elapsed.as_secs_f64(),
-        latencies.len() as f64 / elapsed.as_secs_f64(),
+        messages_per_second,
         pct(0.5),
         pct(0.99),
     );
     let _ = stop.send(());
     server.await??;
     fresh.cleanup().await;
-    Ok(())
+    Ok(Round {
+        messages_per_second,
+        cpu_ms_per_message,
+    })
 }
 
 /// User and system CPU time of this process so far, from `/proc/self/stat` (Linux; `None`
@@ -177,4 +226,34 @@ pub async fn ssmix2(a: Ssmix2Args) -> anyhow::Result<()> {
     fresh.cleanup().await;
     let _ = std::fs::remove_dir_all(&root);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Round, rounds_summary};
+
+    fn round(rate: f64, cpu: Option<f64>) -> Round {
+        Round {
+            messages_per_second: rate,
+            cpu_ms_per_message: cpu,
+        }
+    }
+
+    #[test]
+    fn summary_gives_the_median_and_the_range() {
+        let mut odd = [
+            round(500.0, Some(2.5)),
+            round(300.0, Some(3.0)),
+            round(410.0, Some(2.0)),
+        ];
+        assert_eq!(
+            rounds_summary(&mut odd),
+            "3 rounds: median 410 (300–500) msg/s; CPU median 2.50 (2.00–3.00) ms a message"
+        );
+        let mut even = [round(400.0, None), round(300.0, Some(2.0))];
+        assert_eq!(
+            rounds_summary(&mut even),
+            "2 rounds: median 350 (300–400) msg/s"
+        );
+    }
 }
