@@ -286,6 +286,7 @@ fn open_connection(path: &Path) -> Result<Connection, StoreError> {
          PRAGMA temp_store = MEMORY;
          PRAGMA journal_size_limit = 67108864;",
     )?;
+    require_durable_wal(&conn)?;
     // Plans never depend on bound values: the value indexes are not `ANALYZE`d and the
     // string prefixes are ranges, not `LIKE`. Without this, SQLite re-prepares a cached
     // statement after every rebinding of a parameter its planner looked at (a `LIMIT ?`,
@@ -296,6 +297,24 @@ fn open_connection(path: &Path) -> Result<Connection, StoreError> {
     )?;
     conn.set_prepared_statement_cache_capacity(256);
     Ok(conn)
+}
+
+/// Fails unless `conn` is in WAL mode with `synchronous = FULL`. The VFS holds log frames
+/// until SQLite syncs the log, and only under `FULL` does SQLite publish a commit's frames
+/// to other connections after that sync (see `sqlite_vfs`); in another journal mode a commit
+/// would not be in the log at all. A journal mode can silently stay as it was (on a read-only
+/// or in-memory file), so the settings are read back rather than trusted.
+fn require_durable_wal(conn: &Connection) -> Result<(), StoreError> {
+    let journal_mode: String = conn.query_row("PRAGMA journal_mode", [], |r| r.get(0))?;
+    // 2 is FULL, 3 is EXTRA (which also syncs the directory after unlinking a journal).
+    let synchronous: i64 = conn.query_row("PRAGMA synchronous", [], |r| r.get(0))?;
+    if !journal_mode.eq_ignore_ascii_case("wal") || synchronous < 2 {
+        return Err(StoreError::Backend(format!(
+            "SQLite store connection has journal_mode={journal_mode}, synchronous={synchronous}; \
+             the store needs WAL with synchronous FULL for acknowledged writes to be durable"
+        )));
+    }
+    Ok(())
 }
 
 fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
@@ -827,6 +846,28 @@ mod tests {
     use crate::index::BasicExtractor;
     use crate::model::WriteOp;
     use crate::search::{SearchQuery, parse_query_string};
+
+    /// Store connections come up in WAL mode with `synchronous = FULL`, and a connection
+    /// that is not is refused (the VFS's held log frames depend on it).
+    #[test]
+    fn connections_are_refused_without_a_synced_wal() {
+        let dir = std::env::temp_dir().join(format!("renkei-sync-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let conn = open_connection(&dir.join("store.db")).unwrap();
+        let synchronous: i64 = conn
+            .query_row("PRAGMA synchronous", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(synchronous, 2);
+        conn.execute_batch("PRAGMA synchronous = NORMAL").unwrap();
+        let err = require_durable_wal(&conn).unwrap_err().to_string();
+        assert!(err.contains("synchronous=1"), "{err}");
+        conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA journal_mode = DELETE")
+            .unwrap();
+        let err = require_durable_wal(&conn).unwrap_err().to_string();
+        assert!(err.contains("journal_mode=delete"), "{err}");
+        drop(conn);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     fn ids(store: &SqliteStore, q: &str) -> Vec<String> {
         ids_of_type(store, "Patient", q)

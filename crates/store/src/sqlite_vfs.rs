@@ -12,8 +12,8 @@
 //! Durability is unchanged: SQLite acknowledges a commit only after its sync of the log
 //! returns, and that sync writes the held frames first. Other connections only learn of new
 //! frames from the shared-memory index, which SQLite updates after that sync **provided the
-//! connection uses `synchronous = FULL`** (every store connection does, see
-//! `sqlite::open_connection`). Under `NORMAL` a commit publishes its frames without a sync,
+//! connection uses `synchronous = FULL`** (every store connection does:
+//! `sqlite::open_connection` sets it, reads it back and refuses a connection without it). Under `NORMAL` a commit publishes its frames without a sync,
 //! and other connections would read a log whose tail is still held here: do not open a store
 //! connection with a weaker setting.
 //!
