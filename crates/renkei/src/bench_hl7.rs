@@ -73,13 +73,13 @@ pub async fn mllp(a: MllpArgs) -> anyhow::Result<()> {
         rounds.push(mllp_round(&a).await?);
     }
     if rounds.len() > 1 {
-        println!("{}", rounds_summary(&mut rounds));
+        println!("{}", rounds_summary(&rounds));
     }
     Ok(())
 }
 
 /// `N rounds: median X (lo–hi) msg/s; CPU median Y (lo–hi) ms a message`.
-fn rounds_summary(rounds: &mut [Round]) -> String {
+fn rounds_summary(rounds: &[Round]) -> String {
     let spread = |mut v: Vec<f64>, digits: usize| {
         v.sort_by(f64::total_cmp);
         let median = if v.len() % 2 == 1 {
@@ -241,18 +241,18 @@ mod tests {
 
     #[test]
     fn summary_gives_the_median_and_the_range() {
-        let mut odd = [
+        let odd = [
             round(500.0, Some(2.5)),
             round(300.0, Some(3.0)),
             round(410.0, Some(2.0)),
         ];
         assert_eq!(
-            rounds_summary(&mut odd),
+            rounds_summary(&odd),
             "3 rounds: median 410 (300–500) msg/s; CPU median 2.50 (2.00–3.00) ms a message"
         );
-        let mut even = [round(400.0, None), round(300.0, Some(2.0))];
+        let even = [round(400.0, None), round(300.0, Some(2.0))];
         assert_eq!(
-            rounds_summary(&mut even),
+            rounds_summary(&even),
             "2 rounds: median 350 (300–400) msg/s"
         );
     }
