@@ -77,7 +77,7 @@ pub fn run(args: ReviewArgs) -> anyhow::Result<ExitCode> {
 }
 
 async fn review(args: ReviewArgs) -> anyhow::Result<ExitCode> {
-    let store = args.store.open().await?;
+    let store = args.store.open_existing().await?;
     let mpi: std::sync::Arc<Mpi> = args.empi.mpi()?;
     let user = args
         .user

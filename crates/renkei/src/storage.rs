@@ -10,9 +10,10 @@ use store::{
 
 #[derive(Clone, clap::Args)]
 pub struct StoreArgs {
-    /// Data directory (the embedded SQLite database lives here as renkei.db).
-    #[arg(long, value_name = "DIR")]
-    pub data: PathBuf,
+    /// Data directory (the embedded SQLite database lives here as renkei.db); not needed with
+    /// `--database-url`.
+    #[arg(long, value_name = "DIR", required_unless_present = "database_url")]
+    pub data: Option<PathBuf>,
     /// Use PostgreSQL instead of the embedded SQLite file (postgres://user@host:port/db).
     #[arg(long, value_name = "URL")]
     pub database_url: Option<String>,
@@ -41,6 +42,7 @@ pub fn extractor() -> Arc<dyn IndexExtractor> {
 }
 
 impl StoreArgs {
+    /// Opens the store, creating it (and its data directory) when it does not exist yet.
     pub async fn open(&self) -> anyhow::Result<Arc<dyn Store>> {
         match &self.database_url {
             Some(url) => {
@@ -52,11 +54,34 @@ impl StoreArgs {
                 Ok(Arc::new(store))
             }
             None => {
-                let store = SqliteStore::open_dir(&self.data, extractor())
-                    .with_context(|| format!("opening the store in {}", self.data.display()))?;
+                let data = self.data_dir()?;
+                let store = SqliteStore::open_dir(data, extractor())
+                    .with_context(|| format!("opening the store in {}", data.display()))?;
                 Ok(Arc::new(store))
             }
         }
+    }
+
+    /// Opens a store that must already exist: what a command that only reads or decides on
+    /// existing data uses, so that a mistyped `--data` is an error, not a new empty store.
+    pub async fn open_existing(&self) -> anyhow::Result<Arc<dyn Store>> {
+        if self.database_url.is_none() {
+            let data = self.data_dir()?;
+            let file = data.join(SqliteStore::FILE_NAME);
+            anyhow::ensure!(
+                file.is_file(),
+                "no store in {}: {} does not exist (check --data)",
+                data.display(),
+                file.display()
+            );
+        }
+        self.open().await
+    }
+
+    fn data_dir(&self) -> anyhow::Result<&std::path::Path> {
+        self.data
+            .as_deref()
+            .context("--data DIR (or --database-url URL) is required")
     }
 }
 

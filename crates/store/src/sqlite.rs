@@ -80,11 +80,14 @@ struct Inner {
 }
 
 impl SqliteStore {
+    /// The database file's name inside a data directory.
+    pub const FILE_NAME: &'static str = "renkei.db";
+
     /// Opens (creating if needed) `dir/renkei.db` and applies pending migrations.
     pub fn open_dir(dir: &Path, extractor: Arc<dyn IndexExtractor>) -> Result<Self, StoreError> {
         std::fs::create_dir_all(dir)
             .map_err(|e| StoreError::Backend(format!("cannot create {}: {e}", dir.display())))?;
-        Self::open(&dir.join("renkei.db"), extractor)
+        Self::open(&dir.join(Self::FILE_NAME), extractor)
     }
 
     /// Opens (creating if needed) the database file `path` and applies pending migrations.
