@@ -9,11 +9,13 @@
 //! operations and conditional references such as `Practitioner?identifier=system|value`). The
 //! FHIRPath-driven extractor for every R4 search parameter plugs in here without schema changes.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::hash::{Hash, Hasher};
 
 use serde_json::{Value, json};
 
 use crate::error::StoreError;
+use crate::model::{WriteEntry, WriteOp};
 
 /// The type of a search parameter, as in `SearchParameter.type`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -190,17 +192,138 @@ pub(crate) fn rewrite_reference_rows(rows: &mut Vec<IndexRow>, map: &HashMap<Str
     }
 }
 
+/// Extracts the index rows of every write that has none yet, before the write reaches the
+/// store's single writer, so that one large resource's extraction runs beside other writes
+/// rather than ahead of them. The writes' `fullUrl`s are given to the extractor with their
+/// types, as [`WriteEntry::index`] requires; the store rewrites the reference rows once it
+/// knows the ids, and extracts again where a conditional reference is resolved. A resource
+/// that fails extraction is left without rows: the write reports the error.
+pub fn extract_ahead(extractor: &dyn IndexExtractor, entries: &mut [WriteEntry]) {
+    fn resource_of(op: &WriteOp) -> Option<&Value> {
+        match op {
+            WriteOp::Create { resource, .. }
+            | WriteOp::Update { resource, .. }
+            | WriteOp::ConditionalUpdate { resource, .. } => Some(resource),
+            WriteOp::Delete { .. } | WriteOp::ConditionalDelete { .. } => None,
+        }
+    }
+    fn type_of(resource: &Value) -> Option<&str> {
+        resource.get("resourceType").and_then(Value::as_str)
+    }
+    let mut types = FullUrlTypes::default();
+    for entry in entries.iter() {
+        if let (Some(url), Some(ty)) = (&entry.full_url, resource_of(&entry.op).and_then(type_of)) {
+            types.insert(url, ty);
+        }
+    }
+    for entry in entries.iter_mut().filter(|e| e.index.is_none()) {
+        let Some(resource) = resource_of(&entry.op) else {
+            continue;
+        };
+        let Some(ty) = type_of(resource) else {
+            continue;
+        };
+        if let Ok(rows) = extractor.extract_in_transaction(ty, resource, &types) {
+            entry.index = Some(rows);
+        }
+    }
+}
+
+/// Whether [`extract_ahead`] has work to do on `entries`.
+pub(crate) fn needs_extraction(entries: &[WriteEntry]) -> bool {
+    entries.iter().any(|e| {
+        e.index.is_none()
+            && !matches!(
+                e.op,
+                WriteOp::Delete { .. } | WriteOp::ConditionalDelete { .. }
+            )
+    })
+}
+
 /// Drops repeated identical rows (the same code reached through two paths; composite
-/// components, whose groups tell them apart, stay), keeping the first of each.
+/// components, whose groups tell them apart, stay), keeping the first of each. Linear in the
+/// number of rows: a resource with 64,000 identifiers must not cost 64,000² comparisons.
 pub(crate) fn dedup(rows: &mut Vec<IndexRow>) {
-    let mut seen: Vec<usize> = Vec::new();
-    let mut i = 0;
-    while i < rows.len() {
-        if rows[i].group.is_none() && seen.iter().any(|&j| rows[j] == rows[i]) {
-            rows.remove(i);
-        } else {
-            seen.push(i);
-            i += 1;
+    let mut seen: HashSet<RowKey<'_>> = HashSet::with_capacity(rows.len());
+    let keep: Vec<bool> = rows
+        .iter()
+        .map(|row| row.group.is_some() || seen.insert(RowKey(row)))
+        .collect();
+    drop(seen);
+    let mut keep = keep.into_iter();
+    rows.retain(|_| keep.next().unwrap_or(true));
+}
+
+/// An ungrouped row as a hash-set key: equal exactly when the rows are `==` (so a `NaN` number
+/// never equals anything, as with `PartialEq`), with a hash that agrees (`-0.0` hashes as `0.0`).
+struct RowKey<'a>(&'a IndexRow);
+
+impl PartialEq for RowKey<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        self.0 == other.0
+    }
+}
+
+impl Eq for RowKey<'_> {}
+
+impl Hash for RowKey<'_> {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        fn float<H: Hasher>(x: f64, state: &mut H) {
+            // `0.0 == -0.0`, so both must hash alike.
+            let x = if x == 0.0 { 0.0 } else { x };
+            x.to_bits().hash(state);
+        }
+        let row = self.0;
+        row.param.hash(state);
+        std::mem::discriminant(&row.value).hash(state);
+        match &row.value {
+            IndexValue::String { normalized, exact } => {
+                normalized.hash(state);
+                exact.hash(state);
+            }
+            IndexValue::Token {
+                system,
+                code,
+                display,
+            } => {
+                system.hash(state);
+                code.hash(state);
+                display.hash(state);
+            }
+            IndexValue::Reference {
+                target_type,
+                target_id,
+                url,
+            } => {
+                target_type.hash(state);
+                target_id.hash(state);
+                url.hash(state);
+            }
+            IndexValue::Date { start, end } => {
+                start.hash(state);
+                end.hash(state);
+            }
+            IndexValue::Number { value, low, high } => {
+                float(*value, state);
+                float(*low, state);
+                float(*high, state);
+            }
+            IndexValue::Quantity {
+                system,
+                code,
+                unit,
+                value,
+                low,
+                high,
+            } => {
+                system.hash(state);
+                code.hash(state);
+                unit.hash(state);
+                float(*value, state);
+                float(*low, state);
+                float(*high, state);
+            }
+            IndexValue::Uri { uri } => uri.hash(state),
         }
     }
 }
@@ -276,5 +399,81 @@ impl IndexExtractor for BasicExtractor {
             documentation: "The resource's top-level business identifier (system|value)".into(),
             stored_as: Vec::new(),
         }]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn token(param: &str, code: &str, group: Option<u32>) -> IndexRow {
+        IndexRow {
+            param: param.into(),
+            group,
+            value: IndexValue::Token {
+                system: "urn:s".into(),
+                code: code.into(),
+                display: None,
+            },
+        }
+    }
+
+    fn number(value: f64) -> IndexRow {
+        IndexRow {
+            param: "n".into(),
+            group: None,
+            value: IndexValue::Number {
+                value,
+                low: value,
+                high: value,
+            },
+        }
+    }
+
+    #[test]
+    fn dedup_keeps_the_first_of_each_and_every_grouped_row() {
+        let mut rows = vec![
+            token("identifier", "1", None),
+            token("identifier", "2", None),
+            token("identifier", "1", None),
+            token("code", "1", None),
+            token("component", "1", Some(0)),
+            token("component", "1", Some(0)),
+            token("identifier", "2", None),
+        ];
+        dedup(&mut rows);
+        assert_eq!(
+            rows,
+            vec![
+                token("identifier", "1", None),
+                token("identifier", "2", None),
+                token("code", "1", None),
+                token("component", "1", Some(0)),
+                token("component", "1", Some(0)),
+            ]
+        );
+    }
+
+    #[test]
+    fn dedup_treats_numbers_as_partial_eq_does() {
+        let mut rows = vec![
+            number(0.0),
+            number(-0.0),
+            number(f64::NAN),
+            number(f64::NAN),
+        ];
+        dedup(&mut rows);
+        // 0.0 == -0.0; NaN equals nothing, so both NaN rows stay.
+        assert_eq!(rows.len(), 3);
+    }
+
+    #[test]
+    fn dedup_of_many_repetitions_keeps_the_distinct_ones() {
+        let mut rows: Vec<IndexRow> = (0..100_000)
+            .map(|i| token("identifier", &(i % 50_000).to_string(), None))
+            .collect();
+        dedup(&mut rows);
+        assert_eq!(rows.len(), 50_000);
+        assert_eq!(rows[49_999], token("identifier", "49999", None));
     }
 }

@@ -48,6 +48,7 @@ pub use error::{ErrorKind, StoreError};
 pub use extract::FhirIndexExtractor;
 pub use index::{
     BasicExtractor, FullUrlTypes, IndexExtractor, IndexRow, IndexValue, ParamDef, ParamType,
+    extract_ahead,
 };
 pub use model::{
     Change, HistoryPage, HistoryQuery, HistoryScope, Method, Outcome, StoredResource, WriteEntry,
@@ -271,6 +272,7 @@ fn history_page(mut rows: Vec<(i64, StoredResource)>, count: usize) -> HistoryPa
     HistoryPage {
         versions: rows.into_iter().map(|(_, r)| r).collect(),
         next,
+        total: None,
     }
 }
 
