@@ -2,7 +2,8 @@
 //! (a temporary SQLite file, and a throwaway PostgreSQL schema when `--database-url` is given)
 //! and reports resources/s; `read` serves a fresh store over HTTP on a loopback port and reports
 //! point-read latency percentiles; `generate` and `search` (in `bench_search`) measure
-//! search at scale; `mllp` and `ssmix2` (in `bench_hl7`) measure HL7 v2 ingestion.
+//! search at scale; `mllp` and `ssmix2` (in `bench_hl7`) measure HL7 v2 ingestion;
+//! `repetitions` (in `bench_repetitions`) what one oversized resource costs the node.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -31,6 +32,9 @@ pub enum Command {
     Mllp(crate::bench_hl7::MllpArgs),
     /// Import a generated SS-MIX2 tree; report files/s.
     Ssmix2(crate::bench_hl7::Ssmix2Args),
+    /// One Patient with 1,000 … 64,000 repeated identifiers / names / addresses while small
+    /// writes go on: time per write, per repetition, and the small writes' longest wait.
+    Repetitions(crate::bench_repetitions::RepetitionsArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -64,6 +68,7 @@ pub async fn run(cmd: Command) -> anyhow::Result<()> {
         Command::Search(a) => crate::bench_search::search(a).await,
         Command::Mllp(a) => crate::bench_hl7::mllp(a).await,
         Command::Ssmix2(a) => crate::bench_hl7::ssmix2(a).await,
+        Command::Repetitions(a) => crate::bench_repetitions::repetitions(a).await,
     }
 }
 
