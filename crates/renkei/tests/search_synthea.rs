@@ -918,9 +918,10 @@ async fn result_parameters(server: &Server, d: &Dataset) {
             && e["class"]["code"] == "AMB")
     );
 
-    // $everything: the patient, its compartment (paged), and what those refer to.
+    // $everything: the patient, its compartment and what those refer to, paged like a
+    // search: each resource once across all pages, whatever its role.
     let everything = all_pages(server, &format!("Patient/{p0_id}/$everything?_count=100")).await;
-    let got: BTreeSet<String> = everything
+    let listed: Vec<String> = everything
         .iter()
         .map(|r| {
             format!(
@@ -930,6 +931,12 @@ async fn result_parameters(server: &Server, d: &Dataset) {
             )
         })
         .collect();
+    let got: BTreeSet<String> = listed.iter().cloned().collect();
+    assert_eq!(
+        listed.len(),
+        got.len(),
+        "$everything repeats resources across its pages"
+    );
     assert!(got.contains(&format!("Patient/{p0_id}")));
     for c in typed("Condition", conditions_of_p0.clone())
         .iter()
@@ -937,20 +944,47 @@ async fn result_parameters(server: &Server, d: &Dataset) {
     {
         assert!(got.contains(c), "$everything misses {c}");
     }
+    // Every organisation an encounter of p0 names as its service provider comes (once).
+    for e in &encounters_of_p0 {
+        let encounter = d.get("Encounter", e).unwrap();
+        if let Some(org) = encounter["serviceProvider"]["reference"]
+            .as_str()
+            .and_then(|r| d.resolve(r))
+        {
+            let org = format!("Organization/{}", org["id"].as_str().unwrap());
+            assert!(got.contains(&org), "$everything misses {org}");
+        }
+    }
     let (_, first) = get_json(server, &format!("Patient/{p0_id}/$everything?_count=100")).await;
-    assert!(
-        entries(&first, "include")
-            .iter()
-            .any(|r| r.starts_with("Organization/") || r.starts_with("Practitioner/")),
-        "$everything should include referenced organisations or practitioners"
-    );
+    assert!(entries(&first, "include").is_empty());
+    // `_type` narrows everything returned, the referenced resources too.
     let only: Vec<Value> = all_pages(
         server,
-        &format!("Patient/{p0_id}/$everything?_type=Condition"),
+        &format!("Patient/{p0_id}/$everything?_type=Condition,Encounter&_count=50"),
     )
     .await;
-    assert!(only.iter().all(|r| r["resourceType"] == "Condition"));
-    assert_eq!(only.len(), conditions_of_p0.len());
+    let only_ids: BTreeSet<String> = only
+        .iter()
+        .map(|r| {
+            format!(
+                "{}/{}",
+                r["resourceType"].as_str().unwrap(),
+                r["id"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert_eq!(only.len(), only_ids.len());
+    let expected: BTreeSet<String> = typed("Condition", conditions_of_p0.clone())
+        .into_iter()
+        .chain(typed("Encounter", encounters_of_p0.clone()))
+        .collect();
+    assert_eq!(only_ids, expected);
+    let orgs: Vec<Value> = all_pages(
+        server,
+        &format!("Patient/{p0_id}/$everything?_type=Organization"),
+    )
+    .await;
+    assert!(!orgs.is_empty() && orgs.iter().all(|r| r["resourceType"] == "Organization"));
     let (status, _) = get_json(server, "Patient/no-such-patient/$everything").await;
     assert_eq!(status, 404);
 }

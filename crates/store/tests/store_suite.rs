@@ -1008,6 +1008,94 @@ async fn matching_ids_are_what_a_conditional_write_matches(s: Arc<dyn Store>) {
     assert!(s.matching_ids(&c, &none, 2).await.unwrap().is_empty());
 }
 
+/// Every resource of `Patient/[id]/$everything`, page by page (`count` a page), as `Type/id`.
+async fn everything_pages(s: &dyn Store, owner: &str, types: &[&str], count: usize) -> Vec<String> {
+    let c = ctx();
+    let mut q = SearchQuery::everything(owner);
+    q.types = types.iter().map(|t| t.to_string()).collect();
+    q.count = count;
+    let mut seen = Vec::new();
+    loop {
+        let page = s.search(&c, &q).await.unwrap();
+        assert!(page.matches.len() <= count);
+        seen.extend(
+            page.matches
+                .iter()
+                .map(|r| format!("{}/{}", r.resource_type, r.id)),
+        );
+        match page.next {
+            Some(next) => q.after = Some(store::search::Cursor::decode(&next).unwrap()),
+            None => return seen,
+        }
+    }
+}
+
+/// `$everything` is one set paged like a search: the patient, its compartment and the
+/// resources those refer to, each once however many members refer to it; `_type` narrows
+/// all of it; another patient's records stay out.
+async fn everything_lists_each_resource_once_across_pages(s: Arc<dyn Store>) {
+    let s: &dyn Store = &*s;
+    let c = ctx();
+    let put = |r: Value| async move {
+        let (ty, id) = (
+            r["resourceType"].as_str().unwrap().to_owned(),
+            r["id"].as_str().unwrap().to_owned(),
+        );
+        s.update(&ctx(), &ty, &id, r, None).await.unwrap();
+    };
+    put(json!({"resourceType": "Organization", "id": "org"})).await;
+    put(json!({"resourceType": "Practitioner", "id": "dr"})).await;
+    put(json!({"resourceType": "Practitioner", "id": "other-dr"})).await;
+    put(json!({"resourceType": "Patient", "id": "p", "managingOrganization": {"reference": "Organization/org"}})).await;
+    put(json!({"resourceType": "Patient", "id": "q"})).await;
+    let mut expected = vec![
+        "Organization/org".to_owned(),
+        "Practitioner/dr".to_owned(),
+        "Patient/p".to_owned(),
+    ];
+    for i in 0..6 {
+        put(
+            json!({"resourceType": "Encounter", "id": format!("e{i}"), "status": "finished",
+            "class": {"code": "AMB"}, "subject": {"reference": "Patient/p"},
+            "participant": [{"individual": {"reference": "Practitioner/dr"}}],
+            "serviceProvider": {"reference": "Organization/org"}}),
+        )
+        .await;
+        // Each condition names an encounter that is a member too: it must not come twice.
+        put(json!({"resourceType": "Condition", "id": format!("c{i}"),
+            "subject": {"reference": "Patient/p"}, "encounter": {"reference": format!("Encounter/e{i}")}})).await;
+        expected.push(format!("Encounter/e{i}"));
+        expected.push(format!("Condition/c{i}"));
+    }
+    put(json!({"resourceType": "Encounter", "id": "eq", "status": "finished", "class": {"code": "AMB"},
+        "subject": {"reference": "Patient/q"},
+        "participant": [{"individual": {"reference": "Practitioner/other-dr"}}]})).await;
+    expected.sort();
+
+    for count in [1, 4, 100] {
+        let mut got = everything_pages(s, "p", &[], count).await;
+        let listed = got.len();
+        got.sort();
+        got.dedup();
+        assert_eq!(listed, got.len(), "a resource came twice at _count={count}");
+        assert_eq!(got, expected, "_count={count}");
+    }
+    let mut narrowed = everything_pages(s, "p", &["Encounter", "Practitioner"], 3).await;
+    narrowed.sort();
+    let mut want: Vec<String> = expected
+        .iter()
+        .filter(|r| r.starts_with("Encounter/") || r.starts_with("Practitioner/"))
+        .cloned()
+        .collect();
+    want.sort();
+    assert_eq!(narrowed, want);
+    // A deleted referenced resource is gone from it too.
+    s.delete(&c, "Practitioner", "dr", None).await.unwrap();
+    let got = everything_pages(s, "p", &[], 100).await;
+    assert!(!got.contains(&"Practitioner/dr".to_owned()));
+    assert_eq!(got.len(), expected.len() - 1);
+}
+
 macro_rules! suite {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
@@ -1030,6 +1118,32 @@ macro_rules! suite {
         }
     };
 }
+
+/// Stories that need the index rows of every R4 search parameter (compartments, references).
+macro_rules! fhir_suite {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite_fhir {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let t = crate::support::sqlite_with(crate::support::fhir_extractor());
+                    super::$name(t.store.clone()).await;
+                }
+            )*
+        }
+        mod postgres_fhir {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let t = crate::support::postgres_with(crate::support::fhir_extractor()).await;
+                    super::$name(t.store.clone()).await;
+                }
+            )*
+        }
+    };
+}
+
+fhir_suite!(everything_lists_each_resource_once_across_pages);
 
 suite!(
     create_read_update_delete_keeps_every_version,

@@ -376,6 +376,7 @@ impl Builder<'_> {
                 owner_id,
                 params,
                 include_owner,
+                referenced,
             } => {
                 let x = self.alias("x");
                 let id = self.text(owner_id);
@@ -408,6 +409,22 @@ impl Builder<'_> {
                     }
                 };
                 let owner_row = *include_owner && resource_type.is_none_or(|t| t == owner_type);
+                // The rids of the members (of `resource_type`), and the owner's.
+                let member_rids = (!by_type.is_empty()).then(|| {
+                    format!(
+                        "SELECT {x}.rid FROM idx_reference {x} WHERE {x}.target_id = {id} \
+                         AND {x}.target_type = {ty} AND ({})",
+                        by_type.join(" OR ")
+                    )
+                });
+                let owner_rid = include_owner.then(|| {
+                    let o = self.alias("o");
+                    format!(
+                        "SELECT {o}.rid FROM resource {o} WHERE {o}.res_type = {ty} AND {o}.res_id = {id}"
+                    )
+                });
+                // What refers onwards: the members and the owner.
+                let sources: Vec<String> = member_rids.iter().chain(&owner_rid).cloned().collect();
                 let mut alts = Vec::new();
                 if probe {
                     if !by_type.is_empty() {
@@ -420,24 +437,37 @@ impl Builder<'_> {
                     if owner_row {
                         alts.push(format!("({a}.res_type = {ty} AND {a}.res_id = {id})"));
                     }
+                    if *referenced && !sources.is_empty() {
+                        let y = self.alias("y");
+                        alts.push(format!(
+                            "EXISTS (SELECT 1 FROM idx_reference {y} WHERE {y}.target_type = {a}.res_type \
+                             AND {y}.target_id = {a}.res_id AND {y}.rid IN ({}))",
+                            sources.join(" UNION ")
+                        ));
+                    }
                 } else {
-                    // One rid list for the members and the owner, so that it drives the query.
-                    let mut members = Vec::new();
-                    if !by_type.is_empty() {
-                        members.push(format!(
-                            "SELECT {x}.rid FROM idx_reference {x} WHERE {x}.target_id = {id} \
-                             AND {x}.target_type = {ty} AND ({})",
-                            by_type.join(" OR ")
+                    // One rid list for the members, the owner and what they refer to, so
+                    // that it drives the query.
+                    let mut rids: Vec<String> = member_rids.into_iter().collect();
+                    if owner_row && let Some(owner) = owner_rid {
+                        rids.push(owner);
+                    }
+                    if *referenced && !sources.is_empty() {
+                        let (y, t) = (self.alias("y"), self.alias("t"));
+                        // A driving list is the only type condition (see `resource`).
+                        let of_type = match resource_type {
+                            Some(rt) => format!(" AND {t}.res_type = {}", self.text(rt)),
+                            None => String::new(),
+                        };
+                        rids.push(format!(
+                            "SELECT {t}.rid FROM idx_reference {y} JOIN resource {t} \
+                             ON {t}.res_type = {y}.target_type AND {t}.res_id = {y}.target_id \
+                             WHERE {y}.rid IN ({}){of_type}",
+                            sources.join(" UNION ")
                         ));
                     }
-                    if owner_row {
-                        let o = self.alias("o");
-                        members.push(format!(
-                            "SELECT {o}.rid FROM resource {o} WHERE {o}.res_type = {ty} AND {o}.res_id = {id}"
-                        ));
-                    }
-                    if !members.is_empty() {
-                        alts.push(format!("{a}.rid IN ({})", members.join(" UNION ")));
+                    if !rids.is_empty() {
+                        alts.push(format!("{a}.rid IN ({})", rids.join(" UNION ")));
                     }
                 }
                 if alts.is_empty() {

@@ -96,13 +96,16 @@ pub enum Filter {
     },
     /// Membership of a compartment (`/Patient/123/Condition`, `$everything`): the resource
     /// refers to the owner through one of its type's compartment parameters, or (when
-    /// `include_owner`) is the owner itself.
+    /// `include_owner`) is the owner itself, or (when `referenced`) is referred to by such a
+    /// member or the owner (the practitioners, organisations, locations and medications of
+    /// `$everything`, each once, and paged like the members).
     Compartment {
         owner_type: String,
         owner_id: String,
         /// `(resource type, its compartment parameters)`.
         params: Vec<(String, Vec<String>)>,
         include_owner: bool,
+        referenced: bool,
     },
 }
 
@@ -290,18 +293,27 @@ impl SearchQuery {
         Ok(q)
     }
 
-    /// `Patient/[owner_id]/$everything`'s page query: the patient and every resource of its
-    /// compartment (the referenced resources come as `_include=*`).
+    /// `Patient/[owner_id]/$everything`'s page query: the patient, every resource of its
+    /// compartment and every resource these refer to, as one set paged like any search, so
+    /// that each resource comes once across all pages and `_type` narrows all of it.
     pub fn everything(owner_id: &str) -> SearchQuery {
         let mut q = SearchQuery::all(None);
-        q.filters
-            .extend(SearchQuery::patient_compartment(owner_id, None, true));
-        q.include.push(Include {
-            source_type: None,
-            param: None,
-            target_type: None,
-            iterate: false,
-        });
+        if let Some(Filter::Compartment {
+            owner_type,
+            owner_id,
+            params,
+            include_owner,
+            ..
+        }) = SearchQuery::patient_compartment(owner_id, None, true)
+        {
+            q.filters.push(Filter::Compartment {
+                owner_type,
+                owner_id,
+                params,
+                include_owner,
+                referenced: true,
+            });
+        }
         q
     }
 
@@ -324,6 +336,7 @@ impl SearchQuery {
             owner_id: owner_id.to_owned(),
             params,
             include_owner,
+            referenced: false,
         })
     }
 }

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use store::{BasicExtractor, PostgresConfig, PostgresStore, SqliteStore, Store};
+use store::{BasicExtractor, IndexExtractor, PostgresConfig, PostgresStore, SqliteStore, Store};
 
 pub const DEFAULT_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
 
@@ -19,9 +19,28 @@ pub struct TestStore {
     pub schema: Option<String>,
 }
 
+/// A SQLite store indexing only `identifier` ([`BasicExtractor`]).
 pub fn sqlite() -> TestStore {
+    sqlite_with(Arc::new(BasicExtractor))
+}
+
+/// A PostgreSQL store indexing only `identifier` ([`BasicExtractor`]).
+pub async fn postgres() -> TestStore {
+    postgres_with(Arc::new(BasicExtractor)).await
+}
+
+/// The extractor of every R4 search parameter, built once (it compiles ~3,000 expressions).
+pub fn fhir_extractor() -> Arc<dyn IndexExtractor> {
+    static EXTRACTOR: std::sync::OnceLock<Arc<store::FhirIndexExtractor>> =
+        std::sync::OnceLock::new();
+    EXTRACTOR
+        .get_or_init(|| Arc::new(store::FhirIndexExtractor::new()))
+        .clone()
+}
+
+pub fn sqlite_with(extractor: Arc<dyn IndexExtractor>) -> TestStore {
     let dir = std::env::temp_dir().join(format!("renkei-store-test-{}", uuid::Uuid::new_v4()));
-    let store = SqliteStore::open_dir(&dir, Arc::new(BasicExtractor)).expect("open SQLite store");
+    let store = SqliteStore::open_dir(&dir, extractor).expect("open SQLite store");
     TestStore {
         store: Arc::new(store),
         dir: Some(dir),
@@ -29,7 +48,7 @@ pub fn sqlite() -> TestStore {
     }
 }
 
-pub async fn postgres() -> TestStore {
+pub async fn postgres_with(extractor: Arc<dyn IndexExtractor>) -> TestStore {
     let schema = format!("test_{}", uuid::Uuid::new_v4().simple());
     let url = database_url();
     let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
@@ -49,7 +68,7 @@ pub async fn postgres() -> TestStore {
         pool_size: 4,
         ..PostgresConfig::new(url)
     };
-    let store = PostgresStore::connect(config, Arc::new(BasicExtractor))
+    let store = PostgresStore::connect(config, extractor)
         .await
         .expect("connect PostgreSQL store");
     TestStore {
