@@ -468,6 +468,21 @@ async fn search_and_history_paging(backend: Backend) {
     assert_eq!(h2["entry"].as_array().unwrap().len(), 2);
     let (_, _, t) = s.send("GET", "Patient/_history", &[], None).await;
     assert_eq!(t["entry"].as_array().unwrap().len(), 5);
+    // `_summary=count`: the number of versions, no entries, at every level.
+    for (path, total) in [
+        ("_history?_summary=count", 6),
+        ("Patient/_history?_summary=count", 5),
+        ("Patient/_history?_summary=count&_since=2999-01-01", 0),
+        ("Patient/p2/_history?_summary=count", 1),
+    ] {
+        let (st, _, t) = s.send("GET", path, &[], None).await;
+        assert_eq!((st, &t["total"]), (200, &json!(total)), "{path}: {t}");
+        assert!(t["entry"].as_array().is_none_or(|e| e.is_empty()), "{path}");
+    }
+    assert_eq!(
+        s.send("GET", "_history?_summary=text", &[], None).await.0,
+        400
+    );
     let (_, _, t) = s
         .send("GET", "Patient/_history?_since=2999-01-01", &[], None)
         .await;

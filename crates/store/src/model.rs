@@ -164,6 +164,7 @@ pub struct HistoryQuery {
     pub scope: HistoryScope,
     /// Only versions written at or after this instant (µs since epoch).
     pub since: Option<i64>,
+    /// Versions a page; 0 asks only for [`HistoryPage::total`].
     pub count: usize,
     /// Cursor from a previous page's [`HistoryPage::next`].
     pub before: Option<i64>,
@@ -175,6 +176,9 @@ pub struct HistoryPage {
     pub versions: Vec<StoredResource>,
     /// The cursor of the next (older) page, if there is one.
     pub next: Option<i64>,
+    /// The number of versions the query covers, counted only when it asked for none
+    /// (`count` 0, as `_summary=count` does).
+    pub total: Option<u64>,
 }
 
 /// One row of the change feed (outbox), written in the same transaction as the version.

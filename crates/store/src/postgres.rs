@@ -109,9 +109,14 @@ impl PostgresStore {
         let mut pg: tokio_postgres::Config = config.url.parse().map_err(|e| {
             StoreError::Invalid(format!("bad database URL {}: {e}", redact(&config.url)))
         })?;
+        // Notices (`... already exists, skipping`) are not the operator's business: the driver
+        // would log each one at info level.
+        let mut options = pg.get_options().unwrap_or_default().to_owned();
+        options.push_str(" -c client_min_messages=warning");
         if let Some(schema) = &config.schema {
-            pg.options(format!("-c search_path={schema}"));
+            options.push_str(&format!(" -c search_path={schema}"));
         }
+        pg.options(options.trim_start());
         let mgr = Manager::from_config(
             pg,
             NoTls,
@@ -155,9 +160,20 @@ impl PostgresStore {
             .await?
             .get(0);
         crate::error::refuse_newer_schema(applied, MIGRATIONS[MIGRATIONS.len() - 1].0)?;
+        let latest = MIGRATIONS[MIGRATIONS.len() - 1].0;
+        if applied == 0 {
+            // A new schema: creating it is not news worth a line per step.
+            tracing::debug!(version = latest, "creating a new PostgreSQL store");
+        } else if applied < latest {
+            tracing::info!(
+                from = applied,
+                to = latest,
+                "upgrading the PostgreSQL store's schema"
+            );
+        }
         for (version, script) in MIGRATIONS {
             if *version > applied {
-                tracing::info!(version, "applying PostgreSQL migration");
+                tracing::debug!(version, "applying PostgreSQL migration");
                 tx.batch_execute(script).await?;
                 tx.execute(
                     "INSERT INTO schema_migrations (version, applied_at) VALUES ($1, $2)",
@@ -572,6 +588,20 @@ impl Store for PostgresStore {
                 }
             }
         };
+        if q.count == 0 {
+            let count = sql::history_count(ty, rid, q.since);
+            let client = self.pool.get().await?;
+            let stmt = client.prepare_cached(&count.text).await?;
+            let total: i64 = client
+                .query_one(&stmt, &params(&count.params))
+                .await?
+                .get(0);
+            return Ok(HistoryPage {
+                versions: Vec::new(),
+                next: None,
+                total: Some(total as u64),
+            });
+        }
         let sql = sql::history(ty, rid, q.since, q.before, q.count + 1);
         let rows = self.query_resources(&sql).await?;
         Ok(crate::history_page(rows, q.count))

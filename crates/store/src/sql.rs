@@ -89,14 +89,31 @@ pub(crate) const INDEX_TABLES: [&str; 7] = [
 ];
 
 /// The history query of a scope (`rid` for an instance), newest first, `limit` rows.
-pub(crate) fn history(
+/// The number of versions a history query covers (`_summary=count`).
+pub(crate) fn history_count(
     resource_type: Option<&str>,
     rid: Option<i64>,
     since: Option<i64>,
-    before: Option<i64>,
-    limit: usize,
 ) -> Sql {
     let mut sql = Sql::default();
+    let conds = history_conditions(&mut sql, resource_type, rid, since);
+    sql.text = format!(
+        "SELECT COUNT(*) FROM resource_version v {}",
+        if conds.is_empty() {
+            String::new()
+        } else {
+            format!("WHERE {}", conds.join(" AND "))
+        }
+    );
+    sql
+}
+
+fn history_conditions(
+    sql: &mut Sql,
+    resource_type: Option<&str>,
+    rid: Option<i64>,
+    since: Option<i64>,
+) -> Vec<String> {
     let mut conds = Vec::new();
     if let Some(rid) = rid {
         conds.push(format!("v.rid = {}", sql.bind(SqlParam::Int(rid))));
@@ -109,6 +126,18 @@ pub(crate) fn history(
     if let Some(s) = since {
         conds.push(format!("v.last_updated >= {}", sql.bind(SqlParam::Int(s))));
     }
+    conds
+}
+
+pub(crate) fn history(
+    resource_type: Option<&str>,
+    rid: Option<i64>,
+    since: Option<i64>,
+    before: Option<i64>,
+    limit: usize,
+) -> Sql {
+    let mut sql = Sql::default();
+    let mut conds = history_conditions(&mut sql, resource_type, rid, since);
     if let Some(b) = before {
         conds.push(format!("v.seq < {}", sql.bind(SqlParam::Int(b))));
     }

@@ -176,6 +176,20 @@ impl SqliteStore {
         atomic: bool,
     ) -> Result<Vec<Result<Outcome, StoreError>>, StoreError> {
         let ctx = ctx.clone();
+        // Extraction is pure CPU: done before taking the writer, a large resource's rows are
+        // computed while other writes commit.
+        let entries = if crate::index::needs_extraction(&entries) {
+            let extractor = self.inner.extractor.clone();
+            tokio::task::spawn_blocking(move || {
+                let mut entries = entries;
+                crate::index::extract_ahead(extractor.as_ref(), &mut entries);
+                entries
+            })
+            .await
+            .map_err(|e| StoreError::Backend(format!("store task failed: {e}")))?
+        } else {
+            entries
+        };
         self.write_with(move |conn, extractor| {
             if atomic {
                 return apply_once(conn, extractor, &ctx, entries, true);
@@ -331,9 +345,20 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
         |r| r.get(0),
     )?;
     crate::error::refuse_newer_schema(applied, MIGRATIONS[MIGRATIONS.len() - 1].0)?;
+    let latest = MIGRATIONS[MIGRATIONS.len() - 1].0;
+    if applied == 0 {
+        // A new store: creating its schema is not news worth a line per step.
+        tracing::debug!(version = latest, "creating a new SQLite store");
+    } else if applied < latest {
+        tracing::info!(
+            from = applied,
+            to = latest,
+            "upgrading the SQLite store's schema"
+        );
+    }
     for (version, script, what) in MIGRATIONS {
         if *version > applied {
-            tracing::info!(version, "applying SQLite migration: {what}");
+            tracing::debug!(version, "applying SQLite migration: {what}");
             tx.execute_batch(script)?;
             tx.execute(
                 "INSERT INTO schema_migrations (version, applied_at) VALUES (?1, ?2)",
@@ -698,6 +723,17 @@ impl Store for SqliteStore {
                     }
                 },
             };
+            if q.count == 0 {
+                let count = sql::history_count(ty, rid, q.since);
+                let total: i64 = c
+                    .prepare_cached(&lite(&count.text))?
+                    .query_row(params(&count.params).as_slice(), |r| r.get(0))?;
+                return Ok(HistoryPage {
+                    versions: Vec::new(),
+                    next: None,
+                    total: Some(total as u64),
+                });
+            }
             let sql = sql::history(ty, rid, q.since, q.before, q.count + 1);
             let rows = query_resources(c, &sql)?;
             Ok(crate::history_page(rows, q.count))

@@ -1,7 +1,8 @@
 //! [history](https://hl7.org/fhir/R4/http.html#history): instance
 //! (`GET [base]/[type]/[id]/_history`), type (`GET [base]/[type]/_history`) and system
 //! (`GET [base]/_history`) level, newest first, with `_since`, `_count` and `next` links
-//! (keyset paging: a page stays stable while new versions are written).
+//! (keyset paging: a page stays stable while new versions are written); `_summary=count` (or
+//! `_count=0`) answers the number of versions as `total`, without entries.
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -53,6 +54,7 @@ pub async fn history(
         before: None,
     };
     let mut kept = Vec::new();
+    let mut count_only = false;
     for (k, v) in &fhir.params {
         match k.as_str() {
             "_since" => {
@@ -60,6 +62,15 @@ pub async fn history(
                     .ok_or_else(|| ApiError::bad_request(format!("malformed _since '{v}'")))?;
                 q.since = Some(start);
             }
+            "_summary" => match v.as_str() {
+                "count" => count_only = true,
+                "false" => {}
+                other => {
+                    return Err(ApiError::bad_request(format!(
+                        "_summary={other} is not supported on history (count or false)"
+                    )));
+                }
+            },
             "_count" => {
                 q.count = v
                     .parse::<usize>()
@@ -81,6 +92,10 @@ pub async fn history(
             }
         }
         kept.push((k.clone(), v.clone()));
+    }
+    if count_only {
+        q.count = 0;
+        q.before = None;
     }
     let page = state.store.history(&fhir.ctx, &q).await?;
     let path = match &scope {
@@ -136,11 +151,14 @@ pub async fn history(
             e
         })
         .collect();
-    let bundle = json!({
+    let mut bundle = json!({
         "resourceType": "Bundle",
         "type": "history",
         "link": links,
         "entry": entries,
     });
+    if let Some(total) = page.total {
+        bundle["total"] = json!(total);
+    }
     Ok(Reply::json(StatusCode::OK, bundle))
 }
