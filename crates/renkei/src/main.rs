@@ -5,6 +5,7 @@
 
 mod bench;
 mod bench_hl7;
+mod bench_repetitions;
 mod bench_search;
 mod empi_cmd;
 mod empi_review;
@@ -14,6 +15,7 @@ mod import_ssmix2;
 mod serve;
 mod storage;
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -42,6 +44,11 @@ enum Command {
     Empi(empi_cmd::Command),
 }
 
+/// The log filter when `RUST_LOG` is not set.
+const DEFAULT_LOG_FILTER: &str = "info,tokio_postgres=warn,hyper=warn,reqwest=warn";
+/// The same for benchmarks, whose thousands of requests would each log a line.
+const BENCH_LOG_FILTER: &str = "info,tokio_postgres=warn,hyper=warn,reqwest=warn,renkei::http=warn";
+
 fn main() -> ExitCode {
     match run() {
         Ok(code) => code,
@@ -54,11 +61,18 @@ fn main() -> ExitCode {
 
 fn run() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
+    // `RUST_LOG` overrides; by default the product's own lines at info, a driver's only when
+    // they warn. Colour only on a terminal: a log file or journal gets plain text.
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+                tracing_subscriber::EnvFilter::new(match cli.command {
+                    Command::Bench(_) => BENCH_LOG_FILTER,
+                    _ => DEFAULT_LOG_FILTER,
+                })
+            }),
         )
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .init();
     let command = match cli.command {

@@ -23,6 +23,10 @@ pub struct Args {
     /// Public FHIR base URL (default: http://<Host header>/fhir).
     #[arg(long)]
     base_url: Option<String>,
+    /// Largest request body accepted (bytes, or with KiB / MiB / GiB); past it a request gets
+    /// 413 with an OperationOutcome. Bulk loads belong to `renkei import`.
+    #[arg(long, value_name = "SIZE", default_value = "16MiB", value_parser = parse_size)]
+    max_body_size: usize,
     /// Also receive HL7 v2 over MLLP on this address (e.g. 127.0.0.1:2575; port 0 picks one).
     #[arg(long, value_name = "ADDR")]
     mllp: Option<SocketAddr>,
@@ -41,7 +45,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
     let config = ServerConfig {
         base_url: args.base_url,
-        ..ServerConfig::default()
+        max_body_bytes: args.max_body_size,
     };
     let mpi = args.empi.mpi()?;
     let state = AppState::with_empi(store.clone(), Arc::new(R4Validator), config, mpi.clone());
@@ -142,5 +146,44 @@ pub fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'stat
             let _ = tokio::signal::ctrl_c().await;
         }
         tracing::info!("shutdown requested; finishing requests in flight");
+    }
+}
+
+/// A size: a number of bytes, optionally followed by `KiB`, `MiB` or `GiB` (`K`, `M`, `G`,
+/// `KB`, `MB`, `GB` are read as the same binary units).
+fn parse_size(text: &str) -> Result<usize, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    let n: usize = digits
+        .parse()
+        .map_err(|_| format!("'{text}' is not a size (e.g. 16MiB, 524288)"))?;
+    let factor: usize = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        other => return Err(format!("unknown size unit '{other}' (use KiB, MiB or GiB)")),
+    };
+    n.checked_mul(factor)
+        .filter(|&bytes| bytes > 0)
+        .ok_or_else(|| format!("'{text}' is not a usable size"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_size;
+
+    #[test]
+    fn sizes_take_binary_units() {
+        assert_eq!(parse_size("524288"), Ok(524_288));
+        assert_eq!(parse_size("16MiB"), Ok(16 << 20));
+        assert_eq!(parse_size("512 KiB"), Ok(512 << 10));
+        assert_eq!(parse_size("1g"), Ok(1 << 30));
+        assert!(parse_size("0").is_err());
+        assert!(parse_size("lots").is_err());
+        assert!(parse_size("3 parsecs").is_err());
     }
 }

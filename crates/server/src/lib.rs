@@ -14,6 +14,7 @@
 //!   in-flight requests finish.
 //! - `interactions/`: one module per FHIR interaction, each linking its spec section.
 //! - `http`: per-request metadata and the protocol-neutral `Reply`; `error`: the error table.
+//! - [`request_log`]: the request id, one access-log line per request, and the body limit's 413.
 //! - [`hl7`]: HL7 v2 ingestion (MLLP and SS-MIX2) into the store: the `mllp` crate's `Sink`
 //!   implemented with one store transaction per group of messages, receipts for replay, and
 //!   the seam for sender merges.
@@ -26,6 +27,7 @@ mod health;
 pub mod hl7;
 pub mod http;
 pub mod interactions;
+pub mod request_log;
 pub mod validation;
 
 use std::future::Future;
@@ -45,13 +47,18 @@ use interactions::{
     vread,
 };
 
+/// The default request-body limit: 16 MiB holds a document with its attachments, or a
+/// transaction bundle of a few thousand resources, yet keeps one request from occupying the
+/// writer for long (larger loads go through `renkei import`).
+pub const DEFAULT_MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
+
 /// Server settings.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
     /// The FHIR base URL clients use (`https://fhir.example.org/fhir`); derived from the `Host`
     /// header when `None`.
     pub base_url: Option<String>,
-    /// Largest accepted request body (bundles can be large).
+    /// Largest accepted request body; past it a request gets 413 with an OperationOutcome.
     pub max_body_bytes: usize,
 }
 
@@ -59,7 +66,7 @@ impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
             base_url: None,
-            max_body_bytes: 64 * 1024 * 1024,
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
         }
     }
 }
@@ -158,6 +165,10 @@ pub fn app(state: AppState) -> Router {
             )
         })
         .layer(DefaultBodyLimit::max(limit))
+        .layer(axum::middleware::from_fn_with_state(
+            request_log::BodyLimit(limit),
+            request_log::log_and_tag,
+        ))
         .with_state(state)
 }
 
