@@ -25,8 +25,9 @@ pub struct Args {
     resource: PathBuf,
     /// The FHIRPath expression.
     expression: String,
-    /// Strict mode: a path starting with another resource type, or a non-Boolean iif()
-    /// criterion, is an error instead of an empty result.
+    /// Strict mode: a path starting with another resource type, a non-Boolean iif()
+    /// criterion, or an order-dependent function (first(), skip(), [n], ...) on a collection
+    /// without a defined order (children(), descendants()) is an error instead of a result.
     #[arg(long)]
     strict: bool,
     /// A variable for the expression, as NAME=JSON (e.g. --var 'limit=5'); repeatable.
@@ -112,7 +113,7 @@ fn compile(
     if let Some(resource_type) = resource.get("resourceType").and_then(Json::as_str) {
         let options = Options {
             strict,
-            check_ordered_functions: false,
+            check_ordered_functions: strict,
         };
         check::check(expression.ast(), model, resource_type, options)?;
     }

@@ -135,3 +135,29 @@ fn unreadable_resource_is_reported() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("reading /nonexistent/patient.json"));
 }
+
+/// `--strict` refuses an order-dependent function on a collection without a defined order (the
+/// official suite's `testDollarOrderNotAllowed`); on an ordered one it answers.
+#[test]
+fn strict_mode_refuses_ordered_functions_on_unordered_collections() {
+    let file = resource_file("patient-strict.json", &patient());
+    let run = |expression: &str, strict: bool| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_renkei"));
+        cmd.args(["fhirpath", "--resource"])
+            .arg(&file)
+            .arg(expression);
+        if strict {
+            cmd.arg("--strict");
+        }
+        cmd.output().expect("the renkei binary runs")
+    };
+    let refused = run("Patient.children().skip(1)", true);
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("skip"), "{stderr}");
+    assert!(run("Patient.children().skip(1)", false).status.success());
+    let ordered = run("Patient.name.skip(1).given", true);
+    assert!(ordered.status.success(), "{ordered:?}");
+    let items: Value = serde_json::from_slice(&ordered.stdout).unwrap();
+    assert_eq!(items[0]["value"], "Hana");
+}
