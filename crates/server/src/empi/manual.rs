@@ -4,7 +4,9 @@
 //! Each decision is one transaction on the store underneath the [`super::EmpiStore`]: the
 //! golden-record writes, an `AuditEvent` naming who decided what and why, and the review
 //! `Task`s about the sources concerned, closed. Links it makes are `manual`: no automatic
-//! pass moves them again.
+//! pass moves them again. Patients are named as `id`, `Patient/id` or a URL ending so
+//! ([`patient_arg`]); every refusal says why (does not exist, was deleted, is a golden record
+//! and not a source or the other way round, is retired and how, ...).
 
 use empi::EnterpriseId;
 use empi::golden::ENTERPRISE_ID_SYSTEM;

@@ -46,6 +46,8 @@ pub(crate) struct Planner<'a> {
     reviews: Vec<(String, Vec<ReviewCandidate>)>,
     /// Stored review tasks this unit changes: id -> (version read, new body).
     tasks: BTreeMap<String, (u64, Value)>,
+    /// Ids of the stored tasks `finish` wrote updates for.
+    edited_tasks: Vec<String>,
     /// Extra writes (audit events).
     pub extra: Vec<WriteEntry>,
     now: String,
@@ -62,6 +64,7 @@ impl<'a> Planner<'a> {
             bodies: HashMap::new(),
             reviews: Vec::new(),
             tasks: BTreeMap::new(),
+            edited_tasks: Vec::new(),
             extra: Vec::new(),
             now,
         }
@@ -416,6 +419,7 @@ impl<'a> Planner<'a> {
             self.retire_in_reviews(store, ctx, &gone).await?;
         }
         for (id, (version, body)) in std::mem::take(&mut self.tasks) {
+            self.edited_tasks.push(id.clone());
             writes.push(WriteEntry::new(WriteOp::Update {
                 resource_type: "Task".into(),
                 id,
@@ -425,6 +429,12 @@ impl<'a> Planner<'a> {
         }
         writes.append(&mut self.extra);
         Ok(writes)
+    }
+
+    /// The stored review tasks the finished plan updates (two units updating one task must
+    /// not commit in one round: the second would find a newer version).
+    pub fn edited_tasks(&self) -> impl Iterator<Item = &str> + '_ {
+        self.edited_tasks.iter().map(String::as_str)
     }
 
     /// Puts the index back as it was before planning.
