@@ -12,7 +12,7 @@ use crate::compare::{FIELDS, Field, compare};
 use crate::hashing::FxHashMap;
 use crate::model::Model;
 use crate::record::Record;
-use crate::score::{MatchClass, Scorer, TermFrequencies};
+use crate::score::{MatchClass, Scorer, TermFrequencies, probability};
 
 /// Limits and parallelism of a batch run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,13 +56,65 @@ pub struct ClusterStats {
     pub clusters: usize,
 }
 
+/// Why a pair was left for a person to review instead of being linked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReviewReason {
+    /// The match probability is in the review band, below the auto-link threshold.
+    Uncertain,
+    /// Same family name and birth date, given names more than a typo apart: a guard caps the
+    /// pair at review whatever its probability.
+    PossibleTwin,
+    /// Birth dates more than a keying error apart (a parent and child of the same name look
+    /// like this): capped at review whatever the probability.
+    BirthDatesConflict,
+    /// Linkable, but linking would put these two records (one of each cluster) into one
+    /// identity although they are clearly different people (the chain guard).
+    TransitiveChain {
+        /// A record of the first pair member's cluster.
+        left: u32,
+        /// A record of the second's, incompatible with `left`.
+        right: u32,
+    },
+    /// Linkable, but the two clusters are too large to check every cross pair
+    /// (`ClusterConfig::max_cross_checks`), so the chain guard refused the merge.
+    ClustersTooLarge,
+}
+
+impl ReviewReason {
+    /// A short code (`uncertain`, `possible_twin`, `birth_dates_conflict`, `transitive_chain`,
+    /// `clusters_too_large`).
+    pub fn code(&self) -> &'static str {
+        match self {
+            ReviewReason::Uncertain => "uncertain",
+            ReviewReason::PossibleTwin => "possible_twin",
+            ReviewReason::BirthDatesConflict => "birth_dates_conflict",
+            ReviewReason::TransitiveChain { .. } => "transitive_chain",
+            ReviewReason::ClustersTooLarge => "clusters_too_large",
+        }
+    }
+}
+
+/// A pair for human review: probable, but not linked, and why.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct ReviewPair {
+    /// Index of one record.
+    pub left: u32,
+    /// Index of the other.
+    pub right: u32,
+    /// Match weight (log2 odds).
+    pub weight: f64,
+    /// Why it needs a person (at least one reason).
+    pub reasons: Vec<ReviewReason>,
+}
+
 /// The result of a batch run.
 #[derive(Debug, Clone)]
 pub struct Clustering {
     /// For each input record, the index of its cluster's representative (its first record).
     pub cluster_of: Vec<u32>,
-    /// Pairs for human review `(a, b, weight)`: probable, but not linked.
-    pub review: Vec<(u32, u32, f64)>,
+    /// Pairs for human review: probable, but not linked, each with why.
+    pub review: Vec<ReviewPair>,
     /// Counters.
     pub stats: ClusterStats,
 }
@@ -213,24 +265,53 @@ pub fn cluster(
         if ra == rb {
             continue;
         }
-        let allowed = {
+        let refusal = {
             let (ma, mb) = (uf.members(ra), uf.members(rb));
-            ma.len() * mb.len() <= config.max_cross_checks
-                && ma.iter().all(|&x| {
-                    mb.iter()
-                        .all(|&y| scorer.compatible(&records[x as usize], &records[y as usize]))
-                })
+            if ma.len() * mb.len() > config.max_cross_checks {
+                Some(ReviewReason::ClustersTooLarge)
+            } else {
+                ma.iter()
+                    .flat_map(|&x| mb.iter().map(move |&y| (x, y)))
+                    .find(|&(x, y)| !scorer.compatible(&records[x as usize], &records[y as usize]))
+                    .map(|(left, right)| ReviewReason::TransitiveChain { left, right })
+            }
         };
-        if allowed {
-            uf.union(ra, rb);
-        } else {
-            stats.refused_merges += 1;
-            review.push((a, b, w));
+        match refusal {
+            None => uf.union(ra, rb),
+            Some(reason) => {
+                stats.refused_merges += 1;
+                review.push(ReviewPair {
+                    left: a,
+                    right: b,
+                    weight: w,
+                    reasons: vec![reason],
+                });
+            }
         }
     }
     for &(a, b, w, class) in &pairs {
         if class == MatchClass::Review && uf.find(a) != uf.find(b) {
-            review.push((a, b, w));
+            let c = compare(&records[a as usize], &records[b as usize]);
+            let mut reasons = Vec::new();
+            if probability(w) < model.thresholds.auto_link {
+                reasons.push(ReviewReason::Uncertain);
+            }
+            if c.possible_twin {
+                reasons.push(ReviewReason::PossibleTwin);
+            }
+            if c.birth_dates_conflict {
+                reasons.push(ReviewReason::BirthDatesConflict);
+            }
+            if reasons.is_empty() {
+                // The class says review: some guard capped it; say at least that it is unsure.
+                reasons.push(ReviewReason::Uncertain);
+            }
+            review.push(ReviewPair {
+                left: a,
+                right: b,
+                weight: w,
+                reasons,
+            });
         }
     }
     stats.review_pairs = review.len();
@@ -435,5 +516,68 @@ impl UnionFind {
         big.sort_unstable();
         self.parent[child as usize] = root;
         self.members.insert(root, big);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::normalize::Date;
+    use crate::record::Gender;
+
+    fn rec(id: &str, given: Option<&str>) -> Record {
+        Record {
+            id: id.into(),
+            given: given.map(|g| vec![g.to_owned()]).unwrap_or_default(),
+            family: vec!["koch".into()],
+            birth: Date::parse("1990-01-02"),
+            gender: Some(Gender::Female),
+            phones: vec!["5551624456".into()],
+            ..Record::default()
+        }
+    }
+
+    /// Mary and Alice (twins) each link to a record without a given name: the chain guard
+    /// refuses the second merge and names the two records it would have joined; the twins'
+    /// own pair is in review as possible twins, however probable.
+    #[test]
+    fn every_review_pair_says_why() {
+        let records = [
+            rec("mary", Some("mary")),
+            rec("anon", None),
+            rec("alice", Some("alice")),
+        ];
+        let model = Model::default();
+        let config = ClusterConfig {
+            threads: 1,
+            ..ClusterConfig::default()
+        };
+        let result = cluster(&records, &model, &config, &|_: u64, _: u64| {});
+        assert_eq!(result.stats.refused_merges, 1, "{:?}", result.review);
+        assert!(result.review.iter().all(|p| !p.reasons.is_empty()));
+        let chain = result
+            .review
+            .iter()
+            .find_map(|p| match p.reasons[0] {
+                ReviewReason::TransitiveChain { left, right } => Some((left, right)),
+                _ => None,
+            })
+            .expect("a refused merge says which records would have been joined");
+        let mut joined = [
+            records[chain.0 as usize].id.as_str(),
+            records[chain.1 as usize].id.as_str(),
+        ];
+        joined.sort_unstable();
+        assert_eq!(joined, ["alice", "mary"]);
+        let twins = result
+            .review
+            .iter()
+            .find(|p| p.reasons.contains(&ReviewReason::PossibleTwin))
+            .expect("the twins' pair is in review");
+        assert_eq!(
+            (twins.left.min(twins.right), twins.left.max(twins.right)),
+            (0, 2)
+        );
+        assert_eq!(ReviewReason::PossibleTwin.code(), "possible_twin");
     }
 }

@@ -23,7 +23,8 @@ pub enum Field {
     Phone,
     /// Home address: first line and postcode.
     Address,
-    /// Identifiers sharing a system.
+    /// Identifiers sharing a system (`missing` also when the two records share no system; an
+    /// explanation then shows `not_comparable_different_systems`, see `score::NOT_COMPARABLE`).
     Identifier,
 }
 

@@ -1,6 +1,19 @@
 //! The matching view of a FHIR R4 `Patient`: the normalised values the comparators use,
 //! extracted once per resource (names incl. JP Core kana forms, birth date, sex, phones, address,
 //! identifiers, multiple-birth order, source and last update for survivorship).
+//!
+//! # Bounded work per record
+//!
+//! A Patient may repeat its names, telecoms, addresses and identifiers without limit (a faulty
+//! feed has sent 45,000 names). Matching needs only a few of each, so a [`Record`] keeps at
+//! most [`MAX_NAMES`] names (of [`MAX_GIVEN`] given names each), [`MAX_PHONES`] phone numbers,
+//! one address and [`MAX_IDENTIFIERS`] identifiers, chosen in priority order ([`name_rank`],
+//! [`telecom_rank`], [`address_rank`], [`identifier_rank`]: current, official and home values
+//! first; `old` ones and ones whose `period` has an end last; document order within a rank),
+//! de-duplicated with hash sets. Building a record is linear in the size of the Patient and
+//! everything after it (blocking keys, comparisons, term frequencies) is bounded by the caps.
+
+use std::collections::HashSet;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -11,6 +24,91 @@ use crate::normalize::{self, Date};
 /// The iso21090 EN-representation extension JP Core uses to mark a name's script.
 pub const EN_REPRESENTATION: &str =
     "http://hl7.org/fhir/StructureDefinition/iso21090-EN-representation";
+
+/// Names (`Patient.name` repetitions) a record looks at.
+pub const MAX_NAMES: usize = 8;
+/// Given names kept of one name.
+pub const MAX_GIVEN: usize = 8;
+/// Distinct phone numbers kept.
+pub const MAX_PHONES: usize = 8;
+/// Distinct identifiers kept: more than of the other repetitions, since an identifier is the
+/// strongest evidence there is, and a hub's Patient may carry one per facility.
+pub const MAX_IDENTIFIERS: usize = 32;
+
+/// Rank of a repetition whose `period` has an end: no longer current.
+fn ended(v: &Value) -> bool {
+    v.pointer("/period/end").is_some()
+}
+
+fn use_of(v: &Value) -> Option<&str> {
+    v.get("use").and_then(Value::as_str)
+}
+
+/// Priority of a `HumanName` (lower first): official (or no use), usual, others, then
+/// maiden / old names and names whose period has ended.
+pub fn name_rank(n: &Value) -> u8 {
+    if ended(n) {
+        return 3;
+    }
+    match use_of(n) {
+        Some("official") | None => 0,
+        Some("usual") => 1,
+        Some("maiden") | Some("old") => 3,
+        _ => 2,
+    }
+}
+
+/// Priority of a `ContactPoint`: home, mobile or no use; work; temp; then old or ended ones.
+pub fn telecom_rank(t: &Value) -> u8 {
+    if ended(t) {
+        return 3;
+    }
+    match use_of(t) {
+        Some("home") | Some("mobile") | None => 0,
+        Some("work") => 1,
+        Some("old") => 3,
+        _ => 2,
+    }
+}
+
+/// Priority of an `Address`: home, no use; work, billing; temp; then old or ended ones.
+pub fn address_rank(a: &Value) -> u8 {
+    if ended(a) {
+        return 3;
+    }
+    match use_of(a) {
+        Some("home") => 0,
+        None => 1,
+        Some("old") => 3,
+        Some("temp") => 2,
+        _ => 1,
+    }
+}
+
+/// Priority of an `Identifier`: usual, official or no use; secondary; temp; then old or ended.
+pub fn identifier_rank(i: &Value) -> u8 {
+    if ended(i) {
+        return 3;
+    }
+    match use_of(i) {
+        Some("usual") | Some("official") | None => 0,
+        Some("secondary") => 1,
+        Some("old") => 3,
+        _ => 2,
+    }
+}
+
+/// The repetitions in priority order (`rank`, then document order). Linear in their number
+/// plus a sort of small integers.
+pub fn by_rank(items: &[Value], rank: fn(&Value) -> u8) -> impl Iterator<Item = &Value> {
+    let mut order: Vec<(u8, usize)> = items
+        .iter()
+        .enumerate()
+        .map(|(i, v)| (rank(v), i))
+        .collect();
+    order.sort_unstable();
+    order.into_iter().map(move |(_, i)| &items[i])
+}
 
 /// Administrative sex.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -82,17 +180,9 @@ impl Record {
             .and_then(Value::as_str)
             .map(str::to_owned);
 
-        let names = array(patient, "name");
         // Order: official/usual first; JP Core SYL forms go to the kana fields.
         let mut primary_done = false;
-        let mut ranked: Vec<&Value> = names.iter().collect();
-        ranked.sort_by_key(|n| match n.get("use").and_then(Value::as_str) {
-            Some("official") | None => 0,
-            Some("usual") => 1,
-            Some("maiden") | Some("old") => 3,
-            _ => 2,
-        });
-        for n in ranked {
+        for n in by_rank(array(patient, "name"), name_rank).take(MAX_NAMES) {
             let representation = array(n, "extension")
                 .iter()
                 .find(|e| e.get("url").and_then(Value::as_str) == Some(EN_REPRESENTATION))
@@ -105,6 +195,7 @@ impl Record {
                 .filter(|f| !f.is_empty());
             let given: Vec<String> = array(n, "given")
                 .iter()
+                .take(MAX_GIVEN)
                 .filter_map(Value::as_str)
                 .map(normalize::name)
                 .filter(|g| !g.is_empty())
@@ -149,7 +240,11 @@ impl Record {
             Some("other") => Some(Gender::Other),
             _ => None,
         };
-        for t in array(patient, "telecom") {
+        let mut seen: HashSet<String> = HashSet::new();
+        for t in by_rank(array(patient, "telecom"), telecom_rank) {
+            if r.phones.len() == MAX_PHONES {
+                break;
+            }
             if matches!(
                 t.get("system").and_then(Value::as_str),
                 Some("phone") | Some("sms") | None
@@ -157,16 +252,17 @@ impl Record {
                 .get("value")
                 .and_then(Value::as_str)
                 .and_then(normalize::phone)
-                && !r.phones.contains(&p)
+                && seen.insert(p.clone())
             {
                 r.phones.push(p);
             }
         }
-        let addresses = array(patient, "address");
-        let home = addresses
+        // The best-ranked address only (first in document order among equals).
+        let home = array(patient, "address")
             .iter()
-            .find(|a| a.get("use").and_then(Value::as_str) == Some("home"))
-            .or(addresses.first());
+            .enumerate()
+            .min_by_key(|(i, a)| (address_rank(a), *i))
+            .map(|(_, a)| a);
         if let Some(a) = home {
             r.postcode = a
                 .get("postalCode")
@@ -179,7 +275,11 @@ impl Record {
                 .map(normalize::text)
                 .filter(|l| !l.is_empty());
         }
-        for i in array(patient, "identifier") {
+        let mut seen: HashSet<(String, String)> = HashSet::new();
+        for i in by_rank(array(patient, "identifier"), identifier_rank) {
+            if r.identifiers.len() == MAX_IDENTIFIERS {
+                break;
+            }
             if let (Some(system), Some(value)) = (
                 i.get("system").and_then(Value::as_str),
                 i.get("value").and_then(Value::as_str),
@@ -190,8 +290,9 @@ impl Record {
                     .filter(|c| !c.is_whitespace())
                     .map(|c| c.to_ascii_uppercase())
                     .collect();
-                if !value.is_empty() {
-                    r.identifiers.push((system.to_owned(), value));
+                let pair = (system.to_owned(), value);
+                if !pair.1.is_empty() && seen.insert(pair.clone()) {
+                    r.identifiers.push(pair);
                 }
             }
         }
@@ -309,6 +410,63 @@ mod tests {
         let r = Record::from_patient(&p).unwrap();
         assert_eq!(r.family, ["山田"]);
         assert_eq!(r.given, ["花子"]);
+    }
+
+    #[test]
+    fn keeps_a_bounded_number_of_repetitions_in_priority_order() {
+        let n = 50_000;
+        // Names fold to letters only: spell the numbers out as letters.
+        let letters = |i: usize| -> String {
+            format!("{i:05}")
+                .bytes()
+                .map(|d| char::from(b'a' + d - b'0'))
+                .collect()
+        };
+        let names: Vec<Value> = (0..n)
+            .map(|i| json!({"use": "old", "family": format!("Old{}", letters(i)), "given": ["X"]}))
+            .chain([json!({"use": "official", "family": "Yamada",
+                           "given": (0..n).map(|i| format!("G{}", letters(i))).collect::<Vec<_>>()})])
+            .collect();
+        let telecom: Vec<Value> = (0..n)
+            .map(|i| json!({"system": "phone", "value": format!("555-{:07}", i % 20_000)}))
+            .collect();
+        let address: Vec<Value> = (0..n)
+            .map(
+                |i| json!({"use": "old", "line": [format!("{i} Old Road")], "postalCode": "11111"}),
+            )
+            .chain([json!({"use": "home", "line": ["1 Home Street"], "postalCode": "22222"})])
+            .collect();
+        // Every identifier twice: de-duplicated, and the current ones before the old one.
+        let identifier: Vec<Value> = [json!({"use": "old", "system": "urn:old", "value": "0"})]
+            .into_iter()
+            .chain((0..n).map(|i| json!({"system": "urn:mrn", "value": format!("{}", i / 2)})))
+            .collect();
+        let p = json!({"resourceType": "Patient", "id": "big", "name": names,
+            "telecom": telecom, "address": address, "identifier": identifier});
+        let r = Record::from_patient(&p).unwrap();
+        assert_eq!(r.family[0], "yamada", "the official name comes first");
+        assert_eq!(r.family.len(), MAX_NAMES);
+        assert_eq!(r.given.len(), MAX_GIVEN);
+        assert_eq!(r.phones.len(), MAX_PHONES);
+        assert_eq!(r.line.as_deref(), Some("1 home st"));
+        assert_eq!(r.postcode.as_deref(), Some("22222"));
+        assert_eq!(r.identifiers.len(), MAX_IDENTIFIERS);
+        let distinct: HashSet<&(String, String)> = r.identifiers.iter().collect();
+        assert_eq!(distinct.len(), MAX_IDENTIFIERS, "no identifier kept twice");
+        assert!(r.identifiers.iter().all(|(s, _)| s == "urn:mrn"));
+        assert!(crate::blocking::keys(&r).len() <= MAX_NAMES + MAX_PHONES + MAX_IDENTIFIERS + 4);
+    }
+
+    #[test]
+    fn ended_periods_rank_last() {
+        let p = json!({"resourceType": "Patient", "id": "p",
+            "name": [{"family": "Before", "given": ["Ann"], "period": {"end": "2001"}},
+                     {"family": "After", "given": ["Ann"]}],
+            "address": [{"use": "home", "line": ["1 Old Rd"], "period": {"end": "2010"}},
+                        {"use": "home", "line": ["2 New Rd"]}]});
+        let r = Record::from_patient(&p).unwrap();
+        assert_eq!(r.family, ["after", "before"]);
+        assert_eq!(r.line.as_deref(), Some("2 new rd"));
     }
 
     #[test]

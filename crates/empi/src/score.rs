@@ -92,12 +92,17 @@ pub enum MatchClass {
     Link,
 }
 
+/// The level shown for identifiers when both records have some but share no system: they
+/// are not comparable (weight 0, like missing, but not missing).
+pub const NOT_COMPARABLE: &str = "not_comparable_different_systems";
+
 /// One field's contribution to a score.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FieldScore {
     /// The field.
     pub field: Field,
-    /// Agreement level name (`exact`, `nickname`, `day_month_swapped`, ...).
+    /// Agreement level name (`exact`, `nickname`, `day_month_swapped`, ...; for identifiers
+    /// of different systems [`NOT_COMPARABLE`]).
     pub level: String,
     /// Weight in bits (log2 of the likelihood ratio), term-frequency adjusted.
     pub weight: f64,
@@ -234,9 +239,20 @@ impl<'a> Scorer<'a> {
                         .map(String::as_str),
                     _ => None,
                 };
+                // Identifiers of different systems are not comparable, which is not the
+                // same as missing (same weight, 0, but an explanation must not say missing).
+                let not_comparable = field == Field::Identifier
+                    && lvl == level::MISSING
+                    && !a.identifiers.is_empty()
+                    && !b.identifiers.is_empty();
+                let level = if not_comparable {
+                    NOT_COMPARABLE.to_owned()
+                } else {
+                    field.levels()[lvl as usize].to_owned()
+                };
                 FieldScore {
                     field,
-                    level: field.levels()[lvl as usize].to_owned(),
+                    level,
                     weight: self.field_weight(field, lvl, value),
                     left,
                     right,
@@ -366,6 +382,24 @@ mod tests {
         // A one-digit slip in the year still links.
         junior.birth = Date::parse("1938-09-22");
         assert_eq!(s.score(&senior, &junior).class, MatchClass::Link);
+    }
+
+    #[test]
+    fn identifiers_of_different_systems_are_not_comparable_not_missing() {
+        let model = Model::default();
+        let s = Scorer::new(&model, None);
+        let mut a = rec("mary", "koch", "1990-01-02", "5551624456");
+        let mut b = a.clone();
+        a.identifiers = vec![("urn:mrn:a".into(), "1".into())];
+        b.identifiers = vec![("urn:mrn:b".into(), "9".into())];
+        let field =
+            |a: &Record, b: &Record| s.score(a, b).fields[Field::Identifier.index()].clone();
+        let f = field(&a, &b);
+        assert_eq!(f.level, NOT_COMPARABLE);
+        assert_eq!(f.weight, 0.0);
+        assert_eq!(f.left.as_deref(), Some("urn:mrn:a|1"));
+        b.identifiers.clear();
+        assert_eq!(field(&a, &b).level, "missing");
     }
 
     #[test]

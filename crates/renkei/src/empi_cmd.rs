@@ -13,7 +13,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use empi::cluster::{self, ClusterConfig};
+use empi::cluster::{self, ClusterConfig, ReviewReason};
 use empi::synth::{self, GenConfig};
 use empi::{EnterpriseIndex, IndexConfig, Model, Outcome, Record, Scorer};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -87,7 +87,9 @@ pub struct ClusterArgs {
     /// Model to use; without it one is trained on the input first.
     #[arg(long, value_name = "MODEL.json")]
     model: Option<PathBuf>,
-    /// Also write the review pairs (`left,right,probability` CSV).
+    /// Also write the review pairs (`left,right,probability,reason` CSV; reason: `uncertain`,
+    /// `possible_twin`, `birth_dates_conflict`, `transitive_chain: would join X and Y`,
+    /// `clusters_too_large`, several separated by `; `).
     #[arg(long, value_name = "REVIEW.csv")]
     review: Option<PathBuf>,
     /// Worker threads (default: all cores).
@@ -389,14 +391,28 @@ fn cluster_cmd(a: ClusterArgs) -> anyhow::Result<()> {
         let mut w = BufWriter::new(
             File::create(path).with_context(|| format!("creating {}", path.display()))?,
         );
-        w.write_all(b"left,right,probability\n")?;
-        for (x, y, weight) in &result.review {
+        w.write_all(b"left,right,probability,reason\n")?;
+        for pair in &result.review {
+            let id = |i: u32| records[i as usize].id.as_str();
+            let reasons: Vec<String> = pair
+                .reasons
+                .iter()
+                .map(|r| match r {
+                    ReviewReason::TransitiveChain { left, right } => format!(
+                        "transitive_chain: would join {} and {}",
+                        id(*left),
+                        id(*right)
+                    ),
+                    other => other.code().to_owned(),
+                })
+                .collect();
             writeln!(
                 w,
-                "{},{},{:.6}",
-                records[*x as usize].id,
-                records[*y as usize].id,
-                empi::score::probability(*weight)
+                "{},{},{:.6},{}",
+                id(pair.left),
+                id(pair.right),
+                empi::score::probability(pair.weight),
+                reasons.join("; ")
             )?;
         }
         w.flush()?;

@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! renkei empi review --data DIR                       # list open review items
-//! renkei empi review --data DIR link SOURCE GOLDEN --reason "..."
+//! renkei empi review --data DIR link SOURCE GOLDEN --reason "..."   # id or Patient/id
 //! renkei empi review --data DIR separate SOURCE --reason "..."
 //! renkei empi review --data DIR merge FROM INTO --reason "..."
 //! renkei empi review --data DIR unmerge GOLDEN --reason "..."
@@ -14,20 +14,20 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use serde_json::Value;
-use server::empi::resources::SCORE_EXTENSION;
+use server::empi::resources::{EXPLANATION_EXTENSION, SCORE_EXTENSION};
 use server::empi::{ManualError, Mpi};
 use store::{Actor, RequestContext};
 
-use crate::storage::{EmpiArgs, StoreArgs};
+use crate::storage::StoreArgs;
 
-/// Arguments of `renkei empi review`.
+/// Arguments of `renkei empi review`. No `--no-empi` / `--empi-model`: the queue and the
+/// decisions exist only with linking on, and a decision scores nothing.
 #[derive(Debug, clap::Args)]
 pub struct ReviewArgs {
     #[command(flatten)]
     store: StoreArgs,
-    #[command(flatten)]
-    empi: EmpiArgs,
-    /// Who decides (recorded in the AuditEvent); default: $USER.
+    /// Who decides (recorded in the AuditEvent as `cli:USER`); default: the operating-system
+    /// account running the command (`uid:N` when it has no name).
     #[arg(long, global = true)]
     user: Option<String>,
     #[command(subcommand)]
@@ -78,11 +78,8 @@ pub fn run(args: ReviewArgs) -> anyhow::Result<ExitCode> {
 
 async fn review(args: ReviewArgs) -> anyhow::Result<ExitCode> {
     let store = args.store.open_existing().await?;
-    let mpi: std::sync::Arc<Mpi> = args.empi.mpi()?;
-    let user = args
-        .user
-        .or_else(|| std::env::var("USER").ok())
-        .unwrap_or_else(|| "unknown".into());
+    let mpi = Mpi::default();
+    let user = args.user.unwrap_or_else(os_user);
     let mut ctx = RequestContext::system();
     ctx.actor = Actor::User(format!("cli:{user}"));
     let store = store.as_ref();
@@ -121,7 +118,30 @@ async fn review(args: ReviewArgs) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// `Task/<id>  Patient/<source>  candidates: Patient/E.. (0.9876), ...`
+/// The operating-system account running this process: its name from the user database
+/// (not `$USER`, which the caller sets as it likes), or `uid:N` when it has none.
+fn os_user() -> String {
+    match whoami::username() {
+        Ok(name) if !name.is_empty() => name,
+        _ => uid().map_or_else(|| "uid:unknown".to_owned(), |n| format!("uid:{n}")),
+    }
+}
+
+/// The effective uid, as the owner of `/proc/self` (Linux), without `unsafe`.
+fn uid() -> Option<u32> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata("/proc/self").ok().map(|m| m.uid())
+    }
+    #[cfg(not(unix))]
+    {
+        None
+    }
+}
+
+/// `Task/<id>  Patient/<source>  candidates: Patient/E.. (0.9876, possible_twin), ...`
+/// (a candidate's guards, from its score's notes, say why it is not linked automatically).
 fn describe(task: &Value) -> String {
     let candidates: Vec<String> = task["input"]
         .as_array()
@@ -135,8 +155,25 @@ fn describe(task: &Value) -> String {
                 .find(|e| e["url"] == SCORE_EXTENSION)
                 .map(|e| e["valueDecimal"].to_string())
                 .unwrap_or_default();
+            let notes: Vec<String> = i["extension"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|e| e["url"] == EXPLANATION_EXTENSION)
+                .and_then(|e| e["valueString"].as_str())
+                .and_then(|text| serde_json::from_str::<Value>(text).ok())
+                .and_then(|score| score["notes"].as_array().cloned())
+                .unwrap_or_default()
+                .iter()
+                .filter_map(|n| n.as_str().map(str::to_owned))
+                .collect();
+            let why = if notes.is_empty() {
+                String::new()
+            } else {
+                format!(", {}", notes.join(", "))
+            };
             format!(
-                "{} ({score})",
+                "{} ({score}{why})",
                 i["valueReference"]["reference"].as_str().unwrap_or("?")
             )
         })

@@ -135,7 +135,19 @@ fn generate_train_cluster_evaluate_explain() {
         rows,
         "trained model file reproduces the clustering"
     );
-    assert_eq!(lines(&review)[0], "left,right,probability");
+    let review_rows = lines(&review);
+    assert_eq!(review_rows[0], "left,right,probability,reason");
+    for row in &review_rows[1..] {
+        let cols: Vec<&str> = row.splitn(4, ',').collect();
+        assert_eq!(cols.len(), 4, "{row}");
+        let probability: f64 = cols[2].parse().unwrap();
+        let reason = cols[3];
+        assert!(!reason.is_empty(), "every review pair says why: {row}");
+        if probability >= 0.999 {
+            // Probable enough to link: a guard or the chain check held it back, and says so.
+            assert!(!reason.starts_with("uncertain"), "{row}");
+        }
+    }
 
     // Explain the first record against itself (as another source) and against another person.
     let first: Value = serde_json::from_str(&generated[0]).unwrap();
@@ -154,6 +166,31 @@ fn generate_train_cluster_evaluate_explain() {
     let other: Value =
         serde_json::from_slice(&renkei(&["empi", "explain", &a, &c]).stdout).unwrap();
     assert_eq!(other["class"], "no_match");
+
+    // Identifiers of different systems are not comparable, which is not "missing".
+    let mut left = first.clone();
+    left["identifier"] = serde_json::json!([{"system": "urn:mrn:a", "value": "1"}]);
+    let mut right = copy.clone();
+    right["identifier"] = serde_json::json!([{"system": "urn:mrn:b", "value": "2"}]);
+    std::fs::write(&a, left.to_string()).unwrap();
+    std::fs::write(&b, right.to_string()).unwrap();
+    let explained: Value =
+        serde_json::from_slice(&renkei(&["empi", "explain", &a, &b]).stdout).unwrap();
+    let identifier = explained["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["field"] == "identifier")
+        .unwrap();
+    assert_eq!(
+        identifier["level"], "not_comparable_different_systems",
+        "{identifier}"
+    );
+    right.as_object_mut().unwrap().remove("identifier");
+    std::fs::write(&b, right.to_string()).unwrap();
+    let explained: Value =
+        serde_json::from_slice(&renkei(&["empi", "explain", &a, &b]).stdout).unwrap();
+    assert_eq!(explained["fields"][6]["level"], "missing");
 }
 
 #[test]

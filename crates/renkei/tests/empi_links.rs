@@ -543,10 +543,12 @@ async fn review_cli(backend: Backend) {
     // `renkei import|empi review` + the store arguments + the rest.
     let run = |args: &[&str]| {
         let head = if args[0] == "empi" { 2 } else { 1 };
+        // Without $USER: the audit names the operating-system account all the same.
         let out = renkei()
             .args(&args[..head])
             .args(data.args())
             .args(&args[head..])
+            .env_remove("USER")
             .output()
             .unwrap();
         (
@@ -565,6 +567,16 @@ async fn review_cli(backend: Backend) {
         "{out}"
     );
     assert!(err.contains("1 open review item"), "{err}");
+    let y1_golden = out
+        .split("candidates: Patient/")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .unwrap()
+        .to_owned();
+    // Linking is what the review queue is about: there is no --no-empi to turn it off.
+    let (code, _, err) = run(&["empi", "review", "--no-empi"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("--no-empi"), "{err}");
     let (code, _, err) = run(&["empi", "review", "separate", "y2"]);
     assert_ne!(code, Some(0), "a decision needs --reason: {err}");
     let (code, out, err) = run(&[
@@ -591,16 +603,70 @@ async fn review_cli(backend: Backend) {
         "x",
     ]);
     assert_eq!(code, Some(2), "{err}");
-    let s = Server::start(&data).await;
-    let (_, _, audits) = s.send("GET", "AuditEvent", &[], None).await;
-    assert_eq!(audits["total"], 1, "{audits}");
-    assert_eq!(
-        audits["entry"][0]["resource"]["agent"][0]["who"]["display"],
-        "user cli:dr-sato"
+    assert!(
+        err.contains("refused: source Patient/nobody does not exist"),
+        "{err}"
     );
-    let (_, link) = golden_of(&s, "y2").await;
+    // A golden record given as the source: refused, saying so.
+    let (code, _, err) = run(&[
+        "empi", "review", "link", &y1_golden, &y1_golden, "--reason", "x",
+    ]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("is a golden record, not a source"), "{err}");
+    // Both `id` and `Patient/id` name a Patient: y2 is y1 after all.
+    let (code, out, err) = run(&[
+        "empi",
+        "review",
+        "link",
+        "Patient/y2",
+        &format!("Patient/{y1_golden}"),
+        "--reason",
+        "same person after all",
+    ]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains(&format!("Patient/{y1_golden}")), "{out}");
+    let s = Server::start(&data).await;
+    let (_, _, audits) = s.send("GET", "AuditEvent?_count=10", &[], None).await;
+    assert_eq!(audits["total"], 2, "{audits}");
+    let who: Vec<&str> = audits["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            e["resource"]["agent"][0]["who"]["display"]
+                .as_str()
+                .unwrap()
+        })
+        .collect();
+    assert!(who.contains(&"user cli:dr-sato"), "{who:?}");
+    let os_user = std::process::Command::new("id")
+        .arg("-un")
+        .output()
+        .unwrap();
+    let os_user = String::from_utf8_lossy(&os_user.stdout).trim().to_owned();
+    assert!(!os_user.is_empty());
+    assert!(
+        who.contains(&format!("user cli:{os_user}").as_str()),
+        "{who:?}"
+    );
+    let (g, link) = golden_of(&s, "y2").await;
+    assert_eq!(g["id"], y1_golden.as_str());
     assert_eq!(link_part(&link, "basis"), "manual");
     s.terminate();
+
+    // A command that only reads or decides on a store refuses one that does not exist.
+    if backend == Backend::Sqlite {
+        let typo = data.dir.join("typo");
+        let out = renkei()
+            .args(["empi", "review", "--data"])
+            .arg(&typo)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{err}");
+        assert!(err.contains("no store in"), "{err}");
+        assert!(!typo.exists(), "nothing is created");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -135,14 +135,7 @@ impl Cache {
             .filter(|e| self.goldens.contains_key(e) || body.as_ref().is_some_and(is_golden));
         match (golden_id, body) {
             (Some(e), Some(body)) => self.apply_golden(e, parse_golden(version, &body)),
-            (Some(e), None) => self.apply_golden(
-                e,
-                GoldenState {
-                    version,
-                    active: false,
-                    links: Default::default(),
-                },
-            ),
+            (Some(e), None) => self.apply_golden(e, GoldenState::deleted(version)),
             (None, Some(body)) => self.apply_source(id, &body),
             (None, None) => self.remove_source(id),
         }

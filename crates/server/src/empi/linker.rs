@@ -97,7 +97,8 @@ impl EmpiStore {
                 }
                 .await;
                 let mine: BTreeSet<_> = planner.touched().collect();
-                let keys = patient_keys(&unit.entries);
+                let mut keys = patient_keys(&unit.entries);
+                keys.extend(planner.edited_tasks().map(|id| format!("task:{id}")));
                 let conflict = mine.iter().any(|e| round_touched.contains(e))
                     || keys.iter().any(|k| round_keys.contains(k))
                     || (keys.contains("*") && !round_keys.is_empty())

@@ -4,7 +4,9 @@
 //! Each decision is one transaction on the store underneath the [`super::EmpiStore`]: the
 //! golden-record writes, an `AuditEvent` naming who decided what and why, and the review
 //! `Task`s about the sources concerned, closed. Links it makes are `manual`: no automatic
-//! pass moves them again.
+//! pass moves them again. Patients are named as `id`, `Patient/id` or a URL ending so
+//! ([`patient_arg`]); every refusal says why (does not exist, was deleted, is a golden record
+//! and not a source or the other way round, is retired and how, ...).
 
 use empi::EnterpriseId;
 use empi::golden::ENTERPRISE_ID_SYSTEM;
@@ -12,7 +14,9 @@ use serde_json::{Value, json};
 use store::{RequestContext, SearchQuery, Store, StoreError, WriteEntry, WriteOp};
 
 use super::plan::Planner;
-use super::resources::{LinkMeta, audit_event, closed_task, enterprise_of_id, parse_golden};
+use super::resources::{
+    LinkMeta, audit_event, enterprise_of_id, is_golden, parse_golden, patient_id_of,
+};
 use super::{Mpi, review_query};
 
 /// Why a manual decision or a PIXm query was refused.
@@ -61,9 +65,43 @@ impl Action {
     }
 }
 
-fn golden_id(id: &str) -> Result<EnterpriseId, ManualError> {
-    enterprise_of_id(id)
-        .ok_or_else(|| ManualError::Invalid(format!("'{id}' is not a golden record id")))
+/// A Patient named as `id`, `Patient/id` or a URL ending in `Patient/id` (as the CLI and the
+/// operations' parameters accept them), as its id.
+pub fn patient_arg(raw: &str) -> Result<String, ManualError> {
+    let raw = raw.trim();
+    let id = if raw.contains('/') {
+        patient_id_of(raw)
+    } else {
+        Some(raw)
+    };
+    id.filter(|id| {
+        id.len() <= 64
+            && id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+    })
+    .map(str::to_owned)
+    .ok_or_else(|| {
+        ManualError::Invalid(format!(
+            "'{raw}' is not a Patient reference (give an id or Patient/id)"
+        ))
+    })
+}
+
+/// The golden record a decision names.
+fn golden_id(planner: &Planner<'_>, id: &str) -> Result<EnterpriseId, ManualError> {
+    if let Some(e) = enterprise_of_id(id) {
+        return Ok(e);
+    }
+    Err(ManualError::Invalid(match planner.enterprise_of(id) {
+        Some(e) => format!(
+            "Patient/{id} is a source, not a golden record (its golden record is Patient/{e})"
+        ),
+        None => format!(
+            "Patient/{id} is not a golden record (golden record ids are E and 10 digits, \
+             like E0000000001)"
+        ),
+    }))
 }
 
 impl Mpi {
@@ -76,12 +114,14 @@ impl Mpi {
         golden: &str,
         reason: &str,
     ) -> Result<Vec<EnterpriseId>, ManualError> {
-        let target = golden_id(golden)?;
+        let (source, golden) = (patient_arg(source)?, patient_arg(golden)?);
+        self.check_source(store, ctx, &source).await?;
         self.decide(store, ctx, Action::Link, reason, |planner| {
-            known_source(planner, source)?;
+            let target = golden_id(planner, &golden)?;
+            known_source(planner, &source)?;
             active_golden(planner, target)?;
-            planner.assign(source, target, LinkMeta::manual("link", reason))?;
-            Ok(vec![source.to_owned()])
+            planner.assign(&source, target, LinkMeta::manual("link", reason))?;
+            Ok(vec![source.clone()])
         })
         .await
     }
@@ -95,16 +135,18 @@ impl Mpi {
         source: &str,
         reason: &str,
     ) -> Result<Vec<EnterpriseId>, ManualError> {
+        let source = patient_arg(source)?;
+        self.check_source(store, ctx, &source).await?;
         self.decide(store, ctx, Action::Unlink, reason, |planner| {
-            let current = known_source(planner, source)?;
+            let current = known_source(planner, &source)?;
             let alone = planner.members(current).len() <= 1;
             let target = if alone {
                 current
             } else {
                 planner.cache.index.reserve()
             };
-            planner.assign(source, target, LinkMeta::manual("separate", reason))?;
-            Ok(vec![source.to_owned()])
+            planner.assign(&source, target, LinkMeta::manual("separate", reason))?;
+            Ok(vec![source.clone()])
         })
         .await
     }
@@ -119,13 +161,14 @@ impl Mpi {
         into: &str,
         reason: &str,
     ) -> Result<Vec<EnterpriseId>, ManualError> {
-        let (from, into) = (golden_id(from)?, golden_id(into)?);
-        if from == into {
-            return Err(ManualError::Invalid(
-                "a golden record cannot be merged into itself".into(),
-            ));
-        }
+        let (from, into) = (patient_arg(from)?, patient_arg(into)?);
         self.decide(store, ctx, Action::Merge, reason, |planner| {
+            let (from, into) = (golden_id(planner, &from)?, golden_id(planner, &into)?);
+            if from == into {
+                return Err(ManualError::Invalid(format!(
+                    "Patient/{from} cannot be merged into itself"
+                )));
+            }
             active_golden(planner, from)?;
             active_golden(planner, into)?;
             let sources: Vec<String> = planner.members(from).keys().cloned().collect();
@@ -147,12 +190,23 @@ impl Mpi {
         retired: &str,
         reason: &str,
     ) -> Result<Vec<EnterpriseId>, ManualError> {
-        let e = golden_id(retired)?;
-        let current = store
-            .load(ctx, "Patient", retired)
-            .await?
-            .filter(|r| !r.deleted)
-            .ok_or_else(|| ManualError::NotFound(format!("golden record Patient/{retired}")))?;
+        let retired = patient_arg(retired)?;
+        let retired = retired.as_str();
+        let e = enterprise_of_id(retired).ok_or_else(|| {
+            ManualError::Invalid(format!(
+                "Patient/{retired} is not a golden record (golden record ids are E and 10 \
+                 digits); only a golden record merged into another can be unmerged"
+            ))
+        })?;
+        let current = store.load(ctx, "Patient", retired).await?.ok_or_else(|| {
+            ManualError::NotFound(format!("golden record Patient/{retired} does not exist"))
+        })?;
+        if current.deleted {
+            return Err(ManualError::Invalid(format!(
+                "Patient/{retired} is retired (deleted: none of its sources is left), not \
+                 merged; only a golden record merged into another can be unmerged"
+            )));
+        }
         let body: Value = serde_json::from_str(current.body.as_deref().unwrap_or("{}"))
             .map_err(|e| StoreError::Backend(e.to_string()))?;
         let survivor = body["link"]
@@ -165,7 +219,7 @@ impl Mpi {
             .and_then(enterprise_of_id)
             .ok_or_else(|| {
                 ManualError::Invalid(format!(
-                    "Patient/{retired} was not merged into another identity"
+                    "Patient/{retired} is active: it was not merged into another identity"
                 ))
             })?;
         // Its membership just before it was retired.
@@ -206,6 +260,38 @@ impl Mpi {
         .await
     }
 
+    /// Refuses a source that does not exist, was deleted, or is a golden record, saying which.
+    async fn check_source(
+        &self,
+        store: &dyn Store,
+        ctx: &RequestContext,
+        source: &str,
+    ) -> Result<(), ManualError> {
+        if enterprise_of_id(source).is_some() {
+            return Err(ManualError::Invalid(format!(
+                "Patient/{source} is a golden record, not a source"
+            )));
+        }
+        let Some(stored) = store.load(ctx, "Patient", source).await? else {
+            return Err(ManualError::NotFound(format!(
+                "source Patient/{source} does not exist"
+            )));
+        };
+        if stored.deleted {
+            return Err(ManualError::NotFound(format!(
+                "source Patient/{source} was deleted"
+            )));
+        }
+        let body: Value = serde_json::from_str(stored.body.as_deref().unwrap_or("{}"))
+            .map_err(|e| StoreError::Backend(format!("stored Patient/{source}: {e}")))?;
+        if is_golden(&body) {
+            return Err(ManualError::Invalid(format!(
+                "Patient/{source} is a golden record, not a source"
+            )));
+        }
+        Ok(())
+    }
+
     /// Runs one manual decision: plan it, add the audit event and the closed review tasks,
     /// commit, refresh. Returns the identities it changed.
     async fn decide<F>(
@@ -232,24 +318,11 @@ impl Mpi {
         let planned = async {
             let sources = plan(&mut planner)?;
             let touched: Vec<EnterpriseId> = planner.touched().collect();
+            planner
+                .close_reviews(store, ctx, &sources, action.code())
+                .await?;
             let mut writes = planner.finish(store, ctx, &self.survivorship).await?;
             let now = planner.now().to_owned();
-            for source in &sources {
-                let golden = planner.enterprise_of(source).unwrap_or(EnterpriseId(0));
-                let open = store
-                    .search(ctx, &review_query(store, Some(source))?)
-                    .await?;
-                for task in open.matches {
-                    let body: Value = serde_json::from_str(task.body.as_deref().unwrap_or("{}"))
-                        .map_err(|e| StoreError::Backend(e.to_string()))?;
-                    writes.push(WriteEntry::new(WriteOp::Update {
-                        resource_type: "Task".into(),
-                        id: task.id.clone(),
-                        resource: closed_task(body, action.code(), golden, &now),
-                        if_match: Some(task.version),
-                    }));
-                }
-            }
             let mut entities: Vec<String> =
                 sources.iter().map(|s| format!("Patient/{s}")).collect();
             entities.extend(touched.iter().map(|e| format!("Patient/{e}")));
@@ -354,6 +427,7 @@ impl Mpi {
         }
         members.sort();
         members.dedup();
+        let mut seen: std::collections::HashSet<(String, String)> = Default::default();
         for m in &members {
             let Some(stored) = store.load(ctx, "Patient", m).await? else {
                 continue;
@@ -366,8 +440,9 @@ impl Mpi {
             answer.patients.push(format!("Patient/{m}"));
             for id in body["identifier"].as_array().into_iter().flatten() {
                 let sys = id["system"].as_str().unwrap_or("");
-                let same = sys == system && id["value"].as_str() == Some(value);
-                if !same && wanted(sys) && !answer.identifiers.contains(id) {
+                let val = id["value"].as_str().unwrap_or("");
+                let same = sys == system && val == value;
+                if !same && wanted(sys) && seen.insert((sys.to_owned(), val.to_owned())) {
                     answer.identifiers.push(id.clone());
                 }
             }
@@ -401,22 +476,29 @@ fn escape(s: &str) -> String {
 }
 
 fn known_source(planner: &Planner<'_>, source: &str) -> Result<EnterpriseId, ManualError> {
-    if enterprise_of_id(source).is_some_and(|e| planner.cache.goldens.contains_key(&e)) {
+    if enterprise_of_id(source).is_some() {
         return Err(ManualError::Invalid(format!(
             "Patient/{source} is a golden record, not a source"
         )));
     }
-    planner
-        .enterprise_of(source)
-        .ok_or_else(|| ManualError::NotFound(format!("source Patient/{source} is not linked")))
+    planner.enterprise_of(source).ok_or_else(|| {
+        ManualError::Invalid(format!(
+            "Patient/{source} is not linked to a golden record yet (it was written with \
+             linking off; `renkei serve` or `renkei import` links it)"
+        ))
+    })
 }
 
 fn active_golden(planner: &Planner<'_>, e: EnterpriseId) -> Result<(), ManualError> {
     match planner.cache.goldens.get(&e) {
-        Some(g) if g.active => Ok(()),
-        Some(_) => Err(ManualError::Invalid(format!(
-            "Patient/{e} was merged into another identity"
+        Some(g) => match g.retirement() {
+            None => Ok(()),
+            Some(why) => Err(ManualError::Invalid(format!(
+                "golden record Patient/{e} is retired ({why})"
+            ))),
+        },
+        None => Err(ManualError::NotFound(format!(
+            "golden record Patient/{e} does not exist"
         ))),
-        None => Err(ManualError::NotFound(format!("golden record Patient/{e}"))),
     }
 }

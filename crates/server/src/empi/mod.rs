@@ -12,7 +12,11 @@
 //!
 //! Probable-but-uncertain matches get an identity of their own for now and a `Task`
 //! (`code` = `https://renkei.dev/fhir/CodeSystem/empi|review`, `status` = `requested`) listing
-//! the candidate identities with scores and explanations: the review queue.
+//! the candidate identities, each once, with scores and explanations: the review queue. Each
+//! candidate is also a `meta.tag` of the task (`resources::CANDIDATE_TAG_SYSTEM`), so that when
+//! a unit of work retires an identity (merged away, or left without sources) the open tasks
+//! naming it are found by one indexed search and lose it (or get its survivor); a task left
+//! without a live candidate is cancelled with the reason.
 //!
 //! One process writes Patients at a time (the EMPI lock): several servers on one database
 //! would each need to see the others' writes before deciding, which this does not do.

@@ -11,13 +11,14 @@ use std::collections::{BTreeMap, HashMap};
 use empi::golden::Survivorship;
 use empi::{EnterpriseId, Outcome as MatchOutcome, Record};
 use serde_json::{Value, json};
-use store::{RequestContext, Store, StoreError, WriteEntry, WriteOp};
+use store::{RequestContext, SearchQuery, Store, StoreError, WriteEntry, WriteOp};
 
 use super::cache::Cache;
 use super::resources::{
-    Basis, LinkMeta, ReviewCandidate, enterprise_of_id, is_golden, retired_golden, review_task,
-    with_links,
+    Basis, CANDIDATE_TAG_SYSTEM, LinkMeta, ReviewCandidate, closed_task, enterprise_of_id,
+    is_golden, patient_id_of, retire_candidates, retired_golden, review_task, with_links,
 };
+use super::review_query;
 
 /// How to put back what planning did to the index.
 #[derive(Debug)]
@@ -40,7 +41,14 @@ pub(crate) struct Planner<'a> {
     moved: HashMap<String, Option<EnterpriseId>>,
     /// Planned source bodies (by id or placeholder).
     bodies: HashMap<String, Value>,
-    /// Extra writes (review tasks, audit events, closed tasks).
+    /// Review items to open: (source, candidates), written by `finish` without the
+    /// candidates this unit retires.
+    reviews: Vec<(String, Vec<ReviewCandidate>)>,
+    /// Stored review tasks this unit changes: id -> (version read, new body).
+    tasks: BTreeMap<String, (u64, Value)>,
+    /// Ids of the stored tasks `finish` wrote updates for.
+    edited_tasks: Vec<String>,
+    /// Extra writes (audit events).
     pub extra: Vec<WriteEntry>,
     now: String,
 }
@@ -54,6 +62,9 @@ impl<'a> Planner<'a> {
             retired: BTreeMap::new(),
             moved: HashMap::new(),
             bodies: HashMap::new(),
+            reviews: Vec::new(),
+            tasks: BTreeMap::new(),
+            edited_tasks: Vec::new(),
             extra: Vec::new(),
             now,
         }
@@ -208,11 +219,7 @@ impl<'a> Planner<'a> {
                             explanation: serde_json::to_string(&c.score).unwrap_or_default(),
                         })
                         .collect();
-                    let task = review_task(source, &candidates, &self.now);
-                    self.extra.push(WriteEntry::new(WriteOp::Create {
-                        resource: task,
-                        if_none_exist: None,
-                    }));
+                    self.reviews.push((source.to_owned(), candidates));
                 }
                 (e, meta)
             }
@@ -247,7 +254,84 @@ impl<'a> Planner<'a> {
         self.retired.insert(retired, survivor);
     }
 
-    /// The golden-record writes for every touched identity, with the extra writes.
+    /// Closes the open review tasks about `sources` as settled by `decision` (a person's
+    /// link, unlink, merge or unmerge), naming the identity each source is in now.
+    pub async fn close_reviews(
+        &mut self,
+        store: &dyn Store,
+        ctx: &RequestContext,
+        sources: &[String],
+        decision: &str,
+    ) -> Result<(), StoreError> {
+        for source in sources {
+            let golden = self.enterprise_of(source).unwrap_or(EnterpriseId(0));
+            let open = store
+                .search(ctx, &review_query(store, Some(source))?)
+                .await?;
+            for task in open.matches {
+                let (version, body) = self.task_body(task)?;
+                let closed = closed_task(body, decision, golden, &self.now);
+                self.tasks.insert(
+                    closed["id"].as_str().unwrap_or_default().to_owned(),
+                    (version, closed),
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// A stored task's body, or the one this unit already made of it.
+    fn task_body(&self, task: store::StoredResource) -> Result<(u64, Value), StoreError> {
+        if let Some((version, body)) = self.tasks.get(&task.id) {
+            return Ok((*version, body.clone()));
+        }
+        let body: Value = serde_json::from_str(task.body.as_deref().unwrap_or("{}"))
+            .map_err(|e| StoreError::Backend(format!("stored Task/{}: {e}", task.id)))?;
+        Ok((task.version, body))
+    }
+
+    /// Open review tasks naming a retired identity lose it as a candidate (or get its
+    /// survivor instead); see [`retire_candidates`].
+    async fn retire_in_reviews(
+        &mut self,
+        store: &dyn Store,
+        ctx: &RequestContext,
+        gone: &BTreeMap<EnterpriseId, Option<EnterpriseId>>,
+    ) -> Result<(), StoreError> {
+        for e in gone.keys() {
+            let params = [
+                ("_tag".to_owned(), format!("{CANDIDATE_TAG_SYSTEM}|{e}")),
+                ("status".to_owned(), "requested".to_owned()),
+            ];
+            let mut query = SearchQuery::parse(Some("Task"), &params, store.extractor(), false)?;
+            query.count = store::search::MAX_COUNT;
+            loop {
+                let page = store.search(ctx, &query).await?;
+                for task in page.matches {
+                    let (version, body) = self.task_body(task)?;
+                    if body["status"] != "requested" {
+                        continue;
+                    }
+                    let own = body["focus"]["reference"]
+                        .as_str()
+                        .and_then(patient_id_of)
+                        .and_then(|s| self.enterprise_of(s));
+                    if let Some(changed) = retire_candidates(&body, gone, own, &self.now) {
+                        let id = changed["id"].as_str().unwrap_or_default().to_owned();
+                        self.tasks.insert(id, (version, changed));
+                    }
+                }
+                match page.next {
+                    Some(next) => query.after = Some(store::search::Cursor::decode(&next)?),
+                    None => break,
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The golden-record writes for every touched identity, the review tasks opened and
+    /// changed, and the extra writes.
     pub async fn finish(
         &mut self,
         store: &dyn Store,
@@ -257,6 +341,15 @@ impl<'a> Planner<'a> {
         let mut writes = Vec::new();
         let touched: Vec<(EnterpriseId, BTreeMap<String, LinkMeta>)> =
             self.touched.iter().map(|(e, m)| (*e, m.clone())).collect();
+        // Identities this unit retires: merged (-> survivor) or left without sources.
+        let mut gone: BTreeMap<EnterpriseId, Option<EnterpriseId>> = BTreeMap::new();
+        for (e, links) in &touched {
+            if let Some(survivor) = self.retired.get(e) {
+                gone.insert(*e, Some(*survivor));
+            } else if links.is_empty() {
+                gone.insert(*e, None);
+            }
+        }
         for (e, links) in touched {
             let prior = self.cache.goldens.get(&e).map(|g| g.version);
             if let Some(survivor) = self.retired.get(&e) {
@@ -298,8 +391,50 @@ impl<'a> Planner<'a> {
                 if_match: prior,
             }));
         }
+        // New review items: never a candidate this unit retired, nor the source's own identity.
+        for (source, candidates) in std::mem::take(&mut self.reviews) {
+            let own = self.enterprise_of(&source);
+            let live: Vec<ReviewCandidate> = candidates
+                .into_iter()
+                .filter_map(|mut c| {
+                    let mut e = Some(c.enterprise);
+                    for _ in 0..=gone.len() {
+                        match e.and_then(|x| gone.get(&x)) {
+                            Some(next) => e = *next,
+                            None => break,
+                        }
+                    }
+                    c.enterprise = e?;
+                    (Some(c.enterprise) != own).then_some(c)
+                })
+                .collect();
+            if !live.is_empty() {
+                writes.push(WriteEntry::new(WriteOp::Create {
+                    resource: review_task(&source, &live, &self.now),
+                    if_none_exist: None,
+                }));
+            }
+        }
+        if !gone.is_empty() {
+            self.retire_in_reviews(store, ctx, &gone).await?;
+        }
+        for (id, (version, body)) in std::mem::take(&mut self.tasks) {
+            self.edited_tasks.push(id.clone());
+            writes.push(WriteEntry::new(WriteOp::Update {
+                resource_type: "Task".into(),
+                id,
+                resource: body,
+                if_match: Some(version),
+            }));
+        }
         writes.append(&mut self.extra);
         Ok(writes)
+    }
+
+    /// The stored review tasks the finished plan updates (two units updating one task must
+    /// not commit in one round: the second would find a newer version).
+    pub fn edited_tasks(&self) -> impl Iterator<Item = &str> + '_ {
+        self.edited_tasks.iter().map(String::as_str)
     }
 
     /// Puts the index back as it was before planning.

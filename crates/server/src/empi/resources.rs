@@ -20,6 +20,10 @@ pub const EXPLANATION_EXTENSION: &str =
     "https://renkei.dev/fhir/StructureDefinition/match-explanation";
 /// `Task.code` of a review-queue item.
 pub const REVIEW_CODE: &str = "review";
+/// Tag system of a review `Task`'s candidates: one `meta.tag` per candidate golden record
+/// (code = its id), so that the open tasks naming an identity are one indexed search away
+/// (`Task.input` has no search parameter) when that identity is retired.
+pub const CANDIDATE_TAG_SYSTEM: &str = "https://renkei.dev/fhir/CodeSystem/empi-candidate";
 
 /// Who decided a link.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,10 +84,39 @@ impl LinkMeta {
 #[derive(Debug, Clone, PartialEq)]
 pub struct GoldenState {
     pub version: u64,
-    /// `false` once merged into another identity (`replaced-by`).
+    /// `false` once retired: merged into another identity, or deleted.
     pub active: bool,
+    /// The identity it was merged into (`link` of type `replaced-by`).
+    pub replaced_by: Option<EnterpriseId>,
+    /// Deleted (its last source left or was deleted).
+    pub deleted: bool,
     /// Source Patient id -> link.
     pub links: BTreeMap<String, LinkMeta>,
+}
+
+impl GoldenState {
+    /// The state of a deleted golden record.
+    pub fn deleted(version: u64) -> Self {
+        GoldenState {
+            version,
+            active: false,
+            replaced_by: None,
+            deleted: true,
+            links: BTreeMap::new(),
+        }
+    }
+
+    /// Why a retired golden record is retired, in words (`None` while active).
+    pub fn retirement(&self) -> Option<String> {
+        if self.active {
+            return None;
+        }
+        Some(match (self.replaced_by, self.deleted) {
+            (Some(survivor), _) => format!("merged into Patient/{survivor}"),
+            (None, true) => "deleted: none of its sources is left".to_owned(),
+            (None, false) => "inactive".to_owned(),
+        })
+    }
 }
 
 /// `E0000000042` -> `EnterpriseId(42)`.
@@ -106,15 +139,10 @@ pub fn is_golden(patient: &Value) -> bool {
         })
 }
 
-/// The reference to a source: `Patient/id`, or a transaction's `urn:uuid:` placeholder.
+/// The reference to a source: `Patient/id`, or a transaction's `urn:uuid:` placeholder (the
+/// entry's fullUrl, which the store rewrites to the id it assigns).
 pub fn source_reference(source: &str) -> String {
-    // A placeholder is the entry's fullUrl (`urn:uuid:..`, or an absolute URL), which the
-    // store rewrites to the id it assigns; a plain id is a stored Patient.
-    if source.contains(':') || source.contains('/') {
-        source.to_owned()
-    } else {
-        format!("Patient/{source}")
-    }
+    empi::golden::source_reference(source)
 }
 
 /// `Patient/abc` (or a relative URL ending so) -> `abc`.
@@ -164,9 +192,19 @@ pub fn parse_golden(version: u64, body: &Value) -> GoldenState {
         };
         links.insert(id.to_owned(), meta);
     }
+    let replaced_by = body["link"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|l| l["type"] == "replaced-by")
+        .find_map(|l| l["other"]["reference"].as_str())
+        .and_then(patient_id_of)
+        .and_then(enterprise_of_id);
     GoldenState {
         version,
         active: body["active"].as_bool() != Some(false),
+        replaced_by,
+        deleted: false,
         links,
     }
 }
@@ -231,20 +269,78 @@ pub struct ReviewCandidate {
     pub explanation: String,
 }
 
-/// A review-queue item: a `Task` asking a person whether `source` is one of the candidates.
+/// The candidates of a review item: one per identity (its best-scored record's), best first.
+pub fn distinct_candidates(candidates: Vec<ReviewCandidate>) -> Vec<ReviewCandidate> {
+    let mut best: Vec<ReviewCandidate> = Vec::with_capacity(candidates.len());
+    for c in candidates {
+        match best.iter_mut().find(|b| b.enterprise == c.enterprise) {
+            Some(b) if b.probability < c.probability => *b = c,
+            Some(_) => {}
+            None => best.push(c),
+        }
+    }
+    best.sort_by(|a, b| b.probability.total_cmp(&a.probability));
+    best
+}
+
+fn candidate_input(c: &ReviewCandidate) -> Value {
+    json!({
+        "extension": [
+            {"url": SCORE_EXTENSION, "valueDecimal": probability_decimal(c.probability)},
+            {"url": EXPLANATION_EXTENSION, "valueString": c.explanation},
+        ],
+        "type": {"coding": [{"system": EMPI_SYSTEM, "code": "candidate"}]},
+        "valueReference": {"reference": format!("Patient/{}", c.enterprise)},
+    })
+}
+
+/// The golden record a review task's input names.
+fn input_candidate(input: &Value) -> Option<EnterpriseId> {
+    input["valueReference"]["reference"]
+        .as_str()
+        .and_then(patient_id_of)
+        .and_then(enterprise_of_id)
+}
+
+/// The candidate identities of a review task, in its order.
+pub fn task_candidates(task: &Value) -> Vec<EnterpriseId> {
+    task["input"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(input_candidate)
+        .collect()
+}
+
+/// Sets a review task's candidate tags from its inputs (one tag per distinct candidate).
+fn tag_candidates(task: &mut Value) {
+    let mut candidates = task_candidates(task);
+    candidates.sort();
+    candidates.dedup();
+    let mut tags: Vec<Value> = task["meta"]["tag"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|t| t["system"] != CANDIDATE_TAG_SYSTEM)
+        .cloned()
+        .collect();
+    tags.extend(
+        candidates
+            .iter()
+            .map(|e| json!({"system": CANDIDATE_TAG_SYSTEM, "code": e.to_string()})),
+    );
+    if !task["meta"].is_object() {
+        task["meta"] = json!({});
+    }
+    task["meta"]["tag"] = Value::Array(tags);
+}
+
+/// A review-queue item: a `Task` asking a person whether `source` is one of the candidates
+/// (one input per candidate identity, however many of its records matched).
 pub fn review_task(source: &str, candidates: &[ReviewCandidate], now: &str) -> Value {
-    let inputs: Vec<Value> = candidates
+    let inputs: Vec<Value> = distinct_candidates(candidates.to_vec())
         .iter()
-        .map(|c| {
-            json!({
-                "extension": [
-                    {"url": SCORE_EXTENSION, "valueDecimal": probability_decimal(c.probability)},
-                    {"url": EXPLANATION_EXTENSION, "valueString": c.explanation},
-                ],
-                "type": {"coding": [{"system": EMPI_SYSTEM, "code": "candidate"}]},
-                "valueReference": {"reference": format!("Patient/{}", c.enterprise)},
-            })
-        })
+        .map(candidate_input)
         .collect();
     let mut task = json!({
         "resourceType": "Task",
@@ -263,7 +359,86 @@ pub fn review_task(source: &str, candidates: &[ReviewCandidate], now: &str) -> V
     if !inputs.is_empty() {
         task["input"] = Value::Array(inputs);
     }
+    tag_candidates(&mut task);
     task
+}
+
+/// An open review task after some identities were retired: `gone` maps each retired identity
+/// to the one it was merged into (`None`: deleted). A retired candidate is replaced by its
+/// survivor (unless the task already lists it, or it is the task's own identity `own`, whose
+/// question the merge answered), or dropped. A task left without a live candidate is
+/// cancelled, saying why. Returns `None` when nothing changes.
+pub fn retire_candidates(
+    task: &Value,
+    gone: &BTreeMap<EnterpriseId, Option<EnterpriseId>>,
+    own: Option<EnterpriseId>,
+    now: &str,
+) -> Option<Value> {
+    let listed = task_candidates(task);
+    if !listed.iter().any(|e| gone.contains_key(e)) {
+        return None;
+    }
+    // Follow merges to the identity that is live now (a chain of merges in one plan).
+    let live = |mut e: EnterpriseId| {
+        for _ in 0..gone.len() + 1 {
+            match gone.get(&e) {
+                Some(Some(next)) => e = *next,
+                Some(None) => return None,
+                None => return Some(e),
+            }
+        }
+        None
+    };
+    let mut kept: Vec<EnterpriseId> = Vec::new();
+    let mut inputs = Vec::new();
+    let mut notes = Vec::new();
+    for input in task["input"].as_array().into_iter().flatten() {
+        let Some(e) = input_candidate(input) else {
+            inputs.push(input.clone());
+            continue;
+        };
+        match live(e) {
+            Some(now_e) if Some(now_e) == own => {
+                notes.push(format!(
+                    "Patient/{e} was merged into this patient's own identity"
+                ));
+            }
+            Some(now_e) if kept.contains(&now_e) => {
+                notes.push(format!(
+                    "Patient/{e} was merged into Patient/{now_e}, already listed"
+                ));
+            }
+            Some(now_e) => {
+                kept.push(now_e);
+                let mut input = input.clone();
+                if now_e != e {
+                    input["valueReference"]["reference"] = json!(format!("Patient/{now_e}"));
+                    notes.push(format!("Patient/{e} was merged into Patient/{now_e}"));
+                }
+                inputs.push(input);
+            }
+            None => notes.push(format!("Patient/{e} was deleted")),
+        }
+    }
+    let mut task = task.clone();
+    task["lastModified"] = json!(now);
+    if inputs.is_empty() {
+        task.as_object_mut().map(|o| o.remove("input"));
+    } else {
+        task["input"] = Value::Array(inputs);
+    }
+    let note = json!({"time": now, "text": format!("Candidates retired: {}.", notes.join("; "))});
+    match task["note"].as_array_mut() {
+        Some(n) => n.push(note),
+        None => task["note"] = json!([note]),
+    }
+    if kept.is_empty() {
+        task["status"] = json!("cancelled");
+        task["statusReason"] = json!({"text": format!(
+            "no live candidate is left: {}", notes.join("; "))});
+    }
+    tag_candidates(&mut task);
+    Some(task)
 }
 
 /// A review item closed by a decision.
