@@ -181,9 +181,10 @@ impl Outcome {
 /// The receiver's side of the ACK header.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AckHeader {
-    /// MSH-3 of the ACK (this receiver's application).
+    /// MSH-3 of the ACK when the message's MSH-5 (receiving application) is empty; otherwise
+    /// the ACK answers from the MSH-5 the sender addressed.
     pub application: String,
-    /// MSH-4 of the ACK (this receiver's facility).
+    /// MSH-4 of the ACK when the message's MSH-6 (receiving facility) is empty.
     pub facility: String,
     /// MSH-10 of the ACK: a control id of the receiver's own.
     pub control_id: String,
@@ -251,11 +252,21 @@ pub fn build_ack(
         Field::components(&["ACK", event, "ACK"])
     };
     let d = original.delimiters;
+    // The ACK comes from the application and facility the message was sent to (its MSH-5
+    // and MSH-6), so the sender sees the names it addressed; the header's own names only
+    // stand in when the message left them empty.
+    let receiver = |n: usize, own: &str| {
+        msh_in
+            .field(n)
+            .filter(|f| !f.is_empty())
+            .cloned()
+            .unwrap_or_else(|| Field::text(own))
+    };
     let msh = Segment::new("MSH")
         .with(1, d.field.to_string())
         .with(2, d.encoding_characters())
-        .with(3, header.application.clone())
-        .with(4, header.facility.clone())
+        .with_field(3, receiver(5, &header.application))
+        .with_field(4, receiver(6, &header.facility))
         .with_field(5, msh_in.field(3).cloned().unwrap_or_default())
         .with_field(6, msh_in.field(4).cloned().unwrap_or_default())
         .with(7, header.timestamp.clone())
@@ -339,7 +350,7 @@ fn salvage_msh(raw: &[u8]) -> Message {
         let sep = line[3];
         for (i, raw_field) in line.split(|&b| b == sep).enumerate().skip(2) {
             let n = i + 1;
-            if matches!(n, 3 | 4 | 10 | 11 | 12) && raw_field.iter().all(|b| b.is_ascii_graphic()) {
+            if matches!(n, 3..=6 | 10..=12) && raw_field.iter().all(|b| b.is_ascii_graphic()) {
                 let text: String = raw_field.iter().map(|&b| b as char).collect();
                 // Only the first component, without any delimiter we could not confirm.
                 let value: String = text
@@ -554,8 +565,8 @@ mod tests {
 
     fn header() -> AckHeader {
         AckHeader {
-            application: "RENKEI".into(),
-            facility: "HIE".into(),
+            application: "SELF".into(),
+            facility: "HERE".into(),
             control_id: "ACK0001".into(),
             timestamp: "20260102030405+0900".into(),
         }
@@ -584,6 +595,46 @@ mod tests {
         assert_eq!(
             ack.to_text().split('\r').nth(2).unwrap(),
             "ERR||PID^1^7^1|102^Data type error^HL70357|E||||PID-7 is not a date"
+        );
+    }
+
+    #[test]
+    fn the_ack_comes_from_whom_the_message_addressed() {
+        // MSH-3/4 of the ACK are the message's MSH-5/6, components and all; MSH-5/6 its
+        // MSH-3/4.
+        let m = parse(
+            MSG.replace("|RENKEI|HIE|", "|RENKEI^1.2.3^ISO|HIE|")
+                .as_bytes(),
+        )
+        .unwrap();
+        let ack = acknowledge(&m, &Outcome::Accepted, &header())
+            .immediate
+            .unwrap();
+        assert!(
+            ack.to_text()
+                .starts_with("MSH|^~\\&|RENKEI^1.2.3^ISO|HIE|HIS|GENHOSP|"),
+            "{}",
+            ack.to_text()
+        );
+        // Nothing addressed: the receiver's own names.
+        let m = parse(MSG.replace("|RENKEI|HIE|", "|||").as_bytes()).unwrap();
+        let ack = acknowledge(&m, &Outcome::Accepted, &header())
+            .immediate
+            .unwrap();
+        assert!(
+            ack.to_text()
+                .starts_with("MSH|^~\\&|SELF|HERE|HIS|GENHOSP|"),
+            "{}",
+            ack.to_text()
+        );
+        // An unparseable message's MSH-5/6 are salvaged too.
+        let raw = b"MSH|^~|HIS|GENHOSP|RENKEI|HIE|2026||ADT^A01|C42|P|2.5\r";
+        let ack = ack_unparseable(raw, &parse(raw).unwrap_err(), &header());
+        assert!(
+            ack.to_text()
+                .starts_with("MSH|^~\\&|RENKEI|HIE|HIS|GENHOSP|"),
+            "{}",
+            ack.to_text()
         );
     }
 
