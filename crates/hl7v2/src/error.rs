@@ -244,17 +244,23 @@ pub enum StructureError {
     UnsupportedProcessingId { processing_id: String },
     #[error("unsupported HL7 version {version:?} (2.3 to 2.8 are supported)")]
     UnsupportedVersion { version: String },
-    #[error("{location}: segment {found} is not expected here in {structure}{}", expected_list(.expected))]
+    #[error("{location}: {}", unexpected(.found, .structure, .version, .expected, .required))]
     UnexpectedSegment {
         location: Box<Location>,
         found: String,
         structure: String,
+        /// MSH-12: the version whose structure this is.
+        version: &'static str,
         expected: Vec<String>,
+        /// Those of `expected` that the structure requires at that point.
+        required: Vec<String>,
     },
-    #[error("{structure}: the message ends where {} is required", expected_list(.expected).trim_start_matches("; expected "))]
+    #[error("{structure}: the message ends where {} is required", missing(.expected, .required))]
     MissingSegment {
         structure: String,
+        version: &'static str,
         expected: Vec<String>,
+        required: Vec<String>,
     },
 }
 
@@ -263,6 +269,38 @@ fn expected_list(expected: &[String]) -> String {
         String::new()
     } else {
         format!("; expected {}", expected.join(" or "))
+    }
+}
+
+/// `segment PID is not expected here in ADT_A01; EVN is required before it by the v2.5
+/// ADT_A01 structure (expected EVN or SFT or UAC)`.
+fn unexpected(
+    found: &str,
+    structure: &str,
+    version: &str,
+    expected: &[String],
+    required: &[String],
+) -> String {
+    if required.is_empty() {
+        return format!(
+            "segment {found} is not expected here in {structure}{}",
+            expected_list(expected)
+        );
+    }
+    format!(
+        "segment {found} is not expected here in {structure}; {} is required before it by \
+         the v{version} {structure} structure (expected {})",
+        required.join(" or "),
+        expected.join(" or ")
+    )
+}
+
+/// What the message should have gone on with: the required segments, else any expected.
+fn missing(expected: &[String], required: &[String]) -> String {
+    if required.is_empty() {
+        expected.join(" or ")
+    } else {
+        required.join(" or ")
     }
 }
 

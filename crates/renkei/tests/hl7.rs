@@ -184,7 +184,7 @@ async fn mllp_acks_store_replay_and_reject(backend: Backend) {
     assert_eq!(after_race[0], before[0] + 1, "{after_race:?}");
 
     // Content errors (AE, ERR names segment and field) and rejections (AR) store nothing.
-    let bad: [(&[u8], &str, &str, &str); 3] = [
+    let bad: [(&[u8], &str, &str, &str); 4] = [
         (
             b"MSH|^~\\&|LAB|GENHOSP|RENKEI|HIE|20260101||ADT^A01|E1|P|2.5\rEVN|A01\rPID|1||\r",
             "AE",
@@ -203,6 +203,13 @@ async fn mllp_acks_store_replay_and_reject(backend: Backend) {
             "MSH^1^12",
             "203",
         ),
+        // EVN is required by ADT_A01 in every version (only EVN-1 became optional).
+        (
+            b"MSH|^~\\&|LAB|GENHOSP|RENKEI|HIE|20260101||ADT^A01|E4|P|2.5\rPID|1||9^^^GENHOSP^MR\rPV1|1|I\r",
+            "AE",
+            "PID^1",
+            "100",
+        ),
     ];
     for (bytes, code, location, err3) in bad {
         let ack = client.request(bytes).await.unwrap().expect("an ACK");
@@ -217,6 +224,10 @@ async fn mllp_acks_store_replay_and_reject(backend: Backend) {
             err2.starts_with(location),
             "ERR-2 {err2} should name {location}"
         );
+        if err3 == "100" {
+            let text = String::from_utf8_lossy(&ack);
+            assert!(text.contains("EVN is required before it"), "{text}");
+        }
         // The AR to a v2.1 message answers in v2.1, which hl7apy does not read.
         if err3 != "203" {
             acks.push(ack);
@@ -266,7 +277,7 @@ async fn mllp_acks_store_replay_and_reject(backend: Backend) {
     // Another implementation reads every ACK Renkei sent.
     let read = hl7apy_read(&acks);
     let codes: Vec<&str> = read.iter().map(|r| r["msa1"].as_str().unwrap()).collect();
-    assert_eq!(codes, ["AA", "AA", "AE", "AR", "AA"]);
+    assert_eq!(codes, ["AA", "AA", "AE", "AR", "AE", "AA"]);
     assert!(read.iter().all(|r| r["valid"] == true), "{read:?}");
     assert_eq!(server.terminate().code(), Some(0));
 }
