@@ -136,6 +136,9 @@ impl AckMode {
 pub enum Outcome {
     /// Stored (durably, before this is built).
     Accepted,
+    /// Stored, with warnings the sender should hear of: `AA`/`CA` with an `ERR` segment
+    /// (severity `W`) each.
+    Warned(Vec<ErrorDetail>),
     /// Content errors: nothing was stored.
     Error(Vec<ErrorDetail>),
     /// Rejected outright (unsupported type, event, version, processing id; unreadable MSH).
@@ -143,10 +146,13 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    /// The outcome for these errors: a rejection if any of them rejects.
+    /// The outcome for these errors: a rejection if any of them rejects, accepted (with
+    /// them as warnings) if all are warnings.
     pub fn from_errors(errors: Vec<ErrorDetail>) -> Outcome {
         if errors.is_empty() {
             Outcome::Accepted
+        } else if errors.iter().all(|e| e.severity != Severity::Error) {
+            Outcome::Warned(errors)
         } else if errors.iter().any(|e| e.code.is_rejection()) {
             Outcome::Rejected(errors)
         } else {
@@ -154,16 +160,18 @@ impl Outcome {
         }
     }
 
-    fn errors(&self) -> &[ErrorDetail] {
+    /// The ERR segments' details.
+    pub fn errors(&self) -> &[ErrorDetail] {
         match self {
             Outcome::Accepted => &[],
-            Outcome::Error(e) | Outcome::Rejected(e) => e,
+            Outcome::Warned(e) | Outcome::Error(e) | Outcome::Rejected(e) => e,
         }
     }
 
-    fn application_code(&self) -> AckCode {
+    /// MSA-1 of the application ACK.
+    pub fn application_code(&self) -> AckCode {
         match self {
-            Outcome::Accepted => AckCode::AA,
+            Outcome::Accepted | Outcome::Warned(_) => AckCode::AA,
             Outcome::Error(_) => AckCode::AE,
             Outcome::Rejected(_) => AckCode::AR,
         }
@@ -171,7 +179,7 @@ impl Outcome {
 
     fn accept_code(&self) -> AckCode {
         match self {
-            Outcome::Accepted => AckCode::CA,
+            Outcome::Accepted | Outcome::Warned(_) => AckCode::CA,
             Outcome::Error(_) => AckCode::CE,
             Outcome::Rejected(_) => AckCode::CR,
         }
@@ -635,6 +643,25 @@ mod tests {
                 .starts_with("MSH|^~\\&|RENKEI|HIE|HIS|GENHOSP|"),
             "{}",
             ack.to_text()
+        );
+    }
+
+    #[test]
+    fn warnings_ride_on_an_aa() {
+        let m = parse(MSG.as_bytes()).unwrap();
+        let warning = ErrorDetail {
+            location: Some(Location::field("OBX", 1, 14)),
+            code: ErrorCode::DataTypeError,
+            severity: Severity::Warning,
+            message: "read as the earlier offset".into(),
+        };
+        let outcome = Outcome::from_errors(vec![warning]);
+        assert!(matches!(outcome, Outcome::Warned(_)));
+        let ack = acknowledge(&m, &outcome, &header()).immediate.unwrap();
+        let text = ack.to_text();
+        assert!(
+            text.contains("\rMSA|AA|MSG1\rERR||OBX^1^14^1|102^Data type error^HL70357|W|"),
+            "{text}"
         );
     }
 
