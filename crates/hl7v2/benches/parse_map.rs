@@ -27,9 +27,7 @@ fn mix() -> Vec<Vec<u8>> {
 
 fn bench(c: &mut Criterion) {
     let messages = mix();
-    let options = MappingOptions {
-        default_utc_offset: Some("+09:00".into()),
-    };
+    let options = MappingOptions::with_utc_offset("+09:00").unwrap();
     let mut group = c.benchmark_group("hl7v2");
     group.throughput(Throughput::Elements(messages.len() as u64));
     group.bench_function("parse", |b| {

@@ -136,6 +136,9 @@ impl AckMode {
 pub enum Outcome {
     /// Stored (durably, before this is built).
     Accepted,
+    /// Stored, with warnings the sender should hear of: `AA`/`CA` with an `ERR` segment
+    /// (severity `W`) each.
+    Warned(Vec<ErrorDetail>),
     /// Content errors: nothing was stored.
     Error(Vec<ErrorDetail>),
     /// Rejected outright (unsupported type, event, version, processing id; unreadable MSH).
@@ -143,10 +146,13 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    /// The outcome for these errors: a rejection if any of them rejects.
+    /// The outcome for these errors: a rejection if any of them rejects, accepted (with
+    /// them as warnings) if all are warnings.
     pub fn from_errors(errors: Vec<ErrorDetail>) -> Outcome {
         if errors.is_empty() {
             Outcome::Accepted
+        } else if errors.iter().all(|e| e.severity != Severity::Error) {
+            Outcome::Warned(errors)
         } else if errors.iter().any(|e| e.code.is_rejection()) {
             Outcome::Rejected(errors)
         } else {
@@ -154,16 +160,18 @@ impl Outcome {
         }
     }
 
-    fn errors(&self) -> &[ErrorDetail] {
+    /// The ERR segments' details.
+    pub fn errors(&self) -> &[ErrorDetail] {
         match self {
             Outcome::Accepted => &[],
-            Outcome::Error(e) | Outcome::Rejected(e) => e,
+            Outcome::Warned(e) | Outcome::Error(e) | Outcome::Rejected(e) => e,
         }
     }
 
-    fn application_code(&self) -> AckCode {
+    /// MSA-1 of the application ACK.
+    pub fn application_code(&self) -> AckCode {
         match self {
-            Outcome::Accepted => AckCode::AA,
+            Outcome::Accepted | Outcome::Warned(_) => AckCode::AA,
             Outcome::Error(_) => AckCode::AE,
             Outcome::Rejected(_) => AckCode::AR,
         }
@@ -171,7 +179,7 @@ impl Outcome {
 
     fn accept_code(&self) -> AckCode {
         match self {
-            Outcome::Accepted => AckCode::CA,
+            Outcome::Accepted | Outcome::Warned(_) => AckCode::CA,
             Outcome::Error(_) => AckCode::CE,
             Outcome::Rejected(_) => AckCode::CR,
         }
@@ -181,9 +189,10 @@ impl Outcome {
 /// The receiver's side of the ACK header.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AckHeader {
-    /// MSH-3 of the ACK (this receiver's application).
+    /// MSH-3 of the ACK when the message's MSH-5 (receiving application) is empty; otherwise
+    /// the ACK answers from the MSH-5 the sender addressed.
     pub application: String,
-    /// MSH-4 of the ACK (this receiver's facility).
+    /// MSH-4 of the ACK when the message's MSH-6 (receiving facility) is empty.
     pub facility: String,
     /// MSH-10 of the ACK: a control id of the receiver's own.
     pub control_id: String,
@@ -251,11 +260,21 @@ pub fn build_ack(
         Field::components(&["ACK", event, "ACK"])
     };
     let d = original.delimiters;
+    // The ACK comes from the application and facility the message was sent to (its MSH-5
+    // and MSH-6), so the sender sees the names it addressed; the header's own names only
+    // stand in when the message left them empty.
+    let receiver = |n: usize, own: &str| {
+        msh_in
+            .field(n)
+            .filter(|f| !f.is_empty())
+            .cloned()
+            .unwrap_or_else(|| Field::text(own))
+    };
     let msh = Segment::new("MSH")
         .with(1, d.field.to_string())
         .with(2, d.encoding_characters())
-        .with(3, header.application.clone())
-        .with(4, header.facility.clone())
+        .with_field(3, receiver(5, &header.application))
+        .with_field(4, receiver(6, &header.facility))
         .with_field(5, msh_in.field(3).cloned().unwrap_or_default())
         .with_field(6, msh_in.field(4).cloned().unwrap_or_default())
         .with(7, header.timestamp.clone())
@@ -339,7 +358,7 @@ fn salvage_msh(raw: &[u8]) -> Message {
         let sep = line[3];
         for (i, raw_field) in line.split(|&b| b == sep).enumerate().skip(2) {
             let n = i + 1;
-            if matches!(n, 3 | 4 | 10 | 11 | 12) && raw_field.iter().all(|b| b.is_ascii_graphic()) {
+            if matches!(n, 3..=6 | 10..=12) && raw_field.iter().all(|b| b.is_ascii_graphic()) {
                 let text: String = raw_field.iter().map(|&b| b as char).collect();
                 // Only the first component, without any delimiter we could not confirm.
                 let value: String = text
@@ -554,8 +573,8 @@ mod tests {
 
     fn header() -> AckHeader {
         AckHeader {
-            application: "RENKEI".into(),
-            facility: "HIE".into(),
+            application: "SELF".into(),
+            facility: "HERE".into(),
             control_id: "ACK0001".into(),
             timestamp: "20260102030405+0900".into(),
         }
@@ -584,6 +603,65 @@ mod tests {
         assert_eq!(
             ack.to_text().split('\r').nth(2).unwrap(),
             "ERR||PID^1^7^1|102^Data type error^HL70357|E||||PID-7 is not a date"
+        );
+    }
+
+    #[test]
+    fn the_ack_comes_from_whom_the_message_addressed() {
+        // MSH-3/4 of the ACK are the message's MSH-5/6, components and all; MSH-5/6 its
+        // MSH-3/4.
+        let m = parse(
+            MSG.replace("|RENKEI|HIE|", "|RENKEI^1.2.3^ISO|HIE|")
+                .as_bytes(),
+        )
+        .unwrap();
+        let ack = acknowledge(&m, &Outcome::Accepted, &header())
+            .immediate
+            .unwrap();
+        assert!(
+            ack.to_text()
+                .starts_with("MSH|^~\\&|RENKEI^1.2.3^ISO|HIE|HIS|GENHOSP|"),
+            "{}",
+            ack.to_text()
+        );
+        // Nothing addressed: the receiver's own names.
+        let m = parse(MSG.replace("|RENKEI|HIE|", "|||").as_bytes()).unwrap();
+        let ack = acknowledge(&m, &Outcome::Accepted, &header())
+            .immediate
+            .unwrap();
+        assert!(
+            ack.to_text()
+                .starts_with("MSH|^~\\&|SELF|HERE|HIS|GENHOSP|"),
+            "{}",
+            ack.to_text()
+        );
+        // An unparseable message's MSH-5/6 are salvaged too.
+        let raw = b"MSH|^~|HIS|GENHOSP|RENKEI|HIE|2026||ADT^A01|C42|P|2.5\r";
+        let ack = ack_unparseable(raw, &parse(raw).unwrap_err(), &header());
+        assert!(
+            ack.to_text()
+                .starts_with("MSH|^~\\&|RENKEI|HIE|HIS|GENHOSP|"),
+            "{}",
+            ack.to_text()
+        );
+    }
+
+    #[test]
+    fn warnings_ride_on_an_aa() {
+        let m = parse(MSG.as_bytes()).unwrap();
+        let warning = ErrorDetail {
+            location: Some(Location::field("OBX", 1, 14)),
+            code: ErrorCode::DataTypeError,
+            severity: Severity::Warning,
+            message: "read as the earlier offset".into(),
+        };
+        let outcome = Outcome::from_errors(vec![warning]);
+        assert!(matches!(outcome, Outcome::Warned(_)));
+        let ack = acknowledge(&m, &outcome, &header()).immediate.unwrap();
+        let text = ack.to_text();
+        assert!(
+            text.contains("\rMSA|AA|MSG1\rERR||OBX^1^14^1|102^Data type error^HL70357|W|"),
+            "{text}"
         );
     }
 

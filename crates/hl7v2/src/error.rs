@@ -162,9 +162,67 @@ pub struct ErrorDetail {
     pub location: Option<Location>,
     pub code: ErrorCode,
     pub severity: Severity,
-    /// Human-readable diagnostic (ERR-8 user message). Contains no patient data beyond
-    /// positions and segment ids.
+    /// Human-readable diagnostic (ERR-8 user message). It is for the sender, who owns the
+    /// data: values from the message are quoted (`"19990230"`, `'M'`), so that
+    /// [`ErrorDetail::log_text`] can leave them out.
     pub message: String,
+}
+
+impl ErrorDetail {
+    /// The detail for a log line: table 0357 code and text, location, and the message with
+    /// every quoted value replaced by `…` (a log holds no patient data).
+    pub fn log_text(&self) -> String {
+        let mut text = format!("{} {}", self.code.code(), self.code.text());
+        let mut message = self.message.as_str();
+        if let Some(location) = &self.location {
+            let location = location.to_string();
+            message = message
+                .strip_prefix(location.as_str())
+                .and_then(|m| m.strip_prefix(": "))
+                .unwrap_or(message);
+            text.push_str(&format!(" at {location}"));
+        }
+        if self.severity != Severity::Error {
+            text.push_str(&format!(" ({})", self.severity.code()));
+        }
+        format!("{text}: {}", without_quoted(message))
+    }
+}
+
+/// `text` with the inside of every quotation (`"..."`, as `{:?}` writes values, and `'...'`,
+/// as the FHIR validator does) replaced by `…`. An apostrophe inside a word opens nothing;
+/// an unclosed quotation hides the rest.
+fn without_quoted(text: &str) -> String {
+    let chars: Vec<char> = text.chars().collect();
+    let word = |i: usize| chars.get(i).is_some_and(|c| c.is_alphanumeric());
+    let mut out = String::with_capacity(text.len());
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        let opens = c == '"' || (c == '\'' && (i == 0 || !word(i - 1)));
+        if !opens {
+            out.push(c);
+            i += 1;
+            continue;
+        }
+        let mut escaped = false;
+        let close = (i + 1..chars.len()).find(|&j| {
+            let here = chars[j];
+            let found = !escaped && here == c && (c == '"' || !word(j + 1));
+            escaped = !escaped && here == '\\';
+            found
+        });
+        out.push(c);
+        out.push('…');
+        match close {
+            Some(j) => {
+                out.push(c);
+                i = j + 1;
+            }
+            None => break,
+        }
+    }
+    out
 }
 
 /// Errors of [`crate::parse`]: bytes that are not an HL7 v2 message we can read.
@@ -244,17 +302,23 @@ pub enum StructureError {
     UnsupportedProcessingId { processing_id: String },
     #[error("unsupported HL7 version {version:?} (2.3 to 2.8 are supported)")]
     UnsupportedVersion { version: String },
-    #[error("{location}: segment {found} is not expected here in {structure}{}", expected_list(.expected))]
+    #[error("{location}: {}", unexpected(.found, .structure, .version, .expected, .required))]
     UnexpectedSegment {
         location: Box<Location>,
         found: String,
         structure: String,
+        /// MSH-12: the version whose structure this is.
+        version: &'static str,
         expected: Vec<String>,
+        /// Those of `expected` that the structure requires at that point.
+        required: Vec<String>,
     },
-    #[error("{structure}: the message ends where {} is required", expected_list(.expected).trim_start_matches("; expected "))]
+    #[error("{structure}: the message ends where {} is required", missing(.expected, .required))]
     MissingSegment {
         structure: String,
+        version: &'static str,
         expected: Vec<String>,
+        required: Vec<String>,
     },
 }
 
@@ -263,6 +327,38 @@ fn expected_list(expected: &[String]) -> String {
         String::new()
     } else {
         format!("; expected {}", expected.join(" or "))
+    }
+}
+
+/// `segment PID is not expected here in ADT_A01; EVN is required before it by the v2.5
+/// ADT_A01 structure (expected EVN or SFT or UAC)`.
+fn unexpected(
+    found: &str,
+    structure: &str,
+    version: &str,
+    expected: &[String],
+    required: &[String],
+) -> String {
+    if required.is_empty() {
+        return format!(
+            "segment {found} is not expected here in {structure}{}",
+            expected_list(expected)
+        );
+    }
+    format!(
+        "segment {found} is not expected here in {structure}; {} is required before it by \
+         the v{version} {structure} structure (expected {})",
+        required.join(" or "),
+        expected.join(" or ")
+    )
+}
+
+/// What the message should have gone on with: the required segments, else any expected.
+fn missing(expected: &[String], required: &[String]) -> String {
+    if required.is_empty() {
+        expected.join(" or ")
+    } else {
+        required.join(" or ")
     }
 }
 
@@ -291,6 +387,34 @@ impl StructureError {
             code,
             severity: Severity::Error,
             message: self.to_string(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_text_leaves_values_out() {
+        let detail = ErrorDetail {
+            location: Some(Location::field("PID", 1, 7)),
+            code: ErrorCode::DataTypeError,
+            severity: Severity::Error,
+            message: "PID[1]-7[1]: \"19990230\" is not an HL7 date/time (no such day)".into(),
+        };
+        assert_eq!(
+            detail.log_text(),
+            "102 Data type error at PID[1]-7[1]: \"…\" is not an HL7 date/time (no such day)"
+        );
+        for (text, logged) in [
+            ("gender: 'M' is not valid", "gender: '…' is not valid"),
+            ("the sender's id 'X\\'s' twice", "the sender's id '…' twice"),
+            ("\"a \\\" b\" and \"c\"", "\"…\" and \"…\""),
+            ("unclosed \"Doe^Jane", "unclosed \"…"),
+            ("nothing quoted", "nothing quoted"),
+        ] {
+            assert_eq!(without_quoted(text), logged, "{text}");
         }
     }
 }

@@ -69,21 +69,13 @@ pub fn structure_for(code: &str, event: &str) -> Option<&'static str> {
 }
 
 /// Versions Renkei accepts (MSH-12.1).
+const VERSIONS: [&str; 11] = [
+    "2.3", "2.3.1", "2.4", "2.5", "2.5.1", "2.6", "2.7", "2.7.1", "2.8", "2.8.1", "2.8.2",
+];
+
+/// Whether Renkei accepts this version (MSH-12.1).
 pub fn is_supported_version(version: &str) -> bool {
-    matches!(
-        version,
-        "2.3"
-            | "2.3.1"
-            | "2.4"
-            | "2.5"
-            | "2.5.1"
-            | "2.6"
-            | "2.7"
-            | "2.7.1"
-            | "2.8"
-            | "2.8.1"
-            | "2.8.2"
-    )
+    VERSIONS.contains(&version)
 }
 
 #[derive(Debug)]
@@ -294,12 +286,11 @@ impl<'a> GroupView<'a> {
 
 /// Check MSH-12 and MSH-9 and match the message against its structure.
 pub fn structure(message: &Message) -> Result<Structured<'_>, StructureError> {
-    let version = message.version();
-    if !is_supported_version(version) {
+    let Some(version) = VERSIONS.iter().copied().find(|v| *v == message.version()) else {
         return Err(StructureError::UnsupportedVersion {
-            version: version.to_owned(),
+            version: message.version().to_owned(),
         });
-    }
+    };
     // MSH-11 (table 0103): production, debugging, training. Empty is read as production.
     let processing_id = message.msh().comp(11, 1);
     if !matches!(processing_id, "" | "P" | "D" | "T") {
@@ -323,9 +314,10 @@ pub fn structure(message: &Message) -> Result<Structured<'_>, StructureError> {
         segs: &message.segments,
         furthest: 0,
         expected: Vec::new(),
+        required: Vec::new(),
     };
     let mut items = Vec::new();
-    let end = m.seq(grammar, 0, &mut items);
+    let end = m.seq(grammar, 0, &mut items, true);
     match end {
         Some(end) if end == message.segments.len() => Ok(Structured {
             message,
@@ -340,6 +332,9 @@ pub fn structure(message: &Message) -> Result<Structured<'_>, StructureError> {
             let mut expected = m.expected;
             expected.sort();
             expected.dedup();
+            let mut required = m.required;
+            required.sort();
+            required.dedup();
             match message.segments.get(at) {
                 Some(seg) => {
                     let sequence = message.segments[..=at]
@@ -350,12 +345,16 @@ pub fn structure(message: &Message) -> Result<Structured<'_>, StructureError> {
                         location: Box::new(Location::segment(&seg.id, sequence)),
                         found: seg.id.clone(),
                         structure: id.to_owned(),
+                        version,
                         expected,
+                        required,
                     })
                 }
                 None => Err(StructureError::MissingSegment {
                     structure: id.to_owned(),
+                    version,
                     expected,
+                    required,
                 }),
             }
         }
@@ -364,19 +363,26 @@ pub fn structure(message: &Message) -> Result<Structured<'_>, StructureError> {
 
 struct Matcher<'s> {
     segs: &'s [Segment],
-    /// The furthest position where a match was attempted, and what was expected there.
+    /// The furthest position where a match was attempted, what was expected there, and
+    /// which of those the structure requires there (not inside an optional or an already
+    /// matched repeating element).
     furthest: usize,
     expected: Vec<String>,
+    required: Vec<String>,
 }
 
 impl Matcher<'_> {
-    fn note(&mut self, pos: usize, id: &str) {
+    fn note(&mut self, pos: usize, id: &str, must: bool) {
         if pos > self.furthest {
             self.furthest = pos;
             self.expected.clear();
+            self.required.clear();
         }
         if pos == self.furthest {
             self.expected.push(id.to_owned());
+            if must {
+                self.required.push(id.to_owned());
+            }
         }
     }
 
@@ -388,13 +394,21 @@ impl Matcher<'_> {
         pos
     }
 
-    fn seq(&mut self, elems: &[Elem], mut pos: usize, out: &mut Vec<Item>) -> Option<usize> {
+    /// Match `elems` from `pos`; `must`: whether the structure requires this sequence here.
+    fn seq(
+        &mut self,
+        elems: &[Elem],
+        mut pos: usize,
+        out: &mut Vec<Item>,
+        must: bool,
+    ) -> Option<usize> {
         for elem in elems {
             pos = self.z_segments(pos, out);
             let mut count = 0;
             loop {
                 let mark = out.len();
-                match self.node(&elem.node, pos, out) {
+                let required = must && !elem.optional && count == 0;
+                match self.node(&elem.node, pos, out, required) {
                     Some(next) if next > pos || count == 0 => {
                         count += 1;
                         let progressed = next > pos;
@@ -417,20 +431,20 @@ impl Matcher<'_> {
         Some(self.z_segments(pos, out))
     }
 
-    fn node(&mut self, node: &Node, pos: usize, out: &mut Vec<Item>) -> Option<usize> {
+    fn node(&mut self, node: &Node, pos: usize, out: &mut Vec<Item>, must: bool) -> Option<usize> {
         match node {
             Node::Segment(id) => {
                 if self.segs.get(pos).is_some_and(|s| &s.id == id) {
                     out.push(Item::Segment(pos));
                     Some(pos + 1)
                 } else {
-                    self.note(pos, id);
+                    self.note(pos, id, must);
                     None
                 }
             }
             Node::Group { name, items } => {
                 let mut inner = Vec::new();
-                let end = self.seq(items, pos, &mut inner)?;
+                let end = self.seq(items, pos, &mut inner, must)?;
                 if end == pos {
                     return None;
                 }
@@ -519,6 +533,50 @@ OBR|2||F2|LYTES\rZXT|1\rOBX|1|NM|NA||140\r";
         assert_eq!(
             structure(&m).unwrap_err().detail().code,
             crate::ErrorCode::UnsupportedProcessingId
+        );
+    }
+
+    /// EVN (the segment) is required by every ADT event structure from v2.3 to v2.8.2 (what
+    /// became optional in v2.4 is its EVN-1, since MSH-9.2 carries the event; v2.8.2
+    /// withdrew EVN-1). A missing EVN is refused naming it; an empty EVN-1 is not.
+    #[test]
+    fn evn_is_required_by_adt_structures_but_evn_1_is_not() {
+        for version in ["2.3", "2.5", "2.5.1", "2.8.2"] {
+            let without = format!(
+                "MSH|^~\\&|A|B|C|D|20260101||ADT^A01^ADT_A01|1|P|{version}\rPID|1||9^^^H^MR\rPV1|1|I\r"
+            );
+            let m = parse(without.as_bytes()).unwrap();
+            let err = structure(&m).unwrap_err();
+            match &err {
+                StructureError::UnexpectedSegment {
+                    found, required, ..
+                } => assert_eq!(
+                    (found.as_str(), required.as_slice()),
+                    ("PID", &["EVN".to_owned()][..])
+                ),
+                other => panic!("{other}"),
+            }
+            assert!(
+                err.to_string().contains(&format!(
+                    "EVN is required before it by the v{version} ADT_A01 structure"
+                )),
+                "{err}"
+            );
+            let detail = err.detail();
+            assert_eq!(detail.code, crate::ErrorCode::SegmentSequenceError);
+            assert_eq!(detail.location.unwrap().to_string(), "PID[1]");
+
+            let with_empty_evn_1 = without.replace("\rPID|", "\rEVN||20260101\rPID|");
+            assert!(
+                structure(&parse(with_empty_evn_1.as_bytes()).unwrap()).is_ok(),
+                "{version}"
+            );
+        }
+        // Optional segments do not count as required: ADT_A01 ends at PV1 without PV2.
+        let m = parse(b"MSH|^~\\&|A|B|C|D|1||ADT^A01|1|P|2.5\rEVN|A01\r").unwrap();
+        assert_eq!(
+            structure(&m).unwrap_err().to_string(),
+            "ADT_A01: the message ends where PID is required"
         );
     }
 

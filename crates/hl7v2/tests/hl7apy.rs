@@ -147,6 +147,15 @@ fn hl7apy_reads_renkei_acks() {
     }
     // Spot checks: the original control id comes back in MSA-2, the location in ERR-2.
     assert_eq!(lines[0]["msa2"], adt.control_id());
+    // The ACK is from whom the message was sent to (its MSH-5/6), to its sender (MSH-3/4).
+    let msh = adt.msh();
+    assert_eq!(
+        lines[0]["from"],
+        serde_json::json!([msh.get(5), msh.get(6)])
+    );
+    assert_eq!(lines[0]["to"], serde_json::json!([msh.get(3), msh.get(4)]));
+    assert_eq!(lines[2]["from"], serde_json::json!(["RENKEI", "HIE"]));
+    assert_eq!(lines[2]["to"], serde_json::json!(["EPIC", "GENHOSP"]));
     assert_eq!(lines[1]["err"][0]["err2"], "PID^1^7^1");
     assert_eq!(lines[3]["msa2"], "C9");
     assert!(

@@ -1,14 +1,18 @@
 //! Every mapped message type, in JAHIS and US style, gives a transaction Bundle whose every
 //! resource is valid FHIR R4, with provenance, conditional writes and the expected content.
 
-use hl7v2::fhir::{MappingOptions, apply_merge, retraction, to_transaction_with};
+use std::sync::Arc;
+
+use chrono::{FixedOffset, LocalResult, NaiveDate, NaiveDateTime};
+use hl7v2::Severity;
+use hl7v2::fhir::{
+    MappingOptions, TimeZone, ZoneRules, apply_merge, retraction, to_transaction_with,
+};
 use hl7v2::generate::{Generated, Generator, Style};
 use serde_json::{Value, json};
 
 fn options() -> MappingOptions {
-    MappingOptions {
-        default_utc_offset: Some("+09:00".into()),
-    }
+    MappingOptions::with_utc_offset("+09:00").unwrap()
 }
 
 /// Parse, map and validate; returns the bundle.
@@ -17,6 +21,7 @@ fn check(generated: &Generated) -> Value {
         .unwrap_or_else(|e| panic!("{}: {e}", generated.message_type));
     let mapped = to_transaction_with(&message, &options())
         .unwrap_or_else(|e| panic!("{}: {e}\n{message}", generated.message_type));
+    assert_eq!(mapped.warnings, [], "{}", generated.message_type);
     let bundle = mapped.bundle;
     if let Err(e) = fhir::validate_resource(&bundle) {
         panic!(
@@ -363,6 +368,97 @@ fn mapping_errors_name_the_field() {
     check_err(
         "MSH|^~\\&|A|F|R|H|20260101||ADT^A01|1|P|2.2\rEVN|A01\r",
         "203 @ MSH[1]-12[1]",
+    );
+}
+
+/// A zone whose offset changes on 2024-03-10 at 02:00 (US Eastern's spring change), with the
+/// skipped hour.
+#[derive(Debug)]
+struct SpringForward;
+
+impl ZoneRules for SpringForward {
+    fn name(&self) -> &str {
+        "Test/Spring"
+    }
+
+    fn offsets(&self, local: NaiveDateTime) -> LocalResult<FixedOffset> {
+        let change = NaiveDate::from_ymd_opt(2024, 3, 10)
+            .unwrap()
+            .and_hms_opt(2, 0, 0)
+            .unwrap();
+        if local < change {
+            LocalResult::Single(FixedOffset::west_opt(5 * 3600).unwrap())
+        } else if local < change + chrono::Duration::hours(1) {
+            LocalResult::None
+        } else {
+            LocalResult::Single(FixedOffset::west_opt(4 * 3600).unwrap())
+        }
+    }
+}
+
+#[test]
+fn times_without_offset_keep_their_time_of_day() {
+    let oru = |obx14: &str| {
+        hl7v2::parse(
+            format!(
+                "MSH|^~\\&|LAB|GENHOSP|RENKEI|HIE|20240115113000||ORU^R01|T1|P|2.5.1\r\
+                 PID|1||9^^^GENHOSP^MR\rOBR|1||F1|X^Y^LN\r\
+                 OBX|1|NM|718-7^Hemoglobin^LN||13.5|g/dL^^UCUM|||||F|||{obx14}\r"
+            )
+            .as_bytes(),
+        )
+        .unwrap()
+    };
+    let effective = |mapped: &hl7v2::fhir::Mapped| {
+        let bundle = &mapped.bundle;
+        let obs = resources(bundle, "Observation");
+        let recorded = resources(bundle, "Provenance")[0]["recorded"].clone();
+        (obs[0]["effectiveDateTime"].clone(), recorded)
+    };
+    // A fixed offset.
+    let mapped = to_transaction_with(&oru("20240115110000"), &options()).unwrap();
+    assert_eq!(
+        effective(&mapped),
+        (
+            json!("2024-01-15T11:00:00+09:00"),
+            json!("2024-01-15T11:30:00+09:00")
+        )
+    );
+    assert_eq!(mapped.warnings, []);
+    // A zone's rules: the offset in force on that date.
+    let zone = MappingOptions {
+        time_zone: Some(TimeZone::Rules(Arc::new(SpringForward))),
+    };
+    let mapped = to_transaction_with(&oru("20240115110000"), &zone).unwrap();
+    assert_eq!(effective(&mapped).0, json!("2024-01-15T11:00:00-05:00"));
+    let mapped = to_transaction_with(&oru("20240715110000"), &zone).unwrap();
+    assert_eq!(effective(&mapped).0, json!("2024-07-15T11:00:00-04:00"));
+    assert_eq!(mapped.warnings, []);
+    // A time the zone skipped is an error naming OBX-14.
+    let err = to_transaction_with(&oru("20240310023000"), &zone).unwrap_err();
+    let detail = err.detail();
+    assert_eq!(
+        (detail.code.code(), detail.location.unwrap().to_string()),
+        ("102", "OBX[1]-14[1]".to_owned()),
+        "{err}"
+    );
+    // No zone at all (a library caller that set none): the date, and warnings saying so.
+    let mapped = to_transaction_with(&oru("20240115110000"), &MappingOptions::default()).unwrap();
+    assert_eq!(
+        effective(&mapped),
+        (json!("2024-01-15"), json!("2024-01-15T11:30:00Z"))
+    );
+    let warned: Vec<String> = mapped
+        .warnings
+        .iter()
+        .map(|w| w.location.as_ref().unwrap().to_string())
+        .collect();
+    assert_eq!(warned, ["OBX[1]-14[1]", "MSH[1]-7[1]"]);
+    assert!(
+        mapped
+            .warnings
+            .iter()
+            .all(|w| w.severity == Severity::Warning)
     );
 }
 

@@ -10,6 +10,13 @@
 //!   refuses for its content ([`SinkError::Rejected`], answered `AE`).
 //! - When the sink fails, no ACK is sent and the connection is closed, so the sender keeps
 //!   the message and retries (an `AE` would tell it to give up on a message that is fine).
+//! - What the mapping accepted with a doubt (a time in an hour its zone repeats) is
+//!   committed and acknowledged `AA` with `ERR` segments of severity `W`.
+//!
+//! Every `AE`/`AR` (and every `AA` with warnings) is logged at `warn`, with the message's
+//! control id (MSH-10), sending application and facility (MSH-3/4), and each ERR's code,
+//! location and text with the values it quotes left out ([`ErrorDetail::log_text`]): a log
+//! holds no patient data.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -120,15 +127,30 @@ impl<S: Sink> Ingest<S> {
         let message = match hl7v2::parse(payload) {
             Ok(m) => m,
             Err(error) => {
-                tracing::info!(%error, "unparseable HL7 message");
-                return Reply::Send(Self::encode(&ack_unparseable(
-                    payload,
-                    &error,
-                    &self.header(),
-                )));
+                let ack = ack_unparseable(payload, &error, &self.header());
+                // What could be salvaged of the sender's MSH is in the ACK: MSA-2 and the
+                // ACK's MSH-5/6.
+                let msh = ack.msh();
+                let code = ack.segment("MSA").map_or("", |msa| msa.get(1));
+                log_errors(
+                    code,
+                    ack.segment("MSA").map_or("", |msa| msa.get(2)),
+                    msh.get(5),
+                    msh.get(6),
+                    &[error.detail()],
+                );
+                return Reply::Send(Self::encode(&ack));
             }
         };
         let reply = |outcome: &Outcome| {
+            let msh = message.msh();
+            log_errors(
+                outcome.application_code().as_str(),
+                message.control_id(),
+                msh.get(3),
+                msh.get(4),
+                outcome.errors(),
+            );
             let acks = acknowledge(&message, outcome, &self.header());
             match acks.immediate {
                 Some(m) => Reply::Send(Self::encode(&m)),
@@ -162,7 +184,8 @@ impl<S: Sink> Ingest<S> {
                 Ok(m) => m,
                 Err(error) => return reply(&Outcome::from_errors(vec![error.detail()])),
             };
-            let acks = acknowledge(&message, &Outcome::Accepted, &self.header());
+            let outcome = Outcome::from_errors(mapped.warnings.clone());
+            let acks = acknowledge(&message, &outcome, &self.header());
             let immediate = acks.immediate.as_ref().map(Self::encode);
             let code = acks
                 .immediate
@@ -181,12 +204,19 @@ impl<S: Sink> Ingest<S> {
                 deferred_ack: acks.deferred.as_ref().map(Self::encode),
             };
             match self.sink.commit(commit).await {
-                Ok(()) => return immediate.map_or(Reply::Nothing, Reply::Send),
-                Err(SinkError::Duplicate) if attempt == 0 => continue,
-                Err(SinkError::Rejected(detail)) => {
-                    tracing::info!(message = %detail.message, "message rejected by the sink");
-                    return reply(&Outcome::Error(vec![detail]));
+                Ok(()) => {
+                    let msh = message.msh();
+                    log_errors(
+                        code.as_str(),
+                        message.control_id(),
+                        msh.get(3),
+                        msh.get(4),
+                        outcome.errors(),
+                    );
+                    return immediate.map_or(Reply::Nothing, Reply::Send);
                 }
+                Err(SinkError::Duplicate) if attempt == 0 => continue,
+                Err(SinkError::Rejected(detail)) => return reply(&Outcome::Error(vec![detail])),
                 Err(error) => {
                     tracing::warn!(%error, "commit failed; the message was not taken");
                     return Reply::Close;
@@ -195,6 +225,39 @@ impl<S: Sink> Ingest<S> {
         }
         Reply::Close
     }
+}
+
+/// The `warn` line for a message answered with errors or warnings (nothing when `errors` is
+/// empty). Identifies the message by control id and sender; the ERR texts go through
+/// [`ErrorDetail::log_text`], which leaves out the values they quote.
+fn log_errors(
+    ack: &str,
+    control_id: &str,
+    sending_application: &str,
+    sending_facility: &str,
+    errors: &[ErrorDetail],
+) {
+    if errors.is_empty() {
+        return;
+    }
+    let errors = errors
+        .iter()
+        .map(ErrorDetail::log_text)
+        .collect::<Vec<_>>()
+        .join("; ");
+    let what = if matches!(ack, "AA" | "CA") {
+        "HL7 message accepted with warnings"
+    } else {
+        "HL7 message refused"
+    };
+    tracing::warn!(
+        ack,
+        control_id,
+        sending_application,
+        sending_facility,
+        errors,
+        "{what}"
+    );
 }
 
 impl<S: Sink> MessageHandler for Ingest<S> {

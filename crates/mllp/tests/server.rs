@@ -21,12 +21,18 @@ struct Server {
 }
 
 async fn start(config: Config) -> Server {
+    start_mapping(
+        config,
+        hl7v2::fhir::MappingOptions::with_utc_offset("+09:00").unwrap(),
+    )
+    .await
+}
+
+async fn start_mapping(config: Config, mapping: hl7v2::fhir::MappingOptions) -> Server {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let settings = Settings {
-        mapping: hl7v2::fhir::MappingOptions {
-            default_utc_offset: Some("+09:00".into()),
-        },
+        mapping,
         ..Settings::default()
     };
     let handler = Arc::new(Ingest::new(MemorySink::default(), settings));
@@ -88,6 +94,42 @@ async fn ack_after_commit_and_resend_returns_the_same_ack() {
     let conflict = client.request(other.as_bytes()).await.unwrap().unwrap();
     assert_eq!(msa(&conflict).0, "AE");
     assert_eq!(msa(&conflict).2, "205");
+    assert_eq!(server.bundles(), 1);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn warnings_are_committed_with_an_aa_that_names_them() {
+    // No time zone configured: an OBX-14 without offset keeps its date only, and the AA
+    // says so for OBX-14 (and for MSH-7, read as UTC).
+    let server = start_mapping(Config::default(), Default::default()).await;
+    let mut client = Client::connect(server.addr).await.unwrap();
+    let message = b"MSH|^~\\&|LAB|GENHOSP|RENKEI|HIE|20240115113000||ORU^R01|W1|P|2.5.1\r\
+PID|1||9^^^GENHOSP^MR\rOBR|1||F1|X^Y^LN\rOBX|1|NM|718-7^Hb^LN||13.5|||||||||20240115110000\r";
+    let ack = client.request(message).await.unwrap().unwrap();
+    let parsed = hl7v2::parse(&ack).unwrap();
+    assert_eq!(parsed.segment("MSA").unwrap().get(1), "AA");
+    let errs: Vec<(String, String)> = parsed
+        .segments
+        .iter()
+        .filter(|s| s.id == "ERR")
+        .map(|s| {
+            (
+                s.comp(2, 1).to_owned() + "-" + s.comp(2, 3),
+                s.get(4).to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        errs,
+        [
+            ("OBX-14".to_owned(), "W".to_owned()),
+            ("MSH-7".to_owned(), "W".to_owned())
+        ]
+    );
+    assert_eq!(server.bundles(), 1, "accepted: committed");
+    // The stored ACK, warnings and all, answers a re-send.
+    assert_eq!(client.request(message).await.unwrap().unwrap(), ack);
     assert_eq!(server.bundles(), 1);
     server.shutdown().await;
 }

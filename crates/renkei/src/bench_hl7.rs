@@ -109,7 +109,12 @@ async fn mllp_round(a: &MllpArgs) -> anyhow::Result<Round> {
     } else {
         fresh.linked()
     };
-    let handler = Arc::new(Ingest::new(sink(store), Settings::default()));
+    // The generated US messages carry their offsets; MSH-7 aside, nothing is placed.
+    let settings = Settings {
+        mapping: hl7v2::fhir::MappingOptions::with_utc_offset("-05:00")?,
+        ..Settings::default()
+    };
+    let handler = Arc::new(Ingest::new(sink(store), settings));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -213,11 +218,13 @@ pub async fn ssmix2(a: Ssmix2Args) -> anyhow::Result<()> {
     let opts = import_ssmix2::Options {
         watch: false,
         interval: 2.0,
-        utc_offset: "+09:00".into(),
+        hl7_time: Default::default(),
         in_flight: 16,
     };
+    // The generated tree is Japan Standard Time, whatever the host's zone.
+    let mapping = std::sync::Arc::new(hl7v2::fhir::MappingOptions::with_utc_offset("+09:00")?);
     let mut watcher = ssmix2::Watcher::new(&root, ssmix2::Checkpoint::default());
-    let s = import_ssmix2::import_pass(&sink, &mut watcher, &opts, false).await?;
+    let s = import_ssmix2::import_pass(&sink, &mut watcher, &opts, &mapping, false).await?;
     println!(
         "ssmix2 {backend}: {} files written, import {}",
         written.len(),

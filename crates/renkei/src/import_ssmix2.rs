@@ -1,6 +1,7 @@
 //! `renkei import --ssmix2 ROOT [--watch]`: an SS-MIX2 standardized-storage tree through
-//! the HL7 v2 ingest path (`server::hl7`): the same mapping, validation, group commit and
-//! receipts as MLLP.
+//! the HL7 v2 ingest path (`server::hl7`): the same mapping (times without an offset in the
+//! host's zone unless `--hl7-utc-offset` says otherwise, as for MLLP), validation, group
+//! commit and receipts as MLLP.
 //!
 //! Each pass scans the tree, keeps the latest version of every record (`ssmix2::current`;
 //! a latest file flagged `0` is a retraction) and imports what the in-process checkpoint has
@@ -22,6 +23,8 @@ use server::{AppState, R4Validator, ServerConfig};
 use ssmix2::{Checkpoint, Watcher};
 use store::Store;
 
+use crate::hl7_time::Hl7TimeArgs;
+
 /// SS-MIX2 options of `renkei import`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct Options {
@@ -31,9 +34,8 @@ pub struct Options {
     /// With --watch: seconds between scans.
     #[arg(long, default_value_t = 2.0, requires = "watch")]
     pub interval: f64,
-    /// UTC offset of HL7 times written without one (SS-MIX2 is Japan Standard Time).
-    #[arg(long, default_value = "+09:00", allow_hyphen_values = true)]
-    pub utc_offset: String,
+    #[command(flatten)]
+    pub hl7_time: Hl7TimeArgs,
     /// Files imported concurrently (their commits are grouped).
     #[arg(long, default_value_t = 16)]
     pub in_flight: usize,
@@ -81,11 +83,12 @@ pub async fn run(
     progress: bool,
 ) -> anyhow::Result<ExitCode> {
     anyhow::ensure!(root.is_dir(), "{} is not a directory", root.display());
+    let mapping = Arc::new(opts.hl7_time.mapping()?);
     let sink = sink(store);
     let mut watcher = Watcher::new(root, Checkpoint::default());
     // Installed before the first summary line, which is what a supervisor waits for.
     let stop = crate::serve::shutdown_signal();
-    let mut total = import_pass(&sink, &mut watcher, opts, progress).await?;
+    let mut total = import_pass(&sink, &mut watcher, opts, &mapping, progress).await?;
     println!("{}", total.line());
     if opts.watch {
         let interval = Duration::from_secs_f64(opts.interval.max(0.05));
@@ -95,7 +98,7 @@ pub async fn run(
                 () = &mut stop => break,
                 () = tokio::time::sleep(interval) => {}
             }
-            let pass = import_pass(&sink, &mut watcher, opts, false).await?;
+            let pass = import_pass(&sink, &mut watcher, opts, &mapping, false).await?;
             if pass.files() > 0 {
                 println!("{}", pass.line());
             }
@@ -122,6 +125,7 @@ pub async fn import_pass(
     sink: &StoreSink,
     watcher: &mut Watcher,
     opts: &Options,
+    mapping: &Arc<MappingOptions>,
     progress: bool,
 ) -> anyhow::Result<Summary> {
     let started = Instant::now();
@@ -148,9 +152,6 @@ pub async fn import_pass(
     } else {
         ProgressBar::hidden()
     };
-    let mapping = Arc::new(MappingOptions {
-        default_utc_offset: Some(opts.utc_offset.clone()),
-    });
     let mut summary = Summary::default();
     let mut tasks = tokio::task::JoinSet::new();
     let mut queue = changes.into_iter();

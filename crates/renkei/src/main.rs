@@ -10,6 +10,7 @@ mod bench_search;
 mod empi_cmd;
 mod empi_review;
 mod fhirpath_cmd;
+mod hl7_time;
 mod import;
 mod import_ssmix2;
 mod serve;

@@ -6,11 +6,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context;
-use hl7v2::fhir::MappingOptions;
 use mllp::ingest::{Ingest, Settings};
 use server::hl7::{Hl7Config, RecordMerges, StoreSink};
 use server::{AppState, R4Validator, ServerConfig};
 
+use crate::hl7_time::Hl7TimeArgs;
 use crate::storage::{EmpiArgs, StoreArgs, link_backlog};
 
 #[derive(Debug, clap::Args)]
@@ -30,14 +30,19 @@ pub struct Args {
     /// Also receive HL7 v2 over MLLP on this address (e.g. 127.0.0.1:2575; port 0 picks one).
     #[arg(long, value_name = "ADDR")]
     mllp: Option<SocketAddr>,
-    /// UTC offset for HL7 v2 times written without one (JAHIS/SS-MIX2 feeds: +09:00).
-    #[arg(long, value_name = "OFFSET", allow_hyphen_values = true)]
-    hl7_utc_offset: Option<String>,
+    #[command(flatten)]
+    hl7_time: Hl7TimeArgs,
     #[command(flatten)]
     empi: EmpiArgs,
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
+    // Settled (and announced) before anything is opened: a host zone that cannot be read
+    // stops the start, not the first message.
+    let mapping = match args.mllp {
+        Some(_) => Some(args.hl7_time.mapping()?),
+        None => None,
+    };
     let store = args.store.open().await?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
@@ -86,12 +91,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let stop_signal = move |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
     };
-    let mllp_task = mllp.map(|listener| {
+    let mllp_task = mllp.zip(mapping).map(|(listener, mapping)| {
         let sink = StoreSink::new(state.clone(), Arc::new(RecordMerges), &Hl7Config::default());
         let settings = Settings {
-            mapping: MappingOptions {
-                default_utc_offset: args.hl7_utc_offset.clone(),
-            },
+            mapping,
             ..Settings::default()
         };
         let handler = Arc::new(Ingest::new(sink, settings));

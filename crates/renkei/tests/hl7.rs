@@ -184,7 +184,7 @@ async fn mllp_acks_store_replay_and_reject(backend: Backend) {
     assert_eq!(after_race[0], before[0] + 1, "{after_race:?}");
 
     // Content errors (AE, ERR names segment and field) and rejections (AR) store nothing.
-    let bad: [(&[u8], &str, &str, &str); 3] = [
+    let bad: [(&[u8], &str, &str, &str); 4] = [
         (
             b"MSH|^~\\&|LAB|GENHOSP|RENKEI|HIE|20260101||ADT^A01|E1|P|2.5\rEVN|A01\rPID|1||\r",
             "AE",
@@ -203,6 +203,13 @@ async fn mllp_acks_store_replay_and_reject(backend: Backend) {
             "MSH^1^12",
             "203",
         ),
+        // EVN is required by ADT_A01 in every version (only EVN-1 became optional).
+        (
+            b"MSH|^~\\&|LAB|GENHOSP|RENKEI|HIE|20260101||ADT^A01|E4|P|2.5\rPID|1||9^^^GENHOSP^MR\rPV1|1|I\r",
+            "AE",
+            "PID^1",
+            "100",
+        ),
     ];
     for (bytes, code, location, err3) in bad {
         let ack = client.request(bytes).await.unwrap().expect("an ACK");
@@ -217,6 +224,10 @@ async fn mllp_acks_store_replay_and_reject(backend: Backend) {
             err2.starts_with(location),
             "ERR-2 {err2} should name {location}"
         );
+        if err3 == "100" {
+            let text = String::from_utf8_lossy(&ack);
+            assert!(text.contains("EVN is required before it"), "{text}");
+        }
         // The AR to a v2.1 message answers in v2.1, which hl7apy does not read.
         if err3 != "203" {
             acks.push(ack);
@@ -266,16 +277,217 @@ async fn mllp_acks_store_replay_and_reject(backend: Backend) {
     // Another implementation reads every ACK Renkei sent.
     let read = hl7apy_read(&acks);
     let codes: Vec<&str> = read.iter().map(|r| r["msa1"].as_str().unwrap()).collect();
-    assert_eq!(codes, ["AA", "AA", "AE", "AR", "AA"]);
+    assert_eq!(codes, ["AA", "AA", "AE", "AR", "AE", "AA"]);
     assert!(read.iter().all(|r| r["valid"] == true), "{read:?}");
     assert_eq!(server.terminate().code(), Some(0));
 }
 
+/// `serve --mllp` with `TZ` set in its environment and its log (at info) in a file.
+async fn serve_with_tz(data: &Data, tz: &str) -> (Server, PathBuf) {
+    use std::io::{BufRead, BufReader};
+    let log = data.dir.join("serve.log");
+    let mut child = renkei()
+        .arg("serve")
+        .args(data.args())
+        .args(["--listen", "127.0.0.1:0", "--mllp", "127.0.0.1:0"])
+        .env("TZ", tz)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let line = tokio::task::spawn_blocking(move || {
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).map(|_| line)
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    let word = |prefix: &str| {
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix(prefix))
+            .unwrap_or_else(|| panic!("unexpected first line from renkei serve: {line:?}"))
+            .to_owned()
+    };
+    let server = Server {
+        child,
+        base: format!("http://{}", word("http://")),
+        client: reqwest::Client::new(),
+        mllp: Some(word("mllp://").parse().unwrap()),
+    };
+    // Ready once the store answers a search.
+    for _ in 0..500 {
+        let url = server.url("Patient?_count=0");
+        if let Ok(r) = server.client.get(&url).send().await
+            && r.status() == 200
+        {
+            return (server, log);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    panic!("server never became ready");
+}
+
+/// US Eastern time: the zone file when the host has it, else the same rules as POSIX TZ.
+fn new_york() -> (&'static str, &'static str) {
+    if std::path::Path::new("/usr/share/zoneinfo/America/New_York").is_file() {
+        ("America/New_York", "America/New_York")
+    } else {
+        ("EST5EDT,M3.2.0,M11.1.0", "EST5EDT,M3.2.0,M11.1.0")
+    }
+}
+
+/// An ORU^R01 whose OBX-14 (and MSH-7) carry no UTC offset.
+fn oru_at(control_id: &str, obx14: &str) -> Vec<u8> {
+    format!(
+        "MSH|^~\\&|LAB|GENHOSP|RENKEI|HIE|{obx14}||ORU^R01^ORU_R01|{control_id}|P|2.5.1\r\
+         PID|1||TZ-1^^^GENHOSP^MR||Zeitzone^Tina||19800101|F\r\
+         OBR|1||{control_id}|718-7^Hemoglobin^LN\r\
+         OBX|1|NM|718-7^Hemoglobin^LN||13.5|g/dL^^UCUM|||||F|||{obx14}\r"
+    )
+    .into_bytes()
+}
+
+/// Times without an offset keep their time of day, placed in the host's zone (TZ) with the
+/// offset in force on their date; a time that zone skipped is an AE naming the field; every
+/// AE/AR is logged with its control id and sender, without the message's values.
+async fn hl7_times_keep_their_hour_and_refusals_are_logged(backend: Backend) {
+    let data = Data::new(backend).await;
+    let (tz, zone_name) = new_york();
+    let (server, log) = serve_with_tz(&data, tz).await;
+    let mut client = mllp::Client::connect(server.mllp.unwrap()).await.unwrap();
+    for (control, when) in [
+        ("TZ-WINTER", "20240115110000"),
+        ("TZ-SUMMER", "20240715110000"),
+    ] {
+        let ack = client
+            .request(&oru_at(control, when))
+            .await
+            .unwrap()
+            .unwrap();
+        let text = String::from_utf8_lossy(&ack).into_owned();
+        assert_eq!(msa(&ack).0, "AA", "{text}");
+        assert!(!text.contains("\rERR|"), "no warning: {text}");
+        // The ACK answers from whom the message was addressed to (MSH-5/6).
+        assert!(
+            text.starts_with("MSH|^~\\&|RENKEI|HIE|LAB|GENHOSP|"),
+            "{text}"
+        );
+    }
+    let mut effective: Vec<String> = Vec::new();
+    for control in ["TZ-WINTER", "TZ-SUMMER"] {
+        let report = first(&server, &format!("DiagnosticReport?identifier={control}")).await;
+        let observation = server
+            .send(
+                "GET",
+                report["result"][0]["reference"].as_str().unwrap(),
+                &[],
+                None,
+            )
+            .await
+            .2;
+        effective.push(
+            observation["effectiveDateTime"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
+    }
+    assert_eq!(
+        effective,
+        ["2024-01-15T11:00:00-05:00", "2024-07-15T11:00:00-04:00"]
+    );
+    // 02:30 on 10 March 2024 never happened in New York.
+    let gap = client
+        .request(&oru_at("TZ-GAP", "20240310023000"))
+        .await
+        .unwrap()
+        .unwrap();
+    let (code, _, err2, err3) = msa(&gap);
+    assert_eq!((code.as_str(), err3.as_str()), ("AE", "102"));
+    assert!(err2.starts_with("OBX^1^14"), "{err2}");
+    assert_eq!(
+        total(&server, "DiagnosticReport?identifier=TZ-GAP").await,
+        0
+    );
+    assert_eq!(server.terminate().code(), Some(0));
+
+    let log = std::fs::read_to_string(log).unwrap();
+    assert!(
+        log.contains(&format!(
+            "HL7 v2 times without an offset are read in {zone_name} (UTC-0"
+        )) && log.contains("--hl7-utc-offset overrides"),
+        "{log}"
+    );
+    let refused: Vec<&str> = log.lines().filter(|l| l.contains("TZ-GAP")).collect();
+    assert_eq!(refused.len(), 1, "{log}");
+    for part in [
+        "WARN",
+        "AE",
+        "LAB",
+        "GENHOSP",
+        "OBX[1]-14",
+        "102 Data type error",
+    ] {
+        assert!(refused[0].contains(part), "{part} missing: {}", refused[0]);
+    }
+    // No patient data: neither the value nor the patient.
+    for data in ["20240310023000", "Zeitzone", "TZ-1"] {
+        assert!(!log.contains(data), "{data} in the log:\n{log}");
+    }
+}
+
+/// A `TZ` naming no zone is refused at start-up: chrono would read it as UTC, silently.
+#[test]
+fn an_unknown_tz_stops_the_start_instead_of_reading_utc() {
+    let dir = std::env::temp_dir().join(format!("renkei-e2e-{}", uuid::Uuid::new_v4()));
+    let run = |extra: &[&str]| {
+        renkei()
+            .args(["serve", "--data"])
+            .arg(&dir)
+            .args(["--listen", "127.0.0.1:0", "--mllp", "127.0.0.1:0"])
+            .args(extra)
+            .env("TZ", "Mars/Olympus_Mons")
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let out = run(&[]).wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("TZ=\"Mars/Olympus_Mons\" names no time zone")
+            && stderr.contains("--hl7-utc-offset"),
+        "{stderr}"
+    );
+    // With an explicit offset the zone is not needed: the server comes up.
+    let mut child = run(&["--hl7-utc-offset", "+09:00"]);
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(line.starts_with("renkei listening on"), "{line:?}");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
 fn import(data: &Data, root: &std::path::Path) -> String {
+    import_tz(data, root, "Asia/Tokyo")
+}
+
+/// `import --ssmix2` with `TZ` set: the host zone is the default there too.
+fn import_tz(data: &Data, root: &std::path::Path, tz: &str) -> String {
     let out = renkei()
         .args(["import", "--quiet", "--ssmix2"])
         .arg(root)
         .args(data.args())
+        .env("TZ", tz)
         .env("RUST_LOG", "warn")
         .output()
         .unwrap();
@@ -316,6 +528,10 @@ async fn ssmix2_import_is_idempotent_and_honours_deletion(backend: Backend) {
         kanji["name"].to_string().chars().any(|c| c > '\u{3000}'),
         "{kanji}"
     );
+    // JAHIS times carry no offset: read in the host's zone, Tokyo here, to the minute.
+    let observation = first(&server, "Observation?_sort=date").await;
+    let when = observation["effectiveDateTime"].as_str().unwrap();
+    assert!(when.len() > 10 && when.ends_with("+09:00"), "{when}");
     drop(server);
 
     // The sender deletes one lab result: its file is re-flagged 0.
@@ -511,6 +727,7 @@ macro_rules! both {
 
 both!(
     mllp_acks_store_replay_and_reject,
+    hl7_times_keep_their_hour_and_refusals_are_logged,
     kill_9_during_mllp_ingest_loses_nothing_acknowledged,
     ssmix2_import_is_idempotent_and_honours_deletion,
     ssmix2_watch_follows_a_live_tree,

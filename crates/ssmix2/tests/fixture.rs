@@ -14,9 +14,7 @@ fn committed_fixture_tree() {
     let changes = current(&scanned.files);
     assert_eq!(changes.len(), 2, "the invalid PPR-01 version is superseded");
     assert_eq!(changes[0].key().data_type, "ADT-00");
-    let options = hl7v2::fhir::MappingOptions {
-        default_utc_offset: Some("+09:00".into()),
-    };
+    let options = hl7v2::fhir::MappingOptions::with_utc_offset("+09:00").unwrap();
     let mut names = Vec::new();
     for change in &changes {
         let Change::Current(file) = change else {

@@ -68,9 +68,7 @@ fn generated_tree_reads_back_and_maps() {
             .windows(2)
             .all(|w| w[0].file().name.timestamp <= w[1].file().name.timestamp)
     );
-    let options = hl7v2::fhir::MappingOptions {
-        default_utc_offset: Some("+09:00".into()),
-    };
+    let options = hl7v2::fhir::MappingOptions::with_utc_offset("+09:00").unwrap();
     for change in &changes {
         let Change::Current(file) = change else {
             panic!("all valid")

@@ -2,10 +2,12 @@
 //! Address, XTN -> ContactPoint, CE/CWE -> CodeableConcept, DTM -> dateTime/instant, NM/SN ->
 //! Quantity/Range/Ratio), following the v2-to-FHIR IG data type maps where they exist.
 
+use chrono::{FixedOffset, LocalResult, NaiveDate};
 use serde_json::{Map, Value, json};
 
 use super::MappingError;
-use crate::error::Location;
+use super::zone::{TimeZone, offset_text};
+use crate::error::{ErrorCode, ErrorDetail, Location, Severity};
 use crate::message::{Component, Repetition};
 
 /// The FHIR extension JP Core uses for a name's representation (ideographic / phonetic).
@@ -282,32 +284,36 @@ pub fn contact_point(rep: &Repetition, default_use: &str) -> Option<Value> {
 pub enum TimeKind {
     /// FHIR `date`.
     Date,
-    /// FHIR `dateTime`: the time is kept only when a UTC offset is known.
+    /// FHIR `dateTime`: a date, or a time of day with its UTC offset.
     DateTime,
-    /// FHIR `instant`: always to the second with an offset (`fallback_offset` if the value
-    /// has none).
+    /// FHIR `instant`: always to the second with an offset.
     Instant,
 }
 
 /// Convert an HL7 DTM/TS/DT (`YYYY[MM[DD[HH[MM[SS[.S+]]]]]][+/-ZZZZ]`) to FHIR.
 ///
-/// `default_offset` (`+09:00`) is applied to a time without offset; without one, a
-/// `dateTime` keeps only its date (a time of day in an unknown zone is not a FHIR dateTime)
-/// and an `instant` is read as UTC.
+/// A time without an offset is placed in `zone` with the offset in force at that time (see
+/// [`super::zone`]): in an hour the zone repeats it takes the earlier offset and a warning
+/// is pushed to `warnings`; in an hour the zone skips it is an error. Without a zone, a
+/// `dateTime` keeps only its date and an `instant` is read as UTC, each with a warning: a
+/// time of day is never dropped silently. Dates must exist in the calendar (`19990230` is
+/// an error).
 pub fn date_time(
     raw: &str,
     kind: TimeKind,
-    default_offset: Option<&str>,
+    zone: Option<&TimeZone>,
     location: impl Fn() -> Location,
+    warnings: &mut Vec<ErrorDetail>,
 ) -> Result<Option<String>, MappingError> {
     let raw = raw.trim();
     if raw.is_empty() || raw == "\"\"" {
         return Ok(None);
     }
-    let invalid = || MappingError::InvalidValue {
+    let invalid = |why: &str| MappingError::InvalidValue {
         location: location(),
-        reason: format!("{raw:?} is not an HL7 date/time (YYYY[MM[DD[HHMM[SS]]]][+ZZZZ])"),
+        reason: format!("{raw:?} is not an HL7 date/time ({why})"),
     };
+    let syntax = "YYYY[MM[DD[HHMM[SS]]]][+ZZZZ] expected";
     let (body, offset) = match raw.find(['+', '-']) {
         Some(i) => (&raw[..i], Some(&raw[i..])),
         None => (raw, None),
@@ -322,59 +328,110 @@ pub fn date_time(
             f.is_empty() || !f.bytes().all(|b| b.is_ascii_digit()) || digits.len() != 14
         })
     {
-        return Err(invalid());
+        return Err(invalid(syntax));
     }
     let offset = match offset {
-        Some(o) => {
-            let bytes = o.as_bytes();
-            if o.len() != 5 || !bytes[1..].iter().all(u8::is_ascii_digit) {
-                return Err(invalid());
-            }
-            Some(format!("{}:{}", &o[..3], &o[3..]))
-        }
+        Some(o) => match TimeZone::utc_offset(o) {
+            Ok(TimeZone::Fixed(fixed)) if o.len() == 5 => Some(fixed),
+            _ => return Err(invalid(syntax)),
+        },
         None => None,
     };
     let num = |a: usize, b: usize| digits[a..b].parse::<u32>().unwrap_or(0);
     let (y, mo, d) = (&digits[..4], digits.get(4..6), digits.get(6..8));
-    if mo.is_some() && !(1..=12).contains(&num(4, 6))
-        || d.is_some() && !(1..=31).contains(&num(6, 8))
-    {
-        return Err(invalid());
+    if mo.is_some() && !(1..=12).contains(&num(4, 6)) {
+        return Err(invalid("no such month"));
     }
+    let day = match d {
+        Some(_) => Some(
+            NaiveDate::from_ymd_opt(num(0, 4) as i32, num(4, 6), num(6, 8))
+                .ok_or_else(|| invalid("no such day in the calendar"))?,
+        ),
+        None => None,
+    };
     if digits.len() >= 10 && num(8, 10) > 23
         || digits.len() >= 12 && num(10, 12) > 59
         || digits.len() >= 14 && num(12, 14) > 60
     {
-        return Err(invalid());
+        return Err(invalid("no such time of day"));
     }
     let date = match (mo, d) {
         (Some(m), Some(d)) => format!("{y}-{m}-{d}"),
         (Some(m), None) => format!("{y}-{m}"),
         _ => y.to_owned(),
     };
+    let has_time = digits.len() >= 10;
     match kind {
-        TimeKind::Date => Ok(Some(date)),
-        TimeKind::DateTime | TimeKind::Instant => {
-            let zone = offset.or_else(|| default_offset.map(str::to_owned));
-            let has_time = digits.len() >= 10;
-            if kind == TimeKind::DateTime && (!has_time || zone.is_none()) {
-                return Ok(Some(date));
+        TimeKind::Date => return Ok(Some(date)),
+        // A date (or month, or year) is a dateTime of that precision; it has no offset.
+        TimeKind::DateTime if !has_time => return Ok(Some(date)),
+        TimeKind::Instant if day.is_none() => return Err(invalid("an instant needs a day")),
+        _ => {}
+    }
+    let day = day.expect("a time of day comes with its day");
+    let (hh, mm, ss) = (
+        if has_time { num(8, 10) } else { 0 },
+        if digits.len() >= 12 { num(10, 12) } else { 0 },
+        if digits.len() >= 14 { num(12, 14) } else { 0 },
+    );
+    let frac = fraction.map(|f| format!(".{f}")).unwrap_or_default();
+    let text = |offset: FixedOffset| {
+        let zone = offset_text(offset);
+        let zone = if zone == "+00:00" {
+            "Z".to_owned()
+        } else {
+            zone
+        };
+        format!("{date}T{hh:02}:{mm:02}:{ss:02}{frac}{zone}")
+    };
+    if let Some(offset) = offset {
+        return Ok(Some(text(offset)));
+    }
+    let warn = |message: String| ErrorDetail {
+        location: Some(location()),
+        code: ErrorCode::DataTypeError,
+        severity: Severity::Warning,
+        message,
+    };
+    let Some(zone) = zone else {
+        return Ok(Some(match kind {
+            TimeKind::Instant => {
+                warnings.push(warn(format!(
+                    "{raw:?} has no UTC offset and no time zone is configured: read as UTC"
+                )));
+                text(FixedOffset::east_opt(0).expect("UTC"))
             }
-            if kind == TimeKind::Instant && digits.len() < 8 {
-                return Err(invalid());
+            _ => {
+                warnings.push(warn(format!(
+                    "{raw:?} has no UTC offset and no time zone is configured: \
+                     only its date is kept"
+                )));
+                date
             }
-            let hh = digits.get(8..10).unwrap_or("00");
-            let mm = digits.get(10..12).unwrap_or("00");
-            let ss = digits.get(12..14).unwrap_or("00");
-            let frac = fraction.map(|f| format!(".{f}")).unwrap_or_default();
-            let zone = zone.unwrap_or_else(|| "Z".to_owned());
-            let zone = if zone == "+00:00" {
-                "Z".to_owned()
-            } else {
-                zone
-            };
-            Ok(Some(format!("{date}T{hh}:{mm}:{ss}{frac}{zone}")))
+        }));
+    };
+    // A leap second is placed as the second before it.
+    let wall = day.and_hms_opt(hh, mm, ss.min(59)).expect("checked above");
+    match zone.offsets(wall) {
+        LocalResult::Single(offset) => Ok(Some(text(offset))),
+        LocalResult::Ambiguous(earlier, later) => {
+            warnings.push(warn(format!(
+                "{raw:?} is in the hour {} repeats when its clocks go back: read as {} \
+                 (not {}); send the UTC offset to say which",
+                zone.name(),
+                offset_text(earlier),
+                offset_text(later)
+            )));
+            Ok(Some(text(earlier)))
         }
+        LocalResult::None => Err(MappingError::InvalidValue {
+            location: location(),
+            reason: format!(
+                "{raw:?} is in the hour {} skips when its clocks go forward: no clock there \
+                 showed that time; send the UTC offset",
+                zone.name()
+            ),
+        }),
     }
 }
 
@@ -425,33 +482,180 @@ pub fn quantity(value: Value, unit: Option<&Repetition>) -> Value {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use std::sync::Arc;
 
-    fn dt(raw: &str, kind: TimeKind, off: Option<&str>) -> Option<String> {
-        date_time(raw, kind, off, Location::default).unwrap()
+    use chrono::{Datelike, Duration, NaiveDateTime, Weekday};
+
+    use super::*;
+    use crate::fhir::zone::ZoneRules;
+
+    /// US Eastern time as the rules have been since 2007: daylight saving time from the
+    /// second Sunday in March, 02:00, to the first Sunday in November, 02:00.
+    #[derive(Debug)]
+    struct Eastern;
+
+    impl ZoneRules for Eastern {
+        fn name(&self) -> &str {
+            "America/New_York"
+        }
+
+        fn offsets(&self, local: NaiveDateTime) -> LocalResult<FixedOffset> {
+            let sunday = |month: u32, nth: u8| {
+                NaiveDate::from_weekday_of_month_opt(local.year(), month, Weekday::Sun, nth)
+                    .unwrap()
+                    .and_hms_opt(2, 0, 0)
+                    .unwrap()
+            };
+            let (start, end) = (sunday(3, 2), sunday(11, 1));
+            let (edt, est) = (
+                FixedOffset::west_opt(4 * 3600).unwrap(),
+                FixedOffset::west_opt(5 * 3600).unwrap(),
+            );
+            let hour = Duration::hours(1);
+            if local >= start && local < start + hour {
+                LocalResult::None
+            } else if local >= end - hour && local < end {
+                LocalResult::Ambiguous(edt, est)
+            } else if local >= start + hour && local < end - hour {
+                LocalResult::Single(edt)
+            } else {
+                LocalResult::Single(est)
+            }
+        }
+    }
+
+    fn dt(raw: &str, kind: TimeKind, zone: Option<&TimeZone>) -> Option<String> {
+        let mut warnings = Vec::new();
+        let out = date_time(raw, kind, zone, Location::default, &mut warnings).unwrap();
+        assert_eq!(warnings, [], "{raw}");
+        out
+    }
+
+    fn fixed(text: &str) -> TimeZone {
+        TimeZone::utc_offset(text).unwrap()
     }
 
     #[test]
     fn dates() {
+        let tokyo = fixed("+09:00");
         assert_eq!(dt("19700101", TimeKind::Date, None).unwrap(), "1970-01-01");
         assert_eq!(
-            dt("202601021304", TimeKind::DateTime, None).unwrap(),
-            "2026-01-02"
+            dt("202601021304", TimeKind::DateTime, Some(&tokyo)).unwrap(),
+            "2026-01-02T13:04:00+09:00"
         );
         assert_eq!(
-            dt("202601021304", TimeKind::DateTime, Some("+09:00")).unwrap(),
-            "2026-01-02T13:04:00+09:00"
+            dt("2026010213", TimeKind::DateTime, Some(&tokyo)).unwrap(),
+            "2026-01-02T13:00:00+09:00"
         );
         assert_eq!(
             dt("20260102130405.123-0500", TimeKind::Instant, None).unwrap(),
             "2026-01-02T13:04:05.123-05:00"
         );
+        // The value's own offset wins over the zone.
         assert_eq!(
-            dt("20260102", TimeKind::Instant, None).unwrap(),
-            "2026-01-02T00:00:00Z"
+            dt("20260102130405+0000", TimeKind::DateTime, Some(&tokyo)).unwrap(),
+            "2026-01-02T13:04:05Z"
         );
-        assert!(date_time("2026-01-02", TimeKind::Date, None, Location::default).is_err());
-        assert!(date_time("20261302", TimeKind::Date, None, Location::default).is_err());
+        assert_eq!(
+            dt("20260102", TimeKind::Instant, Some(&tokyo)).unwrap(),
+            "2026-01-02T00:00:00+09:00"
+        );
+        // A date is a dateTime of that precision: nothing to place.
+        assert_eq!(
+            dt("20260102", TimeKind::DateTime, None).unwrap(),
+            "2026-01-02"
+        );
+        assert_eq!(dt("202601", TimeKind::DateTime, None).unwrap(), "2026-01");
+        let err = |raw: &str| {
+            date_time(
+                raw,
+                TimeKind::Date,
+                None,
+                Location::default,
+                &mut Vec::new(),
+            )
+            .is_err()
+        };
+        assert!(err("2026-01-02"));
+        assert!(err("20261302"));
+        assert!(err("20260102+09"));
+        // Calendar validity, not just ranges.
+        assert!(err("19990230"));
+        assert!(err("20230229"));
+        assert!(!err("20240229"));
+    }
+
+    #[test]
+    fn without_a_zone_the_time_is_not_dropped_silently() {
+        let mut warnings = Vec::new();
+        let location = || Location::field("OBX", 1, 14);
+        let out = date_time(
+            "20240115110000",
+            TimeKind::DateTime,
+            None,
+            location,
+            &mut warnings,
+        );
+        assert_eq!(out.unwrap().unwrap(), "2024-01-15");
+        assert_eq!(warnings.len(), 1);
+        assert_eq!(warnings[0].severity, Severity::Warning);
+        assert_eq!(warnings[0].location, Some(location()));
+        assert!(
+            warnings[0].message.contains("only its date"),
+            "{warnings:?}"
+        );
+        let out = date_time("20240115", TimeKind::Instant, None, location, &mut warnings);
+        assert_eq!(out.unwrap().unwrap(), "2024-01-15T00:00:00Z");
+        assert!(warnings[1].message.contains("read as UTC"), "{warnings:?}");
+    }
+
+    #[test]
+    fn a_zone_places_each_time_with_the_offset_of_its_date() {
+        let ny = TimeZone::Rules(Arc::new(Eastern));
+        // Winter and summer: the offset in force at that time, not today's.
+        assert_eq!(
+            dt("20240115110000", TimeKind::DateTime, Some(&ny)).unwrap(),
+            "2024-01-15T11:00:00-05:00"
+        );
+        assert_eq!(
+            dt("20240715110000", TimeKind::DateTime, Some(&ny)).unwrap(),
+            "2024-07-15T11:00:00-04:00"
+        );
+        // Either side of the spring change.
+        assert_eq!(
+            dt("202403100159", TimeKind::DateTime, Some(&ny)).unwrap(),
+            "2024-03-10T01:59:00-05:00"
+        );
+        assert_eq!(
+            dt("202403100300", TimeKind::DateTime, Some(&ny)).unwrap(),
+            "2024-03-10T03:00:00-04:00"
+        );
+        // 02:30 on that day never happened in New York: an error naming the field.
+        let location = || Location::field("OBX", 2, 14);
+        let err = date_time(
+            "202403100230",
+            TimeKind::DateTime,
+            Some(&ny),
+            location,
+            &mut Vec::new(),
+        )
+        .unwrap_err();
+        assert_eq!(err.detail().location, Some(location()));
+        assert_eq!(err.detail().severity, Severity::Error);
+        assert!(err.to_string().contains("skips"), "{err}");
+        // 01:30 on the autumn day happened twice: the earlier, with a warning.
+        let mut warnings = Vec::new();
+        let out = date_time(
+            "202411030130",
+            TimeKind::DateTime,
+            Some(&ny),
+            location,
+            &mut warnings,
+        );
+        assert_eq!(out.unwrap().unwrap(), "2024-11-03T01:30:00-04:00");
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert_eq!(warnings[0].severity, Severity::Warning);
+        assert!(warnings[0].message.contains("-05:00"), "{warnings:?}");
     }
 
     #[test]

@@ -28,17 +28,26 @@
 //! condition flag `0` on the latest file) into a transaction marking the same records
 //! `entered-in-error`.
 //!
+//! # Times
+//! A time written without a UTC offset is placed in [`MappingOptions::time_zone`] with the
+//! offset in force at that time ([`zone`]); what cannot be placed for sure is a warning in
+//! [`Mapped::warnings`] (an `ERR` with severity `W` in the `AA`) or an error, never a
+//! silently shortened value.
+//!
 //! # Layout
-//! - `dt`: data types; `adt`: ADT events and A40 merges; `results`: ORU^R01 and OUL^R22;
+//! - `zone`: where times without an offset happened; `dt`: data types; `adt`: ADT events and A40 merges; `results`: ORU^R01 and OUL^R22;
 //!   `orders`: ORM/OML service requests and RDE/RDS/OMP medication; `clinical`: AL1/IAM
 //!   allergies, VXU immunizations, PPR problems.
 
 pub mod dt;
+pub mod zone;
 
 mod adt;
 mod clinical;
 mod orders;
 mod results;
+
+use std::cell::RefCell;
 
 use serde_json::{Map, Value, json};
 
@@ -49,6 +58,7 @@ use crate::structure::structure;
 
 pub use adt::apply_merge;
 use dt::{TimeKind, uri_part};
+pub use zone::{BadOffset, TimeZone, ZoneRules};
 
 /// Errors of the mapping; each names where in the message the problem is.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -97,10 +107,20 @@ impl MappingError {
 /// Options of the mapping.
 #[derive(Debug, Clone, Default)]
 pub struct MappingOptions {
-    /// UTC offset (`+09:00`) for date/times written without one. SS-MIX2/JAHIS feeds are
-    /// Japan Standard Time; US feeds should say theirs. Without it, times without offset are
-    /// kept to the day (see [`dt::date_time`]).
-    pub default_utc_offset: Option<String>,
+    /// Where date/times written without a UTC offset happened (SS-MIX2/JAHIS feeds are
+    /// Japan Standard Time; the binary passes the host's zone unless told an offset).
+    /// `None`: such a dateTime keeps only its date and an instant is read as UTC, each with
+    /// a warning (see [`dt::date_time`]).
+    pub time_zone: Option<TimeZone>,
+}
+
+impl MappingOptions {
+    /// Options placing times without an offset at `offset` (`+09:00`).
+    pub fn with_utc_offset(offset: &str) -> Result<Self, BadOffset> {
+        Ok(MappingOptions {
+            time_zone: Some(TimeZone::utc_offset(offset)?),
+        })
+    }
 }
 
 /// An instruction for the EMPI: `retired` patients (MRG-1) were merged into `surviving`
@@ -120,6 +140,10 @@ pub struct Mapped {
     pub bundle: Value,
     /// Merges the EMPI must carry out (A40), after or with the bundle.
     pub merges: Vec<MergeInstruction>,
+    /// What was mapped with a doubt the sender should hear of (severity `W`, with its
+    /// location): a time in an hour its zone repeats, a time kept to its date for want of a
+    /// zone. The message is accepted; these go into the `AA` as `ERR` segments.
+    pub warnings: Vec<ErrorDetail>,
 }
 
 /// Map a message with default options.
@@ -250,6 +274,8 @@ pub(crate) struct Cx<'m> {
     /// Identifier of the current patient (to derive identifiers of patient-scoped records).
     pub patient_key: String,
     pub encounter: Option<String>,
+    /// Warnings so far (behind a `RefCell`: times are read through `&Cx`).
+    warnings: RefCell<Vec<ErrorDetail>>,
 }
 
 impl<'m> Cx<'m> {
@@ -283,6 +309,7 @@ impl<'m> Cx<'m> {
             patient: None,
             patient_key: String::new(),
             encounter: None,
+            warnings: RefCell::new(Vec::new()),
         }
     }
 
@@ -295,9 +322,13 @@ impl<'m> Cx<'m> {
         field: usize,
     ) -> Result<Option<String>, MappingError> {
         let seq = self.sequence(seg);
-        dt::date_time(raw, kind, self.opts.default_utc_offset.as_deref(), || {
-            Location::field(&seg.id, seq, field)
-        })
+        dt::date_time(
+            raw,
+            kind,
+            self.opts.time_zone.as_ref(),
+            || Location::field(&seg.id, seq, field),
+            &mut self.warnings.borrow_mut(),
+        )
     }
 
     /// The occurrence number of a segment in the message (for locations).
@@ -381,15 +412,37 @@ impl<'m> Cx<'m> {
         let key = IdempotencyKey::of(self.msg);
         let key_string = key.map(|k| k.to_key_string()).unwrap_or_default();
         let provenance_id = format!("v2-{:016x}", fnv1a(key_string.as_bytes()));
-        let recorded = dt::date_time(
+        let mut warnings = self.warnings.into_inner();
+        let msh7 = || Location::field("MSH", 1, 7);
+        let recorded = match dt::date_time(
             msh.get(7),
             TimeKind::Instant,
-            self.opts.default_utc_offset.as_deref(),
-            Location::default,
-        )
-        .ok()
-        .flatten()
-        .unwrap_or_else(|| "1970-01-01T00:00:00Z".to_owned());
+            self.opts.time_zone.as_ref(),
+            msh7,
+            &mut warnings,
+        ) {
+            Ok(Some(t)) => t,
+            // MSH-7 only dates the Provenance: a message is not refused over it, but the
+            // sender hears that its time was not used.
+            Ok(None) => {
+                warnings.push(ErrorDetail {
+                    location: Some(msh7()),
+                    code: ErrorCode::RequiredFieldMissing,
+                    severity: Severity::Warning,
+                    message: "MSH-7 (date/time of message) is empty: Provenance.recorded \
+                              is the Unix epoch"
+                        .to_owned(),
+                });
+                EPOCH.to_owned()
+            }
+            Err(e) => {
+                let mut detail = e.detail();
+                detail.severity = Severity::Warning;
+                detail.message = format!("{}; Provenance.recorded is the Unix epoch", e);
+                warnings.push(detail);
+                EPOCH.to_owned()
+            }
+        };
         let targets: Vec<Value> = self
             .entries
             .iter()
@@ -456,9 +509,13 @@ impl<'m> Cx<'m> {
         Mapped {
             bundle: Value::Object(bundle),
             merges: self.merges,
+            warnings,
         }
     }
 }
+
+/// `Provenance.recorded` when MSH-7 gives no usable time.
+const EPOCH: &str = "1970-01-01T00:00:00Z";
 
 /// A deterministic `urn:uuid:` for a key (two FNV-1a hashes; version nibble 8, "custom").
 fn uuid_urn(key: &str) -> String {

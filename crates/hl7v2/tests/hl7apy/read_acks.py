@@ -1,7 +1,7 @@
 """Read ACK files written by Renkei with hl7apy (an independent HL7 v2 implementation).
 
-Usage: read_acks.py FILE...  Prints one JSON object per file: MSA-1, MSA-2, the ERR fields
-and whether hl7apy's strict validation accepts the message. Bytes are decoded with Python's
+Usage: read_acks.py FILE...  Prints one JSON object per file: MSH-3/4 and MSH-5/6, MSA-1,
+MSA-2, the ERR fields and whether hl7apy's strict validation accepts the message. Bytes are decoded with Python's
 own codecs (iso2022_jp for MSH-18 ISO IR87), not Renkei's.
 """
 import json
@@ -56,6 +56,9 @@ for path in sys.argv[1:]:
     print(json.dumps({
         "file": path,
         "type": msg.msh.msh_9.value,
+        # Who the ACK is from (MSH-3/4) and to (MSH-5/6).
+        "from": [msg.msh.msh_3.value or "", msg.msh.msh_4.value or ""],
+        "to": [msg.msh.msh_5.value or "", msg.msh.msh_6.value or ""],
         "version": msg.msh.msh_12.value,
         "msa1": msg.msa.msa_1.value,
         "msa2": msg.msa.msa_2.value,

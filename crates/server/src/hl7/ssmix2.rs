@@ -34,8 +34,9 @@ pub fn receipt_key(file: &StoredFile) -> String {
     format!("ssmix2|{}", file.name)
 }
 
-/// Imports one change through `sink`. Times without an offset are read with
-/// `options.default_utc_offset` (SS-MIX2 is Japan Standard Time: `+09:00`).
+/// Imports one change through `sink`. Times without an offset are placed in
+/// `options.time_zone`; what the mapping accepted with a doubt (its warnings) is logged with
+/// the file's name.
 pub async fn import_change(
     sink: &StoreSink,
     change: &Change,
@@ -63,6 +64,14 @@ pub async fn import_change(
         Ok(m) => m,
         Err(e) => return fail(e.to_string()),
     };
+    if !mapped.warnings.is_empty() {
+        let warnings: Vec<String> = mapped.warnings.iter().map(|w| w.log_text()).collect();
+        tracing::warn!(
+            file = %file.name,
+            warnings = %warnings.join("; "),
+            "SS-MIX2 file imported with warnings"
+        );
+    }
     let retracted = matches!(change, Change::Retracted(_));
     let (bundle, merges) = if retracted {
         (retraction(&mapped), Vec::new())
