@@ -18,17 +18,19 @@ use crate::message::{Message, Segment};
 
 const PATIENT: &str = "[<PATIENT PID [PD1] [{NTE}] [{NK1}] [<PATIENT_VISIT PV1 [PV2]>] [{<INSURANCE IN1 [IN2] [{IN3}]>}] [GT1] [{AL1}]>]";
 
-/// Structure id -> grammar.
+/// Structure id -> grammar. The ADT structures of v2.3–v2.8 require EVN; it is written
+/// optional here because feeds that leave it out still say the event in MSH-9 and the time in
+/// MSH-7: such a message is accepted, and the mapping warns (`ERR` severity W in the `AA`).
 fn grammars() -> Vec<(&'static str, String)> {
-    let adt_a01 = "MSH [{SFT}] [UAC] EVN PID [PD1] [{ARV}] [{ROL}] [{NK1}] [PV1 [PV2]] [{ARV}] [{ROL}] [{DB1}] [{OBX}] [{AL1}] [{IAM}] [{DG1}] [DRG] [{<PROCEDURE PR1 [{ROL}]>}] [{GT1}] [{<INSURANCE IN1 [IN2] [{IN3}] [{ROL}]>}] [ACC] [UB1] [UB2] [PDA]";
+    let adt_a01 = "MSH [{SFT}] [UAC] [EVN] PID [PD1] [{ARV}] [{ROL}] [{NK1}] [PV1 [PV2]] [{ARV}] [{ROL}] [{DB1}] [{OBX}] [{AL1}] [{IAM}] [{DG1}] [DRG] [{<PROCEDURE PR1 [{ROL}]>}] [{GT1}] [{<INSURANCE IN1 [IN2] [{IN3}] [{ROL}]>}] [ACC] [UB1] [UB2] [PDA]";
     vec![
         ("ADT_A01", adt_a01.to_owned()),
         ("ADT_A05", adt_a01.to_owned()),
-        ("ADT_A02", "MSH [{SFT}] [UAC] EVN PID [PD1] [{ROL}] PV1 [PV2] [{ROL}] [{DB1}] [{OBX}] [PDA]".to_owned()),
-        ("ADT_A03", "MSH [{SFT}] [UAC] EVN PID [PD1] [{ROL}] [{NK1}] PV1 [PV2] [{ROL}] [{DB1}] [{AL1}] [{DG1}] [DRG] [{<PROCEDURE PR1 [{ROL}]>}] [{OBX}] [{GT1}] [{<INSURANCE IN1 [IN2] [{IN3}] [{ROL}]>}] [ACC] [PDA]".to_owned()),
-        ("ADT_A09", "MSH [{SFT}] [UAC] EVN PID [PD1] [PV1 [PV2]] [{DB1}] [{OBX}] [{DG1}]".to_owned()),
-        ("ADT_A39", "MSH [{SFT}] [UAC] EVN {<PATIENT PID [PD1] MRG [PV1]>}".to_owned()),
-        ("ADT_A60", "MSH [{SFT}] [UAC] EVN PID [<VISIT PV1 [PV2]>] [{<ADVERSE_REACTION IAM [{NTE}]>}] [{AL1}]".to_owned()),
+        ("ADT_A02", "MSH [{SFT}] [UAC] [EVN] PID [PD1] [{ROL}] PV1 [PV2] [{ROL}] [{DB1}] [{OBX}] [PDA]".to_owned()),
+        ("ADT_A03", "MSH [{SFT}] [UAC] [EVN] PID [PD1] [{ROL}] [{NK1}] PV1 [PV2] [{ROL}] [{DB1}] [{AL1}] [{DG1}] [DRG] [{<PROCEDURE PR1 [{ROL}]>}] [{OBX}] [{GT1}] [{<INSURANCE IN1 [IN2] [{IN3}] [{ROL}]>}] [ACC] [PDA]".to_owned()),
+        ("ADT_A09", "MSH [{SFT}] [UAC] [EVN] PID [PD1] [PV1 [PV2]] [{DB1}] [{OBX}] [{DG1}]".to_owned()),
+        ("ADT_A39", "MSH [{SFT}] [UAC] [EVN] {<PATIENT PID [PD1] MRG [PV1]>}".to_owned()),
+        ("ADT_A60", "MSH [{SFT}] [UAC] [EVN] PID [<VISIT PV1 [PV2]>] [{<ADVERSE_REACTION IAM [{NTE}]>}] [{AL1}]".to_owned()),
         ("ORU_R01", "MSH [{SFT}] [UAC] {<PATIENT_RESULT [<PATIENT PID [PD1] [{NTE}] [{NK1}] [<VISIT PV1 [PV2]>]>] {<ORDER_OBSERVATION [ORC] OBR [{NTE}] [{<TIMING_QTY TQ1 [{TQ2}]>}] [CTD] [{<OBSERVATION OBX [{NTE}]>}] [{FT1}] [{CTI}] [{<SPECIMEN SPM [{OBX}]>}]>}>} [DSC]".to_owned()),
         ("OUL_R22", "MSH [{SFT}] [UAC] [NTE] [<PATIENT PID [PD1] [{NTE}]>] [<VISIT PV1 [PV2]>] {<SPECIMEN SPM [{OBX}] [{<CONTAINER SAC [INV]>}] {<ORDER OBR [ORC] [{NTE}] [{<TIMING_QTY TQ1 [{TQ2}]>}] [{<RESULT OBX [TCD] [{SID}] [{NTE}]>}] [{CTI}]>}>} [DSC]".to_owned()),
         ("ORM_O01", format!("MSH [{{NTE}}] {PATIENT} {{<ORDER ORC [<ORDER_DETAIL OBR [{{NTE}}] [CTD] [{{DG1}}] [{{<OBSERVATION OBX [{{NTE}}]>}}]>] [{{FT1}}] [{{CTI}}] [BLG]>}}")),
@@ -537,40 +539,47 @@ OBR|2||F2|LYTES\rZXT|1\rOBX|1|NM|NA||140\r";
     }
 
     /// EVN (the segment) is required by every ADT event structure from v2.3 to v2.8.2 (what
-    /// became optional in v2.4 is its EVN-1, since MSH-9.2 carries the event; v2.8.2
-    /// withdrew EVN-1). A missing EVN is refused naming it; an empty EVN-1 is not.
+    /// became optional in v2.4 is its EVN-1, since MSH-9.2 carries the event), but feeds leave
+    /// it out: the structure accepts its absence (the mapping warns). A segment that is
+    /// required and missing is still refused, naming it and the version's structure.
     #[test]
-    fn evn_is_required_by_adt_structures_but_evn_1_is_not() {
+    fn a_missing_evn_is_tolerated_and_other_required_segments_are_not() {
         for version in ["2.3", "2.5", "2.5.1", "2.8.2"] {
             let without = format!(
                 "MSH|^~\\&|A|B|C|D|20260101||ADT^A01^ADT_A01|1|P|{version}\rPID|1||9^^^H^MR\rPV1|1|I\r"
             );
-            let m = parse(without.as_bytes()).unwrap();
-            let err = structure(&m).unwrap_err();
-            match &err {
-                StructureError::UnexpectedSegment {
-                    found, required, ..
-                } => assert_eq!(
-                    (found.as_str(), required.as_slice()),
-                    ("PID", &["EVN".to_owned()][..])
-                ),
-                other => panic!("{other}"),
-            }
             assert!(
-                err.to_string().contains(&format!(
-                    "EVN is required before it by the v{version} ADT_A01 structure"
-                )),
-                "{err}"
+                structure(&parse(without.as_bytes()).unwrap()).is_ok(),
+                "{version}"
             );
-            let detail = err.detail();
-            assert_eq!(detail.code, crate::ErrorCode::SegmentSequenceError);
-            assert_eq!(detail.location.unwrap().to_string(), "PID[1]");
-
             let with_empty_evn_1 = without.replace("\rPID|", "\rEVN||20260101\rPID|");
             assert!(
                 structure(&parse(with_empty_evn_1.as_bytes()).unwrap()).is_ok(),
                 "{version}"
             );
+            // ADT_A02 requires PV1 after PID: a DB1 in its place is refused, naming PV1.
+            let no_pv1 = format!(
+                "MSH|^~\\&|A|B|C|D|20260101||ADT^A02^ADT_A02|1|P|{version}\rEVN||20260101\rPID|1||9^^^H^MR\rDB1|1\r"
+            );
+            let err = structure(&parse(no_pv1.as_bytes()).unwrap()).unwrap_err();
+            match &err {
+                StructureError::UnexpectedSegment {
+                    found, required, ..
+                } => assert_eq!(
+                    (found.as_str(), required.as_slice()),
+                    ("DB1", &["PV1".to_owned()][..])
+                ),
+                other => panic!("{other}"),
+            }
+            assert!(
+                err.to_string().contains(&format!(
+                    "PV1 is required before it by the v{version} ADT_A02 structure"
+                )),
+                "{err}"
+            );
+            let detail = err.detail();
+            assert_eq!(detail.code, crate::ErrorCode::SegmentSequenceError);
+            assert_eq!(detail.location.unwrap().to_string(), "DB1[1]");
         }
         // Optional segments do not count as required: ADT_A01 ends at PV1 without PV2.
         let m = parse(b"MSH|^~\\&|A|B|C|D|1||ADT^A01|1|P|2.5\rEVN|A01\r").unwrap();

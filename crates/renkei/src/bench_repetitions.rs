@@ -1,9 +1,10 @@
 //! `renkei bench repetitions`: what one oversized resource costs the node. For each kind of
 //! repeated element (identifiers, names, addresses) and each count (1,000 doubling up to
 //! `--max`, 64,000 by default), it PUTs one Patient carrying that many repetitions to a fresh
-//! store served over loopback HTTP, while a second client keeps writing small Patients; it
-//! reports the big write's time, its time per repetition (flat when the cost is linear) and
-//! the longest wait of a small write made meanwhile. Figures, never assertions.
+//! store served over loopback HTTP, while a second client keeps writing small Patients and
+//! Observations; it reports the big write's time, its time per repetition (flat when the cost
+//! is linear) and the longest wait of each kind of small write made meanwhile (a Patient also
+//! waits for the EMPI, which links one Patient at a time). Figures, never assertions.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -89,12 +90,19 @@ pub async fn repetitions(a: RepetitionsArgs) -> anyhow::Result<()> {
     let base = format!("http://{addr}/fhir");
     let client = reqwest::Client::new();
     println!(
-        "one Patient with N repetitions, PUT over HTTP ({backend}, EMPI {}), while a second client writes small Patients",
+        "one Patient with N repetitions, PUT over HTTP ({backend}, EMPI {}), while a second client writes small Patients and Observations",
         if a.no_empi { "off" } else { "on" }
     );
     println!(
-        "{:<11} {:>7} {:>9} {:>10} {:>13} {:>14} {:>8}",
-        "element", "N", "body MB", "write s", "µs/repetition", "small wait ms", "small n"
+        "{:<11} {:>7} {:>8} {:>9} {:>13} {:>19} {:>23} {:>7}",
+        "element",
+        "N",
+        "body MB",
+        "write s",
+        "µs/repetition",
+        "small Patient ms",
+        "small Observation ms",
+        "small n"
     );
     let mut serial = 0usize;
     for kind in &a.kinds {
@@ -124,7 +132,7 @@ pub async fn repetitions(a: RepetitionsArgs) -> anyhow::Result<()> {
             let _ = response.bytes().await;
             let took = started.elapsed();
             writing.store(false, Ordering::Relaxed);
-            let (waits, longest) = small.await??;
+            let waits = small.await??;
             anyhow::ensure!(
                 status.is_success(),
                 "PUT of {n} {}s answered {status}",
@@ -133,14 +141,15 @@ pub async fn repetitions(a: RepetitionsArgs) -> anyhow::Result<()> {
             let per_rep = took.as_secs_f64() * 1e6 / n as f64;
             first_per_rep.get_or_insert(per_rep);
             println!(
-                "{:<11} {:>7} {:>9.2} {:>10.3} {:>13.1} {:>14.1} {:>8}",
+                "{:<11} {:>7} {:>8.2} {:>9.3} {:>13.1} {:>19.1} {:>23.1} {:>7}",
                 kind.label(),
                 n,
                 size as f64 / 1e6,
                 took.as_secs_f64(),
                 per_rep,
-                longest.as_secs_f64() * 1e3,
-                waits
+                waits.patient.as_secs_f64() * 1e3,
+                waits.observation.as_secs_f64() * 1e3,
+                waits.count
             );
             if n * 2 > a.max {
                 if let Some(first) = first_per_rep {
@@ -161,28 +170,49 @@ pub async fn repetitions(a: RepetitionsArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Writes small Patients one after another while `writing` is set (at least one); returns how
-/// many and the longest.
+/// The longest waits of the small writes made meanwhile.
+#[derive(Debug, Default)]
+struct SmallWaits {
+    count: usize,
+    /// Small Patients wait for the EMPI's linking of the big one as well as for the writer.
+    patient: Duration,
+    /// Small Observations wait only for the store's writer.
+    observation: Duration,
+}
+
+/// Writes small Patients and Observations, alternating, one after another while `writing`
+/// is set (at least one of each).
 async fn small_writes(
     client: reqwest::Client,
     base: String,
     serial: usize,
     writing: Arc<AtomicBool>,
-) -> anyhow::Result<(usize, Duration)> {
+) -> anyhow::Result<SmallWaits> {
     // Let the big request reach the server first.
     tokio::time::sleep(Duration::from_millis(20)).await;
-    let mut longest = Duration::ZERO;
-    let mut count = 0;
+    let mut waits = SmallWaits::default();
     loop {
-        let id = format!("small{serial}-{count}");
-        let body = json!({
-            "resourceType": "Patient", "id": id,
-            "name": [{"family": "Sato", "given": [format!("Ichiro{count}")]}],
-            "birthDate": "1980-01-01"
-        });
+        let n = waits.count;
+        let (path, body) = if n % 2 == 0 {
+            let id = format!("small{serial}-{n}");
+            let body = json!({
+                "resourceType": "Patient", "id": id,
+                "name": [{"family": "Sato", "given": [format!("Ichiro{n}")]}],
+                "birthDate": "1980-01-01"
+            });
+            (format!("Patient/{id}"), body)
+        } else {
+            let id = format!("obs{serial}-{n}");
+            let body = json!({
+                "resourceType": "Observation", "id": id, "status": "final",
+                "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]},
+                "valueQuantity": {"value": 60 + n % 40, "unit": "/min", "system": "http://unitsofmeasure.org", "code": "/min"}
+            });
+            (format!("Observation/{id}"), body)
+        };
         let started = Instant::now();
         let response = client
-            .put(format!("{base}/Patient/{id}"))
+            .put(format!("{base}/{path}"))
             .header("content-type", "application/fhir+json")
             .body(body.to_string())
             .send()
@@ -193,10 +223,15 @@ async fn small_writes(
             response.status()
         );
         let _ = response.bytes().await;
-        longest = longest.max(started.elapsed());
-        count += 1;
-        if !writing.load(Ordering::Relaxed) {
-            return Ok((count, longest));
+        let took = started.elapsed();
+        if n % 2 == 0 {
+            waits.patient = waits.patient.max(took);
+        } else {
+            waits.observation = waits.observation.max(took);
+        }
+        waits.count += 1;
+        if waits.count >= 2 && !writing.load(Ordering::Relaxed) {
+            return Ok(waits);
         }
     }
 }

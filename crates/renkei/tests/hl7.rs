@@ -203,11 +203,11 @@ async fn mllp_acks_store_replay_and_reject(backend: Backend) {
             "MSH^1^12",
             "203",
         ),
-        // EVN is required by ADT_A01 in every version (only EVN-1 became optional).
+        // ADT_A02 requires PV1 after PID.
         (
-            b"MSH|^~\\&|LAB|GENHOSP|RENKEI|HIE|20260101||ADT^A01|E4|P|2.5\rPID|1||9^^^GENHOSP^MR\rPV1|1|I\r",
+            b"MSH|^~\\&|LAB|GENHOSP|RENKEI|HIE|20260101||ADT^A02|E4|P|2.5\rEVN||20260101\rPID|1||9^^^GENHOSP^MR\rDB1|1\r",
             "AE",
-            "PID^1",
+            "DB1^1",
             "100",
         ),
     ];
@@ -226,7 +226,7 @@ async fn mllp_acks_store_replay_and_reject(backend: Backend) {
         );
         if err3 == "100" {
             let text = String::from_utf8_lossy(&ack);
-            assert!(text.contains("EVN is required before it"), "{text}");
+            assert!(text.contains("PV1 is required before it"), "{text}");
         }
         // The AR to a v2.1 message answers in v2.1, which hl7apy does not read.
         if err3 != "203" {
@@ -234,6 +234,19 @@ async fn mllp_acks_store_replay_and_reject(backend: Backend) {
         }
     }
     assert_eq!(totals(&server).await, after_race);
+
+    // An ADT without EVN (required by the standard's structures, left out by some feeds) is
+    // accepted: MSH-9 names the event; the AA warns.
+    let ack = client
+        .request(b"MSH|^~\\&|LAB|GENHOSP|RENKEI|HIE|20260101||ADT^A01|E5|P|2.5\rPID|1||77^^^GENHOSP^MR\rPV1|1|I\r")
+        .await
+        .unwrap()
+        .expect("an ACK");
+    let (got, _, _, got3) = msa(&ack);
+    let text = String::from_utf8_lossy(&ack);
+    assert_eq!((got.as_str(), got3.as_str()), ("AA", "100"), "{text}");
+    assert!(text.contains("EVN is missing"), "{text}");
+    acks.push(ack);
 
     // Garbage, a frame without MSH, and a truncated frame: never half-stored, and the
     // listener keeps serving.

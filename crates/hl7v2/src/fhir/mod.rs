@@ -160,6 +160,19 @@ pub fn to_transaction_with(
     let mut cx = Cx::new(message, options);
     let code = message.message_code();
     let event = message.trigger_event();
+    if code == "ADT" && !message.segments.iter().any(|s| s.id == "EVN") {
+        // Accepted (MSH-9 names the event, MSH-7 dates it), but the sender hears of it.
+        cx.warnings.borrow_mut().push(ErrorDetail {
+            location: Some(Location::segment("MSH", 1)),
+            code: ErrorCode::SegmentSequenceError,
+            severity: Severity::Warning,
+            message: format!(
+                "EVN is missing: the v{} {} structure requires it; the event is taken from MSH-9",
+                message.version(),
+                structured.structure
+            ),
+        });
+    }
     match (code, event) {
         ("ADT", "A40" | "A39" | "A41" | "A42") => adt::merge(&mut cx, &structured)?,
         ("ADT", "A60") => clinical::adverse_reactions(&mut cx, &structured)?,
