@@ -167,7 +167,13 @@ pub async fn import(
             read_files(files, &checks, chunk, &tx)
         })
     };
-    let state = AppState::new(store.clone(), validator, ServerConfig::default());
+    // Bundle files go through `POST /fhir`'s code, but an import never refuses a reference to
+    // a resource not (yet) here: files arrive in any order. It counts them instead.
+    let config = ServerConfig {
+        check_references: false,
+        ..ServerConfig::default()
+    };
+    let state = AppState::new(store.clone(), validator, config);
     let mut summary = Summary::default();
     let report = |bar: &ProgressBar, summary: &mut Summary, msg: String| {
         summary.errors += 1;

@@ -29,6 +29,10 @@ pub struct Args {
     /// UTC offset for HL7 v2 times written without one (JAHIS/SS-MIX2 feeds: +09:00).
     #[arg(long, value_name = "OFFSET", allow_hyphen_values = true)]
     hl7_utc_offset: Option<String>,
+    /// Store REST writes whose references name resources not on this server (by default
+    /// they are refused with 400, as HAPI FHIR and Blaze do). HL7 v2 is never refused on it.
+    #[arg(long)]
+    no_reference_check: bool,
     #[command(flatten)]
     empi: EmpiArgs,
 }
@@ -41,6 +45,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
     let config = ServerConfig {
         base_url: args.base_url,
+        check_references: !args.no_reference_check,
         ..ServerConfig::default()
     };
     let mpi = args.empi.mpi()?;

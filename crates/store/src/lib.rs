@@ -50,11 +50,12 @@ pub use index::{
     BasicExtractor, FullUrlTypes, IndexExtractor, IndexRow, IndexValue, ParamDef, ParamType,
 };
 pub use model::{
-    Change, HistoryPage, HistoryQuery, HistoryScope, Method, Outcome, StoredResource, WriteEntry,
-    WriteOp,
+    Change, HistoryPage, HistoryQuery, HistoryScope, Method, Outcome, ReferenceCheck,
+    StoredResource, WriteEntry, WriteOp,
 };
 pub use postgres::{PostgresConfig, PostgresStore, redact as postgres_redact};
 pub use receipt::{KeyedWrite, Receipt};
+pub use refs::{LocalReference, local_references};
 pub use search::{SearchPage, SearchQuery};
 pub use sqlite::SqliteStore;
 
