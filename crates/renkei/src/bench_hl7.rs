@@ -217,7 +217,8 @@ pub async fn ssmix2(a: Ssmix2Args) -> anyhow::Result<()> {
         in_flight: 16,
     };
     let mut watcher = ssmix2::Watcher::new(&root, ssmix2::Checkpoint::default());
-    let s = import_ssmix2::import_pass(&sink, &mut watcher, &opts, false).await?;
+    let mut reported = std::collections::HashSet::new();
+    let s = import_ssmix2::import_pass(&sink, &mut watcher, &mut reported, &opts, false).await?;
     println!(
         "ssmix2 {backend}: {} files written, import {}",
         written.len(),

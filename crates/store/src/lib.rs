@@ -55,7 +55,7 @@ pub use model::{
 };
 pub use postgres::{PostgresConfig, PostgresStore, redact as postgres_redact};
 pub use receipt::{KeyedWrite, Receipt};
-pub use refs::{LocalReference, local_references};
+pub use refs::{LocalReference, absent_resources, local_references};
 pub use search::{SearchPage, SearchQuery};
 pub use sqlite::SqliteStore;
 

@@ -121,9 +121,50 @@ pub fn local_references(resource: &Value, base: Option<&str>) -> Vec<LocalRefere
         .and_then(Value::as_str)
         .unwrap_or("Resource")
         .to_owned();
-    let base = base.map(|b| b.trim_end_matches('/'));
+    let base = base
+        .map(|b| b.trim_end_matches('/'))
+        .filter(|b| !b.is_empty());
     collect_local(resource, &mut path, base, &mut out);
     out
+}
+
+/// Which of `targets` (`Type/id`) are not live resources of `store` (never written, or
+/// deleted): for callers that count dangling references rather than refuse them. Asks one
+/// `_id` search per type and hundred ids.
+pub async fn absent_resources(
+    store: &dyn crate::Store,
+    ctx: &crate::RequestContext,
+    targets: &BTreeSet<String>,
+) -> Result<BTreeSet<String>, crate::StoreError> {
+    let mut by_type: std::collections::BTreeMap<&str, Vec<&str>> = Default::default();
+    for target in targets {
+        if let Some((ty, id)) = target.split_once('/') {
+            by_type.entry(ty).or_default().push(id);
+        }
+    }
+    let mut absent = BTreeSet::new();
+    for (ty, ids) in by_type {
+        for batch in ids.chunks(100) {
+            let params = [("_id".to_owned(), batch.join(","))];
+            let found: BTreeSet<String> =
+                match crate::SearchQuery::parse(Some(ty), &params, store.extractor(), false) {
+                    Ok(q) => store
+                        .matching_ids(ctx, &q, batch.len())
+                        .await?
+                        .into_iter()
+                        .collect(),
+                    // Not a type the store searches: nothing of it is there.
+                    Err(_) => BTreeSet::new(),
+                };
+            absent.extend(
+                batch
+                    .iter()
+                    .filter(|id| !found.contains(**id))
+                    .map(|id| format!("{ty}/{id}")),
+            );
+        }
+    }
+    Ok(absent)
 }
 
 fn collect_local(

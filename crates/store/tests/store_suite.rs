@@ -866,6 +866,21 @@ async fn references_to_absent_resources_are_refused_when_checked(s: Arc<dyn Stor
         .unwrap();
     assert_eq!(results[0].as_ref().unwrap_err().kind(), ErrorKind::Invalid);
     assert!(results[1].is_ok());
+    // What imports count instead: which targets are not live resources.
+    let targets = [
+        "Patient/ref-1",
+        "Patient/absent",
+        "Patient/ref-put",
+        "Group/none",
+    ]
+    .map(str::to_owned)
+    .into_iter()
+    .collect();
+    let absent = store::absent_resources(s, &c, &targets).await.unwrap();
+    assert_eq!(
+        absent.into_iter().collect::<Vec<_>>(),
+        ["Group/none", "Patient/absent", "Patient/ref-put"]
+    );
 }
 
 async fn concurrent_updates_never_lose_a_version(s: Arc<dyn Store>) {
