@@ -220,12 +220,13 @@ fn write_structure(
                     Some("code" | "Coding" | "CodeableConcept")
                 )
         });
-        if binding["strength"] == "required" && coded {
-            if let Some(url) = binding["valueSet"].as_str() {
-                // `...|4.0.1`: the version is the one of these definitions.
-                let url = url.split('|').next().unwrap_or(url);
-                bindings.push((path.to_owned(), url.to_owned()));
-            }
+        if binding["strength"] == "required"
+            && coded
+            && let Some(url) = binding["valueSet"].as_str()
+        {
+            // `...|4.0.1`: the version is the one of these definitions.
+            let url = url.split('|').next().unwrap_or(url);
+            bindings.push((path.to_owned(), url.to_owned()));
         }
     }
     Ok(())

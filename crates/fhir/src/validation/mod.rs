@@ -461,13 +461,13 @@ impl Walker {
                     ty.type_index
                 };
                 let well_formed = self.primitive(index, value);
-                if let (true, Some(vs), Value::String(code)) = (well_formed, binding, value) {
-                    if !vs.contains_code(code) {
-                        self.issue(
-                            IssueCode::CodeInvalid,
-                            format!("'{}' is not {}", quote(code), describe(vs)),
-                        );
-                    }
+                if let (true, Some(vs), Value::String(code)) = (well_formed, binding, value)
+                    && !vs.contains_code(code)
+                {
+                    self.issue(
+                        IssueCode::CodeInvalid,
+                        format!("'{}' is not {}", quote(code), describe(vs)),
+                    );
                 }
             }
             TypeKind::Resource => self.resource(value),
