@@ -1,16 +1,21 @@
 //! `cargo xtask gen-fhir`: the FHIR R4 definitions bundles -> the `fhir` crate's embedded tables.
 //!
-//! Reads `profiles-types.json`, `profiles-resources.json`, `search-parameters.json` and
-//! `compartmentdefinition-patient.json` and writes three tab-separated line files (format in
+//! Reads `profiles-types.json`, `profiles-resources.json`, `search-parameters.json`,
+//! `compartmentdefinition-patient.json`, `valuesets.json` and `v3-codesystems.json` and writes
+//! four tab-separated line files (format in
 //! `crates/fhir/src/generated/README.md`). Output is deterministic: same input, same bytes (no
 //! timestamps, input order kept, no hash-map iteration).
 //!
 //! What is kept is what the server needs at run time: element snapshots (paths, types,
 //! target types, cardinalities, summary/modifier flags, content references), primitive
-//! regexes, search parameters and the Patient compartment. Descriptions, constraints,
-//! bindings and mappings are dropped; constraint profiles (`SimpleQuantity`, `MoneyQuantity`)
-//! are not types and are skipped.
+//! regexes, search parameters, the Patient compartment, and the required bindings of `code`,
+//! `Coding` and `CodeableConcept` elements with their value sets expanded to codes (only
+//! those that can be enumerated from the definitions; the others are listed as comments in
+//! `bindings.txt` with the reason). Descriptions, constraints, weaker bindings and mappings
+//! are dropped; constraint profiles (`SimpleQuantity`, `MoneyQuantity`) are not types and are
+//! skipped.
 
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Write as _;
 use std::fs;
 use std::path::Path;
@@ -36,6 +41,7 @@ pub fn run(defs: &Path, out: &Path, check: bool) -> Result<()> {
     );
 
     let mut types = header.clone();
+    let mut bindings = Vec::new();
     for file in ["profiles-types.json", "profiles-resources.json"] {
         let bundle = read_json(&defs.join(file))?;
         for resource in entries(&bundle) {
@@ -43,7 +49,7 @@ pub fn run(defs: &Path, out: &Path, check: bool) -> Result<()> {
                 if !is_r4(resource, "fhirVersion") {
                     continue;
                 }
-                write_structure(&mut types, resource)
+                write_structure(&mut types, &mut bindings, resource)
                     .with_context(|| format!("{file}: StructureDefinition {}", resource["id"]))?;
             }
         }
@@ -61,7 +67,7 @@ pub fn run(defs: &Path, out: &Path, check: bool) -> Result<()> {
         }
     }
 
-    let mut compartment = header;
+    let mut compartment = header.clone();
     let definition = read_json(&defs.join("compartmentdefinition-patient.json"))?;
     ensure!(
         definition["code"] == "Patient",
@@ -77,8 +83,12 @@ pub fn run(defs: &Path, out: &Path, check: bool) -> Result<()> {
         }
     }
 
+    let mut bound = header;
+    write_bindings(&mut bound, &bindings, defs)?;
+
     let files = [
         ("types.txt", types),
+        ("bindings.txt", bound),
         ("search_parameters.txt", params),
         ("compartment_patient.txt", compartment),
     ];
@@ -106,7 +116,13 @@ pub fn run(defs: &Path, out: &Path, check: bool) -> Result<()> {
 }
 
 /// One `T` line for the type, then one `E` line per snapshot element (the root excluded).
-fn write_structure(out: &mut String, sd: &Value) -> Result<()> {
+/// Also collects into `bindings` the (path, value set URL) of each kept element with a
+/// `required` binding whose type is `code`, `Coding` or `CodeableConcept`.
+fn write_structure(
+    out: &mut String,
+    bindings: &mut Vec<(String, String)>,
+    sd: &Value,
+) -> Result<()> {
     if sd["derivation"] == "constraint" {
         return Ok(()); // a profile, not a type
     }
@@ -196,8 +212,194 @@ fn write_structure(out: &mut String, sd: &Value) -> Result<()> {
             types.join(" ")
         };
         line(out, &["E", rel, &min, max, &flags, &types])?;
+        let binding = &el["binding"];
+        let coded = el["type"].as_array().is_some_and(|types| {
+            types.len() == 1
+                && matches!(
+                    types[0]["code"].as_str(),
+                    Some("code" | "Coding" | "CodeableConcept")
+                )
+        });
+        if binding["strength"] == "required"
+            && coded
+            && let Some(url) = binding["valueSet"].as_str()
+        {
+            // `...|4.0.1`: the version is the one of these definitions.
+            let url = url.split('|').next().unwrap_or(url);
+            bindings.push((path.to_owned(), url.to_owned()));
+        }
     }
     Ok(())
+}
+
+/// The `bindings.txt` table: each value set bound `required`, expanded (`V` then one `C` line
+/// per code system), then the `R` lines binding elements to them. A value set that cannot be
+/// enumerated from the definitions is written as a `# skipped` comment with its reason, and
+/// its elements get no `R` line (they are not checked).
+fn write_bindings(out: &mut String, bindings: &[(String, String)], defs: &Path) -> Result<()> {
+    let mut value_sets = HashMap::new();
+    let mut code_systems = HashMap::new();
+    for file in ["valuesets.json", "v3-codesystems.json"] {
+        let bundle = read_json(&defs.join(file))?;
+        let resources: Vec<Value> = bundle["entry"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|e| e["resource"].clone())
+            .collect();
+        for resource in resources {
+            let url = str_of(&resource["url"])?.to_owned();
+            match resource["resourceType"].as_str() {
+                Some("ValueSet") => value_sets.insert(url, resource),
+                Some("CodeSystem") => code_systems.insert(url, resource),
+                _ => None,
+            };
+        }
+    }
+    let terminology = Terminology {
+        value_sets,
+        code_systems,
+    };
+    // Value sets in the order first bound; their elements.
+    let mut order: Vec<&str> = Vec::new();
+    let mut elements: HashMap<&str, Vec<&str>> = HashMap::new();
+    for (path, url) in bindings {
+        let list = elements.entry(url).or_default();
+        if list.is_empty() {
+            order.push(url);
+        }
+        list.push(path);
+    }
+    let mut expanded = HashSet::new();
+    let mut skipped = String::new();
+    let mut sets = String::new();
+    for url in &order {
+        match terminology.expand(url, &mut Vec::new()) {
+            Ok(codes) => {
+                expanded.insert(*url);
+                line(&mut sets, &["V", url])?;
+                for (system, codes) in codes {
+                    for code in &codes {
+                        ensure!(!code.contains(' '), "{url}: code {code:?} has a space");
+                    }
+                    line(&mut sets, &["C", &system, &codes.join(" ")])?;
+                }
+            }
+            Err(why) => {
+                let bound = elements[url].join(" ");
+                writeln!(skipped, "# skipped {url}: {why} (bound by {bound})")?;
+            }
+        }
+    }
+    out.push_str(&skipped);
+    out.push_str(&sets);
+    for (path, url) in bindings {
+        if expanded.contains(url.as_str()) {
+            line(out, &["R", path, url])?;
+        }
+    }
+    Ok(())
+}
+
+/// The value sets and code systems of the definitions, for expanding value sets.
+struct Terminology {
+    value_sets: HashMap<String, Value>,
+    code_systems: HashMap<String, Value>,
+}
+
+impl Terminology {
+    /// The codes of value set `url`, by system (systems in order, codes in definition order,
+    /// no duplicates); `Err(reason)` when they cannot be enumerated here: the value set or a
+    /// code system is not in the definitions (external terminologies such as UCUM, BCP-13
+    /// MIME types, ISO 4217 currencies, LOINC answer lists), a code system is not `complete`,
+    /// or the compose uses filters or excludes.
+    fn expand(
+        &self,
+        url: &str,
+        visiting: &mut Vec<String>,
+    ) -> std::result::Result<Vec<(String, Vec<String>)>, String> {
+        if visiting.iter().any(|u| u == url) {
+            return Err(format!("value set {url} includes itself"));
+        }
+        let vs = self
+            .value_sets
+            .get(url)
+            .ok_or_else(|| "the value set is not in the definitions".to_owned())?;
+        let compose = &vs["compose"];
+        if compose.get("exclude").is_some() {
+            return Err("its compose excludes codes".to_owned());
+        }
+        let includes = compose["include"]
+            .as_array()
+            .ok_or_else(|| "it has no compose".to_owned())?;
+        visiting.push(url.to_owned());
+        let mut systems: Vec<(String, Vec<String>)> = Vec::new();
+        let mut seen: BTreeMap<(String, String), ()> = BTreeMap::new();
+        let mut add = |system: &str, code: &str, systems: &mut Vec<(String, Vec<String>)>| {
+            if seen
+                .insert((system.to_owned(), code.to_owned()), ())
+                .is_none()
+            {
+                match systems.iter_mut().find(|(s, _)| s == system) {
+                    Some((_, codes)) => codes.push(code.to_owned()),
+                    None => systems.push((system.to_owned(), vec![code.to_owned()])),
+                }
+            }
+        };
+        for include in includes {
+            if include.get("filter").is_some() {
+                return Err("its compose uses filters".to_owned());
+            }
+            for nested in include["valueSet"].as_array().into_iter().flatten() {
+                let nested = nested.as_str().unwrap_or_default();
+                let nested = nested.split('|').next().unwrap_or(nested);
+                for (system, codes) in self.expand(nested, visiting)? {
+                    for code in codes {
+                        add(&system, &code, &mut systems);
+                    }
+                }
+            }
+            let Some(system) = include["system"].as_str() else {
+                continue;
+            };
+            if let Some(concepts) = include["concept"].as_array() {
+                for concept in concepts {
+                    let code = concept["code"].as_str().unwrap_or_default();
+                    add(system, code, &mut systems);
+                }
+                continue;
+            }
+            let cs = self
+                .code_systems
+                .get(system)
+                .ok_or_else(|| format!("code system {system} is not in the definitions"))?;
+            if cs["content"] != "complete" {
+                return Err(format!("code system {system} is not complete"));
+            }
+            let mut stack: Vec<&Value> = cs["concept"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .rev()
+                .collect();
+            while let Some(concept) = stack.pop() {
+                add(
+                    system,
+                    concept["code"].as_str().unwrap_or_default(),
+                    &mut systems,
+                );
+                stack.extend(concept["concept"].as_array().into_iter().flatten().rev());
+            }
+        }
+        visiting.pop();
+        if systems
+            .iter()
+            .any(|(_, codes)| codes.iter().any(String::is_empty))
+        {
+            return Err("a concept has no code".to_owned());
+        }
+        Ok(systems)
+    }
 }
 
 /// `code` or `code(Target|Target)`. FHIRPath system types (`Element.id`, `Extension.url`,

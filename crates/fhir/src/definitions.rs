@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use std::fmt;
 
 use crate::search::{self, SearchParam};
+use crate::terminology::{Bindings, ValueSet};
 
 /// Marker of an unresolved index.
 pub(crate) const NONE_INDEX: u32 = u32::MAX;
@@ -121,6 +122,9 @@ pub struct Element {
     fhirpath_types: Box<[String]>,
     /// The owner holding this element's children (backbone or content reference), or `NONE_INDEX`.
     pub(crate) children: u32,
+    /// The value set this element is bound to with strength `required` (index into the
+    /// definitions' value sets), or `NONE_INDEX` (no such binding, or not enumerable).
+    pub(crate) binding: u32,
 }
 
 impl Element {
@@ -195,6 +199,8 @@ pub struct Definitions {
     pub(crate) search: search::SearchIndex,
     compartment: Vec<(String, Vec<String>)>,
     compartment_by_type: HashMap<Box<str>, u32>,
+    value_sets: Vec<ValueSet>,
+    value_set_by_url: HashMap<Box<str>, u32>,
 }
 
 impl fmt::Debug for Definitions {
@@ -318,6 +324,20 @@ impl Definitions {
             .map(|(t, p)| (t.as_str(), p.as_slice()))
     }
 
+    /// The value set an element is bound to with strength `required`, when R4 binds it so
+    /// and the value set can be enumerated from the definitions (`generated/bindings.txt`
+    /// lists the ones that cannot).
+    pub fn required_binding(&self, element: &Element) -> Option<&ValueSet> {
+        self.value_sets.get(element.binding as usize)
+    }
+
+    /// An expanded value set by canonical URL (only those bound `required` somewhere).
+    pub fn value_set(&self, url: &str) -> Option<&ValueSet> {
+        self.value_set_by_url
+            .get(url)
+            .map(|&i| &self.value_sets[i as usize])
+    }
+
     pub(crate) fn owner(&self, name: &str) -> Option<&Owner> {
         self.owner_by_name
             .get(name)
@@ -334,8 +354,13 @@ impl Definitions {
             .chain(resource.then_some("Resource"))
     }
 
-    /// Parse the three embedded tables.
-    pub(crate) fn parse(types: &str, params: &str, compartment: &str) -> Result<Self, String> {
+    /// Parse the four embedded tables.
+    pub(crate) fn parse(
+        types: &str,
+        params: &str,
+        compartment: &str,
+        bindings: &str,
+    ) -> Result<Self, String> {
         let mut defs = Definitions {
             types: Vec::new(),
             type_by_name: HashMap::new(),
@@ -344,9 +369,30 @@ impl Definitions {
             search: search::SearchIndex::parse(params)?,
             compartment: Vec::new(),
             compartment_by_type: HashMap::new(),
+            value_sets: Vec::new(),
+            value_set_by_url: HashMap::new(),
         };
         defs.parse_types(types)?;
         defs.resolve()?;
+        let bindings = Bindings::parse(bindings)?;
+        for (path, vs) in &bindings.elements {
+            let (owner, last) = path
+                .rsplit_once('.')
+                .ok_or_else(|| format!("bindings.txt: bad path {path}"))?;
+            let name = last.strip_suffix("[x]").unwrap_or(last);
+            let &o = defs
+                .owner_by_name
+                .get(owner)
+                .ok_or_else(|| format!("bindings.txt: unknown element {path}"))?;
+            let owner = &mut defs.owners[o as usize];
+            let &e = owner
+                .by_name
+                .get(name)
+                .ok_or_else(|| format!("bindings.txt: unknown element {path}"))?;
+            owner.elements[e as usize].binding = *vs;
+        }
+        defs.value_sets = bindings.value_sets;
+        defs.value_set_by_url = bindings.by_url;
         for (n, line) in data_lines(compartment) {
             let fields: Vec<&str> = line.split('\t').collect();
             match fields.as_slice() {
@@ -447,6 +493,7 @@ impl Definitions {
                         is_backbone,
                         fhirpath_types,
                         children,
+                        binding: NONE_INDEX,
                     };
                     self.owners[owner as usize].elements.push(element);
                 }

@@ -4,10 +4,12 @@
 //!
 //! - [`r4`]: the FHIR 4.0.1 [`Definitions`]: every type with its snapshot elements (types,
 //!   target types, cardinalities, choice, content references, summary/modifier flags), every
-//!   search parameter, and the Patient compartment. It implements [`fhirpath::ModelInfo`], so
+//!   search parameter, the Patient compartment, and the value sets of required bindings
+//!   ([`ValueSet`], expanded at generation time). It implements [`fhirpath::ModelInfo`], so
 //!   the FHIRPath evaluator can type values and resolve choice elements.
 //! - [`validate_resource`]: the structural checks every write goes through (known elements,
-//!   JSON shapes, cardinality, primitive formats, reference formats), reported as
+//!   JSON shapes, cardinality, primitive formats and calendar dates, reference formats,
+//!   required code bindings), reported as
 //!   [`ValidationIssue`]s that map one to one onto OperationOutcome issues.
 //!
 //! ```
@@ -46,18 +48,21 @@
 //! - `definitions`: the registry ([`Definitions`], [`TypeDef`], [`Element`]) and its
 //!   `ModelInfo` implementation.
 //! - `search`: [`SearchParam`] and its index.
+//! - `terminology`: [`ValueSet`], the expanded value sets of required bindings.
 //! - `validation`: [`validate_resource`] and its issue types; `validation::primitive` holds
 //!   the primitive formats.
 //! - `generated/`: the tables and their format (`generated/README.md`).
 
 mod definitions;
 mod search;
+mod terminology;
 pub mod validation;
 
 use std::sync::OnceLock;
 
 pub use definitions::{Definitions, Element, ElementType, Max, Property, TypeDef, TypeKind};
 pub use search::{Component, SearchParam, SearchParamType};
+pub use terminology::ValueSet;
 pub use validation::{IssueCode, Severity, ValidationErrors, ValidationIssue, validate_resource};
 
 /// The FHIR version the tables were generated from.
@@ -66,6 +71,7 @@ pub const FHIR_VERSION: &str = "4.0.1";
 const TYPES: &str = include_str!("generated/types.txt");
 const SEARCH_PARAMETERS: &str = include_str!("generated/search_parameters.txt");
 const COMPARTMENT_PATIENT: &str = include_str!("generated/compartment_patient.txt");
+const BINDINGS: &str = include_str!("generated/bindings.txt");
 
 /// The FHIR R4 definitions, parsed from the embedded tables on first use.
 ///
@@ -76,7 +82,7 @@ const COMPARTMENT_PATIENT: &str = include_str!("generated/compartment_patient.tx
 pub fn r4() -> &'static Definitions {
     static DEFINITIONS: OnceLock<Definitions> = OnceLock::new();
     DEFINITIONS.get_or_init(|| {
-        Definitions::parse(TYPES, SEARCH_PARAMETERS, COMPARTMENT_PATIENT)
+        Definitions::parse(TYPES, SEARCH_PARAMETERS, COMPARTMENT_PATIENT, BINDINGS)
             .unwrap_or_else(|err| panic!("embedded FHIR R4 tables are malformed: {err}"))
     })
 }

@@ -341,3 +341,35 @@ fn patient_compartment() {
         }
     }
 }
+
+#[test]
+fn required_bindings_are_expanded_value_sets() {
+    let defs = fhir::r4();
+    let gender = defs.element("Patient", "gender").expect("element");
+    let vs = defs.required_binding(gender).expect("bound required");
+    assert_eq!(vs.url, "http://hl7.org/fhir/ValueSet/administrative-gender");
+    assert!(vs.contains("http://hl7.org/fhir/administrative-gender", "female"));
+    assert!(vs.contains_code("unknown"));
+    assert!(!vs.contains_code("F"));
+    assert_eq!(vs.len(), 4);
+    // Inherited through a datatype and a backbone element.
+    let use_ = defs.element("ContactPoint", "use").expect("element");
+    assert!(defs.required_binding(use_).is_some());
+    let status = defs
+        .element("Condition", "clinicalStatus")
+        .expect("element");
+    assert!(defs.required_binding(status).expect("bound").contains(
+        "http://terminology.hl7.org/CodeSystem/condition-clinical",
+        "active"
+    ));
+    // Not enumerable from the definitions (BCP-13), or not required: no binding to check.
+    let content_type = defs.element("Attachment", "contentType").expect("element");
+    assert!(defs.required_binding(content_type).is_none());
+    let marital = defs.element("Patient", "maritalStatus").expect("element");
+    assert!(defs.required_binding(marital).is_none());
+    // A value set including whole code systems (the resource types).
+    let types = defs
+        .value_set("http://hl7.org/fhir/ValueSet/resource-types")
+        .expect("expanded");
+    assert!(types.contains_code("Patient") && types.contains_code("VisionPrescription"));
+}

@@ -473,6 +473,25 @@ fn primitive_formats() {
             "Patient.birthDate",
         ),
         ("birthDate", json!("70-01-01"), "Patient.birthDate"),
+        // The regex allows day 31 of every month and 29 February of every year.
+        ("birthDate", json!("1999-02-30"), "Patient.birthDate"),
+        ("birthDate", json!("2023-02-29"), "Patient.birthDate"),
+        ("birthDate", json!("1900-02-29"), "Patient.birthDate"),
+        (
+            "deceasedDateTime",
+            json!("2023-04-31T10:00:00+09:00"),
+            "Patient.deceasedDateTime",
+        ),
+        (
+            "deceasedDateTime",
+            json!("2023-01-01T24:00:00Z"),
+            "Patient.deceasedDateTime",
+        ),
+        (
+            "deceasedDateTime",
+            json!("2023-01-01T10:00:00+15:00"),
+            "Patient.deceasedDateTime",
+        ),
         (
             "deceasedDateTime",
             json!("2020-01-01T10:00:00"),
@@ -522,6 +541,19 @@ fn primitive_formats() {
         &[(IssueCode::Value, "Patient.meta.lastUpdated")],
     );
     check(
+        patient(json!({"meta": {"lastUpdated": "2023-02-29T10:00:00Z"}})),
+        &[(IssueCode::Value, "Patient.meta.lastUpdated")],
+    );
+    // Leap years, and the day each message names.
+    valid(patient(
+        json!({"birthDate": "2024-02-29", "deceasedDateTime": "2000-02-29T23:59:59.999+14:00"}),
+    ));
+    let message = &issues(&patient(json!({"birthDate": "1999-02-30"})))[0].message;
+    assert_eq!(
+        message,
+        "'1999-02-30' is not a valid date: February 1999 has 28 days"
+    );
+    check(
         patient(json!({"photo": [{"data": "not base64!"}]})),
         &[(IssueCode::Value, "Patient.photo[0].data")],
     );
@@ -558,6 +590,82 @@ fn primitive_formats() {
     );
     // The resource id is an id; ids elsewhere (Element.id) are plain strings.
     valid(patient(json!({"name": [{"id": "any string_with spaces"}]})));
+}
+
+#[test]
+fn required_bindings() {
+    use IssueCode::CodeInvalid;
+    check(
+        patient(json!({"gender": "M"})),
+        &[(CodeInvalid, "Patient.gender")],
+    );
+    let message = &issues(&patient(json!({"gender": "M"})))[0].message;
+    assert_eq!(
+        message,
+        "'M' is not in the required value set http://hl7.org/fhir/ValueSet/administrative-gender \
+         (male, female, other, unknown)"
+    );
+    valid(patient(json!({"gender": "unknown"})));
+    // Codes are case-sensitive.
+    check(
+        observation(json!({"status": "Final"})),
+        &[(CodeInvalid, "Observation.status")],
+    );
+    // Inside datatypes and backbone elements, at any depth, in repeating elements.
+    check(
+        patient(
+            json!({"telecom": [{"system": "phone"}, {"system": "mobile"}],
+            "contact": [{"gender": "f"}]}),
+        ),
+        &[
+            (CodeInvalid, "Patient.telecom[1].system"),
+            (CodeInvalid, "Patient.contact[0].gender"),
+        ],
+    );
+    check(
+        observation(json!({"valueQuantity": {"value": 1, "comparator": "=="}})),
+        &[(CodeInvalid, "Observation.valueQuantity.comparator")],
+    );
+    // A malformed code is reported once, as malformed.
+    check(
+        patient(json!({"gender": " male"})),
+        &[(IssueCode::Value, "Patient.gender")],
+    );
+    // CodeableConcept: at least one coding from the value set (system and code).
+    let condition = |status: Value| {
+        json!({"resourceType": "Condition", "subject": {"reference": "Patient/p1"},
+            "clinicalStatus": status})
+    };
+    let clinical = "http://terminology.hl7.org/CodeSystem/condition-clinical";
+    valid(condition(
+        json!({"coding": [{"system": clinical, "code": "active"}]}),
+    ));
+    valid(condition(json!({"coding": [
+        {"system": "http://snomed.info/sct", "code": "55561003"},
+        {"system": clinical, "code": "remission"}
+    ]})));
+    for bad in [
+        json!({"coding": [{"system": clinical, "code": "cured"}]}),
+        json!({"coding": [{"system": "http://example.org/status", "code": "active"}]}),
+        json!({"coding": [{"code": "active"}]}),
+        json!({"text": "active"}),
+    ] {
+        check(condition(bad), &[(CodeInvalid, "Condition.clinicalStatus")]);
+    }
+    let message = &issues(&condition(
+        json!({"coding": [{"system": clinical, "code": "cured"}]}),
+    ))[0]
+        .message;
+    assert!(message.contains(&format!("{clinical}|cured")), "{message}");
+    assert!(message.contains("condition-clinical"), "{message}");
+    // Value sets outside the definitions (BCP-13 MIME types, UCUM, ISO 4217) are not checked.
+    valid(patient(
+        json!({"photo": [{"contentType": "image/x-anything"}]}),
+    ));
+    // Extensible bindings are not checked.
+    valid(patient(
+        json!({"maritalStatus": {"coding": [{"system": "http://example.org", "code": "x"}]}}),
+    ));
 }
 
 #[test]

@@ -224,7 +224,9 @@ pub async fn ssmix2(a: Ssmix2Args) -> anyhow::Result<()> {
     // The generated tree is Japan Standard Time, whatever the host's zone.
     let mapping = std::sync::Arc::new(hl7v2::fhir::MappingOptions::with_utc_offset("+09:00")?);
     let mut watcher = ssmix2::Watcher::new(&root, ssmix2::Checkpoint::default());
-    let s = import_ssmix2::import_pass(&sink, &mut watcher, &opts, &mapping, false).await?;
+    let mut reported = std::collections::HashSet::new();
+    let s = import_ssmix2::import_pass(&sink, &mut watcher, &mut reported, &opts, &mapping, false)
+        .await?;
     println!(
         "ssmix2 {backend}: {} files written, import {}",
         written.len(),

@@ -11,7 +11,15 @@
 //! which is why files are loaded in an order that puts directory-like types (Organization,
 //! Location, Practitioner, ...) and Patient first. Transaction and batch Bundles go through the
 //! same code as `POST /fhir`.
+//!
+//! The summary line says how many resources were created, updated and unchanged (an update
+//! that changes nothing writes no version: a re-import says so), from how many files (files
+//! that are not FHIR, such as a bulk export's `log.ndjson`, are named at info level and counted
+//! as skipped), and how many references name resources not (yet) on this server: an import
+//! never refuses them, since files arrive in any order, but counts them once the chunk that
+//! holds them has committed.
 
+use std::collections::{BTreeSet, HashSet};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -23,7 +31,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::Value;
 use server::http::Fhir;
 use server::{AppState, R4Validator, ServerConfig, Validator};
-use store::{RequestContext, Store, WriteEntry, WriteOp};
+use store::{Outcome, RequestContext, Store, WriteEntry, WriteOp};
 
 use crate::storage::{EmpiArgs, StoreArgs, link_backlog};
 
@@ -63,8 +71,18 @@ pub struct Options {
 /// What an import did.
 #[derive(Debug, Default, Clone)]
 pub struct Summary {
+    /// Files read.
     pub files: u64,
+    /// Files not read: not FHIR (a bulk export's `log.ndjson`).
+    pub skipped_files: u64,
+    /// Resources stored or found already stored: `created + updated + unchanged`.
     pub resources: u64,
+    pub created: u64,
+    pub updated: u64,
+    /// Already stored with the same content: no version written.
+    pub unchanged: u64,
+    /// References (`Type/id`) to resources not on this server when their chunk committed.
+    pub dangling_references: u64,
     pub errors: u64,
     pub elapsed: Duration,
 }
@@ -72,6 +90,77 @@ pub struct Summary {
 impl Summary {
     pub fn rate(&self) -> f64 {
         self.resources as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+
+    /// The line `renkei import` ends with.
+    pub fn line(&self) -> String {
+        let mut line = format!(
+            "imported {} resources ({} created, {} updated, {} unchanged) from {} files",
+            self.resources, self.created, self.updated, self.unchanged, self.files
+        );
+        if self.skipped_files > 0 {
+            line.push_str(&format!(" ({} skipped: not FHIR)", self.skipped_files));
+        }
+        line.push_str(&format!(
+            " in {:.1} s ({:.0} resources/s), {} errors; {} references to resources not (yet) on this server",
+            self.elapsed.as_secs_f64(),
+            self.rate(),
+            self.errors,
+            self.dangling_references
+        ));
+        line
+    }
+
+    fn count(&mut self, outcome: &Outcome) {
+        self.resources += 1;
+        match outcome {
+            Outcome::Created(_) => self.created += 1,
+            Outcome::Updated(_) | Outcome::Deleted(_) => self.updated += 1,
+            Outcome::Unchanged(_) | Outcome::Existing(_) | Outcome::NoOp => self.unchanged += 1,
+        }
+    }
+}
+
+/// Counts the references of committed resources that name resources not on the server,
+/// remembering (up to a bound) the targets found, so that a chunk of Observations of the same
+/// patients asks about each patient once.
+struct Dangling {
+    present: HashSet<String>,
+}
+
+impl Dangling {
+    const REMEMBERED: usize = 200_000;
+
+    fn new() -> Self {
+        Dangling {
+            present: HashSet::new(),
+        }
+    }
+
+    /// `references`: the `Type/id` each committed resource names; `written`: the resources
+    /// just committed (there for sure). Returns how many references name absent resources.
+    async fn count(
+        &mut self,
+        store: &dyn Store,
+        references: &[String],
+        written: impl Iterator<Item = String>,
+    ) -> anyhow::Result<u64> {
+        if references.is_empty() {
+            return Ok(0);
+        }
+        if self.present.len() > Self::REMEMBERED {
+            self.present.clear();
+        }
+        self.present.extend(written);
+        let unknown: BTreeSet<String> = references
+            .iter()
+            .filter(|t| !self.present.contains(*t))
+            .cloned()
+            .collect();
+        let absent = store::absent_resources(store, &RequestContext::system(), &unknown).await?;
+        self.present
+            .extend(unknown.into_iter().filter(|t| !absent.contains(t)));
+        Ok(references.iter().filter(|t| absent.contains(*t)).count() as u64)
     }
 }
 
@@ -93,14 +182,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         progress: !args.quiet,
     };
     let s = import(store, Arc::new(R4Validator), &args.paths, &opts).await?;
-    eprintln!(
-        "imported {} resources from {} files in {:.1} s ({:.0} resources/s), {} errors",
-        s.resources,
-        s.files,
-        s.elapsed.as_secs_f64(),
-        s.rate(),
-        s.errors
-    );
+    eprintln!("{}", s.line());
     Ok(if s.errors == 0 {
         ExitCode::SUCCESS
     } else {
@@ -114,6 +196,8 @@ enum Item {
     Chunk {
         entries: Vec<WriteEntry>,
         origins: Vec<String>,
+        /// The local references (`Type/id`) of each entry's resource.
+        references: Vec<Vec<String>>,
         bytes: u64,
     },
     Bundle {
@@ -124,6 +208,8 @@ enum Item {
     },
     Problem(String),
     FileDone,
+    /// A file that is not FHIR, not read.
+    FileSkipped,
 }
 
 /// Imports `paths` into `store`.
@@ -167,8 +253,16 @@ pub async fn import(
             read_files(files, &checks, chunk, &tx)
         })
     };
-    let state = AppState::new(store.clone(), validator, ServerConfig::default());
+    // Bundle files go through `POST /fhir`'s code, but an import never refuses a reference to
+    // a resource not (yet) here: files arrive in any order. It counts them instead.
+    let config = ServerConfig {
+        check_references: false,
+        ..ServerConfig::default()
+    };
+    let state = AppState::new(store.clone(), validator, config);
     let mut summary = Summary::default();
+    let mut dangling = Dangling::new();
+    let started_micros = store::time::now_micros();
     let report = |bar: &ProgressBar, summary: &mut Summary, msg: String| {
         summary.errors += 1;
         if summary.errors <= 1000 {
@@ -181,21 +275,35 @@ pub async fn import(
         match item {
             Item::Problem(msg) => report(&bar, &mut summary, msg),
             Item::FileDone => summary.files += 1,
+            Item::FileSkipped => summary.skipped_files += 1,
             Item::Chunk {
                 entries,
                 origins,
+                references,
                 bytes,
             } => {
                 let n = entries.len();
                 let ctx = RequestContext::system();
                 match store.batch(&ctx, entries).await {
                     Ok(results) => {
-                        for (r, origin) in results.into_iter().zip(&origins) {
+                        let mut named = Vec::new();
+                        let mut written = Vec::new();
+                        for ((r, origin), refs) in results.into_iter().zip(&origins).zip(references)
+                        {
                             match r {
-                                Ok(_) => summary.resources += 1,
+                                Ok(outcome) => {
+                                    summary.count(&outcome);
+                                    if let Some(r) = outcome.resource() {
+                                        written.push(format!("{}/{}", r.resource_type, r.id));
+                                    }
+                                    named.extend(refs);
+                                }
                                 Err(e) => report(&bar, &mut summary, format!("{origin}: {e}")),
                             }
                         }
+                        summary.dangling_references += dangling
+                            .count(store.as_ref(), &named, written.into_iter())
+                            .await?;
                         if opts.print_commits {
                             println!("committed {n} {}..{}", origins[0], origins[n - 1]);
                             let _ = std::io::stdout().flush();
@@ -228,6 +336,8 @@ pub async fn import(
                             .and_then(Value::as_array)
                             .cloned()
                             .unwrap_or_default();
+                        let mut named = Vec::new();
+                        let mut written = Vec::new();
                         for (i, e) in entries.iter().enumerate() {
                             let status = e
                                 .pointer("/response/status")
@@ -235,6 +345,33 @@ pub async fn import(
                                 .unwrap_or("");
                             if status.starts_with('2') {
                                 summary.resources += 1;
+                                let resource = e.get("resource").unwrap_or(&Value::Null);
+                                // A version written by this import is not older than it; an
+                                // unchanged update or a matched conditional create answers
+                                // with the version that was there.
+                                let last_updated = resource
+                                    .pointer("/meta/lastUpdated")
+                                    .and_then(Value::as_str)
+                                    .and_then(store::time::parse_range)
+                                    .map(|(start, _)| start);
+                                if status.starts_with("201") {
+                                    summary.created += 1;
+                                } else if last_updated.is_some_and(|t| t < started_micros) {
+                                    summary.unchanged += 1;
+                                } else {
+                                    summary.updated += 1;
+                                }
+                                if let (Some(ty), Some(id)) = (
+                                    resource.get("resourceType").and_then(Value::as_str),
+                                    resource.get("id").and_then(Value::as_str),
+                                ) {
+                                    written.push(format!("{ty}/{id}"));
+                                }
+                                named.extend(
+                                    store::local_references(resource, None)
+                                        .into_iter()
+                                        .map(|r| r.target),
+                                );
                             } else {
                                 let diag = e
                                     .pointer("/response/outcome/issue/0/diagnostics")
@@ -243,6 +380,9 @@ pub async fn import(
                                 report(&bar, &mut summary, format!("{origin}: entry[{i}]: {diag}"));
                             }
                         }
+                        summary.dangling_references += dangling
+                            .count(store.as_ref(), &named, written.into_iter())
+                            .await?;
                         if opts.print_commits {
                             println!("committed {} {origin}", entries.len());
                             let _ = std::io::stdout().flush();
@@ -361,12 +501,16 @@ fn read_files(
         let result = if is_ndjson {
             read_ndjson(&file, &name, checks, chunk, &send)
         } else {
-            read_json(&file, &name, checks, &send)
+            read_json(&file, &name, checks, &send).map(|()| true)
         };
-        if let Err(e) = result {
-            send(Item::Problem(format!("{name}: {e:#}")))?;
+        match result {
+            Ok(true) => send(Item::FileDone)?,
+            Ok(false) => send(Item::FileSkipped)?,
+            Err(e) => {
+                send(Item::Problem(format!("{name}: {e:#}")))?;
+                send(Item::FileDone)?;
+            }
         }
-        send(Item::FileDone)?;
     }
     Ok(())
 }
@@ -412,16 +556,31 @@ fn entry_for(resource: Value, checks: &Checks<'_>) -> Result<WriteEntry, String>
     Ok(entry)
 }
 
+/// The local references (`Type/id`) of a write's resource, counted once committed.
+fn references_of(entry: &WriteEntry) -> Vec<String> {
+    match &entry.op {
+        WriteOp::Create { resource, .. }
+        | WriteOp::Update { resource, .. }
+        | WriteOp::ConditionalUpdate { resource, .. } => store::local_references(resource, None)
+            .into_iter()
+            .map(|r| r.target)
+            .collect(),
+        WriteOp::Delete { .. } | WriteOp::ConditionalDelete { .. } => Vec::new(),
+    }
+}
+
+/// Reads one NDJSON file; `false` when it is not FHIR and was skipped.
 fn read_ndjson(
     file: &Path,
     name: &str,
     checks: &Checks<'_>,
     chunk: usize,
     send: &dyn Fn(Item) -> anyhow::Result<()>,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<bool> {
     let reader = BufReader::with_capacity(1 << 20, std::fs::File::open(file)?);
     let mut entries = Vec::with_capacity(chunk);
     let mut origins = Vec::with_capacity(chunk);
+    let mut references = Vec::with_capacity(chunk);
     let mut bytes = 0u64;
     let mut first = true;
     for (n, line) in reader.lines().enumerate() {
@@ -442,7 +601,7 @@ fn read_ndjson(
                     file = name,
                     "no resourceType on line 1: not FHIR NDJSON, skipped"
                 );
-                return Ok(());
+                return Ok(false);
             }
         }
         match parsed
@@ -450,6 +609,7 @@ fn read_ndjson(
             .and_then(|v| entry_for(v, checks))
         {
             Ok(e) => {
+                references.push(references_of(&e));
                 entries.push(e);
                 origins.push(origin);
             }
@@ -459,6 +619,7 @@ fn read_ndjson(
             send(Item::Chunk {
                 entries: std::mem::replace(&mut entries, Vec::with_capacity(chunk)),
                 origins: std::mem::take(&mut origins),
+                references: std::mem::take(&mut references),
                 bytes: std::mem::take(&mut bytes),
             })?;
         }
@@ -467,10 +628,11 @@ fn read_ndjson(
         send(Item::Chunk {
             entries,
             origins,
+            references,
             bytes,
         })?;
     }
-    Ok(())
+    Ok(true)
 }
 
 fn read_json(
@@ -511,9 +673,11 @@ fn read_json(
     };
     let mut entries = Vec::new();
     let mut origins = Vec::new();
+    let mut references = Vec::new();
     for (origin, r) in resources {
         match entry_for(r, checks) {
             Ok(e) => {
+                references.push(references_of(&e));
                 entries.push(e);
                 origins.push(origin);
             }
@@ -526,6 +690,7 @@ fn read_json(
     send(Item::Chunk {
         entries,
         origins,
+        references,
         bytes,
     })
 }

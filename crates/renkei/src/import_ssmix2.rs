@@ -10,7 +10,8 @@
 //! writes nothing and an interrupted import resumes where it stopped. `--watch` polls the
 //! tree until SIGINT/SIGTERM; a pass is never cut short (a file being imported completes).
 
-use std::path::Path;
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -20,7 +21,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use server::hl7::ssmix2::{FileOutcome, import_change};
 use server::hl7::{Hl7Config, RecordMerges, StoreSink};
 use server::{AppState, R4Validator, ServerConfig};
-use ssmix2::{Checkpoint, Watcher};
+use ssmix2::{Checkpoint, Skipped, Watcher};
 use store::Store;
 
 use crate::hl7_time::Hl7TimeArgs;
@@ -48,6 +49,11 @@ pub struct Summary {
     pub retracted: u64,
     pub unchanged: u64,
     pub failed: u64,
+    /// Files under the root that are not SS-MIX2 files (not a standard name, or not where
+    /// their name says), each named on stderr; not counted in [`Summary::files`].
+    pub skipped: u64,
+    /// References of the imported records to resources not (yet) on this server.
+    pub dangling_references: u64,
     pub elapsed: Duration,
 }
 
@@ -58,12 +64,15 @@ impl Summary {
 
     pub fn line(&self) -> String {
         format!(
-            "ssmix2: {} files: {} imported, {} retracted, {} unchanged, {} failed in {:.1} s ({:.0} files/s)",
+            "ssmix2: {} files: {} imported, {} retracted, {} unchanged, {} failed; {} other files skipped; \
+             {} references to resources not (yet) on this server; in {:.1} s ({:.0} files/s)",
             self.files(),
             self.imported,
             self.retracted,
             self.unchanged,
             self.failed,
+            self.skipped,
+            self.dangling_references,
             self.elapsed.as_secs_f64(),
             self.files() as f64 / self.elapsed.as_secs_f64().max(1e-9)
         )
@@ -88,7 +97,9 @@ pub async fn run(
     let mut watcher = Watcher::new(root, Checkpoint::default());
     // Installed before the first summary line, which is what a supervisor waits for.
     let stop = crate::serve::shutdown_signal();
-    let mut total = import_pass(&sink, &mut watcher, opts, &mapping, progress).await?;
+    let mut reported = HashSet::new();
+    let mut total =
+        import_pass(&sink, &mut watcher, &mut reported, opts, &mapping, progress).await?;
     println!("{}", total.line());
     if opts.watch {
         let interval = Duration::from_secs_f64(opts.interval.max(0.05));
@@ -98,14 +109,17 @@ pub async fn run(
                 () = &mut stop => break,
                 () = tokio::time::sleep(interval) => {}
             }
-            let pass = import_pass(&sink, &mut watcher, opts, &mapping, false).await?;
-            if pass.files() > 0 {
+            let pass =
+                import_pass(&sink, &mut watcher, &mut reported, opts, &mapping, false).await?;
+            if pass.files() > 0 || pass.skipped > 0 {
                 println!("{}", pass.line());
             }
             total.imported += pass.imported;
             total.retracted += pass.retracted;
             total.unchanged += pass.unchanged;
             total.failed += pass.failed;
+            total.skipped += pass.skipped;
+            total.dangling_references += pass.dangling_references;
         }
         eprintln!(
             "ssmix2 watch stopped: {} imported, {} retracted, {} failed",
@@ -120,25 +134,44 @@ pub async fn run(
 }
 
 /// One scan of the tree, importing every pending change; failures are reported on stderr
-/// and come back at the next pass.
+/// and come back at the next pass. Files that are not SS-MIX2 files are named on stderr and
+/// counted once (`reported` remembers them across the passes of `--watch`).
 pub async fn import_pass(
     sink: &StoreSink,
     watcher: &mut Watcher,
+    reported: &mut HashSet<PathBuf>,
     opts: &Options,
     mapping: &Arc<MappingOptions>,
     progress: bool,
 ) -> anyhow::Result<Summary> {
     let started = Instant::now();
-    let changes = {
+    let dangling_before = sink.dangling_references();
+    let (changes, skipped) = {
         let mut w = std::mem::replace(watcher, Watcher::new(Path::new(""), Checkpoint::default()));
-        let (w, changes) = tokio::task::spawn_blocking(move || {
-            let changes = w.poll();
-            (w, changes)
+        let (w, polled) = tokio::task::spawn_blocking(move || {
+            let polled = w.poll_reporting();
+            (w, polled)
         })
         .await?;
         *watcher = w;
-        changes?
+        polled?
     };
+    let mut summary = Summary::default();
+    for skip in skipped {
+        let (path, why) = match skip {
+            Skipped::BadName { path, reason } => {
+                (path, format!("not an SS-MIX2 file name: {reason}"))
+            }
+            Skipped::Misplaced { path, expected } => (
+                path,
+                format!("misplaced: its name belongs at {}", expected.display()),
+            ),
+        };
+        if reported.insert(path.clone()) {
+            tracing::warn!(file = %path.display(), "skipped: {why}");
+            summary.skipped += 1;
+        }
+    }
     let bar = if progress {
         let bar =
             ProgressBar::with_draw_target(Some(changes.len() as u64), ProgressDrawTarget::stderr());
@@ -152,7 +185,6 @@ pub async fn import_pass(
     } else {
         ProgressBar::hidden()
     };
-    let mut summary = Summary::default();
     let mut tasks = tokio::task::JoinSet::new();
     let mut queue = changes.into_iter();
     loop {
@@ -183,6 +215,7 @@ pub async fn import_pass(
         bar.inc(1);
     }
     bar.finish_and_clear();
+    summary.dangling_references = sink.dangling_references() - dangling_before;
     summary.elapsed = started.elapsed();
     Ok(summary)
 }

@@ -32,6 +32,10 @@ pub struct Args {
     mllp: Option<SocketAddr>,
     #[command(flatten)]
     hl7_time: Hl7TimeArgs,
+    /// Store REST writes whose references name resources not on this server (by default
+    /// they are refused with 400, as HAPI FHIR and Blaze do). HL7 v2 is never refused on it.
+    #[arg(long)]
+    no_reference_check: bool,
     #[command(flatten)]
     empi: EmpiArgs,
 }
@@ -51,6 +55,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let config = ServerConfig {
         base_url: args.base_url,
         max_body_bytes: args.max_body_size,
+        check_references: !args.no_reference_check,
     };
     let mpi = args.empi.mpi()?;
     let state = AppState::with_empi(store.clone(), Arc::new(R4Validator), config, mpi.clone());

@@ -688,27 +688,74 @@ async fn import_resolves_references_and_reports_bad_lines(backend: Backend) {
     writeln!(f, r#"{{"resourceType":"Patient","id":"good-1"}}"#).unwrap();
     writeln!(f, r#"{{"resourceType":"Patient","id":"#).unwrap();
     writeln!(f, r#"{{"resourceType":"Patient","id":"good-2"}}"#).unwrap();
+    // Impossible values are refused, naming the line and the element.
+    writeln!(
+        f,
+        r#"{{"resourceType":"Patient","id":"bad-1","birthDate":"1999-02-30"}}"#
+    )
+    .unwrap();
+    writeln!(
+        f,
+        r#"{{"resourceType":"Patient","id":"bad-2","gender":"M"}}"#
+    )
+    .unwrap();
+    // A reference to a resource not on the server is stored (feeds arrive out of order) and
+    // counted; one to a resource of the import is not counted.
+    writeln!(f, r#"{{"resourceType":"Observation","id":"o-1","status":"final","code":{{"text":"x"}},"subject":{{"reference":"Patient/nobody"}}}}"#).unwrap();
+    writeln!(f, r#"{{"resourceType":"Observation","id":"o-2","status":"final","code":{{"text":"x"}},"subject":{{"reference":"Patient/good-1"}}}}"#).unwrap();
     drop(f);
-    let out = renkei()
-        .arg("import")
-        .arg("--no-empi")
-        .args(data.args())
-        .arg("--quiet")
-        .arg(synthea10())
-        .arg(&bad)
-        .env("RUST_LOG", "warn")
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let import = |paths: &[&std::path::Path]| {
+        let out = renkei()
+            .arg("import")
+            .arg("--no-empi")
+            .args(data.args())
+            .arg("--quiet")
+            .args(paths)
+            .env("RUST_LOG", "warn")
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (status, stderr) = import(&[&synthea10(), &bad]);
+    assert_eq!(status, Some(1), "{stderr}");
     assert!(stderr.contains("extra.ndjson:2: invalid JSON"), "{stderr}");
-    assert!(stderr.contains("imported 7162 resources"), "{stderr}");
+    assert!(
+        stderr.contains("extra.ndjson:4: '1999-02-30' is not a valid date: February 1999 has 28 days (Patient.birthDate)"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("extra.ndjson:5: 'M' is not in the required value set")
+            && stderr.contains("(Patient.gender)"),
+        "{stderr}"
+    );
+    // The bulk export's log.ndjson is not a file read.
+    assert!(
+        stderr.contains(
+            "imported 7164 resources (7164 created, 0 updated, 0 unchanged) from 14 files (1 skipped: not FHIR)"
+        ),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("3 errors; 1 references to resources not (yet) on this server"),
+        "{stderr}"
+    );
+    // Again: nothing changes, and the summary says so.
+    let (status, stderr) = import(&[&bad]);
+    assert_eq!(status, Some(1), "{stderr}");
+    assert!(
+        stderr.contains("imported 4 resources (0 created, 0 updated, 4 unchanged) from 1 files"),
+        "{stderr}"
+    );
 
     let s = Server::start_with(&data, &["--no-empi"]).await;
     assert_eq!(
         s.send("GET", "Patient?_count=0", &[], None).await.2["total"],
         15
     );
+    assert_eq!(s.send("GET", "Patient/bad-1", &[], None).await.0, 404);
     assert_eq!(
         s.send("GET", "Encounter?_count=0", &[], None).await.2["total"],
         1215
@@ -719,6 +766,67 @@ async fn import_resolves_references_and_reports_bad_lines(backend: Backend) {
         .unwrap();
     assert!(prac.starts_with("Practitioner/"), "{prac}");
     assert_eq!(s.send("GET", prac, &[], None).await.0, 200);
+}
+
+/// Over HTTP: an impossible date, a code outside a required value set and a reference to a
+/// resource not on the server are refused with 400 and an OperationOutcome naming the element,
+/// and nothing is stored; `--no-reference-check` stores the reference.
+async fn impossible_values_and_dangling_references_are_refused(backend: Backend) {
+    let data = Data::new(backend).await;
+    let s = Server::start_with(&data, &["--no-empi"]).await;
+    let cases = [
+        (
+            r#"{"resourceType":"Patient","birthDate":"1999-02-30"}"#,
+            "Patient",
+            "Patient.birthDate",
+        ),
+        (
+            r#"{"resourceType":"Patient","birthDate":"2023-02-29"}"#,
+            "Patient",
+            "Patient.birthDate",
+        ),
+        (
+            r#"{"resourceType":"Patient","gender":"M"}"#,
+            "Patient",
+            "Patient.gender",
+        ),
+        (
+            r#"{"resourceType":"Observation","status":"final","code":{"text":"x"},"subject":{"reference":"Patient/absent"}}"#,
+            "Observation",
+            "Observation.subject",
+        ),
+    ];
+    for (body, ty, expression) in cases {
+        let (st, _, b) = s.send("POST", ty, &[], Some(body)).await;
+        assert_eq!(st, 400, "{body}: {b}");
+        assert_eq!(b["resourceType"], "OperationOutcome");
+        assert_eq!(b["issue"][0]["expression"][0], expression, "{b}");
+    }
+    let (_, _, all) = s.send("GET", "_history", &[], None).await;
+    assert_eq!(all["entry"].as_array().map_or(0, Vec::len), 0, "{all}");
+    // A present target, relative or under the server's base, is fine.
+    let (st, _, p) = s
+        .send(
+            "POST",
+            "Patient",
+            &[],
+            Some(r#"{"resourceType":"Patient","birthDate":"2024-02-29"}"#),
+        )
+        .await;
+    assert_eq!(st, 201, "{p}");
+    let pid = p["id"].as_str().unwrap();
+    for reference in [format!("Patient/{pid}"), s.url(&format!("Patient/{pid}"))] {
+        let obs = json!({"resourceType": "Observation", "status": "final", "code": {"text": "x"},
+            "subject": {"reference": reference}});
+        let (st, _, b) = s
+            .send("POST", "Observation", &[], Some(&obs.to_string()))
+            .await;
+        assert_eq!(st, 201, "{reference}: {b}");
+    }
+    drop(s);
+    let s = Server::start_with(&data, &["--no-empi", "--no-reference-check"]).await;
+    let (st, _, b) = s.send("POST", "Observation", &[], Some(cases[3].0)).await;
+    assert_eq!(st, 201, "{b}");
 }
 
 async fn kill_9_during_import_loses_nothing_acknowledged(backend: Backend) {
@@ -819,5 +927,6 @@ e2e!(
     sigterm_lets_the_request_in_flight_finish,
     import_transaction_bundle_files,
     import_resolves_references_and_reports_bad_lines,
+    impossible_values_and_dangling_references_are_refused,
     kill_9_during_import_loses_nothing_acknowledged,
 );

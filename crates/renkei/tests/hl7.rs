@@ -491,11 +491,17 @@ fn an_unknown_tz_stops_the_start_instead_of_reading_utc() {
 }
 
 fn import(data: &Data, root: &std::path::Path) -> String {
+    import_with_log(data, root).0
+}
+
+/// The import's stdout (its summary) and stderr (its log), in Japan's time zone.
+fn import_with_log(data: &Data, root: &std::path::Path) -> (String, String) {
     import_tz(data, root, "Asia/Tokyo")
 }
 
-/// `import --ssmix2` with `TZ` set: the host zone is the default there too.
-fn import_tz(data: &Data, root: &std::path::Path, tz: &str) -> String {
+/// `import --ssmix2` with `TZ` set (the host zone is the default there too): its stdout (the
+/// summary) and stderr (its log).
+fn import_tz(data: &Data, root: &std::path::Path, tz: &str) -> (String, String) {
     let out = renkei()
         .args(["import", "--quiet", "--ssmix2"])
         .arg(root)
@@ -510,7 +516,10 @@ fn import_tz(data: &Data, root: &std::path::Path, tz: &str) -> String {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    String::from_utf8(out.stdout).unwrap()
+    (
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 async fn ssmix2_import_is_idempotent_and_honours_deletion(backend: Backend) {
@@ -523,11 +532,24 @@ async fn ssmix2_import_is_idempotent_and_honours_deletion(backend: Backend) {
         first_run.contains("21 imported, 0 retracted, 0 unchanged, 0 failed"),
         "{first_run}"
     );
-    let second = import(&data, &root);
     assert!(
-        second.contains("0 imported, 0 retracted, 21 unchanged"),
+        first_run
+            .contains("0 other files skipped; 0 references to resources not (yet) on this server"),
+        "{first_run}"
+    );
+    // A stray file in the tree is skipped, named in the log and counted.
+    let stray = root.join("notes.txt");
+    std::fs::write(&stray, "not an SS-MIX2 file").unwrap();
+    let (second, log) = import_with_log(&data, &root);
+    assert!(
+        second.contains("0 imported, 0 retracted, 21 unchanged, 0 failed; 1 other files skipped"),
         "{second}"
     );
+    assert!(
+        log.contains("notes.txt") && log.contains("skipped"),
+        "{log}"
+    );
+    std::fs::remove_file(&stray).unwrap();
 
     let server = Server::start(&data).await;
     let before = totals(&server).await;

@@ -143,7 +143,13 @@ impl From<StoreError> for ApiError {
             }
             _ => inner.to_string(),
         };
-        let err = ApiError::new(status, code, diagnostics);
+        let err = match inner {
+            // Referential integrity: what is missing, and where it is named.
+            StoreError::MissingReference { element, .. } => {
+                ApiError::new(status, "not-found", diagnostics).with_expression(element)
+            }
+            _ => ApiError::new(status, code, diagnostics),
+        };
         match index {
             Some(i) => err.in_entry(i),
             None => err,

@@ -60,6 +60,13 @@ pub struct ServerConfig {
     pub base_url: Option<String>,
     /// Largest accepted request body; past it a request gets 413 with an OperationOutcome.
     pub max_body_bytes: usize,
+    /// Referential integrity of REST writes (create, update, patch, their conditional forms,
+    /// batch and transaction entries): a local literal reference (`Patient/1`, or an absolute
+    /// URL under the base) to a resource that is not on this server is refused with 400 and
+    /// an OperationOutcome naming the element, as HAPI FHIR and Blaze do. On by default;
+    /// `renkei serve --no-reference-check` turns it off. HL7 v2 ingestion and `renkei import`
+    /// never refuse on it (feeds arrive out of order): they count such references.
+    pub check_references: bool,
 }
 
 impl Default for ServerConfig {
@@ -67,6 +74,7 @@ impl Default for ServerConfig {
         ServerConfig {
             base_url: None,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            check_references: true,
         }
     }
 }

@@ -352,3 +352,132 @@ async fn validation_issues_reach_the_operation_outcome() {
     let all = send(&h, "GET", "/fhir/Patient", &[], None).await;
     assert_eq!(all.body["total"], 0);
 }
+
+/// Impossible values and dangling references are refused on every REST write with 400 and an
+/// OperationOutcome naming the element, and nothing is stored; with the check off
+/// (`serve --no-reference-check`), a dangling reference is stored.
+#[tokio::test]
+async fn impossible_values_and_dangling_references_are_refused() {
+    let h = harness();
+    let history_len = |h: &Harness| {
+        let h = h.state.clone();
+        async move {
+            let store = h.store.clone();
+            store
+                .changes(&store::RequestContext::system(), 0, 1000)
+                .await
+                .unwrap()
+                .len()
+        }
+    };
+    let before = history_len(&h).await;
+    let cases: &[(&str, &str, &str, &str, &str)] = &[
+        (
+            "POST",
+            "/fhir/Patient",
+            r#"{"resourceType":"Patient","birthDate":"1999-02-30"}"#,
+            "Patient.birthDate",
+            "value",
+        ),
+        (
+            "PUT",
+            "/fhir/Patient/p1",
+            r#"{"resourceType":"Patient","id":"p1","birthDate":"2023-02-29"}"#,
+            "Patient.birthDate",
+            "value",
+        ),
+        (
+            "POST",
+            "/fhir/Patient",
+            r#"{"resourceType":"Patient","gender":"M"}"#,
+            "Patient.gender",
+            "code-invalid",
+        ),
+        (
+            "POST",
+            "/fhir/Observation",
+            r#"{"resourceType":"Observation","status":"final","code":{"text":"x"},"subject":{"reference":"Patient/absent"}}"#,
+            "Observation.subject",
+            "not-found",
+        ),
+        (
+            "PUT",
+            "/fhir/Observation?identifier=urn:x|1",
+            r#"{"resourceType":"Observation","status":"final","code":{"text":"x"},"performer":[{"reference":"http://test/fhir/Practitioner/absent"}]}"#,
+            "Observation.performer[0]",
+            "not-found",
+        ),
+    ];
+    for (method, uri, body, expression, code) in cases {
+        let r = send(&h, method, uri, &[], Some(body)).await;
+        assert_eq!(
+            r.status,
+            StatusCode::BAD_REQUEST,
+            "{method} {uri}: {}",
+            r.body
+        );
+        assert_eq!(issue_code(&r), *code, "{}", r.body);
+        assert_eq!(
+            r.body["issue"][0]["expression"][0], *expression,
+            "{}",
+            r.body
+        );
+    }
+    // A transaction: an entry may name another entry (fullUrl) but not an absent resource.
+    let tx = |subject: &str| {
+        json!({"resourceType": "Bundle", "type": "transaction", "entry": [
+            {"fullUrl": "urn:uuid:7f7b2d0c-8f0e-4a49-9a44-6f6fb2d1c0a1",
+             "resource": {"resourceType": "Patient"}, "request": {"method": "POST", "url": "Patient"}},
+            {"resource": {"resourceType": "Observation", "status": "final", "code": {"text": "x"},
+                "subject": {"reference": subject}}, "request": {"method": "POST", "url": "Observation"}}
+        ]})
+        .to_string()
+    };
+    let r = send(&h, "POST", "/fhir", &[], Some(&tx("Patient/absent"))).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.body);
+    assert_eq!(
+        r.body["issue"][0]["expression"][0],
+        "Bundle.entry[1].resource.subject"
+    );
+    assert_eq!(history_len(&h).await, before, "nothing was stored");
+    let r = send(
+        &h,
+        "POST",
+        "/fhir",
+        &[],
+        Some(&tx("urn:uuid:7f7b2d0c-8f0e-4a49-9a44-6f6fb2d1c0a1")),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+
+    // PATCH that introduces a dangling reference.
+    let obs = r.body["entry"][1]["resource"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let patch = r#"[{"op":"replace","path":"/subject/reference","value":"Patient/absent"}]"#;
+    let r = send(
+        &h,
+        "PATCH",
+        &format!("/fhir/Observation/{obs}"),
+        &[("content-type", "application/json-patch+json")],
+        Some(patch),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.body);
+    assert_eq!(r.body["issue"][0]["expression"][0], "Observation.subject");
+
+    // The setting off: stored.
+    let dir = std::env::temp_dir().join(format!("renkei-router-{}", uuid::Uuid::new_v4()));
+    let store = SqliteStore::open_dir(&dir, Arc::new(BasicExtractor)).unwrap();
+    let config = ServerConfig {
+        check_references: false,
+        ..ServerConfig::default()
+    };
+    let off = Harness {
+        state: AppState::new(Arc::new(store), Arc::new(R4Validator), config),
+        dir,
+    };
+    let r = send(&off, "POST", "/fhir/Observation", &[], Some(cases[3].2)).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+}

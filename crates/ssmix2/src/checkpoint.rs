@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 
 use crate::Ssmix2Error;
 use crate::name::{Condition, RecordKey};
-use crate::tree::{Change, current, scan};
+use crate::tree::{Change, Skipped, current, scan};
 
 /// The version of a record last imported.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -137,7 +137,14 @@ impl Watcher {
     /// calls [`Checkpoint::mark`] for each one that committed; a change not marked comes
     /// back at the next poll.
     pub fn poll(&mut self) -> Result<Vec<Change>, Ssmix2Error> {
+        Ok(self.poll_reporting()?.0)
+    }
+
+    /// [`Watcher::poll`], with the files of the tree that were not taken (not a standard
+    /// name, or not where their name says), for the caller to report.
+    pub fn poll_reporting(&mut self) -> Result<(Vec<Change>, Vec<Skipped>), Ssmix2Error> {
         let scanned = scan(&self.root)?;
-        Ok(self.checkpoint.pending(current(&scanned.files)))
+        let changes = self.checkpoint.pending(current(&scanned.files));
+        Ok((changes, scanned.skipped))
     }
 }

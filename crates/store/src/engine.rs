@@ -8,8 +8,10 @@
 //!    to the `Type/id` it will have;
 //! 3. each write: `fullUrl` references rewritten, conditional references resolved (against the
 //!    transaction's own state, so a resource created earlier in the same transaction is found),
-//!    `id` and `meta.versionId`/`meta.lastUpdated` set, index rows extracted, then the version,
-//!    the current-version pointer, the index rows and the change-feed row written.
+//!    local literal references checked when the entry asks (`ReferenceCheck::Refuse`: each must
+//!    name a live resource of the transaction's own state, or one the call will write), `id`
+//!    and `meta.versionId`/`meta.lastUpdated` set, index rows extracted, then the version, the
+//!    current-version pointer, the index rows and the change-feed row written.
 //!
 //! In atomic mode the first failure aborts the whole call (the backend rolls back); in batch mode
 //! each entry runs under a savepoint and fails alone.
@@ -22,7 +24,7 @@ use serde_json::{Map, Value};
 use crate::context::RequestContext;
 use crate::error::StoreError;
 use crate::index::{IndexExtractor, IndexRow};
-use crate::model::{Method, Outcome, StoredResource, WriteEntry, WriteOp};
+use crate::model::{Method, Outcome, ReferenceCheck, StoredResource, WriteEntry, WriteOp};
 use crate::receipt::{KeyedWrite, Receipt};
 use crate::refs;
 use crate::search::SearchQuery;
@@ -106,6 +108,7 @@ struct Prepared<'a> {
     urls: &'a HashMap<String, String>,
     resolved: &'a mut HashMap<String, String>,
     index: Option<Vec<IndexRow>>,
+    references: ReferenceCheck,
 }
 
 pub(crate) async fn apply<B: Backend>(
@@ -131,6 +134,7 @@ pub(crate) async fn apply<B: Backend>(
             planned = true;
         }
         let index = entries[i].index.take();
+        let references = std::mem::take(&mut entries[i].references);
         let op = std::mem::replace(
             &mut entries[i].op,
             WriteOp::ConditionalDelete {
@@ -151,6 +155,7 @@ pub(crate) async fn apply<B: Backend>(
                 urls: &urls,
                 resolved: &mut resolved,
                 index,
+                references,
             },
         )
         .await;
@@ -563,6 +568,7 @@ async fn put<B: Backend>(
         urls,
         resolved,
         index,
+        references,
     } = prepared;
     if !resource.is_object() {
         return Err(StoreError::Invalid(
@@ -586,6 +592,9 @@ async fn put<B: Backend>(
     let rewritten = refs::rewrite(&mut resource, urls);
     let resolved_any =
         resolve_conditional_references(b, extractor, &mut resource, resolved).await?;
+    if let ReferenceCheck::Refuse { base } = &references {
+        check_references(b, ty, id, &resource, base.as_deref(), urls).await?;
+    }
     // An update that changes nothing (meta.versionId / lastUpdated aside) writes no new
     // version: the current one is the answer. Feeds that repeat the same directory resources
     // in every message (HL7 v2, bulk re-imports) then cost a read, not a write.
@@ -598,7 +607,7 @@ async fn put<B: Backend>(
             &with_meta(resource.clone(), id, c.version, current.last_updated),
         )
     {
-        return Ok(Outcome::Updated(current));
+        return Ok(Outcome::Unchanged(current));
     }
     let version = cur.map(|c| c.version + 1).unwrap_or(1);
     let resource = with_meta(resource, id, version, now);
@@ -687,6 +696,44 @@ async fn resolve_conditional_references<B: Backend>(
         }
     }
     Ok(refs::rewrite(resource, &map))
+}
+
+/// Referential integrity: every local literal reference of `resource` (being written as
+/// `ty/id`) names the resource itself, a resource this call will write (the targets of its
+/// `fullUrl`s), or a live resource as this transaction sees it.
+async fn check_references<B: Backend>(
+    b: &mut B,
+    ty: &str,
+    id: &str,
+    resource: &Value,
+    base: Option<&str>,
+    urls: &HashMap<String, String>,
+) -> Result<(), StoreError> {
+    let references = refs::local_references(resource, base);
+    if references.is_empty() {
+        return Ok(());
+    }
+    let own = format!("{ty}/{id}");
+    let mut present: BTreeSet<&str> = BTreeSet::new();
+    for r in &references {
+        let target = r.target.as_str();
+        if target == own || present.contains(target) || urls.values().any(|u| u == target) {
+            continue;
+        }
+        let (t, i) = target.split_once('/').unwrap_or((target, ""));
+        match b.current(t, i).await? {
+            Some(c) if !c.deleted => {
+                present.insert(target);
+            }
+            _ => {
+                return Err(StoreError::MissingReference {
+                    element: r.element.clone(),
+                    reference: r.reference.clone(),
+                });
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Equal as FHIR content: the same JSON, `meta.versionId` and `meta.lastUpdated` aside (the

@@ -56,6 +56,15 @@ pub enum StoreError {
     GroupAborted,
     #[error("{0}")]
     Invalid(String),
+    /// A write checked with [`crate::ReferenceCheck::Refuse`] refers to a resource that is
+    /// not on this server (never existed, or deleted).
+    #[error("{element} refers to {reference}, which is not on this server")]
+    MissingReference {
+        /// Where, as a FHIRPath-like path (`Observation.subject`, `Observation.performer[1]`).
+        element: String,
+        /// The reference as written.
+        reference: String,
+    },
     #[error("storage unavailable: {0}")]
     Unavailable(String),
     #[error("storage backend error: {0}")]
@@ -80,7 +89,7 @@ impl StoreError {
             StoreError::Conflict(_) | StoreError::DuplicateKey(_) | StoreError::GroupAborted => {
                 ErrorKind::Conflict
             }
-            StoreError::Invalid(_) => ErrorKind::Invalid,
+            StoreError::Invalid(_) | StoreError::MissingReference { .. } => ErrorKind::Invalid,
             StoreError::Unavailable(_) => ErrorKind::Unavailable,
             StoreError::Backend(_) => ErrorKind::Backend,
             StoreError::Entry { source, .. } => source.kind(),

@@ -51,11 +51,12 @@ pub use index::{
     extract_ahead,
 };
 pub use model::{
-    Change, HistoryPage, HistoryQuery, HistoryScope, Method, Outcome, StoredResource, WriteEntry,
-    WriteOp,
+    Change, HistoryPage, HistoryQuery, HistoryScope, Method, Outcome, ReferenceCheck,
+    StoredResource, WriteEntry, WriteOp,
 };
 pub use postgres::{PostgresConfig, PostgresStore, redact as postgres_redact};
 pub use receipt::{KeyedWrite, Receipt};
+pub use refs::{LocalReference, absent_resources, local_references};
 pub use search::{SearchPage, SearchQuery};
 pub use sqlite::SqliteStore;
 

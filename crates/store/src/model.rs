@@ -74,6 +74,27 @@ pub struct WriteEntry {
     /// reference or names an entry's `fullUrl` outside a `reference` (a `canonical` or
     /// `uri`, which the rewrite leaves alone); then it extracts again.
     pub index: Option<Vec<IndexRow>>,
+    /// Whether the write is refused when the resource refers to a resource that is not on
+    /// this server (see [`ReferenceCheck`]); off unless the caller asks.
+    pub references: ReferenceCheck,
+}
+
+/// Referential integrity of one write: whether its local literal references must name
+/// resources that exist.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum ReferenceCheck {
+    /// Not checked (imports and HL7 v2 feeds, which arrive out of order, count such
+    /// references instead; writes the server makes itself).
+    #[default]
+    Off,
+    /// Refused with [`crate::StoreError::MissingReference`] when a local literal reference
+    /// (`Type/id`, `Type/id/_history/n`, or an absolute URL under `base`, this server's FHIR
+    /// base) names a resource that does not exist or is deleted, as seen inside the write's
+    /// own transaction: a resource written earlier in it counts, and so does one that a later
+    /// entry of it will write (a `fullUrl` or the planned id of a create). Contained
+    /// (`#id`), foreign absolute, `urn:` and logical (identifier) references are not checked;
+    /// canonicals are not references.
+    Refuse { base: Option<String> },
 }
 
 impl WriteEntry {
@@ -82,7 +103,14 @@ impl WriteEntry {
             full_url: None,
             op,
             index: None,
+            references: ReferenceCheck::Off,
         }
+    }
+
+    /// The entry with its references checked (see [`ReferenceCheck`]).
+    pub fn with_references(mut self, check: ReferenceCheck) -> Self {
+        self.references = check;
+        self
     }
 
     /// The entry with index rows extracted ahead of the write (see [`WriteEntry::index`]).
@@ -129,6 +157,9 @@ pub enum Outcome {
     Created(StoredResource),
     /// A new version of an existing resource.
     Updated(StoredResource),
+    /// An update whose content equals the current version's (`meta.versionId` and
+    /// `lastUpdated` aside): no version was written; this is the current one.
+    Unchanged(StoredResource),
     /// A deletion version was written.
     Deleted(StoredResource),
     /// Conditional create matched this existing resource; nothing was written.
@@ -143,6 +174,7 @@ impl Outcome {
         match self {
             Outcome::Created(r)
             | Outcome::Updated(r)
+            | Outcome::Unchanged(r)
             | Outcome::Deleted(r)
             | Outcome::Existing(r) => Some(r),
             Outcome::NoOp => None,

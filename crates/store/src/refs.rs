@@ -5,6 +5,9 @@
 //! attributes of the narrative (`text.div`), as the R4 transaction rules ask. Other `uri`
 //! elements are left alone: without element types the store cannot tell a `uri` that points at an
 //! entry from an `Identifier.value` that happens to hold the same `urn:uuid:` (common in practice).
+//!
+//! Also: the local literal references of a resource ([`local_references`]), which referential
+//! integrity checks (`ReferenceCheck::Refuse`) and which imports count when they are dangling.
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -94,6 +97,137 @@ pub(crate) fn conditional_references(value: &Value, out: &mut BTreeSet<String>) 
     }
 }
 
+/// One local literal reference of a resource.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalReference {
+    /// Where: the path of the `Reference` (`Observation.subject`, `Observation.performer[1]`,
+    /// `Observation.contained[0].subject`).
+    pub element: String,
+    /// The reference as written (`Patient/1`, `https://this.server/fhir/Patient/1`).
+    pub reference: String,
+    /// The resource it names: `Patient/1` (a version, if given, left out).
+    pub target: String,
+}
+
+/// Every `reference` of `resource` (at any depth, contained resources included) that names a
+/// resource of this server: `Type/id`, `Type/id/_history/vid`, or such a path under `base` (this
+/// server's FHIR base URL, without a trailing `/`). Contained (`#id`), conditional
+/// (`Type?query`), `urn:` and other absolute references are not local, nor are logical
+/// references (`identifier` only) or canonicals.
+pub fn local_references(resource: &Value, base: Option<&str>) -> Vec<LocalReference> {
+    let mut out = Vec::new();
+    let mut path = resource
+        .get("resourceType")
+        .and_then(Value::as_str)
+        .unwrap_or("Resource")
+        .to_owned();
+    let base = base
+        .map(|b| b.trim_end_matches('/'))
+        .filter(|b| !b.is_empty());
+    collect_local(resource, &mut path, base, &mut out);
+    out
+}
+
+/// Which of `targets` (`Type/id`) are not live resources of `store` (never written, or
+/// deleted): for callers that count dangling references rather than refuse them. Asks one
+/// `_id` search per type and hundred ids.
+pub async fn absent_resources(
+    store: &dyn crate::Store,
+    ctx: &crate::RequestContext,
+    targets: &BTreeSet<String>,
+) -> Result<BTreeSet<String>, crate::StoreError> {
+    let mut by_type: std::collections::BTreeMap<&str, Vec<&str>> = Default::default();
+    for target in targets {
+        if let Some((ty, id)) = target.split_once('/') {
+            by_type.entry(ty).or_default().push(id);
+        }
+    }
+    let mut absent = BTreeSet::new();
+    for (ty, ids) in by_type {
+        for batch in ids.chunks(100) {
+            let params = [("_id".to_owned(), batch.join(","))];
+            let found: BTreeSet<String> =
+                match crate::SearchQuery::parse(Some(ty), &params, store.extractor(), false) {
+                    Ok(q) => store
+                        .matching_ids(ctx, &q, batch.len())
+                        .await?
+                        .into_iter()
+                        .collect(),
+                    // Not a type the store searches: nothing of it is there.
+                    Err(_) => BTreeSet::new(),
+                };
+            absent.extend(
+                batch
+                    .iter()
+                    .filter(|id| !found.contains(**id))
+                    .map(|id| format!("{ty}/{id}")),
+            );
+        }
+    }
+    Ok(absent)
+}
+
+fn collect_local(
+    value: &Value,
+    path: &mut String,
+    base: Option<&str>,
+    out: &mut Vec<LocalReference>,
+) {
+    match value {
+        Value::Object(obj) => {
+            if let Some(Value::String(reference)) = obj.get("reference")
+                && let Some(target) = local_target(reference, base)
+            {
+                out.push(LocalReference {
+                    element: path.clone(),
+                    reference: reference.clone(),
+                    target,
+                });
+            }
+            for (k, v) in obj {
+                if matches!(v, Value::Object(_) | Value::Array(_)) {
+                    let mark = path.len();
+                    path.push('.');
+                    path.push_str(k);
+                    collect_local(v, path, base, out);
+                    path.truncate(mark);
+                }
+            }
+        }
+        Value::Array(items) => {
+            for (i, v) in items.iter().enumerate() {
+                let mark = path.len();
+                path.push_str(&format!("[{i}]"));
+                collect_local(v, path, base, out);
+                path.truncate(mark);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// `Type/id` for a local literal reference, else `None`.
+fn local_target(reference: &str, base: Option<&str>) -> Option<String> {
+    let relative = match base.and_then(|b| reference.strip_prefix(b)) {
+        Some(rest) => rest.strip_prefix('/')?,
+        None => reference,
+    };
+    let mut segments = relative.split('/');
+    let (ty, id) = (segments.next()?, segments.next()?);
+    match (segments.next(), segments.next(), segments.next()) {
+        (None, None, None) => {}
+        (Some("_history"), Some(v), None) if !v.is_empty() => {}
+        _ => return None,
+    }
+    let type_ok = ty.starts_with(|c: char| c.is_ascii_uppercase())
+        && ty.chars().all(|c| c.is_ascii_alphanumeric());
+    let id_ok = (1..=64).contains(&id.len())
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.');
+    (type_ok && id_ok).then(|| format!("{ty}/{id}"))
+}
+
 fn is_conditional(s: &str) -> bool {
     match s.split_once('?') {
         Some((ty, _)) => {
@@ -147,6 +281,46 @@ mod tests {
         });
         assert!(names_entry_outside_references(&canonical, &map));
         assert!(!names_entry_outside_references(&canonical, &HashMap::new()));
+    }
+
+    #[test]
+    fn finds_local_literal_references_with_their_element() {
+        let r = json!({
+            "resourceType": "Observation",
+            "subject": {"reference": "Patient/1"},
+            "performer": [
+                {"reference": "Practitioner/a.b-c/_history/2"},
+                {"reference": "https://hie.example/fhir/Organization/o1"},
+                {"reference": "https://elsewhere.example/fhir/Organization/o2"},
+                {"reference": "#contained"},
+                {"reference": "urn:uuid:2b8ebd6e-6b35-4d6a-8cf6-50a4e9b5c2a1"},
+                {"reference": "Practitioner?identifier=x|1"},
+                {"identifier": {"system": "s", "value": "v"}},
+                {"reference": "Patient/1/_history"},
+                {"reference": "patient/1"}
+            ],
+            "contained": [{"resourceType": "Specimen", "subject": {"reference": "Patient/2"}}],
+            "extension": [{"url": "u", "valueReference": {"reference": "Encounter/e"}}],
+            "instantiatesCanonical": ["Questionnaire/q"]
+        });
+        let found: Vec<(String, String)> = local_references(&r, Some("https://hie.example/fhir/"))
+            .into_iter()
+            .map(|l| (l.element, l.target))
+            .collect();
+        let expected = [
+            ("Observation.subject", "Patient/1"),
+            ("Observation.performer[0]", "Practitioner/a.b-c"),
+            ("Observation.performer[1]", "Organization/o1"),
+            ("Observation.contained[0].subject", "Patient/2"),
+            ("Observation.extension[0].valueReference", "Encounter/e"),
+        ];
+        let expected: Vec<(String, String)> = expected
+            .iter()
+            .map(|(e, t)| ((*e).to_owned(), (*t).to_owned()))
+            .collect();
+        assert_eq!(found, expected);
+        // Without a base, an absolute URL is never local.
+        assert_eq!(local_references(&r, None).len(), 4);
     }
 
     #[test]

@@ -963,6 +963,7 @@ mod tests {
                     if_none_exist: None,
                 },
                 index: None,
+                references: crate::ReferenceCheck::Off,
             },
             WriteEntry::new(WriteOp::Create {
                 resource: care_plan,

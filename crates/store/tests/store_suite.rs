@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use serde_json::{Value, json};
 use store::{
-    ErrorKind, HistoryQuery, HistoryScope, KeyedWrite, Method, Outcome, Receipt, RequestContext,
-    SearchQuery, Store, StoreError, WriteEntry, WriteOp,
+    ErrorKind, HistoryQuery, HistoryScope, KeyedWrite, Method, Outcome, Receipt, ReferenceCheck,
+    RequestContext, SearchQuery, Store, StoreError, WriteEntry, WriteOp,
 };
 
 fn ctx() -> RequestContext {
@@ -376,6 +376,7 @@ async fn transaction_rewrites_full_urls_and_resolves_conditional_references(s: A
         WriteEntry {
             full_url: Some("urn:uuid:obs".into()),
             index: None,
+            references: ReferenceCheck::Off,
             op: WriteOp::Create {
                 resource: json!({
                     "resourceType": "Observation",
@@ -396,6 +397,7 @@ async fn transaction_rewrites_full_urls_and_resolves_conditional_references(s: A
         WriteEntry {
             full_url: Some("urn:uuid:pat".into()),
             index: None,
+            references: ReferenceCheck::Off,
             op: WriteOp::Create {
                 resource: patient("U", "urn"),
                 if_none_exist: None,
@@ -696,7 +698,7 @@ async fn an_update_that_changes_nothing_writes_no_version(s: Arc<dyn Store>) {
         .await
         .unwrap();
     assert!(
-        matches!(&outcome, Outcome::Updated(r) if r.version == 1),
+        matches!(&outcome, Outcome::Unchanged(r) if r.version == 1),
         "{outcome:?}"
     );
     assert!(
@@ -709,6 +711,175 @@ async fn an_update_that_changes_nothing_writes_no_version(s: Arc<dyn Store>) {
     assert!(
         matches!(&outcome, Outcome::Updated(r) if r.version == 2),
         "{outcome:?}"
+    );
+}
+
+/// Referential integrity (`ReferenceCheck::Refuse`): a write naming a resource that is not on
+/// the server is refused with the element and the reference; one written earlier in the same
+/// transaction, or planned by a later entry of it, counts; a deleted one does not; unchecked
+/// writes (the default) are stored as before.
+async fn references_to_absent_resources_are_refused_when_checked(s: Arc<dyn Store>) {
+    let s: &dyn Store = &*s;
+    let c = ctx();
+    let base = "https://hie.example/fhir";
+    let refuse = || ReferenceCheck::Refuse {
+        base: Some(base.to_owned()),
+    };
+    let observation = |subject: &str| {
+        json!({"resourceType": "Observation", "status": "final", "code": {"text": "x"},
+            "subject": {"reference": subject},
+            "performer": [{"reference": "#c"}, {"identifier": {"system": "s", "value": "v"}},
+                {"reference": "https://elsewhere.example/fhir/Practitioner/1"}]})
+    };
+    let create = |resource: Value| {
+        WriteEntry::new(WriteOp::Create {
+            resource,
+            if_none_exist: None,
+        })
+        .with_references(refuse())
+    };
+    let mut p = patient("Ref", "ref-1");
+    p["id"] = json!("ref-1");
+    s.update(&c, "Patient", "ref-1", p, None).await.unwrap();
+
+    // Present, relative or absolute under this server's base (a version given or not).
+    for subject in [
+        "Patient/ref-1".to_owned(),
+        "Patient/ref-1/_history/1".to_owned(),
+        format!("{base}/Patient/ref-1"),
+    ] {
+        s.transaction(&c, vec![create(observation(&subject))])
+            .await
+            .unwrap_or_else(|e| panic!("{subject}: {e}"));
+    }
+    // Absent: refused, nothing written, the error names the element and the reference.
+    let before = s.changes(&c, 0, 10_000).await.unwrap().len();
+    for subject in [
+        "Patient/absent".to_owned(),
+        format!("{base}/Patient/absent"),
+    ] {
+        let err = s
+            .transaction(&c, vec![create(observation(&subject))])
+            .await
+            .unwrap_err();
+        assert_eq!(
+            (err.entry_index(), err.kind()),
+            (Some(0), ErrorKind::Invalid)
+        );
+        match err.into_inner() {
+            StoreError::MissingReference { element, reference } => {
+                assert_eq!(
+                    (element.as_str(), reference.as_str()),
+                    ("Observation.subject", subject.as_str())
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(s.changes(&c, 0, 10_000).await.unwrap().len(), before);
+    // Unchecked (imports, feeds): stored.
+    s.create(&c, observation("Patient/absent")).await.unwrap();
+
+    // In a transaction: a target created earlier in it, or by a later entry through its
+    // fullUrl, is there; the conditional update of an existing one too.
+    let mut later = WriteEntry::new(WriteOp::Create {
+        resource: patient("Later", "ref-later"),
+        if_none_exist: None,
+    });
+    later.full_url = Some("urn:uuid:later".into());
+    let mut put = patient("Put", "ref-put");
+    put["id"] = json!("ref-put");
+    let out = s
+        .transaction(
+            &c,
+            vec![
+                WriteEntry::new(WriteOp::Update {
+                    resource_type: "Patient".into(),
+                    id: "ref-put".into(),
+                    resource: put,
+                    if_match: None,
+                }),
+                create(observation("Patient/ref-put")),
+                create(observation("urn:uuid:later")),
+                later,
+            ],
+        )
+        .await
+        .unwrap();
+    assert_eq!(out.len(), 4);
+    // A self-reference on update-as-create.
+    let mut linked = patient("Self", "ref-self");
+    linked["id"] = json!("ref-self");
+    linked["link"] = json!([{"other": {"reference": "Patient/ref-self"}, "type": "seealso"}]);
+    s.transaction(
+        &c,
+        vec![
+            WriteEntry::new(WriteOp::Update {
+                resource_type: "Patient".into(),
+                id: "ref-self".into(),
+                resource: linked,
+                if_match: None,
+            })
+            .with_references(refuse()),
+        ],
+    )
+    .await
+    .unwrap();
+    // Deleted earlier in the same transaction, or before it: absent.
+    let err = s
+        .transaction(
+            &c,
+            vec![
+                WriteEntry::new(WriteOp::Delete {
+                    resource_type: "Patient".into(),
+                    id: "ref-put".into(),
+                    if_match: None,
+                }),
+                create(observation("Patient/ref-put")),
+            ],
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (err.entry_index(), err.kind()),
+        (Some(1), ErrorKind::Invalid)
+    );
+    s.delete(&c, "Patient", "ref-put", None).await.unwrap();
+    let err = s
+        .transaction(&c, vec![create(observation("Patient/ref-put"))])
+        .await
+        .unwrap_err();
+    assert!(matches!(
+        err.into_inner(),
+        StoreError::MissingReference { .. }
+    ));
+    // In a batch, the entry fails alone.
+    let results = s
+        .batch(
+            &c,
+            vec![
+                create(observation("Patient/absent")),
+                create(observation("Patient/ref-1")),
+            ],
+        )
+        .await
+        .unwrap();
+    assert_eq!(results[0].as_ref().unwrap_err().kind(), ErrorKind::Invalid);
+    assert!(results[1].is_ok());
+    // What imports count instead: which targets are not live resources.
+    let targets = [
+        "Patient/ref-1",
+        "Patient/absent",
+        "Patient/ref-put",
+        "Group/none",
+    ]
+    .map(str::to_owned)
+    .into_iter()
+    .collect();
+    let absent = store::absent_resources(s, &c, &targets).await.unwrap();
+    assert_eq!(
+        absent.into_iter().collect::<Vec<_>>(),
+        ["Group/none", "Patient/absent", "Patient/ref-put"]
     );
 }
 
@@ -878,6 +1049,7 @@ fn with_target(
                 if_none_exist: None,
             },
             index: None,
+            references: ReferenceCheck::Off,
         },
         WriteEntry::new(WriteOp::Create {
             resource,
@@ -1159,6 +1331,7 @@ suite!(
     history_pages_newest_first_with_since,
     change_feed_has_one_row_per_version,
     an_update_that_changes_nothing_writes_no_version,
+    references_to_absent_resources_are_refused_when_checked,
     concurrent_updates_never_lose_a_version,
     keyed_commits_write_receipt_and_resources_together,
     concurrent_keyed_commits_of_one_key_commit_once,

@@ -13,15 +13,23 @@
 //!   except as a placeholder in a primitive array paired with its `_name` array, no empty
 //!   objects, arrays or strings;
 //! - cardinality (min and max) and required elements; at most one type of a choice element;
-//! - primitive lexical forms by the spec's regexes ([`primitive`]), integers in 32-bit range;
+//! - primitive lexical forms by the spec's regexes ([`primitive`]), integers in 32-bit range,
+//!   and that a `date`, `dateTime` or `instant` names a day of the calendar (`1999-02-30`
+//!   and `2023-02-29` match the regex but are refused);
 //!   the resource `id` as an `id` (the R4 snapshots type it as a plain string);
 //! - `Reference.reference` formats (`Type/id[/_history/vid]`, conditional `Type?query`,
 //!   absolute URL, `#contained`, `urn:uuid:`, `urn:oid:`) and, when the type is visible, that
 //!   it is one of the element's target types;
 //! - contained (and any other nested) resources, recursively.
 //!
-//! It does **not** evaluate invariants (FHIRPath constraints such as `dom-2`), check bindings
-//! to value sets, resolve references, or apply profiles.
+//! - required bindings ([terminologies](https://hl7.org/fhir/R4/terminologies.html#required)):
+//!   a `code` must be in the value set its element is bound to with strength `required`, a
+//!   `Coding` must be one of its (system, code) pairs, and a `CodeableConcept` must have at
+//!   least one coding that is; value sets that cannot be enumerated from the definitions
+//!   (UCUM, MIME types, currencies: see `generated/bindings.txt`) are not checked.
+//!
+//! It does **not** evaluate invariants (FHIRPath constraints such as `dom-2`), check
+//! extensible or weaker bindings, resolve references, or apply profiles.
 //!
 //! Issues name the offending element with a FHIRPath-like expression built from the JSON
 //! property names: `Patient.name[0].given[1]`, `Observation.valueQuantity.value`. The
@@ -35,6 +43,7 @@ use std::fmt::{self, Write as _};
 use serde_json::{Map, Value};
 
 use crate::definitions::{Definitions, Element, ElementType, Max, NONE_INDEX, TypeKind};
+use crate::terminology::ValueSet;
 use primitive::{Formats, JsonKind};
 
 /// Stop recording after this many issues (the walk itself continues cheaply).
@@ -83,6 +92,8 @@ pub enum IssueCode {
     /// `value`: a primitive value is malformed (bad date, empty string, integer out of range,
     /// bad reference format).
     Value,
+    /// `code-invalid`: a code is not in the value set its element is bound to (`required`).
+    CodeInvalid,
 }
 
 impl IssueCode {
@@ -93,6 +104,7 @@ impl IssueCode {
             Self::Structure => "structure",
             Self::Required => "required",
             Self::Value => "value",
+            Self::CodeInvalid => "code-invalid",
         }
     }
 }
@@ -440,6 +452,7 @@ impl Walker {
         let Some(t) = defs.types.get(ty.type_index as usize) else {
             return; // not a type of the model: nothing to check it against
         };
+        let binding = defs.required_binding(element);
         match t.kind {
             TypeKind::Primitive => {
                 let index = if as_id {
@@ -447,18 +460,91 @@ impl Walker {
                 } else {
                     ty.type_index
                 };
-                self.primitive(index, value);
+                let well_formed = self.primitive(index, value);
+                if let (true, Some(vs), Value::String(code)) = (well_formed, binding, value)
+                    && !vs.contains_code(code)
+                {
+                    self.issue(
+                        IssueCode::CodeInvalid,
+                        format!("'{}' is not {}", quote(code), describe(vs)),
+                    );
+                }
             }
             TypeKind::Resource => self.resource(value),
             TypeKind::Complex | TypeKind::Logical => match value.as_object() {
                 Some(object) => {
                     self.object(t.owner, object, ObjectKind::Element);
-                    if t.name == "Reference" {
-                        self.reference(object, &ty.targets);
+                    match (t.name.as_str(), binding) {
+                        ("Reference", _) => self.reference(object, &ty.targets),
+                        ("Coding", Some(vs)) => self.bound_coding(object, vs),
+                        ("CodeableConcept", Some(vs)) => self.bound_concept(object, vs),
+                        _ => {}
                     }
                 }
                 None => self.expected_object(value),
             },
+        }
+    }
+
+    /// A `Coding` bound `required` to `vs`: its system and code must be one of the value set's
+    /// ([terminologies](https://hl7.org/fhir/R4/terminologies.html#required)).
+    fn bound_coding(&mut self, coding: &Map<String, Value>, vs: &ValueSet) {
+        let system = coding.get("system").and_then(Value::as_str);
+        let code = coding.get("code").and_then(Value::as_str);
+        match (system, code) {
+            (Some(system), Some(code)) if vs.contains(system, code) => {}
+            (system, code) => {
+                let what = match (system, code) {
+                    (Some(system), Some(code)) => {
+                        format!("'{}' of {}", quote(code), quote(system))
+                    }
+                    (None, Some(code)) => format!("'{}' without a system", quote(code)),
+                    (_, None) => "a coding without a code".to_owned(),
+                };
+                self.issue(
+                    IssueCode::CodeInvalid,
+                    format!("{what} is not {}", describe(vs)),
+                );
+            }
+        }
+    }
+
+    /// A `CodeableConcept` bound `required` to `vs`: at least one of its codings must be from
+    /// the value set ([terminologies](https://hl7.org/fhir/R4/terminologies.html#required):
+    /// the concept SHALL be from it, so text alone does not do).
+    fn bound_concept(&mut self, concept: &Map<String, Value>, vs: &ValueSet) {
+        let codings = concept.get("coding").and_then(Value::as_array);
+        let from_set = codings.into_iter().flatten().any(|coding| {
+            match (
+                coding.get("system").and_then(Value::as_str),
+                coding.get("code").and_then(Value::as_str),
+            ) {
+                (Some(system), Some(code)) => vs.contains(system, code),
+                _ => false,
+            }
+        });
+        if !from_set {
+            let found: Vec<String> = codings
+                .into_iter()
+                .flatten()
+                .filter_map(|c| {
+                    let code = c.get("code").and_then(Value::as_str)?;
+                    Some(match c.get("system").and_then(Value::as_str) {
+                        Some(system) => format!("{}|{}", quote(system), quote(code)),
+                        None => quote(code),
+                    })
+                })
+                .take(4)
+                .collect();
+            let what = if found.is_empty() {
+                "no coding".to_owned()
+            } else {
+                format!("none of the codings ({})", found.join(", "))
+            };
+            self.issue(
+                IssueCode::CodeInvalid,
+                format!("{what} is {}", describe(vs)),
+            );
         }
     }
 
@@ -469,12 +555,13 @@ impl Walker {
         );
     }
 
-    /// A primitive value of type `type_index`.
-    fn primitive(&mut self, type_index: u32, value: &Value) {
+    /// A primitive value of type `type_index`; whether it is well-formed.
+    fn primitive(&mut self, type_index: u32, value: &Value) -> bool {
         let defs = self.defs;
         let Some(format) = self.formats.get(type_index) else {
-            return;
+            return true;
         };
+        let before = self.issues.len();
         let type_name = defs.types[type_index as usize].name.as_str();
         match (format.json, value) {
             (JsonKind::Bool, Value::Bool(_)) => {}
@@ -506,6 +593,14 @@ impl Walker {
                         IssueCode::Value,
                         format!("'{}' is not a valid {type_name}", quote(text)),
                     );
+                } else if let Some(why) = matches!(type_name, "date" | "dateTime" | "instant")
+                    .then(|| primitive::impossible_day(text))
+                    .flatten()
+                {
+                    self.issue(
+                        IssueCode::Value,
+                        format!("'{}' is not a valid {type_name}: {why}", quote(text)),
+                    );
                 } else if type_name == "xhtml" && !text.trim_start().starts_with("<div") {
                     self.issue(IssueCode::Value, "narrative must be an XHTML <div> element");
                 }
@@ -522,6 +617,7 @@ impl Walker {
                 );
             }
         }
+        self.issues.len() == before
     }
 
     /// `_name`: the id and extensions of primitive element `name` (whose value, if any, is
@@ -708,6 +804,20 @@ impl Walker {
     }
 }
 
+/// "in the required value set URL (a, b, c)": the codes listed when there are a few.
+fn describe(vs: &ValueSet) -> String {
+    const LISTED: usize = 12;
+    let mut text = format!("in the required value set {}", vs.url);
+    if vs.len() <= LISTED {
+        let codes: Vec<&str> = vs
+            .systems()
+            .flat_map(|(_, codes)| codes.iter().map(String::as_str))
+            .collect();
+        let _ = write!(text, " ({})", codes.join(", "));
+    }
+    text
+}
+
 /// `scheme:` as in RFC 3986: a letter, then letters, digits, `+`, `-` or `.`.
 fn has_scheme(text: &str) -> bool {
     let Some((scheme, _)) = text.split_once(':') else {
@@ -734,5 +844,46 @@ fn quote(text: &str) -> String {
     match text.char_indices().nth(MAX_QUOTE) {
         Some((end, _)) => format!("{}...", &text[..end]),
         None => text.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    /// R4 binds no `Coding` element `required`, so the rule is checked on a value set directly.
+    #[test]
+    fn a_bound_coding_needs_system_and_code_from_the_value_set() {
+        let vs = crate::r4()
+            .value_set("http://hl7.org/fhir/ValueSet/administrative-gender")
+            .expect("expanded");
+        let gender = "http://hl7.org/fhir/administrative-gender";
+        let check = |coding: Value| {
+            let mut walker = Walker {
+                defs: crate::r4(),
+                formats: primitive::formats(),
+                issues: Vec::new(),
+                path: "X.coding".to_owned(),
+                scratch: String::new(),
+            };
+            walker.bound_coding(coding.as_object().expect("object"), vs);
+            walker
+                .issues
+                .into_iter()
+                .map(|i| i.message)
+                .collect::<Vec<_>>()
+        };
+        assert!(check(json!({"system": gender, "code": "male"})).is_empty());
+        for (coding, start) in [
+            (json!({"system": gender, "code": "M"}), "'M' of "),
+            (json!({"code": "male"}), "'male' without a system"),
+            (json!({"system": gender}), "a coding without a code"),
+        ] {
+            let messages = check(coding);
+            assert_eq!(messages.len(), 1);
+            assert!(messages[0].starts_with(start), "{}", messages[0]);
+        }
     }
 }

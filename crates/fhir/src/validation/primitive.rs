@@ -97,6 +97,43 @@ impl Formats {
     }
 }
 
+/// Why a `date`, `dateTime` or `instant` that matches the spec's regex names no day of the
+/// calendar: the regex allows day 31 in every month and 29 February in every year. `None` when
+/// the day exists (or the value has no day). Hours, minutes, seconds (60 for a leap second)
+/// and offsets are the regex's to check: it already bounds each to the spec's range.
+pub(crate) fn impossible_day(text: &str) -> Option<String> {
+    let date = text.get(..10)?;
+    let mut parts = date.split('-');
+    let (year, month, day) = (parts.next()?, parts.next()?, parts.next()?);
+    let (year, month, day): (u32, u32, u32) =
+        (year.parse().ok()?, month.parse().ok()?, day.parse().ok()?);
+    let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
+    let days = match month {
+        2 if leap => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    };
+    (day > days).then(|| {
+        const MONTHS: [&str; 12] = [
+            "January",
+            "February",
+            "March",
+            "April",
+            "May",
+            "June",
+            "July",
+            "August",
+            "September",
+            "October",
+            "November",
+            "December",
+        ];
+        let name = MONTHS.get(month as usize - 1).copied().unwrap_or("?");
+        format!("{name} {year} has {days} days")
+    })
+}
+
 /// The formats for [`crate::r4`], compiled on first use.
 pub(crate) fn formats() -> &'static Formats {
     static FORMATS: OnceLock<Formats> = OnceLock::new();
@@ -149,6 +186,33 @@ mod tests {
                 let format = formats.get(i as u32).expect("primitive has a format");
                 assert!(format.regex.is_some(), "{}: {:?}", t.name, t.regex);
             }
+        }
+    }
+
+    #[test]
+    fn days_of_the_calendar() {
+        for ok in [
+            "1999-02-28",
+            "2024-02-29",
+            "2000-02-29",
+            "2023-12-31",
+            "2023-04-30",
+            "2023-02",
+            "2023",
+            "2024-02-29T10:00:00+09:00",
+            "2023-01-31T23:59:60Z",
+        ] {
+            assert_eq!(impossible_day(ok), None, "{ok}");
+        }
+        for (bad, why) in [
+            ("1999-02-30", "February 1999 has 28 days"),
+            ("2023-02-29", "February 2023 has 28 days"),
+            ("1900-02-29", "February 1900 has 28 days"),
+            ("2024-02-30", "February 2024 has 29 days"),
+            ("2023-04-31", "April 2023 has 30 days"),
+            ("2023-11-31T10:00:00Z", "November 2023 has 30 days"),
+        ] {
+            assert_eq!(impossible_day(bad).as_deref(), Some(why), "{bad}");
         }
     }
 

@@ -11,7 +11,9 @@
 //! - a group commit rolled back by another message's failure is committed again, alone;
 //! - anything else -> [`SinkError::Unavailable`] (no ACK: the sender retries).
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use hl7v2::ack::{AckCode, IdempotencyKey, StoredAck};
 use hl7v2::fhir::MergeInstruction;
@@ -66,6 +68,9 @@ struct Inner {
     state: AppState,
     committer: GroupCommitter,
     linking: Arc<dyn PatientLinking>,
+    /// References committed that named resources not on the server (see
+    /// [`StoreSink::dangling_references`]).
+    dangling: AtomicU64,
 }
 
 impl StoreSink {
@@ -79,12 +84,43 @@ impl StoreSink {
                 state,
                 committer,
                 linking,
+                dangling: AtomicU64::new(0),
             }),
         }
     }
 
     pub fn state(&self) -> &AppState {
         &self.inner.state
+    }
+
+    /// How many local literal references (`Type/id`) of committed messages named a resource
+    /// not (yet) on the server when they committed. Feeds arrive out of order, so such a
+    /// message is stored, not refused; the SS-MIX2 import's summary shows this count.
+    /// (References to the message's own entries and conditional references are never
+    /// dangling: the store resolves them, or refuses the message.)
+    pub fn dangling_references(&self) -> u64 {
+        self.inner.dangling.load(Ordering::Relaxed)
+    }
+
+    /// After a commit: count the references `named` (see [`named_outside`]) to resources that
+    /// are not on the server.
+    async fn count_dangling(&self, ctx: &RequestContext, named: &[String]) {
+        if named.is_empty() {
+            return;
+        }
+        let targets: BTreeSet<String> = named.iter().cloned().collect();
+        match store::absent_resources(self.inner.state.store.as_ref(), ctx, &targets).await {
+            Ok(absent) if !absent.is_empty() => {
+                let n = named.iter().filter(|t| absent.contains(*t)).count() as u64;
+                self.inner.dangling.fetch_add(n, Ordering::Relaxed);
+                tracing::info!(
+                    references = n,
+                    "a message refers to resources not (yet) on this server"
+                );
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "could not check a message's references"),
+        }
     }
 
     /// Commits a transaction Bundle with its receipt and the linking writes for `merges`.
@@ -121,16 +157,24 @@ impl StoreSink {
                 .await;
             let result = match linked {
                 Ok(()) => {
+                    // Counted once committed (usually none: see `named_outside`).
+                    let named = named_outside(&entries);
                     let unit = KeyedWrite {
                         receipt: receipt.clone(),
                         entries,
                     };
-                    self.inner.committer.commit(unit, alone).await.map(|_| ())
+                    match self.inner.committer.commit(unit, alone).await {
+                        Ok(_) => Ok(named),
+                        Err(e) => Err(e),
+                    }
                 }
                 Err(e) => Err(e),
             };
             match result {
-                Ok(()) => return Ok(()),
+                Ok(named) => {
+                    self.count_dangling(&ctx, &named).await;
+                    return Ok(());
+                }
                 Err(StoreError::DuplicateKey(_)) => return Err(SinkError::Duplicate),
                 // Another message of the group failed; alone, this one meets only its own fate.
                 Err(StoreError::GroupAborted) if !alone => alone = true,
@@ -186,6 +230,39 @@ fn extract_ahead(extractor: &dyn IndexExtractor, entries: &mut [WriteEntry]) {
             entry.index = Some(rows);
         }
     }
+}
+
+/// The local literal references (`Type/id`) of a unit's writes to resources other than those
+/// it writes by id: the ones that may name a resource not on the server. References to the
+/// message's own entries (`urn:uuid:`) and conditional ones are not literal here, and the store
+/// resolves them or refuses the message.
+fn named_outside(entries: &[WriteEntry]) -> Vec<String> {
+    let mut own = BTreeSet::new();
+    let mut named = Vec::new();
+    for entry in entries {
+        let resource = match &entry.op {
+            WriteOp::Update {
+                resource_type,
+                id,
+                resource,
+                ..
+            } => {
+                own.insert(format!("{resource_type}/{id}"));
+                resource
+            }
+            WriteOp::Create { resource, .. } | WriteOp::ConditionalUpdate { resource, .. } => {
+                resource
+            }
+            WriteOp::Delete { .. } | WriteOp::ConditionalDelete { .. } => continue,
+        };
+        named.extend(
+            store::local_references(resource, None)
+                .into_iter()
+                .map(|r| r.target),
+        );
+    }
+    named.retain(|t| !own.contains(t));
+    named
 }
 
 /// The receipt key of an HL7 message.

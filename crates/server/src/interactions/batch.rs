@@ -6,7 +6,9 @@
 //! transaction is all-or-nothing: any failure answers with the failing entry's status and an
 //! OperationOutcome naming `Bundle.entry[i]` (original index), and nothing is written. A batch
 //! runs each entry on its own. `urn:uuid:` fullUrls and conditional references
-//! (`Patient?identifier=...`) are resolved by the store inside the transaction. PATCH entries
+//! (`Patient?identifier=...`) are resolved by the store inside the transaction, which also
+//! refuses an entry whose local literal reference names a resource that is neither on the
+//! server nor written by the bundle (`ServerConfig::check_references`). PATCH entries
 //! carry a JSON Patch as a Binary resource (`contentType` `application/json-patch+json`).
 
 use axum::body::Bytes;
@@ -14,7 +16,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
 use serde_json::{Value, json};
-use store::{HistoryScope, WriteEntry, WriteOp};
+use store::{HistoryScope, ReferenceCheck, WriteEntry, WriteOp};
 
 use crate::AppState;
 use crate::error::ApiError;
@@ -189,7 +191,11 @@ pub async fn prepare_transaction(
             .await
             .map_err(|e| e.in_entry(i))?
         {
-            Prepared::Write(w) => writes.push((order(method), i, w)),
+            Prepared::Write(mut w) => {
+                // Feeds arrive out of order: their references are counted, not refused.
+                w.references = ReferenceCheck::Off;
+                writes.push((order(method), i, w));
+            }
             Prepared::Get(url) => {
                 return Err(ApiError::bad_request(format!(
                     "a read ({url}) cannot be part of a prepared transaction"
@@ -320,11 +326,9 @@ async fn prepare(
             )));
         }
     };
-    Ok(Prepared::Write(Box::new(WriteEntry {
-        full_url,
-        op,
-        index: None,
-    })))
+    let mut write = WriteEntry::new(op).with_references(super::reference_check(state, fhir));
+    write.full_url = full_url;
+    Ok(Prepared::Write(Box::new(write)))
 }
 
 /// A JSON Patch carried by a Binary resource.

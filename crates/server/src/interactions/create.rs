@@ -43,15 +43,10 @@ pub async fn create(
 ) -> Result<Reply, ApiError> {
     check_resource_type(&resource, ty)?;
     validate(state, &resource)?;
-    let outcome = state
-        .store
-        .write(
-            &fhir.ctx,
-            WriteOp::Create {
-                resource,
-                if_none_exist,
-            },
-        )
-        .await?;
+    let op = WriteOp::Create {
+        resource,
+        if_none_exist,
+    };
+    let outcome = super::write(state, fhir, op).await?;
     Ok(super::outcome_reply(fhir, &outcome))
 }

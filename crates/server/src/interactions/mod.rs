@@ -15,7 +15,7 @@ pub mod update;
 pub mod vread;
 
 use axum::http::StatusCode;
-use store::{Outcome, SearchQuery};
+use store::{Outcome, ReferenceCheck, SearchQuery, StoreError, WriteEntry, WriteOp};
 
 use crate::AppState;
 use crate::error::ApiError;
@@ -26,7 +26,9 @@ pub(crate) fn outcome_reply(fhir: &Fhir, outcome: &Outcome) -> Reply {
     match outcome {
         Outcome::Created(r) => Reply::resource(StatusCode::CREATED, r, fhir.prefer, "created")
             .with_location(&fhir.base, r),
-        Outcome::Updated(r) => Reply::resource(StatusCode::OK, r, fhir.prefer, "updated"),
+        Outcome::Updated(r) | Outcome::Unchanged(r) => {
+            Reply::resource(StatusCode::OK, r, fhir.prefer, "updated")
+        }
         Outcome::Existing(r) => Reply::resource(StatusCode::OK, r, fhir.prefer, "matched existing")
             .with_location(&fhir.base, r),
         Outcome::Deleted(r) => {
@@ -51,6 +53,36 @@ pub(crate) fn outcome_reply(fhir: &Fhir, outcome: &Outcome) -> Reply {
             reply
         }
     }
+}
+
+/// Whether a REST write checks its references (`ServerConfig::check_references`), against this
+/// request's base for absolute ones.
+pub(crate) fn reference_check(state: &AppState, fhir: &Fhir) -> ReferenceCheck {
+    if state.config.check_references {
+        ReferenceCheck::Refuse {
+            base: Some(fhir.base.clone()),
+        }
+    } else {
+        ReferenceCheck::Off
+    }
+}
+
+/// One REST write (create, update, patch and their conditional forms), its references checked
+/// as the server is configured to.
+pub(crate) async fn write(
+    state: &AppState,
+    fhir: &Fhir,
+    op: WriteOp,
+) -> Result<Outcome, StoreError> {
+    let entry = WriteEntry::new(op).with_references(reference_check(state, fhir));
+    let mut outcomes = state
+        .store
+        .transaction(&fhir.ctx, vec![entry])
+        .await
+        .map_err(StoreError::into_inner)?;
+    outcomes
+        .pop()
+        .ok_or_else(|| StoreError::Backend("a one-entry transaction returned nothing".into()))
 }
 
 /// The search criteria of a conditional interaction (`[type]?criteria`); at least one is needed.

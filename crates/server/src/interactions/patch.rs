@@ -127,7 +127,7 @@ pub async fn patch_resource(
             resource: doc,
             if_match: Some(base),
         };
-        match state.store.write(&fhir.ctx, op).await {
+        match super::write(state, fhir, op).await {
             Ok(outcome) => return Ok(super::outcome_reply(fhir, &outcome)),
             Err(e)
                 if e.kind() == ErrorKind::VersionConflict

@@ -65,7 +65,7 @@ pub async fn update(
         resource,
         if_match,
     };
-    let outcome = state.store.write(&fhir.ctx, op).await?;
+    let outcome = super::write(state, fhir, op).await?;
     Ok(super::outcome_reply(fhir, &outcome))
 }
 
@@ -87,9 +87,11 @@ pub async fn conditional_handler(
         )));
     }
     validate(&state, &resource)?;
-    let outcome = state
-        .store
-        .write(&fhir.ctx, WriteOp::ConditionalUpdate { query, resource })
-        .await?;
+    let outcome = super::write(
+        &state,
+        &fhir,
+        WriteOp::ConditionalUpdate { query, resource },
+    )
+    .await?;
     Ok(super::outcome_reply(&fhir, &outcome).into_http(fhir.pretty))
 }
