@@ -283,7 +283,7 @@ async fn crud_and_its_error_paths(backend: Backend) {
         .iter()
         .map(|e| e["request"]["method"].as_str().unwrap())
         .collect();
-    assert_eq!(methods, vec!["DELETE", "PUT", "PUT", "POST"]);
+    assert_eq!(methods, vec!["DELETE", "PATCH", "PUT", "POST"]);
     assert_eq!(s.send("DELETE", "Patient/never", &[], None).await.0, 404);
     assert_eq!(
         s.send(

@@ -109,6 +109,8 @@ struct Prepared<'a> {
     resolved: &'a mut HashMap<String, String>,
     index: Option<Vec<IndexRow>>,
     references: ReferenceCheck,
+    /// The write is a patch's result (recorded as `PATCH`).
+    patch: bool,
 }
 
 pub(crate) async fn apply<B: Backend>(
@@ -135,6 +137,7 @@ pub(crate) async fn apply<B: Backend>(
         }
         let index = entries[i].index.take();
         let references = std::mem::take(&mut entries[i].references);
+        let patch = entries[i].patch;
         let op = std::mem::replace(
             &mut entries[i].op,
             WriteOp::ConditionalDelete {
@@ -156,6 +159,7 @@ pub(crate) async fn apply<B: Backend>(
                 resolved: &mut resolved,
                 index,
                 references,
+                patch,
             },
         )
         .await;
@@ -464,6 +468,11 @@ async fn write_one<B: Backend>(
                     "resourceType '{ty}' does not match '{resource_type}'"
                 )));
             }
+            let method = if prepared.patch {
+                Method::Patch
+            } else {
+                Method::Put
+            };
             put(
                 b,
                 extractor,
@@ -474,7 +483,7 @@ async fn write_one<B: Backend>(
                 resource,
                 if_match,
                 prepared,
-                Method::Put,
+                method,
             )
             .await
         }
@@ -569,6 +578,7 @@ async fn put<B: Backend>(
         resolved,
         index,
         references,
+        patch: _,
     } = prepared;
     if !resource.is_object() {
         return Err(StoreError::Invalid(

@@ -36,6 +36,8 @@ impl StoredResource {
 pub enum Method {
     Post,
     Put,
+    /// An update made by applying a patch (`PATCH [type]/[id]`).
+    Patch,
     Delete,
 }
 
@@ -44,6 +46,7 @@ impl Method {
         match self {
             Method::Post => "POST",
             Method::Put => "PUT",
+            Method::Patch => "PATCH",
             Method::Delete => "DELETE",
         }
     }
@@ -52,6 +55,7 @@ impl Method {
         match s {
             "POST" => Method::Post,
             "DELETE" => Method::Delete,
+            "PATCH" => Method::Patch,
             _ => Method::Put,
         }
     }
@@ -77,6 +81,9 @@ pub struct WriteEntry {
     /// Whether the write is refused when the resource refers to a resource that is not on
     /// this server (see [`ReferenceCheck`]); off unless the caller asks.
     pub references: ReferenceCheck,
+    /// An [`WriteOp::Update`] that is the result of a patch: its version is recorded as made
+    /// by `PATCH` (history shows it so).
+    pub patch: bool,
 }
 
 /// Referential integrity of one write: whether its local literal references must name
@@ -104,7 +111,14 @@ impl WriteEntry {
             op,
             index: None,
             references: ReferenceCheck::Off,
+            patch: false,
         }
+    }
+
+    /// The entry as the result of a patch (see [`WriteEntry::patch`]).
+    pub fn as_patch(mut self) -> Self {
+        self.patch = true;
+        self
     }
 
     /// The entry with its references checked (see [`ReferenceCheck`]).

@@ -964,6 +964,7 @@ mod tests {
                 },
                 index: None,
                 references: crate::ReferenceCheck::Off,
+                patch: false,
             },
             WriteEntry::new(WriteOp::Create {
                 resource: care_plan,

@@ -377,6 +377,7 @@ async fn transaction_rewrites_full_urls_and_resolves_conditional_references(s: A
             full_url: Some("urn:uuid:obs".into()),
             index: None,
             references: ReferenceCheck::Off,
+            patch: false,
             op: WriteOp::Create {
                 resource: json!({
                     "resourceType": "Observation",
@@ -398,6 +399,7 @@ async fn transaction_rewrites_full_urls_and_resolves_conditional_references(s: A
             full_url: Some("urn:uuid:pat".into()),
             index: None,
             references: ReferenceCheck::Off,
+            patch: false,
             op: WriteOp::Create {
                 resource: patient("U", "urn"),
                 if_none_exist: None,
@@ -1050,6 +1052,7 @@ fn with_target(
             },
             index: None,
             references: ReferenceCheck::Off,
+            patch: false,
         },
         WriteEntry::new(WriteOp::Create {
             resource,

@@ -328,6 +328,7 @@ async fn prepare(
     };
     let mut write = WriteEntry::new(op).with_references(super::reference_check(state, fhir));
     write.full_url = full_url;
+    write.patch = method == "PATCH";
     Ok(Prepared::Write(Box::new(write)))
 }
 

@@ -136,7 +136,9 @@ pub async fn history(
                 Method::Put if v.version == 1 => {
                     (format!("{}/{}", v.resource_type, v.id), StatusCode::CREATED)
                 }
-                Method::Put => (format!("{}/{}", v.resource_type, v.id), StatusCode::OK),
+                Method::Put | Method::Patch => {
+                    (format!("{}/{}", v.resource_type, v.id), StatusCode::OK)
+                }
                 Method::Delete => (
                     format!("{}/{}", v.resource_type, v.id),
                     StatusCode::NO_CONTENT,

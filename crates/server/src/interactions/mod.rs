@@ -74,7 +74,17 @@ pub(crate) async fn write(
     fhir: &Fhir,
     op: WriteOp,
 ) -> Result<Outcome, StoreError> {
-    let entry = WriteEntry::new(op).with_references(reference_check(state, fhir));
+    write_entry(state, fhir, WriteEntry::new(op)).await
+}
+
+/// [`write`] of a prepared entry (a patch's result, say), its references checked as the
+/// server's settings say.
+pub(crate) async fn write_entry(
+    state: &AppState,
+    fhir: &Fhir,
+    entry: WriteEntry,
+) -> Result<Outcome, StoreError> {
+    let entry = entry.with_references(reference_check(state, fhir));
     let mut outcomes = state
         .store
         .transaction(&fhir.ctx, vec![entry])

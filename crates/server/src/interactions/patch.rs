@@ -11,7 +11,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::Response;
 use serde_json::Value;
-use store::{ErrorKind, StoreError, WriteOp};
+use store::{ErrorKind, StoreError, WriteEntry, WriteOp};
 
 use crate::AppState;
 use crate::error::ApiError;
@@ -127,7 +127,7 @@ pub async fn patch_resource(
             resource: doc,
             if_match: Some(base),
         };
-        match super::write(state, fhir, op).await {
+        match super::write_entry(state, fhir, WriteEntry::new(op).as_patch()).await {
             Ok(outcome) => return Ok(super::outcome_reply(fhir, &outcome)),
             Err(e)
                 if e.kind() == ErrorKind::VersionConflict
