@@ -4,8 +4,12 @@
 //! point-read latency percentiles; `generate` and `search` (in `bench_search`) measure
 //! search at scale; `mllp` and `ssmix2` (in `bench_hl7`) measure HL7 v2 ingestion;
 //! `repetitions` (in `bench_repetitions`) what one oversized resource costs the node.
+//!
+//! `ingest` and `generate` default to [`SAMPLE_DATASET`], a path relative to the working
+//! directory that exists only from the repository root of a checkout with its sibling `shared`
+//! directory; [`check_dataset`] says so, and how to name another dataset, when it is missing.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -37,10 +41,37 @@ pub enum Command {
     Repetitions(crate::bench_repetitions::RepetitionsArgs),
 }
 
+/// The default dataset of `bench ingest` and `bench generate`: the Synthea sample in the
+/// `shared` directory beside the repository, relative to the working directory.
+pub const SAMPLE_DATASET: &str = "../shared/data/synthea-10";
+
+/// Checks that every dataset path exists before a benchmark opens a store. A missing default
+/// ([`SAMPLE_DATASET`]) is explained: where it is looked for, and `how` to give another one.
+pub fn check_dataset(paths: &[PathBuf], how: &str) -> anyhow::Result<()> {
+    for path in paths {
+        if path.exists() {
+            continue;
+        }
+        if path == Path::new(SAMPLE_DATASET) {
+            let here = std::env::current_dir()
+                .map(|d| format!(" (the working directory is {})", d.display()))
+                .unwrap_or_default();
+            anyhow::bail!(
+                "the default dataset {SAMPLE_DATASET} does not exist here{here}: it is the \
+                 Synthea sample in the `shared` directory beside the repository, found when run \
+                 from the repository root; run from there, or give a dataset: {how}"
+            );
+        }
+        anyhow::bail!("dataset {} does not exist", path.display());
+    }
+    Ok(())
+}
+
 #[derive(Debug, clap::Args)]
 pub struct IngestArgs {
-    /// Dataset: NDJSON / Bundle files or directories.
-    #[arg(default_value = "../shared/data/synthea-10")]
+    /// Dataset: NDJSON / Bundle files or directories (default: the Synthea sample beside the
+    /// repository, `../shared/data/synthea-10`, found from the repository root).
+    #[arg(default_value = SAMPLE_DATASET)]
     paths: Vec<PathBuf>,
     /// Also measure PostgreSQL (a throwaway schema in this database).
     #[arg(long, value_name = "URL")]
@@ -143,6 +174,7 @@ impl Fresh {
 }
 
 async fn ingest(a: IngestArgs) -> anyhow::Result<()> {
+    check_dataset(&a.paths, "renkei bench ingest PATH...")?;
     let mut targets: Vec<Option<&str>> = vec![None];
     if let Some(url) = a.database_url.as_deref() {
         targets.push(Some(url));

@@ -27,8 +27,10 @@ use crate::storage::extractor;
 
 #[derive(Debug, clap::Args)]
 pub struct GenerateArgs {
-    /// A Synthea NDJSON export (one `Type.000.ndjson` file per type).
-    #[arg(long, default_value = "../shared/data/synthea-10")]
+    /// A Synthea NDJSON export (one `Type.000.ndjson` file per type; default: the Synthea
+    /// sample beside the repository, `../shared/data/synthea-10`, found from the repository
+    /// root).
+    #[arg(long, default_value = crate::bench::SAMPLE_DATASET)]
     source: PathBuf,
     /// Copies of every patient (1 = the source as is).
     #[arg(long, default_value_t = 10)]
@@ -64,6 +66,10 @@ pub struct SearchArgs {
 
 pub async fn generate(a: GenerateArgs) -> anyhow::Result<()> {
     anyhow::ensure!(a.scale >= 1, "--scale must be at least 1");
+    crate::bench::check_dataset(
+        std::slice::from_ref(&a.source),
+        "renkei bench generate --source DIR",
+    )?;
     let started = Instant::now();
     let defs = fhir::r4();
     let mut by_type: BTreeMap<String, Vec<Value>> = BTreeMap::new();
