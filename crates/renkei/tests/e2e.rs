@@ -898,6 +898,74 @@ async fn kill_9_during_import_loses_nothing_acknowledged(backend: Backend) {
     }
 }
 
+/// What an operator reads: one line per request (method, path without its query, status,
+/// duration, request id, nothing from the query or body), the client's `X-Request-Id` kept
+/// and echoed (a new one otherwise), no colour codes in a file, no migration steps or
+/// PostgreSQL notices for a new store; and a body past `--max-body-size` refused with a 413
+/// OperationOutcome that names the limit, storing nothing.
+async fn request_log_and_body_limit(backend: Backend) {
+    let data = Data::new(backend).await;
+    let log = data.dir.join("serve.log");
+    let s = Server::start_logging_to(&data, &["--no-empi", "--max-body-size", "64KiB"], &log).await;
+
+    let (st, h, _) = s
+        .send(
+            "GET",
+            "Patient?name=Zenigata&birthdate=1961-03-04",
+            &[("x-request-id", "req-e2e-1")],
+            None,
+        )
+        .await;
+    assert_eq!(
+        (st, h["x-request-id"].to_str().unwrap()),
+        (200, "req-e2e-1")
+    );
+    let (_, h, _) = s.send("GET", "metadata", &[], None).await;
+    let generated = h["x-request-id"].to_str().unwrap().to_owned();
+    assert_eq!(generated.len(), 36, "{generated}");
+    // A client id that could forge a log line is replaced.
+    let (_, h, _) = s
+        .send("GET", "metadata", &[("x-request-id", "a b")], None)
+        .await;
+    assert_ne!(h["x-request-id"].to_str().unwrap(), "a b");
+
+    let names: Vec<Value> = (0..3000)
+        .map(|i| json!({"family": format!("Zenigata{i}"), "given": ["Koichi"]}))
+        .collect();
+    let big = json!({"resourceType": "Patient", "name": names}).to_string();
+    assert!(big.len() > 64 * 1024);
+    let (st, _, b) = s.send("POST", "Patient", &[], Some(&big)).await;
+    assert_eq!((st, code(&b)), (413, "too-long"), "{b}");
+    let diagnostics = b["issue"][0]["diagnostics"].as_str().unwrap();
+    assert!(diagnostics.contains("65536 bytes"), "{diagnostics}");
+    let (_, _, found) = s.send("GET", "Patient?_summary=count", &[], None).await;
+    assert_eq!(found["total"], 0);
+
+    assert!(s.terminate().success());
+    let text = std::fs::read_to_string(&log).unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.contains("request_id=req-e2e-1"))
+        .unwrap_or_else(|| panic!("no line for the request in:\n{text}"));
+    for part in ["method=GET", "path=\"/fhir/Patient\"", "status=200", "ms="] {
+        assert!(line.contains(part), "{part} missing from {line}");
+    }
+    assert!(text.lines().any(|l| l.contains("status=413")), "{text}");
+    assert!(text.contains(&format!("request_id={generated}")), "{text}");
+    for secret in ["Zenigata", "1961-03-04", "Koichi"] {
+        assert!(
+            !text.contains(secret),
+            "{secret} leaked into the log:\n{text}"
+        );
+    }
+    assert!(
+        !text.contains('\u{1b}'),
+        "colour codes in a log file:\n{text}"
+    );
+    assert!(!text.contains("migration"), "{text}");
+    assert!(!text.contains("NOTICE"), "{text}");
+}
+
 macro_rules! e2e {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
@@ -929,4 +997,5 @@ e2e!(
     import_resolves_references_and_reports_bad_lines,
     impossible_values_and_dangling_references_are_refused,
     kill_9_during_import_loses_nothing_acknowledged,
+    request_log_and_body_limit,
 );

@@ -106,14 +106,27 @@ impl Server {
 
     /// `renkei serve` with extra arguments (e.g. `--mllp 127.0.0.1:0`).
     pub async fn start_with(data: &Data, extra: &[&str]) -> Server {
-        let mut child = renkei()
+        let mut cmd = renkei();
+        cmd.env("RUST_LOG", "warn").stderr(Stdio::inherit());
+        Self::spawn(cmd, data, extra).await
+    }
+
+    /// `renkei serve` as an operator runs it: the default log filter, its log (stderr) written
+    /// to `log`, a file and not a terminal.
+    pub async fn start_logging_to(data: &Data, extra: &[&str], log: &std::path::Path) -> Server {
+        let mut cmd = renkei();
+        cmd.env_remove("RUST_LOG")
+            .stderr(std::fs::File::create(log).expect("create the log file"));
+        Self::spawn(cmd, data, extra).await
+    }
+
+    async fn spawn(mut cmd: Command, data: &Data, extra: &[&str]) -> Server {
+        let mut child = cmd
             .arg("serve")
             .args(data.args())
             .args(["--listen", "127.0.0.1:0"])
             .args(extra)
-            .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
             .spawn()
             .expect("start renkei serve");
         let stdout = child.stdout.take().unwrap();
