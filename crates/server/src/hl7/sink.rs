@@ -20,10 +20,7 @@ use hl7v2::fhir::MergeInstruction;
 use hl7v2::{ErrorCode, ErrorDetail, Severity};
 use mllp::ingest::{Commit, Sink, SinkError};
 use serde_json::Value;
-use store::{
-    ErrorKind, FullUrlTypes, IndexExtractor, KeyedWrite, Receipt, RequestContext, StoreError,
-    WriteEntry, WriteOp,
-};
+use store::{ErrorKind, KeyedWrite, Receipt, RequestContext, StoreError, WriteEntry, WriteOp};
 
 use crate::AppState;
 use crate::error::ApiError;
@@ -139,7 +136,8 @@ impl StoreSink {
             let mut prepared = prepare_transaction(state, &fhir, bundle)
                 .await
                 .map_err(rejected)?;
-            extract_ahead(state.store.extractor(), &mut prepared);
+            // On the message's own task, not on the store's single writer.
+            store::extract_ahead(state.store.extractor(), &mut prepared);
             Ok::<_, SinkError>(prepared)
         };
         let mut first = Some(prepare().await?);
@@ -192,42 +190,6 @@ impl StoreSink {
                     _ => return Err(SinkError::Unavailable(e.to_string())),
                 },
             }
-        }
-    }
-}
-
-/// Extracts the index rows of each write here, on the message's own task, instead of on the
-/// store's single writer (`WriteEntry::index`): the bundle's references name its entries by
-/// `fullUrl`, so the extractor is told their types, and the store rewrites the reference
-/// rows once it knows the ids. A resource that fails extraction is left to the store, which
-/// reports the error.
-fn extract_ahead(extractor: &dyn IndexExtractor, entries: &mut [WriteEntry]) {
-    fn resource_of(op: &WriteOp) -> Option<&Value> {
-        match op {
-            WriteOp::Create { resource, .. }
-            | WriteOp::Update { resource, .. }
-            | WriteOp::ConditionalUpdate { resource, .. } => Some(resource),
-            WriteOp::Delete { .. } | WriteOp::ConditionalDelete { .. } => None,
-        }
-    }
-    fn type_of(resource: &Value) -> Option<&str> {
-        resource.get("resourceType").and_then(Value::as_str)
-    }
-    let mut types = FullUrlTypes::default();
-    for entry in entries.iter() {
-        if let (Some(url), Some(ty)) = (&entry.full_url, resource_of(&entry.op).and_then(type_of)) {
-            types.insert(url, ty);
-        }
-    }
-    for entry in entries.iter_mut() {
-        let Some(resource) = resource_of(&entry.op) else {
-            continue;
-        };
-        let Some(ty) = type_of(resource) else {
-            continue;
-        };
-        if let Ok(rows) = extractor.extract_in_transaction(ty, resource, &types) {
-            entry.index = Some(rows);
         }
     }
 }
