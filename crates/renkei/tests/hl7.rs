@@ -300,49 +300,9 @@ async fn mllp_acks_store_replay_and_reject(backend: Backend) {
 
 /// `serve --mllp` with `TZ` set in its environment and its log (at info) in a file.
 async fn serve_with_tz(data: &Data, tz: &str) -> (Server, PathBuf) {
-    use std::io::{BufRead, BufReader};
     let log = data.dir.join("serve.log");
-    let mut child = renkei()
-        .arg("serve")
-        .args(data.args())
-        .args(["--listen", "127.0.0.1:0", "--mllp", "127.0.0.1:0"])
-        .env("TZ", tz)
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let line = tokio::task::spawn_blocking(move || {
-        let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).map(|_| line)
-    })
-    .await
-    .unwrap()
-    .unwrap();
-    let word = |prefix: &str| {
-        line.split_whitespace()
-            .find_map(|w| w.strip_prefix(prefix))
-            .unwrap_or_else(|| panic!("unexpected first line from renkei serve: {line:?}"))
-            .to_owned()
-    };
-    let server = Server {
-        child,
-        base: format!("http://{}", word("http://")),
-        client: reqwest::Client::new(),
-        mllp: Some(word("mllp://").parse().unwrap()),
-    };
-    // Ready once the store answers a search.
-    for _ in 0..500 {
-        let url = server.url("Patient?_count=0");
-        if let Ok(r) = server.client.get(&url).send().await
-            && r.status() == 200
-        {
-            return (server, log);
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-    panic!("server never became ready");
+    let server = Server::start_logged(data, &["--mllp", "127.0.0.1:0"], &[("TZ", tz)], &log).await;
+    (server, log)
 }
 
 /// US Eastern time: the zone file when the host has it, else the same rules as POSIX TZ.

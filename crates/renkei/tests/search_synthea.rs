@@ -739,6 +739,15 @@ async fn all_pages(server: &Server, path: &str) -> Vec<Value> {
     }
 }
 
+/// `Type/id` of a resource.
+fn type_and_id(r: &Value) -> String {
+    format!(
+        "{}/{}",
+        r["resourceType"].as_str().unwrap(),
+        r["id"].as_str().unwrap()
+    )
+}
+
 fn typed(rtype: &str, ids: BTreeSet<String>) -> BTreeSet<String> {
     ids.into_iter().map(|id| format!("{rtype}/{id}")).collect()
 }
@@ -921,16 +930,7 @@ async fn result_parameters(server: &Server, d: &Dataset) {
     // $everything: the patient, its compartment and what those refer to, paged like a
     // search: each resource once across all pages, whatever its role.
     let everything = all_pages(server, &format!("Patient/{p0_id}/$everything?_count=100")).await;
-    let listed: Vec<String> = everything
-        .iter()
-        .map(|r| {
-            format!(
-                "{}/{}",
-                r["resourceType"].as_str().unwrap(),
-                r["id"].as_str().unwrap()
-            )
-        })
-        .collect();
+    let listed: Vec<String> = everything.iter().map(type_and_id).collect();
     let got: BTreeSet<String> = listed.iter().cloned().collect();
     assert_eq!(
         listed.len(),
@@ -963,16 +963,7 @@ async fn result_parameters(server: &Server, d: &Dataset) {
         &format!("Patient/{p0_id}/$everything?_type=Condition,Encounter&_count=50"),
     )
     .await;
-    let only_ids: BTreeSet<String> = only
-        .iter()
-        .map(|r| {
-            format!(
-                "{}/{}",
-                r["resourceType"].as_str().unwrap(),
-                r["id"].as_str().unwrap()
-            )
-        })
-        .collect();
+    let only_ids: BTreeSet<String> = only.iter().map(type_and_id).collect();
     assert_eq!(only.len(), only_ids.len());
     let expected: BTreeSet<String> = typed("Condition", conditions_of_p0.clone())
         .into_iter()

@@ -114,8 +114,19 @@ impl Server {
     /// `renkei serve` as an operator runs it: the default log filter, its log (stderr) written
     /// to `log`, a file and not a terminal.
     pub async fn start_logging_to(data: &Data, extra: &[&str], log: &std::path::Path) -> Server {
+        Self::start_logged(data, extra, &[], log).await
+    }
+
+    /// [`Server::start_logging_to`] with more environment variables (`TZ`, say).
+    pub async fn start_logged(
+        data: &Data,
+        extra: &[&str],
+        env: &[(&str, &str)],
+        log: &std::path::Path,
+    ) -> Server {
         let mut cmd = renkei();
         cmd.env_remove("RUST_LOG")
+            .envs(env.iter().copied())
             .stderr(std::fs::File::create(log).expect("create the log file"));
         Self::spawn(cmd, data, extra).await
     }
