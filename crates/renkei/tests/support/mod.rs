@@ -48,16 +48,20 @@ impl Data {
         Data { dir, schema }
     }
 
-    /// `--data DIR [--database-url URL]`.
+    /// `--data DIR` (SQLite) or `--database-url URL` (PostgreSQL, which needs no data
+    /// directory).
     pub fn args(&self) -> Vec<String> {
-        let mut a = vec!["--data".to_owned(), self.dir.display().to_string()];
-        if let Some(schema) = &self.schema {
-            let url = database_url();
-            let sep = if url.contains('?') { '&' } else { '?' };
-            a.push("--database-url".into());
-            a.push(format!("{url}{sep}options=-csearch_path%3D{schema}"));
+        match &self.schema {
+            None => vec!["--data".to_owned(), self.dir.display().to_string()],
+            Some(schema) => {
+                let url = database_url();
+                let sep = if url.contains('?') { '&' } else { '?' };
+                vec![
+                    "--database-url".into(),
+                    format!("{url}{sep}options=-csearch_path%3D{schema}"),
+                ]
+            }
         }
-        a
     }
 }
 
