@@ -1,8 +1,8 @@
 //! `renkei bench repetitions`: what one oversized resource costs the node. For each kind of
 //! repeated element (identifiers, names, addresses) and each count (1,000 doubling up to
 //! `--max`, 64,000 by default), it PUTs one Patient carrying that many repetitions to a fresh
-//! store served over loopback HTTP, while a second client keeps writing small Patients and
-//! Observations; it reports the big write's time, its time per repetition (flat when the cost
+//! store served over loopback HTTP, while two more clients keep writing small Patients and
+//! small Observations; it reports the big write's time, its time per repetition (flat when the cost
 //! is linear) and the longest wait of each kind of small write made meanwhile (a Patient also
 //! waits for the EMPI, which links one Patient at a time). Figures, never assertions.
 
@@ -90,7 +90,7 @@ pub async fn repetitions(a: RepetitionsArgs) -> anyhow::Result<()> {
     let base = format!("http://{addr}/fhir");
     let client = reqwest::Client::new();
     println!(
-        "one Patient with N repetitions, PUT over HTTP ({backend}, EMPI {}), while a second client writes small Patients and Observations",
+        "one Patient with N repetitions, PUT over HTTP ({backend}, EMPI {}), while two clients write small Patients and Observations",
         if a.no_empi { "off" } else { "on" }
     );
     println!(
@@ -180,20 +180,19 @@ struct SmallWaits {
     observation: Duration,
 }
 
-/// Writes small Patients and Observations, alternating, one after another while `writing`
-/// is set (at least one of each).
+/// Two clients, one writing small Patients and one small Observations, each one write after
+/// another while `writing` is set (at least one each).
 async fn small_writes(
     client: reqwest::Client,
     base: String,
     serial: usize,
     writing: Arc<AtomicBool>,
 ) -> anyhow::Result<SmallWaits> {
-    // Let the big request reach the server first.
-    tokio::time::sleep(Duration::from_millis(20)).await;
-    let mut waits = SmallWaits::default();
-    loop {
-        let n = waits.count;
-        let (path, body) = if n % 2 == 0 {
+    let patients = tokio::spawn(small_writer(
+        client.clone(),
+        base.clone(),
+        writing.clone(),
+        move |n| {
             let id = format!("small{serial}-{n}");
             let body = json!({
                 "resourceType": "Patient", "id": id,
@@ -201,15 +200,40 @@ async fn small_writes(
                 "birthDate": "1980-01-01"
             });
             (format!("Patient/{id}"), body)
-        } else {
-            let id = format!("obs{serial}-{n}");
-            let body = json!({
-                "resourceType": "Observation", "id": id, "status": "final",
-                "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]},
-                "valueQuantity": {"value": 60 + n % 40, "unit": "/min", "system": "http://unitsofmeasure.org", "code": "/min"}
-            });
-            (format!("Observation/{id}"), body)
-        };
+        },
+    ));
+    let observations = tokio::spawn(small_writer(client, base, writing, move |n| {
+        let id = format!("obs{serial}-{n}");
+        let body = json!({
+            "resourceType": "Observation", "id": id, "status": "final",
+            "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]},
+            "valueQuantity": {"value": 60 + n % 40, "unit": "/min", "system": "http://unitsofmeasure.org", "code": "/min"}
+        });
+        (format!("Observation/{id}"), body)
+    }));
+    let (patients, patient) = patients.await??;
+    let (observations, observation) = observations.await??;
+    Ok(SmallWaits {
+        count: patients + observations,
+        patient,
+        observation,
+    })
+}
+
+/// Writes what `make` gives for 0, 1, 2, ... one after another while `writing` is set (at
+/// least once); returns how many and the longest.
+async fn small_writer(
+    client: reqwest::Client,
+    base: String,
+    writing: Arc<AtomicBool>,
+    make: impl Fn(usize) -> (String, Value),
+) -> anyhow::Result<(usize, Duration)> {
+    // Let the big request reach the server first.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let mut longest = Duration::ZERO;
+    let mut count = 0;
+    loop {
+        let (path, body) = make(count);
         let started = Instant::now();
         let response = client
             .put(format!("{base}/{path}"))
@@ -223,15 +247,10 @@ async fn small_writes(
             response.status()
         );
         let _ = response.bytes().await;
-        let took = started.elapsed();
-        if n % 2 == 0 {
-            waits.patient = waits.patient.max(took);
-        } else {
-            waits.observation = waits.observation.max(took);
-        }
-        waits.count += 1;
-        if waits.count >= 2 && !writing.load(Ordering::Relaxed) {
-            return Ok(waits);
+        longest = longest.max(started.elapsed());
+        count += 1;
+        if !writing.load(Ordering::Relaxed) {
+            return Ok((count, longest));
         }
     }
 }
