@@ -313,7 +313,7 @@ fn generate(a: GenerateArgs) -> anyhow::Result<()> {
     }
     out.flush()?;
     labels.flush()?;
-    println!(
+    out!(
         "generated {n} Patients from {} seeds into {} (labels in {})",
         seeds.len(),
         a.output.display(),
@@ -334,11 +334,11 @@ fn train(a: TrainArgs) -> anyhow::Result<()> {
     std::fs::write(&a.output, model.to_json())
         .with_context(|| format!("writing {}", a.output.display()))?;
     for (field, pairs, iterations, share) in &report.runs {
-        println!(
+        out!(
             "EM blocked on {field:?}: {pairs} pairs, {iterations} iterations, match share {share:.3}"
         );
     }
-    println!(
+    out!(
         "trained on {} records ({} random pairs, prior {:.3e}) in {:.1}s; model in {}",
         records.len(),
         report.random_pairs,
@@ -418,7 +418,7 @@ fn cluster_cmd(a: ClusterArgs) -> anyhow::Result<()> {
         w.flush()?;
     }
     let s = &result.stats;
-    println!(
+    out!(
         "clustered {} records into {} clusters: {} pairs scored in {} blocks ({} oversized skipped), \
          {} auto-link pairs, {} for review, {} merges refused by the chain guard; \
          read {:.1}s, train {:.1}s, total {:.1}s",
@@ -446,7 +446,7 @@ fn evaluate(a: EvaluateArgs) -> anyhow::Result<()> {
         .with_context(|| format!("{}", a.labels.display()))?;
     let e = empi::eval::evaluate(&clusters, &labels);
     print!("{e}");
-    println!(
+    out!(
         "pairwise precision {:.4} recall {:.4} f1 {:.4}",
         e.overall.precision(),
         e.overall.recall(),
@@ -466,7 +466,7 @@ fn explain(a: ExplainArgs) -> anyhow::Result<()> {
     };
     let (left, right) = (record(&a.left)?, record(&a.right)?);
     let score = Scorer::new(&model, None).score(&left, &right);
-    println!("{}", serde_json::to_string_pretty(&score)?);
+    out!("{}", serde_json::to_string_pretty(&score)?);
     Ok(())
 }
 
@@ -503,7 +503,7 @@ fn bench(a: BenchArgs) -> anyhow::Result<()> {
     if bad > 0 || records.len() < total {
         bail!("generated {} usable records, wanted {total}", records.len());
     }
-    println!(
+    out!(
         "generated {total} records in {:.1}s",
         started.elapsed().as_secs_f64()
     );
@@ -513,7 +513,7 @@ fn bench(a: BenchArgs) -> anyhow::Result<()> {
             let t = Instant::now();
             let mut m = Model::default();
             train_on(&records[..records.len().min(200_000)], &mut m, 1_000_000);
-            println!("trained model in {:.1}s", t.elapsed().as_secs_f64());
+            out!("trained model in {:.1}s", t.elapsed().as_secs_f64());
             m
         }
     };
@@ -532,7 +532,7 @@ fn bench(a: BenchArgs) -> anyhow::Result<()> {
     }
     progress.finish_and_clear();
     let fill_time = fill.elapsed();
-    println!(
+    out!(
         "filled index: {} records, {} enterprises, in {:.1}s ({:.0} inserts/s incl. matching)",
         index.len(),
         index.enterprises(),
@@ -553,7 +553,7 @@ fn bench(a: BenchArgs) -> anyhow::Result<()> {
     }
     latencies.sort_unstable();
     let us = |d: Duration| d.as_secs_f64() * 1e6;
-    println!(
+    out!(
         "incremental match+insert at {} records: n={} p50 {:.0} µs, p99 {:.0} µs, max {:.0} µs \
          (linked {}, new {}, review {})",
         a.records,

@@ -99,7 +99,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .iter()
         .map(|item| json!({"type": item.type_name(), "value": item.to_json()}))
         .collect();
-    println!("{}", serde_json::to_string_pretty(&Json::Array(items))?);
+    out!("{}", serde_json::to_string_pretty(&Json::Array(items))?);
     Ok(ExitCode::SUCCESS)
 }
 

@@ -3,6 +3,33 @@
 //! Each subcommand lives in its own module with its clap arguments and a `run` function;
 //! this file only dispatches. `anyhow` is used here, at the edge, and nowhere else.
 
+/// `println!` that returns the write's error instead of panicking: a reader that goes away
+/// (`renkei empi explain ... | head`) ends the command quietly (see [`main`]).
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout().lock(), $($arg)*).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::BrokenPipe {
+                anyhow::Error::new(crate::StdoutClosed)
+            } else {
+                anyhow::Error::new(e)
+            }
+        })?
+    }};
+}
+
+/// Standard output's reader went away while a command was printing.
+#[derive(Debug)]
+struct StdoutClosed;
+
+impl std::fmt::Display for StdoutClosed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("standard output was closed")
+    }
+}
+
+impl std::error::Error for StdoutClosed {}
+
 mod bench;
 mod bench_hl7;
 mod bench_repetitions;
@@ -53,6 +80,8 @@ const BENCH_LOG_FILTER: &str = "info,tokio_postgres=warn,hyper=warn,reqwest=warn
 fn main() -> ExitCode {
     match run() {
         Ok(code) => code,
+        // The reader of our standard output went away (`| head`): nothing left to say.
+        Err(e) if e.downcast_ref::<StdoutClosed>().is_some() => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE

@@ -161,3 +161,24 @@ fn strict_mode_refuses_ordered_functions_on_unordered_collections() {
     let items: Value = serde_json::from_slice(&ordered.stdout).unwrap();
     assert_eq!(items[0]["value"], "Hana");
 }
+
+/// A reader that goes away (`renkei fhirpath ... | head -0`) ends the command quietly: no
+/// panic, no error.
+#[test]
+fn a_closed_standard_output_is_not_a_panic() {
+    let file = resource_file("patient-pipe.json", &patient());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_renkei"))
+        .args(["fhirpath", "--resource"])
+        .arg(&file)
+        .arg("Patient.name.given")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("the renkei binary runs");
+    // Close the only reader before the command has printed anything.
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(out.status.success(), "{stderr}");
+}
