@@ -16,7 +16,7 @@
 //! In atomic mode the first failure aborts the whole call (the backend rolls back); in batch mode
 //! each entry runs under a savepoint and fails alone.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::future::Future;
 
 use serde_json::{Map, Value};
@@ -106,6 +106,8 @@ enum Plan {
 /// conditional references point, and the entry's index rows if the caller extracted them.
 struct Prepared<'a> {
     urls: &'a HashMap<String, String>,
+    /// The `Type/id`s `urls` maps to: what this call will write (for the reference check).
+    planned: &'a HashSet<String>,
     resolved: &'a mut HashMap<String, String>,
     index: Option<Vec<IndexRow>>,
     references: ReferenceCheck,
@@ -123,6 +125,7 @@ pub(crate) async fn apply<B: Backend>(
 ) -> Result<Vec<Result<Outcome, StoreError>>, StoreError> {
     let mut plans: Vec<Option<Plan>> = (0..entries.len()).map(|_| None).collect();
     let mut urls: HashMap<String, String> = HashMap::new();
+    let mut targets: HashSet<String> = HashSet::new();
     let mut planned = false;
     let mut results = Vec::with_capacity(entries.len());
     let mut resolved = HashMap::new();
@@ -134,6 +137,8 @@ pub(crate) async fn apply<B: Backend>(
         if !planned && !is_delete {
             plan(b, &entries[i..], &mut plans[i..], &mut urls).await?;
             planned = true;
+            // Built once: a reference check per entry must not scan every entry's target.
+            targets = urls.values().cloned().collect();
         }
         let index = entries[i].index.take();
         let references = std::mem::take(&mut entries[i].references);
@@ -156,6 +161,7 @@ pub(crate) async fn apply<B: Backend>(
             plans[i].take(),
             Prepared {
                 urls: &urls,
+                planned: &targets,
                 resolved: &mut resolved,
                 index,
                 references,
@@ -575,6 +581,7 @@ async fn put<B: Backend>(
 ) -> Result<Outcome, StoreError> {
     let Prepared {
         urls,
+        planned,
         resolved,
         index,
         references,
@@ -603,7 +610,7 @@ async fn put<B: Backend>(
     let resolved_any =
         resolve_conditional_references(b, extractor, &mut resource, resolved).await?;
     if let ReferenceCheck::Refuse { base } = &references {
-        check_references(b, ty, id, &resource, base.as_deref(), urls).await?;
+        check_references(b, ty, id, &resource, base.as_deref(), planned).await?;
     }
     // An update that changes nothing (meta.versionId / lastUpdated aside) writes no new
     // version: the current one is the answer. Feeds that repeat the same directory resources
@@ -717,7 +724,7 @@ async fn check_references<B: Backend>(
     id: &str,
     resource: &Value,
     base: Option<&str>,
-    urls: &HashMap<String, String>,
+    planned: &HashSet<String>,
 ) -> Result<(), StoreError> {
     let references = refs::local_references(resource, base);
     if references.is_empty() {
@@ -727,7 +734,7 @@ async fn check_references<B: Backend>(
     let mut present: BTreeSet<&str> = BTreeSet::new();
     for r in &references {
         let target = r.target.as_str();
-        if target == own || present.contains(target) || urls.values().any(|u| u == target) {
+        if target == own || present.contains(target) || planned.contains(target) {
             continue;
         }
         let (t, i) = target.split_once('/').unwrap_or((target, ""));
