@@ -84,6 +84,57 @@ async fn crud_and_its_error_paths(backend: Backend) {
     );
     assert_eq!(s.send("GET", "Patient/unknown", &[], None).await.0, 404);
 
+    // Conditional read: 304 with the ETag and no body when the client's copy is current.
+    let (st, h, b) = s
+        .send(
+            "GET",
+            &format!("Patient/{id}"),
+            &[("if-none-match", "W/\"2\"")],
+            None,
+        )
+        .await;
+    assert_eq!(
+        (st, &b, h["etag"].to_str().unwrap()),
+        (304, &Value::Null, "W/\"2\"")
+    );
+    let (st, _, _) = s
+        .send(
+            "GET",
+            &format!("Patient/{id}"),
+            &[("if-none-match", "W/\"1\"")],
+            None,
+        )
+        .await;
+    assert_eq!(st, 200);
+    let last_modified = h["last-modified"].to_str().unwrap().to_owned();
+    let (st, _, _) = s
+        .send(
+            "GET",
+            &format!("Patient/{id}"),
+            &[("if-modified-since", &last_modified)],
+            None,
+        )
+        .await;
+    assert_eq!(st, 304);
+    let (st, _, b) = s
+        .send(
+            "GET",
+            &format!("Patient/{id}"),
+            &[("if-modified-since", "Mon, 01 Jan 2001 00:00:00 GMT")],
+            None,
+        )
+        .await;
+    assert_eq!((st, b["id"].as_str()), (200, Some(id.as_str())));
+    let (st, _, _) = s
+        .send(
+            "GET",
+            &format!("Patient/{id}/_history/1"),
+            &[("if-none-match", "W/\"1\"")],
+            None,
+        )
+        .await;
+    assert_eq!(st, 304);
+
     // update-as-create with a client id.
     let (st, h, _) = s
         .send(

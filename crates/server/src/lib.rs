@@ -21,6 +21,7 @@
 //! - [`empi`]: the EMPI wired into every Patient write ([`empi::EmpiStore`]), golden records,
 //!   the review queue, manual decisions and PIXm ([`empi::Mpi`]).
 
+mod conditional_read;
 pub mod empi;
 pub mod error;
 mod health;

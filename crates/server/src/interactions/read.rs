@@ -1,5 +1,6 @@
 //! [read](https://hl7.org/fhir/R4/http.html#read): `GET [base]/[type]/[id]`. A deleted resource
-//! answers 410 Gone, an unknown one 404.
+//! answers 410 Gone, an unknown one 404; a current copy on the client, 304
+//! ([`crate::conditional_read`]).
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -14,7 +15,8 @@ pub async fn handler(
     Path((ty, id)): Path<(String, String)>,
     fhir: Fhir,
 ) -> Result<Response, ApiError> {
-    Ok(read(&state, &fhir, &ty, &id).await?.into_http(fhir.pretty))
+    let reply = read(&state, &fhir, &ty, &id).await?;
+    Ok(crate::conditional_read::apply(&fhir.headers, reply).into_http(fhir.pretty))
 }
 
 pub async fn read(state: &AppState, fhir: &Fhir, ty: &str, id: &str) -> Result<Reply, ApiError> {

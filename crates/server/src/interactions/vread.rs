@@ -1,5 +1,6 @@
 //! [vread](https://hl7.org/fhir/R4/http.html#vread): `GET [base]/[type]/[id]/_history/[vid]`.
-//! A version that is a deletion answers 410 Gone.
+//! A version that is a deletion answers 410 Gone; a current copy on the client, 304
+//! ([`crate::conditional_read`]).
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -14,9 +15,8 @@ pub async fn handler(
     Path((ty, id, vid)): Path<(String, String, String)>,
     fhir: Fhir,
 ) -> Result<Response, ApiError> {
-    Ok(vread(&state, &fhir, &ty, &id, &vid)
-        .await?
-        .into_http(fhir.pretty))
+    let reply = vread(&state, &fhir, &ty, &id, &vid).await?;
+    Ok(crate::conditional_read::apply(&fhir.headers, reply).into_http(fhir.pretty))
 }
 
 pub async fn vread(
