@@ -39,6 +39,10 @@ pub enum SinkError {
     /// Storage failed; the message was not taken.
     #[error("storage unavailable: {0}")]
     Unavailable(String),
+    /// A stored record cannot be read (a receipt whose ACK code is not one): no ACK can be
+    /// given for it, neither a replay nor a new one, until an operator looks.
+    #[error("stored record unreadable: {0}")]
+    Corrupt(String),
     /// The sink refused the content (what the mapping produced is not a valid record, or it
     /// contradicts what is stored): answered `AE` with this ERR segment, nothing committed.
     #[error("rejected: {}", .0.message)]
@@ -168,6 +172,10 @@ impl<S: Sink> Ingest<S> {
         for attempt in 0..2 {
             let stored = match self.sink.stored_ack(&key).await {
                 Ok(s) => s,
+                Err(error @ SinkError::Corrupt(_)) => {
+                    tracing::error!(%error, control_id = message.control_id(), "idempotency lookup failed");
+                    return Reply::Close;
+                }
                 Err(error) => {
                     tracing::warn!(%error, "idempotency lookup failed");
                     return Reply::Close;

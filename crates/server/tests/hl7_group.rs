@@ -114,3 +114,34 @@ async fn a_message_the_store_refuses_fails_alone_in_a_group_commit() {
     assert_eq!(count(&*store, "twice").await, Some(2));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A stored receipt whose ACK code cannot be read is an error, never replayed as an `AA`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_stored_ack_code_is_an_error_not_an_aa() {
+    use mllp::ingest::Sink;
+    let dir = std::env::temp_dir().join(format!("renkei-hl7-receipt-{}", uuid::Uuid::new_v4()));
+    let store: Arc<dyn Store> =
+        Arc::new(SqliteStore::open_dir(&dir, Arc::new(FhirIndexExtractor::new())).unwrap());
+    let state = AppState::new(
+        store.clone(),
+        Arc::new(R4Validator),
+        ServerConfig::default(),
+    );
+    let sink = StoreSink::new(state, Arc::new(RecordMerges), &Hl7Config::default());
+    let message = hl7v2::parse(
+        b"MSH|^~\\&|LAB|GENHOSP|RENKEI|HIE|20260101||ADT^A01|C1|P|2.5\rEVN||20260101\rPID|1||9^^^GENHOSP^MR\r",
+    )
+    .unwrap();
+    let key = hl7v2::ack::IdempotencyKey::of(&message).unwrap();
+    let mut garbled = receipt(&server::hl7::sink::receipt_key(&key));
+    garbled.code = "ZZ".into();
+    sink.commit_bundle(garbled, &bundle("c1"), &[])
+        .await
+        .unwrap();
+    let looked_up = sink.stored_ack(&key).await;
+    let Err(SinkError::Corrupt(why)) = &looked_up else {
+        panic!("{looked_up:?}")
+    };
+    assert!(why.contains("'ZZ'"), "{why}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

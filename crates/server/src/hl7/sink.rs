@@ -262,10 +262,20 @@ impl Sink for StoreSink {
             .receipt(&ctx, &receipt_key(key))
             .await
             .map_err(|e| SinkError::Unavailable(e.to_string()))?;
-        Ok(receipt.map(|r| StoredAck {
+        let Some(r) = receipt else {
+            return Ok(None);
+        };
+        // A code that is not an ACK code is never replayed as an `AA`.
+        let code = AckCode::parse(&r.code).ok_or_else(|| {
+            SinkError::Corrupt(format!(
+                "the receipt of {} holds '{}', not an acknowledgment code",
+                r.key, r.code
+            ))
+        })?;
+        Ok(Some(StoredAck {
             key: key.clone(),
             fingerprint: r.fingerprint as u64,
-            code: AckCode::parse(&r.code).unwrap_or(AckCode::AA),
+            code,
             ack: r.reply,
         }))
     }

@@ -91,5 +91,6 @@ pub async fn import_change(
         Err(SinkError::Duplicate) => FileOutcome::Unchanged,
         Err(SinkError::Rejected(detail)) => fail(detail.message),
         Err(SinkError::Unavailable(e)) => fail(format!("storage unavailable: {e}")),
+        Err(SinkError::Corrupt(e)) => fail(format!("stored record unreadable: {e}")),
     }
 }
