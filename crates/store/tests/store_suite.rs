@@ -1236,9 +1236,14 @@ async fn everything_lists_each_resource_once_across_pages(s: Arc<dyn Store>) {
             "serviceProvider": {"reference": "Organization/org"}}),
         )
         .await;
-        // Each condition names an encounter that is a member too: it must not come twice.
-        put(json!({"resourceType": "Condition", "id": format!("c{i}"),
-            "subject": {"reference": "Patient/p"}, "encounter": {"reference": format!("Encounter/e{i}")}})).await;
+        // Each condition names an encounter that is a member too: it must not come twice. One
+        // was asserted by another patient, who is not part of this patient's record.
+        let mut condition = json!({"resourceType": "Condition", "id": format!("c{i}"),
+            "subject": {"reference": "Patient/p"}, "encounter": {"reference": format!("Encounter/e{i}")}});
+        if i == 0 {
+            condition["asserter"] = json!({"reference": "Patient/q"});
+        }
+        put(condition).await;
         expected.push(format!("Encounter/e{i}"));
         expected.push(format!("Condition/c{i}"));
     }

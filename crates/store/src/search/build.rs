@@ -425,6 +425,21 @@ impl Builder<'_> {
                 });
                 // What refers onwards: the members and the owner.
                 let sources: Vec<String> = member_rids.iter().chain(&owner_rid).cloned().collect();
+                // What they refer to is added only when it is of a type outside the
+                // compartment (practitioners, organisations, locations, medications): a
+                // resource of a compartment type is there as a member or not at all (another
+                // patient's encounter, a linked patient), and each page would otherwise join
+                // every reference of the whole compartment.
+                let outside = if *referenced {
+                    let types: Vec<String> = params
+                        .iter()
+                        .map(|(t, _)| t.clone())
+                        .chain([owner_type.clone()])
+                        .collect();
+                    self.list(&types)
+                } else {
+                    String::new()
+                };
                 let mut alts = Vec::new();
                 if probe {
                     if !by_type.is_empty() {
@@ -440,8 +455,9 @@ impl Builder<'_> {
                     if *referenced && !sources.is_empty() {
                         let y = self.alias("y");
                         alts.push(format!(
-                            "EXISTS (SELECT 1 FROM idx_reference {y} WHERE {y}.target_type = {a}.res_type \
-                             AND {y}.target_id = {a}.res_id AND {y}.rid IN ({}))",
+                            "({a}.res_type NOT IN ({outside}) AND EXISTS (SELECT 1 FROM idx_reference {y} \
+                             WHERE {y}.target_type = {a}.res_type AND {y}.target_id = {a}.res_id \
+                             AND {y}.rid IN ({})))",
                             sources.join(" UNION ")
                         ));
                     }
@@ -462,7 +478,7 @@ impl Builder<'_> {
                         rids.push(format!(
                             "SELECT {t}.rid FROM idx_reference {y} JOIN resource {t} \
                              ON {t}.res_type = {y}.target_type AND {t}.res_id = {y}.target_id \
-                             WHERE {y}.rid IN ({}){of_type}",
+                             WHERE {y}.rid IN ({}) AND {y}.target_type NOT IN ({outside}){of_type}",
                             sources.join(" UNION ")
                         ));
                     }

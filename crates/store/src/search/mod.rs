@@ -96,9 +96,10 @@ pub enum Filter {
     },
     /// Membership of a compartment (`/Patient/123/Condition`, `$everything`): the resource
     /// refers to the owner through one of its type's compartment parameters, or (when
-    /// `include_owner`) is the owner itself, or (when `referenced`) is referred to by such a
-    /// member or the owner (the practitioners, organisations, locations and medications of
-    /// `$everything`, each once, and paged like the members).
+    /// `include_owner`) is the owner itself, or (when `referenced`) is of a type outside the
+    /// compartment and referred to by such a member or the owner (the practitioners,
+    /// organisations, locations and medications of `$everything`, each once, and paged like
+    /// the members).
     Compartment {
         owner_type: String,
         owner_id: String,
