@@ -558,15 +558,13 @@ fn entry_for(resource: Value, checks: &Checks<'_>) -> Result<WriteEntry, String>
 
 /// The local references (`Type/id`) of a write's resource, counted once committed.
 fn references_of(entry: &WriteEntry) -> Vec<String> {
-    match &entry.op {
-        WriteOp::Create { resource, .. }
-        | WriteOp::Update { resource, .. }
-        | WriteOp::ConditionalUpdate { resource, .. } => store::local_references(resource, None)
-            .into_iter()
-            .map(|r| r.target)
-            .collect(),
-        WriteOp::Delete { .. } | WriteOp::ConditionalDelete { .. } => Vec::new(),
-    }
+    entry
+        .op
+        .resource()
+        .into_iter()
+        .flat_map(|resource| store::local_references(resource, None))
+        .map(|r| r.target)
+        .collect()
 }
 
 /// Reads one NDJSON file; `false` when it is not FHIR and was skipped.

@@ -15,7 +15,7 @@ use std::hash::{Hash, Hasher};
 use serde_json::{Value, json};
 
 use crate::error::StoreError;
-use crate::model::{WriteEntry, WriteOp};
+use crate::model::WriteEntry;
 
 /// The type of a search parameter, as in `SearchParameter.type`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -199,25 +199,17 @@ pub(crate) fn rewrite_reference_rows(rows: &mut Vec<IndexRow>, map: &HashMap<Str
 /// knows the ids, and extracts again where a conditional reference is resolved. A resource
 /// that fails extraction is left without rows: the write reports the error.
 pub fn extract_ahead(extractor: &dyn IndexExtractor, entries: &mut [WriteEntry]) {
-    fn resource_of(op: &WriteOp) -> Option<&Value> {
-        match op {
-            WriteOp::Create { resource, .. }
-            | WriteOp::Update { resource, .. }
-            | WriteOp::ConditionalUpdate { resource, .. } => Some(resource),
-            WriteOp::Delete { .. } | WriteOp::ConditionalDelete { .. } => None,
-        }
-    }
     fn type_of(resource: &Value) -> Option<&str> {
         resource.get("resourceType").and_then(Value::as_str)
     }
     let mut types = FullUrlTypes::default();
     for entry in entries.iter() {
-        if let (Some(url), Some(ty)) = (&entry.full_url, resource_of(&entry.op).and_then(type_of)) {
+        if let (Some(url), Some(ty)) = (&entry.full_url, entry.op.resource().and_then(type_of)) {
             types.insert(url, ty);
         }
     }
     for entry in entries.iter_mut().filter(|e| e.index.is_none()) {
-        let Some(resource) = resource_of(&entry.op) else {
+        let Some(resource) = entry.op.resource() else {
             continue;
         };
         let Some(ty) = type_of(resource) else {
@@ -231,13 +223,9 @@ pub fn extract_ahead(extractor: &dyn IndexExtractor, entries: &mut [WriteEntry])
 
 /// Whether [`extract_ahead`] has work to do on `entries`.
 pub(crate) fn needs_extraction(entries: &[WriteEntry]) -> bool {
-    entries.iter().any(|e| {
-        e.index.is_none()
-            && !matches!(
-                e.op,
-                WriteOp::Delete { .. } | WriteOp::ConditionalDelete { .. }
-            )
-    })
+    entries
+        .iter()
+        .any(|e| e.index.is_none() && e.op.resource().is_some())
 }
 
 /// Drops repeated identical rows (the same code reached through two paths; composite

@@ -252,7 +252,17 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     /// Applies one write (any [`WriteOp`]) on its own.
     async fn write(&self, ctx: &RequestContext, op: WriteOp) -> Result<Outcome, StoreError> {
-        one(self.transaction(ctx, vec![WriteEntry::new(op)]).await)
+        self.write_entry(ctx, WriteEntry::new(op)).await
+    }
+
+    /// Applies one prepared write (with its reference check, or as a patch's result) on its
+    /// own.
+    async fn write_entry(
+        &self,
+        ctx: &RequestContext,
+        entry: WriteEntry,
+    ) -> Result<Outcome, StoreError> {
+        one(self.transaction(ctx, vec![entry]).await)
     }
 }
 

@@ -164,6 +164,18 @@ pub enum WriteOp {
     ConditionalDelete { query: SearchQuery },
 }
 
+impl WriteOp {
+    /// The resource the operation writes; `None` for a deletion.
+    pub fn resource(&self) -> Option<&Value> {
+        match self {
+            WriteOp::Create { resource, .. }
+            | WriteOp::Update { resource, .. }
+            | WriteOp::ConditionalUpdate { resource, .. } => Some(resource),
+            WriteOp::Delete { .. } | WriteOp::ConditionalDelete { .. } => None,
+        }
+    }
+}
+
 /// What a write did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {

@@ -161,10 +161,11 @@ impl StoreSink {
                         receipt: receipt.clone(),
                         entries,
                     };
-                    match self.inner.committer.commit(unit, alone).await {
-                        Ok(_) => Ok(named),
-                        Err(e) => Err(e),
-                    }
+                    self.inner
+                        .committer
+                        .commit(unit, alone)
+                        .await
+                        .map(|_| named)
                 }
                 Err(e) => Err(e),
             };
@@ -202,20 +203,14 @@ fn named_outside(entries: &[WriteEntry]) -> Vec<String> {
     let mut own = BTreeSet::new();
     let mut named = Vec::new();
     for entry in entries {
-        let resource = match &entry.op {
-            WriteOp::Update {
-                resource_type,
-                id,
-                resource,
-                ..
-            } => {
-                own.insert(format!("{resource_type}/{id}"));
-                resource
-            }
-            WriteOp::Create { resource, .. } | WriteOp::ConditionalUpdate { resource, .. } => {
-                resource
-            }
-            WriteOp::Delete { .. } | WriteOp::ConditionalDelete { .. } => continue,
+        if let WriteOp::Update {
+            resource_type, id, ..
+        } = &entry.op
+        {
+            own.insert(format!("{resource_type}/{id}"));
+        }
+        let Some(resource) = entry.op.resource() else {
+            continue;
         };
         named.extend(
             store::local_references(resource, None)

@@ -85,14 +85,7 @@ pub(crate) async fn write_entry(
     entry: WriteEntry,
 ) -> Result<Outcome, StoreError> {
     let entry = entry.with_references(reference_check(state, fhir));
-    let mut outcomes = state
-        .store
-        .transaction(&fhir.ctx, vec![entry])
-        .await
-        .map_err(StoreError::into_inner)?;
-    outcomes
-        .pop()
-        .ok_or_else(|| StoreError::Backend("a one-entry transaction returned nothing".into()))
+    state.store.write_entry(&fhir.ctx, entry).await
 }
 
 /// The search criteria of a conditional interaction (`[type]?criteria`); at least one is needed.
