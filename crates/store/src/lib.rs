@@ -272,6 +272,21 @@ fn one(r: Result<Vec<Outcome>, StoreError>) -> Result<Outcome, StoreError> {
         .ok_or_else(|| StoreError::Backend("a one-entry transaction returned nothing".into()))
 }
 
+/// Says what opening a store at migration `applied` does to reach `latest`: an upgrade of an
+/// existing store is worth one info line; creating a new one (every test and benchmark store)
+/// only a debug line.
+fn announce_migrations(backend: &str, applied: i64, latest: i64) {
+    if applied == 0 {
+        tracing::debug!(version = latest, "creating a new {backend} store");
+    } else if applied < latest {
+        tracing::info!(
+            from = applied,
+            to = latest,
+            "upgrading the {backend} store's schema"
+        );
+    }
+}
+
 /// Splits `limit + 1` rows (keyed by their paging key) into a page and its next cursor.
 fn history_page(mut rows: Vec<(i64, StoredResource)>, count: usize) -> HistoryPage {
     let next = if rows.len() > count {

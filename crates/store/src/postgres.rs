@@ -159,18 +159,9 @@ impl PostgresStore {
             )
             .await?
             .get(0);
-        crate::error::refuse_newer_schema(applied, MIGRATIONS[MIGRATIONS.len() - 1].0)?;
         let latest = MIGRATIONS[MIGRATIONS.len() - 1].0;
-        if applied == 0 {
-            // A new schema: creating it is not news worth a line per step.
-            tracing::debug!(version = latest, "creating a new PostgreSQL store");
-        } else if applied < latest {
-            tracing::info!(
-                from = applied,
-                to = latest,
-                "upgrading the PostgreSQL store's schema"
-            );
-        }
+        crate::error::refuse_newer_schema(applied, latest)?;
+        crate::announce_migrations("PostgreSQL", applied, latest);
         for (version, script) in MIGRATIONS {
             if *version > applied {
                 tracing::debug!(version, "applying PostgreSQL migration");

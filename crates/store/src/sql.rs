@@ -88,7 +88,6 @@ pub(crate) const INDEX_TABLES: [&str; 7] = [
     "DELETE FROM idx_uri WHERE rid = $1",
 ];
 
-/// The history query of a scope (`rid` for an instance), newest first, `limit` rows.
 /// The number of versions a history query covers (`_summary=count`).
 pub(crate) fn history_count(
     resource_type: Option<&str>,
@@ -96,24 +95,37 @@ pub(crate) fn history_count(
     since: Option<i64>,
 ) -> Sql {
     let mut sql = Sql::default();
-    let conds = history_conditions(&mut sql, resource_type, rid, since);
+    let filter = history_filter(&mut sql, resource_type, rid, since, None);
+    sql.text = format!("SELECT COUNT(*) FROM resource_version v {filter}");
+    sql
+}
+
+/// The history query of a scope (`rid` for an instance), newest first, `limit` rows.
+pub(crate) fn history(
+    resource_type: Option<&str>,
+    rid: Option<i64>,
+    since: Option<i64>,
+    before: Option<i64>,
+    limit: usize,
+) -> Sql {
+    let mut sql = Sql::default();
+    let filter = history_filter(&mut sql, resource_type, rid, since, before);
+    let limit = sql.bind(SqlParam::Int(limit as i64));
     sql.text = format!(
-        "SELECT COUNT(*) FROM resource_version v {}",
-        if conds.is_empty() {
-            String::new()
-        } else {
-            format!("WHERE {}", conds.join(" AND "))
-        }
+        "SELECT v.seq, {VERSION_COLUMNS} FROM resource_version v {filter} ORDER BY v.seq DESC LIMIT {limit}"
     );
     sql
 }
 
-fn history_conditions(
+/// The `WHERE` clause (empty for the whole system's history) of a history scope, `_since`
+/// and the paging cursor (versions before `before`).
+fn history_filter(
     sql: &mut Sql,
     resource_type: Option<&str>,
     rid: Option<i64>,
     since: Option<i64>,
-) -> Vec<String> {
+    before: Option<i64>,
+) -> String {
     let mut conds = Vec::new();
     if let Some(rid) = rid {
         conds.push(format!("v.rid = {}", sql.bind(SqlParam::Int(rid))));
@@ -126,29 +138,12 @@ fn history_conditions(
     if let Some(s) = since {
         conds.push(format!("v.last_updated >= {}", sql.bind(SqlParam::Int(s))));
     }
-    conds
-}
-
-pub(crate) fn history(
-    resource_type: Option<&str>,
-    rid: Option<i64>,
-    since: Option<i64>,
-    before: Option<i64>,
-    limit: usize,
-) -> Sql {
-    let mut sql = Sql::default();
-    let mut conds = history_conditions(&mut sql, resource_type, rid, since);
     if let Some(b) = before {
         conds.push(format!("v.seq < {}", sql.bind(SqlParam::Int(b))));
     }
-    let limit = sql.bind(SqlParam::Int(limit as i64));
-    sql.text = format!(
-        "SELECT v.seq, {VERSION_COLUMNS} FROM resource_version v {} ORDER BY v.seq DESC LIMIT {limit}",
-        if conds.is_empty() {
-            String::new()
-        } else {
-            format!("WHERE {}", conds.join(" AND "))
-        }
-    );
-    sql
+    if conds.is_empty() {
+        String::new()
+    } else {
+        format!("WHERE {}", conds.join(" AND "))
+    }
 }

@@ -344,18 +344,9 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
         [],
         |r| r.get(0),
     )?;
-    crate::error::refuse_newer_schema(applied, MIGRATIONS[MIGRATIONS.len() - 1].0)?;
     let latest = MIGRATIONS[MIGRATIONS.len() - 1].0;
-    if applied == 0 {
-        // A new store: creating its schema is not news worth a line per step.
-        tracing::debug!(version = latest, "creating a new SQLite store");
-    } else if applied < latest {
-        tracing::info!(
-            from = applied,
-            to = latest,
-            "upgrading the SQLite store's schema"
-        );
-    }
+    crate::error::refuse_newer_schema(applied, latest)?;
+    crate::announce_migrations("SQLite", applied, latest);
     for (version, script, what) in MIGRATIONS {
         if *version > applied {
             tracing::debug!(version, "applying SQLite migration: {what}");
