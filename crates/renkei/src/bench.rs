@@ -109,6 +109,34 @@ pub fn linked(store: Arc<dyn Store>) -> Arc<dyn Store> {
     Arc::new(server::empi::EmpiStore::new(store, mpi))
 }
 
+/// `renkei serve`'s HTTP face on a free loopback port of this process, for the benchmarks
+/// that measure over HTTP.
+pub struct InProcess {
+    /// The FHIR base URL (`http://127.0.0.1:PORT/fhir`).
+    pub base: String,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl InProcess {
+    pub async fn start(state: AppState) -> anyhow::Result<InProcess> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let base = format!("http://{}/fhir", listener.local_addr()?);
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(server::run(state, listener, async {
+            let _ = stopped.await;
+        }));
+        Ok(InProcess { base, stop, task })
+    }
+
+    /// Lets requests in flight finish, then returns the server's own error, if any.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        let _ = self.stop.send(());
+        self.task.await??;
+        Ok(())
+    }
+}
+
 /// A throwaway store, removed on [`Fresh::cleanup`].
 pub struct Fresh {
     pub store: Arc<dyn Store>,
@@ -209,14 +237,9 @@ async fn read(a: ReadArgs) -> anyhow::Result<()> {
         Arc::new(R4Validator),
         ServerConfig::default(),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(server::run(state, listener, async {
-        let _ = stopped.await;
-    }));
+    let server = InProcess::start(state).await?;
     let client = reqwest::Client::new();
-    let base = format!("http://{addr}/fhir");
+    let base = server.base.clone();
     let patient = serde_json::json!({
         "resourceType": "Patient", "id": "bench",
         "name": [{"family": "Yamada", "given": ["Taro"]}], "gender": "male", "birthDate": "1970-01-01"
@@ -253,8 +276,7 @@ async fn read(a: ReadArgs) -> anyhow::Result<()> {
         pct(0.99).as_secs_f64() * 1e3,
         samples.len() as f64 / total.as_secs_f64()
     );
-    let _ = stop.send(());
-    server.await??;
+    server.stop().await?;
     fresh.cleanup().await;
     Ok(())
 }

@@ -81,13 +81,8 @@ pub async fn repetitions(a: RepetitionsArgs) -> anyhow::Result<()> {
         ..ServerConfig::default()
     };
     let state = AppState::with_empi(fresh.store.clone(), Arc::new(R4Validator), config, mpi);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(server::run(state, listener, async {
-        let _ = stopped.await;
-    }));
-    let base = format!("http://{addr}/fhir");
+    let server = crate::bench::InProcess::start(state).await?;
+    let base = server.base.clone();
     let client = reqwest::Client::new();
     println!(
         "one Patient with N repetitions, PUT over HTTP ({backend}, EMPI {}), while two clients write small Patients and Observations",
@@ -164,8 +159,7 @@ pub async fn repetitions(a: RepetitionsArgs) -> anyhow::Result<()> {
             n *= 2;
         }
     }
-    let _ = stop.send(());
-    server.await??;
+    server.stop().await?;
     fresh.cleanup().await;
     Ok(())
 }

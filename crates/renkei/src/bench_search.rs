@@ -309,13 +309,8 @@ pub async fn search(a: SearchArgs) -> anyhow::Result<()> {
         Arc::new(R4Validator),
         ServerConfig::default(),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(server::run(state, listener, async {
-        let _ = stopped.await;
-    }));
-    let base = format!("http://{addr}/fhir");
+    let server = crate::bench::InProcess::start(state).await?;
+    let base = server.base.clone();
     let client = reqwest::Client::new();
     // Warm-up: one pass over the kinds (and the page cache), untimed.
     for q in mix(&patients, 90) {
@@ -362,8 +357,7 @@ pub async fn search(a: SearchArgs) -> anyhow::Result<()> {
     }
     let wall = started.elapsed();
     bar.finish_and_clear();
-    let _ = stop.send(());
-    server.await??;
+    server.stop().await?;
 
     println!(
         "search {backend}: {stored} resources, {} patients, {} clients, {} requests in {:.1} s = {:.0} queries/s",
