@@ -1,8 +1,12 @@
-//! The request context every store call carries: who asks, for whom, why, and a request id.
+//! The request context every store call carries: who asks, for whom, why, a request id, and the
+//! access policy computed once for the request.
 //!
-//! The store does not decide access yet; it records the context (request id on the change feed,
-//! tracing spans) so that authorization, consent and audit can be added in one place later
-//! without changing any caller. See DESIGN.md, "Security is not optional".
+//! The store enforces [`AccessPolicy`] inside the SQL it builds (see `docs/storage.md`,
+//! "Access"), so a hidden resource never shows in a result, a count, a paging link or a
+//! conditional match. Filling the policy (from tokens, scopes and Consent) is the security
+//! layer's job; the store only applies it. See DESIGN.md, "Security is not optional".
+
+use std::collections::BTreeSet;
 
 /// Who is asking.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -18,6 +22,71 @@ pub enum Actor {
     Node(String),
 }
 
+/// A security label (`meta.security`) by system and code.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SecurityLabel {
+    pub system: String,
+    pub code: String,
+}
+
+impl SecurityLabel {
+    pub fn new(system: impl Into<String>, code: impl Into<String>) -> Self {
+        SecurityLabel {
+            system: system.into(),
+            code: code.into(),
+        }
+    }
+}
+
+/// What one request may see.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum AccessPolicy {
+    /// Everything (the node itself, an administrator, a system client with `system/*.*`).
+    #[default]
+    Unrestricted,
+    /// Only what [`Restriction`] allows.
+    Restricted(Restriction),
+}
+
+/// A restricted caller's view: the compartments of some patients, minus resources carrying a
+/// denied security label (unless the caller broke the glass).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Restriction {
+    /// Ids of the Patients whose compartments (FHIR's Patient CompartmentDefinition: the
+    /// Patient itself and every resource that names it through a compartment parameter) the
+    /// caller may see. Resources in no allowed compartment, including those of types outside
+    /// the Patient compartment (Practitioner, Organization, ...), are hidden.
+    pub patients: BTreeSet<String>,
+    /// Resources carrying any of these labels in `meta.security` are hidden, unless
+    /// `break_glass`.
+    pub denied_labels: BTreeSet<SecurityLabel>,
+    /// The caller declared an emergency ("break the glass"): denied labels no longer hide
+    /// anything; compartments still do. The audit layer flags every such access.
+    pub break_glass: bool,
+}
+
+impl AccessPolicy {
+    /// A caller restricted to the compartments of `patients`, with no denied labels.
+    pub fn patients<I, S>(patients: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        AccessPolicy::Restricted(Restriction {
+            patients: patients.into_iter().map(Into::into).collect(),
+            ..Restriction::default()
+        })
+    }
+
+    /// The restriction, if any.
+    pub fn restriction(&self) -> Option<&Restriction> {
+        match self {
+            AccessPolicy::Unrestricted => None,
+            AccessPolicy::Restricted(r) => Some(r),
+        }
+    }
+}
+
 /// The context of one request, passed to every [`crate::Store`] call.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RequestContext {
@@ -29,6 +98,11 @@ pub struct RequestContext {
     pub purpose_of_use: Option<String>,
     /// Correlates logs, audit records and change-feed rows of one request.
     pub request_id: String,
+    /// What this request may see, applied by the store inside its SQL.
+    pub access: AccessPolicy,
+    /// Work the node does for this request on its own behalf (EMPI planning, caches): not
+    /// restricted, but still attributed to the requester. See [`RequestContext::internal`].
+    pub internal: bool,
 }
 
 impl RequestContext {
@@ -39,6 +113,8 @@ impl RequestContext {
             on_behalf_of: None,
             purpose_of_use: None,
             request_id: uuid::Uuid::new_v4().to_string(),
+            access: AccessPolicy::Unrestricted,
+            internal: false,
         }
     }
 
@@ -46,5 +122,23 @@ impl RequestContext {
     pub fn with_request_id(mut self, request_id: impl Into<String>) -> Self {
         self.request_id = request_id.into();
         self
+    }
+
+    /// The same context with the given access policy.
+    pub fn with_access(mut self, access: AccessPolicy) -> Self {
+        self.access = access;
+        self
+    }
+
+    /// The context for the node's own reads and writes made while serving this request (the
+    /// EMPI deciding a link, a cache refresh): unrestricted, so that a restricted caller can
+    /// never change what such a decision sees, yet keeping the requester and request id for
+    /// audit. Never hand its results to the caller.
+    pub fn internal(&self) -> Self {
+        Self {
+            access: AccessPolicy::Unrestricted,
+            internal: true,
+            ..self.clone()
+        }
     }
 }

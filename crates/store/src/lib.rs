@@ -43,7 +43,7 @@ mod wal;
 use async_trait::async_trait;
 use serde_json::Value;
 
-pub use context::{Actor, RequestContext};
+pub use context::{AccessPolicy, Actor, RequestContext, Restriction, SecurityLabel};
 pub use error::{ErrorKind, StoreError};
 pub use extract::FhirIndexExtractor;
 pub use index::{
