@@ -26,6 +26,7 @@
 mod context;
 mod engine;
 mod error;
+mod exclusive;
 pub mod extract;
 pub mod index;
 mod model;
@@ -45,6 +46,7 @@ use serde_json::Value;
 
 pub use context::{AccessPolicy, Actor, RequestContext, Restriction, SecurityLabel};
 pub use error::{ErrorKind, StoreError};
+pub use exclusive::ExclusiveLock;
 pub use extract::FhirIndexExtractor;
 pub use index::{
     BasicExtractor, FullUrlTypes, IndexExtractor, IndexRow, IndexValue, ParamDef, ParamType,
@@ -157,6 +159,15 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         after: i64,
         limit: usize,
     ) -> Result<Vec<Change>, StoreError>;
+
+    /// Takes the lock `name` (letters, digits, `-`, `_`, `.`) shared by every process using this
+    /// store's database, waiting until it is free; it is held until the guard is released or
+    /// dropped. See [`ExclusiveLock`].
+    async fn lock_exclusive(
+        &self,
+        ctx: &RequestContext,
+        name: &str,
+    ) -> Result<ExclusiveLock, StoreError>;
 
     /// The current version; `NotFound` if it never existed, `Gone` if it is deleted.
     async fn read(

@@ -694,6 +694,33 @@ impl Store for PostgresStore {
         self.keyed_once(ctx, units).await
     }
 
+    async fn lock_exclusive(
+        &self,
+        _ctx: &RequestContext,
+        name: &str,
+    ) -> Result<crate::ExclusiveLock, StoreError> {
+        if !crate::exclusive::valid_name(name) {
+            return Err(StoreError::Invalid(format!("invalid lock name {name:?}")));
+        }
+        // Advisory locks are per database: the schema is part of the key, so stores in
+        // different schemas of one database (tests, tenants) do not wait for each other.
+        let scoped = format!(
+            "{}.{name}",
+            self.config.schema.as_deref().unwrap_or("public")
+        );
+        let key = crate::exclusive::advisory_key(&scoped);
+        let client = self.pool.get().await?;
+        client
+            .execute("SELECT pg_advisory_lock($1)", &[&key])
+            .await?;
+        Ok(crate::ExclusiveLock {
+            held: crate::exclusive::Held::Postgres {
+                client: Some(client),
+                key,
+            },
+        })
+    }
+
     async fn changes(
         &self,
         _ctx: &RequestContext,

@@ -845,6 +845,33 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn lock_exclusive(
+        &self,
+        _ctx: &RequestContext,
+        name: &str,
+    ) -> Result<crate::ExclusiveLock, StoreError> {
+        if !crate::exclusive::valid_name(name) {
+            return Err(StoreError::Invalid(format!("invalid lock name {name:?}")));
+        }
+        let mut path = self.inner.path.clone().into_os_string();
+        path.push(format!(".{name}.lock"));
+        tokio::task::spawn_blocking(move || {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&path)
+                .map_err(|e| StoreError::Backend(format!("lock file {path:?}: {e}")))?;
+            file.lock()
+                .map_err(|e| StoreError::Backend(format!("lock file {path:?}: {e}")))?;
+            Ok(crate::ExclusiveLock {
+                held: crate::exclusive::Held::File(file),
+            })
+        })
+        .await
+        .map_err(|e| StoreError::Backend(format!("lock task failed: {e}")))?
+    }
+
     async fn changes(
         &self,
         _ctx: &RequestContext,

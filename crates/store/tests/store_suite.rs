@@ -1276,6 +1276,38 @@ async fn everything_lists_each_resource_once_across_pages(s: Arc<dyn Store>) {
     assert_eq!(got.len(), expected.len() - 1);
 }
 
+/// The named lock is exclusive while held (across stores opened on one database, as two
+/// processes would) and free again once released or dropped.
+async fn exclusive_lock_is_shared_by_every_handle(s: Arc<dyn Store>) {
+    let first = s.lock_exclusive(&ctx(), "suite-lock").await.unwrap();
+    let s2 = s.clone();
+    let waiter = tokio::spawn(async move {
+        let second = s2.lock_exclusive(&ctx(), "suite-lock").await.unwrap();
+        second.release().await;
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    assert!(
+        !waiter.is_finished(),
+        "a second holder got the lock while it was held"
+    );
+    // Another name is independent.
+    s.lock_exclusive(&ctx(), "suite-other")
+        .await
+        .unwrap()
+        .release()
+        .await;
+    first.release().await;
+    waiter.await.unwrap();
+    // A dropped guard releases too.
+    drop(s.lock_exclusive(&ctx(), "suite-lock").await.unwrap());
+    s.lock_exclusive(&ctx(), "suite-lock")
+        .await
+        .unwrap()
+        .release()
+        .await;
+    assert!(s.lock_exclusive(&ctx(), "../etc").await.is_err());
+}
+
 macro_rules! suite {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
@@ -1343,6 +1375,7 @@ suite!(
     concurrent_updates_never_lose_a_version,
     keyed_commits_write_receipt_and_resources_together,
     concurrent_keyed_commits_of_one_key_commit_once,
+    exclusive_lock_is_shared_by_every_handle,
 );
 
 /// A PostgreSQL schema migrated by a newer Renkei is refused on connect (with a permanent

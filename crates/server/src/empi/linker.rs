@@ -544,6 +544,14 @@ impl Store for EmpiStore {
     ) -> Result<Vec<store::Change>, StoreError> {
         self.inner.changes(ctx, after, limit).await
     }
+
+    async fn lock_exclusive(
+        &self,
+        ctx: &RequestContext,
+        name: &str,
+    ) -> Result<store::ExclusiveLock, StoreError> {
+        self.inner.lock_exclusive(ctx, name).await
+    }
 }
 
 #[cfg(test)]
