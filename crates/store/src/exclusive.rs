@@ -23,7 +23,7 @@ pub struct ExclusiveLock {
 
 pub(crate) enum Held {
     Postgres {
-        client: Option<deadpool_postgres::Object>,
+        client: Option<Box<deadpool_postgres::Object>>,
         key: i64,
     },
     File(#[allow(dead_code)] std::fs::File),
@@ -44,7 +44,7 @@ impl ExclusiveLock {
         if let Held::Postgres { client, key } = &mut self.held
             && let Some(client) = client.take()
         {
-            unlock(client, *key).await;
+            unlock(*client, *key).await;
         }
     }
 }
@@ -57,10 +57,10 @@ impl Drop for ExclusiveLock {
             let key = *key;
             match tokio::runtime::Handle::try_current() {
                 Ok(runtime) => {
-                    runtime.spawn(unlock(client, key));
+                    runtime.spawn(unlock(*client, key));
                 }
                 // Closing the connection ends the session, which releases its locks.
-                Err(_) => drop(deadpool_postgres::Object::take(client)),
+                Err(_) => drop(deadpool_postgres::Object::take(*client)),
             }
         }
     }

@@ -715,7 +715,7 @@ impl Store for PostgresStore {
             .await?;
         Ok(crate::ExclusiveLock {
             held: crate::exclusive::Held::Postgres {
-                client: Some(client),
+                client: Some(Box::new(client)),
                 key,
             },
         })
