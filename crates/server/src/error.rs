@@ -6,7 +6,8 @@
 //! - [`ApiError`] is an error answer: a status, the OperationOutcome issues, and the headers
 //!   the status needs (`WWW-Authenticate` on 401, `Allow` on 405). It is built only by its named
 //!   constructors (`not_found`, `unprocessable`, `unauthorized`, ...), each one row of the
-//!   table ([`Failure`]); a handler says what happened, never which status and code that is.
+//!   table (the private `Failure`); a handler says what happened, never which status and code
+//!   that is.
 //! - The errors of the other layers become answers here, one `From` impl each: the store's
 //!   (by [`ErrorKind`]), validation issues, the EMPI's [`ManualError`] and [`MatchError`], and
 //!   JSON Patch's [`json_patch::PatchError`].

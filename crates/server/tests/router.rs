@@ -281,7 +281,8 @@ async fn formats_json_only() {
     assert_eq!(params, vec!["_id", "_lastUpdated", "identifier"]);
 }
 
-/// What FHIR defines and this server does not implement answers 501; a path that names nothing, 404.
+/// What FHIR defines and this server does not implement answers 501; a path that names
+/// nothing, 404.
 #[tokio::test]
 async fn unimplemented_operations_and_compartments_answer_501() {
     let h = harness();

@@ -3,6 +3,9 @@
 //! (a Patient, validated like a write), `onlyCertainMatches` and `count` parameters, answered
 //! with a searchset Bundle of stored Patients, best first, each with `search.score` (the match
 //! probability), the `match-grade` extension, and the per-field explanation of its score.
+//! Patient's `$ihe-pix` and `$empi-*` go to [`super::empi_ops`]; any other `$operation` answers
+//! 501 (not implemented), and a POST to an instance that names no operation answers 405 with
+//! the methods an instance takes.
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};

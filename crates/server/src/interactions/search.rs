@@ -114,7 +114,8 @@ fn not_patient(owner_type: &str, what: &str) -> ApiError {
         "Encounter" | "RelatedPerson" | "Practitioner" | "Device"
     ) {
         ApiError::not_implemented(format!(
-            "search in the {owner_type} compartment is not supported; only in the Patient compartment"
+            "search in the {owner_type} compartment is not supported; \
+             only in the Patient compartment"
         ))
     } else {
         ApiError::not_found(format!(
