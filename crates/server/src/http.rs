@@ -131,11 +131,11 @@ fn check_format(v: &str) -> Result<(), ApiError> {
     if is_json_media(&m) {
         Ok(())
     } else if is_xml_media(&m) {
-        Err(not_acceptable(
+        Err(ApiError::not_acceptable(
             "XML is not supported; this server speaks application/fhir+json only",
         ))
     } else {
-        Err(not_acceptable(format!(
+        Err(ApiError::not_acceptable(format!(
             "_format '{v}' is not supported; use json"
         )))
     }
@@ -152,14 +152,10 @@ fn check_accept(accept: &HeaderValue) -> Result<(), ApiError> {
     if ok {
         Ok(())
     } else {
-        Err(not_acceptable(format!(
+        Err(ApiError::not_acceptable(format!(
             "cannot produce '{s}'; this server speaks application/fhir+json only"
         )))
     }
-}
-
-fn not_acceptable(msg: impl Into<String>) -> ApiError {
-    ApiError::new(StatusCode::NOT_ACCEPTABLE, "not-supported", msg)
 }
 
 fn parse_prefer(headers: &HeaderMap) -> (Return, bool) {
@@ -186,27 +182,18 @@ pub fn parse_body(headers: &HeaderMap, body: &[u8]) -> Result<Value, ApiError> {
     if let Some(ct) = headers.get(header::CONTENT_TYPE) {
         let m = media_type(ct.to_str().unwrap_or(""));
         if !is_json_media(&m) {
-            return Err(ApiError::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "not-supported",
-                format!("Content-Type '{m}' is not supported; send application/fhir+json"),
-            ));
+            return Err(ApiError::unsupported_media(format!(
+                "Content-Type '{m}' is not supported; send application/fhir+json"
+            )));
         }
     }
     if body.is_empty() {
         return Err(ApiError::bad_request("the request has no body"));
     }
-    let v: Value = serde_json::from_slice(body).map_err(|e| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "structure",
-            format!("invalid JSON: {e}"),
-        )
-    })?;
+    let v: Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::unparsable(format!("invalid JSON: {e}")))?;
     if !v.is_object() {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "structure",
+        return Err(ApiError::unparsable(
             "the body must be a JSON object (a FHIR resource)",
         ));
     }
@@ -233,16 +220,16 @@ pub fn validate(state: &AppState, resource: &Value) -> Result<(), ApiError> {
         .map_err(ApiError::invalid_resource)
 }
 
-/// A path's resource type must be one the server knows.
+/// A path's resource type must be one the server knows. A `$name` in its place is a
+/// system-level operation (`[base]/$export`), or an instance-level one in a compartment's
+/// place (`Patient/1/$summary`), none of which this server implements.
 pub fn check_type(state: &AppState, ty: &str) -> Result<(), ApiError> {
     if state.validator.is_resource_type(ty) {
         Ok(())
+    } else if ty.starts_with('$') {
+        Err(crate::interactions::operation::not_implemented(ty))
     } else {
-        Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "not-supported",
-            format!("'{ty}' is not a FHIR R4 resource type"),
-        ))
+        Err(ApiError::unsupported_type(ty))
     }
 }
 

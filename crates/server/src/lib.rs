@@ -3,7 +3,8 @@
 //! # What it owns
 //! HTTP: routing, content negotiation (`application/fhir+json` only; XML answers 406/415),
 //! `_format`/`_pretty`/`Prefer`, ETag/Last-Modified/Location headers, bundles, and the single
-//! mapping from store and validation errors to HTTP status + OperationOutcome (`error`).
+//! table from what went wrong (store, validation, EMPI and JSON Patch errors, refused requests)
+//! to HTTP error status + OperationOutcome issue code (`error`).
 //!
 //! # What it must not do
 //! Touch SQL (everything goes through the `Store` trait), or validate FHIR structure itself
@@ -36,11 +37,10 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::http::StatusCode;
 use axum::routing::{get, post};
 use store::Store;
 
-pub use error::ApiError;
+pub use error::{ApiError, IssueCode};
 pub use validation::{R4Validator, Severity, ValidationIssue, Validator};
 
 use interactions::{
@@ -163,15 +163,10 @@ pub fn app(state: AppState) -> Router {
         .route("/fhir/{type}/{id}/_history", get(history::instance))
         .route("/fhir/{type}/{id}/{compartment}", get(search::compartment))
         .route("/fhir/{type}/{id}/_history/{vid}", get(vread::handler))
-        .fallback(|| async {
-            ApiError::new(StatusCode::NOT_FOUND, "not-found", "no such endpoint")
-        })
+        .fallback(|| async { ApiError::not_found("no such endpoint") })
+        // The router adds the route's `Allow` header.
         .method_not_allowed_fallback(|| async {
-            ApiError::new(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "not-supported",
-                "method not allowed here",
-            )
+            ApiError::method_not_allowed(&[], "method not allowed here")
         })
         .layer(DefaultBodyLimit::max(limit))
         .layer(axum::middleware::from_fn_with_state(

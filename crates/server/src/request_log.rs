@@ -80,14 +80,10 @@ fn is_fhir_json(response: &Response) -> bool {
 
 /// 413 with an OperationOutcome naming the limit (`too-long`: denial-of-service protection).
 pub fn too_large(limit: usize) -> ApiError {
-    ApiError::new(
-        StatusCode::PAYLOAD_TOO_LARGE,
-        "too-long",
-        format!(
-            "the request body is larger than this server accepts ({limit} bytes; \
-             the operator sets it with --max-body-size)"
-        ),
-    )
+    ApiError::too_long(format!(
+        "the request body is larger than this server accepts ({limit} bytes; \
+         the operator sets it with --max-body-size)"
+    ))
 }
 
 #[cfg(test)]

@@ -7,6 +7,8 @@
 
 use serde_json::Value;
 
+use crate::error::IssueCode;
+
 /// Severity of a validation issue (OperationOutcome `issue.severity`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Severity {
@@ -31,8 +33,8 @@ impl Severity {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ValidationIssue {
     pub severity: Severity,
-    /// An OperationOutcome issue type code (`structure`, `required`, `value`, `invalid`, ...).
-    pub code: String,
+    /// What kind of problem (`structure`, `required`, `value`, `invalid`, ...).
+    pub code: IssueCode,
     /// Where, as a FHIRPath-like path (`Patient.name[0].given`).
     pub expression: Option<String>,
     pub message: String,
@@ -81,7 +83,7 @@ impl Validator for R4Validator {
                         fhir::Severity::Warning => Severity::Warning,
                         fhir::Severity::Information => Severity::Information,
                     },
-                    code: issue.code.as_str().to_string(),
+                    code: issue.code.into(),
                     expression: (!issue.expression.is_empty()).then_some(issue.expression),
                     message: issue.message,
                 })

@@ -6,7 +6,7 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
-use server::{AppState, R4Validator, ServerConfig, ValidationIssue, Validator};
+use server::{AppState, IssueCode, R4Validator, ServerConfig, ValidationIssue, Validator};
 use store::{BasicExtractor, SqliteStore};
 use tower::ServiceExt;
 
@@ -281,6 +281,85 @@ async fn formats_json_only() {
     assert_eq!(params, vec!["_id", "_lastUpdated", "identifier"]);
 }
 
+/// What FHIR defines and this server does not implement answers 501; a path that names
+/// nothing, 404.
+#[tokio::test]
+async fn unimplemented_operations_and_compartments_answer_501() {
+    let h = harness();
+    let cases: &[(&str, &str, StatusCode, &str)] = &[
+        (
+            "POST",
+            "/fhir/Observation/$match",
+            StatusCode::NOT_IMPLEMENTED,
+            "not-supported",
+        ),
+        (
+            "POST",
+            "/fhir/Patient/$validate",
+            StatusCode::NOT_IMPLEMENTED,
+            "not-supported",
+        ),
+        (
+            "GET",
+            "/fhir/$export",
+            StatusCode::NOT_IMPLEMENTED,
+            "not-supported",
+        ),
+        (
+            "POST",
+            "/fhir/$process-message",
+            StatusCode::NOT_IMPLEMENTED,
+            "not-supported",
+        ),
+        (
+            "GET",
+            "/fhir/Patient/$everything",
+            StatusCode::NOT_IMPLEMENTED,
+            "not-supported",
+        ),
+        (
+            "GET",
+            "/fhir/Patient/1/$summary",
+            StatusCode::NOT_IMPLEMENTED,
+            "not-supported",
+        ),
+        (
+            "GET",
+            "/fhir/Encounter/1/$everything",
+            StatusCode::NOT_IMPLEMENTED,
+            "not-supported",
+        ),
+        (
+            "GET",
+            "/fhir/Encounter/1/Observation",
+            StatusCode::NOT_IMPLEMENTED,
+            "not-supported",
+        ),
+        (
+            "GET",
+            "/fhir/Observation/1/Condition",
+            StatusCode::NOT_FOUND,
+            "not-found",
+        ),
+        (
+            "GET",
+            "/fhir/Patients",
+            StatusCode::NOT_FOUND,
+            "not-supported",
+        ),
+    ];
+    for (method, uri, status, code) in cases {
+        let body = (*method == "POST").then_some("{}");
+        let r = send(&h, method, uri, &[], body).await;
+        assert_eq!(
+            (r.status, issue_code(&r)),
+            (*status, *code),
+            "{method} {uri}: {}",
+            r.body
+        );
+    }
+}
+
 #[tokio::test]
 async fn unknown_routes_and_methods_answer_with_operation_outcomes() {
     let h = harness();
@@ -289,8 +368,25 @@ async fn unknown_routes_and_methods_answer_with_operation_outcomes() {
         (r.status, issue_code(&r)),
         (StatusCode::NOT_FOUND, "not-found")
     );
+    // POST is no interaction on an instance: 405, naming what the instance takes.
     let r = send(&h, "POST", "/fhir/Patient/1", &[], Some("{}")).await;
-    assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(
+        (r.status, issue_code(&r)),
+        (StatusCode::METHOD_NOT_ALLOWED, "not-supported")
+    );
+    assert_eq!(r.headers["allow"], "GET, HEAD, PUT, PATCH, DELETE");
+    // A method no route takes: the router names the route's methods.
+    let r = send(&h, "DELETE", "/fhir/metadata", &[], None).await;
+    assert_eq!(
+        (r.status, issue_code(&r)),
+        (StatusCode::METHOD_NOT_ALLOWED, "not-supported")
+    );
+    assert!(
+        r.headers["allow"].to_str().unwrap().contains("GET"),
+        "{:?}",
+        r.headers
+    );
+    assert_eq!(r.body["resourceType"], "OperationOutcome");
     assert_eq!(
         send(&h, "GET", "/healthz", &[], None).await.status,
         StatusCode::OK
@@ -318,7 +414,7 @@ impl Validator for NeedsName {
         }
         Err(vec![ValidationIssue {
             severity: server::Severity::Error,
-            code: "required".into(),
+            code: IssueCode::Required,
             expression: Some("Patient.name".into()),
             message: "name is required here".into(),
         }])

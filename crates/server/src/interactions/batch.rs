@@ -337,9 +337,7 @@ fn binary_patch(r: &Value) -> Result<json_patch::Patch, ApiError> {
     let ok = r.get("resourceType").and_then(Value::as_str) == Some("Binary")
         && r.get("contentType").and_then(Value::as_str) == Some("application/json-patch+json");
     if !ok {
-        return Err(ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "not-supported",
+        return Err(ApiError::unsupported_media(
             "a PATCH entry needs a Binary resource with contentType application/json-patch+json",
         ));
     }

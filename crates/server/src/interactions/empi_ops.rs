@@ -18,29 +18,9 @@ use axum::response::Response;
 use serde_json::{Value, json};
 
 use crate::AppState;
-use crate::empi::ManualError;
 use crate::empi::resources::patient_id_of;
 use crate::error::ApiError;
 use crate::http::{Fhir, Reply, parse_body};
-
-fn manual_error(e: ManualError) -> ApiError {
-    match e {
-        ManualError::NotFound(m) => ApiError::new(StatusCode::NOT_FOUND, "not-found", m),
-        ManualError::Invalid(m) => {
-            ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "business-rule", m)
-        }
-        ManualError::UnknownTargetSystem(m) => {
-            ApiError::new(StatusCode::FORBIDDEN, "code-invalid", m)
-                .with_expression("Parameters.parameter.where(name = 'targetSystem')")
-        }
-        ManualError::Disabled => ApiError::new(
-            StatusCode::NOT_IMPLEMENTED,
-            "not-supported",
-            "EMPI linking is disabled on this server (started with --no-empi)",
-        ),
-        ManualError::Store(e) => e.into(),
-    }
-}
 
 /// `GET [base]/Patient/$ihe-pix?sourceIdentifier=..&targetSystem=..`
 pub async fn pix_get(State(state): State<AppState>, fhir: Fhir) -> Result<Response, ApiError> {
@@ -96,8 +76,7 @@ async fn pix(
             value,
             &targets,
         )
-        .await
-        .map_err(manual_error)?;
+        .await?;
     let mut parameter: Vec<Value> = answer
         .identifiers
         .into_iter()
@@ -249,11 +228,9 @@ pub async fn manual(
             Decision::Unmerge(params.patient("golden", op)?, params.reason(op)?)
         }
         _ => {
-            return Err(ApiError::new(
-                StatusCode::NOT_FOUND,
-                "not-supported",
-                format!("unknown operation {op}"),
-            ));
+            return Err(super::operation::not_implemented(&format!(
+                "POST Patient/{op}"
+            )));
         }
     };
     // On a task of its own, so that a client going away cannot stop the decision between
@@ -277,14 +254,7 @@ pub async fn manual(
         }
     })
     .await
-    .map_err(|e| {
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "exception",
-            format!("the EMPI decision task failed: {e}"),
-        )
-    })?
-    .map_err(manual_error)?;
+    .map_err(|e| ApiError::internal(format!("the EMPI decision task failed: {e}")))??;
     let (store, ctx) = (state.base_store.as_ref(), &fhir.ctx);
     let mut parameter = Vec::new();
     for e in changed {

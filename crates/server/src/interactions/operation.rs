@@ -3,10 +3,13 @@
 //! (a Patient, validated like a write), `onlyCertainMatches` and `count` parameters, answered
 //! with a searchset Bundle of stored Patients, best first, each with `search.score` (the match
 //! probability), the `match-grade` extension, and the per-field explanation of its score.
+//! Patient's `$ihe-pix` and `$empi-*` go to [`super::empi_ops`]; any other `$operation` answers
+//! 501 (not implemented), and a POST to an instance that names no operation answers 405 with
+//! the methods an instance takes.
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{Method, StatusCode};
 use axum::response::Response;
 use serde_json::{Value, json};
 
@@ -35,15 +38,29 @@ pub async fn handler(
         ("Patient", op) if super::empi_ops::is_manual(op) => {
             super::empi_ops::manual(&state, &fhir, op, &body).await
         }
-        _ => Err(ApiError::new(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "not-supported",
-            format!(
-                "POST {ty}/{operation} is not supported (operations: Patient/$match, \
-                 $ihe-pix, $empi-link, $empi-unlink, $empi-merge, $empi-unmerge)"
-            ),
+        (_, op) if op.starts_with('$') => Err(not_implemented(&format!("POST {ty}/{op}"))),
+        // Not an operation: POST is no interaction on an instance.
+        _ => Err(ApiError::method_not_allowed(
+            &[
+                Method::GET,
+                Method::HEAD,
+                Method::PUT,
+                Method::PATCH,
+                Method::DELETE,
+            ],
+            format!("POST {ty}/{operation}: an instance takes GET, PUT, PATCH and DELETE"),
         )),
     }
+}
+
+/// 501 for an operation this server does not implement; `what` names it as asked
+/// (`POST Observation/$match`, `$export`).
+pub(crate) fn not_implemented(what: &str) -> ApiError {
+    ApiError::not_implemented(format!(
+        "{what} is not supported (operations: POST Patient/$match, \
+         GET Patient/[id]/$everything, GET or POST Patient/$ihe-pix, and POST Patient/$empi-link, \
+         $empi-unlink, $empi-merge, $empi-unmerge)"
+    ))
 }
 
 async fn patient_match(state: &AppState, fhir: &Fhir, body: &[u8]) -> Result<Reply, ApiError> {
@@ -105,8 +122,8 @@ async fn patient_match(state: &AppState, fhir: &Fhir, body: &[u8]) -> Result<Rep
         .find(state.base_store.as_ref(), &fhir.ctx, &patient)
         .await
         .map_err(|e| match e {
-            MatchError::Input(msg) => ApiError::bad_request(msg).with_expression(at.clone()),
-            MatchError::Store(e) => e.into(),
+            MatchError::Input(_) => ApiError::from(e).with_expression(at.clone()),
+            MatchError::Store(_) => e.into(),
         })?;
     let mut entries = Vec::new();
     for m in matches

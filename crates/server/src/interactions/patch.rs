@@ -8,7 +8,7 @@
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, header};
 use axum::response::Response;
 use serde_json::Value;
 use store::{ErrorKind, StoreError, WriteEntry, WriteOp};
@@ -46,9 +46,7 @@ pub fn parse_patch(headers: &HeaderMap, body: &[u8]) -> Result<json_patch::Patch
                 .to_ascii_lowercase()
         });
     if ct.as_deref() != Some("application/json-patch+json") {
-        return Err(ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "not-supported",
+        return Err(ApiError::unsupported_media(
             "PATCH needs Content-Type application/json-patch+json (FHIRPath Patch is not supported)",
         ));
     }
@@ -56,13 +54,8 @@ pub fn parse_patch(headers: &HeaderMap, body: &[u8]) -> Result<json_patch::Patch
 }
 
 pub(crate) fn parse_patch_document(body: &[u8]) -> Result<json_patch::Patch, ApiError> {
-    serde_json::from_slice(body).map_err(|e| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "structure",
-            format!("invalid JSON Patch document: {e}"),
-        )
-    })
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::unparsable(format!("invalid JSON Patch document: {e}")))
 }
 
 /// Reads the current version, applies the patch, validates; returns the new resource and the
@@ -89,19 +82,11 @@ pub(crate) async fn patched(
     }
     let mut doc: Value = serde_json::from_str(current.body.as_deref().unwrap_or("{}"))
         .map_err(|e| StoreError::Backend(format!("stored JSON unreadable: {e}")))?;
-    json_patch::patch(&mut doc, patch).map_err(|e| {
-        ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "processing",
-            format!("the patch cannot be applied: {e}"),
-        )
-    })?;
+    json_patch::patch(&mut doc, patch)?;
     if doc.get("resourceType").and_then(Value::as_str) != Some(ty)
         || doc.get("id").and_then(Value::as_str) != Some(id)
     {
-        return Err(ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "processing",
+        return Err(ApiError::unprocessable(
             "a patch must not change resourceType or id",
         ));
     }

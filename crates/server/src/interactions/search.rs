@@ -58,9 +58,7 @@ pub async fn post_search(
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
     if !body.is_empty() && !ct.starts_with("application/x-www-form-urlencoded") {
-        return Err(ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "not-supported",
+        return Err(ApiError::unsupported_media(
             "POST _search needs Content-Type application/x-www-form-urlencoded",
         ));
     }
@@ -80,11 +78,10 @@ pub async fn compartment(
 ) -> Result<Response, ApiError> {
     check_type(&state, &owner_type)?;
     if owner_type != "Patient" {
-        return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "not-supported",
-            format!("only the Patient compartment is supported, not {owner_type}"),
-        ));
+        return Err(not_patient(&owner_type, &what));
+    }
+    if what != "$everything" {
+        check_type(&state, &what)?;
     }
     // The owner must exist (and not be deleted): 404 / 410 otherwise.
     state.store.read(&fhir.ctx, &owner_type, &owner_id).await?;
@@ -92,21 +89,40 @@ pub async fn compartment(
     let reply = if what == "$everything" {
         everything(&state, &fhir, &owner_id, &params).await?
     } else {
-        check_type(&state, &what)?;
         let mut q =
             SearchQuery::parse(Some(&what), &params, state.store.extractor(), fhir.lenient)?;
         let Some(filter) = SearchQuery::patient_compartment(&owner_id, Some(&what), false) else {
-            return Err(ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "not-supported",
-                format!("{what} is not in the Patient compartment"),
-            ));
+            return Err(ApiError::unsupported_request(format!(
+                "{what} is not in the Patient compartment"
+            )));
         };
         q.filters.push(filter);
         let path = format!("/Patient/{owner_id}/{what}");
         respond(&state, &fhir, &path, q, &params).await?
     };
     Ok(reply.into_http(fhir.pretty))
+}
+
+/// A compartment search or instance operation on a type other than Patient: 501 for what
+/// FHIR defines and this server does not implement (an operation, or one of the other
+/// compartments of the R4 `compartment-type` code system), 404 for a path that names nothing.
+fn not_patient(owner_type: &str, what: &str) -> ApiError {
+    if what.starts_with('$') {
+        super::operation::not_implemented(&format!("GET {owner_type}/[id]/{what}"))
+    } else if matches!(
+        owner_type,
+        "Encounter" | "RelatedPerson" | "Practitioner" | "Device"
+    ) {
+        ApiError::not_implemented(format!(
+            "search in the {owner_type} compartment is not supported; \
+             only in the Patient compartment"
+        ))
+    } else {
+        ApiError::not_found(format!(
+            "{owner_type} is not a compartment (compartments are Patient, Encounter, \
+             RelatedPerson, Practitioner and Device)"
+        ))
+    }
 }
 
 /// `$everything`: the patient, everything in its compartment (`_type`, `_since`, `_count`
@@ -144,11 +160,9 @@ async fn everything(
                 merge(&mut q, sub, name);
             }
             "start" | "end" => {
-                return Err(ApiError::new(
-                    StatusCode::BAD_REQUEST,
-                    "not-supported",
-                    format!("$everything parameter '{name}' (care date range) is not supported"),
-                ));
+                return Err(ApiError::unsupported_request(format!(
+                    "$everything parameter '{name}' (care date range) is not supported"
+                )));
             }
             _ if fhir.lenient => q.ignored.push(name.clone()),
             _ => {

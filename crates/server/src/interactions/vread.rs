@@ -28,11 +28,9 @@ pub async fn vread(
 ) -> Result<Reply, ApiError> {
     check_type(state, ty)?;
     let Ok(version) = vid.parse::<u64>() else {
-        return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "not-found",
-            format!("{ty}/{id}/_history/{vid} not found (version ids are integers)"),
-        ));
+        return Err(ApiError::not_found(format!(
+            "{ty}/{id}/_history/{vid} not found (version ids are integers)"
+        )));
     };
     let r = state.store.vread(&fhir.ctx, ty, id, version).await?;
     Ok(Reply::resource(
