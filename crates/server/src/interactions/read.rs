@@ -1,6 +1,6 @@
 //! [read](https://hl7.org/fhir/R4/http.html#read): `GET [base]/[type]/[id]`. A deleted resource
 //! answers 410 Gone, an unknown one 404; a current copy on the client, 304
-//! ([`crate::conditional_read`]).
+//! (`conditional_read`).
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;

@@ -1,6 +1,6 @@
 //! [vread](https://hl7.org/fhir/R4/http.html#vread): `GET [base]/[type]/[id]/_history/[vid]`.
 //! A version that is a deletion answers 410 Gone; a current copy on the client, 304
-//! ([`crate::conditional_read`]).
+//! (`conditional_read`).
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
