@@ -1505,6 +1505,19 @@ async fn a_restricted_caller_sees_only_its_patients_compartment(s: Arc<dyn Store
     assert_eq!(ids, ["o1-0", "o1-1", "o1-2", "o1-3", "o1-4"]);
     assert_eq!(s.matching_ids(&c, &by_code, 100).await.unwrap().len(), 9);
     assert!(!s.explain(&r, &by_code).await.unwrap().is_empty());
+    // With nothing more selective, the caller's compartments drive: SQLite (whose plans do
+    // not depend on statistics) never scans a type or every resource for them.
+    if s.backend() == "sqlite" {
+        for q in [
+            query(s, "Observation", ""),
+            system(""),
+            query(s, "Patient", "_has:Observation:subject:code=8480-6"),
+        ] {
+            let plan = s.explain(&r, &q).await.unwrap();
+            assert!(!plan.contains("SCAN r"), "{plan}");
+            assert!(plan.contains("idx_reference_target"), "{plan}");
+        }
+    }
 
     // _include / _revinclude: what they add is filtered too.
     let q = query(
