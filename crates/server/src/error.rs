@@ -609,6 +609,7 @@ impl From<StoreError> for ApiError {
                 tracing::error!(error = %inner, "store error");
                 ApiError::conflict("the write conflicts with a concurrent write; retry")
             }
+            ErrorKind::Forbidden => ApiError::forbidden(inner.to_string()),
             ErrorKind::Unavailable => {
                 tracing::error!(error = %inner, "store error");
                 ApiError::unavailable("storage is temporarily unavailable; retry")
@@ -949,6 +950,7 @@ mod tests {
             },
             ErrorKind::Conflict => StoreError::Conflict("unique violation".into()),
             ErrorKind::Invalid => StoreError::Invalid("unknown parameter".into()),
+            ErrorKind::Forbidden => StoreError::Forbidden("history of every patient".into()),
             ErrorKind::Unavailable => StoreError::Unavailable("pool timeout".into()),
             ErrorKind::Backend => StoreError::Backend("secret detail".into()),
         }
@@ -963,6 +965,7 @@ mod tests {
             (ErrorKind::MultipleMatches, (412, "multiple-matches")),
             (ErrorKind::Conflict, (409, "conflict")),
             (ErrorKind::Invalid, (400, "invalid")),
+            (ErrorKind::Forbidden, (403, "forbidden")),
             (ErrorKind::Unavailable, (503, "transient")),
             (ErrorKind::Backend, (500, "exception")),
         ];

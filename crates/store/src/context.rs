@@ -130,6 +130,16 @@ impl RequestContext {
         self
     }
 
+    /// The restriction the store applies to this request: none for unrestricted callers and
+    /// for internal work ([`RequestContext::internal`]), whatever its `access` says.
+    pub fn restriction(&self) -> Option<&Restriction> {
+        if self.internal {
+            None
+        } else {
+            self.access.restriction()
+        }
+    }
+
     /// The context for the node's own reads and writes made while serving this request (the
     /// EMPI deciding a link, a cache refresh): unrestricted, so that a restricted caller can
     /// never change what such a decision sees, yet keeping the requester and request id for

@@ -15,13 +15,21 @@
 //!
 //! In atomic mode the first failure aborts the whole call (the backend rolls back); in batch mode
 //! each entry runs under a savepoint and fails alone.
+//!
+//! A restricted caller ([`RequestContext::restriction`]) writes through the same steps, but
+//! every conditional match (If-None-Exist, conditional update and delete, conditional
+//! references) is made with the caller's policy, so a hidden resource is never matched; an
+//! update or delete by id of an existing resource the caller may not see, or a checked
+//! reference to one, fails exactly as if it did not exist (`NotFound`, `MissingReference`),
+//! before any version check could tell its version. What a caller may create is not decided
+//! here.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::future::Future;
 
 use serde_json::{Map, Value};
 
-use crate::context::RequestContext;
+use crate::context::{RequestContext, Restriction};
 use crate::error::StoreError;
 use crate::index::{IndexExtractor, IndexRow};
 use crate::model::{Method, Outcome, ReferenceCheck, StoredResource, WriteEntry, WriteOp};
@@ -64,12 +72,23 @@ pub(crate) trait Backend {
         resource_type: &str,
         id: &str,
     ) -> impl Future<Output = Result<Option<StoredResource>, StoreError>>;
-    /// Up to `limit` matches of `query`, as `(type, id)`.
+    /// Up to `limit` matches of `query` that `access` may see, as `(type, id)`.
     fn matches(
         &mut self,
         query: &SearchQuery,
         limit: usize,
+        access: Option<&Restriction>,
     ) -> impl Future<Output = Result<Vec<(String, String)>, StoreError>>;
+    /// Whether `access` may see the existing resource `cur` (a deleted one judged on its last
+    /// content; see `access`).
+    fn admits(
+        &mut self,
+        extractor: &dyn IndexExtractor,
+        access: &Restriction,
+        resource_type: &str,
+        id: &str,
+        cur: Current,
+    ) -> impl Future<Output = Result<bool, StoreError>>;
     fn write(&mut self, v: NewVersion<'_>) -> impl Future<Output = Result<(), StoreError>>;
     fn savepoint(&mut self) -> impl Future<Output = Result<(), StoreError>>;
     fn release(&mut self) -> impl Future<Output = Result<(), StoreError>>;
@@ -135,7 +154,7 @@ pub(crate) async fn apply<B: Backend>(
             WriteOp::Delete { .. } | WriteOp::ConditionalDelete { .. }
         );
         if !planned && !is_delete {
-            plan(b, &entries[i..], &mut plans[i..], &mut urls).await?;
+            plan(b, ctx, &entries[i..], &mut plans[i..], &mut urls).await?;
             planned = true;
             // Built once: a reference check per entry must not scan every entry's target.
             targets = urls.values().cloned().collect();
@@ -298,6 +317,7 @@ fn conditional_types(entries: &[WriteEntry], types: &mut BTreeSet<String>) {
 
 async fn plan<B: Backend>(
     b: &mut B,
+    ctx: &RequestContext,
     entries: &[WriteEntry],
     plans: &mut [Option<Plan>],
     urls: &mut HashMap<String, String>,
@@ -314,7 +334,7 @@ async fn plan<B: Backend>(
                         let id = new_id();
                         (Plan::New(id.clone()), Some(format!("{ty}/{id}")))
                     }
-                    Some(q) => match b.matches(q, 2).await {
+                    Some(q) => match b.matches(q, 2, ctx.restriction()).await {
                         Ok(m) if m.is_empty() => {
                             let id = new_id();
                             (Plan::New(id.clone()), Some(format!("{ty}/{id}")))
@@ -339,7 +359,7 @@ async fn plan<B: Backend>(
             }
             WriteOp::ConditionalUpdate { query, resource } => {
                 let ty = resource_type_of(resource).unwrap_or_default().to_owned();
-                match b.matches(query, 2).await {
+                match b.matches(query, 2, ctx.restriction()).await {
                     Ok(m) if m.is_empty() => {
                         let id = resource
                             .get("id")
@@ -497,14 +517,14 @@ async fn write_one<B: Backend>(
             resource_type,
             id,
             if_match,
-        } => delete(b, ctx, now, &resource_type, &id, if_match).await,
+        } => delete(b, extractor, ctx, now, &resource_type, &id, if_match).await,
         WriteOp::ConditionalDelete { query } => {
-            let m = b.matches(&query, 2).await?;
+            let m = b.matches(&query, 2, ctx.restriction()).await?;
             match m.as_slice() {
                 [] => Ok(Outcome::NoOp),
                 [(t, id)] => {
                     let (t, id) = (t.clone(), id.clone());
-                    delete(b, ctx, now, &t, &id, None).await
+                    delete(b, extractor, ctx, now, &t, &id, None).await
                 }
                 _ => Err(StoreError::MultipleMatches {
                     what: "conditional delete".into(),
@@ -515,8 +535,32 @@ async fn write_one<B: Backend>(
     }
 }
 
+/// Whether the existing resource `cur` is hidden from the caller of `ctx`.
+async fn hidden<B: Backend>(
+    b: &mut B,
+    extractor: &dyn IndexExtractor,
+    ctx: &RequestContext,
+    ty: &str,
+    id: &str,
+    cur: Current,
+) -> Result<bool, StoreError> {
+    match ctx.restriction() {
+        None => Ok(false),
+        Some(r) => Ok(!b.admits(extractor, r, ty, id, cur).await?),
+    }
+}
+
+fn not_found(ty: &str, id: &str) -> StoreError {
+    StoreError::NotFound {
+        resource_type: ty.into(),
+        id: id.into(),
+        version: None,
+    }
+}
+
 async fn delete<B: Backend>(
     b: &mut B,
+    extractor: &dyn IndexExtractor,
     ctx: &RequestContext,
     now: i64,
     ty: &str,
@@ -524,12 +568,11 @@ async fn delete<B: Backend>(
     if_match: Option<u64>,
 ) -> Result<Outcome, StoreError> {
     let Some(cur) = b.current(ty, id).await? else {
-        return Err(StoreError::NotFound {
-            resource_type: ty.into(),
-            id: id.into(),
-            version: None,
-        });
+        return Err(not_found(ty, id));
     };
+    if hidden(b, extractor, ctx, ty, id, cur).await? {
+        return Err(not_found(ty, id));
+    }
     if let Some(expected) = if_match
         && expected != cur.version
     {
@@ -593,6 +636,12 @@ async fn put<B: Backend>(
         ));
     }
     let cur = b.current(ty, id).await?;
+    // Before the version check: a 409/412 would tell a hidden resource's version.
+    if let Some(c) = cur
+        && hidden(b, extractor, ctx, ty, id, c).await?
+    {
+        return Err(not_found(ty, id));
+    }
     if let Some(expected) = if_match {
         match cur {
             Some(c) if c.version == expected && !c.deleted => {}
@@ -608,9 +657,18 @@ async fn put<B: Backend>(
     }
     let rewritten = refs::rewrite(&mut resource, urls);
     let resolved_any =
-        resolve_conditional_references(b, extractor, &mut resource, resolved).await?;
+        resolve_conditional_references(b, extractor, ctx, &mut resource, resolved).await?;
     if let ReferenceCheck::Refuse { base } = &references {
-        check_references(b, ty, id, &resource, base.as_deref(), planned).await?;
+        check_references(
+            b,
+            extractor,
+            ctx,
+            (ty, id),
+            &resource,
+            base.as_deref(),
+            planned,
+        )
+        .await?;
     }
     // An update that changes nothing (meta.versionId / lastUpdated aside) writes no new
     // version: the current one is the answer. Feeds that repeat the same directory resources
@@ -676,6 +734,7 @@ async fn put<B: Backend>(
 async fn resolve_conditional_references<B: Backend>(
     b: &mut B,
     extractor: &dyn IndexExtractor,
+    ctx: &RequestContext,
     resource: &mut Value,
     resolved: &mut HashMap<String, String>,
 ) -> Result<bool, StoreError> {
@@ -693,7 +752,7 @@ async fn resolve_conditional_references<B: Backend>(
             continue;
         }
         let q = SearchQuery::parse_url(&url, extractor)?;
-        let m = b.matches(&q, 2).await?;
+        let m = b.matches(&q, 2, ctx.restriction()).await?;
         match m.as_slice() {
             [(t, id)] => {
                 resolved.insert(url.clone(), format!("{t}/{id}"));
@@ -717,11 +776,12 @@ async fn resolve_conditional_references<B: Backend>(
 
 /// Referential integrity: every local literal reference of `resource` (being written as
 /// `ty/id`) names the resource itself, a resource this call will write (the targets of its
-/// `fullUrl`s), or a live resource as this transaction sees it.
+/// `fullUrl`s), or a live resource as this transaction sees it and the caller may see.
 async fn check_references<B: Backend>(
     b: &mut B,
-    ty: &str,
-    id: &str,
+    extractor: &dyn IndexExtractor,
+    ctx: &RequestContext,
+    (ty, id): (&str, &str),
     resource: &Value,
     base: Option<&str>,
     planned: &HashSet<String>,
@@ -738,17 +798,17 @@ async fn check_references<B: Backend>(
             continue;
         }
         let (t, i) = target.split_once('/').unwrap_or((target, ""));
-        match b.current(t, i).await? {
-            Some(c) if !c.deleted => {
-                present.insert(target);
-            }
-            _ => {
-                return Err(StoreError::MissingReference {
-                    element: r.element.clone(),
-                    reference: r.reference.clone(),
-                });
-            }
+        let live = match b.current(t, i).await? {
+            Some(c) if !c.deleted => !hidden(b, extractor, ctx, t, i, c).await?,
+            _ => false,
+        };
+        if !live {
+            return Err(StoreError::MissingReference {
+                element: r.element.clone(),
+                reference: r.reference.clone(),
+            });
         }
+        present.insert(target);
     }
     Ok(())
 }

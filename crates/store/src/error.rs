@@ -13,6 +13,10 @@ pub enum ErrorKind {
     MultipleMatches,
     /// The write collides with another one (e.g. two concurrent creates of the same id).
     Conflict,
+    /// The caller's access policy does not allow this kind of request at all (a restricted
+    /// caller asking for type- or system-level history, or the change feed). A single
+    /// resource the caller may not see is [`ErrorKind::NotFound`] instead, never this.
+    Forbidden,
     /// The request itself is wrong (bad search parameter, unresolvable reference, ...).
     Invalid,
     /// The backend is overloaded or unreachable for now; retrying may work.
@@ -56,6 +60,9 @@ pub enum StoreError {
     GroupAborted,
     #[error("{0}")]
     Invalid(String),
+    /// The caller's access policy refuses the whole request (see [`ErrorKind::Forbidden`]).
+    #[error("forbidden: {0}")]
+    Forbidden(String),
     /// A write checked with [`crate::ReferenceCheck::Refuse`] refers to a resource that is
     /// not on this server (never existed, or deleted).
     #[error("{element} refers to {reference}, which is not on this server")]
@@ -90,6 +97,7 @@ impl StoreError {
                 ErrorKind::Conflict
             }
             StoreError::Invalid(_) | StoreError::MissingReference { .. } => ErrorKind::Invalid,
+            StoreError::Forbidden(_) => ErrorKind::Forbidden,
             StoreError::Unavailable(_) => ErrorKind::Unavailable,
             StoreError::Backend(_) => ErrorKind::Backend,
             StoreError::Entry { source, .. } => source.kind(),

@@ -8,10 +8,15 @@
 //! bundle, an import chunk) can commit as one. Resource JSON is stored exactly as written, plus
 //! `id` and `meta.versionId` / `meta.lastUpdated`.
 //!
+//! It also enforces the access policy each call's [`RequestContext`] carries: a restricted
+//! caller's reads, searches (counts and paging included) and conditional matches see only the
+//! resources of its patients' compartments, minus those with a denied security label, because
+//! the condition is part of the SQL the store builds (`access`; `docs/storage.md`, "Access").
+//!
 //! # What it must not do
 //! Know HTTP, validate resources against the FHIR definitions (the caller does, before writing),
-//! or decide access (it receives a [`RequestContext`] on every call so that the authorization
-//! layer can later decide in one place).
+//! or decide what a caller may see or write (the authorization layer computes the policy once
+//! per request; the store only applies it).
 //!
 //! # Layout
 //! - [`engine`]-private: the write algorithm shared by both backends (planning, `urn:uuid`
@@ -20,9 +25,12 @@
 //!   `migrations/{sqlite,postgres}` and are applied on open.
 //! - [`index`]: index rows and the pluggable [`IndexExtractor`].
 //! - [`search`]: parsing of search parameters into a [`SearchQuery`].
+//! - `access`-private: the access policy as SQL conditions (and over index rows), and the
+//!   refusal of what it cannot scope.
 //!
 //! See `docs/storage.md` for tables, index layout and the concurrency trade-offs.
 
+mod access;
 mod context;
 mod engine;
 mod error;
@@ -75,7 +83,8 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Succeeds when the store can serve requests.
     async fn ready(&self) -> Result<(), StoreError>;
 
-    /// The current version of a resource, deleted or not; `None` if it never existed.
+    /// The current version of a resource, deleted or not; `None` if it never existed or the
+    /// caller may not see it (a deleted resource is judged on its last content).
     async fn load(
         &self,
         ctx: &RequestContext,
@@ -83,7 +92,8 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         id: &str,
     ) -> Result<Option<StoredResource>, StoreError>;
 
-    /// One version of a resource; `None` if that version never existed.
+    /// One version of a resource; `None` if that version never existed or the caller may not
+    /// see the resource (judged on its current version, as for [`Store::load`]).
     async fn load_version(
         &self,
         ctx: &RequestContext,
@@ -92,20 +102,24 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         version: u64,
     ) -> Result<Option<StoredResource>, StoreError>;
 
-    /// A page of history, newest first. Instance history of an unknown resource is `NotFound`.
+    /// A page of history, newest first. Instance history of an unknown resource, or of one the
+    /// caller may not see, is `NotFound`; type- and system-level history is
+    /// [`StoreError::Forbidden`] to a restricted caller.
     async fn history(
         &self,
         ctx: &RequestContext,
         q: &HistoryQuery,
     ) -> Result<HistoryPage, StoreError>;
 
-    /// A page of current, non-deleted resources matching `q`, in a stable order.
+    /// A page of current, non-deleted resources matching `q` that the caller may see, in a
+    /// stable order (its total and next cursor count only those).
     async fn search(&self, ctx: &RequestContext, q: &SearchQuery)
     -> Result<SearchPage, StoreError>;
 
-    /// Ids of up to `limit` current resources matching `q`, without loading them: exactly
-    /// what a conditional write with this query matches (the same SQL), for a caller that
-    /// must know it before the write (the EMPI plans a conditional Patient update's links).
+    /// Ids of up to `limit` current resources matching `q` that the caller may see, without
+    /// loading them: exactly what a conditional write with this query matches (the same SQL),
+    /// for a caller that must know it before the write (the EMPI plans a conditional Patient
+    /// update's links).
     async fn matching_ids(
         &self,
         ctx: &RequestContext,
@@ -119,7 +133,9 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     /// Applies all writes atomically, in the given order (the caller sorts them in FHIR
     /// processing order). The first failure rolls everything back and is returned as
-    /// [`StoreError::Entry`] with its index.
+    /// [`StoreError::Entry`] with its index. Conditional matching and reference checks use
+    /// the caller's access policy: a resource it may not see is never matched, and a write by
+    /// id to one is `NotFound` (see `engine`).
     async fn transaction(
         &self,
         ctx: &RequestContext,
@@ -152,7 +168,8 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         units: Vec<KeyedWrite>,
     ) -> Result<Vec<Result<Vec<Outcome>, StoreError>>, StoreError>;
 
-    /// Change-feed rows after position `after`, oldest first.
+    /// Change-feed rows after position `after`, oldest first. [`StoreError::Forbidden`] to a
+    /// restricted caller.
     async fn changes(
         &self,
         ctx: &RequestContext,

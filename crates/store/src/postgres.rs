@@ -18,7 +18,8 @@ use tokio_postgres::{NoTls, Row};
 
 use crate::PageRow;
 use crate::Store;
-use crate::context::RequestContext;
+use crate::access;
+use crate::context::{RequestContext, Restriction};
 use crate::engine::{self, Backend, Current, NewVersion};
 use crate::error::StoreError;
 use crate::index::IndexExtractor;
@@ -344,20 +345,76 @@ fn row_to_resource(row: &Row, at: usize) -> StoredResource {
     }
 }
 
-/// The write-path primitives over an open PostgreSQL transaction.
-/// `(type, id)` of up to `limit` resources a conditional operation with `q` matches, in a
-/// transaction (the write path) or on a pooled connection (`Store::matching_ids`).
+/// `(type, id)` of up to `limit` resources a conditional operation with `q` matches (those
+/// `access` may see), in a transaction (the write path) or on a pooled connection
+/// (`Store::matching_ids`).
 async fn matches(
     client: &impl GenericClient,
     q: &SearchQuery,
     limit: usize,
+    access: Option<&Restriction>,
 ) -> Result<Vec<(String, String)>, StoreError> {
-    let sql = crate::search::matches_sql(q, limit);
+    let sql = crate::search::matches_sql(q, limit, access);
     let stmt = client.prepare_cached(&sql.text).await?;
     let rows = client.query(&stmt, &params(&sql.params)).await?;
     Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
 }
 
+/// The current version of a resource (without a row lock).
+async fn current(
+    client: &impl GenericClient,
+    ty: &str,
+    id: &str,
+) -> Result<Option<Current>, StoreError> {
+    let stmt = client.prepare_cached(sql::CURRENT).await?;
+    let row = client.query_opt(&stmt, &[&ty, &id]).await?;
+    Ok(row.map(|r| Current {
+        rid: r.get(0),
+        version: r.get::<_, i64>(1) as u64,
+        deleted: r.get(2),
+    }))
+}
+
+/// Whether `r` may see the existing resource `cur` (see `access`).
+async fn admits(
+    client: &impl GenericClient,
+    extractor: &dyn IndexExtractor,
+    r: &Restriction,
+    ty: &str,
+    id: &str,
+    cur: Current,
+) -> Result<bool, StoreError> {
+    if !cur.deleted {
+        let sql = access::admits_sql(r, ty, cur.rid);
+        let stmt = client.prepare_cached(&sql.text).await?;
+        return Ok(client
+            .query_opt(&stmt, &params(&sql.params))
+            .await?
+            .is_some());
+    }
+    let stmt = client.prepare_cached(access::LAST_BODY).await?;
+    let body: Option<String> = client
+        .query_opt(&stmt, &[&cur.rid])
+        .await?
+        .and_then(|row| row.get(0));
+    access::admits_deleted(extractor, r, ty, id, body.as_deref())
+}
+
+/// The current version of `ty/id`, unless it does not exist or `access` may not see it.
+async fn visible_current(
+    client: &impl GenericClient,
+    extractor: &dyn IndexExtractor,
+    access: Option<&Restriction>,
+    ty: &str,
+    id: &str,
+) -> Result<Option<Current>, StoreError> {
+    match (current(client, ty, id).await?, access) {
+        (Some(c), Some(r)) if !admits(client, extractor, r, ty, id, c).await? => Ok(None),
+        (c, _) => Ok(c),
+    }
+}
+
+/// The write-path primitives over an open PostgreSQL transaction.
 struct PgTx<'a> {
     tx: &'a Transaction<'a>,
     /// Resource types whose conditional-match advisory lock this transaction holds.
@@ -388,10 +445,22 @@ impl Backend for PgTx<'_> {
         &mut self,
         q: &SearchQuery,
         limit: usize,
+        access: Option<&Restriction>,
     ) -> Result<Vec<(String, String)>, StoreError> {
         self.lock_type(q.resource_type.as_deref().unwrap_or_default())
             .await?;
-        matches(self.tx, q, limit).await
+        matches(self.tx, q, limit, access).await
+    }
+
+    async fn admits(
+        &mut self,
+        extractor: &dyn IndexExtractor,
+        r: &Restriction,
+        ty: &str,
+        id: &str,
+        cur: Current,
+    ) -> Result<bool, StoreError> {
+        admits(self.tx, extractor, r, ty, id, cur).await
     }
 
     /// One round trip for the version, the current pointer and the change-feed row (ids are
@@ -531,11 +600,18 @@ impl Store for PostgresStore {
 
     async fn load(
         &self,
-        _ctx: &RequestContext,
+        ctx: &RequestContext,
         resource_type: &str,
         id: &str,
     ) -> Result<Option<StoredResource>, StoreError> {
         let client = self.pool.get().await?;
+        if let Some(r) = ctx.restriction()
+            && visible_current(&client, self.extractor.as_ref(), Some(r), resource_type, id)
+                .await?
+                .is_none()
+        {
+            return Ok(None);
+        }
         let stmt = client.prepare_cached(sql::LOAD_CURRENT).await?;
         let row = client.query_opt(&stmt, &[&resource_type, &id]).await?;
         Ok(row.map(|r| row_to_resource(&r, 0)))
@@ -543,12 +619,19 @@ impl Store for PostgresStore {
 
     async fn load_version(
         &self,
-        _ctx: &RequestContext,
+        ctx: &RequestContext,
         resource_type: &str,
         id: &str,
         version: u64,
     ) -> Result<Option<StoredResource>, StoreError> {
         let client = self.pool.get().await?;
+        if let Some(r) = ctx.restriction()
+            && visible_current(&client, self.extractor.as_ref(), Some(r), resource_type, id)
+                .await?
+                .is_none()
+        {
+            return Ok(None);
+        }
         let stmt = client.prepare_cached(sql::VREAD).await?;
         let row = client
             .query_opt(&stmt, &[&resource_type, &id, &(version as i64)])
@@ -558,17 +641,20 @@ impl Store for PostgresStore {
 
     async fn history(
         &self,
-        _ctx: &RequestContext,
+        ctx: &RequestContext,
         q: &HistoryQuery,
     ) -> Result<HistoryPage, StoreError> {
+        if !matches!(q.scope, HistoryScope::Instance(..)) {
+            access::refuse_unscoped(ctx, "type- and system-level history")?;
+        }
         let (ty, rid) = match &q.scope {
             HistoryScope::System => (None, None),
             HistoryScope::Type(t) => (Some(t.as_str()), None),
             HistoryScope::Instance(t, id) => {
                 let client = self.pool.get().await?;
-                let stmt = client.prepare_cached(sql::CURRENT).await?;
-                match client.query_opt(&stmt, &[t, id]).await? {
-                    Some(row) => (Some(t.as_str()), Some(row.get::<_, i64>(0))),
+                let extractor = self.extractor.as_ref();
+                match visible_current(&client, extractor, ctx.restriction(), t, id).await? {
+                    Some(cur) => (Some(t.as_str()), Some(cur.rid)),
                     None => {
                         return Err(StoreError::NotFound {
                             resource_type: t.clone(),
@@ -600,28 +686,29 @@ impl Store for PostgresStore {
 
     async fn matching_ids(
         &self,
-        _ctx: &RequestContext,
+        ctx: &RequestContext,
         q: &SearchQuery,
         limit: usize,
     ) -> Result<Vec<String>, StoreError> {
         let client = self.pool.get().await?;
-        let found = matches(&client, q, limit).await?;
+        let found = matches(&client, q, limit, ctx.restriction()).await?;
         Ok(found.into_iter().map(|(_, id)| id).collect())
     }
 
     async fn search(
         &self,
-        _ctx: &RequestContext,
+        ctx: &RequestContext,
         q: &SearchQuery,
     ) -> Result<SearchPage, StoreError> {
+        let access = ctx.restriction();
         let rows = if q.count == 0 {
             Vec::new()
         } else {
-            self.query_page(&crate::search::page_sql(q, q.count + 1))
+            self.query_page(&crate::search::page_sql(q, q.count + 1, access))
                 .await?
         };
         let total = if crate::needs_count(q, rows.len()) {
-            let count = crate::search::count_sql(q);
+            let count = crate::search::count_sql(q, access);
             let client = self.pool.get().await?;
             let stmt = client.prepare_cached(&count.text).await?;
             Some(
@@ -636,8 +723,8 @@ impl Store for PostgresStore {
         Ok(crate::search_page(q, rows, total))
     }
 
-    async fn explain(&self, _ctx: &RequestContext, q: &SearchQuery) -> Result<String, StoreError> {
-        let page = crate::search::page_sql(q, q.count + 1);
+    async fn explain(&self, ctx: &RequestContext, q: &SearchQuery) -> Result<String, StoreError> {
+        let page = crate::search::page_sql(q, q.count + 1, ctx.restriction());
         let client = self.pool.get().await?;
         let rows = client
             .query(
@@ -723,10 +810,11 @@ impl Store for PostgresStore {
 
     async fn changes(
         &self,
-        _ctx: &RequestContext,
+        ctx: &RequestContext,
         after: i64,
         limit: usize,
     ) -> Result<Vec<Change>, StoreError> {
+        access::refuse_unscoped(ctx, "the change feed")?;
         let client = self.pool.get().await?;
         let stmt = client.prepare_cached(sql::CHANGES).await?;
         let rows = client.query(&stmt, &[&after, &(limit as i64)]).await?;

@@ -19,7 +19,8 @@ use rusqlite::{Connection, OptionalExtension, Row, Transaction};
 
 use crate::PageRow;
 use crate::Store;
-use crate::context::RequestContext;
+use crate::access;
+use crate::context::{RequestContext, Restriction};
 use crate::engine::{self, Backend, Current, NewVersion};
 use crate::error::StoreError;
 use crate::index::{IndexExtractor, IndexRow, IndexValue};
@@ -504,13 +505,15 @@ fn query_page(conn: &Connection, page: &PageSql) -> Result<Vec<PageRow>, StoreEr
     Ok(rows.collect::<Result<Vec<_>, _>>()?)
 }
 
-/// `(type, id)` of up to `limit` resources a conditional operation with `q` matches.
+/// `(type, id)` of up to `limit` resources a conditional operation with `q` matches (those
+/// `access` may see).
 fn matches(
     conn: &Connection,
     q: &SearchQuery,
     limit: usize,
+    access: Option<&Restriction>,
 ) -> Result<Vec<(String, String)>, StoreError> {
-    let sql = crate::search::matches_sql(q, limit);
+    let sql = crate::search::matches_sql(q, limit, access);
     let mut stmt = conn.prepare_cached(&lite(&sql.text))?;
     let rows = stmt.query_map(params(&sql.params).as_slice(), |r| {
         Ok((r.get(0)?, r.get(1)?))
@@ -538,6 +541,41 @@ fn current(conn: &Connection, ty: &str, id: &str) -> Result<Option<Current>, Sto
         .optional()?)
 }
 
+/// Whether `r` may see the existing resource `cur` (see `access`).
+fn admits(
+    conn: &Connection,
+    extractor: &dyn IndexExtractor,
+    r: &Restriction,
+    ty: &str,
+    id: &str,
+    cur: Current,
+) -> Result<bool, StoreError> {
+    if !cur.deleted {
+        let sql = access::admits_sql(r, ty, cur.rid);
+        let mut stmt = conn.prepare_cached(&lite(&sql.text))?;
+        return Ok(stmt.exists(params(&sql.params).as_slice())?);
+    }
+    let body: Option<String> = conn
+        .prepare_cached(&lite(access::LAST_BODY))?
+        .query_row([cur.rid], |r| r.get(0))
+        .optional()?;
+    access::admits_deleted(extractor, r, ty, id, body.as_deref())
+}
+
+/// The current version of `ty/id`, unless it does not exist or `access` may not see it.
+fn visible_current(
+    conn: &Connection,
+    extractor: &dyn IndexExtractor,
+    access: Option<&Restriction>,
+    ty: &str,
+    id: &str,
+) -> Result<Option<Current>, StoreError> {
+    match (current(conn, ty, id)?, access) {
+        (Some(c), Some(r)) if !admits(conn, extractor, r, ty, id, c)? => Ok(None),
+        (c, _) => Ok(c),
+    }
+}
+
 /// The write-path primitives over an open SQLite transaction.
 struct SqliteTx<'c> {
     tx: &'c Transaction<'c>,
@@ -556,8 +594,20 @@ impl Backend for SqliteTx<'_> {
         &mut self,
         q: &SearchQuery,
         limit: usize,
+        access: Option<&Restriction>,
     ) -> Result<Vec<(String, String)>, StoreError> {
-        matches(self.tx, q, limit)
+        matches(self.tx, q, limit, access)
+    }
+
+    async fn admits(
+        &mut self,
+        extractor: &dyn IndexExtractor,
+        r: &Restriction,
+        ty: &str,
+        id: &str,
+        cur: Current,
+    ) -> Result<bool, StoreError> {
+        admits(self.tx, extractor, r, ty, id, cur)
     }
 
     async fn write(&mut self, v: NewVersion<'_>) -> Result<(), StoreError> {
@@ -667,22 +717,39 @@ impl Store for SqliteStore {
 
     async fn load(
         &self,
-        _ctx: &RequestContext,
+        ctx: &RequestContext,
         resource_type: &str,
         id: &str,
     ) -> Result<Option<StoredResource>, StoreError> {
-        self.read_inline(|c| load(c, resource_type, id)).await
+        let Some(r) = ctx.restriction() else {
+            return self.read_inline(|c| load(c, resource_type, id)).await;
+        };
+        let extractor = self.inner.extractor.as_ref();
+        self.read_inline(
+            |c| match visible_current(c, extractor, Some(r), resource_type, id)? {
+                Some(_) => load(c, resource_type, id),
+                None => Ok(None),
+            },
+        )
+        .await
     }
 
     async fn load_version(
         &self,
-        _ctx: &RequestContext,
+        ctx: &RequestContext,
         resource_type: &str,
         id: &str,
         version: u64,
     ) -> Result<Option<StoredResource>, StoreError> {
         let (ty, id) = (resource_type.to_owned(), id.to_owned());
+        let access = ctx.restriction().cloned();
+        let extractor = self.inner.extractor.clone();
         self.read_with(move |c| {
+            if let Some(r) = &access
+                && visible_current(c, extractor.as_ref(), Some(r), &ty, &id)?.is_none()
+            {
+                return Ok(None);
+            }
             let mut stmt = c.prepare_cached(&lite(sql::VREAD))?;
             Ok(stmt
                 .query_row(rusqlite::params![ty, id, version as i64], |row| {
@@ -695,24 +762,31 @@ impl Store for SqliteStore {
 
     async fn history(
         &self,
-        _ctx: &RequestContext,
+        ctx: &RequestContext,
         q: &HistoryQuery,
     ) -> Result<HistoryPage, StoreError> {
+        if !matches!(q.scope, HistoryScope::Instance(..)) {
+            access::refuse_unscoped(ctx, "type- and system-level history")?;
+        }
         let q = q.clone();
+        let access = ctx.restriction().cloned();
+        let extractor = self.inner.extractor.clone();
         self.read_with(move |c| {
             let (ty, rid) = match &q.scope {
                 HistoryScope::System => (None, None),
                 HistoryScope::Type(t) => (Some(t.as_str()), None),
-                HistoryScope::Instance(t, id) => match current(c, t, id)? {
-                    Some(cur) => (Some(t.as_str()), Some(cur.rid)),
-                    None => {
-                        return Err(StoreError::NotFound {
-                            resource_type: t.clone(),
-                            id: id.clone(),
-                            version: None,
-                        });
+                HistoryScope::Instance(t, id) => {
+                    match visible_current(c, extractor.as_ref(), access.as_ref(), t, id)? {
+                        Some(cur) => (Some(t.as_str()), Some(cur.rid)),
+                        None => {
+                            return Err(StoreError::NotFound {
+                                resource_type: t.clone(),
+                                id: id.clone(),
+                                version: None,
+                            });
+                        }
                     }
-                },
+                }
             };
             if q.count == 0 {
                 let count = sql::history_count(ty, rid, q.since);
@@ -734,28 +808,32 @@ impl Store for SqliteStore {
 
     async fn matching_ids(
         &self,
-        _ctx: &RequestContext,
+        ctx: &RequestContext,
         q: &SearchQuery,
         limit: usize,
     ) -> Result<Vec<String>, StoreError> {
-        let found = self.read_inline(|c| matches(c, q, limit)).await?;
+        let found = self
+            .read_inline(|c| matches(c, q, limit, ctx.restriction()))
+            .await?;
         Ok(found.into_iter().map(|(_, id)| id).collect())
     }
 
     async fn search(
         &self,
-        _ctx: &RequestContext,
+        ctx: &RequestContext,
         q: &SearchQuery,
     ) -> Result<SearchPage, StoreError> {
         let q = q.clone();
+        let access = ctx.restriction().cloned();
         self.read_with(move |c| {
+            let access = access.as_ref();
             let rows = if q.count == 0 {
                 Vec::new()
             } else {
-                query_page(c, &crate::search::page_sql(&q, q.count + 1))?
+                query_page(c, &crate::search::page_sql(&q, q.count + 1, access))?
             };
             let total = if crate::needs_count(&q, rows.len()) {
-                let count = crate::search::count_sql(&q);
+                let count = crate::search::count_sql(&q, access);
                 Some(
                     c.prepare_cached(&lite(&count.text))?
                         .query_row(params(&count.params).as_slice(), |r| r.get(0))?,
@@ -768,10 +846,11 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn explain(&self, _ctx: &RequestContext, q: &SearchQuery) -> Result<String, StoreError> {
+    async fn explain(&self, ctx: &RequestContext, q: &SearchQuery) -> Result<String, StoreError> {
         let q = q.clone();
+        let access = ctx.restriction().cloned();
         self.read_with(move |c| {
-            let page = crate::search::page_sql(&q, q.count + 1);
+            let page = crate::search::page_sql(&q, q.count + 1, access.as_ref());
             let mut stmt = c.prepare(&format!("EXPLAIN QUERY PLAN {}", lite(&page.sql.text)))?;
             let rows = stmt.query_map(params(&page.sql.params).as_slice(), |r| {
                 Ok((
@@ -874,10 +953,11 @@ impl Store for SqliteStore {
 
     async fn changes(
         &self,
-        _ctx: &RequestContext,
+        ctx: &RequestContext,
         after: i64,
         limit: usize,
     ) -> Result<Vec<Change>, StoreError> {
+        access::refuse_unscoped(ctx, "the change feed")?;
         self.read_inline(|c| {
             let mut stmt = c.prepare_cached(&lite(sql::CHANGES))?;
             let rows = stmt.query_map(rusqlite::params![after, limit as i64], |r| {

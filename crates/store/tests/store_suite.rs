@@ -6,8 +6,9 @@ use std::sync::Arc;
 
 use serde_json::{Value, json};
 use store::{
-    ErrorKind, HistoryQuery, HistoryScope, KeyedWrite, Method, Outcome, Receipt, ReferenceCheck,
-    RequestContext, SearchQuery, Store, StoreError, WriteEntry, WriteOp,
+    AccessPolicy, ErrorKind, HistoryQuery, HistoryScope, KeyedWrite, Method, Outcome, Receipt,
+    ReferenceCheck, RequestContext, Restriction, SearchQuery, SecurityLabel, Store, StoreError,
+    WriteEntry, WriteOp,
 };
 
 fn ctx() -> RequestContext {
@@ -1308,6 +1309,544 @@ async fn exclusive_lock_is_shared_by_every_handle(s: Arc<dyn Store>) {
     assert!(s.lock_exclusive(&ctx(), "../etc").await.is_err());
 }
 
+/// The confidentiality code system of `meta.security` labels.
+const CONFIDENTIALITY: &str = "http://terminology.hl7.org/CodeSystem/v3-Confidentiality";
+
+/// A caller restricted to Patient `p1`'s compartment, with restricted (`R`) records denied
+/// unless `break_glass`.
+fn restricted_to_p1(break_glass: bool) -> RequestContext {
+    ctx().with_access(AccessPolicy::Restricted(Restriction {
+        patients: ["p1".to_owned()].into(),
+        denied_labels: [SecurityLabel::new(CONFIDENTIALITY, "R")].into(),
+        break_glass,
+    }))
+}
+
+/// Every match of `q` for `c`, page by page (`count` a page, an accurate total asked), as
+/// sorted `Type/id`s; checks on the way that the total is the same on every page and equals
+/// what the pages show, that a page with a next link is full, that a next link never leads to
+/// an empty page, and that nothing comes twice.
+async fn walk(s: &dyn Store, c: &RequestContext, mut q: SearchQuery, count: usize) -> Vec<String> {
+    q.count = count;
+    q.total = store::search::TotalMode::Accurate;
+    let mut seen = Vec::new();
+    let mut total = None;
+    loop {
+        let page = s.search(c, &q).await.unwrap();
+        let t = page.total.expect("an accurate total");
+        assert_eq!(
+            *total.get_or_insert(t),
+            t,
+            "the total changed between pages"
+        );
+        assert!(
+            !page.matches.is_empty() || q.after.is_none(),
+            "a next link led to an empty page"
+        );
+        seen.extend(
+            page.matches
+                .iter()
+                .map(|r| format!("{}/{}", r.resource_type, r.id)),
+        );
+        match page.next {
+            Some(next) => {
+                assert_eq!(page.matches.len(), count, "a page with a next link is full");
+                q.after = Some(store::search::Cursor::decode(&next).unwrap());
+            }
+            None => break,
+        }
+    }
+    assert_eq!(
+        total,
+        Some(seen.len() as u64),
+        "the total is what the pages show"
+    );
+    let listed = seen.len();
+    seen.sort();
+    seen.dedup();
+    assert_eq!(seen.len(), listed, "a resource came twice");
+    seen
+}
+
+fn refs(items: &[&str]) -> Vec<String> {
+    let mut v: Vec<String> = items.iter().map(|s| s.to_string()).collect();
+    v.sort();
+    v
+}
+
+fn typed(rs: &[store::StoredResource]) -> Vec<String> {
+    let mut v: Vec<String> = rs
+        .iter()
+        .map(|r| format!("{}/{}", r.resource_type, r.id))
+        .collect();
+    v.sort();
+    v
+}
+
+/// A caller restricted to one patient's compartment sees, through every read path, only that
+/// patient's resources (and none carrying a denied label unless it breaks the glass); counts,
+/// totals and paging agree with what is shown; the feeds that index rows cannot scope are
+/// refused; and a conditional write never matches, returns or reveals a hidden resource.
+async fn a_restricted_caller_sees_only_its_patients_compartment(s: Arc<dyn Store>) {
+    let s: &dyn Store = &*s;
+    let c = ctx();
+    let put = |r: Value| async move {
+        let (ty, id) = (
+            r["resourceType"].as_str().unwrap().to_owned(),
+            r["id"].as_str().unwrap().to_owned(),
+        );
+        s.update(&ctx(), &ty, &id, r, None).await.unwrap();
+    };
+    let observation = |id: &str, patient: &str, code: &str| {
+        json!({"resourceType": "Observation", "id": id, "status": "final",
+            "identifier": [{"system": "urn:test", "value": id}],
+            "code": {"coding": [{"system": "http://loinc.org", "code": code}]},
+            "subject": {"reference": format!("Patient/{patient}")},
+            "performer": [{"reference": "Practitioner/dr"}]})
+    };
+    let encounter = |id: &str, patient: &str| {
+        json!({"resourceType": "Encounter", "id": id, "status": "finished", "class": {"code": "AMB"},
+            "subject": {"reference": format!("Patient/{patient}")},
+            "participant": [{"individual": {"reference": "Practitioner/dr"}}],
+            "serviceProvider": {"reference": "Organization/org"}})
+    };
+    put(json!({"resourceType": "Organization", "id": "org", "name": "Clinic"})).await;
+    put(json!({"resourceType": "Practitioner", "id": "dr", "name": [{"family": "House"}]})).await;
+    for (id, family) in [("p1", "Ito"), ("p2", "Ito"), ("p3", "Sato")] {
+        let mut p = patient(family, id);
+        p["id"] = json!(id);
+        p["managingOrganization"] = json!({"reference": "Organization/org"});
+        p["generalPractitioner"] = json!([{"reference": "Practitioner/dr"}]);
+        put(p).await;
+    }
+    for i in 0..5 {
+        put(observation(&format!("o1-{i}"), "p1", "8480-6")).await;
+    }
+    put(encounter("e1-0", "p1")).await;
+    put(encounter("e1-1", "p1")).await;
+    let mut secret = observation("o1-secret", "p1", "99999-9");
+    secret["meta"] = json!({"security": [{"system": CONFIDENTIALITY, "code": "R"}]});
+    put(secret).await;
+    for i in 0..3 {
+        put(observation(&format!("o2-{i}"), "p2", "8480-6")).await;
+    }
+    put(encounter("e2-0", "p2")).await;
+    put(observation("o3-0", "p3", "8480-6")).await;
+    put(observation("o1-gone", "p1", "8480-6")).await;
+    put(observation("o2-gone", "p2", "8480-6")).await;
+    s.delete(&c, "Observation", "o1-gone", None).await.unwrap();
+    s.delete(&c, "Observation", "o2-gone", None).await.unwrap();
+
+    let r = restricted_to_p1(false);
+    let p1_observations = refs(&[
+        "Observation/o1-0",
+        "Observation/o1-1",
+        "Observation/o1-2",
+        "Observation/o1-3",
+        "Observation/o1-4",
+    ]);
+    let mut visible = p1_observations.clone();
+    visible.extend(refs(&["Patient/p1", "Encounter/e1-0", "Encounter/e1-1"]));
+    visible.sort();
+
+    // read and vread: out of scope is NotFound, never Gone; a deleted resource of the
+    // compartment is Gone, as for anyone.
+    s.read(&r, "Patient", "p1").await.unwrap();
+    s.read(&r, "Observation", "o1-0").await.unwrap();
+    for (ty, id) in [
+        ("Patient", "p2"),
+        ("Practitioner", "dr"),
+        ("Organization", "org"),
+        ("Observation", "o1-secret"),
+        ("Observation", "o2-0"),
+        ("Encounter", "e2-0"),
+        ("Observation", "o2-gone"),
+        ("Observation", "absent"),
+    ] {
+        let err = s.read(&r, ty, id).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::NotFound, "{ty}/{id}: {err}");
+        let err = s.vread(&r, ty, id, 1).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::NotFound, "{ty}/{id}: {err}");
+        assert!(s.load(&r, ty, id).await.unwrap().is_none(), "{ty}/{id}");
+    }
+    let err = s.read(&r, "Observation", "o1-gone").await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Gone);
+    assert_eq!(
+        s.vread(&r, "Observation", "o1-gone", 1)
+            .await
+            .unwrap()
+            .version,
+        1
+    );
+    assert_eq!(
+        s.vread(&r, "Observation", "o1-0", 1).await.unwrap().version,
+        1
+    );
+
+    // Type-level search, with and without a driving filter, sorted or not, walked in small
+    // pages; `_summary=count`.
+    for params in ["", "code=8480-6", "_sort=_id", "_lastUpdated=gt2000-01-01"] {
+        assert_eq!(
+            walk(s, &r, query(s, "Observation", params), 2).await,
+            p1_observations,
+            "Observation?{params}"
+        );
+    }
+    let mut count_only = query(s, "Observation", "_summary=count");
+    count_only.count = 0;
+    assert_eq!(s.search(&r, &count_only).await.unwrap().total, Some(5));
+    assert_eq!(
+        walk(s, &r, query(s, "Encounter", ""), 1).await,
+        refs(&["Encounter/e1-0", "Encounter/e1-1"])
+    );
+    assert_eq!(
+        walk(s, &r, query(s, "Patient", "family=Ito"), 1).await,
+        refs(&["Patient/p1"])
+    );
+    for ty in ["Practitioner", "Organization"] {
+        assert!(walk(s, &r, query(s, ty, ""), 2).await.is_empty(), "{ty}");
+    }
+    // System level, all types or some.
+    let system = |params: &str| {
+        SearchQuery::parse(
+            None,
+            &store::search::parse_query_string(params),
+            s.extractor(),
+            false,
+        )
+        .unwrap()
+    };
+    assert_eq!(walk(s, &r, system(""), 3).await, visible);
+    assert_eq!(
+        walk(s, &r, system("_type=Encounter,Practitioner,Patient"), 2).await,
+        refs(&["Patient/p1", "Encounter/e1-0", "Encounter/e1-1"])
+    );
+    // Two patients: both compartments.
+    let two = ctx().with_access(AccessPolicy::patients(["p1", "p3"]));
+    assert_eq!(
+        walk(s, &two, query(s, "Observation", "code=8480-6"), 2)
+            .await
+            .len(),
+        6
+    );
+
+    // What a conditional write would match, and the plan of the same SQL.
+    let by_code = query(s, "Observation", "code=8480-6");
+    let mut ids = s.matching_ids(&r, &by_code, 100).await.unwrap();
+    ids.sort();
+    assert_eq!(ids, ["o1-0", "o1-1", "o1-2", "o1-3", "o1-4"]);
+    assert_eq!(s.matching_ids(&c, &by_code, 100).await.unwrap().len(), 9);
+    assert!(!s.explain(&r, &by_code).await.unwrap().is_empty());
+    // With nothing more selective, the caller's compartments drive: SQLite (whose plans do
+    // not depend on statistics) never scans a type or every resource for them.
+    if s.backend() == "sqlite" {
+        for q in [
+            query(s, "Observation", ""),
+            system(""),
+            query(s, "Patient", "_has:Observation:subject:code=8480-6"),
+        ] {
+            let plan = s.explain(&r, &q).await.unwrap();
+            assert!(!plan.contains("SCAN r"), "{plan}");
+            assert!(plan.contains("idx_reference_target"), "{plan}");
+        }
+    }
+
+    // _include / _revinclude: what they add is filtered too.
+    let q = query(
+        s,
+        "Observation",
+        "_include=Observation:performer&_include=Observation:subject",
+    );
+    let page = s.search(&r, &q).await.unwrap();
+    let included = store::search::include::resolve(s, &r, &q, &page.matches)
+        .await
+        .unwrap();
+    assert_eq!(typed(&included), ["Patient/p1"]);
+    let open = s.search(&c, &q).await.unwrap();
+    let open_included = store::search::include::resolve(s, &c, &q, &open.matches)
+        .await
+        .unwrap();
+    assert!(typed(&open_included).contains(&"Practitioner/dr".to_owned()));
+    let q = query(
+        s,
+        "Patient",
+        "_revinclude=Observation:subject&_revinclude=Encounter:subject&_include=Patient:general-practitioner",
+    );
+    let page = s.search(&r, &q).await.unwrap();
+    assert_eq!(typed(&page.matches), ["Patient/p1"]);
+    let included = store::search::include::resolve(s, &r, &q, &page.matches)
+        .await
+        .unwrap();
+    let mut want = p1_observations.clone();
+    want.extend(refs(&["Encounter/e1-0", "Encounter/e1-1"]));
+    want.sort();
+    assert_eq!(typed(&included), want);
+
+    // Chains and _has: their inner filters see only what the caller sees.
+    let ids_of = |page: &store::SearchPage| typed(&page.matches);
+    let chain = query(s, "Observation", "subject:Patient.family=Ito");
+    assert_eq!(walk(s, &r, chain.clone(), 2).await, p1_observations);
+    assert_eq!(ids_of(&s.search(&c, &chain).await.unwrap()).len(), 9);
+    let through_hidden = query(s, "Observation", "performer:Practitioner.family=House");
+    assert!(walk(s, &r, through_hidden.clone(), 2).await.is_empty());
+    assert_eq!(
+        ids_of(&s.search(&c, &through_hidden).await.unwrap()).len(),
+        10
+    );
+    let has = query(s, "Patient", "_has:Observation:subject:code=8480-6");
+    assert_eq!(walk(s, &r, has.clone(), 2).await, ["Patient/p1"]);
+    assert_eq!(ids_of(&s.search(&c, &has).await.unwrap()).len(), 3);
+    let has_secret = query(s, "Patient", "_has:Observation:subject:code=99999-9");
+    assert!(walk(s, &r, has_secret.clone(), 2).await.is_empty());
+    assert_eq!(
+        ids_of(&s.search(&c, &has_secret).await.unwrap()),
+        ["Patient/p1"]
+    );
+
+    // Compartment search and $everything.
+    let compartment = |owner: &str| {
+        let mut q = SearchQuery::all(Some("Observation"));
+        q.filters
+            .push(SearchQuery::patient_compartment(owner, Some("Observation"), false).unwrap());
+        q
+    };
+    assert_eq!(walk(s, &r, compartment("p1"), 2).await, p1_observations);
+    assert!(walk(s, &r, compartment("p2"), 2).await.is_empty());
+    assert_eq!(walk(s, &r, SearchQuery::everything("p1"), 3).await, visible);
+    assert!(
+        walk(s, &r, SearchQuery::everything("p2"), 3)
+            .await
+            .is_empty()
+    );
+    let open_everything = walk(s, &c, SearchQuery::everything("p1"), 100).await;
+    for extra in [
+        "Practitioner/dr",
+        "Organization/org",
+        "Observation/o1-secret",
+    ] {
+        assert!(open_everything.contains(&extra.to_owned()), "{extra}");
+    }
+
+    // History: an instance the caller sees, else NotFound; type and system level, and the
+    // change feed, refused as a whole (index rows describe current versions only).
+    let instance = |ty: &str, id: &str| HistoryQuery {
+        scope: HistoryScope::Instance(ty.into(), id.into()),
+        since: None,
+        count: 10,
+        before: None,
+    };
+    assert_eq!(
+        s.history(&r, &instance("Observation", "o1-0"))
+            .await
+            .unwrap()
+            .versions
+            .len(),
+        1
+    );
+    assert_eq!(
+        s.history(&r, &instance("Observation", "o1-gone"))
+            .await
+            .unwrap()
+            .versions
+            .len(),
+        2
+    );
+    for (ty, id) in [
+        ("Observation", "o2-0"),
+        ("Observation", "o2-gone"),
+        ("Observation", "o1-secret"),
+        ("Practitioner", "dr"),
+    ] {
+        let err = s.history(&r, &instance(ty, id)).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::NotFound, "{ty}/{id}");
+    }
+    for scope in [
+        HistoryScope::Type("Observation".into()),
+        HistoryScope::System,
+    ] {
+        let q = HistoryQuery {
+            scope,
+            since: None,
+            count: 10,
+            before: None,
+        };
+        let err = s.history(&r, &q).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Forbidden, "{err}");
+        // The node's own work for the same request is not restricted.
+        s.history(&r.internal(), &q).await.unwrap();
+    }
+    let err = s.changes(&r, 0, 10).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Forbidden);
+    assert!(!s.changes(&r.internal(), 0, 10).await.unwrap().is_empty());
+
+    // Break-glass: the labelled record shows; the compartment still bounds everything.
+    let glass = restricted_to_p1(true);
+    s.read(&glass, "Observation", "o1-secret").await.unwrap();
+    let mut with_secret = p1_observations.clone();
+    with_secret.push("Observation/o1-secret".into());
+    with_secret.sort();
+    assert_eq!(
+        walk(s, &glass, query(s, "Observation", ""), 2).await,
+        with_secret
+    );
+    assert_eq!(walk(s, &glass, has_secret, 2).await, ["Patient/p1"]);
+    assert!(s.read(&glass, "Observation", "o2-0").await.is_err());
+
+    // Conditional writes use the caller's policy. A conditional create whose criteria match
+    // only a hidden resource creates a new one and does not return the hidden one; one that
+    // matches a visible resource returns it, as for anyone.
+    let created = s
+        .write(
+            &r,
+            WriteOp::Create {
+                resource: patient("Ito", "p2"),
+                if_none_exist: Some(query(s, "Patient", "identifier=urn:test|p2")),
+            },
+        )
+        .await
+        .unwrap();
+    let Outcome::Created(new) = &created else {
+        panic!("{created:?}")
+    };
+    assert_ne!(new.id, "p2");
+    assert_eq!(s.read(&c, "Patient", "p2").await.unwrap().version, 1);
+    let existing = s
+        .write(
+            &r,
+            WriteOp::Create {
+                resource: observation("ignored", "p1", "8480-6"),
+                if_none_exist: Some(query(s, "Observation", "identifier=urn:test|o1-0")),
+            },
+        )
+        .await
+        .unwrap();
+    assert!(
+        matches!(&existing, Outcome::Existing(e) if e.id == "o1-0"),
+        "{existing:?}"
+    );
+    // A conditional update matching only a hidden resource creates; a conditional delete
+    // matching only a hidden one deletes nothing.
+    let mut body = observation("x", "p1", "8480-6");
+    body.as_object_mut().unwrap().remove("id");
+    let updated = s
+        .write(
+            &r,
+            WriteOp::ConditionalUpdate {
+                query: query(s, "Observation", "identifier=urn:test|o2-0"),
+                resource: body,
+            },
+        )
+        .await
+        .unwrap();
+    assert!(
+        matches!(&updated, Outcome::Created(n) if n.id != "o2-0"),
+        "{updated:?}"
+    );
+    let deleted = s
+        .write(
+            &r,
+            WriteOp::ConditionalDelete {
+                query: query(s, "Observation", "identifier=urn:test|o2-1"),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(deleted, Outcome::NoOp);
+    // By id: a hidden resource is NotFound, whatever version is asked for.
+    for if_match in [None, Some(1), Some(7)] {
+        let err = s
+            .update(
+                &r,
+                "Observation",
+                "o2-0",
+                observation("o2-0", "p1", "1-1"),
+                if_match,
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::NotFound, "{if_match:?}: {err}");
+        let err = s
+            .delete(&r, "Observation", "o2-0", if_match)
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::NotFound, "{if_match:?}: {err}");
+    }
+    let err = s
+        .delete(&r, "Observation", "o2-gone", None)
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotFound);
+    for id in ["o2-0", "o2-1"] {
+        assert_eq!(
+            s.read(&c, "Observation", id).await.unwrap().version,
+            1,
+            "{id}"
+        );
+    }
+    // References: a hidden target is refused exactly like an absent one.
+    let refer = |subject: &str| {
+        let mut o = observation("x", "p1", "8480-6");
+        let fields = o.as_object_mut().unwrap();
+        fields.remove("id");
+        // A practitioner is outside every compartment: hidden, so refused as well (below).
+        fields.remove("performer");
+        o["subject"] = json!({"reference": subject});
+        o
+    };
+    let conditional = |identifier: &str| {
+        WriteEntry::new(WriteOp::Create {
+            resource: refer(&format!("Patient?identifier=urn:test|{identifier}")),
+            if_none_exist: None,
+        })
+    };
+    let hidden = s
+        .transaction(&r, vec![conditional("p3")])
+        .await
+        .unwrap_err();
+    let absent = s
+        .transaction(&r, vec![conditional("nobody")])
+        .await
+        .unwrap_err();
+    assert_eq!(hidden.kind(), ErrorKind::Invalid, "{hidden}");
+    assert_eq!(
+        hidden.to_string().replace("p3", "?"),
+        absent.to_string().replace("nobody", "?")
+    );
+    s.transaction(&c, vec![conditional("p3")]).await.unwrap();
+    let checked = |subject: &str| {
+        WriteEntry::new(WriteOp::Create {
+            resource: refer(subject),
+            if_none_exist: None,
+        })
+        .with_references(ReferenceCheck::Refuse { base: None })
+    };
+    let hidden = s
+        .transaction(&r, vec![checked("Patient/p3")])
+        .await
+        .unwrap_err();
+    let absent = s
+        .transaction(&r, vec![checked("Patient/nobody")])
+        .await
+        .unwrap_err();
+    for err in [&hidden, &absent] {
+        assert!(
+            matches!(err, StoreError::Entry { source, .. } if matches!(**source, StoreError::MissingReference { .. })),
+            "{err:?}"
+        );
+    }
+    s.transaction(&r, vec![checked("Patient/p1")])
+        .await
+        .unwrap();
+    let mut with_performer = checked("Patient/p1");
+    if let WriteOp::Create { resource, .. } = &mut with_performer.op {
+        resource["performer"] = json!([{"reference": "Practitioner/dr"}]);
+    }
+    let err = s.transaction(&r, vec![with_performer]).await.unwrap_err();
+    assert!(
+        matches!(err.into_inner(), StoreError::MissingReference { reference, .. } if reference == "Practitioner/dr")
+    );
+}
+
 macro_rules! suite {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
@@ -1355,7 +1894,10 @@ macro_rules! fhir_suite {
     };
 }
 
-fhir_suite!(everything_lists_each_resource_once_across_pages);
+fhir_suite!(
+    everything_lists_each_resource_once_across_pages,
+    a_restricted_caller_sees_only_its_patients_compartment,
+);
 
 suite!(
     create_read_update_delete_keeps_every_version,

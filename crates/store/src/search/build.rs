@@ -8,9 +8,17 @@
 //! the match in a subquery that computes each sort key (`MIN`/`MAX` over the key's index rows)
 //! with a "missing" flag so that resources without a value sort last in either direction, and
 //! page with a keyset condition on `(keys..., rid)`.
+//!
+//! A restricted caller's access policy ([`Restriction`]) adds the conditions of
+//! [`crate::access`] to every resource alias written here (the page, its count, conditional
+//! matching, chains, `_has`), so no hidden resource matches, is counted or moves a cursor; when
+//! no filter is as selective as a reference, the caller's compartments drive the query.
+//! Without a restriction nothing is added.
 
 use std::collections::BTreeMap;
 
+use crate::access;
+use crate::context::Restriction;
 use crate::index::ParamType;
 use crate::sql::{Sql, SqlParam, VERSION_COLUMNS};
 use crate::time;
@@ -44,31 +52,34 @@ struct Builder<'s> {
     aliases: usize,
     /// The query's derived parameters ([`SearchQuery::stored_as`]).
     stored_as: &'s BTreeMap<(String, String), Vec<String>>,
+    /// The caller's restriction, applied to every resource alias; `None`: unrestricted.
+    access: Option<&'s Restriction>,
 }
 
 /// The conditions (over `resource r`) of a query, without paging.
-pub(crate) fn where_clause(q: &SearchQuery, sql: &mut Sql) -> String {
+pub(crate) fn where_clause(q: &SearchQuery, access: Option<&Restriction>, sql: &mut Sql) -> String {
     let mut b = Builder {
         sql,
         aliases: 0,
         stored_as: &q.stored_as,
+        access,
     };
     b.resource(q.resource_type.as_deref(), &q.types, &q.filters, "r")
         .join(" AND ")
 }
 
 /// `SELECT COUNT(*)` of a query.
-pub(crate) fn count_sql(q: &SearchQuery) -> Sql {
+pub(crate) fn count_sql(q: &SearchQuery, access: Option<&Restriction>) -> Sql {
     let mut sql = Sql::default();
-    let w = where_clause(q, &mut sql);
+    let w = where_clause(q, access, &mut sql);
     sql.text = format!("SELECT COUNT(*) FROM resource r WHERE {w}");
     sql
 }
 
 /// The match query of a conditional operation: `(type, id)` of up to `limit` matches.
-pub(crate) fn matches_sql(q: &SearchQuery, limit: usize) -> Sql {
+pub(crate) fn matches_sql(q: &SearchQuery, limit: usize, access: Option<&Restriction>) -> Sql {
     let mut sql = Sql::default();
-    let w = where_clause(q, &mut sql);
+    let w = where_clause(q, access, &mut sql);
     let limit = sql.bind(SqlParam::Int(limit as i64));
     sql.text = format!(
         "SELECT r.res_type, r.res_id FROM resource r WHERE {w} ORDER BY r.rid LIMIT {limit}"
@@ -77,12 +88,13 @@ pub(crate) fn matches_sql(q: &SearchQuery, limit: usize) -> Sql {
 }
 
 /// One page (`limit` rows after the cursor): `rid`, the version columns, then the key columns.
-pub(crate) fn page_sql(q: &SearchQuery, limit: usize) -> PageSql {
+pub(crate) fn page_sql(q: &SearchQuery, limit: usize, access: Option<&Restriction>) -> PageSql {
     let mut sql = Sql::default();
     let mut b = Builder {
         sql: &mut sql,
         aliases: 0,
         stored_as: &q.stored_as,
+        access,
     };
     let conds = b.resource(q.resource_type.as_deref(), &q.types, &q.filters, "r");
     if q.sort.is_empty() {
@@ -182,7 +194,8 @@ impl Builder<'_> {
             .join(", ")
     }
 
-    /// The conditions, ANDed by the caller, that a current resource (alias `a`) matches.
+    /// The conditions, ANDed by the caller, that a current resource (alias `a`) matches
+    /// (and, for a restricted caller, may see).
     fn resource(
         &mut self,
         resource_type: Option<&str>,
@@ -190,16 +203,42 @@ impl Builder<'_> {
         filters: &[Filter],
         a: &str,
     ) -> Vec<String> {
-        let driver = driver(filters, resource_type.is_some());
+        let typed = resource_type.is_some();
+        let mut driver = driver(filters, typed);
+        // A restricted caller's compartments drive unless an `_id` list pins the rows or a
+        // filter is as selective as a reference lookup: they are such a lookup, and bound
+        // what is scanned to the caller's patients however broad the other filters are.
+        let access_drives = self.access.is_some()
+            && !pinned_by_id(filters, typed)
+            && driver.is_none_or(|i| filter_rank(&filters[i]).is_none_or(|r| r > 1));
+        if access_drives {
+            driver = None;
+        }
         let mut conds = vec![format!("{a}.deleted = FALSE")];
         if let Some(t) = resource_type {
             // A driving subquery already restricts the type (and a type condition here would
             // tempt SQLite's planner into scanning the type instead).
-            if driver.is_none() {
+            if driver.is_none() && !access_drives {
                 conds.push(format!("{a}.res_type = {}", self.text(t)));
             }
         } else if !types.is_empty() {
             conds.push(format!("{a}.res_type IN ({})", self.list(types)));
+        }
+        if let Some(r) = self.access {
+            let aliases = access::Aliases {
+                member: self.alias("z"),
+                owner: self.alias("o"),
+                label: self.alias("w"),
+            };
+            conds.extend(access::conditions(
+                self.sql,
+                r,
+                resource_type,
+                types,
+                a,
+                &aliases,
+                access_drives,
+            ));
         }
         for (i, f) in filters.iter().enumerate() {
             conds.push(self.filter(resource_type, f, a, driver != Some(i)));
@@ -430,7 +469,9 @@ impl Builder<'_> {
                 // resource of a compartment type is there as a member or not at all (another
                 // patient's encounter, a linked patient), and each page would otherwise join
                 // every reference of the whole compartment.
-                let outside = if *referenced {
+                // A restricted caller sees no type outside the compartment: nothing to add.
+                let referenced = *referenced && self.access.is_none();
+                let outside = if referenced {
                     let types: Vec<String> = params
                         .iter()
                         .map(|(t, _)| t.clone())
@@ -452,7 +493,7 @@ impl Builder<'_> {
                     if owner_row {
                         alts.push(format!("({a}.res_type = {ty} AND {a}.res_id = {id})"));
                     }
-                    if *referenced && !sources.is_empty() {
+                    if referenced && !sources.is_empty() {
                         let y = self.alias("y");
                         alts.push(format!(
                             "({a}.res_type NOT IN ({outside}) AND EXISTS (SELECT 1 FROM idx_reference {y} \
@@ -468,7 +509,7 @@ impl Builder<'_> {
                     if owner_row && let Some(owner) = owner_rid {
                         rids.push(owner);
                     }
-                    if *referenced && !sources.is_empty() {
+                    if referenced && !sources.is_empty() {
                         let (y, t) = (self.alias("y"), self.alias("t"));
                         // A driving list is the only type condition (see `resource`).
                         let of_type = match resource_type {
@@ -814,31 +855,39 @@ impl Builder<'_> {
 /// positive one, judged by its kind; `None` when an `_id` list already pins the rows or no
 /// filter narrows well enough to beat scanning the type.
 fn driver(filters: &[Filter], typed: bool) -> Option<usize> {
-    if typed
-        && filters
-            .iter()
-            .any(|f| matches!(f, Filter::Id { negate: false, .. }))
-    {
+    if pinned_by_id(filters, typed) {
         return None;
     }
     filters
         .iter()
         .enumerate()
-        .filter_map(|(i, f)| {
-            let rank = match f {
-                Filter::Param {
-                    values,
-                    negate: false,
-                    ..
-                } if !values.is_empty() => values.iter().map(value_rank).max()?,
-                Filter::Chain { .. } => 3,
-                Filter::Compartment { .. } => 1,
-                _ => return None,
-            };
-            (rank <= 3).then_some((rank, i))
-        })
+        .filter_map(|(i, f)| Some((filter_rank(f)?, i)))
+        .filter(|(rank, _)| *rank <= 3)
         .min()
         .map(|(_, i)| i)
+}
+
+/// A typed query with an `_id` list: the unique `(res_type, res_id)` key pins its rows.
+fn pinned_by_id(filters: &[Filter], typed: bool) -> bool {
+    typed
+        && filters
+            .iter()
+            .any(|f| matches!(f, Filter::Id { negate: false, .. }))
+}
+
+/// How selective a filter is likely to be when it drives (1 = a handful of rows); `None`
+/// for one that cannot drive (a negation, `:missing`, `_has`, `_lastUpdated`).
+fn filter_rank(f: &Filter) -> Option<u8> {
+    match f {
+        Filter::Param {
+            values,
+            negate: false,
+            ..
+        } if !values.is_empty() => values.iter().map(value_rank).max(),
+        Filter::Chain { .. } => Some(3),
+        Filter::Compartment { .. } => Some(1),
+        _ => None,
+    }
 }
 
 /// How selective one value is likely to be (1 = a handful of rows).
@@ -888,4 +937,140 @@ fn like_escape(s: &str) -> String {
         out.push(c);
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::context::AccessPolicy;
+    use crate::search::{DEFAULT_COUNT, parse_query_string};
+
+    fn query(resource_type: Option<&str>, params: &str) -> SearchQuery {
+        SearchQuery::parse(
+            resource_type,
+            &parse_query_string(params),
+            &crate::index::BasicExtractor,
+            true,
+        )
+        .unwrap()
+    }
+
+    fn restricted() -> Restriction {
+        AccessPolicy::patients(["p1"])
+            .restriction()
+            .cloned()
+            .unwrap()
+    }
+
+    fn observations(filters: Vec<Filter>) -> SearchQuery {
+        SearchQuery {
+            filters,
+            ..SearchQuery::all(Some("Observation"))
+        }
+    }
+
+    fn code() -> Filter {
+        Filter::Param {
+            param: "code".into(),
+            values: vec![ValueMatch::Token(TokenMatch {
+                system: None,
+                code: Some("8480-6".into()),
+            })],
+            negate: false,
+        }
+    }
+
+    fn date() -> Filter {
+        query(Some("Observation"), "_lastUpdated=gt2020-01-01")
+            .filters
+            .remove(0)
+    }
+
+    /// The compartment probe over the page's resource alias.
+    const PROBE: &str = "WHERE z1.rid = r.rid";
+    /// The compartment list driving the page.
+    const DRIVE: &str = "r.rid IN (SELECT z1.rid FROM idx_reference z1";
+
+    #[test]
+    fn an_unrestricted_query_names_no_compartment_or_label() {
+        for q in [
+            observations(vec![code()]),
+            observations(Vec::new()),
+            query(None, "_type=Patient"),
+        ] {
+            for text in [
+                page_sql(&q, DEFAULT_COUNT, None).sql.text,
+                count_sql(&q, None).text,
+                matches_sql(&q, 2, None).text,
+            ] {
+                assert!(!text.contains("idx_reference"), "{text}");
+                assert!(!text.contains("idx_token w"), "{text}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_compartments_drive_unless_a_filter_is_as_selective() {
+        let r = restricted();
+        // A token with a code drives; the compartments are probed for each candidate.
+        let page = page_sql(&observations(vec![code()]), 10, Some(&r)).sql.text;
+        assert!(page.contains(PROBE) && !page.contains(DRIVE), "{page}");
+        // Nothing else narrows: the compartments drive, and restrict the type.
+        for q in [observations(Vec::new()), observations(vec![date()])] {
+            let page = page_sql(&q, 10, Some(&r)).sql.text;
+            assert!(page.contains(DRIVE), "{page}");
+            assert!(!page.contains("r.res_type = "), "{page}");
+        }
+        // An `_id` list pins the rows.
+        let by_id = observations(vec![Filter::Id {
+            ids: vec!["o1".into()],
+            negate: false,
+        }]);
+        let page = page_sql(&by_id, 10, Some(&r)).sql.text;
+        assert!(page.contains(PROBE) && !page.contains(DRIVE), "{page}");
+        // The count and a conditional match carry the same conditions as the page.
+        let q = observations(vec![code()]);
+        assert!(count_sql(&q, Some(&r)).text.contains(PROBE));
+        assert!(matches_sql(&q, 2, Some(&r)).text.contains(PROBE));
+    }
+
+    #[test]
+    fn chains_and_has_see_only_what_the_caller_sees() {
+        let r = restricted();
+        let chain = observations(vec![Filter::Chain {
+            param: "subject".into(),
+            targets: vec![("Patient".into(), vec![code()])],
+        }]);
+        let page = page_sql(&chain, 10, Some(&r)).sql.text;
+        // The chained Patient alias (`t`) is judged too.
+        let inner = page
+            .split("FROM resource t")
+            .nth(1)
+            .expect("a chained resource");
+        assert!(inner.contains(".res_id IN ("), "{page}");
+        let has = SearchQuery {
+            filters: vec![Filter::Has {
+                source_type: "Observation".into(),
+                param: "subject".into(),
+                inner: vec![code()],
+            }],
+            ..SearchQuery::all(Some("Patient"))
+        };
+        let page = page_sql(&has, 10, Some(&r)).sql.text;
+        let inner = page
+            .split("FROM resource s")
+            .nth(1)
+            .expect("a source resource");
+        assert!(inner.contains("idx_reference z"), "{page}");
+    }
+
+    #[test]
+    fn a_restricted_everything_adds_no_referenced_resources() {
+        let r = restricted();
+        let q = SearchQuery::everything("p1");
+        let open = page_sql(&q, 10, None).sql.text;
+        assert!(open.contains("NOT IN"), "{open}");
+        let restricted = page_sql(&q, 10, Some(&r)).sql.text;
+        assert!(!restricted.contains("NOT IN"), "{restricted}");
+    }
 }
