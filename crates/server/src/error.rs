@@ -124,6 +124,7 @@ impl From<StoreError> for ApiError {
             ErrorKind::MultipleMatches => (StatusCode::PRECONDITION_FAILED, "multiple-matches"),
             ErrorKind::Conflict => (StatusCode::CONFLICT, "conflict"),
             ErrorKind::Invalid => (StatusCode::BAD_REQUEST, "invalid"),
+            ErrorKind::Forbidden => (StatusCode::FORBIDDEN, "forbidden"),
             ErrorKind::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "transient"),
             ErrorKind::Backend => (StatusCode::INTERNAL_SERVER_ERROR, "exception"),
         };

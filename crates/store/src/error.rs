@@ -15,6 +15,8 @@ pub enum ErrorKind {
     Conflict,
     /// The request itself is wrong (bad search parameter, unresolvable reference, ...).
     Invalid,
+    /// The caller's access policy does not allow the operation at all.
+    Forbidden,
     /// The backend is overloaded or unreachable for now; retrying may work.
     Unavailable,
     /// Any other backend failure (a bug or a broken database).
@@ -65,6 +67,10 @@ pub enum StoreError {
         /// The reference as written.
         reference: String,
     },
+    /// The caller's access policy does not allow the operation at all (e.g. a caller
+    /// restricted to some patients reading the change feed).
+    #[error("forbidden: {0}")]
+    Forbidden(String),
     #[error("storage unavailable: {0}")]
     Unavailable(String),
     #[error("storage backend error: {0}")]
@@ -90,6 +96,7 @@ impl StoreError {
                 ErrorKind::Conflict
             }
             StoreError::Invalid(_) | StoreError::MissingReference { .. } => ErrorKind::Invalid,
+            StoreError::Forbidden(_) => ErrorKind::Forbidden,
             StoreError::Unavailable(_) => ErrorKind::Unavailable,
             StoreError::Backend(_) => ErrorKind::Backend,
             StoreError::Entry { source, .. } => source.kind(),
