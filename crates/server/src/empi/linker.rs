@@ -544,6 +544,32 @@ impl Store for EmpiStore {
     ) -> Result<Vec<store::Change>, StoreError> {
         self.inner.changes(ctx, after, limit).await
     }
+
+    async fn feed(
+        &self,
+        ctx: &RequestContext,
+        after: &store::FeedPosition,
+        limit: usize,
+    ) -> Result<store::FeedBatch, StoreError> {
+        self.inner.feed(ctx, after, limit).await
+    }
+
+    async fn checkpoint(
+        &self,
+        ctx: &RequestContext,
+        consumer: &str,
+    ) -> Result<store::FeedPosition, StoreError> {
+        self.inner.checkpoint(ctx, consumer).await
+    }
+
+    async fn save_checkpoint(
+        &self,
+        ctx: &RequestContext,
+        consumer: &str,
+        position: &store::FeedPosition,
+    ) -> Result<(), StoreError> {
+        self.inner.save_checkpoint(ctx, consumer, position).await
+    }
 }
 
 #[cfg(test)]
