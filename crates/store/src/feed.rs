@@ -26,9 +26,9 @@ use crate::model::Change;
 
 /// A position in the change feed: the place after some change, where reading resumes.
 ///
-/// Opaque: compare positions of one store only, and persist them as text
-/// ([`FeedPosition::to_string`], parsed back with [`str::parse`]). [`FeedPosition::START`]
-/// (the default) is before every change.
+/// Opaque: compare positions of one store only, and persist one as its text (`to_string()`,
+/// read back with [`str::parse`]). [`FeedPosition::START`] (the default) is before every
+/// change.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct FeedPosition {
     /// The writing transaction's id on PostgreSQL (0 on SQLite, and for rows written before
