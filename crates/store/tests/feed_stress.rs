@@ -26,7 +26,7 @@ use std::collections::BTreeSet;
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use store::{BasicExtractor, Consumer, Outcome, RequestContext, Store, WriteEntry, WriteOp};
@@ -43,9 +43,63 @@ const HOLDERS: usize = 2;
 const HELD: usize = 3;
 /// The consumer's batch size: small, so that a run takes many batches and checkpoints.
 const BATCH: usize = 7;
-/// Polls before giving up on a change that should come (about a minute; the feed waits for
-/// every older transaction on the server, other tests' included).
-const PATIENCE: usize = 6000;
+/// How long the test waits for something that must happen before it gives up: generous, as
+/// it only bounds a failure (the feed waits for every older transaction on the server, other
+/// tests' included).
+const PATIENCE: Duration = Duration::from_secs(180);
+
+/// A wait for something that must happen, bounded by [`PATIENCE`].
+struct Patience(Instant);
+
+impl Patience {
+    fn new() -> Self {
+        Patience(Instant::now() + PATIENCE)
+    }
+
+    /// Sleeps a little; past the bound, fails with `what` and the transactions open on the
+    /// server (what holds the feed back).
+    async fn wait(&self, what: impl FnOnce() -> String) {
+        if Instant::now() > self.0 {
+            panic!(
+                "{} (gave up after {PATIENCE:?}); transactions open on the server: {}",
+                what(),
+                open_transactions().await
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+async fn open_transactions() -> String {
+    let (client, conn) = tokio_postgres::connect(&support::database_url(), NoTls)
+        .await
+        .expect("connect");
+    tokio::spawn(conn);
+    let rows = client
+        .query(
+            "SELECT pid, datname::text, backend_xid::text, (now() - xact_start)::text, state, \
+             left(query, 80) FROM pg_stat_activity WHERE backend_xid IS NOT NULL \
+             ORDER BY xact_start",
+            &[],
+        )
+        .await
+        .expect("pg_stat_activity");
+    let open: Vec<String> = rows
+        .iter()
+        .map(|r| {
+            format!(
+                "[pid {} db {:?} xid {:?} for {:?} {:?}: {:?}]",
+                r.get::<_, i32>(0),
+                r.get::<_, Option<String>>(1),
+                r.get::<_, Option<String>>(2),
+                r.get::<_, Option<String>>(3),
+                r.get::<_, Option<String>>(4),
+                r.get::<_, Option<String>>(5)
+            )
+        })
+        .collect();
+    open.join(" ")
+}
 
 fn ctx() -> RequestContext {
     RequestContext::system()
@@ -130,7 +184,7 @@ async fn late_write<F: Future<Output = ()>>(
                 .await
         })
     };
-    let mut polls = 0;
+    let patience = Patience::new();
     loop {
         let waiting: bool = raw
             .query_one(
@@ -144,9 +198,9 @@ async fn late_write<F: Future<Output = ()>>(
         if waiting {
             break;
         }
-        polls += 1;
-        assert!(polls < PATIENCE, "the store's write never waited on {id}");
-        tokio::time::sleep(Duration::from_millis(1)).await;
+        patience
+            .wait(|| format!("the store's write never waited on {id}"))
+            .await;
     }
     release().await;
     raw.batch_execute("ROLLBACK").await.unwrap();
@@ -297,14 +351,11 @@ async fn witnessed(store: Arc<dyn Store>, raw: Client, run: u64, naive_after: Ar
             .await
             .unwrap()
             .get(0);
-        let mut polls = 0;
+        let patience = Patience::new();
         while naive_after.load(Ordering::SeqCst) < later_seq {
-            polls += 1;
-            assert!(
-                polls < PATIENCE,
-                "the naive reader never got past {later_seq}"
-            );
-            tokio::time::sleep(Duration::from_millis(1)).await;
+            patience
+                .wait(|| format!("the naive reader never got past {later_seq}"))
+                .await;
         }
     })
     .await;
@@ -351,11 +402,11 @@ async fn the_feed_never_skips_a_change_that_commits_late() {
         // another from its checkpoint.
         let start = handled.lock().unwrap().len();
         let threshold = 1 + rng.below(20) as usize;
-        let mut polls = 0;
+        let patience = Patience::new();
         while handled.lock().unwrap().len() < start + threshold {
-            polls += 1;
-            assert!(polls < PATIENCE, "run {run}: the consumer handled nothing");
-            tokio::time::sleep(Duration::from_millis(1)).await;
+            patience
+                .wait(|| format!("run {run}: the consumer handled nothing"))
+                .await;
         }
         consumer.abort();
         assert!(consumer.await.unwrap_err().is_cancelled());
@@ -365,20 +416,21 @@ async fn the_feed_never_skips_a_change_that_commits_late() {
             task.await.unwrap();
         }
         let want = committed(&check).await;
-        let mut polls = 0;
+        let patience = Patience::new();
         loop {
             let seen: BTreeSet<i64> = handled.lock().unwrap().iter().copied().collect();
             if want.is_subset(&seen) {
                 assert_eq!(seen, want, "run {run}: changes that were never committed");
                 break;
             }
-            polls += 1;
-            assert!(
-                polls < PATIENCE,
-                "run {run}: the consumer misses {:?}",
-                want.difference(&seen).collect::<Vec<_>>()
-            );
-            tokio::time::sleep(Duration::from_millis(2)).await;
+            patience
+                .wait(|| {
+                    format!(
+                        "run {run}: the consumer misses {:?}",
+                        want.difference(&seen).collect::<Vec<_>>()
+                    )
+                })
+                .await;
         }
         consumer.abort();
         let _ = consumer.await;
@@ -386,11 +438,11 @@ async fn the_feed_never_skips_a_change_that_commits_late() {
         // Everything is committed now: let the naive reader catch up, then count what it
         // skipped.
         let last = *want.last().unwrap();
-        let mut polls = 0;
+        let patience = Patience::new();
         while naive_after.load(Ordering::SeqCst) < last {
-            polls += 1;
-            assert!(polls < PATIENCE, "run {run}: the naive reader stopped");
-            tokio::time::sleep(Duration::from_millis(1)).await;
+            patience
+                .wait(|| format!("run {run}: the naive reader stopped"))
+                .await;
         }
         naive.abort();
         let _ = naive.await;
