@@ -198,6 +198,11 @@ async fn late_write<F: Future<Output = ()>>(
         if waiting {
             break;
         }
+        assert!(
+            !write.is_finished(),
+            "the store's write of {id} ended without waiting: {:?}",
+            write.await
+        );
         patience
             .wait(|| format!("the store's write never waited on {id}"))
             .await;
