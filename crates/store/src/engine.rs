@@ -11,7 +11,8 @@
 //!    local literal references checked when the entry asks (`ReferenceCheck::Refuse`: each must
 //!    name a live resource of the transaction's own state, or one the call will write), `id`
 //!    and `meta.versionId`/`meta.lastUpdated` set, index rows extracted, then the version, the
-//!    current-version pointer, the index rows and the change-feed row written.
+//!    current-version pointer, the index rows and the change-feed row with the Patient
+//!    compartments the version is in (`compartment`) written.
 //!
 //! In atomic mode the first failure aborts the whole call (the backend rolls back); in batch mode
 //! each entry runs under a savepoint and fails alone.
@@ -29,6 +30,7 @@ use std::future::Future;
 
 use serde_json::{Map, Value};
 
+use crate::compartment;
 use crate::context::{RequestContext, Restriction};
 use crate::error::StoreError;
 use crate::index::{IndexExtractor, IndexRow};
@@ -57,6 +59,9 @@ pub(crate) struct NewVersion<'a> {
     pub body: Option<&'a str>,
     pub index: &'a [IndexRow],
     pub request_id: &'a str,
+    /// The Patient compartments the version is in (`compartment`), recorded with its
+    /// change-feed row.
+    pub compartments: &'a [String],
 }
 
 /// What a backend provides inside one open transaction.
@@ -90,6 +95,12 @@ pub(crate) trait Backend {
         cur: Current,
     ) -> impl Future<Output = Result<bool, StoreError>>;
     fn write(&mut self, v: NewVersion<'_>) -> impl Future<Output = Result<(), StoreError>>;
+    /// The reference index rows of resource `rid` that name a Patient, as
+    /// `(param, target_id)`: a deletion is in the compartments of the version it deletes.
+    fn patient_references(
+        &mut self,
+        rid: i64,
+    ) -> impl Future<Output = Result<Vec<(String, String)>, StoreError>>;
     fn savepoint(&mut self) -> impl Future<Output = Result<(), StoreError>>;
     fn release(&mut self) -> impl Future<Output = Result<(), StoreError>>;
     fn rollback_to_savepoint(&mut self) -> impl Future<Output = Result<(), StoreError>>;
@@ -586,6 +597,12 @@ async fn delete<B: Backend>(
     if cur.deleted {
         return Ok(Outcome::NoOp);
     }
+    let references = b.patient_references(cur.rid).await?;
+    let compartments = compartment::of_references(
+        ty,
+        id,
+        references.iter().map(|(p, t)| (p.as_str(), t.as_str())),
+    );
     let v = NewVersion {
         rid: Some(cur.rid),
         resource_type: ty,
@@ -596,6 +613,7 @@ async fn delete<B: Backend>(
         body: None,
         index: &[],
         request_id: &ctx.request_id,
+        compartments: &compartments,
     };
     b.write(v).await?;
     Ok(Outcome::Deleted(StoredResource {
@@ -704,6 +722,7 @@ async fn put<B: Backend>(
     };
     let body = serde_json::to_string(&resource)
         .map_err(|e| StoreError::Invalid(format!("resource cannot be serialized: {e}")))?;
+    let compartments = compartment::of_rows(ty, id, &index);
     b.write(NewVersion {
         rid: cur.map(|c| c.rid),
         resource_type: ty,
@@ -714,6 +733,7 @@ async fn put<B: Backend>(
         body: Some(&body),
         index: &index,
         request_id: &ctx.request_id,
+        compartments: &compartments,
     })
     .await?;
     let stored = StoredResource {

@@ -3,7 +3,8 @@
 //!
 //! # What it owns
 //! Every version of every resource (history), the current-version pointer, the search-index
-//! rows of the current versions, and the change feed (outbox). A write, its index rows and its
+//! rows of the current versions, the change feed (outbox, with the Patient compartments of each
+//! change) and the checkpoints of its named consumers. A write, its index rows and its
 //! change-feed row commit in one database transaction, and a list of writes (a FHIR transaction
 //! bundle, an import chunk) can commit as one. Resource JSON is stored exactly as written, plus
 //! `id` and `meta.versionId` / `meta.lastUpdated`.
@@ -27,15 +28,20 @@
 //! - [`search`]: parsing of search parameters into a [`SearchQuery`].
 //! - `access`-private: the access policy as SQL conditions (and over index rows), and the
 //!   refusal of what it cannot scope.
+//! - [`feed`]: reading the change feed without skipping ([`FeedPosition`], [`FeedBatch`]) and
+//!   [`feed::Consumer`], a named consumer with a durable checkpoint; `compartment`: which
+//!   Patient compartments a written version is in.
 //!
 //! See `docs/storage.md` for tables, index layout and the concurrency trade-offs.
 
 mod access;
+mod compartment;
 mod context;
 mod engine;
 mod error;
 mod exclusive;
 pub mod extract;
+pub mod feed;
 pub mod index;
 mod model;
 mod pg_index;
@@ -56,6 +62,7 @@ pub use context::{AccessPolicy, Actor, RequestContext, Restriction, SecurityLabe
 pub use error::{ErrorKind, StoreError};
 pub use exclusive::ExclusiveLock;
 pub use extract::FhirIndexExtractor;
+pub use feed::{Consumer, FeedBatch, FeedPosition};
 pub use index::{
     BasicExtractor, FullUrlTypes, IndexExtractor, IndexRow, IndexValue, ParamDef, ParamType,
     extract_ahead,
@@ -168,8 +175,10 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         units: Vec<KeyedWrite>,
     ) -> Result<Vec<Result<Vec<Outcome>, StoreError>>, StoreError>;
 
-    /// Change-feed rows after position `after`, oldest first. [`StoreError::Forbidden`] to a
-    /// restricted caller.
+    /// Up to `limit` change-feed rows with a `seq` above `after`, in `seq` order. On
+    /// PostgreSQL a row may become visible after rows with a larger `seq`, so a reader that
+    /// moves `after` past what it read can miss it: use [`Store::feed`] to follow the feed.
+    /// A restricted caller is refused ([`StoreError::Forbidden`]).
     async fn changes(
         &self,
         ctx: &RequestContext,
@@ -185,6 +194,36 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         ctx: &RequestContext,
         name: &str,
     ) -> Result<ExclusiveLock, StoreError>;
+
+    /// Up to `limit` change-feed rows after `after`, oldest first, and the position after the
+    /// last of them. Reading on from each batch's `next` delivers every committed change
+    /// exactly once, in an order in which no change can appear behind a position already
+    /// returned (on PostgreSQL, changes of transactions that were still in progress, or that
+    /// began after the oldest one in progress, wait for the next call: see
+    /// `docs/storage.md`, "Change feed"). A restricted caller is refused
+    /// ([`StoreError::Forbidden`]).
+    async fn feed(
+        &self,
+        ctx: &RequestContext,
+        after: &FeedPosition,
+        limit: usize,
+    ) -> Result<FeedBatch, StoreError>;
+
+    /// The position the named consumer saved last ([`FeedPosition::START`] if it never
+    /// saved one).
+    async fn checkpoint(
+        &self,
+        ctx: &RequestContext,
+        consumer: &str,
+    ) -> Result<FeedPosition, StoreError>;
+
+    /// Saves the named consumer's position (durably, in its own transaction).
+    async fn save_checkpoint(
+        &self,
+        ctx: &RequestContext,
+        consumer: &str,
+        position: &FeedPosition,
+    ) -> Result<(), StoreError>;
 
     /// The current version; `NotFound` if it never existed, `Gone` if it is deleted.
     async fn read(

@@ -242,11 +242,19 @@ pub struct HistoryPage {
 /// One row of the change feed (outbox), written in the same transaction as the version.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Change {
-    /// Position in the feed; strictly increasing in commit order per backend.
+    /// The row's number: unique, increasing in the order rows were allocated. On SQLite that
+    /// is commit order; on PostgreSQL a row may become visible after one with a larger `seq`
+    /// (read with [`crate::Store::feed`], which accounts for it).
     pub seq: i64,
     pub resource_type: String,
     pub id: String,
     pub version: u64,
     pub method: Method,
     pub request_id: String,
+    /// The ids of the Patients whose compartments the version is in (sorted): the Patient
+    /// itself; for another type, the Patients its compartment parameters name (as indexed);
+    /// for a deletion, those of the version it deleted. Empty for a resource in no Patient's
+    /// compartment, and for versions other than the then current one of non-Patient
+    /// resources written before the store recorded compartments (see `docs/storage.md`).
+    pub compartments: Vec<String>,
 }

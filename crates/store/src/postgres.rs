@@ -22,6 +22,7 @@ use crate::access;
 use crate::context::{RequestContext, Restriction};
 use crate::engine::{self, Backend, Current, NewVersion};
 use crate::error::StoreError;
+use crate::feed::{self, FeedBatch, FeedPosition};
 use crate::index::IndexExtractor;
 use crate::model::{
     Change, HistoryPage, HistoryQuery, HistoryScope, Method, Outcome, StoredResource, WriteEntry,
@@ -38,7 +39,15 @@ const MIGRATIONS: &[(i64, &str)] = &[
         3,
         include_str!("../migrations/postgres/0003_derived_params.sql"),
     ),
+    (
+        COMPARTMENTS_MIGRATION,
+        include_str!("../migrations/postgres/0004_change_feed_consumers.sql"),
+    ),
 ];
+
+/// The migration that adds `change_compartment` and `outbox.xid`: after its script, the store
+/// fills in the compartments of the changes already written (`compartment::backfill_sql`).
+const COMPARTMENTS_MIGRATION: i64 = 4;
 
 /// How to reach the database.
 #[derive(Clone)]
@@ -167,6 +176,10 @@ impl PostgresStore {
             if *version > applied {
                 tracing::debug!(version, "applying PostgreSQL migration");
                 tx.batch_execute(script).await?;
+                if *version == COMPARTMENTS_MIGRATION {
+                    tx.batch_execute(&crate::compartment::backfill_sql())
+                        .await?;
+                }
                 tx.execute(
                     "INSERT INTO schema_migrations (version, applied_at) VALUES ($1, $2)",
                     &[version, &crate::time::now_micros()],
@@ -298,7 +311,8 @@ impl PostgresStore {
     }
 }
 
-/// A new resource: its row, its first version and its change-feed row, in one statement.
+/// A new resource: its row, its first version, its change-feed row (whose `xid` the column's
+/// default fills in: `pg_current_xact_id()`) and the change's compartments, in one statement.
 const PG_WRITE_NEW: &str = "WITH ids AS (SELECT nextval(pg_get_serial_sequence('resource', 'rid')) AS rid, \
             nextval(pg_get_serial_sequence('resource_version', 'seq')) AS seq), \
      r AS (INSERT INTO resource (rid, res_type, res_id, version, seq, last_updated, deleted) OVERRIDING SYSTEM VALUE \
@@ -306,17 +320,57 @@ const PG_WRITE_NEW: &str = "WITH ids AS (SELECT nextval(pg_get_serial_sequence('
      v AS (INSERT INTO resource_version (seq, rid, res_type, res_id, version, last_updated, method, body) OVERRIDING SYSTEM VALUE \
             SELECT seq, rid, $1, $2, $3, $4, $6, $7 FROM ids), \
      o AS (INSERT INTO outbox (version_seq, res_type, res_id, version, method, request_id) \
-            SELECT seq, $1, $2, $3, $6, $8 FROM ids) \
+            SELECT seq, $1, $2, $3, $6, $8 FROM ids), \
+     c AS (INSERT INTO change_compartment (version_seq, patient) \
+            SELECT seq, p FROM ids, UNNEST($9::text[]) AS p) \
      SELECT rid FROM ids";
 
-/// A new version of an existing resource, its pointer update and its change-feed row.
+/// A new version of an existing resource, its pointer update, its change-feed row and the
+/// change's compartments.
 const PG_WRITE_EXISTING: &str = "WITH ids AS (SELECT nextval(pg_get_serial_sequence('resource_version', 'seq')) AS seq), \
      u AS (UPDATE resource SET version = $4, seq = (SELECT seq FROM ids), last_updated = $5, deleted = $6 WHERE rid = $1), \
      v AS (INSERT INTO resource_version (seq, rid, res_type, res_id, version, last_updated, method, body) OVERRIDING SYSTEM VALUE \
             SELECT seq, $1, $2, $3, $4, $5, $7, $8 FROM ids), \
      o AS (INSERT INTO outbox (version_seq, res_type, res_id, version, method, request_id) \
-            SELECT seq, $2, $3, $4, $7, $9 FROM ids) \
+            SELECT seq, $2, $3, $4, $7, $9 FROM ids), \
+     c AS (INSERT INTO change_compartment (version_seq, patient) \
+            SELECT seq, p FROM ids, UNNEST($10::text[]) AS p) \
      SELECT seq FROM ids";
+
+/// Change-feed columns, as `change_row` reads them (`o` is the outbox).
+const CHANGE_COLUMNS: &str = "o.seq, o.res_type, o.res_id, o.version, o.method, o.request_id, \
+     ARRAY(SELECT c.patient FROM change_compartment c WHERE c.version_seq = o.version_seq ORDER BY c.patient)";
+
+/// The rows after a position, in `(xid, seq)` order, of transactions older than the oldest
+/// one in progress: `pg_current_snapshot()` is the statement's own snapshot, in which every
+/// transaction below its `xmin` has ended, so no row below that bound can appear later (see
+/// `docs/storage.md`, "Change feed"). Answered from the `(xid, seq)` index.
+fn feed_sql() -> String {
+    format!(
+        "SELECT {CHANGE_COLUMNS}, o.xid::text FROM outbox o \
+         WHERE (o.xid, o.seq) > ($1::text::xid8, $2) \
+         AND o.xid < pg_snapshot_xmin(pg_current_snapshot()) \
+         ORDER BY o.xid, o.seq LIMIT $3"
+    )
+}
+
+/// The rows after a `seq`, in `seq` order: what `Store::changes` reads (it may skip a row that
+/// becomes visible late).
+fn changes_sql() -> String {
+    format!("SELECT {CHANGE_COLUMNS} FROM outbox o WHERE o.seq > $1 ORDER BY o.seq LIMIT $2")
+}
+
+fn change_row(r: &Row) -> Change {
+    Change {
+        seq: r.get(0),
+        resource_type: r.get(1),
+        id: r.get(2),
+        version: r.get::<_, i64>(3) as u64,
+        method: Method::parse(r.get(4)),
+        request_id: r.get(5),
+        compartments: r.get(6),
+    }
+}
 
 /// The index rows of a resource, every table in one statement.
 const PG_DELETE_INDEX: &str = "WITH a AS (DELETE FROM idx_string WHERE rid = $1), b AS (DELETE FROM idx_token WHERE rid = $1), \
@@ -488,6 +542,7 @@ impl Backend for PgTx<'_> {
                         &method,
                         &v.body,
                         &v.request_id,
+                        &v.compartments,
                     ],
                 )
                 .await?;
@@ -506,6 +561,7 @@ impl Backend for PgTx<'_> {
                         &method,
                         &v.body,
                         &v.request_id,
+                        &v.compartments,
                     ],
                 )
                 .await?
@@ -527,6 +583,12 @@ impl Backend for PgTx<'_> {
         });
         futures_util::future::try_join_all(inserts).await?;
         Ok(())
+    }
+
+    async fn patient_references(&mut self, rid: i64) -> Result<Vec<(String, String)>, StoreError> {
+        let stmt = self.tx.prepare_cached(sql::PATIENT_REFERENCES).await?;
+        let rows = self.tx.query(&stmt, &[&rid]).await?;
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
     }
 
     async fn savepoint(&mut self) -> Result<(), StoreError> {
@@ -816,19 +878,72 @@ impl Store for PostgresStore {
     ) -> Result<Vec<Change>, StoreError> {
         access::refuse_unscoped(ctx, "the change feed")?;
         let client = self.pool.get().await?;
-        let stmt = client.prepare_cached(sql::CHANGES).await?;
+        let stmt = client.prepare_cached(&changes_sql()).await?;
         let rows = client.query(&stmt, &[&after, &(limit as i64)]).await?;
-        Ok(rows
-            .iter()
-            .map(|r| Change {
-                seq: r.get(0),
-                resource_type: r.get(1),
-                id: r.get(2),
-                version: r.get::<_, i64>(3) as u64,
-                method: Method::parse(r.get(4)),
-                request_id: r.get(5),
-            })
-            .collect())
+        Ok(rows.iter().map(change_row).collect())
+    }
+
+    async fn feed(
+        &self,
+        ctx: &RequestContext,
+        after: &FeedPosition,
+        limit: usize,
+    ) -> Result<FeedBatch, StoreError> {
+        access::refuse_unscoped(ctx, "the change feed")?;
+        let client = self.pool.get().await?;
+        let stmt = client.prepare_cached(&feed_sql()).await?;
+        let rows = client
+            .query(
+                &stmt,
+                &[&after.xid().to_string(), &after.seq(), &(limit as i64)],
+            )
+            .await?;
+        let mut next = *after;
+        let mut changes = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let xid: String = r.get(7);
+            let xid = xid.parse::<u64>().map_err(|e| {
+                StoreError::Backend(format!("unreadable transaction id '{xid}': {e}"))
+            })?;
+            let change = change_row(r);
+            next = FeedPosition::new(xid, change.seq);
+            changes.push(change);
+        }
+        Ok(FeedBatch { changes, next })
+    }
+
+    async fn checkpoint(
+        &self,
+        ctx: &RequestContext,
+        consumer: &str,
+    ) -> Result<FeedPosition, StoreError> {
+        access::refuse_unscoped(ctx, "the change feed")?;
+        feed::check_name(consumer)?;
+        let client = self.pool.get().await?;
+        let stmt = client.prepare_cached(sql::CHECKPOINT).await?;
+        match client.query_opt(&stmt, &[&consumer]).await? {
+            Some(row) => row.get::<_, String>(0).parse(),
+            None => Ok(FeedPosition::START),
+        }
+    }
+
+    async fn save_checkpoint(
+        &self,
+        ctx: &RequestContext,
+        consumer: &str,
+        position: &FeedPosition,
+    ) -> Result<(), StoreError> {
+        access::refuse_unscoped(ctx, "the change feed")?;
+        feed::check_name(consumer)?;
+        let client = self.pool.get().await?;
+        let stmt = client.prepare_cached(sql::SAVE_CHECKPOINT).await?;
+        client
+            .execute(
+                &stmt,
+                &[&consumer, &position.to_string(), &crate::time::now_micros()],
+            )
+            .await?;
+        Ok(())
     }
 }
 

@@ -74,8 +74,20 @@ pub(crate) const INSERT_RECEIPT: &str = "INSERT INTO receipt (key, fingerprint, 
 pub(crate) const RECEIPT: &str =
     "SELECT key, fingerprint, code, reply, deferred FROM receipt WHERE key = $1";
 
-pub(crate) const CHANGES: &str = "SELECT seq, res_type, res_id, version, method, request_id FROM outbox \
-     WHERE seq > $1 ORDER BY seq LIMIT $2";
+/// The reference index rows of resource `rid` that name a Patient: `(param, target_id)`, from
+/// which a deletion's compartments are taken (those of the version it deletes).
+pub(crate) const PATIENT_REFERENCES: &str = "SELECT param, target_id FROM idx_reference \
+     WHERE rid = $1 AND target_type = 'Patient' AND target_id IS NOT NULL";
+
+pub(crate) const INSERT_CHANGE_COMPARTMENT: &str =
+    "INSERT INTO change_compartment (version_seq, patient) VALUES ($1, $2)";
+
+/// A consumer's saved position.
+pub(crate) const CHECKPOINT: &str = "SELECT position FROM feed_consumer WHERE name = $1";
+
+pub(crate) const SAVE_CHECKPOINT: &str = "INSERT INTO feed_consumer (name, position, updated) \
+     VALUES ($1, $2, $3) ON CONFLICT (name) DO UPDATE SET position = excluded.position, \
+     updated = excluded.updated";
 
 /// Every index table (deleted from, by `rid`, when a resource gets a new version).
 pub(crate) const INDEX_TABLES: [&str; 7] = [

@@ -23,6 +23,7 @@ use crate::access;
 use crate::context::{RequestContext, Restriction};
 use crate::engine::{self, Backend, Current, NewVersion};
 use crate::error::StoreError;
+use crate::feed::{self, FeedBatch, FeedPosition};
 use crate::index::{IndexExtractor, IndexRow, IndexValue};
 use crate::model::{
     Change, HistoryPage, HistoryQuery, HistoryScope, Method, Outcome, StoredResource, WriteEntry,
@@ -54,7 +55,22 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("../migrations/sqlite/0004_derived_params.sql"),
         "removes the rows of Observation's combo-* parameters, now read from their parts",
     ),
+    (
+        COMPARTMENTS_MIGRATION,
+        include_str!("../migrations/sqlite/0005_change_feed_consumers.sql"),
+        "adds change-feed consumers and the Patient compartments of each change",
+    ),
 ];
+
+/// The migration that adds `change_compartment`: after its script, the store fills in the
+/// compartments of the changes already written (`compartment::backfill_sql`).
+const COMPARTMENTS_MIGRATION: i64 = 5;
+
+/// Change-feed rows after a `seq`, with their compartments as a JSON array; SQLite's single
+/// writer makes `seq` order commit order, so this is also the skip-free feed.
+const CHANGES: &str = "SELECT o.seq, o.res_type, o.res_id, o.version, o.method, o.request_id, \
+     (SELECT json_group_array(c.patient) FROM change_compartment c WHERE c.version_seq = o.version_seq) \
+     FROM outbox o WHERE o.seq > ?1 ORDER BY o.seq LIMIT ?2";
 
 /// Concurrent reads: a few per core. More only makes SQLite's queries compete for the same
 /// cores (measured: 8 concurrent readers on 2 cores served a third fewer searches per second
@@ -352,6 +368,9 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
         if *version > applied {
             tracing::debug!(version, "applying SQLite migration: {what}");
             tx.execute_batch(script)?;
+            if *version == COMPARTMENTS_MIGRATION {
+                tx.execute_batch(&crate::compartment::backfill_sql())?;
+            }
             tx.execute(
                 "INSERT INTO schema_migrations (version, applied_at) VALUES (?1, ?2)",
                 rusqlite::params![version, crate::time::now_micros()],
@@ -658,7 +677,17 @@ impl Backend for SqliteTx<'_> {
                 v.method.as_str(),
                 v.request_id
             ])?;
+        for patient in v.compartments {
+            tx.prepare_cached(&lite(sql::INSERT_CHANGE_COMPARTMENT))?
+                .execute(rusqlite::params![seq, patient])?;
+        }
         Ok(())
+    }
+
+    async fn patient_references(&mut self, rid: i64) -> Result<Vec<(String, String)>, StoreError> {
+        let mut stmt = self.tx.prepare_cached(&lite(sql::PATIENT_REFERENCES))?;
+        let rows = stmt.query_map([rid], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?)
     }
 
     // Savepoint statements are prepared once, like the others (a unit of a group commit
@@ -958,23 +987,92 @@ impl Store for SqliteStore {
         limit: usize,
     ) -> Result<Vec<Change>, StoreError> {
         access::refuse_unscoped(ctx, "the change feed")?;
-        self.read_inline(|c| {
-            let mut stmt = c.prepare_cached(&lite(sql::CHANGES))?;
-            let rows = stmt.query_map(rusqlite::params![after, limit as i64], |r| {
-                let method: String = r.get(4)?;
-                Ok(Change {
-                    seq: r.get(0)?,
-                    resource_type: r.get(1)?,
-                    id: r.get(2)?,
-                    version: r.get::<_, i64>(3)? as u64,
-                    method: Method::parse(&method),
-                    request_id: r.get(5)?,
-                })
-            })?;
-            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        self.read_inline(|c| changes(c, after, limit)).await
+    }
+
+    /// The single writer commits in `seq` order: a position is a `seq`.
+    async fn feed(
+        &self,
+        ctx: &RequestContext,
+        after: &FeedPosition,
+        limit: usize,
+    ) -> Result<FeedBatch, StoreError> {
+        access::refuse_unscoped(ctx, "the change feed")?;
+        let changes = self.read_inline(|c| changes(c, after.seq(), limit)).await?;
+        let next = changes
+            .last()
+            .map_or(*after, |last| FeedPosition::new(0, last.seq));
+        Ok(FeedBatch { changes, next })
+    }
+
+    async fn checkpoint(
+        &self,
+        ctx: &RequestContext,
+        consumer: &str,
+    ) -> Result<FeedPosition, StoreError> {
+        access::refuse_unscoped(ctx, "the change feed")?;
+        feed::check_name(consumer)?;
+        let saved: Option<String> = self
+            .read_inline(|c| {
+                Ok(c.prepare_cached(&lite(sql::CHECKPOINT))?
+                    .query_row([consumer], |r| r.get(0))
+                    .optional()?)
+            })
+            .await?;
+        saved.map_or(Ok(FeedPosition::START), |p| p.parse())
+    }
+
+    async fn save_checkpoint(
+        &self,
+        ctx: &RequestContext,
+        consumer: &str,
+        position: &FeedPosition,
+    ) -> Result<(), StoreError> {
+        access::refuse_unscoped(ctx, "the change feed")?;
+        feed::check_name(consumer)?;
+        let (name, position) = (consumer.to_owned(), position.to_string());
+        self.write_with(move |conn, _| {
+            conn.prepare_cached(&lite(sql::SAVE_CHECKPOINT))?
+                .execute(rusqlite::params![name, position, crate::time::now_micros()])?;
+            Ok(())
         })
         .await
     }
+}
+
+/// Up to `limit` change-feed rows after `after`, oldest first, with their compartments.
+fn changes(conn: &Connection, after: i64, limit: usize) -> Result<Vec<Change>, StoreError> {
+    let mut stmt = conn.prepare_cached(CHANGES)?;
+    let rows = stmt.query_map(rusqlite::params![after, limit as i64], |r| {
+        let method: String = r.get(4)?;
+        let compartments: String = r.get(6)?;
+        Ok((
+            Change {
+                seq: r.get(0)?,
+                resource_type: r.get(1)?,
+                id: r.get(2)?,
+                version: r.get::<_, i64>(3)? as u64,
+                method: Method::parse(&method),
+                request_id: r.get(5)?,
+                compartments: Vec::new(),
+            },
+            compartments,
+        ))
+    })?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (mut change, compartments) = row?;
+        let mut patients: Vec<String> = serde_json::from_str(&compartments).map_err(|e| {
+            StoreError::Backend(format!(
+                "change {} has unreadable compartments: {e}",
+                change.seq
+            ))
+        })?;
+        patients.sort();
+        change.compartments = patients;
+        out.push(change);
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -1964,3 +1964,6 @@ async fn postgres_refuses_a_schema_newer_than_the_binary() {
         .get(0);
     assert_eq!(still, newest + 1);
 }
+
+// The change feed's stories (consumers, checkpoints, compartments), after the macros they use.
+mod feed;

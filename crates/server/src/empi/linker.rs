@@ -552,6 +552,32 @@ impl Store for EmpiStore {
     ) -> Result<store::ExclusiveLock, StoreError> {
         self.inner.lock_exclusive(ctx, name).await
     }
+
+    async fn feed(
+        &self,
+        ctx: &RequestContext,
+        after: &store::FeedPosition,
+        limit: usize,
+    ) -> Result<store::FeedBatch, StoreError> {
+        self.inner.feed(ctx, after, limit).await
+    }
+
+    async fn checkpoint(
+        &self,
+        ctx: &RequestContext,
+        consumer: &str,
+    ) -> Result<store::FeedPosition, StoreError> {
+        self.inner.checkpoint(ctx, consumer).await
+    }
+
+    async fn save_checkpoint(
+        &self,
+        ctx: &RequestContext,
+        consumer: &str,
+        position: &store::FeedPosition,
+    ) -> Result<(), StoreError> {
+        self.inner.save_checkpoint(ctx, consumer, position).await
+    }
 }
 
 #[cfg(test)]

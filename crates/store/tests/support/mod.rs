@@ -1,6 +1,9 @@
 //! Test harness: a fresh store of each backend (a temporary SQLite file; a fresh PostgreSQL
 //! schema on `RENKEI_TEST_DATABASE_URL`, dropped at the end).
 
+// Each test binary (the suite, the PostgreSQL feed stress test) uses a part of it.
+#![allow(dead_code)]
+
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -17,6 +20,8 @@ pub struct TestStore {
     pub store: Arc<dyn Store>,
     dir: Option<PathBuf>,
     pub schema: Option<String>,
+    extractor: Arc<dyn IndexExtractor>,
+    pool_size: usize,
 }
 
 /// A SQLite store indexing only `identifier` ([`BasicExtractor`]).
@@ -40,15 +45,22 @@ pub fn fhir_extractor() -> Arc<dyn IndexExtractor> {
 
 pub fn sqlite_with(extractor: Arc<dyn IndexExtractor>) -> TestStore {
     let dir = std::env::temp_dir().join(format!("renkei-store-test-{}", uuid::Uuid::new_v4()));
-    let store = SqliteStore::open_dir(&dir, extractor).expect("open SQLite store");
+    let store = SqliteStore::open_dir(&dir, extractor.clone()).expect("open SQLite store");
     TestStore {
         store: Arc::new(store),
         dir: Some(dir),
         schema: None,
+        extractor,
+        pool_size: 0,
     }
 }
 
 pub async fn postgres_with(extractor: Arc<dyn IndexExtractor>) -> TestStore {
+    postgres_sized(extractor, 4).await
+}
+
+/// A PostgreSQL store with a pool of `pool_size` connections.
+pub async fn postgres_sized(extractor: Arc<dyn IndexExtractor>, pool_size: usize) -> TestStore {
     let schema = format!("test_{}", uuid::Uuid::new_v4().simple());
     let url = database_url();
     let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
@@ -63,18 +75,49 @@ pub async fn postgres_with(extractor: Arc<dyn IndexExtractor>) -> TestStore {
         .batch_execute(&format!("CREATE SCHEMA {schema}"))
         .await
         .expect("create test schema");
-    let config = PostgresConfig {
-        schema: Some(schema.clone()),
-        pool_size: 4,
-        ..PostgresConfig::new(url)
-    };
-    let store = PostgresStore::connect(config, extractor)
-        .await
-        .expect("connect PostgreSQL store");
+    let store = connect(&schema, extractor.clone(), pool_size).await;
     TestStore {
         store: Arc::new(store),
         dir: None,
         schema: Some(schema),
+        extractor,
+        pool_size,
+    }
+}
+
+async fn connect(
+    schema: &str,
+    extractor: Arc<dyn IndexExtractor>,
+    pool_size: usize,
+) -> PostgresStore {
+    let config = PostgresConfig {
+        schema: Some(schema.to_owned()),
+        pool_size,
+        ..PostgresConfig::new(database_url())
+    };
+    PostgresStore::connect(config, extractor)
+        .await
+        .expect("connect PostgreSQL store")
+}
+
+impl TestStore {
+    /// Opens the same database again (applying pending migrations), as a restarted process
+    /// would; the previous handle is dropped.
+    pub async fn reopen(&mut self) {
+        self.store = match (&self.dir, &self.schema) {
+            (Some(dir), _) => Arc::new(
+                SqliteStore::open_dir(dir, self.extractor.clone()).expect("reopen SQLite store"),
+            ),
+            (None, Some(schema)) => {
+                Arc::new(connect(schema, self.extractor.clone(), self.pool_size).await)
+            }
+            (None, None) => unreachable!("a test store is a directory or a schema"),
+        };
+    }
+
+    /// The SQLite database file, for a test that edits it underneath the store.
+    pub fn sqlite_file(&self) -> Option<PathBuf> {
+        self.dir.as_ref().map(|d| d.join(SqliteStore::FILE_NAME))
     }
 }
 
