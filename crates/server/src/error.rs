@@ -6,7 +6,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use store::{ErrorKind, StoreError};
 
-use crate::validation::ValidationIssue;
+use ingest::ValidationIssue;
 
 /// One OperationOutcome issue.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -166,5 +166,46 @@ impl IntoResponse for ApiError {
             body,
         )
             .into_response()
+    }
+}
+
+impl From<ingest::EntryError> for ApiError {
+    /// What `ingest`'s checks refuse (a REST write, a batch or transaction entry) -> HTTP
+    /// status and issue code.
+    fn from(e: ingest::EntryError) -> Self {
+        use ingest::EntryError;
+        match e {
+            EntryError::Malformed {
+                message,
+                expression,
+            } => {
+                let err = ApiError::bad_request(message);
+                match expression {
+                    Some(x) => err.with_expression(x),
+                    None => err,
+                }
+            }
+            EntryError::UnknownType(_) => {
+                ApiError::new(StatusCode::NOT_FOUND, "not-supported", e.to_string())
+            }
+            EntryError::Invalid(issues) => ApiError::invalid_resource(issues),
+            EntryError::UnsupportedPatch(m) => {
+                ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "not-supported", m)
+            }
+            EntryError::PatchSyntax(_) => {
+                ApiError::new(StatusCode::BAD_REQUEST, "structure", e.to_string())
+            }
+            EntryError::PatchFailed(m) => {
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "processing", m)
+            }
+            EntryError::IfNoneExist(inner) => {
+                let mut err = ApiError::from(*inner);
+                if let Some(i) = err.issues.first_mut() {
+                    i.diagnostics = format!("If-None-Exist: {}", i.diagnostics);
+                }
+                err
+            }
+            EntryError::Store(e) => e.into(),
+        }
     }
 }

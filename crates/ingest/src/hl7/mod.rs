@@ -1,22 +1,26 @@
-//! HL7 v2 ingestion into the store: the [`mllp::ingest::Sink`] the MLLP listener and the
-//! SS-MIX2 importer commit through.
+//! HL7 v2 ingestion into the store: the receive pipeline behind the MLLP listener, and the
+//! store sink it and the SS-MIX2 importer commit through.
 //!
 //! # What it owns
+//! - [`pipeline::Ingest`]: the `mllp::MessageHandler` every deployment uses: parse,
+//!   de-duplicate (MSH-3/4/10), map to FHIR, commit through a [`Sink`], acknowledge.
+//!   [`memory::MemorySink`] is the reference sink for tests and benchmarks.
 //! - [`sink::StoreSink`]: turns a mapped message (a FHIR transaction Bundle from
-//!   `hl7v2::fhir`) into checked store writes (the same checks as `POST /fhir`, through the
-//!   [`crate::Validator`] seam), adds the patient-linking writes, and commits them with the
-//!   message's stored ACK as one unit: the ACK is built before the commit but sent only after
-//!   it, and a re-sent message finds the stored ACK (keyed by MSH-3, MSH-4, MSH-10).
+//!   `hl7v2::fhir`) into checked store writes (the same checks as `POST /fhir`'s entries,
+//!   through the [`crate::Validator`] seam), adds the writes recording the sender's merges,
+//!   and commits them with the message's stored ACK as one unit: the ACK is built before the
+//!   commit but sent only after it, and a re-sent message finds the stored ACK (keyed by
+//!   MSH-3, MSH-4, MSH-10). What the store refuses becomes an ERR segment here, without
+//!   passing through any HTTP type; a stored ACK that cannot be read is an error
+//!   ([`SinkError::Corrupt`]), never a replayed `AA`.
 //! - [`group::GroupCommitter`]: group commit. Units from concurrent connections that arrive
 //!   while a commit runs are committed together in ONE database transaction (one fsync on
 //!   SQLite). A bad unit rolls its group back; it gets its own error, the others are
 //!   committed again, each alone (see `Store::commit_keyed`).
-//! - [`linking::PatientLinking`]: the seam where the EMPI plugs in. Until it lands,
-//!   [`linking::RecordMerges`] writes the retired side of an A40 merge (`Patient.link`
+//! - [`merges::record_merges`]: the retired side of an A40 merge (`Patient.link`
 //!   `replaced-by`, `active = false`); the surviving side's `replaces` link comes from the
-//!   mapping itself.
-//! - [`ssmix2`]: one SS-MIX2 file (or retraction) as one keyed unit, so a re-import finds
-//!   the receipts of what it already imported and writes nothing.
+//!   mapping itself. Patient matching is not done here: the store the sink writes through
+//!   is the `mpi` crate's `EmpiStore` when the EMPI is on, which links every Patient write.
 //!
 //! # Where the idempotency record lives
 //! In the store's `receipt` table (migration 0002, both backends), written by
@@ -31,10 +35,11 @@
 //! writes them as mapped).
 
 pub mod group;
-pub mod linking;
+pub mod memory;
+pub mod merges;
+pub mod pipeline;
 pub mod sink;
-pub mod ssmix2;
 
 pub use group::GroupCommitter;
-pub use linking::{PatientLinking, RecordMerges};
+pub use pipeline::{Commit, Ingest, Settings, Sink, SinkError};
 pub use sink::{Hl7Config, StoreSink};
