@@ -17,7 +17,7 @@
 //!   while a commit runs are committed together in ONE database transaction (one fsync on
 //!   SQLite). A bad unit rolls its group back; it gets its own error, the others are
 //!   committed again, each alone (see `Store::commit_keyed`).
-//! - [`merges::record_merges`]: the retired side of an A40 merge (`Patient.link`
+//! - [`merges::RecordMerges`]: the retired side of an A40 merge (`Patient.link`
 //!   `replaced-by`, `active = false`); the surviving side's `replaces` link comes from the
 //!   mapping itself. Patient matching is not done here: the store the sink writes through
 //!   is the `mpi` crate's `EmpiStore` when the EMPI is on, which links every Patient write.
@@ -41,5 +41,6 @@ pub mod pipeline;
 pub mod sink;
 
 pub use group::GroupCommitter;
+pub use merges::RecordMerges;
 pub use pipeline::{Commit, Ingest, Settings, Sink, SinkError};
 pub use sink::{Hl7Config, StoreSink};

@@ -3,8 +3,8 @@
 //! One message is one unit of [`store::Store::commit_keyed`]: its receipt (the ACK to
 //! replay, under the key MSH-3|MSH-4|MSH-10), the writes of its transaction Bundle (checked
 //! by [`crate::bundle::Preparer`] like `POST /fhir`'s entries, validation included), and the
-//! writes recording the sender's merges ([`super::merges`]). Errors map as the receive
-//! pipeline needs them, straight to HL7 (no HTTP status on the way):
+//! writes recording the sender's merges ([`super::merges::RecordMerges`]). Errors map as the
+//! receive pipeline needs them, straight to HL7 (no HTTP status on the way):
 //! - the key is already stored -> [`SinkError::Duplicate`] (the pipeline replays the ACK);
 //! - the content cannot be stored (validation, a conditional write matching several
 //!   resources, an unresolvable reference) -> [`SinkError::Rejected`] with one ERR segment
@@ -27,7 +27,7 @@ use store::{
 };
 
 use super::GroupCommitter;
-use super::merges::record_merges;
+use super::merges::RecordMerges;
 use super::pipeline::{Commit, Sink, SinkError};
 use crate::bundle::{BundleError, Preparer};
 use crate::entry::EntryError;
@@ -162,7 +162,7 @@ impl StoreSink {
                 Some(prepared) => prepared,
                 None => prepare().await?,
             };
-            let linked = record_merges(store, &ctx, merges, &mut entries).await;
+            let linked = RecordMerges.record(store, &ctx, merges, &mut entries).await;
             let result = match linked {
                 Ok(()) => {
                     // Counted once committed (usually none: see `named_outside`).
