@@ -141,7 +141,7 @@ async fn files_are_imported_with_their_problems_named_and_counted() {
 #[test]
 fn a_missing_input_is_an_error() {
     let missing = std::env::temp_dir().join(format!("renkei-missing-{}", uuid::Uuid::new_v4()));
-    let e = collect_files(&[missing.clone()]).unwrap_err();
+    let e = collect_files(std::slice::from_ref(&missing)).unwrap_err();
     assert_eq!(
         e.to_string(),
         format!("{} does not exist", missing.display())
