@@ -357,7 +357,7 @@ pub fn train(
     seed: u64,
 ) -> TrainingReport {
     let mut report = TrainingReport::default();
-    let mut rng = crate::synth::Rng::new(seed);
+    let mut rng = crate::rng::Rng::new(seed);
     if records.len() < 2 {
         return report;
     }

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 
 use crate::error::EmpiError;
-use crate::synth::{ErrorKind, Label};
+use crate::label::{ErrorKind, Label};
 
 /// Pair counts and the measures derived from them.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]

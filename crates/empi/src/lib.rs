@@ -84,9 +84,10 @@
 //!
 //! # Evaluation
 //!
-//! [`synth::generate`] makes labelled duplicates (typos, OCR, nicknames, swaps, missing values,
-//! married names, moves, twins, Japanese script variants) from seed Patients;
-//! [`eval::evaluate`] reports pairwise precision, recall and F1, overall and per error type.
+//! `synth::generate` (cargo feature `synth`, off by default: test data, not product) makes
+//! labelled duplicates (typos, OCR, nicknames, swaps, missing values, married names, moves,
+//! twins, Japanese script variants) from seed Patients; [`eval::evaluate`] reports pairwise
+//! precision, recall and F1, overall and per error type ([`label`]).
 
 pub mod blocking;
 pub mod cluster;
@@ -96,11 +97,14 @@ pub mod eval;
 pub mod golden;
 pub mod hashing;
 pub mod index;
+pub mod label;
 pub mod model;
 pub mod normalize;
 pub mod record;
+pub mod rng;
 pub mod score;
 pub mod similarity;
+#[cfg(feature = "synth")]
 pub mod synth;
 
 pub use error::EmpiError;

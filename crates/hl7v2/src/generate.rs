@@ -2,8 +2,9 @@
 //! ISO-2022-JP, Japanese names in kanji and kana, JLAC10 lab panels, HOT-coded
 //! prescriptions, MEDIS disease names) and US-style (LOINC, CVX, RxNorm-free text drugs).
 //!
-//! Used by the tests and benchmarks of this crate, `ssmix2` (to write a storage tree) and
-//! `mllp`. Same seed, same messages: no clock, no global RNG.
+//! Used by the tests and benchmarks of this crate, `ssmix2` (to write a storage tree),
+//! `ingest` and `renkei bench`. Same seed, same messages: no clock, no global RNG. Test data,
+//! not product: behind the `generate` feature, off by default.
 
 use crate::charset::Charset;
 

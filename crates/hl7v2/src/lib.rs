@@ -10,8 +10,8 @@
 //! - [`ack`]: ACK/NAK building in original and enhanced mode, the idempotency key and the
 //!   stored-ACK record.
 //! - [`fhir`]: v2 -> FHIR R4 transaction Bundles (`fhir::to_transaction`).
-//! - [`generate`]: a deterministic generator of JAHIS- and US-style messages for tests and
-//!   benchmarks.
+//! - `generate` (cargo feature `generate`, off by default): a deterministic generator of
+//!   JAHIS- and US-style messages for tests and benchmarks.
 //!
 //! # What it must not do
 //! No sockets, no files, no SQL, no clock, no async runtime: bytes in, values out. The TCP
@@ -48,6 +48,7 @@ pub mod charset;
 pub mod error;
 pub mod escape;
 pub mod fhir;
+#[cfg(feature = "generate")]
 pub mod generate;
 pub mod message;
 pub mod mllp;

@@ -6,24 +6,19 @@
 //!   connections, a broadcast channel tells every connection to finish its current message
 //!   and stop, and `run` returns once they all have.
 //! - [`MessageHandler`]: what to do with one framed message; the listener knows nothing of
-//!   HL7 beyond framing.
-//! - [`ingest`]: the HL7 handler every deployment uses: parse, de-duplicate (MSH-3/4/10),
-//!   map to FHIR, commit through a [`ingest::Sink`], acknowledge. The store implements
-//!   `Sink` (one transaction: resources, stored ACK, deferred ACK in the outbox); the
-//!   in-memory [`memory::MemorySink`] is the reference for tests and benchmarks.
+//!   HL7 beyond framing. The handler every deployment uses (parse, de-duplicate, map to FHIR,
+//!   commit, acknowledge) is `ingest::hl7::Ingest`, which the binary hands to [`run`].
+//! - [`Client`]: a small client for tests, benchmarks and tools.
 //!
 //! # What it must not do
-//! No SQL, no HTTP, no FHIR store: persistence arrives through `Sink`. Framing is
-//! `hl7v2::mllp` (pure); this crate only moves bytes.
+//! No SQL, no HTTP, no FHIR, no store, no ingestion: it depends on neither `store` nor
+//! `ingest`. Framing is `hl7v2::mllp` (pure); this crate only moves bytes.
 //!
 //! # Why a crate and not a feature of `hl7v2`
 //! `hl7v2` stays free of any runtime or socket unconditionally, so its invariant needs no
 //! "unless feature X" footnote, and Cargo feature unification cannot quietly pull tokio into
-//! every crate that only wants the codec. When `crates/server` lands it depends on this
-//! crate and calls [`run`] beside the HTTP listener, with the same shutdown signal.
-
-pub mod ingest;
-pub mod memory;
+//! every crate that only wants the codec. The binary calls [`run`] beside the HTTP listener,
+//! with the same shutdown signal.
 
 use std::future::Future;
 use std::sync::Arc;

@@ -17,7 +17,7 @@ use anyhow::Context;
 use server::{AppState, R4Validator, ServerConfig};
 use store::{PostgresConfig, PostgresStore, SqliteStore, Store};
 
-use crate::import::{Options, import};
+use crate::import_cmd::{Options, import};
 use crate::storage::extractor;
 
 #[derive(Debug, clap::Subcommand)]
@@ -77,7 +77,7 @@ pub struct IngestArgs {
     #[arg(long, value_name = "URL")]
     database_url: Option<String>,
     /// Resources per transaction.
-    #[arg(long, default_value_t = crate::import::DEFAULT_CHUNK)]
+    #[arg(long, default_value_t = crate::import_cmd::DEFAULT_CHUNK)]
     chunk: usize,
 }
 
@@ -105,8 +105,7 @@ pub async fn run(cmd: Command) -> anyhow::Result<()> {
 
 /// `store` with EMPI linking (the default model), as the product writes.
 pub fn linked(store: Arc<dyn Store>) -> Arc<dyn Store> {
-    let mpi = Arc::new(server::empi::Mpi::default());
-    Arc::new(server::empi::EmpiStore::new(store, mpi))
+    Arc::new(mpi::Mpi::with_defaults(store)).linked_store()
 }
 
 /// `renkei serve`'s HTTP face on a free loopback port of this process, for the benchmarks

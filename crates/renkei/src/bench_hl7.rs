@@ -10,10 +10,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hl7v2::generate::{Generator, Style};
-use mllp::ingest::{Ingest, Settings};
+use ingest::hl7::{Ingest, Settings};
+use ingest::ssmix2::Importer;
 
 use crate::bench::Fresh;
-use crate::import_ssmix2::{self, sink};
+use crate::import_ssmix2::{Terminal, sink, summary_line};
 
 #[derive(Debug, clap::Args)]
 pub struct MllpArgs {
@@ -214,23 +215,15 @@ pub async fn ssmix2(a: Ssmix2Args) -> anyhow::Result<()> {
             .await??;
     let fresh = Fresh::open(a.database_url.as_deref()).await?;
     let backend = fresh.store.backend();
-    let sink = sink(fresh.linked());
-    let opts = import_ssmix2::Options {
-        watch: false,
-        interval: 2.0,
-        hl7_time: Default::default(),
-        in_flight: 16,
-    };
     // The generated tree is Japan Standard Time, whatever the host's zone.
-    let mapping = std::sync::Arc::new(hl7v2::fhir::MappingOptions::with_utc_offset("+09:00")?);
-    let mut watcher = ssmix2::Watcher::new(&root, ssmix2::Checkpoint::default());
-    let mut reported = std::collections::HashSet::new();
-    let s = import_ssmix2::import_pass(&sink, &mut watcher, &mut reported, &opts, &mapping, false)
-        .await?;
+    let mapping = Arc::new(hl7v2::fhir::MappingOptions::with_utc_offset("+09:00")?);
+    // As many files in flight as `renkei import --ssmix2` takes by default.
+    let mut importer = Importer::new(sink(fresh.linked()), &root, mapping, 16);
+    let s = importer.pass(&mut Terminal::new(false)).await?;
     println!(
         "ssmix2 {backend}: {} files written, import {}",
         written.len(),
-        s.line()
+        summary_line(&s)
     );
     fresh.cleanup().await;
     let _ = std::fs::remove_dir_all(&root);

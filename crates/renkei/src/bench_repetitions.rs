@@ -70,7 +70,8 @@ impl Kind {
 pub async fn repetitions(a: RepetitionsArgs) -> anyhow::Result<()> {
     let fresh = Fresh::open(a.database_url.as_deref()).await?;
     let backend = fresh.store.backend();
-    let mpi = Arc::new(server::empi::Mpi::new(
+    let mpi = Arc::new(mpi::Mpi::new(
+        fresh.store.clone(),
         empi::Model::default(),
         empi::golden::Survivorship::default(),
         !a.no_empi,
@@ -80,7 +81,7 @@ pub async fn repetitions(a: RepetitionsArgs) -> anyhow::Result<()> {
         max_body_bytes: 1 << 30,
         ..ServerConfig::default()
     };
-    let state = AppState::with_empi(fresh.store.clone(), Arc::new(R4Validator), config, mpi);
+    let state = AppState::with_empi(mpi, Arc::new(R4Validator), config);
     let server = crate::bench::InProcess::start(state).await?;
     let base = server.base.clone();
     let client = reqwest::Client::new();

@@ -22,7 +22,7 @@ use server::{AppState, R4Validator, ServerConfig};
 use store::{RequestContext, SearchQuery, SqliteStore, Store};
 
 use crate::bench::Fresh;
-use crate::import::{Options, import};
+use crate::import_cmd::{Options, import};
 use crate::storage::extractor;
 
 #[derive(Debug, clap::Args)]
@@ -247,7 +247,7 @@ pub async fn search(a: SearchArgs) -> anyhow::Result<()> {
     let backend = store.backend();
     if let Some(dataset) = &a.dataset {
         let opts = Options {
-            chunk: crate::import::DEFAULT_CHUNK,
+            chunk: crate::import_cmd::DEFAULT_CHUNK,
             print_commits: false,
             progress: true,
         };

@@ -13,9 +13,9 @@
 use std::process::ExitCode;
 
 use anyhow::Context;
+use mpi::resources::{EXPLANATION_EXTENSION, SCORE_EXTENSION};
+use mpi::{ManualError, Mpi};
 use serde_json::Value;
-use server::empi::resources::{EXPLANATION_EXTENSION, SCORE_EXTENSION};
-use server::empi::{ManualError, Mpi};
 use store::{Actor, RequestContext};
 
 use crate::storage::StoreArgs;
@@ -78,15 +78,14 @@ pub fn run(args: ReviewArgs) -> anyhow::Result<ExitCode> {
 
 async fn review(args: ReviewArgs) -> anyhow::Result<ExitCode> {
     let store = args.store.open_existing().await?;
-    let mpi = Mpi::default();
+    let mpi = Mpi::with_defaults(store);
     let user = args.user.unwrap_or_else(os_user);
     let mut ctx = RequestContext::system();
     ctx.actor = Actor::User(format!("cli:{user}"));
-    let store = store.as_ref();
     let decided = match args.action.unwrap_or(Action::List { limit: 50 }) {
         Action::List { limit } => {
             let queue = mpi
-                .review_queue(store, &ctx, limit)
+                .review_queue(&ctx, limit)
                 .await
                 .context("reading the review queue")?;
             for task in &queue {
@@ -99,10 +98,10 @@ async fn review(args: ReviewArgs) -> anyhow::Result<ExitCode> {
             source,
             golden,
             reason,
-        } => mpi.link(store, &ctx, &source, &golden, &reason).await,
-        Action::Separate { source, reason } => mpi.unlink(store, &ctx, &source, &reason).await,
-        Action::Merge { from, into, reason } => mpi.merge(store, &ctx, &from, &into, &reason).await,
-        Action::Unmerge { golden, reason } => mpi.unmerge(store, &ctx, &golden, &reason).await,
+        } => mpi.link(&ctx, &source, &golden, &reason).await,
+        Action::Separate { source, reason } => mpi.unlink(&ctx, &source, &reason).await,
+        Action::Merge { from, into, reason } => mpi.merge(&ctx, &from, &into, &reason).await,
+        Action::Unmerge { golden, reason } => mpi.unmerge(&ctx, &golden, &reason).await,
     };
     match decided {
         Ok(changed) => {

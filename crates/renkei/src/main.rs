@@ -38,7 +38,7 @@ mod empi_cmd;
 mod empi_review;
 mod fhirpath_cmd;
 mod hl7_time;
-mod import;
+mod import_cmd;
 mod import_ssmix2;
 mod serve;
 mod storage;
@@ -61,7 +61,7 @@ enum Command {
     /// Run the FHIR server.
     Serve(serve::Args),
     /// Load FHIR NDJSON files (bulk-export layout) and Bundle JSON files into the store.
-    Import(import::Args),
+    Import(import_cmd::Args),
     /// Measure ingest throughput and read latency.
     #[command(subcommand)]
     Bench(bench::Command),
@@ -117,7 +117,7 @@ fn run() -> anyhow::Result<ExitCode> {
     rt.block_on(async {
         match command {
             Command::Serve(args) => serve::run(args).await.map(|()| ExitCode::SUCCESS),
-            Command::Import(args) => import::run(args).await,
+            Command::Import(args) => import_cmd::run(args).await,
             Command::Bench(cmd) => bench::run(cmd).await.map(|()| ExitCode::SUCCESS),
             Command::Fhirpath(args) => fhirpath_cmd::run(args),
             Command::Empi(cmd) => empi_cmd::run(cmd),

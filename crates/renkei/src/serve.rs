@@ -1,14 +1,19 @@
 //! `renkei serve`: open the store, bind HTTP (and MLLP with `--mllp`), serve until SIGTERM or
 //! Ctrl-C. Both listeners share one shutdown: HTTP requests in flight finish, and every MLLP
 //! connection finishes the message it is handling (committed and acknowledged) first.
+//!
+//! The composition: the store; the patient index over it (`mpi::Mpi`) and the linking store
+//! Patient writes go through; the HTTP app (`server`) over that; and, with `--mllp`, the MLLP
+//! listener (`mllp::run`) with `ingest`'s HL7 handler committing through a `StoreSink` on the
+//! same linking store and validator.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context;
-use mllp::ingest::{Ingest, Settings};
-use server::hl7::{Hl7Config, RecordMerges, StoreSink};
-use server::{AppState, R4Validator, ServerConfig};
+use ingest::R4Validator;
+use ingest::hl7::{Hl7Config, Ingest, Settings, StoreSink};
+use server::{AppState, ServerConfig};
 
 use crate::hl7_time::Hl7TimeArgs;
 use crate::storage::{EmpiArgs, StoreArgs, link_backlog};
@@ -57,13 +62,13 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         max_body_bytes: args.max_body_size,
         check_references: !args.no_reference_check,
     };
-    let mpi = args.empi.mpi()?;
-    let state = AppState::with_empi(store.clone(), Arc::new(R4Validator), config, mpi.clone());
+    let mpi = args.empi.mpi(store.clone())?;
+    let state = AppState::with_empi(mpi.clone(), Arc::new(R4Validator), config);
     if mpi.linking() {
         // Patients stored before linking was on get their identities in the background.
-        let (base, mpi) = (store.clone(), mpi.clone());
+        let mpi = mpi.clone();
         tokio::spawn(async move {
-            match link_backlog(base.as_ref(), &mpi).await {
+            match link_backlog(&mpi).await {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(
                     linked = n,
@@ -97,7 +102,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         let _ = rx.wait_for(|stop| *stop).await;
     };
     let mllp_task = mllp.zip(mapping).map(|(listener, mapping)| {
-        let sink = StoreSink::new(state.clone(), Arc::new(RecordMerges), &Hl7Config::default());
+        let sink = StoreSink::new(
+            state.store.clone(),
+            state.validator.clone(),
+            &Hl7Config::default(),
+        );
         let settings = Settings {
             mapping,
             ..Settings::default()

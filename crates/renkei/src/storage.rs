@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context;
+use mpi::Mpi;
 use store::{
     FhirIndexExtractor, IndexExtractor, PostgresConfig, PostgresStore, SqliteStore, Store,
 };
@@ -98,7 +99,9 @@ pub struct EmpiArgs {
 }
 
 impl EmpiArgs {
-    pub fn mpi(&self) -> anyhow::Result<Arc<server::empi::Mpi>> {
+    /// The patient index over `store` (the store underneath the linking layer); its
+    /// [`Mpi::linked_store`] is what Patient writes go through: linked unless `--no-empi`.
+    pub fn mpi(&self, store: Arc<dyn Store>) -> anyhow::Result<Arc<Mpi>> {
         let model = match &self.empi_model {
             Some(path) => {
                 let text = std::fs::read_to_string(path)
@@ -108,26 +111,18 @@ impl EmpiArgs {
             }
             None => empi::Model::default(),
         };
-        Ok(Arc::new(server::empi::Mpi::new(
+        Ok(Arc::new(Mpi::new(
+            store,
             model,
             empi::golden::Survivorship::default(),
             !self.no_empi,
         )))
     }
-
-    /// The store Patient writes go through: linked by the EMPI unless `--no-empi`.
-    pub fn wrap(&self, store: Arc<dyn Store>, mpi: &Arc<server::empi::Mpi>) -> Arc<dyn Store> {
-        if mpi.linking() {
-            Arc::new(server::empi::EmpiStore::new(store, mpi.clone()))
-        } else {
-            store
-        }
-    }
 }
 
 /// Links the Patients no golden record lists yet (written with `--no-empi`, or before the
 /// EMPI existed), in transactions of 500; returns how many.
-pub async fn link_backlog(store: &dyn Store, mpi: &server::empi::Mpi) -> anyhow::Result<usize> {
+pub async fn link_backlog(mpi: &Mpi) -> anyhow::Result<usize> {
     if !mpi.linking() {
         return Ok(0);
     }
@@ -136,7 +131,7 @@ pub async fn link_backlog(store: &dyn Store, mpi: &server::empi::Mpi) -> anyhow:
     let mut waiting = usize::MAX;
     loop {
         let (linked, remaining) = mpi
-            .link_backlog(store, &ctx, 500)
+            .link_backlog(&ctx, 500)
             .await
             .context("linking Patients to enterprise identities")?;
         total += linked;

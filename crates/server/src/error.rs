@@ -23,8 +23,8 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use store::{ErrorKind, StoreError};
 
-use crate::empi::{ManualError, MatchError};
-use crate::validation::{Severity, ValidationIssue};
+use ingest::{Severity, ValidationIssue};
+use mpi::{ManualError, MatchError};
 
 /// An OperationOutcome `issue.code`: the FHIR R4 `issue-type` code system
 /// (<https://hl7.org/fhir/R4/codesystem-issue-type.html>), all of it, nothing else.
@@ -358,7 +358,7 @@ impl ApiError {
                 .into_iter()
                 .map(|i| Issue {
                     severity: i.severity,
-                    code: i.code,
+                    code: i.code.into(),
                     diagnostics: i.message,
                     expression: i.expression,
                 })
@@ -676,6 +676,38 @@ impl IntoResponse for ApiError {
     }
 }
 
+impl From<ingest::EntryError> for ApiError {
+    /// What `ingest`'s checks refuse (a REST write, a batch or transaction entry).
+    fn from(e: ingest::EntryError) -> Self {
+        use ingest::EntryError;
+        match e {
+            EntryError::Malformed {
+                message,
+                expression,
+            } => {
+                let err = ApiError::bad_request(message);
+                match expression {
+                    Some(x) => err.with_expression(x),
+                    None => err,
+                }
+            }
+            EntryError::UnknownType(ty) => ApiError::unsupported_type(&ty),
+            EntryError::Invalid(issues) => ApiError::invalid_resource(issues),
+            EntryError::UnsupportedPatch(m) => ApiError::unsupported_media(m),
+            EntryError::PatchSyntax(_) => ApiError::unparsable(e.to_string()),
+            EntryError::PatchFailed(m) => ApiError::unprocessable(m),
+            EntryError::IfNoneExist(inner) => {
+                let mut err = ApiError::from(*inner);
+                if let Some(i) = err.issues.first_mut() {
+                    i.diagnostics = format!("If-None-Exist: {}", i.diagnostics);
+                }
+                err
+            }
+            EntryError::Store(e) => e.into(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -785,7 +817,7 @@ mod tests {
         row(
             ApiError::invalid_resource(vec![ValidationIssue {
                 severity: Severity::Error,
-                code: IssueCode::Invalid,
+                code: fhir::IssueCode::Invalid,
                 expression: None,
                 message: "x".into(),
             }]),
@@ -1093,7 +1125,7 @@ mod tests {
         }
         let e = ApiError::invalid_resource(vec![ValidationIssue {
             severity: Severity::Error,
-            code: IssueCode::Required,
+            code: fhir::IssueCode::Required,
             expression: Some("Patient.name".into()),
             message: "name is required".into(),
         }]);

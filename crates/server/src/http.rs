@@ -39,22 +39,6 @@ pub struct Fhir {
     pub headers: HeaderMap,
 }
 
-impl Fhir {
-    /// The metadata of a request made from inside the process (e.g. `renkei import` running a
-    /// transaction bundle): JSON, representation, strict handling.
-    pub fn internal(ctx: RequestContext, base: &str) -> Self {
-        Fhir {
-            ctx,
-            base: base.trim_end_matches('/').to_owned(),
-            pretty: false,
-            prefer: Return::Representation,
-            lenient: false,
-            params: Vec::new(),
-            headers: HeaderMap::new(),
-        }
-    }
-}
-
 impl FromRequestParts<AppState> for Fhir {
     type Rejection = ApiError;
 
@@ -200,46 +184,28 @@ pub fn parse_body(headers: &HeaderMap, body: &[u8]) -> Result<Value, ApiError> {
     Ok(v)
 }
 
-/// Checks that a body's `resourceType` is the one the URL names.
+/// Checks that a body's `resourceType` is the one the URL names (`ingest`'s check).
 pub fn check_resource_type(resource: &Value, expected: &str) -> Result<(), ApiError> {
-    match resource.get("resourceType").and_then(Value::as_str) {
-        Some(t) if t == expected => Ok(()),
-        Some(t) => Err(ApiError::bad_request(format!(
-            "resourceType '{t}' does not match the URL's '{expected}'"
-        ))
-        .with_expression(format!("{t}.resourceType"))),
-        None => Err(ApiError::bad_request("the resource has no resourceType")),
-    }
+    Ok(ingest::entry::check_resource_type(resource, expected)?)
 }
 
 /// Runs the validator over a resource about to be written.
 pub fn validate(state: &AppState, resource: &Value) -> Result<(), ApiError> {
-    state
-        .validator
-        .validate(resource)
-        .map_err(ApiError::invalid_resource)
+    Ok(ingest::entry::validate(state.validator.as_ref(), resource)?)
 }
 
 /// A path's resource type must be one the server knows. A `$name` in its place is a
 /// system-level operation (`[base]/$export`), or an instance-level one in a compartment's
 /// place (`Patient/1/$summary`), none of which this server implements.
 pub fn check_type(state: &AppState, ty: &str) -> Result<(), ApiError> {
-    if state.validator.is_resource_type(ty) {
-        Ok(())
-    } else if ty.starts_with('$') {
-        Err(crate::interactions::operation::not_implemented(ty))
-    } else {
-        Err(ApiError::unsupported_type(ty))
+    match ingest::entry::check_type(state.validator.as_ref(), ty) {
+        Ok(()) => Ok(()),
+        Err(_) if ty.starts_with('$') => Err(crate::interactions::operation::not_implemented(ty)),
+        Err(e) => Err(e.into()),
     }
 }
 
-/// A FHIR `id`: 1–64 of `A-Z a-z 0-9 - .`.
-pub fn valid_id(id: &str) -> bool {
-    (1..=64).contains(&id.len())
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
-}
+pub use ingest::entry::{parse_etag, valid_id};
 
 /// Parses an `If-Match` header (`W/"3"` or `"3"`); `None` when absent.
 pub fn if_match(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
@@ -251,13 +217,6 @@ pub fn if_match(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
         .ok_or_else(|| {
             ApiError::bad_request("malformed If-Match header: expected W/\"<versionId>\"")
         })
-}
-
-/// Parses `W/"3"` or `"3"`.
-pub fn parse_etag(s: &str) -> Option<u64> {
-    let s = s.trim();
-    let s = s.strip_prefix("W/").unwrap_or(s);
-    s.strip_prefix('"')?.strip_suffix('"')?.parse().ok()
 }
 
 /// The body of a [`Reply`].
@@ -401,25 +360,4 @@ pub fn encode_query(params: &[(String, String)]) -> String {
         .map(|(k, v)| format!("{}={}", encode_component(k), encode_component(v)))
         .collect::<Vec<_>>()
         .join("&")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn etags_parse_weak_and_strong() {
-        assert_eq!(parse_etag("W/\"3\""), Some(3));
-        assert_eq!(parse_etag("\"12\""), Some(12));
-        assert_eq!(parse_etag("3"), None);
-        assert_eq!(parse_etag("W/\"x\""), None);
-    }
-
-    #[test]
-    fn ids_follow_the_fhir_id_rule() {
-        assert!(valid_id("a-b.C9"));
-        assert!(!valid_id(""));
-        assert!(!valid_id("a_b"));
-        assert!(!valid_id(&"x".repeat(65)));
-    }
 }

@@ -8,7 +8,10 @@
 //!
 //! # What it must not do
 //! Touch SQL (everything goes through the `Store` trait), or validate FHIR structure itself
-//! (that is the [`validation::Validator`] seam, implemented by the `fhir` crate).
+//! (that is the [`Validator`] seam, in `ingest`, implemented over the `fhir` crate). Hold
+//! service logic: the checks and preparation of writes and bundle entries are `ingest`'s, the
+//! patient index is `mpi`'s; this crate calls them and turns their typed errors into HTTP. It
+//! depends on neither `hl7v2`, `mllp` nor `ssmix2`.
 //!
 //! # Layout
 //! - [`app`] builds the router; [`run`] serves it until the shutdown future resolves, letting
@@ -16,21 +19,13 @@
 //! - `interactions/`: one module per FHIR interaction, each linking its spec section.
 //! - `http`: per-request metadata and the protocol-neutral `Reply`; `error`: the error table.
 //! - [`request_log`]: the request id, one access-log line per request, and the body limit's 413.
-//! - [`hl7`]: HL7 v2 ingestion (MLLP and SS-MIX2) into the store: the `mllp` crate's `Sink`
-//!   implemented with one store transaction per group of messages, receipts for replay, and
-//!   the seam for sender merges.
-//! - [`empi`]: the EMPI wired into every Patient write ([`empi::EmpiStore`]), golden records,
-//!   the review queue, manual decisions and PIXm ([`empi::Mpi`]).
 
 mod conditional_read;
-pub mod empi;
 pub mod error;
 mod health;
-pub mod hl7;
 pub mod http;
 pub mod interactions;
 pub mod request_log;
-pub mod validation;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -41,7 +36,8 @@ use axum::routing::{get, post};
 use store::Store;
 
 pub use error::{ApiError, IssueCode};
-pub use validation::{R4Validator, Severity, ValidationIssue, Validator};
+pub use ingest::validation::{R4Validator, Severity, ValidationIssue, Validator};
+use mpi::Mpi;
 
 use interactions::{
     batch, capabilities, create, delete, empi_ops, history, operation, patch, read, search, update,
@@ -83,26 +79,25 @@ impl Default for ServerConfig {
 /// What every handler shares.
 #[derive(Debug, Clone)]
 pub struct AppState {
-    /// The store requests read and write (with EMPI linking, an [`empi::EmpiStore`]).
+    /// The store requests read and write (with EMPI linking, the `mpi` crate's `EmpiStore`).
     pub store: Arc<dyn Store>,
-    /// The store underneath any linking layer: where the EMPI writes its own decisions.
-    pub base_store: Arc<dyn Store>,
     pub validator: Arc<dyn Validator>,
     pub config: Arc<ServerConfig>,
-    /// The patient index: `$match`, golden records, manual decisions, PIXm.
-    pub mpi: Arc<empi::Mpi>,
+    /// The patient index: `$match`, golden records, manual decisions, PIXm. It writes its own
+    /// decisions through the store it holds.
+    pub mpi: Arc<Mpi>,
 }
 
 impl AppState {
     /// A server without EMPI linking (`$match` still works over the stored Patients).
     pub fn new(store: Arc<dyn Store>, validator: Arc<dyn Validator>, config: ServerConfig) -> Self {
-        let mpi = empi::Mpi::new(
-            ::empi::Model::default(),
-            ::empi::golden::Survivorship::default(),
+        let mpi = Mpi::new(
+            store.clone(),
+            empi::Model::default(),
+            empi::golden::Survivorship::default(),
             false,
         );
         AppState {
-            base_store: store.clone(),
             store,
             validator,
             config: Arc::new(config),
@@ -110,21 +105,11 @@ impl AppState {
         }
     }
 
-    /// A server whose every Patient write is linked by `mpi` (when its linking is on).
-    pub fn with_empi(
-        store: Arc<dyn Store>,
-        validator: Arc<dyn Validator>,
-        config: ServerConfig,
-        mpi: Arc<empi::Mpi>,
-    ) -> Self {
-        let linked: Arc<dyn Store> = if mpi.linking() {
-            Arc::new(empi::EmpiStore::new(store.clone(), mpi.clone()))
-        } else {
-            store.clone()
-        };
+    /// A server over `mpi`'s store, whose every Patient write is linked by `mpi` (when its
+    /// linking is on).
+    pub fn with_empi(mpi: Arc<Mpi>, validator: Arc<dyn Validator>, config: ServerConfig) -> Self {
         AppState {
-            store: linked,
-            base_store: store,
+            store: mpi.linked_store(),
             validator,
             config: Arc::new(config),
             mpi,

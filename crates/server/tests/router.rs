@@ -6,7 +6,7 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
-use server::{AppState, IssueCode, R4Validator, ServerConfig, ValidationIssue, Validator};
+use server::{AppState, R4Validator, ServerConfig, ValidationIssue, Validator};
 use store::{BasicExtractor, SqliteStore};
 use tower::ServiceExt;
 
@@ -414,7 +414,7 @@ impl Validator for NeedsName {
         }
         Err(vec![ValidationIssue {
             severity: server::Severity::Error,
-            code: IssueCode::Required,
+            code: fhir::IssueCode::Required,
             expression: Some("Patient.name".into()),
             message: "name is required here".into(),
         }])

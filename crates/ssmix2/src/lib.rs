@@ -13,7 +13,8 @@
 //! - [`Checkpoint`] and [`Watcher`]: what was imported, so a re-import does nothing twice and
 //!   `--watch` picks up only what changed.
 //! - [`store`] / [`invalidate`]: writing a tree (tests, generators, exports);
-//!   [`write_sample_tree`]: a generated JAHIS-style tree for tests and benchmarks.
+//!   `write_sample_tree` (cargo feature `sample`, off by default): a generated JAHIS-style
+//!   tree for tests and benchmarks.
 //!
 //! # What it must not do
 //! Reading and writing files is this crate's only I/O: no SQL, no HTTP, no FHIR. It does not
@@ -28,6 +29,7 @@
 
 mod checkpoint;
 mod name;
+#[cfg(feature = "sample")]
 mod sample;
 mod tree;
 
@@ -35,6 +37,7 @@ use std::path::{Path, PathBuf};
 
 pub use checkpoint::{Checkpoint, Imported, Watcher};
 pub use name::{Condition, FileName, NO_ORDER, RecordKey, data_type_for, type_rank};
+#[cfg(feature = "sample")]
 pub use sample::write_sample_tree;
 pub use tree::{Change, Scan, Skipped, StoredFile, current, invalidate, read_message, scan, store};
 

@@ -1,8 +1,9 @@
 //! [batch and transaction](https://hl7.org/fhir/R4/http.html#transaction): `POST [base]` with a
 //! Bundle of type `batch` or `transaction`.
 //!
-//! Entries are checked first (method, URL, resource type, validation); then the writes run in
-//! the spec's processing order (DELETE, POST, PUT/PATCH) in one store call, GETs after. A
+//! Entries are checked first (method, URL, resource type, validation: `ingest::bundle`, whose
+//! typed errors become HTTP through `error.rs`); then the writes run in the spec's processing
+//! order (DELETE, POST, PUT/PATCH) in one store call, GETs after (answered here). A
 //! transaction is all-or-nothing: any failure answers with the failing entry's status and an
 //! OperationOutcome naming `Bundle.entry[i]` (original index), and nothing is written. A batch
 //! runs each entry on its own. `urn:uuid:` fullUrls and conditional references
@@ -15,15 +16,13 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
+use ingest::bundle::{Prepared, Preparer, entries, method, processing_order};
 use serde_json::{Value, json};
-use store::{HistoryScope, ReferenceCheck, WriteEntry, WriteOp};
+use store::HistoryScope;
 
 use crate::AppState;
 use crate::error::ApiError;
-use crate::http::{
-    Fhir, Reply, Return, check_resource_type, check_type, parse_body, parse_etag, valid_id,
-    validate,
-};
+use crate::http::{Fhir, Reply, Return, check_type, parse_body};
 
 pub async fn handler(
     State(state): State<AppState>,
@@ -52,48 +51,30 @@ pub async fn handler(
         .into_http(fhir.pretty))
 }
 
-/// A checked entry.
-enum Prepared {
-    /// Boxed: a write carries its conditional search query, far larger than a URL.
-    Write(Box<WriteEntry>),
-    Get(String),
-}
-
-/// Processing order of the spec: DELETE, POST, PUT/PATCH, GET/HEAD.
-fn order(method: &str) -> u8 {
-    match method {
-        "DELETE" => 0,
-        "POST" => 1,
-        "PUT" | "PATCH" => 2,
-        _ => 3,
-    }
-}
-
-/// Processes a batch or transaction bundle (also used by `renkei import` for Bundle files).
+/// Processes a batch or transaction bundle.
 pub async fn process(
     state: &AppState,
     fhir: &Fhir,
     bundle: &Value,
     atomic: bool,
 ) -> Result<Reply, ApiError> {
-    let entries: &[Value] = bundle
-        .get("entry")
-        .and_then(Value::as_array)
-        .map(Vec::as_slice)
-        .unwrap_or(&[]);
+    let entries = entries(bundle);
+    let references = super::reference_check(state, fhir);
+    let preparer = Preparer {
+        store: state.store.as_ref(),
+        validator: state.validator.as_ref(),
+        ctx: &fhir.ctx,
+        base: &fhir.base,
+        references: &references,
+    };
     let mut prepared: Vec<(usize, u8, Result<Prepared, ApiError>)> =
         Vec::with_capacity(entries.len());
     for (i, entry) in entries.iter().enumerate() {
-        let method = entry
-            .pointer("/request/method")
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_owned();
-        let p = prepare(state, fhir, entry, &method).await;
+        let p = preparer.entry(entry).await.map_err(ApiError::from);
         if atomic && let Err(e) = p {
             return Err(e.in_entry(i));
         }
-        prepared.push((i, order(&method), p));
+        prepared.push((i, processing_order(method(entry)), p));
     }
     prepared.sort_by_key(|(i, o, _)| (*o, *i));
 
@@ -108,7 +89,7 @@ pub async fn process(
                 writes.push(*w);
                 write_index.push(i);
             }
-            Ok(Prepared::Get(url)) => gets.push((i, url)),
+            Ok(Prepared::Read(url)) => gets.push((i, url)),
             Err(e) => replies[i] = Some(Err(e)),
         }
     }
@@ -138,7 +119,7 @@ pub async fn process(
         }
     }
     for (i, url) in gets {
-        replies[i] = Some(get(state, fhir, &url).await);
+        replies[i] = Some(get(state, fhir, &preparer, &url).await);
     }
 
     let response_entries: Vec<Value> = replies
@@ -167,213 +148,14 @@ pub async fn process(
     Ok(Reply::json(StatusCode::OK, bundle))
 }
 
-/// The checked writes of a transaction Bundle in processing order, without running them:
-/// for callers that commit them with more in one store call (HL7 v2 ingestion commits them
-/// with the message's receipt). Every entry is validated; the first bad one is the error,
-/// naming `Bundle.entry[i]`. GET entries are refused (a message carries only writes).
-pub async fn prepare_transaction(
-    state: &AppState,
-    fhir: &Fhir,
-    bundle: &Value,
-) -> Result<Vec<WriteEntry>, ApiError> {
-    let entries: &[Value] = bundle
-        .get("entry")
-        .and_then(Value::as_array)
-        .map(Vec::as_slice)
-        .unwrap_or(&[]);
-    let mut writes = Vec::with_capacity(entries.len());
-    for (i, entry) in entries.iter().enumerate() {
-        let method = entry
-            .pointer("/request/method")
-            .and_then(Value::as_str)
-            .unwrap_or("");
-        match prepare(state, fhir, entry, method)
-            .await
-            .map_err(|e| e.in_entry(i))?
-        {
-            Prepared::Write(mut w) => {
-                // Feeds arrive out of order: their references are counted, not refused.
-                w.references = ReferenceCheck::Off;
-                writes.push((order(method), i, w));
-            }
-            Prepared::Get(url) => {
-                return Err(ApiError::bad_request(format!(
-                    "a read ({url}) cannot be part of a prepared transaction"
-                ))
-                .in_entry(i));
-            }
-        }
-    }
-    writes.sort_by_key(|(o, i, _)| (*o, *i));
-    Ok(writes.into_iter().map(|(_, _, w)| *w).collect())
-}
-
-/// The entry URL relative to the base, split into path segments and query.
-fn split_url<'u>(fhir: &Fhir, url: &'u str) -> (Vec<&'u str>, Option<&'u str>) {
-    let rel = url
-        .strip_prefix(fhir.base.as_str())
-        .unwrap_or(url)
-        .trim_start_matches('/');
-    let (path, query) = match rel.split_once('?') {
-        Some((p, q)) => (p, Some(q)),
-        None => (rel, None),
-    };
-    (path.split('/').filter(|s| !s.is_empty()).collect(), query)
-}
-
-async fn prepare(
-    state: &AppState,
-    fhir: &Fhir,
-    entry: &Value,
-    method: &str,
-) -> Result<Prepared, ApiError> {
-    let url = entry
-        .pointer("/request/url")
-        .and_then(Value::as_str)
-        .ok_or_else(|| ApiError::bad_request("entry has no request.url"))?;
-    let full_url = entry
-        .get("fullUrl")
-        .and_then(Value::as_str)
-        .map(str::to_owned);
-    let (path, query) = split_url(fhir, url);
-    let if_match = match entry.pointer("/request/ifMatch").and_then(Value::as_str) {
-        Some(s) => Some(
-            parse_etag(s)
-                .ok_or_else(|| ApiError::bad_request(format!("malformed ifMatch '{s}'")))?,
-        ),
-        None => None,
-    };
-    let resource = || -> Result<Value, ApiError> {
-        match entry.get("resource") {
-            Some(r @ Value::Object(_)) => Ok(r.clone()),
-            _ => Err(ApiError::bad_request(format!(
-                "{method} entry has no resource"
-            ))),
-        }
-    };
-    let op = match (method, path.as_slice(), query) {
-        ("GET" | "HEAD", _, _) => return Ok(Prepared::Get(url.to_owned())),
-        ("POST", [ty], None) => {
-            check_type(state, ty)?;
-            let r = resource()?;
-            check_resource_type(&r, ty)?;
-            validate(state, &r)?;
-            let if_none_exist = match entry
-                .pointer("/request/ifNoneExist")
-                .and_then(Value::as_str)
-            {
-                Some(v) => Some(super::if_none_exist(state, ty, v)?),
-                None => None,
-            };
-            WriteOp::Create {
-                resource: r,
-                if_none_exist,
-            }
-        }
-        ("PUT", [ty], Some(q)) => {
-            check_type(state, ty)?;
-            let query = super::conditional_query(state, ty, &store::search::parse_query_string(q))?;
-            let r = resource()?;
-            check_resource_type(&r, ty)?;
-            validate(state, &r)?;
-            WriteOp::ConditionalUpdate { query, resource: r }
-        }
-        ("PUT", [ty, id], None) => {
-            check_type(state, ty)?;
-            let r = resource()?;
-            check_resource_type(&r, ty)?;
-            if !valid_id(id) || r.get("id").and_then(Value::as_str) != Some(id) {
-                return Err(ApiError::bad_request(format!(
-                    "the resource id must equal the request.url id '{id}'"
-                )));
-            }
-            validate(state, &r)?;
-            WriteOp::Update {
-                resource_type: (*ty).into(),
-                id: (*id).into(),
-                resource: r,
-                if_match,
-            }
-        }
-        ("PATCH", [ty, id], None) => {
-            check_type(state, ty)?;
-            let patch = binary_patch(&resource()?)?;
-            let (doc, base) = super::patch::patched(state, fhir, ty, id, &patch, if_match).await?;
-            WriteOp::Update {
-                resource_type: (*ty).into(),
-                id: (*id).into(),
-                resource: doc,
-                if_match: Some(base),
-            }
-        }
-        ("DELETE", [ty, id], None) => {
-            check_type(state, ty)?;
-            WriteOp::Delete {
-                resource_type: (*ty).into(),
-                id: (*id).into(),
-                if_match,
-            }
-        }
-        ("DELETE", [ty], Some(q)) => {
-            check_type(state, ty)?;
-            let query = super::conditional_query(state, ty, &store::search::parse_query_string(q))?;
-            WriteOp::ConditionalDelete { query }
-        }
-        ("", _, _) => return Err(ApiError::bad_request("entry has no request.method")),
-        _ => {
-            return Err(ApiError::bad_request(format!(
-                "unsupported entry request: {method} {url}"
-            )));
-        }
-    };
-    let mut write = WriteEntry::new(op).with_references(super::reference_check(state, fhir));
-    write.full_url = full_url;
-    write.patch = method == "PATCH";
-    Ok(Prepared::Write(Box::new(write)))
-}
-
-/// A JSON Patch carried by a Binary resource.
-fn binary_patch(r: &Value) -> Result<json_patch::Patch, ApiError> {
-    let ok = r.get("resourceType").and_then(Value::as_str) == Some("Binary")
-        && r.get("contentType").and_then(Value::as_str) == Some("application/json-patch+json");
-    if !ok {
-        return Err(ApiError::unsupported_media(
-            "a PATCH entry needs a Binary resource with contentType application/json-patch+json",
-        ));
-    }
-    let data = r.get("data").and_then(Value::as_str).unwrap_or("");
-    let bytes = base64_decode(data)
-        .ok_or_else(|| ApiError::bad_request("Binary.data is not valid base64"))?;
-    super::patch::parse_patch_document(&bytes)
-}
-
-fn base64_decode(s: &str) -> Option<Vec<u8>> {
-    let mut out = Vec::with_capacity(s.len() * 3 / 4);
-    let (mut acc, mut bits) = (0u32, 0u32);
-    for c in s.bytes().filter(|c| !c.is_ascii_whitespace()) {
-        let v = match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' | b'-' => 62,
-            b'/' | b'_' => 63,
-            b'=' => break,
-            _ => return None,
-        };
-        acc = (acc << 6) | u32::from(v);
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-            acc &= (1 << bits) - 1;
-        }
-    }
-    Some(out)
-}
-
 /// A GET entry, dispatched to the read/search/history interactions.
-async fn get(state: &AppState, fhir: &Fhir, url: &str) -> Result<Reply, ApiError> {
-    let (path, query) = split_url(fhir, url);
+async fn get(
+    state: &AppState,
+    fhir: &Fhir,
+    preparer: &Preparer<'_>,
+    url: &str,
+) -> Result<Reply, ApiError> {
+    let (path, query) = preparer.split_url(url);
     let mut sub = fhir.clone();
     sub.params = store::search::parse_query_string(query.unwrap_or(""));
     sub.prefer = Return::Representation;
@@ -406,21 +188,5 @@ async fn get(state: &AppState, fhir: &Fhir, url: &str) -> Result<Reply, ApiError
         _ => Err(ApiError::bad_request(format!(
             "unsupported GET entry URL '{url}'"
         ))),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::base64_decode;
-
-    #[test]
-    fn base64_decodes_padded_and_unpadded() {
-        assert_eq!(
-            base64_decode("W3sib3AiOiJ0ZXN0In1d").unwrap(),
-            b"[{\"op\":\"test\"}]"
-        );
-        assert_eq!(base64_decode("YQ==").unwrap(), b"a");
-        assert_eq!(base64_decode("YWI").unwrap(), b"ab");
-        assert!(base64_decode("!!").is_none());
     }
 }

@@ -17,8 +17,9 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use serde_json::{Value, json};
 
+use mpi::resources::patient_id_of;
+
 use crate::AppState;
-use crate::empi::resources::patient_id_of;
 use crate::error::ApiError;
 use crate::http::{Fhir, Reply, parse_body};
 
@@ -67,16 +68,7 @@ async fn pix(
             ApiError::bad_request("sourceIdentifier must be system|value")
                 .with_expression("sourceIdentifier")
         })?;
-    let answer = state
-        .mpi
-        .pix(
-            state.base_store.as_ref(),
-            &fhir.ctx,
-            system,
-            value,
-            &targets,
-        )
-        .await?;
+    let answer = state.mpi.pix(&fhir.ctx, system, value, &targets).await?;
     let mut parameter: Vec<Value> = answer
         .identifiers
         .into_iter()
@@ -235,36 +227,26 @@ pub async fn manual(
     };
     // On a task of its own, so that a client going away cannot stop the decision between
     // planning it on the cache and putting the cache back.
-    let (store, mpi, ctx) = (
-        state.base_store.clone(),
-        state.mpi.clone(),
-        fhir.ctx.clone(),
-    );
+    let (mpi, ctx) = (state.mpi.clone(), fhir.ctx.clone());
     let changed = tokio::spawn(async move {
-        let store = store.as_ref();
         match decision {
             Decision::Link(source, golden, reason) => {
-                mpi.link(store, &ctx, &source, &golden, &reason).await
+                mpi.link(&ctx, &source, &golden, &reason).await
             }
-            Decision::Unlink(source, reason) => mpi.unlink(store, &ctx, &source, &reason).await,
-            Decision::Merge(from, into, reason) => {
-                mpi.merge(store, &ctx, &from, &into, &reason).await
-            }
-            Decision::Unmerge(golden, reason) => mpi.unmerge(store, &ctx, &golden, &reason).await,
+            Decision::Unlink(source, reason) => mpi.unlink(&ctx, &source, &reason).await,
+            Decision::Merge(from, into, reason) => mpi.merge(&ctx, &from, &into, &reason).await,
+            Decision::Unmerge(golden, reason) => mpi.unmerge(&ctx, &golden, &reason).await,
         }
     })
     .await
     .map_err(|e| ApiError::internal(format!("the EMPI decision task failed: {e}")))??;
-    let (store, ctx) = (state.base_store.as_ref(), &fhir.ctx);
-    let mut parameter = Vec::new();
-    for e in changed {
-        if let Some(r) = store.load(ctx, "Patient", &e.to_string()).await?
-            && let Some(text) = r.body.as_deref()
-        {
-            let golden: Value = serde_json::from_str(text).unwrap_or(Value::Null);
-            parameter.push(json!({"name": "golden", "resource": golden}));
-        }
-    }
+    let parameter: Vec<Value> = state
+        .mpi
+        .golden_records(&fhir.ctx, &changed)
+        .await?
+        .into_iter()
+        .map(|golden| json!({"name": "golden", "resource": golden}))
+        .collect();
     Ok(Reply::json(
         StatusCode::OK,
         json!({"resourceType": "Parameters", "parameter": parameter}),

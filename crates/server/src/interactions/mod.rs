@@ -94,13 +94,11 @@ pub(crate) fn conditional_query(
     ty: &str,
     params: &[(String, String)],
 ) -> Result<SearchQuery, ApiError> {
-    let q = SearchQuery::parse(Some(ty), params, state.store.extractor(), false)?;
-    if q.filters.is_empty() {
-        return Err(ApiError::bad_request(
-            "a conditional interaction needs search criteria (e.g. ?identifier=system|value)",
-        ));
-    }
-    Ok(q)
+    Ok(ingest::entry::conditional_query(
+        state.store.extractor(),
+        ty,
+        params,
+    )?)
 }
 
 /// The query of an `If-None-Exist` header (`identifier=...`, optionally prefixed by `Type?`).
@@ -109,13 +107,9 @@ pub(crate) fn if_none_exist(
     ty: &str,
     value: &str,
 ) -> Result<SearchQuery, ApiError> {
-    let criteria = value.split_once('?').map(|(_, q)| q).unwrap_or(value);
-    let q = store::search::parse_query_string(criteria);
-    conditional_query(state, ty, &q).map_err(|e| {
-        let mut e = e;
-        if let Some(i) = e.issues.first_mut() {
-            i.diagnostics = format!("If-None-Exist: {}", i.diagnostics);
-        }
-        e
-    })
+    Ok(ingest::entry::if_none_exist(
+        state.store.extractor(),
+        ty,
+        value,
+    )?)
 }

@@ -13,9 +13,10 @@ use axum::http::{Method, StatusCode};
 use axum::response::Response;
 use serde_json::{Value, json};
 
+use mpi::MatchError;
+use mpi::resources::EXPLANATION_EXTENSION;
+
 use crate::AppState;
-use crate::empi::MatchError;
-use crate::empi::resources::EXPLANATION_EXTENSION;
 use crate::error::ApiError;
 use crate::http::{Fhir, Reply, check_type, parse_body, validate};
 
@@ -119,7 +120,7 @@ async fn patient_match(state: &AppState, fhir: &Fhir, body: &[u8]) -> Result<Rep
     validate(state, &patient)?;
     let matches = state
         .mpi
-        .find(state.base_store.as_ref(), &fhir.ctx, &patient)
+        .find(&fhir.ctx, &patient)
         .await
         .map_err(|e| match e {
             MatchError::Input(_) => ApiError::from(e).with_expression(at.clone()),

@@ -2,20 +2,20 @@
 //! [JSON Patch](https://datatracker.ietf.org/doc/html/rfc6902) document
 //! (`Content-Type: application/json-patch+json`). FHIRPath Patch is not supported.
 //!
-//! The patch is applied to the current version and the result is validated and written with an
-//! implicit version check, so a concurrent update is never overwritten: without `If-Match` the
-//! patch is re-applied (up to three times); with `If-Match` a mismatch answers 412.
+//! The patch is applied to the current version and the result is validated
+//! (`ingest::patch::patched`) and written with an implicit version check, so a concurrent
+//! update is never overwritten: without `If-Match` the patch is re-applied (up to three
+//! times); with `If-Match` a mismatch answers 412.
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, header};
 use axum::response::Response;
-use serde_json::Value;
-use store::{ErrorKind, StoreError, WriteEntry, WriteOp};
+use store::{ErrorKind, WriteEntry, WriteOp};
 
 use crate::AppState;
 use crate::error::ApiError;
-use crate::http::{Fhir, Reply, check_type, if_match, validate};
+use crate::http::{Fhir, Reply, check_type, if_match};
 
 const RETRIES: usize = 3;
 
@@ -50,48 +50,7 @@ pub fn parse_patch(headers: &HeaderMap, body: &[u8]) -> Result<json_patch::Patch
             "PATCH needs Content-Type application/json-patch+json (FHIRPath Patch is not supported)",
         ));
     }
-    parse_patch_document(body)
-}
-
-pub(crate) fn parse_patch_document(body: &[u8]) -> Result<json_patch::Patch, ApiError> {
-    serde_json::from_slice(body)
-        .map_err(|e| ApiError::unparsable(format!("invalid JSON Patch document: {e}")))
-}
-
-/// Reads the current version, applies the patch, validates; returns the new resource and the
-/// version it was based on.
-pub(crate) async fn patched(
-    state: &AppState,
-    fhir: &Fhir,
-    ty: &str,
-    id: &str,
-    patch: &json_patch::Patch,
-    if_match: Option<u64>,
-) -> Result<(Value, u64), ApiError> {
-    let current = state.store.read(&fhir.ctx, ty, id).await?;
-    if let Some(expected) = if_match
-        && expected != current.version
-    {
-        return Err(StoreError::VersionConflict {
-            resource_type: ty.into(),
-            id: id.into(),
-            expected,
-            current: Some(current.version),
-        }
-        .into());
-    }
-    let mut doc: Value = serde_json::from_str(current.body.as_deref().unwrap_or("{}"))
-        .map_err(|e| StoreError::Backend(format!("stored JSON unreadable: {e}")))?;
-    json_patch::patch(&mut doc, patch)?;
-    if doc.get("resourceType").and_then(Value::as_str) != Some(ty)
-        || doc.get("id").and_then(Value::as_str) != Some(id)
-    {
-        return Err(ApiError::unprocessable(
-            "a patch must not change resourceType or id",
-        ));
-    }
-    validate(state, &doc)?;
-    Ok((doc, current.version))
+    Ok(ingest::patch::parse_patch_document(body)?)
 }
 
 pub async fn patch_resource(
@@ -105,7 +64,16 @@ pub async fn patch_resource(
     let mut attempt = 0;
     loop {
         attempt += 1;
-        let (doc, base) = patched(state, fhir, ty, id, patch, if_match).await?;
+        let (doc, base) = ingest::patch::patched(
+            state.store.as_ref(),
+            state.validator.as_ref(),
+            &fhir.ctx,
+            ty,
+            id,
+            patch,
+            if_match,
+        )
+        .await?;
         let op = WriteOp::Update {
             resource_type: ty.into(),
             id: id.into(),

@@ -1,7 +1,8 @@
 //! Decisions people make on the index (link, unlink, merge, unmerge), the review queue they
 //! settle, and the PIXm identifier cross-reference.
 //!
-//! Each decision is one transaction on the store underneath the [`super::EmpiStore`]: the
+//! Each decision is one transaction on the store underneath the [`super::EmpiStore`] (the one
+//! the [`Mpi`] holds), planned and committed with the request's internal context: the
 //! golden-record writes, an `AuditEvent` naming who decided what and why, and the review
 //! `Task`s about the sources concerned, closed. Links it makes are `manual`: no automatic
 //! pass moves them again. Patients are named as `id`, `Patient/id` or a URL ending so
@@ -11,7 +12,7 @@
 use empi::EnterpriseId;
 use empi::golden::ENTERPRISE_ID_SYSTEM;
 use serde_json::{Value, json};
-use store::{RequestContext, SearchQuery, Store, StoreError, WriteEntry, WriteOp};
+use store::{RequestContext, SearchQuery, StoreError, WriteEntry, WriteOp};
 
 use super::plan::Planner;
 use super::resources::{
@@ -108,15 +109,14 @@ impl Mpi {
     /// Links source Patient `source` to the identity of golden record `golden` (manual).
     pub async fn link(
         &self,
-        store: &dyn Store,
         ctx: &RequestContext,
         source: &str,
         golden: &str,
         reason: &str,
     ) -> Result<Vec<EnterpriseId>, ManualError> {
         let (source, golden) = (patient_arg(source)?, patient_arg(golden)?);
-        self.check_source(store, ctx, &source).await?;
-        self.decide(store, ctx, Action::Link, reason, |planner| {
+        self.check_source(ctx, &source).await?;
+        self.decide(ctx, Action::Link, reason, |planner| {
             let target = golden_id(planner, &golden)?;
             known_source(planner, &source)?;
             active_golden(planner, target)?;
@@ -130,14 +130,13 @@ impl Mpi {
     /// A source already alone stays where it is, its link made manual.
     pub async fn unlink(
         &self,
-        store: &dyn Store,
         ctx: &RequestContext,
         source: &str,
         reason: &str,
     ) -> Result<Vec<EnterpriseId>, ManualError> {
         let source = patient_arg(source)?;
-        self.check_source(store, ctx, &source).await?;
-        self.decide(store, ctx, Action::Unlink, reason, |planner| {
+        self.check_source(ctx, &source).await?;
+        self.decide(ctx, Action::Unlink, reason, |planner| {
             let current = known_source(planner, &source)?;
             let alone = planner.members(current).len() <= 1;
             let target = if alone {
@@ -155,14 +154,13 @@ impl Mpi {
     /// `from`'s golden record is retired (`active: false`, `replaced-by` `into`).
     pub async fn merge(
         &self,
-        store: &dyn Store,
         ctx: &RequestContext,
         from: &str,
         into: &str,
         reason: &str,
     ) -> Result<Vec<EnterpriseId>, ManualError> {
         let (from, into) = (patient_arg(from)?, patient_arg(into)?);
-        self.decide(store, ctx, Action::Merge, reason, |planner| {
+        self.decide(ctx, Action::Merge, reason, |planner| {
             let (from, into) = (golden_id(planner, &from)?, golden_id(planner, &into)?);
             if from == into {
                 return Err(ManualError::Invalid(format!(
@@ -185,7 +183,6 @@ impl Mpi {
     /// merge that are still in the survivor come back to it (manual).
     pub async fn unmerge(
         &self,
-        store: &dyn Store,
         ctx: &RequestContext,
         retired: &str,
         reason: &str,
@@ -198,9 +195,13 @@ impl Mpi {
                  digits); only a golden record merged into another can be unmerged"
             ))
         })?;
-        let current = store.load(ctx, "Patient", retired).await?.ok_or_else(|| {
-            ManualError::NotFound(format!("golden record Patient/{retired} does not exist"))
-        })?;
+        let (store, internal) = (self.store.as_ref(), &ctx.internal());
+        let current = store
+            .load(internal, "Patient", retired)
+            .await?
+            .ok_or_else(|| {
+                ManualError::NotFound(format!("golden record Patient/{retired} does not exist"))
+            })?;
         if current.deleted {
             return Err(ManualError::Invalid(format!(
                 "Patient/{retired} is retired (deleted: none of its sources is left), not \
@@ -225,7 +226,9 @@ impl Mpi {
         // Its membership just before it was retired.
         let mut before = None;
         for version in (1..current.version).rev() {
-            if let Some(v) = store.load_version(ctx, "Patient", retired, version).await?
+            if let Some(v) = store
+                .load_version(internal, "Patient", retired, version)
+                .await?
                 && let Some(text) = v.body.as_deref()
             {
                 let old: Value =
@@ -242,7 +245,7 @@ impl Mpi {
                 "no earlier membership of Patient/{retired} to restore"
             ))
         })?;
-        self.decide(store, ctx, Action::Unmerge, reason, |planner| {
+        self.decide(ctx, Action::Unmerge, reason, |planner| {
             let mut moved = Vec::new();
             for source in before.links.keys() {
                 if planner.enterprise_of(source) == Some(survivor) {
@@ -261,18 +264,13 @@ impl Mpi {
     }
 
     /// Refuses a source that does not exist, was deleted, or is a golden record, saying which.
-    async fn check_source(
-        &self,
-        store: &dyn Store,
-        ctx: &RequestContext,
-        source: &str,
-    ) -> Result<(), ManualError> {
+    async fn check_source(&self, ctx: &RequestContext, source: &str) -> Result<(), ManualError> {
         if enterprise_of_id(source).is_some() {
             return Err(ManualError::Invalid(format!(
                 "Patient/{source} is a golden record, not a source"
             )));
         }
-        let Some(stored) = store.load(ctx, "Patient", source).await? else {
+        let Some(stored) = self.store.load(&ctx.internal(), "Patient", source).await? else {
             return Err(ManualError::NotFound(format!(
                 "source Patient/{source} does not exist"
             )));
@@ -296,7 +294,6 @@ impl Mpi {
     /// commit, refresh. Returns the identities it changed.
     async fn decide<F>(
         &self,
-        store: &dyn Store,
         ctx: &RequestContext,
         action: Action,
         reason: &str,
@@ -313,7 +310,8 @@ impl Mpi {
                 "a manual EMPI decision needs a reason".into(),
             ));
         }
-        let mut cache = self.locked(store, ctx).await?;
+        let (store, ctx) = (self.store.as_ref(), &ctx.internal());
+        let mut cache = self.locked(ctx).await?;
         let mut planner = Planner::new(&mut cache, self.now());
         let planned = async {
             let sources = plan(&mut planner)?;
@@ -350,10 +348,10 @@ impl Mpi {
     /// The open review queue: `Task`s, oldest first, at most `limit`.
     pub async fn review_queue(
         &self,
-        store: &dyn Store,
         ctx: &RequestContext,
         limit: usize,
     ) -> Result<Vec<Value>, ManualError> {
+        let store = self.store.as_ref();
         let mut q = review_query(store, None)?;
         q.count = limit;
         Ok(store
@@ -369,7 +367,6 @@ impl Mpi {
     /// restricted to `targets` (identifier systems) when given.
     pub async fn pix(
         &self,
-        store: &dyn Store,
         ctx: &RequestContext,
         system: &str,
         value: &str,
@@ -378,6 +375,7 @@ impl Mpi {
         if !self.linking {
             return Err(ManualError::Disabled);
         }
+        let store = self.store.as_ref();
         let patients = |criteria: String| {
             SearchQuery::parse(
                 Some("Patient"),
@@ -417,7 +415,7 @@ impl Mpi {
         let mut members: Vec<String> = Vec::new();
         let mut identities = Vec::new();
         for s in &sources {
-            match self.identity_of(store, ctx, s).await? {
+            match self.identity_of(ctx, s).await? {
                 Some((e, m)) => {
                     identities.push(e);
                     members.extend(m);

@@ -7,7 +7,7 @@ use std::sync::Mutex;
 use hl7v2::ack::{IdempotencyKey, StoredAck};
 use serde_json::Value;
 
-use crate::ingest::{Commit, Sink, SinkError};
+use super::pipeline::{Commit, Sink, SinkError};
 
 /// Everything committed so far.
 #[derive(Debug, Default)]

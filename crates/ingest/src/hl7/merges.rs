@@ -1,39 +1,22 @@
-//! The patient-linking seam: where the EMPI (built in its own crate) plugs into HL7 v2
-//! ingestion.
+//! A sender's patient merges (ADT^A40/A39/A41/A42) in HL7 v2 ingestion, recorded as FHIR
+//! says ([`RecordMerges`]): called for every accepted message after mapping and before
+//! commit, with the message's merge instructions and its checked writes; the writes it adds
+//! commit in the same transaction as the message and its stored ACK.
 //!
-//! [`PatientLinking::link`] is called for every accepted message after mapping and before
-//! commit, with the message's merge instructions (ADT^A40/A39/A41/A42) and its checked
-//! writes; whatever writes it adds commit in the same transaction as the message and its
-//! stored ACK. The EMPI implements it to match patients, maintain links and golden records,
-//! and carry out merges; [`RecordMerges`], the default, records a sender's merge as FHIR
-//! says, and matches nothing.
+//! Nothing is matched here. With the EMPI on, the store the sink writes through is the `mpi`
+//! crate's `EmpiStore`, which links every Patient write of the message (and follows a retired
+//! Patient's `replaced-by` to the survivor's identity) in the same unit of work; there is no
+//! other linking seam.
 
-use std::fmt::Debug;
-
-use async_trait::async_trait;
 use hl7v2::fhir::{MergeInstruction, apply_merge, dt::uri_part};
 use serde_json::{Value, json};
 use store::{RequestContext, SearchQuery, Store, StoreError, WriteEntry, WriteOp};
 
-/// Adds patient-linking writes to a message's unit of work.
-#[async_trait]
-pub trait PatientLinking: Send + Sync + Debug {
-    /// `entries` are the message's writes in processing order; append to them (reads go to
-    /// `store`; a read that is stale by commit time must be guarded with `if_match`, which
-    /// makes the commit fail and the message be retried).
-    async fn link(
-        &self,
-        store: &dyn Store,
-        ctx: &RequestContext,
-        merges: &[MergeInstruction],
-        entries: &mut Vec<WriteEntry>,
-    ) -> Result<(), StoreError>;
-}
-
-/// The default linking: no matching; a merge marks each retired Patient `active = false`
+/// Records merges and matches nothing: a merge marks each retired Patient `active = false`
 /// with a `replaced-by` link to the survivor (`hl7v2::fhir::apply_merge`). A retired
 /// patient the store never saw is created as such a stub, so later messages that still
-/// carry the old identifier find where it went.
+/// carry the old identifier find where it went. The surviving side's `replaces` link comes
+/// from the mapping itself.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct RecordMerges;
 
@@ -46,9 +29,11 @@ fn identifier_query(identifier: &Value) -> Option<String> {
     })
 }
 
-#[async_trait]
-impl PatientLinking for RecordMerges {
-    async fn link(
+impl RecordMerges {
+    /// Appends the writes recording `merges` to `entries`, the message's writes in processing
+    /// order. Reads go to `store`; a read that is stale by commit time is guarded with
+    /// `if_match`, which makes the commit fail and the message be retried.
+    pub async fn record(
         &self,
         store: &dyn Store,
         ctx: &RequestContext,

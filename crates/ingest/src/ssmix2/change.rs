@@ -10,11 +10,10 @@
 
 use hl7v2::ack::fingerprint;
 use hl7v2::fhir::{MappingOptions, retraction, to_transaction_with};
-use mllp::ingest::SinkError;
 use ssmix2::{Change, StoredFile, read_message};
 use store::{Receipt, RequestContext};
 
-use crate::hl7::StoreSink;
+use crate::hl7::{SinkError, StoreSink};
 
 /// What importing one change did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,7 +44,7 @@ pub async fn import_change(
     let file = change.file().clone();
     let key = receipt_key(&file);
     let fail = |what: String| FileOutcome::Failed(format!("{}: {what}", file.path.display()));
-    let store = &sink.state().store;
+    let store = sink.store();
     match store.receipt(&RequestContext::system(), &key).await {
         Ok(Some(_)) => return FileOutcome::Unchanged,
         Ok(None) => {}

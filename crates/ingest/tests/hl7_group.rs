@@ -4,10 +4,9 @@
 
 use std::sync::Arc;
 
-use mllp::ingest::SinkError;
+use ingest::R4Validator;
+use ingest::hl7::{Hl7Config, SinkError, StoreSink};
 use serde_json::{Value, json};
-use server::hl7::{Hl7Config, RecordMerges, StoreSink};
-use server::{AppState, R4Validator, ServerConfig};
 use store::{FhirIndexExtractor, Receipt, RequestContext, SearchQuery, SqliteStore, Store};
 
 fn receipt(key: &str) -> Receipt {
@@ -68,16 +67,11 @@ async fn a_message_the_store_refuses_fails_alone_in_a_group_commit() {
         });
         store.create(&c, twin).await.unwrap();
     }
-    let state = AppState::new(
-        store.clone(),
-        Arc::new(R4Validator),
-        ServerConfig::default(),
-    );
     let config = Hl7Config {
         writers: 1,
         max_group: 64,
     };
-    let sink = StoreSink::new(state, Arc::new(RecordMerges), &config);
+    let sink = StoreSink::new(store.clone(), Arc::new(R4Validator), &config);
     // Each round sends the refused message among good ones at once: whatever queued while the
     // previous commit ran is committed as one group.
     for round in 0..5 {
@@ -118,22 +112,17 @@ async fn a_message_the_store_refuses_fails_alone_in_a_group_commit() {
 /// A stored receipt whose ACK code cannot be read is an error, never replayed as an `AA`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreadable_stored_ack_code_is_an_error_not_an_aa() {
-    use mllp::ingest::Sink;
+    use ingest::hl7::Sink;
     let dir = std::env::temp_dir().join(format!("renkei-hl7-receipt-{}", uuid::Uuid::new_v4()));
     let store: Arc<dyn Store> =
         Arc::new(SqliteStore::open_dir(&dir, Arc::new(FhirIndexExtractor::new())).unwrap());
-    let state = AppState::new(
-        store.clone(),
-        Arc::new(R4Validator),
-        ServerConfig::default(),
-    );
-    let sink = StoreSink::new(state, Arc::new(RecordMerges), &Hl7Config::default());
+    let sink = StoreSink::new(store.clone(), Arc::new(R4Validator), &Hl7Config::default());
     let message = hl7v2::parse(
         b"MSH|^~\\&|LAB|GENHOSP|RENKEI|HIE|20260101||ADT^A01|C1|P|2.5\rEVN||20260101\rPID|1||9^^^GENHOSP^MR\r",
     )
     .unwrap();
     let key = hl7v2::ack::IdempotencyKey::of(&message).unwrap();
-    let mut garbled = receipt(&server::hl7::sink::receipt_key(&key));
+    let mut garbled = receipt(&ingest::hl7::sink::receipt_key(&key));
     garbled.code = "ZZ".into();
     sink.commit_bundle(garbled, &bundle("c1"), &[])
         .await

@@ -7,9 +7,9 @@
 
 use std::sync::Arc;
 
+use mpi::resources::CANDIDATE_TAG_SYSTEM;
+use mpi::{EmpiStore, ManualError, Mpi};
 use serde_json::{Value, json};
-use server::empi::resources::CANDIDATE_TAG_SYSTEM;
-use server::empi::{EmpiStore, ManualError, Mpi};
 use store::{
     BasicExtractor, FhirIndexExtractor, IndexExtractor, RequestContext, SearchQuery, SqliteStore,
     Store, WriteEntry, WriteOp,
@@ -32,9 +32,9 @@ impl Drop for Harness {
 fn harness(extractor: Arc<dyn IndexExtractor>) -> Harness {
     let dir = std::env::temp_dir().join(format!("renkei-empi-review-{}", uuid::Uuid::new_v4()));
     let base: Arc<dyn Store> = Arc::new(SqliteStore::open_dir(&dir, extractor).unwrap());
-    let mpi = Arc::new(Mpi::default());
+    let mpi = Arc::new(Mpi::with_defaults(base.clone()));
     Harness {
-        linked: EmpiStore::new(base.clone(), mpi.clone()),
+        linked: EmpiStore::new(mpi.clone()),
         base,
         mpi,
         ctx: RequestContext::system(),
@@ -77,7 +77,7 @@ impl Harness {
     async fn golden_of(&self, source: &str) -> String {
         let (e, _) = self
             .mpi
-            .identity_of(self.base.as_ref(), &self.ctx, source)
+            .identity_of(&self.ctx, source)
             .await
             .unwrap()
             .unwrap_or_else(|| panic!("{source} is not linked"));
@@ -113,7 +113,7 @@ impl Harness {
 
     async fn link(&self, source: &str, golden: &str) -> Result<(), ManualError> {
         self.mpi
-            .link(self.base.as_ref(), &self.ctx, source, golden, "checked")
+            .link(&self.ctx, source, golden, "checked")
             .await
             .map(|_| ())
     }
@@ -266,13 +266,7 @@ async fn review_candidates_are_distinct_and_live() {
 
     // Merge e3 into e1: m's task keeps e1 once; y3's task is settled.
     h.mpi
-        .merge(
-            h.base.as_ref(),
-            &h.ctx,
-            &format!("Patient/{e3}"),
-            &e1,
-            "same person",
-        )
+        .merge(&h.ctx, &format!("Patient/{e3}"), &e1, "same person")
         .await
         .unwrap();
     let tm = h.reviews_of("m").await;
@@ -304,12 +298,7 @@ async fn review_candidates_are_distinct_and_live() {
     assert!(why.contains("is not a Patient reference"), "{why}");
     let why = refusal(h.link("m", "E0000009999").await);
     assert!(why.contains("does not exist"), "{why}");
-    let why = refusal(
-        h.mpi
-            .unmerge(h.base.as_ref(), &h.ctx, &e1, "x")
-            .await
-            .map(|_| ()),
-    );
+    let why = refusal(h.mpi.unmerge(&h.ctx, &e1, "x").await.map(|_| ()));
     assert!(why.contains("is active"), "{why}");
 
     // Every source of e1 deleted: e1 is retired, m's task has no live candidate left.
@@ -327,11 +316,7 @@ async fn review_candidates_are_distinct_and_live() {
         tm[0]
     );
     assert!(candidate_tags(&tm[0]).is_empty());
-    let queue = h
-        .mpi
-        .review_queue(h.base.as_ref(), &h.ctx, 50)
-        .await
-        .unwrap();
+    let queue = h.mpi.review_queue(&h.ctx, 50).await.unwrap();
     assert!(queue.is_empty(), "{queue:?}");
     let why = refusal(h.link("m", &e1).await);
     assert!(

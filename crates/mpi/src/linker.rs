@@ -1,10 +1,11 @@
 //! [`EmpiStore`]: a [`Store`] that links every Patient write to an enterprise identity.
 //!
-//! It wraps the real store. Each `transaction`, `batch` and `commit_keyed` that writes a
-//! Patient takes the EMPI lock, brings the cache up to date, plans the link decisions and adds
-//! the golden-record (and review-task) writes to the same unit of work, so a Patient and its
-//! link commit together or not at all. Everything else passes straight through. Client writes
-//! of golden records are refused.
+//! It wraps the store its [`Mpi`] holds. Each `transaction`, `batch` and `commit_keyed` that
+//! writes a Patient takes the EMPI lock, brings the cache up to date, plans the link decisions
+//! (reading with the request's internal context) and adds the golden-record (and review-task)
+//! writes to the same unit of work, committed with the request's own context, so a Patient
+//! and its link commit together or not at all. Everything else passes straight through.
+//! Client writes of golden records are refused.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -27,8 +28,12 @@ pub struct EmpiStore {
 }
 
 impl EmpiStore {
-    pub fn new(inner: Arc<dyn Store>, mpi: Arc<Mpi>) -> Self {
-        EmpiStore { inner, mpi }
+    /// Links every Patient write to `mpi`'s index, writing through the store it holds.
+    pub fn new(mpi: Arc<Mpi>) -> Self {
+        EmpiStore {
+            inner: mpi.store().clone(),
+            mpi,
+        }
     }
 
     /// The store underneath (writes to it are not linked).
@@ -44,11 +49,14 @@ impl EmpiStore {
         let original = entries.len();
         let last_patient = entries.iter().rposition(|e| is_patient_write(&e.op));
         let inner = self.inner.as_ref();
-        let mut cache = self.mpi.locked(inner, ctx).await?;
+        let internal = &ctx.internal();
+        let mut cache = self.mpi.locked(ctx).await?;
         let mut planner = Planner::new(&mut cache, self.mpi.now());
         let planned = async {
-            plan_entries(&mut planner, inner, ctx, &mut entries).await?;
-            let mut added = planner.finish(inner, ctx, &self.mpi.survivorship).await?;
+            plan_entries(&mut planner, inner, internal, &mut entries).await?;
+            let mut added = planner
+                .finish(inner, internal, &self.mpi.survivorship)
+                .await?;
             entries.append(&mut added);
             Ok::<_, StoreError>(())
         }
@@ -74,8 +82,9 @@ impl EmpiStore {
         units: Vec<KeyedWrite>,
     ) -> Result<Vec<Result<Vec<Outcome>, StoreError>>, StoreError> {
         let inner = self.inner.as_ref();
+        let internal = &ctx.internal();
         let started = std::time::Instant::now();
-        let mut cache = self.mpi.locked(inner, ctx).await?;
+        let mut cache = self.mpi.locked(ctx).await?;
         let locked = started.elapsed();
         let mut results = Vec::with_capacity(units.len());
         let mut pending: std::collections::VecDeque<KeyedWrite> = units.into();
@@ -92,8 +101,10 @@ impl EmpiStore {
                 let original = unit.entries.len();
                 let mut planner = Planner::new(&mut cache, self.mpi.now());
                 let planned = async {
-                    plan_entries(&mut planner, inner, ctx, &mut unit.entries).await?;
-                    planner.finish(inner, ctx, &self.mpi.survivorship).await
+                    plan_entries(&mut planner, inner, internal, &mut unit.entries).await?;
+                    planner
+                        .finish(inner, internal, &self.mpi.survivorship)
+                        .await
                 }
                 .await;
                 let mine: BTreeSet<_> = planner.touched().collect();

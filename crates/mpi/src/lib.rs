@@ -1,15 +1,32 @@
-//! The enterprise master patient index wired into the store: every source Patient belongs to
+//! The master patient index as a service over the store: every source Patient belongs to
 //! exactly one enterprise identity, persisted as a golden `Patient` (tagged golden, one
 //! `Patient.link` per source with how and why it was linked).
 //!
-//! - [`EmpiStore`] wraps the store so that every Patient write (REST, transactions, import,
+//! # What it owns
+//! - [`Mpi`] holds the store underneath the linking layer and the matcher (an
+//!   [`empi::EnterpriseIndex`] cached from the store's change feed), and runs the operations
+//!   on them: `$match` candidates ([`Mpi::find`]), manual link / unlink / merge / unmerge
+//!   (sticky, audited with an `AuditEvent` in the same transaction, closing the review `Task`s
+//!   they settle), the review queue, the backlog of Patients written before linking was on,
+//!   and the PIXm identifier cross-reference ([`Mpi::pix`]). The EMPI writes its own decisions
+//!   through the store it holds.
+//! - [`EmpiStore`] wraps that store so that every Patient write (REST, transactions, import,
 //!   HL7 v2) commits with its link decision and golden-record writes.
-//! - [`Mpi`] owns the matcher (an [`empi::EnterpriseIndex`] cached from the store), and the
-//!   operations on it: `$match` candidates, manual link / unlink / merge / unmerge (sticky,
-//!   audited with an `AuditEvent` in the same transaction, closing the review `Task`s they
-//!   settle), the review queue, the backlog of Patients written before linking was on, and
-//!   the PIXm identifier cross-reference.
 //!
+//! # What it must not do
+//! Speak a protocol: no HTTP status, no OperationOutcome, no HL7 ACK. Its errors are typed
+//! ([`ManualError`], [`MatchError`], `store::StoreError`); the web crate maps them to HTTP, the
+//! CLI to exit codes. It depends on no web framework and on no HL7 v2 crate. The matching
+//! itself (normalisation, scoring, golden-record composition) is the pure `empi` crate's.
+//!
+//! # Reads it makes for itself
+//! The reads behind a decision (planning a link, the cache's refresh from the change feed)
+//! use the request's [`RequestContext::internal`] context: unrestricted, still attributed to
+//! the requester, so that a restricted caller can never change what a linking decision sees.
+//! What goes back to the caller (the review queue, PIXm answers, golden records after a
+//! decision) is read with the caller's own context.
+//!
+//! # Review queue
 //! Probable-but-uncertain matches get an identity of their own for now and a `Task`
 //! (`code` = `https://renkei.dev/fhir/CodeSystem/empi|review`, `status` = `requested`) listing
 //! the candidate identities, each once, with scores and explanations: the review queue. Each
@@ -28,6 +45,7 @@ mod plan;
 pub mod resources;
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 use empi::golden::Survivorship;
 use empi::{Candidate, EnterpriseId, EnterpriseIndex, IndexConfig, MatchClass, Model, Record};
@@ -65,25 +83,28 @@ pub enum MatchError {
     Store(#[from] StoreError),
 }
 
-/// The patient index of one node.
+/// The patient index of one node, over the store underneath the linking layer.
 #[derive(Debug)]
 pub struct Mpi {
+    /// The store the EMPI reads and writes its own decisions through (not linked again).
+    store: Arc<dyn Store>,
     survivorship: Survivorship,
     linking: bool,
     cache: Mutex<Cache>,
 }
 
-impl Default for Mpi {
-    fn default() -> Self {
-        Mpi::new(Model::default(), Survivorship::default(), true)
-    }
-}
-
 impl Mpi {
-    /// An index scoring with `model`. With `linking` off the store is not wrapped: `$match`
-    /// still works, golden records and manual operations do not exist.
-    pub fn new(model: Model, survivorship: Survivorship, linking: bool) -> Self {
+    /// An index over `store` scoring with `model`. With `linking` off Patient writes are not
+    /// linked ([`Mpi::linked_store`] is `store` itself): `$match` still works, golden records
+    /// and manual operations do not exist.
+    pub fn new(
+        store: Arc<dyn Store>,
+        model: Model,
+        survivorship: Survivorship,
+        linking: bool,
+    ) -> Self {
         Mpi {
+            store,
             survivorship,
             linking,
             cache: Mutex::new(Cache::new(EnterpriseIndex::new(
@@ -93,19 +114,38 @@ impl Mpi {
         }
     }
 
+    /// Linking on, with the built-in model and survivorship rules.
+    pub fn with_defaults(store: Arc<dyn Store>) -> Self {
+        Mpi::new(store, Model::default(), Survivorship::default(), true)
+    }
+
     /// Whether Patient writes are linked (and golden records kept).
     pub fn linking(&self) -> bool {
         self.linking
     }
 
-    /// The cache, locked and brought up to date with the store.
+    /// The store underneath the linking layer (writes to it are not linked).
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// The store requests write through: an [`EmpiStore`] linking every Patient write when
+    /// linking is on, else the store underneath.
+    pub fn linked_store(self: &Arc<Self>) -> Arc<dyn Store> {
+        if self.linking {
+            Arc::new(EmpiStore::new(self.clone()))
+        } else {
+            self.store.clone()
+        }
+    }
+
+    /// The cache, locked and brought up to date with the store (read with `ctx.internal()`).
     pub(crate) async fn locked(
         &self,
-        store: &dyn Store,
         ctx: &RequestContext,
     ) -> Result<MutexGuard<'_, Cache>, StoreError> {
         let mut cache = self.cache.lock().await;
-        cache.refresh(store, ctx).await?;
+        cache.refresh(self.store.as_ref(), &ctx.internal()).await?;
         Ok(cache)
     }
 
@@ -113,10 +153,10 @@ impl Mpi {
         store::time::format_instant(store::time::now_micros())
     }
 
-    /// The stored source Patients that may be `patient`, best first.
+    /// The stored source Patients that may be `patient`, best first. The candidates come from
+    /// the whole index: the caller reads each with its own context.
     pub async fn find(
         &self,
-        store: &dyn Store,
         ctx: &RequestContext,
         patient: &Value,
     ) -> Result<Vec<Match>, MatchError> {
@@ -125,7 +165,7 @@ impl Mpi {
             query["id"] = Value::String("$match-input".into());
         }
         let record = Record::from_patient(&query).map_err(|e| MatchError::Input(e.to_string()))?;
-        let cache = self.locked(store, ctx).await?;
+        let cache = self.locked(ctx).await?;
         let candidates: Vec<Candidate> = cache.index.find(&record);
         Ok(candidates
             .into_iter()
@@ -146,11 +186,10 @@ impl Mpi {
     /// The identity of a source Patient, and the sources of that identity.
     pub async fn identity_of(
         &self,
-        store: &dyn Store,
         ctx: &RequestContext,
         source: &str,
     ) -> Result<Option<(EnterpriseId, Vec<String>)>, StoreError> {
-        let cache = self.locked(store, ctx).await?;
+        let cache = self.locked(ctx).await?;
         Ok(cache.member_of.get(source).map(|e| {
             let members = cache
                 .goldens
@@ -163,14 +202,15 @@ impl Mpi {
 
     /// Links up to `limit` source Patients that no golden record lists (written before
     /// linking was on, or by another process); returns how many were linked and how many
-    /// still wait. `store` is the store underneath the [`EmpiStore`].
+    /// still wait.
     pub async fn link_backlog(
         &self,
-        store: &dyn Store,
         ctx: &RequestContext,
         limit: usize,
     ) -> Result<(usize, usize), StoreError> {
-        let mut cache = self.locked(store, ctx).await?;
+        let store = self.store.as_ref();
+        let ctx = &ctx.internal();
+        let mut cache = self.locked(ctx).await?;
         let ids = cache.backlog(limit);
         if ids.is_empty() {
             return Ok((0, 0));
@@ -211,10 +251,9 @@ impl Mpi {
     /// Ids of the golden records, for listing.
     pub async fn goldens(
         &self,
-        store: &dyn Store,
         ctx: &RequestContext,
     ) -> Result<BTreeSet<EnterpriseId>, StoreError> {
-        let cache = self.locked(store, ctx).await?;
+        let cache = self.locked(ctx).await?;
         Ok(cache
             .goldens
             .iter()
@@ -222,12 +261,30 @@ impl Mpi {
             .map(|(e, _)| *e)
             .collect())
     }
+
+    /// The current golden records of `identities` (say, those a decision changed), read with
+    /// the caller's context; one that is not there (deleted) is left out.
+    pub async fn golden_records(
+        &self,
+        ctx: &RequestContext,
+        identities: &[EnterpriseId],
+    ) -> Result<Vec<Value>, StoreError> {
+        let mut records = Vec::with_capacity(identities.len());
+        for e in identities {
+            if let Some(r) = self.store.load(ctx, "Patient", &e.to_string()).await?
+                && let Some(text) = r.body.as_deref()
+            {
+                records.push(serde_json::from_str(text).unwrap_or(Value::Null));
+            }
+        }
+        Ok(records)
+    }
 }
 
 /// After a commit the cache follows the store; a failure here only delays that to the next
 /// refresh (the write itself is committed, so its caller must not see an error).
 async fn refresh_after_commit(cache: &mut Cache, store: &dyn Store, ctx: &RequestContext) {
-    if let Err(e) = cache.refresh(store, ctx).await {
+    if let Err(e) = cache.refresh(store, &ctx.internal()).await {
         tracing::warn!(error = %e, "EMPI cache refresh after commit failed; retried on next use");
     }
 }

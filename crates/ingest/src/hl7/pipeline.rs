@@ -1,6 +1,7 @@
-//! The HL7 v2 receive pipeline behind the listener: parse -> de-duplicate -> map -> commit
-//! -> acknowledge. Everything but the commit is pure `hl7v2`; the commit goes through
-//! [`Sink`], which the store implements with one transaction.
+//! The HL7 v2 receive pipeline behind the MLLP listener: parse -> de-duplicate -> map ->
+//! commit -> acknowledge. [`Ingest`] is the `mllp::MessageHandler` the binary hands to
+//! `mllp::run`. Everything but the commit is pure `hl7v2`; the commit goes through [`Sink`],
+//! which [`super::StoreSink`] implements with one transaction.
 //!
 //! Guarantees:
 //! - `AA`/`CA` is built only after [`Sink::commit`] returned `Ok` (durable).
@@ -28,7 +29,7 @@ use hl7v2::ack::{
 use hl7v2::fhir::{Mapped, MappingOptions, to_transaction_with};
 use hl7v2::{ErrorCode, ErrorDetail, Location, Severity};
 
-use crate::{MessageHandler, Reply};
+use mllp::{MessageHandler, Reply};
 
 /// Sink errors.
 #[derive(Debug, thiserror::Error)]

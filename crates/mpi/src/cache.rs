@@ -209,7 +209,7 @@ mod tests {
     use store::Method;
 
     use super::*;
-    use crate::empi::resources::{LinkMeta, with_links};
+    use crate::resources::{LinkMeta, with_links};
 
     fn stored(id: &str, version: u64, body: Option<Value>) -> StoredResource {
         let ty = body

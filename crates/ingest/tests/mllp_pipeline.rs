@@ -1,13 +1,14 @@
-//! End-to-end over a real 127.0.0.1 socket: the listener with the in-memory sink. ACKs,
-//! re-sends, conflicts, bad framing, bad messages, concurrency and graceful shutdown.
+//! End-to-end over a real 127.0.0.1 socket: the MLLP listener with the HL7 pipeline and the
+//! in-memory sink. ACKs, re-sends, conflicts, bad framing, bad messages, concurrency and
+//! graceful shutdown.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use hl7v2::generate::{Generator, Style};
-use mllp::ingest::{Ingest, Settings};
-use mllp::memory::MemorySink;
+use ingest::hl7::memory::MemorySink;
+use ingest::hl7::{Ingest, Settings};
 use mllp::{Client, Config};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;

@@ -1,72 +1,100 @@
-//! `renkei import`: loads FHIR NDJSON files (bulk-export layout: one resource per line, e.g.
-//! `Patient.000.ndjson`) and Bundle JSON files into the store. `--ssmix2 ROOT` imports an
-//! SS-MIX2 tree instead (see `import_ssmix2`).
+//! NDJSON files (bulk-export layout: one resource per line, e.g. `Patient.000.ndjson`) and
+//! Bundle JSON files into the store: the library half of `renkei import` (which keeps the
+//! command line, the progress bar and the printing; see [`ImportObserver`]).
 //!
 //! A reader thread parses and validates lines while the store writes the previous chunk.
-//! Each chunk (`--chunk` resources of one file) is one database transaction in which every
+//! Each chunk (`chunk` resources of one file) is one database transaction in which every
 //! resource is written under its own savepoint: a bad resource is reported with `file:line` and
 //! skipped, the rest of the chunk commits. Resources keep their ids (update-as-create), so plain
 //! `Type/id` references between files stay valid; conditional references
 //! (`Practitioner?identifier=...`, as Synthea writes) resolve against what is already stored,
 //! which is why files are loaded in an order that puts directory-like types (Organization,
-//! Location, Practitioner, ...) and Patient first. Transaction and batch Bundles go through the
-//! same code as `POST /fhir`.
+//! Location, Practitioner, ...) and Patient first ([`collect_files`]). Transaction and batch
+//! Bundles are prepared like `POST /fhir`'s entries ([`crate::bundle::Preparer::run`]); their
+//! reads are refused, an import only writes.
 //!
-//! The summary line says how many resources were created, updated and unchanged (an update
-//! that changes nothing writes no version: a re-import says so), from how many files (files
-//! that are not FHIR, such as a bulk export's `log.ndjson`, are named at info level and counted
-//! as skipped), and how many references name resources not (yet) on this server: an import
-//! never refuses them, since files arrive in any order, but counts them once the chunk that
-//! holds them has committed.
+//! The [`Summary`] says how many resources were created, updated and unchanged (an update that
+//! changes nothing writes no version: a re-import says so), from how many files (files that
+//! are not FHIR, such as a bulk export's `log.ndjson`, are named at info level and counted as
+//! skipped), and how many references name resources not (yet) on this server: an import never
+//! refuses them, since files arrive in any order, but counts them once the chunk that holds
+//! them has committed.
 
 use std::collections::{BTreeSet, HashSet};
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::Value;
-use server::http::Fhir;
-use server::{AppState, R4Validator, ServerConfig, Validator};
-use store::{Outcome, RequestContext, Store, WriteEntry, WriteOp};
+use store::{Outcome, ReferenceCheck, RequestContext, Store, StoreError, WriteEntry, WriteOp};
 
-use crate::storage::{EmpiArgs, StoreArgs, link_backlog};
-
-#[derive(Debug, clap::Args)]
-pub struct Args {
-    #[command(flatten)]
-    store: StoreArgs,
-    /// NDJSON files, Bundle JSON files, or directories holding them.
-    #[arg(required_unless_present = "ssmix2", value_name = "PATH")]
-    paths: Vec<PathBuf>,
-    /// Import an SS-MIX2 standardized-storage tree (HL7 v2 files) instead.
-    #[arg(long, value_name = "ROOT", conflicts_with = "paths")]
-    ssmix2: Option<PathBuf>,
-    #[command(flatten)]
-    ssmix2_options: crate::import_ssmix2::Options,
-    #[command(flatten)]
-    empi: EmpiArgs,
-    /// Resources per database transaction.
-    #[arg(long, default_value_t = DEFAULT_CHUNK)]
-    chunk: usize,
-    /// Print a line on stdout after each committed transaction (for scripts and tests).
-    #[arg(long, hide = true)]
-    print_commits: bool,
-    /// No progress bar.
-    #[arg(long)]
-    quiet: bool,
-}
+use crate::bundle::Preparer;
+use crate::entry::valid_id;
+use crate::validation::Validator;
 
 /// Import settings.
 #[derive(Debug, Clone)]
 pub struct Options {
+    /// Resources per database transaction ([`DEFAULT_CHUNK`]).
     pub chunk: usize,
-    pub print_commits: bool,
-    pub progress: bool,
 }
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            chunk: DEFAULT_CHUNK,
+        }
+    }
+}
+
+/// Why an import stopped (a bad resource, line or file does not stop it: it is reported to
+/// the [`ImportObserver`] and counted in [`Summary::errors`]).
+#[derive(Debug, thiserror::Error)]
+pub enum ImportError {
+    /// An input path is neither a file nor a directory.
+    #[error("{0} does not exist")]
+    Missing(PathBuf),
+    /// A directory given as input cannot be listed.
+    #[error("reading directory {path}: {source}")]
+    Directory {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// Counting the references of committed resources failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The reader thread stopped early.
+    #[error("reading input files: {0}")]
+    Reader(String),
+}
+
+/// What an import reports as it goes (the CLI's progress bar, error lines and `--print-commits`).
+/// Every method does nothing by default.
+pub trait ImportObserver {
+    /// A resource, line, entry or file was refused: `message` names it (`file:line: why`).
+    /// `summary.errors` counts it already.
+    fn problem(&mut self, message: &str, summary: &Summary) {
+        let _ = (message, summary);
+    }
+
+    /// A transaction committed `resources` resources of `what` (`file:1..file:20000`, or a
+    /// Bundle file's name).
+    fn committed(&mut self, resources: usize, what: &str) {
+        let _ = (resources, what);
+    }
+
+    /// `bytes` more of the input were imported (or refused); `summary` so far.
+    fn progress(&mut self, bytes: u64, summary: &Summary) {
+        let _ = (bytes, summary);
+    }
+}
+
+/// An [`ImportObserver`] that wants nothing reported.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Quiet;
+
+impl ImportObserver for Quiet {}
 
 /// What an import did.
 #[derive(Debug, Default, Clone)]
@@ -88,27 +116,9 @@ pub struct Summary {
 }
 
 impl Summary {
+    /// Resources a second.
     pub fn rate(&self) -> f64 {
         self.resources as f64 / self.elapsed.as_secs_f64().max(1e-9)
-    }
-
-    /// The line `renkei import` ends with.
-    pub fn line(&self) -> String {
-        let mut line = format!(
-            "imported {} resources ({} created, {} updated, {} unchanged) from {} files",
-            self.resources, self.created, self.updated, self.unchanged, self.files
-        );
-        if self.skipped_files > 0 {
-            line.push_str(&format!(" ({} skipped: not FHIR)", self.skipped_files));
-        }
-        line.push_str(&format!(
-            " in {:.1} s ({:.0} resources/s), {} errors; {} references to resources not (yet) on this server",
-            self.elapsed.as_secs_f64(),
-            self.rate(),
-            self.errors,
-            self.dangling_references
-        ));
-        line
     }
 
     fn count(&mut self, outcome: &Outcome) {
@@ -144,7 +154,7 @@ impl Dangling {
         store: &dyn Store,
         references: &[String],
         written: impl Iterator<Item = String>,
-    ) -> anyhow::Result<u64> {
+    ) -> Result<u64, StoreError> {
         if references.is_empty() {
             return Ok(0);
         }
@@ -162,32 +172,6 @@ impl Dangling {
             .extend(unknown.into_iter().filter(|t| !absent.contains(t)));
         Ok(references.iter().filter(|t| absent.contains(*t)).count() as u64)
     }
-}
-
-pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let base = args.store.open().await?;
-    let mpi = args.empi.mpi()?;
-    // Patients written before (with --no-empi) are linked first, so new ones match them.
-    let linked = link_backlog(base.as_ref(), &mpi).await?;
-    if linked > 0 {
-        eprintln!("linked {linked} earlier Patients to enterprise identities");
-    }
-    let store = args.empi.wrap(base, &mpi);
-    if let Some(root) = &args.ssmix2 {
-        return crate::import_ssmix2::run(store, root, &args.ssmix2_options, !args.quiet).await;
-    }
-    let opts = Options {
-        chunk: args.chunk.max(1),
-        print_commits: args.print_commits,
-        progress: !args.quiet,
-    };
-    let s = import(store, Arc::new(R4Validator), &args.paths, &opts).await?;
-    eprintln!("{}", s.line());
-    Ok(if s.errors == 0 {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    })
 }
 
 /// What the reader thread hands to the writer.
@@ -212,38 +196,22 @@ enum Item {
     FileSkipped,
 }
 
-/// Imports `paths` into `store`.
+/// Imports `files` (see [`collect_files`]) into `store`, each resource checked by
+/// `validator`, reporting to `observer` as it goes.
 pub async fn import(
     store: Arc<dyn Store>,
     validator: Arc<dyn Validator>,
-    paths: &[PathBuf],
+    files: Vec<PathBuf>,
     opts: &Options,
-) -> anyhow::Result<Summary> {
-    let files = collect_files(paths)?;
-    let total_bytes: u64 = files
-        .iter()
-        .filter_map(|f| std::fs::metadata(f).ok())
-        .map(|m| m.len())
-        .sum();
-    let bar = if opts.progress {
-        let bar = ProgressBar::with_draw_target(Some(total_bytes), ProgressDrawTarget::stderr());
-        bar.set_style(
-            ProgressStyle::with_template(
-                "{spinner} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} {msg}",
-            )
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-        );
-        bar
-    } else {
-        ProgressBar::hidden()
-    };
+    observer: &mut dyn ImportObserver,
+) -> Result<Summary, ImportError> {
     let started = Instant::now();
     // One chunk queued while the store writes another: the reader keeps ahead, and memory
     // holds about three chunks, whatever the input size.
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Item>(1);
     let reader = {
         let validator = validator.clone();
-        let chunk = opts.chunk;
+        let chunk = opts.chunk.max(1);
         let store = store.clone();
         std::thread::spawn(move || {
             let checks = Checks {
@@ -253,27 +221,26 @@ pub async fn import(
             read_files(files, &checks, chunk, &tx)
         })
     };
-    // Bundle files go through `POST /fhir`'s code, but an import never refuses a reference to
-    // a resource not (yet) here: files arrive in any order. It counts them instead.
-    let config = ServerConfig {
-        check_references: false,
-        ..ServerConfig::default()
+    let ctx = RequestContext::system();
+    // Bundle files are prepared like `POST /fhir`'s entries, but an import never refuses a
+    // reference to a resource not (yet) here: files arrive in any order. It counts them.
+    let preparer = Preparer {
+        store: store.as_ref(),
+        validator: validator.as_ref(),
+        ctx: &ctx,
+        base: "",
+        references: &ReferenceCheck::Off,
     };
-    let state = AppState::new(store.clone(), validator, config);
     let mut summary = Summary::default();
     let mut dangling = Dangling::new();
-    let started_micros = store::time::now_micros();
-    let report = |bar: &ProgressBar, summary: &mut Summary, msg: String| {
+    let report = |observer: &mut dyn ImportObserver, summary: &mut Summary, msg: String| {
         summary.errors += 1;
-        if summary.errors <= 1000 {
-            bar.suspend(|| eprintln!("{msg}"));
-        } else if summary.errors == 1001 {
-            bar.suspend(|| eprintln!("(further errors not shown)"));
-        }
+        observer.problem(&msg, summary);
     };
     while let Some(item) = rx.recv().await {
+        let mut bytes_done = 0;
         match item {
-            Item::Problem(msg) => report(&bar, &mut summary, msg),
+            Item::Problem(msg) => report(observer, &mut summary, msg),
             Item::FileDone => summary.files += 1,
             Item::FileSkipped => summary.skipped_files += 1,
             Item::Chunk {
@@ -283,7 +250,6 @@ pub async fn import(
                 bytes,
             } => {
                 let n = entries.len();
-                let ctx = RequestContext::system();
                 match store.batch(&ctx, entries).await {
                     Ok(results) => {
                         let mut named = Vec::new();
@@ -298,19 +264,16 @@ pub async fn import(
                                     }
                                     named.extend(refs);
                                 }
-                                Err(e) => report(&bar, &mut summary, format!("{origin}: {e}")),
+                                Err(e) => report(observer, &mut summary, format!("{origin}: {e}")),
                             }
                         }
                         summary.dangling_references += dangling
                             .count(store.as_ref(), &named, written.into_iter())
                             .await?;
-                        if opts.print_commits {
-                            println!("committed {n} {}..{}", origins[0], origins[n - 1]);
-                            let _ = std::io::stdout().flush();
-                        }
+                        observer.committed(n, &format!("{}..{}", origins[0], origins[n - 1]));
                     }
                     Err(e) => report(
-                        &bar,
+                        observer,
                         &mut summary,
                         format!(
                             "{}..{}: transaction failed: {e}",
@@ -319,7 +282,7 @@ pub async fn import(
                         ),
                     ),
                 }
-                bar.inc(bytes);
+                bytes_done = bytes;
             }
             Item::Bundle {
                 origin,
@@ -327,89 +290,49 @@ pub async fn import(
                 atomic,
                 bytes,
             } => {
-                let fhir = Fhir::internal(RequestContext::system(), "");
-                match server::interactions::batch::process(&state, &fhir, &bundle, atomic).await {
-                    Ok(reply) => {
-                        let body = reply.body_json().unwrap_or(Value::Null);
-                        let entries = body
-                            .get("entry")
-                            .and_then(Value::as_array)
-                            .cloned()
-                            .unwrap_or_default();
+                match preparer.run(&bundle, atomic).await {
+                    Ok(results) => {
                         let mut named = Vec::new();
                         let mut written = Vec::new();
-                        for (i, e) in entries.iter().enumerate() {
-                            let status = e
-                                .pointer("/response/status")
-                                .and_then(Value::as_str)
-                                .unwrap_or("");
-                            if status.starts_with('2') {
-                                summary.resources += 1;
-                                let resource = e.get("resource").unwrap_or(&Value::Null);
-                                // A version written by this import is not older than it; an
-                                // unchanged update or a matched conditional create answers
-                                // with the version that was there.
-                                let last_updated = resource
-                                    .pointer("/meta/lastUpdated")
-                                    .and_then(Value::as_str)
-                                    .and_then(store::time::parse_range)
-                                    .map(|(start, _)| start);
-                                if status.starts_with("201") {
-                                    summary.created += 1;
-                                } else if last_updated.is_some_and(|t| t < started_micros) {
-                                    summary.unchanged += 1;
-                                } else {
-                                    summary.updated += 1;
+                        let n = results.len();
+                        for result in results {
+                            match result {
+                                Ok(outcome) => {
+                                    summary.count(&outcome);
+                                    // What a written (not deleted) resource names.
+                                    let resource = outcome.resource().and_then(|r| {
+                                        let body = r.body.as_deref()?;
+                                        let json = serde_json::from_str::<Value>(body).ok()?;
+                                        Some((format!("{}/{}", r.resource_type, r.id), json))
+                                    });
+                                    if let Some((at, json)) = resource {
+                                        written.push(at);
+                                        named.extend(
+                                            store::local_references(&json, None)
+                                                .into_iter()
+                                                .map(|r| r.target),
+                                        );
+                                    }
                                 }
-                                if let (Some(ty), Some(id)) = (
-                                    resource.get("resourceType").and_then(Value::as_str),
-                                    resource.get("id").and_then(Value::as_str),
-                                ) {
-                                    written.push(format!("{ty}/{id}"));
-                                }
-                                named.extend(
-                                    store::local_references(resource, None)
-                                        .into_iter()
-                                        .map(|r| r.target),
-                                );
-                            } else {
-                                let diag = e
-                                    .pointer("/response/outcome/issue/0/diagnostics")
-                                    .and_then(Value::as_str)
-                                    .unwrap_or(status);
-                                report(&bar, &mut summary, format!("{origin}: entry[{i}]: {diag}"));
+                                Err(e) => report(observer, &mut summary, format!("{origin}: {e}")),
                             }
                         }
                         summary.dangling_references += dangling
                             .count(store.as_ref(), &named, written.into_iter())
                             .await?;
-                        if opts.print_commits {
-                            println!("committed {} {origin}", entries.len());
-                            let _ = std::io::stdout().flush();
-                        }
+                        observer.committed(n, &origin);
                     }
-                    Err(e) => {
-                        let diag = e
-                            .issues
-                            .first()
-                            .map(|i| i.diagnostics.clone())
-                            .unwrap_or_default();
-                        report(&bar, &mut summary, format!("{origin}: {} {diag}", e.status));
-                    }
+                    Err(e) => report(observer, &mut summary, format!("{origin}: {e}")),
                 }
-                bar.inc(bytes);
+                bytes_done = bytes;
             }
         }
-        bar.set_message(format!(
-            "{} resources, {} errors",
-            summary.resources, summary.errors
-        ));
+        observer.progress(bytes_done, &summary);
     }
     reader
         .join()
-        .map_err(|_| anyhow::anyhow!("the reader thread panicked"))?
-        .context("reading input files")?;
-    bar.finish_and_clear();
+        .map_err(|_| ImportError::Reader("the reader thread panicked".into()))?
+        .map_err(|e| ImportError::Reader(e.to_string()))?;
     summary.elapsed = started.elapsed();
     Ok(summary)
 }
@@ -444,12 +367,17 @@ fn rank(path: &Path) -> (usize, String) {
     )
 }
 
-fn collect_files(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
+/// The files an import of `paths` (files, or directories holding `.ndjson` and `.json` files)
+/// reads, in dependency order: types that others point at by identifier first.
+pub fn collect_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, ImportError> {
     let mut files = Vec::new();
     for p in paths {
         if p.is_dir() {
             let in_dir: Vec<PathBuf> = std::fs::read_dir(p)
-                .with_context(|| format!("reading directory {}", p.display()))?
+                .map_err(|source| ImportError::Directory {
+                    path: p.clone(),
+                    source,
+                })?
                 .filter_map(|e| e.ok().map(|e| e.path()))
                 .filter(|f| {
                     matches!(
@@ -462,7 +390,7 @@ fn collect_files(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
         } else if p.is_file() {
             files.push(p.clone());
         } else {
-            anyhow::bail!("{} does not exist", p.display());
+            return Err(ImportError::Missing(p.clone()));
         }
     }
     // Dependency order across all inputs (a stable sort: same-rank files keep their order).
@@ -485,16 +413,29 @@ struct Checks<'a> {
 /// 20,000-resource commit, which shares more of those pages, ingests 1.4 times as fast.
 pub const DEFAULT_CHUNK: usize = 20_000;
 
+/// Why a file could not be read to its end (reported with the file's name; the import goes
+/// on with the next file), or why the reader stopped altogether.
+#[derive(Debug, thiserror::Error)]
+enum FileError {
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    /// A line that cannot be read (not UTF-8, say).
+    #[error("{at}: {source}")]
+    Line { at: String, source: std::io::Error },
+    #[error("invalid JSON: {0}")]
+    Json(#[from] serde_json::Error),
+    /// The writer is gone: nothing more can be handed over.
+    #[error("the writer stopped")]
+    WriterStopped,
+}
+
 fn read_files(
     files: Vec<PathBuf>,
     checks: &Checks<'_>,
     chunk: usize,
     tx: &tokio::sync::mpsc::Sender<Item>,
-) -> anyhow::Result<()> {
-    let send = |item: Item| {
-        tx.blocking_send(item)
-            .map_err(|_| anyhow::anyhow!("the writer stopped"))
-    };
+) -> Result<(), FileError> {
+    let send = |item: Item| tx.blocking_send(item).map_err(|_| FileError::WriterStopped);
     for file in files {
         let name = file.display().to_string();
         let is_ndjson = file.extension().and_then(|e| e.to_str()) == Some("ndjson");
@@ -506,8 +447,9 @@ fn read_files(
         match result {
             Ok(true) => send(Item::FileDone)?,
             Ok(false) => send(Item::FileSkipped)?,
+            Err(FileError::WriterStopped) => return Err(FileError::WriterStopped),
             Err(e) => {
-                send(Item::Problem(format!("{name}: {e:#}")))?;
+                send(Item::Problem(format!("{name}: {e}")))?;
                 send(Item::FileDone)?;
             }
         }
@@ -539,7 +481,7 @@ fn entry_for(resource: Value, checks: &Checks<'_>) -> Result<WriteEntry, String>
     // An extraction error is left for the store to report as it writes the entry.
     let index = checks.extractor.extract(&ty, &resource).ok();
     let op = match resource.get("id") {
-        Some(Value::String(id)) if server::http::valid_id(id) => WriteOp::Update {
+        Some(Value::String(id)) if valid_id(id) => WriteOp::Update {
             resource_type: ty,
             id: id.clone(),
             resource,
@@ -573,8 +515,8 @@ fn read_ndjson(
     name: &str,
     checks: &Checks<'_>,
     chunk: usize,
-    send: &dyn Fn(Item) -> anyhow::Result<()>,
-) -> anyhow::Result<bool> {
+    send: &dyn Fn(Item) -> Result<(), FileError>,
+) -> Result<bool, FileError> {
     let reader = BufReader::with_capacity(1 << 20, std::fs::File::open(file)?);
     let mut entries = Vec::with_capacity(chunk);
     let mut origins = Vec::with_capacity(chunk);
@@ -582,7 +524,10 @@ fn read_ndjson(
     let mut bytes = 0u64;
     let mut first = true;
     for (n, line) in reader.lines().enumerate() {
-        let line = line.with_context(|| format!("{name}:{}", n + 1))?;
+        let line = line.map_err(|source| FileError::Line {
+            at: format!("{name}:{}", n + 1),
+            source,
+        })?;
         bytes += line.len() as u64 + 1;
         if line.trim().is_empty() {
             continue;
@@ -637,12 +582,11 @@ fn read_json(
     file: &Path,
     name: &str,
     checks: &Checks<'_>,
-    send: &dyn Fn(Item) -> anyhow::Result<()>,
-) -> anyhow::Result<()> {
+    send: &dyn Fn(Item) -> Result<(), FileError>,
+) -> Result<(), FileError> {
     let text = std::fs::read(file)?;
     let bytes = text.len() as u64;
-    let v: Value =
-        serde_json::from_slice(&text).map_err(|e| anyhow::anyhow!("invalid JSON: {e}"))?;
+    let v: Value = serde_json::from_slice(&text)?;
     let is_bundle = v.get("resourceType").and_then(Value::as_str) == Some("Bundle");
     let kind = v.get("type").and_then(Value::as_str).unwrap_or("");
     if is_bundle && (kind == "transaction" || kind == "batch") {

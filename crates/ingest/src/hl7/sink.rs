@@ -1,12 +1,14 @@
-//! [`StoreSink`]: the store's implementation of [`mllp::ingest::Sink`].
+//! [`StoreSink`]: the store's implementation of [`Sink`].
 //!
 //! One message is one unit of [`store::Store::commit_keyed`]: its receipt (the ACK to
 //! replay, under the key MSH-3|MSH-4|MSH-10), the writes of its transaction Bundle (checked
-//! like `POST /fhir`, validation included), and the patient-linking writes. Errors map as
-//! the receive pipeline needs them:
+//! by [`crate::bundle::Preparer`] like `POST /fhir`'s entries, validation included), and the
+//! writes recording the sender's merges ([`super::merges::RecordMerges`]). Errors map as the
+//! receive pipeline needs them, straight to HL7 (no HTTP status on the way):
 //! - the key is already stored -> [`SinkError::Duplicate`] (the pipeline replays the ACK);
 //! - the content cannot be stored (validation, a conditional write matching several
-//!   resources, an unresolvable reference) -> [`SinkError::Rejected`] (`AE`, nothing stored);
+//!   resources, an unresolvable reference) -> [`SinkError::Rejected`] with one ERR segment
+//!   (`AE`, nothing stored; see [`rejected`]);
 //! - a write conflict (a concurrent update, a PostgreSQL deadlock) is retried;
 //! - a group commit rolled back by another message's failure is committed again, alone;
 //! - anything else -> [`SinkError::Unavailable`] (no ACK: the sender retries).
@@ -18,15 +20,18 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use hl7v2::ack::{AckCode, IdempotencyKey, StoredAck};
 use hl7v2::fhir::MergeInstruction;
 use hl7v2::{ErrorCode, ErrorDetail, Severity};
-use mllp::ingest::{Commit, Sink, SinkError};
 use serde_json::Value;
-use store::{ErrorKind, KeyedWrite, Receipt, RequestContext, StoreError, WriteEntry, WriteOp};
+use store::{
+    ErrorKind, KeyedWrite, Receipt, ReferenceCheck, RequestContext, Store, StoreError, WriteEntry,
+    WriteOp,
+};
 
-use crate::AppState;
-use crate::error::ApiError;
-use crate::hl7::{GroupCommitter, PatientLinking};
-use crate::http::Fhir;
-use crate::interactions::batch::prepare_transaction;
+use super::GroupCommitter;
+use super::merges::RecordMerges;
+use super::pipeline::{Commit, Sink, SinkError};
+use crate::bundle::{BundleError, Preparer};
+use crate::entry::EntryError;
+use crate::validation::Validator;
 
 /// How often a unit is retried after a write conflict before the message is refused
 /// (without an ACK, so the sender tries again later).
@@ -62,32 +67,33 @@ pub struct StoreSink {
 
 #[derive(Debug)]
 struct Inner {
-    state: AppState,
+    /// Where messages are written: with the EMPI on, the `mpi` crate's linking store.
+    store: Arc<dyn Store>,
+    validator: Arc<dyn Validator>,
     committer: GroupCommitter,
-    linking: Arc<dyn PatientLinking>,
     /// References committed that named resources not on the server (see
     /// [`StoreSink::dangling_references`]).
     dangling: AtomicU64,
 }
 
 impl StoreSink {
-    /// A sink over the server's state (store and validator); starts the group-commit writer
-    /// tasks on the current runtime.
-    pub fn new(state: AppState, linking: Arc<dyn PatientLinking>, config: &Hl7Config) -> Self {
-        let committer =
-            GroupCommitter::start(state.store.clone(), config.writers, config.max_group);
+    /// A sink writing to `store`, each write checked by `validator`; starts the group-commit
+    /// writer tasks on the current runtime.
+    pub fn new(store: Arc<dyn Store>, validator: Arc<dyn Validator>, config: &Hl7Config) -> Self {
+        let committer = GroupCommitter::start(store.clone(), config.writers, config.max_group);
         StoreSink {
             inner: Arc::new(Inner {
-                state,
+                store,
+                validator,
                 committer,
-                linking,
                 dangling: AtomicU64::new(0),
             }),
         }
     }
 
-    pub fn state(&self) -> &AppState {
-        &self.inner.state
+    /// The store messages are written to.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.inner.store
     }
 
     /// How many local literal references (`Type/id`) of committed messages named a resource
@@ -106,7 +112,7 @@ impl StoreSink {
             return;
         }
         let targets: BTreeSet<String> = named.iter().cloned().collect();
-        match store::absent_resources(self.inner.state.store.as_ref(), ctx, &targets).await {
+        match store::absent_resources(self.inner.store.as_ref(), ctx, &targets).await {
             Ok(absent) if !absent.is_empty() => {
                 let n = named.iter().filter(|t| absent.contains(*t)).count() as u64;
                 self.inner.dangling.fetch_add(n, Ordering::Relaxed);
@@ -120,7 +126,7 @@ impl StoreSink {
         }
     }
 
-    /// Commits a transaction Bundle with its receipt and the linking writes for `merges`.
+    /// Commits a transaction Bundle with its receipt and the writes recording `merges`.
     pub async fn commit_bundle(
         &self,
         receipt: Receipt,
@@ -128,16 +134,24 @@ impl StoreSink {
         merges: &[MergeInstruction],
     ) -> Result<(), SinkError> {
         let ctx = RequestContext::system();
-        let fhir = Fhir::internal(ctx.clone(), "");
-        let state = &self.inner.state;
+        let store = self.inner.store.as_ref();
+        // Feeds arrive out of order: their references are counted, not refused.
+        let preparer = Preparer {
+            store,
+            validator: self.inner.validator.as_ref(),
+            ctx: &ctx,
+            base: "",
+            references: &ReferenceCheck::Off,
+        };
         // Checked and extracted once; a retry (rare) checks the bundle again rather than every
         // message keeping a copy of its writes for it.
         let prepare = || async {
-            let mut prepared = prepare_transaction(state, &fhir, bundle)
+            let mut prepared = preparer
+                .transaction(bundle)
                 .await
-                .map_err(rejected)?;
+                .map_err(|BundleError { entry, error }| rejected(entry, &error))?;
             // On the message's own task, not on the store's single writer.
-            store::extract_ahead(state.store.extractor(), &mut prepared);
+            store::extract_ahead(store.extractor(), &mut prepared);
             Ok::<_, SinkError>(prepared)
         };
         let mut first = Some(prepare().await?);
@@ -148,11 +162,7 @@ impl StoreSink {
                 Some(prepared) => prepared,
                 None => prepare().await?,
             };
-            let linked = self
-                .inner
-                .linking
-                .link(state.store.as_ref(), &ctx, merges, &mut entries)
-                .await;
+            let linked = RecordMerges.record(store, &ctx, merges, &mut entries).await;
             let result = match linked {
                 Ok(()) => {
                     // Counted once committed (usually none: see `named_outside`).
@@ -187,7 +197,10 @@ impl StoreSink {
                     ErrorKind::Invalid
                     | ErrorKind::MultipleMatches
                     | ErrorKind::NotFound
-                    | ErrorKind::Gone => return Err(rejected(ApiError::from(e))),
+                    | ErrorKind::Gone => {
+                        let entry = e.entry_index();
+                        return Err(rejected(entry, &EntryError::Store(e.into_inner())));
+                    }
                     _ => return Err(SinkError::Unavailable(e.to_string())),
                 },
             }
@@ -227,15 +240,39 @@ pub fn receipt_key(key: &IdempotencyKey) -> String {
     format!("hl7v2|{}", key.to_key_string())
 }
 
-/// A content error of the commit as one ERR segment (no v2 location: the problem is in what
-/// the message maps to; the text names the FHIR element).
-fn rejected(e: ApiError) -> SinkError {
-    let message = e
-        .issues
-        .iter()
-        .map(|i| match &i.expression {
-            Some(x) => format!("{x}: {}", i.diagnostics),
-            None => i.diagnostics.clone(),
+/// A content error of the commit as one ERR segment: table 0357 code 102 (data type error:
+/// what the message maps to is refused), no v2 location (the problem is in the mapped
+/// Bundle), and a text naming each finding's FHIR element, `Bundle.entry[i]` (the write's
+/// place in the unit) and, when known, the element in its resource.
+pub fn rejected(entry: Option<usize>, error: &EntryError) -> SinkError {
+    let findings: Vec<(Option<&str>, String)> = match error {
+        EntryError::Invalid(issues) => issues
+            .iter()
+            .map(|i| (i.expression.as_deref(), i.message.clone()))
+            .collect(),
+        EntryError::Malformed {
+            message,
+            expression,
+        } => vec![(expression.as_deref(), message.clone())],
+        EntryError::Store(StoreError::MissingReference { element, .. }) => {
+            vec![(Some(element.as_str()), error.to_string())]
+        }
+        other => vec![(None, other.to_string())],
+    };
+    let message = findings
+        .into_iter()
+        .map(|(expression, text)| {
+            let at = match (entry, expression) {
+                // `Patient.birthDate` of entry 2: `Bundle.entry[2].resource.birthDate`.
+                (Some(i), Some(e)) => format!(
+                    "Bundle.entry[{i}].resource.{}",
+                    e.split_once('.').map_or(e, |x| x.1)
+                ),
+                (Some(i), None) => format!("Bundle.entry[{i}]"),
+                (None, Some(e)) => e.to_owned(),
+                (None, None) => return text,
+            };
+            format!("{at}: {text}")
         })
         .collect::<Vec<_>>()
         .join("; ");
@@ -252,7 +289,6 @@ impl Sink for StoreSink {
         let ctx = RequestContext::system();
         let receipt = self
             .inner
-            .state
             .store
             .receipt(&ctx, &receipt_key(key))
             .await
@@ -286,5 +322,53 @@ impl Sink for StoreSink {
         };
         self.commit_bundle(receipt, &commit.mapped.bundle, &commit.mapped.merges)
             .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::validation::{Severity as IssueSeverity, ValidationIssue};
+
+    fn detail(error: SinkError) -> ErrorDetail {
+        match error {
+            SinkError::Rejected(detail) => detail,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// Refused content is one ERR of code 102 with no v2 location, naming the entry and, when
+    /// known, the element of its resource.
+    #[test]
+    fn refused_content_names_the_entry_and_the_element() {
+        let issue = |expression: &str, message: &str| ValidationIssue {
+            severity: IssueSeverity::Error,
+            code: fhir::IssueCode::Value,
+            expression: Some(expression.into()),
+            message: message.into(),
+        };
+        let invalid = EntryError::Invalid(vec![
+            issue("Patient.birthDate", "'1999-02-30' is not a valid date"),
+            issue("Patient.gender", "'M' is not in the required value set"),
+        ]);
+        let d = detail(rejected(Some(2), &invalid));
+        assert_eq!(d.code, ErrorCode::DataTypeError);
+        assert_eq!(d.severity, Severity::Error);
+        assert!(d.location.is_none());
+        assert_eq!(
+            d.message,
+            "Bundle.entry[2].resource.birthDate: '1999-02-30' is not a valid date; \
+             Bundle.entry[2].resource.gender: 'M' is not in the required value set"
+        );
+        let twice = EntryError::Store(StoreError::MultipleMatches {
+            what: "the conditional update".into(),
+            count: 2,
+        });
+        let d = detail(rejected(Some(0), &twice));
+        assert!(d.message.starts_with("Bundle.entry[0]: "), "{}", d.message);
+        assert!(d.message.contains("matched 2"), "{}", d.message);
+        // No entry to blame: the text alone.
+        let d = detail(rejected(None, &EntryError::malformed("no entries")));
+        assert_eq!(d.message, "no entries");
     }
 }

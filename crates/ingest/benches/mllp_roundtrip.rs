@@ -2,15 +2,15 @@
 //! share of an ADT^A01 + ORU^R01 mix and waiting for each ACK, against the in-memory sink
 //! (parse, de-duplicate, map to FHIR, commit, ACK). The durable figure comes with the store.
 //!
-//! Run with `cargo bench -p mllp --bench roundtrip`.
+//! Run with `cargo bench -p ingest --bench mllp_roundtrip`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use hl7v2::generate::{Generator, Style};
-use mllp::ingest::{Ingest, Settings};
-use mllp::memory::MemorySink;
+use ingest::hl7::memory::MemorySink;
+use ingest::hl7::{Ingest, Settings};
 use mllp::{Client, Config};
 use tokio::net::TcpListener;
 

@@ -1,13 +1,17 @@
-//! The one seam where resource validation plugs into every write (REST, bundles, import).
+//! The one seam where resource validation plugs into every write: REST interactions and
+//! bundles (the web crate re-uses it), HL7 v2 messages, SS-MIX2 files and imported files.
 //!
-//! [`Validator`] is what the server calls before any write reaches the store. [`R4Validator`]
-//! calls `fhir::validate_resource` (structure, JSON types, cardinality, required elements,
-//! primitive formats, against the R4 StructureDefinitions) and maps its issues to
-//! [`ValidationIssue`]s. This crate deliberately contains no FHIR structure validator of its own.
+//! [`Validator`] is what every write path calls before a write reaches the store.
+//! [`R4Validator`] calls `fhir::validate_resource` (structure, JSON types, cardinality, required
+//! elements, primitive formats, calendar dates, required code bindings, against the R4
+//! StructureDefinitions) and maps its issues to [`ValidationIssue`]s. No FHIR structure
+//! validator of its own lives here.
+//!
+//! It lives in `ingest` rather than in `fhir`: it is a policy of the write path (which
+//! validator a deployment plugs in, and what the resource types it accepts are), while `fhir`
+//! stays the definitions and the validation function, with no seam to plug into.
 
 use serde_json::Value;
-
-use crate::error::IssueCode;
 
 /// Severity of a validation issue (OperationOutcome `issue.severity`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,7 +38,7 @@ impl Severity {
 pub struct ValidationIssue {
     pub severity: Severity,
     /// What kind of problem (`structure`, `required`, `value`, `invalid`, ...).
-    pub code: IssueCode,
+    pub code: fhir::IssueCode,
     /// Where, as a FHIRPath-like path (`Patient.name[0].given`).
     pub expression: Option<String>,
     pub message: String,
@@ -45,7 +49,7 @@ pub trait Validator: Send + Sync + std::fmt::Debug {
     /// Is `name` a resource type of FHIR R4?
     fn is_resource_type(&self, name: &str) -> bool;
 
-    /// Every resource type the server accepts (listed in the CapabilityStatement).
+    /// Every resource type a write may have (the server lists them in its CapabilityStatement).
     fn resource_types(&self) -> Vec<&'static str>;
 
     /// Checks a resource; issues of severity `error` or `fatal` reject the write.
@@ -83,7 +87,7 @@ impl Validator for R4Validator {
                         fhir::Severity::Warning => Severity::Warning,
                         fhir::Severity::Information => Severity::Information,
                     },
-                    code: issue.code.into(),
+                    code: issue.code,
                     expression: (!issue.expression.is_empty()).then_some(issue.expression),
                     message: issue.message,
                 })

@@ -1,0 +1,76 @@
+//! Labels of a labelled population: which person (true cluster) each record belongs to and
+//! which error it carries relative to the person's original record. Written by the generator
+//! (`synth`, feature `synth`), read by the evaluation (`eval`) from `id,cluster,error` files.
+
+/// The error a generated record carries relative to its person's original record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ErrorKind {
+    /// The person's first (reference) record.
+    Original,
+    /// One character inserted, deleted, substituted or transposed in a name or phone.
+    Typo,
+    /// Optical character recognition confusions (rn/m, cl/d, 0/8, ...).
+    Ocr,
+    /// A nickname instead of the given name (Bob for Robert).
+    Nickname,
+    /// Given and family names swapped, or day and month of birth swapped.
+    Swap,
+    /// Some values left out (phone, address, birth date, sex, identifiers).
+    Missing,
+    /// Family name changed by marriage (sometimes with the maiden name recorded).
+    Married,
+    /// New address and phone number.
+    Moved,
+    /// Japanese variants: kanji variants, hiragana / half-width kana, kana only, full-width digits.
+    Japanese,
+    /// A twin: a different person sharing surname, birth date, address and phone.
+    Twin,
+}
+
+impl ErrorKind {
+    /// Every kind, for reports.
+    pub const ALL: [ErrorKind; 10] = [
+        ErrorKind::Original,
+        ErrorKind::Typo,
+        ErrorKind::Ocr,
+        ErrorKind::Nickname,
+        ErrorKind::Swap,
+        ErrorKind::Missing,
+        ErrorKind::Married,
+        ErrorKind::Moved,
+        ErrorKind::Japanese,
+        ErrorKind::Twin,
+    ];
+
+    /// Lower-case name used in label files.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::Original => "original",
+            ErrorKind::Typo => "typo",
+            ErrorKind::Ocr => "ocr",
+            ErrorKind::Nickname => "nickname",
+            ErrorKind::Swap => "swap",
+            ErrorKind::Missing => "missing",
+            ErrorKind::Married => "married",
+            ErrorKind::Moved => "moved",
+            ErrorKind::Japanese => "japanese",
+            ErrorKind::Twin => "twin",
+        }
+    }
+
+    /// Parses [`ErrorKind::as_str`].
+    pub fn parse(s: &str) -> Option<ErrorKind> {
+        ErrorKind::ALL.iter().copied().find(|k| k.as_str() == s)
+    }
+}
+
+/// One generated record's label.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Label {
+    /// `Patient.id`.
+    pub id: String,
+    /// The true person (cluster) id.
+    pub cluster: String,
+    /// The error this record carries.
+    pub error: ErrorKind,
+}
