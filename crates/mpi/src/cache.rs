@@ -4,29 +4,32 @@
 //! The store is the truth; this is a cache that can be dropped at any time. A source Patient
 //! joins the index under the identity its golden record lists; one that no golden record lists
 //! yet is indexed under a provisional identity and remembered in `unlinked` (its golden record
-//! may be the next feed row, or it was written before linking was enabled: the backlog). Because PostgreSQL may make a change-feed row
-//! visible after a row with a higher position, every refresh there re-reads the last
-//! [`RESCAN`] positions and skips versions it has already applied (SQLite's single writer
-//! publishes rows in order).
-
+//! may be the next feed row, or it was written before linking was enabled: the backlog).
+//!
+//! It is a consumer of the change feed ([`Store::feed`]) whose position lives in memory (the
+//! cache itself is rebuilt from the start on every start-up, so a durable checkpoint would
+//! only skip what a new process has never seen). The feed never skips a change, but on
+//! PostgreSQL it waits for the oldest transaction in progress, whatever it writes; a linking
+//! decision cannot wait, and must see every Patient another process committed before it took
+//! the linking lock. So each refresh also applies [`Store::feed_pending`]'s Patient changes
+//! beyond the feed's position, without moving it; a change is applied once per version
+//! (`applied`), so reading one twice costs a comparison.
 use std::collections::{BTreeSet, HashMap, HashSet};
 
 use empi::{EnterpriseId, EnterpriseIndex, Record};
 use serde_json::Value;
-use store::{RequestContext, Store, StoreError, StoredResource};
+use store::{Change, FeedPosition, RequestContext, Store, StoreError, StoredResource};
 
 use super::resources::{GoldenState, enterprise_of_id, is_golden, parse_golden};
 
-/// Change-feed positions re-read on every refresh (see the module documentation).
-pub const RESCAN: i64 = 1000;
 /// Change-feed rows read per round trip.
 const PAGE: usize = 1000;
 
 #[derive(Debug)]
 pub(crate) struct Cache {
     pub index: EnterpriseIndex,
-    /// Highest change-feed position read.
-    read_to: i64,
+    /// Where the cache stands in the change feed: every change before it is applied.
+    position: FeedPosition,
     /// Version of each Patient (source or golden) applied.
     applied: HashMap<String, u64>,
     pub goldens: HashMap<EnterpriseId, GoldenState>,
@@ -39,7 +42,7 @@ impl Cache {
     pub fn new(index: EnterpriseIndex) -> Self {
         Cache {
             index,
-            read_to: 0,
+            position: FeedPosition::START,
             applied: HashMap::new(),
             goldens: HashMap::new(),
             member_of: HashMap::new(),
@@ -47,41 +50,53 @@ impl Cache {
         }
     }
 
-    /// Applies the Patient changes committed since the last refresh.
+    /// Applies the Patient changes committed since the last refresh: those the feed delivers
+    /// (moving the position), then the committed ones it holds back for now.
     pub async fn refresh(
         &mut self,
         store: &dyn Store,
         ctx: &RequestContext,
     ) -> Result<(), StoreError> {
-        // SQLite commits one writer's transactions in order: nothing to re-read there.
-        let rescan = if store.backend() == "sqlite" {
-            0
-        } else {
-            RESCAN
-        };
-        let mut after = (self.read_to - rescan).max(0);
         loop {
-            let changes = store.changes(ctx, after, PAGE).await?;
-            let Some(last) = changes.last() else {
-                return Ok(());
-            };
-            after = last.seq;
-            for change in &changes {
-                if change.resource_type == "Patient"
-                    && self
-                        .applied
-                        .get(&change.id)
-                        .is_none_or(|v| *v < change.version)
-                {
-                    self.apply(store, ctx, &change.id).await?;
-                }
-                // Only past a row once it is applied: a failed load is read again next time.
-                self.read_to = self.read_to.max(change.seq);
-            }
-            if changes.len() < PAGE {
-                return Ok(());
+            let batch = store.feed(ctx, &self.position, PAGE).await?;
+            self.apply_changes(store, ctx, &batch.changes).await?;
+            // Only past a batch once it is applied: a failed load is read again next time.
+            self.position = batch.next;
+            if batch.changes.len() < PAGE {
+                break;
             }
         }
+        let mut after = self.position;
+        loop {
+            let pending = store.feed_pending(ctx, &after, "Patient", PAGE).await?;
+            self.apply_changes(store, ctx, &pending.changes).await?;
+            if pending.changes.len() < PAGE {
+                return Ok(());
+            }
+            // Read on past the page, leaving the cache's position where the feed stands.
+            after = pending.next;
+        }
+    }
+
+    /// Applies the Patient changes among `changes` not applied yet (at their current
+    /// version).
+    async fn apply_changes(
+        &mut self,
+        store: &dyn Store,
+        ctx: &RequestContext,
+        changes: &[Change],
+    ) -> Result<(), StoreError> {
+        for change in changes {
+            if change.resource_type == "Patient"
+                && self
+                    .applied
+                    .get(&change.id)
+                    .is_none_or(|v| *v < change.version)
+            {
+                self.apply(store, ctx, &change.id).await?;
+            }
+        }
+        Ok(())
     }
 
     async fn apply(

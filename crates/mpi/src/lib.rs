@@ -35,8 +35,13 @@
 //! naming it are found by one indexed search and lose it (or get its survivor); a task left
 //! without a live candidate is cancelled with the reason.
 //!
-//! One process writes Patients at a time (the EMPI lock): several servers on one database
-//! would each need to see the others' writes before deciding, which this does not do.
+//! One decision at a time, across processes: a decision takes the cache's mutex in its own
+//! process, then the store's [`LINKING_LOCK`] (a PostgreSQL advisory lock; on SQLite a file
+//! lock beside the database, so that `renkei empi` commands and a server on one data
+//! directory take turns), then brings the cache up to date from the change feed, including
+//! the Patient changes the feed still holds back ([`Store::feed_pending`]), and keeps both
+//! locks until its commit is applied to the cache. Several `renkei serve` on one PostgreSQL
+//! database therefore decide as one would.
 
 mod cache;
 mod linker;
@@ -81,6 +86,29 @@ pub enum MatchError {
     Input(String),
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+/// The name of the store lock every process takes to make a linking decision.
+pub const LINKING_LOCK: &str = "empi-linking";
+
+/// The cache while it is locked: in this process always, across processes for a decision.
+/// The shared lock is declared first so that it is released first.
+pub(crate) struct Locked<'a> {
+    _shared: Option<store::ExclusiveLock>,
+    cache: MutexGuard<'a, Cache>,
+}
+
+impl std::ops::Deref for Locked<'_> {
+    type Target = Cache;
+    fn deref(&self) -> &Cache {
+        &self.cache
+    }
+}
+
+impl std::ops::DerefMut for Locked<'_> {
+    fn deref_mut(&mut self) -> &mut Cache {
+        &mut self.cache
+    }
 }
 
 /// The patient index of one node, over the store underneath the linking layer.
@@ -139,14 +167,33 @@ impl Mpi {
         }
     }
 
-    /// The cache, locked and brought up to date with the store (read with `ctx.internal()`).
-    pub(crate) async fn locked(
-        &self,
-        ctx: &RequestContext,
-    ) -> Result<MutexGuard<'_, Cache>, StoreError> {
+    /// The cache, locked in this process and brought up to date with the store (read with
+    /// `ctx.internal()`): for reading the index (`$match`, listings).
+    pub(crate) async fn locked(&self, ctx: &RequestContext) -> Result<Locked<'_>, StoreError> {
         let mut cache = self.cache.lock().await;
         cache.refresh(self.store.as_ref(), &ctx.internal()).await?;
-        Ok(cache)
+        Ok(Locked {
+            _shared: None,
+            cache,
+        })
+    }
+
+    /// The cache for a decision (a link, a merge, a golden-record write): locked in this
+    /// process, then across every process on the store's database ([`LINKING_LOCK`]), then
+    /// brought up to date, so that the decision sees every one committed before it, whoever
+    /// made it. Held until the decision's commit is applied to the cache.
+    pub(crate) async fn locked_for_decision(
+        &self,
+        ctx: &RequestContext,
+    ) -> Result<Locked<'_>, StoreError> {
+        let mut cache = self.cache.lock().await;
+        let ctx = &ctx.internal();
+        let shared = self.store.lock_exclusive(ctx, LINKING_LOCK).await?;
+        cache.refresh(self.store.as_ref(), ctx).await?;
+        Ok(Locked {
+            _shared: Some(shared),
+            cache,
+        })
     }
 
     fn now(&self) -> String {
@@ -210,7 +257,7 @@ impl Mpi {
     ) -> Result<(usize, usize), StoreError> {
         let store = self.store.as_ref();
         let ctx = &ctx.internal();
-        let mut cache = self.locked(ctx).await?;
+        let mut cache = self.locked_for_decision(ctx).await?;
         let ids = cache.backlog(limit);
         if ids.is_empty() {
             return Ok((0, 0));

@@ -1,7 +1,8 @@
 //! [`EmpiStore`]: a [`Store`] that links every Patient write to an enterprise identity.
 //!
 //! It wraps the store its [`Mpi`] holds. Each `transaction`, `batch` and `commit_keyed` that
-//! writes a Patient takes the EMPI lock, brings the cache up to date, plans the link decisions
+//! writes a Patient takes the EMPI lock (in this process and across processes:
+//! [`Mpi::locked_for_decision`]), brings the cache up to date, plans the link decisions
 //! (reading with the request's internal context) and adds the golden-record (and review-task)
 //! writes to the same unit of work, committed with the request's own context, so a Patient
 //! and its link commit together or not at all. Everything else passes straight through.
@@ -50,14 +51,16 @@ impl EmpiStore {
         let last_patient = entries.iter().rposition(|e| is_patient_write(&e.op));
         let inner = self.inner.as_ref();
         let internal = &ctx.internal();
-        let mut cache = self.mpi.locked(ctx).await?;
+        let mut cache = self.mpi.locked_for_decision(ctx).await?;
         let mut planner = Planner::new(&mut cache, self.mpi.now());
         let planned = async {
             plan_entries(&mut planner, inner, internal, &mut entries).await?;
-            let mut added = planner
+            let added = planner
                 .finish(inner, internal, &self.mpi.survivorship)
                 .await?;
-            entries.append(&mut added);
+            // Golden records and review tasks are the node's own writes: a caller restricted
+            // to some patients still has its Patient linked.
+            entries.extend(added.into_iter().map(WriteEntry::as_internal));
             Ok::<_, StoreError>(())
         }
         .await;
@@ -84,7 +87,7 @@ impl EmpiStore {
         let inner = self.inner.as_ref();
         let internal = &ctx.internal();
         let started = std::time::Instant::now();
-        let mut cache = self.mpi.locked(ctx).await?;
+        let mut cache = self.mpi.locked_for_decision(ctx).await?;
         let locked = started.elapsed();
         let mut results = Vec::with_capacity(units.len());
         let mut pending: std::collections::VecDeque<KeyedWrite> = units.into();
@@ -123,8 +126,9 @@ impl EmpiStore {
                 round_touched.extend(mine);
                 round_keys.extend(keys);
                 round.push((
-                    planned.map(|mut added| {
-                        unit.entries.append(&mut added);
+                    planned.map(|added| {
+                        unit.entries
+                            .extend(added.into_iter().map(WriteEntry::as_internal));
                         unit
                     }),
                     original,
@@ -579,6 +583,18 @@ impl Store for EmpiStore {
         consumer: &str,
     ) -> Result<store::FeedPosition, StoreError> {
         self.inner.checkpoint(ctx, consumer).await
+    }
+
+    async fn feed_pending(
+        &self,
+        ctx: &RequestContext,
+        after: &store::FeedPosition,
+        resource_type: &str,
+        limit: usize,
+    ) -> Result<store::FeedBatch, StoreError> {
+        self.inner
+            .feed_pending(ctx, after, resource_type, limit)
+            .await
     }
 
     async fn save_checkpoint(

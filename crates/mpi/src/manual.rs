@@ -311,7 +311,7 @@ impl Mpi {
             ));
         }
         let (store, ctx) = (self.store.as_ref(), &ctx.internal());
-        let mut cache = self.locked(ctx).await?;
+        let mut cache = self.locked_for_decision(ctx).await?;
         let mut planner = Planner::new(&mut cache, self.now());
         let planned = async {
             let sources = plan(&mut planner)?;

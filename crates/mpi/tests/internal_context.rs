@@ -168,6 +168,19 @@ impl Store for Recording {
         self.inner.checkpoint(ctx, consumer).await
     }
 
+    async fn feed_pending(
+        &self,
+        ctx: &RequestContext,
+        after: &store::FeedPosition,
+        resource_type: &str,
+        limit: usize,
+    ) -> Result<store::FeedBatch, StoreError> {
+        self.note("feed_pending", ctx);
+        self.inner
+            .feed_pending(ctx, after, resource_type, limit)
+            .await
+    }
+
     async fn save_checkpoint(
         &self,
         ctx: &RequestContext,

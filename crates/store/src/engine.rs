@@ -25,6 +25,7 @@
 //! before any version check could tell its version. What a caller may create is not decided
 //! here.
 
+use std::borrow::Cow;
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::future::Future;
 
@@ -173,6 +174,7 @@ pub(crate) async fn apply<B: Backend>(
         let index = entries[i].index.take();
         let references = std::mem::take(&mut entries[i].references);
         let patch = entries[i].patch;
+        let entry_ctx = entry_context(ctx, entries[i].internal);
         let op = std::mem::replace(
             &mut entries[i].op,
             WriteOp::ConditionalDelete {
@@ -185,7 +187,7 @@ pub(crate) async fn apply<B: Backend>(
         let result = write_one(
             b,
             extractor,
-            ctx,
+            &entry_ctx,
             now,
             op,
             plans[i].take(),
@@ -221,6 +223,16 @@ pub(crate) async fn apply<B: Backend>(
         }
     }
     Ok(results)
+}
+
+/// The context one entry runs under: the caller's, or, for a write the node adds on its own
+/// behalf ([`WriteEntry::internal`]), the caller's internal context (unrestricted).
+fn entry_context(ctx: &RequestContext, internal: bool) -> Cow<'_, RequestContext> {
+    if internal && ctx.restriction().is_some() {
+        Cow::Owned(ctx.internal())
+    } else {
+        Cow::Borrowed(ctx)
+    }
 }
 
 /// The outcome of each unit of a group commit, in the order given.
@@ -334,6 +346,7 @@ async fn plan<B: Backend>(
     urls: &mut HashMap<String, String>,
 ) -> Result<(), StoreError> {
     for (entry, slot) in entries.iter().zip(plans.iter_mut()) {
+        let ctx = &*entry_context(ctx, entry.internal);
         let (plan, target) = match &entry.op {
             WriteOp::Create {
                 resource,

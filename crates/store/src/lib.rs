@@ -217,6 +217,22 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         consumer: &str,
     ) -> Result<FeedPosition, StoreError>;
 
+    /// The committed changes of `resource_type` after `after` that [`Store::feed`] may not
+    /// deliver yet, oldest first: on PostgreSQL, those of transactions at or above the oldest
+    /// one still in progress (an unrelated long transaction holds the feed back, not these);
+    /// on SQLite none, the feed being never behind. For a reader that must act on every
+    /// committed change now, such as the EMPI deciding under its lock: it applies these
+    /// idempotently and keeps its position where `feed` left it, since they may have gaps
+    /// (the batch's `next` is for reading the next page, not a place to stand). A restricted
+    /// caller is refused ([`StoreError::Forbidden`]).
+    async fn feed_pending(
+        &self,
+        ctx: &RequestContext,
+        after: &FeedPosition,
+        resource_type: &str,
+        limit: usize,
+    ) -> Result<FeedBatch, StoreError>;
+
     /// Saves the named consumer's position (durably, in its own transaction).
     async fn save_checkpoint(
         &self,

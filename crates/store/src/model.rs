@@ -84,6 +84,12 @@ pub struct WriteEntry {
     /// An [`WriteOp::Update`] that is the result of a patch: its version is recorded as made
     /// by `PATCH` (history shows it so).
     pub patch: bool,
+    /// A write the node adds on its own behalf to a caller's unit of work (the EMPI's golden
+    /// records and review tasks, an audit record): the caller's access policy does not apply
+    /// to it (its by-id and conditional matching see every resource, as the planning that
+    /// chose it did), yet it commits in the caller's transaction and carries the caller's
+    /// request id. Never set on what a caller sent.
+    pub internal: bool,
 }
 
 /// Referential integrity of one write: whether its local literal references must name
@@ -112,7 +118,14 @@ impl WriteEntry {
             index: None,
             references: ReferenceCheck::Off,
             patch: false,
+            internal: false,
         }
+    }
+
+    /// The entry as the node's own write (see [`WriteEntry::internal`]).
+    pub fn as_internal(mut self) -> Self {
+        self.internal = true;
+        self
     }
 
     /// The entry as the result of a patch (see [`WriteEntry::patch`]).

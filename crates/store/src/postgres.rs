@@ -354,10 +354,36 @@ fn feed_sql() -> String {
     )
 }
 
+/// The committed rows of one type after a feed position, at or above the oldest transaction
+/// in progress too: what `Store::feed_pending` reads (a range of the `(xid, seq)` index).
+fn feed_pending_sql() -> String {
+    format!(
+        "SELECT {CHANGE_COLUMNS}, o.xid::text FROM outbox o \
+         WHERE (o.xid, o.seq) > ($1::text::xid8, $2) AND o.res_type = $3 \
+         ORDER BY o.xid, o.seq LIMIT $4"
+    )
+}
+
 /// The rows after a `seq`, in `seq` order: what `Store::changes` reads (it may skip a row that
 /// becomes visible late).
 fn changes_sql() -> String {
     format!("SELECT {CHANGE_COLUMNS} FROM outbox o WHERE o.seq > $1 ORDER BY o.seq LIMIT $2")
+}
+
+/// Feed rows (with their transaction id, column 7) as a batch and the position after it.
+fn feed_batch(after: &FeedPosition, rows: &[Row]) -> Result<FeedBatch, StoreError> {
+    let mut next = *after;
+    let mut changes = Vec::with_capacity(rows.len());
+    for r in rows {
+        let xid: String = r.get(7);
+        let xid = xid
+            .parse::<u64>()
+            .map_err(|e| StoreError::Backend(format!("unreadable transaction id '{xid}': {e}")))?;
+        let change = change_row(r);
+        next = FeedPosition::new(xid, change.seq);
+        changes.push(change);
+    }
+    Ok(FeedBatch { changes, next })
 }
 
 fn change_row(r: &Row) -> Change {
@@ -898,18 +924,7 @@ impl Store for PostgresStore {
                 &[&after.xid().to_string(), &after.seq(), &(limit as i64)],
             )
             .await?;
-        let mut next = *after;
-        let mut changes = Vec::with_capacity(rows.len());
-        for r in &rows {
-            let xid: String = r.get(7);
-            let xid = xid.parse::<u64>().map_err(|e| {
-                StoreError::Backend(format!("unreadable transaction id '{xid}': {e}"))
-            })?;
-            let change = change_row(r);
-            next = FeedPosition::new(xid, change.seq);
-            changes.push(change);
-        }
-        Ok(FeedBatch { changes, next })
+        feed_batch(after, &rows)
     }
 
     async fn checkpoint(
@@ -925,6 +940,30 @@ impl Store for PostgresStore {
             Some(row) => row.get::<_, String>(0).parse(),
             None => Ok(FeedPosition::START),
         }
+    }
+
+    async fn feed_pending(
+        &self,
+        ctx: &RequestContext,
+        after: &FeedPosition,
+        resource_type: &str,
+        limit: usize,
+    ) -> Result<FeedBatch, StoreError> {
+        access::refuse_unscoped(ctx, "the change feed")?;
+        let client = self.pool.get().await?;
+        let stmt = client.prepare_cached(&feed_pending_sql()).await?;
+        let rows = client
+            .query(
+                &stmt,
+                &[
+                    &after.xid().to_string(),
+                    &after.seq(),
+                    &resource_type,
+                    &(limit as i64),
+                ],
+            )
+            .await?;
+        feed_batch(after, &rows)
     }
 
     async fn save_checkpoint(

@@ -1022,6 +1022,21 @@ impl Store for SqliteStore {
         saved.map_or(Ok(FeedPosition::START), |p| p.parse())
     }
 
+    /// The single writer publishes in `seq` order: `feed` is never behind.
+    async fn feed_pending(
+        &self,
+        ctx: &RequestContext,
+        after: &FeedPosition,
+        _resource_type: &str,
+        _limit: usize,
+    ) -> Result<FeedBatch, StoreError> {
+        access::refuse_unscoped(ctx, "the change feed")?;
+        Ok(FeedBatch {
+            changes: Vec::new(),
+            next: *after,
+        })
+    }
+
     async fn save_checkpoint(
         &self,
         ctx: &RequestContext,
@@ -1161,6 +1176,7 @@ mod tests {
                 index: None,
                 references: crate::ReferenceCheck::Off,
                 patch: false,
+                internal: false,
             },
             WriteEntry::new(WriteOp::Create {
                 resource: care_plan,

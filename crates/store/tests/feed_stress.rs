@@ -471,3 +471,85 @@ async fn the_feed_never_skips_a_change_that_commits_late() {
          the naive reader missed {naive_missed}"
     );
 }
+
+/// An open transaction anywhere on the server holds the feed back, even for changes committed
+/// after it began; `feed_pending` hands those over at once (of one type, without moving the
+/// reader's position), which is what a decision under the EMPI's lock needs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pending_changes_are_read_past_an_open_transaction() {
+    let t = support::postgres_sized(Arc::new(BasicExtractor), 4).await;
+    let schema = t.schema.clone().unwrap();
+    let s = t.store.clone();
+    s.update(&ctx(), "Patient", "before", patient("before", true), None)
+        .await
+        .unwrap();
+    // Other tests' transactions on the server hold the feed back for a while too.
+    let start = feed_at_least(s.as_ref(), &store::FeedPosition::START, 1).await;
+    assert_eq!(start.changes.len(), 1);
+    // A transaction with an id, left open: the feed's horizon stops below it.
+    let holder = raw(&schema).await;
+    holder
+        .batch_execute("BEGIN; SELECT pg_current_xact_id();")
+        .await
+        .unwrap();
+    s.update(&ctx(), "Patient", "before", patient("before", false), None)
+        .await
+        .unwrap();
+    s.create(
+        &ctx(),
+        json!({"resourceType": "Observation", "status": "final",
+        "code": {"text": "x"}}),
+    )
+    .await
+    .unwrap();
+    let held = s.feed(&ctx(), &start.next, 100).await.unwrap();
+    assert!(held.changes.is_empty(), "{:?}", held.changes);
+    assert_eq!(held.next, start.next);
+    let pending = s
+        .feed_pending(&ctx(), &start.next, "Patient", 100)
+        .await
+        .unwrap();
+    let got: Vec<(String, u64)> = pending
+        .changes
+        .iter()
+        .map(|c| (c.resource_type.clone(), c.version))
+        .collect();
+    assert_eq!(got, vec![("Patient".to_owned(), 2)]);
+    // Paging on from the pending batch's own position ends.
+    let more = s
+        .feed_pending(&ctx(), &pending.next, "Patient", 100)
+        .await
+        .unwrap();
+    assert!(more.changes.is_empty());
+    // Once the holder ends, the feed delivers both, in order.
+    holder.batch_execute("ROLLBACK").await.unwrap();
+    let after = feed_at_least(s.as_ref(), &start.next, 2).await;
+    let types: Vec<&str> = after
+        .changes
+        .iter()
+        .map(|c| c.resource_type.as_str())
+        .collect();
+    assert_eq!(types, ["Patient", "Observation"]);
+    // A restricted caller is refused.
+    let restricted = ctx().with_access(store::AccessPolicy::patients(["before"]));
+    assert!(
+        s.feed_pending(&restricted, &start.next, "Patient", 1)
+            .await
+            .is_err()
+    );
+}
+
+/// The feed after `after` once it delivers at least `n` changes (other tests' transactions
+/// may hold it back for a while), bounded by [`PATIENCE`].
+async fn feed_at_least(s: &dyn Store, after: &store::FeedPosition, n: usize) -> store::FeedBatch {
+    let patience = Patience::new();
+    loop {
+        let batch = s.feed(&ctx(), after, 100).await.unwrap();
+        if batch.changes.len() >= n {
+            return batch;
+        }
+        patience
+            .wait(|| "the feed to deliver what was committed".to_owned())
+            .await;
+    }
+}

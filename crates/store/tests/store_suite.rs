@@ -379,6 +379,7 @@ async fn transaction_rewrites_full_urls_and_resolves_conditional_references(s: A
             index: None,
             references: ReferenceCheck::Off,
             patch: false,
+            internal: false,
             op: WriteOp::Create {
                 resource: json!({
                     "resourceType": "Observation",
@@ -401,6 +402,7 @@ async fn transaction_rewrites_full_urls_and_resolves_conditional_references(s: A
             index: None,
             references: ReferenceCheck::Off,
             patch: false,
+            internal: false,
             op: WriteOp::Create {
                 resource: patient("U", "urn"),
                 if_none_exist: None,
@@ -1054,6 +1056,7 @@ fn with_target(
             index: None,
             references: ReferenceCheck::Off,
             patch: false,
+            internal: false,
         },
         WriteEntry::new(WriteOp::Create {
             resource,
@@ -1894,9 +1897,58 @@ macro_rules! fhir_suite {
     };
 }
 
+/// A write the node adds to a restricted caller's unit of work (the EMPI's golden record) is
+/// not held to the caller's policy; the caller's own writes are, in the same transaction.
+async fn internal_entries_of_a_restricted_callers_unit_see_everything(s: Arc<dyn Store>) {
+    let system = ctx();
+    for id in ["p1", "p2"] {
+        s.update(
+            &system,
+            "Patient",
+            id,
+            json!({"resourceType": "Patient", "id": id}),
+            None,
+        )
+        .await
+        .unwrap();
+    }
+    let restricted = restricted_to_p1(false);
+    let p2 = |family: &str| {
+        WriteEntry::new(WriteOp::Update {
+            resource_type: "Patient".into(),
+            id: "p2".into(),
+            resource: json!({"resourceType": "Patient", "id": "p2", "name": [{"family": family}]}),
+            if_match: Some(1),
+        })
+    };
+    let p1 = WriteEntry::new(WriteOp::Update {
+        resource_type: "Patient".into(),
+        id: "p1".into(),
+        resource: json!({"resourceType": "Patient", "id": "p1", "active": true}),
+        if_match: None,
+    });
+    // The caller's own write of a hidden resource: not found, and nothing commits.
+    let err = s
+        .transaction(&restricted, vec![p1.clone(), p2("Caller")])
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), store::ErrorKind::NotFound, "{err}");
+    // The same write added by the node: both commit.
+    let done = s
+        .transaction(&restricted, vec![p1, p2("Node").as_internal()])
+        .await
+        .unwrap();
+    assert_eq!(done.len(), 2);
+    let p2 = s.read(&system, "Patient", "p2").await.unwrap();
+    assert_eq!(body(&p2)["name"][0]["family"], "Node");
+    // Still hidden from the caller afterwards.
+    assert!(s.read(&restricted, "Patient", "p2").await.is_err());
+}
+
 fhir_suite!(
     everything_lists_each_resource_once_across_pages,
     a_restricted_caller_sees_only_its_patients_compartment,
+    internal_entries_of_a_restricted_callers_unit_see_everything,
 );
 
 suite!(
