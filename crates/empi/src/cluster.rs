@@ -12,7 +12,7 @@ use crate::compare::{FIELDS, Field, compare};
 use crate::hashing::FxHashMap;
 use crate::model::Model;
 use crate::record::Record;
-use crate::score::{MatchClass, Scorer, TermFrequencies, probability};
+use crate::score::{MatchClass, Note, Scorer, TermFrequencies, probability};
 
 /// Limits and parallelism of a batch run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -291,15 +291,19 @@ pub fn cluster(
     }
     for &(a, b, w, class) in &pairs {
         if class == MatchClass::Review && uf.find(a) != uf.find(b) {
-            let c = compare(&records[a as usize], &records[b as usize]);
+            // The guards that held (an identifier may have lifted one).
+            let score = scorer.score(&records[a as usize], &records[b as usize]);
+            let held = |note: Note| {
+                score.notes.contains(&note) && !score.lifted.iter().any(|l| l.guard == note)
+            };
             let mut reasons = Vec::new();
             if probability(w) < model.thresholds.auto_link {
                 reasons.push(ReviewReason::Uncertain);
             }
-            if c.possible_twin {
+            if held(Note::PossibleTwin) {
                 reasons.push(ReviewReason::PossibleTwin);
             }
-            if c.birth_dates_conflict {
+            if held(Note::BirthDatesConflict) {
                 reasons.push(ReviewReason::BirthDatesConflict);
             }
             if reasons.is_empty() {
@@ -358,6 +362,7 @@ pub fn train(
 ) -> TrainingReport {
     let mut report = TrainingReport::default();
     let mut rng = crate::rng::Rng::new(seed);
+    let kinds = model.identifier_kinds.clone();
     if records.len() < 2 {
         return report;
     }
@@ -366,7 +371,7 @@ pub fn train(
         let a = rng.below(records.len());
         let b = rng.below(records.len());
         if a != b {
-            random.push(compare(&records[a], &records[b]).levels);
+            random.push(compare(&records[a], &records[b], &kinds).levels);
         }
     }
     report.random_pairs = random.len();
@@ -395,7 +400,8 @@ pub fn train(
                     if keep < 1.0 && rng.unit() >= keep {
                         continue;
                     }
-                    let mut levels = compare(&records[a as usize], &records[b as usize]).levels;
+                    let mut levels =
+                        compare(&records[a as usize], &records[b as usize], &kinds).levels;
                     levels[implied.index()] = 0;
                     vectors.push(levels);
                 }
@@ -453,7 +459,8 @@ pub fn train(
                     |k| blocks.oversized.contains(&k),
                 );
                 if first == Some(*key) {
-                    candidates.push(compare(&records[a as usize], &records[b as usize]).levels);
+                    candidates
+                        .push(compare(&records[a as usize], &records[b as usize], &kinds).levels);
                 }
             }
         }

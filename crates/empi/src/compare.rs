@@ -4,6 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::identifier::{self, Agreement, IdentifierEvidence, IdentifierKinds};
 use crate::record::Record;
 use crate::similarity::{edit_distance, jaro_winkler, soundex};
 
@@ -116,7 +117,7 @@ pub mod level {
 }
 
 /// The outcome of comparing two records.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Comparison {
     /// One level per field, in [`Field::ALL`] order.
     pub levels: [u8; FIELDS],
@@ -135,10 +136,15 @@ pub struct Comparison {
     /// look like this, and their other fields may outweigh the dates. Caps the pair at
     /// review: a person decides, the matcher does not merge them.
     pub birth_dates_conflict: bool,
+    /// The deciding identifier evidence (national before facility before shared), when the
+    /// records share an identifier system. Its level in `levels` is `agree` for the same
+    /// value, `conflict` for different values and `missing` for a national number one keying
+    /// error off (scoring weighs that itself).
+    pub identifier: Option<IdentifierEvidence>,
 }
 
-/// Compares two records field by field.
-pub fn compare(a: &Record, b: &Record) -> Comparison {
+/// Compares two records field by field; `kinds` says what each identifier system names.
+pub fn compare(a: &Record, b: &Record, kinds: &IdentifierKinds) -> Comparison {
     let mut given = compare_given(a, b);
     let mut family = compare_family(a, b);
     let mut names_swapped = false;
@@ -165,7 +171,12 @@ pub fn compare(a: &Record, b: &Record) -> Comparison {
     };
     let phone = compare_phone(a, b);
     let address = compare_address(a, b);
-    let identifier = compare_identifiers(a, b);
+    let evidence = identifier::evidence(a, b, kinds);
+    let identifier = match evidence.as_ref().map(|e| e.agreement) {
+        Some(Agreement::Exact) => level::EXACT,
+        Some(Agreement::Conflict) => level::IDENTIFIER_CONFLICT,
+        Some(Agreement::OneKeyingError) | None => level::MISSING,
+    };
     // Twins share surname and birth date; their given names differ by more than a typo
     // (Maria / Mariela is a sibling, Maria / Mraia is a keying error): two or more edits.
     let given_far = match (a.given.first(), b.given.first()) {
@@ -185,6 +196,7 @@ pub fn compare(a: &Record, b: &Record) -> Comparison {
         clear_twin,
         different_birth_order,
         birth_dates_conflict: birth == level::BIRTH_DIFFERENT && !birth_off_by_one(a, b),
+        identifier: evidence,
     }
 }
 
@@ -356,29 +368,14 @@ fn compare_address(a: &Record, b: &Record) -> u8 {
     }
 }
 
-fn compare_identifiers(a: &Record, b: &Record) -> u8 {
-    let mut shared = false;
-    for (sa, va) in &a.identifiers {
-        for (sb, vb) in &b.identifiers {
-            if sa == sb {
-                if va == vb {
-                    return level::EXACT;
-                }
-                shared = true;
-            }
-        }
-    }
-    if shared {
-        level::IDENTIFIER_CONFLICT
-    } else {
-        level::MISSING
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::normalize::Date;
+
+    fn compare(a: &Record, b: &Record) -> Comparison {
+        super::compare(a, b, &IdentifierKinds::default())
+    }
 
     fn rec(given: &str, family: &str, birth: &str) -> Record {
         Record {

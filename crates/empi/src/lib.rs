@@ -20,10 +20,17 @@
 //!    levels into Fellegi–Sunter weights (log2 m/u) from a [`model::Model`], adjusts exact name
 //!    weights by term frequency (a shared "Smith" says less than a shared "Goldner"), and
 //!    applies the guards: possible twins (same surname and birth date, different given name) are
-//!    never linked automatically, different stated birth orders never match. Identifiers are
-//!    strong evidence both ways: the same value in one system is nearly conclusive, two
-//!    different values in one system count strongly against. Every [`score::Score`] carries a
-//!    per-field explanation (level, weight, both values) and serialises to JSON.
+//!    never linked automatically, birth dates more than a keying error apart are only
+//!    reviewed, different stated birth orders never match. Identifiers weigh by the
+//!    [`identifier::IdentifierKind`] of their system (the model's `identifier_kinds`): a
+//!    **national** person number (US SSN) agreeing, or one keying error off with the other
+//!    fields agreeing, lifts the twin and birth-date guards, and disagreeing counts strongly
+//!    against; a **facility** record number (type `MR`, JP Core's record-number OID + facility)
+//!    agreeing lifts the guards, disagreeing is weak evidence (a second registration at one
+//!    hospital is a duplicate to find); a **shared** one (unknown systems, an insurance card a
+//!    family shares) counts as evidence but never lifts a guard. Every [`score::Score`]
+//!    carries a per-field explanation (level, weight, both values), the guards an identifier
+//!    lifted and why, and serialises to JSON.
 //! 4. The model's `m`/`u` probabilities and prior are estimated from the data itself without
 //!    labels ([`cluster::train`], as Splink does): `u` from random pairs; `m` by EM once per kind
 //!    of blocking key over the pairs sharing such a key, with the field that key forces to agree
@@ -96,6 +103,7 @@ pub mod error;
 pub mod eval;
 pub mod golden;
 pub mod hashing;
+pub mod identifier;
 pub mod index;
 pub mod label;
 pub mod model;

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::compare::{FIELDS, Field};
 use crate::error::EmpiError;
+use crate::identifier::IdentifierKinds;
 
 /// Smallest probability a level may have, so no single field can veto or force a decision.
 const FLOOR: f64 = 1e-5;
@@ -61,6 +62,10 @@ pub struct Model {
     pub term_frequency: bool,
     /// Bound, in bits, on how far term frequency may move an exact-name weight.
     pub tf_max_adjustment: f64,
+    /// Which identifier systems are national person numbers, facility record numbers or
+    /// shared (model files without it get the defaults).
+    #[serde(default)]
+    pub identifier_kinds: IdentifierKinds,
 }
 
 impl Default for Model {
@@ -97,6 +102,7 @@ impl Default for Model {
             thresholds: Thresholds::default(),
             term_frequency: true,
             tf_max_adjustment: 3.0,
+            identifier_kinds: IdentifierKinds::default(),
         }
     }
 }
@@ -127,6 +133,12 @@ impl Model {
                     "field {field:?}: probabilities must be in (0, 1]"
                 )));
             }
+        }
+        let facility = self.identifier_kinds.facility_conflict_weight;
+        if !(facility.is_finite() && facility <= 0.0) {
+            return Err(EmpiError::InvalidModel(
+                "identifier_kinds.facility_conflict_weight must be a finite weight <= 0".into(),
+            ));
         }
         let t = self.thresholds;
         let prior_ok = self.prior > 0.0 && self.prior < 1.0;
@@ -280,6 +292,23 @@ mod tests {
         assert!(m.weight(Field::BirthDate, 1) > 10.0);
         assert!(m.weight(Field::Identifier, 2) < -5.0);
         assert_eq!(m.weight(Field::Phone, 0), 0.0);
+    }
+
+    #[test]
+    fn model_files_without_identifier_kinds_get_the_defaults() {
+        let mut json: serde_json::Value =
+            serde_json::from_str(&Model::default().to_json()).unwrap();
+        json.as_object_mut().unwrap().remove("identifier_kinds");
+        let m = Model::from_json(&json.to_string()).unwrap();
+        assert_eq!(m.identifier_kinds, IdentifierKinds::default());
+        json["identifier_kinds"] = serde_json::json!({"national": ["urn:jp:mynumber"]});
+        let m = Model::from_json(&json.to_string()).unwrap();
+        assert_eq!(m.identifier_kinds.national, ["urn:jp:mynumber"]);
+        assert_eq!(
+            m.identifier_kinds.facility,
+            IdentifierKinds::default().facility,
+            "fields left out keep their defaults"
+        );
     }
 
     #[test]

@@ -151,6 +151,10 @@ pub struct Record {
     pub line: Option<String>,
     /// Identifiers as `(system, value)`; value trimmed and upper-cased.
     pub identifiers: Vec<(String, String)>,
+    /// Systems of the identifiers whose `type` is `MR` (facility record numbers, whatever the
+    /// system; see [`crate::identifier::IdentifierKinds`]).
+    #[serde(default)]
+    pub record_number_systems: Vec<String>,
     /// `multipleBirthInteger` (birth order); `Some(0)` for `multipleBirthBoolean: true`.
     pub multiple_birth: Option<u32>,
 }
@@ -293,6 +297,15 @@ impl Record {
                 let pair = (system.to_owned(), value);
                 if !pair.1.is_empty() && seen.insert(pair.clone()) {
                     r.identifiers.push(pair);
+                    let typed_mr = i
+                        .get("type")
+                        .map(|t| array(t, "coding"))
+                        .unwrap_or(&[])
+                        .iter()
+                        .any(|c| c.get("code").and_then(Value::as_str) == Some("MR"));
+                    if typed_mr && !r.record_number_systems.iter().any(|s| s == system) {
+                        r.record_number_systems.push(system.to_owned());
+                    }
                 }
             }
         }

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::compare::{Comparison, Field, compare, level};
 use crate::hashing::{FxHashMap, key_hash};
+use crate::identifier::{Agreement, IdentifierKind};
 use crate::model::Model;
 use crate::record::Record;
 
@@ -80,6 +81,23 @@ pub enum Note {
     BirthDatesConflict,
 }
 
+/// A guard an identifier lifted, and why: the identifier says the two records are one person
+/// (twins do not share a person number; a parent and a child of one name do not share one).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GuardLift {
+    /// The guard lifted ([`Note::PossibleTwin`] or [`Note::BirthDatesConflict`]).
+    pub guard: Note,
+    /// The kind of the identifier system that lifted it.
+    pub kind: IdentifierKind,
+    /// The system.
+    pub system: String,
+    /// How the two values compare (exact, or a national number one keying error off with
+    /// the other fields alone at least probable).
+    pub agreement: Agreement,
+    /// The reason in words.
+    pub reason: String,
+}
+
 /// The three outcomes of a pair.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -125,6 +143,9 @@ pub struct Score {
     pub fields: Vec<FieldScore>,
     /// Guards and observations.
     pub notes: Vec<Note>,
+    /// Guards among `notes` that an identifier lifted, with the reason.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub lifted: Vec<GuardLift>,
 }
 
 /// Scores pairs with a model and (optionally) population term frequencies.
@@ -167,9 +188,31 @@ impl<'a> Scorer<'a> {
         base + adjustment.clamp(-bound, bound)
     }
 
-    fn total(&self, a: &Record, c: &Comparison) -> f64 {
+    /// The weight of the deciding identifier evidence: by its kind and agreement.
+    fn identifier_weight(&self, c: &Comparison) -> f64 {
+        let Some(e) = &c.identifier else { return 0.0 };
+        let agree = self.model.weight(Field::Identifier, level::EXACT);
+        let conflict = self
+            .model
+            .weight(Field::Identifier, level::IDENTIFIER_CONFLICT);
+        match (e.kind, e.agreement) {
+            (_, Agreement::Exact) => agree,
+            // One keying error in a national number: strong, but less than the same value.
+            (_, Agreement::OneKeyingError) => agree / 2.0,
+            (IdentifierKind::Facility, Agreement::Conflict) => {
+                self.model.identifier_kinds.facility_conflict_weight
+            }
+            (_, Agreement::Conflict) => conflict,
+        }
+    }
+
+    /// Weight of the fields other than the identifier, prior included.
+    fn other_fields(&self, a: &Record, c: &Comparison) -> f64 {
         let mut w = self.model.prior_weight();
         for field in Field::ALL {
+            if field == Field::Identifier {
+                continue;
+            }
             let lvl = c.levels[field.index()];
             let value = match field {
                 Field::Given => a.given.first().map(String::as_str),
@@ -185,7 +228,58 @@ impl<'a> Scorer<'a> {
         w
     }
 
-    fn classify(&self, weight: f64, c: &Comparison) -> MatchClass {
+    fn total(&self, a: &Record, c: &Comparison) -> f64 {
+        self.other_fields(a, c) + self.identifier_weight(c)
+    }
+
+    /// The guards the identifier evidence lifts: exact agreement of a national or facility
+    /// number, or a national number one keying error off when the other fields alone reach
+    /// the review threshold. Shared identifiers never lift a guard.
+    fn lifts(&self, a: &Record, c: &Comparison) -> Vec<GuardLift> {
+        let Some(e) = &c.identifier else {
+            return Vec::new();
+        };
+        if !(c.possible_twin || c.birth_dates_conflict) {
+            return Vec::new();
+        }
+        let kind = match e.kind {
+            IdentifierKind::National => "national person number",
+            IdentifierKind::Facility => "facility record number",
+            IdentifierKind::Shared => return Vec::new(),
+        };
+        let how = match e.agreement {
+            Agreement::Exact => "agrees",
+            Agreement::OneKeyingError
+                if e.kind == IdentifierKind::National
+                    && probability(self.other_fields(a, c)) >= self.model.thresholds.review =>
+            {
+                "agrees within one keying error, and the other fields agree"
+            }
+            _ => return Vec::new(),
+        };
+        let mut lifted = Vec::new();
+        let mut lift = |guard: Note, what: &str| {
+            lifted.push(GuardLift {
+                guard,
+                kind: e.kind,
+                system: e.system.clone(),
+                agreement: e.agreement,
+                reason: format!(
+                    "{what} guard lifted: the {kind} ({}) {how}; it names one person",
+                    e.system
+                ),
+            })
+        };
+        if c.possible_twin {
+            lift(Note::PossibleTwin, "twin");
+        }
+        if c.birth_dates_conflict {
+            lift(Note::BirthDatesConflict, "birth-date");
+        }
+        lifted
+    }
+
+    fn classify(&self, weight: f64, c: &Comparison, lifted: &[GuardLift]) -> MatchClass {
         let p = probability(weight);
         let t = self.model.thresholds;
         let class = if p >= t.auto_link {
@@ -195,9 +289,12 @@ impl<'a> Scorer<'a> {
         } else {
             MatchClass::NoMatch
         };
+        let held = |guard: Note| !lifted.iter().any(|l| l.guard == guard);
         if c.different_birth_order {
             MatchClass::NoMatch
-        } else if c.possible_twin || c.birth_dates_conflict {
+        } else if (c.possible_twin && held(Note::PossibleTwin))
+            || (c.birth_dates_conflict && held(Note::BirthDatesConflict))
+        {
             class.min(MatchClass::Review)
         } else {
             class
@@ -206,25 +303,36 @@ impl<'a> Scorer<'a> {
 
     /// Weight and class only: the hot path for batch clustering and candidate ranking.
     pub fn quick(&self, a: &Record, b: &Record) -> (f64, MatchClass) {
-        let c = compare(a, b);
+        let c = compare(a, b, &self.model.identifier_kinds);
         let w = self.total(a, &c);
-        (w, self.classify(w, &c))
+        (w, self.classify(w, &c, &self.lifts(a, &c)))
     }
 
-    /// True when two records may belong to one identity: not clearly twins, not of different
+    /// True when two records may belong to one identity: not clearly twins (unless an
+    /// identifier lifts that guard), no conflicting national person numbers, not of different
     /// birth order, and not below the review threshold. Used to stop transitive chains.
     pub fn compatible(&self, a: &Record, b: &Record) -> bool {
-        let c = compare(a, b);
-        !c.clear_twin
+        let c = compare(a, b, &self.model.identifier_kinds);
+        let national_conflict = c.identifier.as_ref().is_some_and(|e| {
+            e.kind == IdentifierKind::National && e.agreement == Agreement::Conflict
+        });
+        let twin = c.clear_twin
+            && !self
+                .lifts(a, &c)
+                .iter()
+                .any(|l| l.guard == Note::PossibleTwin);
+        !twin
+            && !national_conflict
             && !c.different_birth_order
             && probability(self.total(a, &c)) >= self.model.thresholds.review
     }
 
     /// The full score with its per-field explanation.
     pub fn score(&self, a: &Record, b: &Record) -> Score {
-        let c = compare(a, b);
+        let c = compare(a, b, &self.model.identifier_kinds);
         let weight = self.total(a, &c);
-        let class = self.classify(weight, &c);
+        let lifted = self.lifts(a, &c);
+        let class = self.classify(weight, &c, &lifted);
         let fields = Field::ALL
             .iter()
             .map(|&field| {
@@ -245,15 +353,21 @@ impl<'a> Scorer<'a> {
                     && lvl == level::MISSING
                     && !a.identifiers.is_empty()
                     && !b.identifiers.is_empty();
-                let level = if not_comparable {
-                    NOT_COMPARABLE.to_owned()
+                let evidence = c.identifier.as_ref().filter(|_| field == Field::Identifier);
+                let level = match evidence {
+                    Some(e) => identifier_level(e.kind, e.agreement),
+                    None if not_comparable => NOT_COMPARABLE.to_owned(),
+                    None => field.levels()[lvl as usize].to_owned(),
+                };
+                let weight = if field == Field::Identifier {
+                    self.identifier_weight(&c)
                 } else {
-                    field.levels()[lvl as usize].to_owned()
+                    self.field_weight(field, lvl, value)
                 };
                 FieldScore {
                     field,
                     level,
-                    weight: self.field_weight(field, lvl, value),
+                    weight,
                     left,
                     right,
                 }
@@ -278,8 +392,25 @@ impl<'a> Scorer<'a> {
             class,
             fields,
             notes,
+            lifted,
         }
     }
+}
+
+/// The explanation level of identifier evidence: kind and agreement (`national_agree`,
+/// `national_one_keying_error`, `facility_conflict`, `shared_agree`, ...).
+fn identifier_level(kind: IdentifierKind, agreement: Agreement) -> String {
+    let kind = match kind {
+        IdentifierKind::National => "national",
+        IdentifierKind::Facility => "facility",
+        IdentifierKind::Shared => "shared",
+    };
+    let agreement = match agreement {
+        Agreement::Exact => "agree",
+        Agreement::OneKeyingError => "one_keying_error",
+        Agreement::Conflict => "conflict",
+    };
+    format!("{kind}_{agreement}")
 }
 
 fn shown(field: Field, a: &Record, b: &Record) -> (Option<String>, Option<String>) {
@@ -400,6 +531,181 @@ mod tests {
         assert_eq!(f.left.as_deref(), Some("urn:mrn:a|1"));
         b.identifiers.clear();
         assert_eq!(field(&a, &b).level, "missing");
+    }
+
+    const SSN: &str = crate::identifier::US_SSN;
+
+    fn with_id(mut r: Record, system: &str, value: &str) -> Record {
+        r.identifiers.push((system.into(), value.into()));
+        r
+    }
+
+    #[test]
+    fn twins_with_different_person_numbers_stay_apart() {
+        let model = Model::default();
+        let s = Scorer::new(&model, None);
+        let mary = with_id(
+            rec("mary", "koch", "1990-01-02", "5551624456"),
+            SSN,
+            "999538547",
+        );
+        let alice = with_id(
+            rec("alice", "koch", "1990-01-02", "5551624456"),
+            SSN,
+            "999612203",
+        );
+        let score = s.score(&mary, &alice);
+        assert!(score.notes.contains(&Note::PossibleTwin));
+        assert!(score.lifted.is_empty());
+        assert!(score.class < MatchClass::Link, "{score:?}");
+        assert_eq!(
+            score.fields[Field::Identifier.index()].level,
+            "national_conflict"
+        );
+        assert!(score.fields[Field::Identifier.index()].weight < -5.0);
+        assert!(
+            !s.compatible(&mary, &alice),
+            "never chained into one identity"
+        );
+    }
+
+    #[test]
+    fn a_replaced_given_name_under_one_person_number_links_and_says_why() {
+        let model = Model::default();
+        let s = Scorer::new(&model, None);
+        let a = with_id(
+            rec("mary", "koch", "1990-01-02", "5551624456"),
+            SSN,
+            "999538547",
+        );
+        let b = with_id(
+            rec("alice", "koch", "1990-01-02", "5551624456"),
+            SSN,
+            "999538547",
+        );
+        let score = s.score(&a, &b);
+        assert!(score.notes.contains(&Note::PossibleTwin));
+        assert_eq!(score.class, MatchClass::Link, "{score:?}");
+        assert_eq!(score.lifted.len(), 1);
+        let lift = &score.lifted[0];
+        assert_eq!(lift.guard, Note::PossibleTwin);
+        assert_eq!(lift.kind, IdentifierKind::National);
+        assert!(lift.reason.contains("twin guard lifted"), "{}", lift.reason);
+        assert!(lift.reason.contains(SSN));
+        assert_eq!(
+            score.fields[Field::Identifier.index()].level,
+            "national_agree"
+        );
+        assert!(s.compatible(&a, &b));
+        let json = serde_json::to_value(&score).unwrap();
+        assert_eq!(json["lifted"][0]["guard"], "possible_twin");
+        // A replaced birth date under the same number: the birth-date guard is lifted too.
+        let mut c = b.clone();
+        c.given = a.given.clone();
+        c.birth = Date::parse("1971-05-12");
+        let score = s.score(&a, &c);
+        assert_eq!(score.class, MatchClass::Link, "{score:?}");
+        assert_eq!(score.lifted[0].guard, Note::BirthDatesConflict);
+    }
+
+    #[test]
+    fn a_national_number_one_keying_error_off_lifts_only_with_other_evidence() {
+        let model = Model::default();
+        let s = Scorer::new(&model, None);
+        let a = with_id(
+            rec("mary", "koch", "1990-01-02", "5551624456"),
+            SSN,
+            "999538547",
+        );
+        // Neighbouring digits swapped and the birth date missing: still the same person.
+        let mut b = with_id(rec("mary", "koch", "", "5551624456"), SSN, "999538574");
+        let score = s.score(&a, &b);
+        assert_eq!(score.class, MatchClass::Link, "{score:?}");
+        assert_eq!(
+            score.fields[Field::Identifier.index()].level,
+            "national_one_keying_error"
+        );
+        // With a replaced given name it lifts the twin guard, the other fields agreeing.
+        b.given = vec!["alice".into()];
+        b.birth = a.birth;
+        let score = s.score(&a, &b);
+        assert_eq!(score.lifted[0].agreement, Agreement::OneKeyingError);
+        assert_eq!(score.class, MatchClass::Link, "{score:?}");
+        // With nothing else agreeing, a near number lifts nothing.
+        let stranger = with_id(rec("john", "koch", "1971-05-12", ""), SSN, "999538574");
+        let mut lonely = with_id(rec("mary", "koch", "1990-01-02", ""), SSN, "999538547");
+        lonely.phones.clear();
+        let score = s.score(&lonely, &stranger);
+        assert!(score.notes.contains(&Note::BirthDatesConflict));
+        assert!(score.lifted.is_empty(), "{score:?}");
+        assert!(score.class < MatchClass::Link);
+    }
+
+    #[test]
+    fn a_shared_insurance_card_number_never_lifts_a_guard() {
+        let mut model = Model::default();
+        let card = "urn:oid:1.2.392.100495.20.3.61.1";
+        let a = with_id(
+            rec("mary", "koch", "1990-01-02", "5551624456"),
+            card,
+            "12345678",
+        );
+        let b = with_id(
+            rec("alice", "koch", "1990-01-02", "5551624456"),
+            card,
+            "12345678",
+        );
+        // Unknown systems are shared, and so are the listed ones.
+        for listed in [false, true] {
+            if listed {
+                model.identifier_kinds.shared.push(card.into());
+            }
+            let s = Scorer::new(&model, None);
+            let score = s.score(&a, &b);
+            assert!(score.notes.contains(&Note::PossibleTwin));
+            assert!(score.lifted.is_empty());
+            assert!(score.class <= MatchClass::Review, "{score:?}");
+            assert_eq!(
+                score.fields[Field::Identifier.index()].level,
+                "shared_agree"
+            );
+            assert!(!s.compatible(&a, &b));
+        }
+    }
+
+    #[test]
+    fn a_second_record_number_at_one_facility_is_weak_evidence_and_agreement_lifts() {
+        let model = Model::default();
+        let s = Scorer::new(&model, None);
+        let mrn = "urn:oid:1.2.392.100495.20.3.51.11311234567";
+        let a = with_id(rec("mary", "koch", "1990-01-02", "5551624456"), mrn, "100");
+        let b = with_id(rec("mary", "koch", "1990-01-02", "5551624456"), mrn, "200");
+        let score = s.score(&a, &b);
+        assert_eq!(score.class, MatchClass::Link, "{score:?}");
+        assert_eq!(
+            score.fields[Field::Identifier.index()].level,
+            "facility_conflict"
+        );
+        assert_eq!(
+            score.fields[Field::Identifier.index()].weight,
+            model.identifier_kinds.facility_conflict_weight
+        );
+        // Any system typed MR is a facility record number; agreement lifts the guards.
+        let mut c = with_id(
+            rec("mary", "koch", "1961-07-30", "5551624456"),
+            "urn:h:mrn",
+            "7",
+        );
+        c.record_number_systems = vec!["urn:h:mrn".into()];
+        let d = with_id(
+            rec("mary", "koch", "1990-01-02", "5551624456"),
+            "urn:h:mrn",
+            "7",
+        );
+        let score = s.score(&c, &d);
+        assert_eq!(score.lifted[0].guard, Note::BirthDatesConflict);
+        assert_eq!(score.lifted[0].kind, IdentifierKind::Facility);
+        assert_eq!(score.class, MatchClass::Link, "{score:?}");
     }
 
     #[test]

@@ -1,0 +1,209 @@
+//! Identifier kinds: which identifier systems name one person for life (national person
+//! numbers), which name one registration at one facility (record numbers, MRNs), and which
+//! may be shared by several people (an insurance card number of a household). The kind decides
+//! what agreement and disagreement of two values mean, and whether agreement may lift the
+//! twin and birth-date guards (see `score`). The [`IdentifierKinds`] are part of the model file.
+
+use serde::{Deserialize, Serialize};
+
+use crate::record::Record;
+
+/// What an identifier system names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IdentifierKind {
+    /// May be shared by several people (a family's insurance card, a household phone), or not
+    /// known: agreement counts as evidence but never lifts a guard.
+    Shared,
+    /// One registration at one facility (an MRN): agreement lifts the guards, disagreement is
+    /// weak evidence (one person registered twice at one hospital is what an EMPI finds).
+    Facility,
+    /// One per person for life (a social security number, a national person number, a
+    /// passport): agreement lifts the guards, disagreement is strong evidence against.
+    National,
+}
+
+/// Identifier systems by kind, as system URIs or URI prefixes (an entry ending in `*` matches
+/// every system that starts with the rest, e.g. JP Core's record numbers, whose system is a
+/// fixed OID followed by the facility code). Identifiers whose `type` is `MR` are facility
+/// record numbers whatever their system. Any other system is [`IdentifierKind::Shared`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct IdentifierKinds {
+    /// National person numbers.
+    pub national: Vec<String>,
+    /// Facility record numbers.
+    pub facility: Vec<String>,
+    /// Systems known to be shared (listed for documentation; unknown systems are shared too).
+    pub shared: Vec<String>,
+    /// Weight in bits of two different values in one facility system (weak evidence against).
+    pub facility_conflict_weight: f64,
+}
+
+/// US Social Security Number.
+pub const US_SSN: &str = "http://hl7.org/fhir/sid/us-ssn";
+/// JP Core patient record number: this OID followed by the 10-digit facility code.
+pub const JP_CORE_MRN_PREFIX: &str = "urn:oid:1.2.392.100495.20.3.51.1";
+
+impl Default for IdentifierKinds {
+    fn default() -> Self {
+        IdentifierKinds {
+            national: vec![US_SSN.to_owned()],
+            facility: vec![format!("{JP_CORE_MRN_PREFIX}*")],
+            shared: Vec::new(),
+            facility_conflict_weight: -1.0,
+        }
+    }
+}
+
+fn listed(list: &[String], system: &str) -> bool {
+    list.iter().any(|entry| match entry.strip_suffix('*') {
+        Some(prefix) => system.starts_with(prefix),
+        None => entry == system,
+    })
+}
+
+impl IdentifierKinds {
+    /// The kind of `system`; `typed_mr` when the identifier's `type` is `MR`.
+    pub fn kind(&self, system: &str, typed_mr: bool) -> IdentifierKind {
+        if listed(&self.national, system) {
+            IdentifierKind::National
+        } else if listed(&self.shared, system) {
+            IdentifierKind::Shared
+        } else if typed_mr || listed(&self.facility, system) {
+            IdentifierKind::Facility
+        } else {
+            IdentifierKind::Shared
+        }
+    }
+}
+
+/// How two values of one system compare.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Agreement {
+    /// The same value.
+    Exact,
+    /// One keying error apart: one character substituted or two neighbours swapped.
+    OneKeyingError,
+    /// Different values.
+    Conflict,
+}
+
+/// The deciding identifier evidence of a pair: the strongest kind the two records share a
+/// system of (national before facility before shared), and how its values compare.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdentifierEvidence {
+    /// The kind of the deciding system.
+    pub kind: IdentifierKind,
+    /// The deciding system.
+    pub system: String,
+    /// How the values compare (the best over the values the two records hold in it).
+    pub agreement: Agreement,
+}
+
+/// Whether two values are one keying error apart: same length and either one substitution or
+/// two neighbouring characters swapped.
+pub fn one_keying_error(a: &str, b: &str) -> bool {
+    let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
+    if a.len() != b.len() || a == b {
+        return false;
+    }
+    let diff: Vec<usize> = (0..a.len()).filter(|&i| a[i] != b[i]).collect();
+    match diff.as_slice() {
+        [_] => true,
+        [i, j] => *j == i + 1 && a[*i] == b[*j] && a[*j] == b[*i],
+        _ => false,
+    }
+}
+
+/// The deciding identifier evidence of two records, if they share a system.
+pub fn evidence(a: &Record, b: &Record, kinds: &IdentifierKinds) -> Option<IdentifierEvidence> {
+    let mut best: Option<IdentifierEvidence> = None;
+    for (sa, va) in &a.identifiers {
+        for (sb, vb) in &b.identifiers {
+            if sa != sb {
+                continue;
+            }
+            let typed_mr =
+                a.record_number_systems.contains(sa) || b.record_number_systems.contains(sb);
+            let kind = kinds.kind(sa, typed_mr);
+            let agreement = if va == vb {
+                Agreement::Exact
+            } else if kind == IdentifierKind::National && one_keying_error(va, vb) {
+                Agreement::OneKeyingError
+            } else {
+                Agreement::Conflict
+            };
+            let rank = |e: &IdentifierEvidence| {
+                let agreement = match e.agreement {
+                    Agreement::Exact => 2,
+                    Agreement::OneKeyingError => 1,
+                    Agreement::Conflict => 0,
+                };
+                (e.kind, agreement)
+            };
+            let candidate = IdentifierEvidence {
+                kind,
+                system: sa.clone(),
+                agreement,
+            };
+            if best.as_ref().is_none_or(|b| rank(&candidate) > rank(b)) {
+                best = Some(candidate);
+            }
+        }
+    }
+    best
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_by_system_prefix_and_type() {
+        let k = IdentifierKinds::default();
+        assert_eq!(k.kind(US_SSN, false), IdentifierKind::National);
+        assert_eq!(
+            k.kind("urn:oid:1.2.392.100495.20.3.51.11311234567", false),
+            IdentifierKind::Facility
+        );
+        assert_eq!(k.kind("urn:example:mrn", true), IdentifierKind::Facility);
+        assert_eq!(k.kind("urn:example:card", false), IdentifierKind::Shared);
+    }
+
+    #[test]
+    fn keying_errors_are_one_substitution_or_one_neighbour_swap() {
+        assert!(one_keying_error("123456789", "123456780"));
+        assert!(one_keying_error("123456789", "123465789"));
+        assert!(!one_keying_error("123456789", "123456789"));
+        assert!(!one_keying_error("123456789", "923456781"));
+        assert!(!one_keying_error("123456789", "12345678"));
+        assert!(!one_keying_error("123456789", "124356798"));
+    }
+
+    #[test]
+    fn national_evidence_decides_before_facility() {
+        let k = IdentifierKinds::default();
+        let mut a = Record::default();
+        let mut b = Record::default();
+        a.identifiers = vec![
+            ("urn:mrn".into(), "1".into()),
+            (US_SSN.into(), "999-53-8547".into()),
+        ];
+        a.record_number_systems = vec!["urn:mrn".into()];
+        b.identifiers = vec![
+            ("urn:mrn".into(), "1".into()),
+            (US_SSN.into(), "999-53-8574".into()),
+        ];
+        let e = evidence(&a, &b, &k).unwrap();
+        assert_eq!(e.kind, IdentifierKind::National);
+        assert_eq!(e.agreement, Agreement::OneKeyingError);
+        b.identifiers.truncate(1);
+        let e = evidence(&a, &b, &k).unwrap();
+        assert_eq!(
+            (e.kind, e.agreement),
+            (IdentifierKind::Facility, Agreement::Exact)
+        );
+    }
+}
