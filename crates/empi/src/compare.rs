@@ -179,8 +179,11 @@ pub fn compare(a: &Record, b: &Record, kinds: &IdentifierKinds) -> Comparison {
     };
     // Twins share surname and birth date; their given names differ by more than a typo
     // (Maria / Mariela is a sibling, Maria / Mraia is a keying error): two or more edits.
+    // Different kanji under one kana reading (呉実 / 公望, both クミ) are an input method's
+    // conversion error, not a sibling: the reading is the stronger evidence.
+    let same_reading = matches!((&a.given_kana, &b.given_kana), (Some(x), Some(y)) if x == y);
     let given_far = match (a.given.first(), b.given.first()) {
-        (Some(x), Some(y)) => edit_distance(&ocr_fold(x), &ocr_fold(y)) >= 2,
+        (Some(x), Some(y)) => !same_reading && edit_distance(&ocr_fold(x), &ocr_fold(y)) >= 2,
         _ => false,
     };
     let same_family_and_birth = !names_swapped && family == level::EXACT && birth == level::EXACT;
@@ -435,6 +438,30 @@ mod tests {
         let c = compare(
             &rec("robert", "smith", "1980-04-07"),
             &rec("alice", "smith", "1980-04-07"),
+        );
+        assert!(c.possible_twin);
+    }
+
+    fn jp(given: &str, given_kana: &str, birth: &str) -> Record {
+        let mut r = rec(given, "佐藤", birth);
+        r.family_kana = Some("サトー".into());
+        r.given_kana = Some(given_kana.into());
+        r
+    }
+
+    #[test]
+    fn different_kanji_under_one_reading_are_a_conversion_error_not_a_twin() {
+        // 呉実 / 公望, both クミ: an input method's conversion error.
+        let c = compare(
+            &jp("呉実", "クミ", "1980-04-07"),
+            &jp("公望", "クミ", "1980-04-07"),
+        );
+        assert_eq!(c.levels[0], level::GIVEN_CLOSE);
+        assert!(!c.possible_twin && !c.clear_twin);
+        // Different readings under different kanji are still possible twins.
+        let c = compare(
+            &jp("一儀", "カズノリ", "1980-04-07"),
+            &jp("和美", "カズミ", "1980-04-07"),
         );
         assert!(c.possible_twin);
     }

@@ -8,7 +8,8 @@
 //! # Pipeline
 //!
 //! 1. [`record::Record::from_patient`] extracts and [`normalize`]s what matching compares: names
-//!    (NFKC, case, diacritics, punctuation; hiragana/katakana and half/full width folded; kanji
+//!    (NFKC, case, diacritics, punctuation; hiragana/katakana and half/full width folded; long
+//!    vowels of kana readings written one way, ショウヘイ = ショーヘイ; kanji
 //!    variants 髙→高, 﨑→崎, 齋→斎; JP Core kana names from the iso21090 `EN-representation`
 //!    extension `SYL`, ideographic `IDE`, alphabetic `ABC`), nicknames (Bob→Robert), phone
 //!    numbers and postcodes in any format, birth dates (swapped day/month recognised).
@@ -19,7 +20,8 @@
 //! 3. [`compare::compare`] maps a pair to one agreement level per field; [`score::Scorer`] turns
 //!    levels into Fellegi–Sunter weights (log2 m/u) from a [`model::Model`], adjusts exact name
 //!    weights by term frequency (a shared "Smith" says less than a shared "Goldner"), and
-//!    applies the guards: possible twins (same surname and birth date, different given name) are
+//!    applies the guards: possible twins (same surname and birth date, different given name;
+//!    different kanji under one kana reading are a conversion error, not a twin) are
 //!    never linked automatically, birth dates more than a keying error apart are only
 //!    reviewed, different stated birth orders never match. Identifiers weigh by the
 //!    [`identifier::IdentifierKind`] of their system (the model's `identifier_kinds`): a

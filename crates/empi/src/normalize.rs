@@ -289,6 +289,43 @@ pub fn text(input: &str) -> String {
         .join(" ")
 }
 
+/// The vowel a katakana syllable ends in (small ャュョ and ァィゥェォ included), if any.
+fn kana_vowel(c: char) -> Option<char> {
+    const ROWS: [(char, &str); 5] = [
+        ('a', "アカガサザタダナハバパマヤラワァャヮ"),
+        ('i', "イキギシジチヂニヒビピミリィヰ"),
+        ('u', "ウクグスズツヅヌフブプムユルゥュヴ"),
+        ('e', "エケゲセゼテデネヘベペメレェヱ"),
+        ('o', "オコゴソゾトドノホボポモヨロヲォョ"),
+    ];
+    ROWS.iter()
+        .find(|(_, row)| row.contains(c))
+        .map(|(vowel, _)| *vowel)
+}
+
+/// A katakana reading with its long vowels written one way: the long-vowel mark ー, and ウ
+/// after an o- or u-syllable, オ after an o-syllable, イ after an e- or i-syllable, all become
+/// ー (ショーヘイ, ショウヘイ and しょうへい all give ショーヘイ; リュータ and リュウタ both give
+/// リュータ). Input is a [`name`]-normalised reading (hiragana already folded to katakana).
+pub fn long_vowels(reading: &str) -> String {
+    let mut out = String::with_capacity(reading.len());
+    let mut previous: Option<char> = None;
+    for c in reading.chars() {
+        let lengthens = matches!(
+            (previous, c),
+            (Some(_), 'ー') | (Some('o' | 'u'), 'ウ') | (Some('o'), 'オ') | (Some('e' | 'i'), 'イ')
+        );
+        if lengthens {
+            out.push('ー');
+            // `previous` keeps the lengthened vowel, so a doubled mark folds too.
+        } else {
+            out.push(c);
+            previous = kana_vowel(c);
+        }
+    }
+    out
+}
+
 /// True when the name is written in Japanese script (kana or kanji) after normalisation.
 pub fn is_japanese(name: &str) -> bool {
     name.chars().any(|c| {
@@ -377,6 +414,21 @@ impl std::fmt::Display for Date {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn long_vowel_spellings_compare_equal() {
+        let read = |s: &str| long_vowels(&name(s));
+        assert_eq!(read("ショーヘイ"), read("しょうへい"));
+        assert_eq!(read("ショウヘイ"), "ショーヘー");
+        assert_eq!(read("リュータ"), read("リュウタ"));
+        assert_eq!(read("トオル"), read("トール"));
+        assert_eq!(read("ケイコ"), read("ケーコ"));
+        // Not a long vowel: ウ after an a-syllable, イ after an o-syllable, a leading mark.
+        assert_eq!(read("カウ"), "カウ");
+        assert_eq!(read("アオイ"), "アオイ");
+        assert_eq!(read("ーア"), "ーア");
+        assert_ne!(read("ユウコ"), read("ユキコ"));
+    }
 
     #[test]
     fn names_fold_case_digits_diacritics_and_punctuation() {

@@ -135,9 +135,10 @@ pub struct Record {
     pub family: Vec<String>,
     /// Given names of the first name, in order (first name first).
     pub given: Vec<String>,
-    /// Family name in kana (JP Core `SYL` representation), normalised to katakana.
+    /// Family name in kana (JP Core `SYL` representation), normalised to katakana with long
+    /// vowels written one way ([`normalize::long_vowels`]).
     pub family_kana: Option<String>,
-    /// First given name in kana.
+    /// First given name in kana, normalised as `family_kana`.
     pub given_kana: Option<String>,
     /// Birth date.
     pub birth: Option<Date>,
@@ -215,11 +216,12 @@ impl Record {
             let is_kana = representation == Some("SYL")
                 || family.as_deref().is_some_and(is_all_kana) && representation.is_none();
             if is_kana {
+                // Readings compare with their long vowels written one way (ショウヘイ = ショーヘイ).
                 if r.family_kana.is_none() {
-                    r.family_kana = family;
+                    r.family_kana = family.map(|f| normalize::long_vowels(&f));
                 }
                 if r.given_kana.is_none() {
-                    r.given_kana = given.into_iter().next();
+                    r.given_kana = given.first().map(|g| normalize::long_vowels(g));
                 }
                 continue;
             }
@@ -413,7 +415,11 @@ mod tests {
         assert_eq!(r.family, ["高橋"]);
         assert_eq!(r.given, ["太郎"]);
         assert_eq!(r.family_kana.as_deref(), Some("タカハシ"));
-        assert_eq!(r.given_kana.as_deref(), Some("タロウ"));
+        assert_eq!(
+            r.given_kana.as_deref(),
+            Some("タロー"),
+            "long vowels written one way"
+        );
     }
 
     #[test]

@@ -709,6 +709,32 @@ mod tests {
     }
 
     #[test]
+    fn japanese_readings_outweigh_kanji_and_long_vowel_spellings() {
+        use serde_json::json;
+        let model = Model::default();
+        let s = Scorer::new(&model, None);
+        let ext =
+            |code: &str| json!([{"url": crate::record::EN_REPRESENTATION, "valueCode": code}]);
+        let patient = |id: &str, kanji: &str, kana: &str| {
+            json!({"resourceType": "Patient", "id": id, "gender": "male",
+                "birthDate": "1994-07-05",
+                "telecom": [{"system": "phone", "value": "03-1234-5678"}],
+                "name": [{"extension": ext("IDE"), "family": "大谷", "given": [kanji]},
+                         {"extension": ext("SYL"), "family": "オオタニ", "given": [kana]}]})
+        };
+        let a = Record::from_patient(&patient("a", "翔平", "ショーヘイ")).unwrap();
+        // The same reading spelt with ウ, in hiragana: equal readings, equal names.
+        let b = Record::from_patient(&patient("b", "翔平", "しょうへい")).unwrap();
+        assert_eq!(a.given_kana, b.given_kana);
+        assert_eq!(s.score(&a, &b).class, MatchClass::Link);
+        // Other kanji under the same reading: a conversion error, linked, not a possible twin.
+        let c = Record::from_patient(&patient("c", "将平", "ショウヘイ")).unwrap();
+        let score = s.score(&a, &c);
+        assert!(!score.notes.contains(&Note::PossibleTwin), "{score:?}");
+        assert_eq!(score.class, MatchClass::Link, "{score:?}");
+    }
+
+    #[test]
     fn different_people_do_not_match() {
         let model = Model::default();
         let s = Scorer::new(&model, None);
