@@ -175,7 +175,7 @@ pub fn compare(a: &Record, b: &Record, kinds: &IdentifierKinds) -> Comparison {
     let identifier = match evidence.as_ref().map(|e| e.agreement) {
         Some(Agreement::Exact) => level::EXACT,
         Some(Agreement::Conflict) => level::IDENTIFIER_CONFLICT,
-        Some(Agreement::OneKeyingError) | None => level::MISSING,
+        Some(Agreement::NeighboursSwapped | Agreement::OneSubstituted) | None => level::MISSING,
     };
     // Twins share surname and birth date; their given names differ by more than a typo
     // (Maria / Mariela is a sibling, Maria / Mraia is a keying error): two or more edits.

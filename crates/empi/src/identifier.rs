@@ -84,8 +84,11 @@ impl IdentifierKinds {
 pub enum Agreement {
     /// The same value.
     Exact,
-    /// One keying error apart: one character substituted or two neighbours swapped.
-    OneKeyingError,
+    /// One keying error apart: two neighbouring characters swapped.
+    NeighboursSwapped,
+    /// One keying error apart: one character substituted. Twins are often issued consecutive
+    /// numbers, which look like this, so it never lifts the twin guard.
+    OneSubstituted,
     /// Different values.
     Conflict,
 }
@@ -102,18 +105,20 @@ pub struct IdentifierEvidence {
     pub agreement: Agreement,
 }
 
-/// Whether two values are one keying error apart: same length and either one substitution or
-/// two neighbouring characters swapped.
-pub fn one_keying_error(a: &str, b: &str) -> bool {
+/// The keying error that turns one value into the other, if they are one apart: one
+/// substitution or two neighbouring characters swapped (same length either way).
+pub fn keying_error(a: &str, b: &str) -> Option<Agreement> {
     let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
-    if a.len() != b.len() || a == b {
-        return false;
+    if a.len() != b.len() {
+        return None;
     }
     let diff: Vec<usize> = (0..a.len()).filter(|&i| a[i] != b[i]).collect();
     match diff.as_slice() {
-        [_] => true,
-        [i, j] => *j == i + 1 && a[*i] == b[*j] && a[*j] == b[*i],
-        _ => false,
+        [_] => Some(Agreement::OneSubstituted),
+        [i, j] if *j == i + 1 && a[*i] == b[*j] && a[*j] == b[*i] => {
+            Some(Agreement::NeighboursSwapped)
+        }
+        _ => None,
     }
 }
 
@@ -130,15 +135,16 @@ pub fn evidence(a: &Record, b: &Record, kinds: &IdentifierKinds) -> Option<Ident
             let kind = kinds.kind(sa, typed_mr);
             let agreement = if va == vb {
                 Agreement::Exact
-            } else if kind == IdentifierKind::National && one_keying_error(va, vb) {
-                Agreement::OneKeyingError
+            } else if kind == IdentifierKind::National {
+                keying_error(va, vb).unwrap_or(Agreement::Conflict)
             } else {
                 Agreement::Conflict
             };
             let rank = |e: &IdentifierEvidence| {
                 let agreement = match e.agreement {
-                    Agreement::Exact => 2,
-                    Agreement::OneKeyingError => 1,
+                    Agreement::Exact => 3,
+                    Agreement::NeighboursSwapped => 2,
+                    Agreement::OneSubstituted => 1,
                     Agreement::Conflict => 0,
                 };
                 (e.kind, agreement)
@@ -174,12 +180,16 @@ mod tests {
 
     #[test]
     fn keying_errors_are_one_substitution_or_one_neighbour_swap() {
-        assert!(one_keying_error("123456789", "123456780"));
-        assert!(one_keying_error("123456789", "123465789"));
-        assert!(!one_keying_error("123456789", "123456789"));
-        assert!(!one_keying_error("123456789", "923456781"));
-        assert!(!one_keying_error("123456789", "12345678"));
-        assert!(!one_keying_error("123456789", "124356798"));
+        let k = keying_error;
+        assert_eq!(k("123456789", "123456780"), Some(Agreement::OneSubstituted));
+        assert_eq!(
+            k("123456789", "123465789"),
+            Some(Agreement::NeighboursSwapped)
+        );
+        assert_eq!(k("123456789", "123456789"), None);
+        assert_eq!(k("123456789", "923456781"), None);
+        assert_eq!(k("123456789", "12345678"), None);
+        assert_eq!(k("123456789", "124356798"), None);
     }
 
     #[test]
@@ -198,7 +208,7 @@ mod tests {
         ];
         let e = evidence(&a, &b, &k).unwrap();
         assert_eq!(e.kind, IdentifierKind::National);
-        assert_eq!(e.agreement, Agreement::OneKeyingError);
+        assert_eq!(e.agreement, Agreement::NeighboursSwapped);
         b.identifiers.truncate(1);
         let e = evidence(&a, &b, &k).unwrap();
         assert_eq!(

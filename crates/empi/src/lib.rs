@@ -26,8 +26,9 @@
 //!    reviewed, different stated birth orders never match. Identifiers weigh by the
 //!    [`identifier::IdentifierKind`] of their system (the model's `identifier_kinds`): a
 //!    **national** person number (US SSN) agreeing, or one keying error off with the other
-//!    fields agreeing, lifts the twin and birth-date guards, and disagreeing counts strongly
-//!    against; a **facility** record number (type `MR`, JP Core's record-number OID + facility)
+//!    fields agreeing, lifts the twin and birth-date guards (one substituted digit only the
+//!    birth-date guard: twins are often issued consecutive numbers), and disagreeing counts
+//!    strongly against; a **facility** record number (type `MR`, JP Core's record-number OID + facility)
 //!    agreeing lifts the guards, disagreeing is weak evidence (a second registration at one
 //!    hospital is a duplicate to find); a **shared** one (unknown systems, an insurance card a
 //!    family shares) counts as evidence but never lifts a guard. Every [`score::Score`]

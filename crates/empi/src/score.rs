@@ -92,7 +92,8 @@ pub struct GuardLift {
     /// The system.
     pub system: String,
     /// How the two values compare (exact, or a national number one keying error off with
-    /// the other fields alone at least probable).
+    /// the other fields alone at least probable; a substituted character lifts only the
+    /// birth-date guard, as twins are often issued consecutive numbers).
     pub agreement: Agreement,
     /// The reason in words.
     pub reason: String,
@@ -198,7 +199,7 @@ impl<'a> Scorer<'a> {
         match (e.kind, e.agreement) {
             (_, Agreement::Exact) => agree,
             // One keying error in a national number: strong, but less than the same value.
-            (_, Agreement::OneKeyingError) => agree / 2.0,
+            (_, Agreement::NeighboursSwapped | Agreement::OneSubstituted) => agree / 2.0,
             (IdentifierKind::Facility, Agreement::Conflict) => {
                 self.model.identifier_kinds.facility_conflict_weight
             }
@@ -234,7 +235,8 @@ impl<'a> Scorer<'a> {
 
     /// The guards the identifier evidence lifts: exact agreement of a national or facility
     /// number, or a national number one keying error off when the other fields alone reach
-    /// the review threshold. Shared identifiers never lift a guard.
+    /// the review threshold (only neighbours swapped lift the twin guard: twins are often
+    /// issued consecutive numbers, one substitution apart). Shared identifiers never lift one.
     fn lifts(&self, a: &Record, c: &Comparison) -> Vec<GuardLift> {
         let Some(e) = &c.identifier else {
             return Vec::new();
@@ -247,14 +249,19 @@ impl<'a> Scorer<'a> {
             IdentifierKind::Facility => "facility record number",
             IdentifierKind::Shared => return Vec::new(),
         };
-        let how = match e.agreement {
-            Agreement::Exact => "agrees",
-            Agreement::OneKeyingError
-                if e.kind == IdentifierKind::National
-                    && probability(self.other_fields(a, c)) >= self.model.thresholds.review =>
-            {
-                "agrees within one keying error, and the other fields agree"
-            }
+        let others_agree = || probability(self.other_fields(a, c)) >= self.model.thresholds.review;
+        // (what the identifier says, whether it may lift the twin guard)
+        let (how, twin) = match e.agreement {
+            Agreement::Exact => ("agrees", true),
+            Agreement::NeighboursSwapped if others_agree() => (
+                "agrees but for two neighbouring characters swapped, and the other fields agree",
+                true,
+            ),
+            // Twins are often issued consecutive numbers: a substitution is no proof against them.
+            Agreement::OneSubstituted if others_agree() => (
+                "agrees but for one character, and the other fields agree",
+                false,
+            ),
             _ => return Vec::new(),
         };
         let mut lifted = Vec::new();
@@ -270,7 +277,7 @@ impl<'a> Scorer<'a> {
                 ),
             })
         };
-        if c.possible_twin {
+        if c.possible_twin && twin {
             lift(Note::PossibleTwin, "twin");
         }
         if c.birth_dates_conflict {
@@ -398,7 +405,7 @@ impl<'a> Scorer<'a> {
 }
 
 /// The explanation level of identifier evidence: kind and agreement (`national_agree`,
-/// `national_one_keying_error`, `facility_conflict`, `shared_agree`, ...).
+/// `national_neighbours_swapped`, `facility_conflict`, `shared_agree`, ...).
 fn identifier_level(kind: IdentifierKind, agreement: Agreement) -> String {
     let kind = match kind {
         IdentifierKind::National => "national",
@@ -407,7 +414,8 @@ fn identifier_level(kind: IdentifierKind, agreement: Agreement) -> String {
     };
     let agreement = match agreement {
         Agreement::Exact => "agree",
-        Agreement::OneKeyingError => "one_keying_error",
+        Agreement::NeighboursSwapped => "neighbours_swapped",
+        Agreement::OneSubstituted => "one_substituted",
         Agreement::Conflict => "conflict",
     };
     format!("{kind}_{agreement}")
@@ -623,13 +631,38 @@ mod tests {
         assert_eq!(score.class, MatchClass::Link, "{score:?}");
         assert_eq!(
             score.fields[Field::Identifier.index()].level,
-            "national_one_keying_error"
+            "national_neighbours_swapped"
         );
         // With a replaced given name it lifts the twin guard, the other fields agreeing.
         b.given = vec!["alice".into()];
         b.birth = a.birth;
         let score = s.score(&a, &b);
-        assert_eq!(score.lifted[0].agreement, Agreement::OneKeyingError);
+        assert_eq!(score.lifted[0].agreement, Agreement::NeighboursSwapped);
+        assert_eq!(score.class, MatchClass::Link, "{score:?}");
+        // A twin issued the next number (one substitution) stays apart.
+        let twin = with_id(
+            rec("alice", "koch", "1990-01-02", "5551624456"),
+            SSN,
+            "999538548",
+        );
+        let score = s.score(&a, &twin);
+        assert_eq!(
+            score.fields[Field::Identifier.index()].level,
+            "national_one_substituted"
+        );
+        assert!(score.lifted.is_empty(), "{score:?}");
+        assert!(score.class < MatchClass::Link);
+        // But a substitution lifts the birth-date guard when the rest agrees.
+        let mut c = with_id(
+            rec("mary", "koch", "1971-05-12", "5551624456"),
+            SSN,
+            "999538548",
+        );
+        c.line = Some("1 main st".into());
+        let mut a2 = a.clone();
+        a2.line = c.line.clone();
+        let score = s.score(&a2, &c);
+        assert_eq!(score.lifted[0].guard, Note::BirthDatesConflict, "{score:?}");
         assert_eq!(score.class, MatchClass::Link, "{score:?}");
         // With nothing else agreeing, a near number lifts nothing.
         let stranger = with_id(rec("john", "koch", "1971-05-12", ""), SSN, "999538574");
