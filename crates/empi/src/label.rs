@@ -25,11 +25,25 @@ pub enum ErrorKind {
     Japanese,
     /// A twin: a different person sharing surname, birth date, address and phone.
     Twin,
+    /// The given name replaced by another name (not misspelt); the national number kept.
+    GivenReplaced,
+    /// The birth date replaced by another date (not one keying error off); the national
+    /// number kept.
+    BirthReplaced,
+    /// Two neighbouring digits of the national number swapped and the birth date missing.
+    IdentifierSwapped,
+    /// The given name in other kanji of the same kana reading (an input method's conversion
+    /// error: 翔太 / 将太, both ショウタ).
+    KanjiConversion,
+    /// A long vowel of the kana reading spelt another way (ショウタ / ショータ).
+    LongVowel,
+    /// A second registration at the original facility under a new record number.
+    SecondMrn,
 }
 
 impl ErrorKind {
     /// Every kind, for reports.
-    pub const ALL: [ErrorKind; 10] = [
+    pub const ALL: [ErrorKind; 16] = [
         ErrorKind::Original,
         ErrorKind::Typo,
         ErrorKind::Ocr,
@@ -40,6 +54,12 @@ impl ErrorKind {
         ErrorKind::Moved,
         ErrorKind::Japanese,
         ErrorKind::Twin,
+        ErrorKind::GivenReplaced,
+        ErrorKind::BirthReplaced,
+        ErrorKind::IdentifierSwapped,
+        ErrorKind::KanjiConversion,
+        ErrorKind::LongVowel,
+        ErrorKind::SecondMrn,
     ];
 
     /// Lower-case name used in label files.
@@ -55,6 +75,12 @@ impl ErrorKind {
             ErrorKind::Moved => "moved",
             ErrorKind::Japanese => "japanese",
             ErrorKind::Twin => "twin",
+            ErrorKind::GivenReplaced => "given_replaced",
+            ErrorKind::BirthReplaced => "birth_replaced",
+            ErrorKind::IdentifierSwapped => "identifier_swapped",
+            ErrorKind::KanjiConversion => "kanji_conversion",
+            ErrorKind::LongVowel => "long_vowel",
+            ErrorKind::SecondMrn => "second_mrn",
         }
     }
 

@@ -290,7 +290,7 @@ pub fn text(input: &str) -> String {
 }
 
 /// The vowel a katakana syllable ends in (small ャュョ and ァィゥェォ included), if any.
-fn kana_vowel(c: char) -> Option<char> {
+pub(crate) fn kana_vowel(c: char) -> Option<char> {
     const ROWS: [(char, &str); 5] = [
         ('a', "アカガサザタダナハバパマヤラワァャヮ"),
         ('i', "イキギシジチヂニヒビピミリィヰ"),

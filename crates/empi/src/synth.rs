@@ -4,8 +4,12 @@
 //! recombined from their names, dates and addresses; some are turned into Japanese persons (JP
 //! Core kanji + kana names). Each person gets one original record and possibly duplicates from
 //! other facilities, each carrying exactly one error type ([`ErrorKind`]); some persons get a
-//! twin (a different person with the same surname, birth date and address). The labels say
-//! which person (true cluster) each record belongs to and which error it carries.
+//! twin (a different person with the same surname, birth date and address). With
+//! [`GenConfig::replaced_rate`] some duplicates carry issue 19's data-entry classes instead
+//! (given name or birth date replaced under one SSN, SSN digits swapped with the birth date
+//! missing, kanji conversion errors, long-vowel spellings, a second record number at the
+//! original facility). The labels say which person (true cluster) each record belongs to and
+//! which error it carries.
 //! Deterministic for a given seed; no I/O.
 
 use serde_json::{Value, json};
@@ -28,6 +32,11 @@ pub struct GenConfig {
     pub japanese_rate: f64,
     /// Share of persons with a twin.
     pub twin_rate: f64,
+    /// Share of duplicates carrying one of the data-entry error classes of issue 19 (given
+    /// name or birth date replaced, national number digits swapped with the birth date
+    /// missing, kanji conversion error, long-vowel spelling, second record number at one
+    /// facility). 0 (the default) draws none and leaves the other sets exactly as they were.
+    pub replaced_rate: f64,
 }
 
 impl Default for GenConfig {
@@ -38,6 +47,7 @@ impl Default for GenConfig {
             duplicate_rate: 0.4,
             japanese_rate: 0.15,
             twin_rate: 0.03,
+            replaced_rate: 0.0,
         }
     }
 }
@@ -139,6 +149,29 @@ const JP_FEMALE: &[(&str, &str)] = &[
     ("優子", "ユウコ"),
     ("恵美", "エミ"),
     ("桜子", "サクラコ"),
+];
+/// Given names written in other kanji under one reading (an input method's candidates).
+const JP_HOMOPHONES: &[(&str, &[&str])] = &[
+    ("タロウ", &["太郎", "太朗"]),
+    ("ショウタ", &["翔太", "将太", "祥太"]),
+    ("ダイスケ", &["大輔", "大介"]),
+    ("ケンイチ", &["健一", "賢一", "憲一"]),
+    ("マコト", &["誠", "真", "信"]),
+    ("ヒロシ", &["浩", "博", "弘", "広志"]),
+    ("タクヤ", &["拓也", "卓也", "拓哉"]),
+    ("ナオキ", &["直樹", "尚樹", "直紀"]),
+    ("タカシ", &["隆", "孝", "崇"]),
+    ("カズヤ", &["和也", "一也", "和哉"]),
+    ("ユウマ", &["悠真", "優真", "佑真"]),
+    ("ケンタ", &["健太", "健汰", "賢太"]),
+    ("ヨウコ", &["陽子", "洋子", "葉子"]),
+    ("ケイコ", &["恵子", "敬子", "啓子"]),
+    ("ユウコ", &["裕子", "優子", "祐子"]),
+    ("マユミ", &["真由美", "真弓", "麻由美"]),
+    ("ナオコ", &["直子", "尚子", "奈緒子"]),
+    ("ユミ", &["由美", "裕美", "弓"]),
+    ("トモコ", &["智子", "友子", "知子"]),
+    ("アケミ", &["明美", "朱美"]),
 ];
 const JP_PLACES: &[&str] = &[
     "東京都新宿区西新宿",
@@ -678,7 +711,105 @@ impl Generator<'_> {
                     }
                 }
             }
-            ErrorKind::Original | ErrorKind::Twin => {}
+            ErrorKind::GivenReplaced => {
+                if v.ssn.is_none() {
+                    return self.apply(p, v, ErrorKind::Typo, index);
+                }
+                let first = p.given.first().cloned().unwrap_or_default();
+                let other = loop {
+                    let name = self.rng.pick(self.seeds).given.first().cloned();
+                    if let Some(name) = name
+                        && !name.is_empty()
+                        && name.chars().next() != first.chars().next()
+                    {
+                        break name;
+                    }
+                };
+                v.given = vec![other];
+            }
+            ErrorKind::BirthReplaced => {
+                if v.ssn.is_none() {
+                    return self.apply(p, v, ErrorKind::Typo, index);
+                }
+                let (y, _, _) = p.birth;
+                let year = if y > 1930 {
+                    y - 3 - self.rng.below(20) as u16
+                } else {
+                    y + 11
+                };
+                let (m, d) = (1 + self.rng.below(12), 1 + self.rng.below(28));
+                v.birth = Some(format!("{year:04}-{m:02}-{d:02}"));
+            }
+            ErrorKind::IdentifierSwapped => {
+                let Some(ssn) = v.ssn.clone() else {
+                    return self.apply(p, v, ErrorKind::Typo, index);
+                };
+                let chars: Vec<char> = ssn.chars().collect();
+                let spots: Vec<usize> = (0..chars.len().saturating_sub(1))
+                    .filter(|&i| {
+                        chars[i].is_ascii_digit()
+                            && chars[i + 1].is_ascii_digit()
+                            && chars[i] != chars[i + 1]
+                    })
+                    .collect();
+                if spots.is_empty() {
+                    return self.apply(p, v, ErrorKind::Typo, index);
+                }
+                let at = *self.rng.pick(&spots);
+                let mut chars = chars;
+                chars.swap(at, at + 1);
+                v.ssn = Some(chars.into_iter().collect());
+                v.birth = None;
+            }
+            ErrorKind::KanjiConversion => {
+                let reading = p.kana.as_ref().map(|k| k.1.as_str());
+                let Some((_, spellings)) = JP_HOMOPHONES
+                    .iter()
+                    .find(|(kana, _)| Some(*kana) == reading)
+                else {
+                    return self.apply(p, v, ErrorKind::Japanese, index);
+                };
+                let own = p.given.first().map(String::as_str);
+                let others: Vec<&str> = spellings
+                    .iter()
+                    .copied()
+                    .filter(|k| Some(*k) != own)
+                    .collect();
+                v.given = vec![(*self.rng.pick(&others)).to_owned()];
+            }
+            ErrorKind::LongVowel => {
+                let long = |s: &str| -> Option<String> {
+                    let mut previous = None;
+                    let mut changed = false;
+                    let mut out = String::new();
+                    for c in s.chars() {
+                        if c == 'ウ' && matches!(previous, Some('o' | 'u')) {
+                            out.push('ー');
+                            changed = true;
+                        } else {
+                            out.push(c);
+                            previous = crate::normalize::kana_vowel(c);
+                        }
+                    }
+                    changed.then_some(out)
+                };
+                let given = v.given_kana.as_deref().and_then(long);
+                let family = v.family_kana.as_deref().and_then(long);
+                if given.is_none() && family.is_none() {
+                    return self.apply(p, v, ErrorKind::Japanese, index);
+                }
+                // Sometimes in hiragana too, as an intake form would have it.
+                let hira = self.rng.chance(0.3);
+                let write = |k: String| if hira { to_hiragana(&k) } else { k };
+                if let Some(g) = given {
+                    v.given_kana = Some(write(g));
+                }
+                if let Some(f) = family {
+                    v.family_kana = Some(write(f));
+                }
+            }
+            // The record number is the renderer's: a new one at the original facility.
+            ErrorKind::SecondMrn | ErrorKind::Original | ErrorKind::Twin => {}
         }
         (v, kind)
     }
@@ -901,10 +1032,36 @@ pub fn generate_each(
                         ErrorKind::Moved,
                     ]
                 };
-                let kind = *g.rng.pick(kinds);
+                let replaced = config.replaced_rate > 0.0 && g.rng.chance(config.replaced_rate);
+                let kind = if replaced {
+                    let kinds: &[ErrorKind] = if jp {
+                        &[
+                            ErrorKind::KanjiConversion,
+                            ErrorKind::LongVowel,
+                            ErrorKind::SecondMrn,
+                        ]
+                    } else {
+                        &[
+                            ErrorKind::GivenReplaced,
+                            ErrorKind::BirthReplaced,
+                            ErrorKind::IdentifierSwapped,
+                            ErrorKind::SecondMrn,
+                        ]
+                    };
+                    *g.rng.pick(kinds)
+                } else {
+                    *g.rng.pick(kinds)
+                };
                 let mut base = original.clone();
-                // Another facility: its own record number; the SSN only sometimes.
-                if !g.rng.chance(0.3) {
+                // Another facility: its own record number; the SSN only sometimes (always
+                // for the classes that are about it).
+                let about_ssn = matches!(
+                    kind,
+                    ErrorKind::GivenReplaced
+                        | ErrorKind::BirthReplaced
+                        | ErrorKind::IdentifierSwapped
+                );
+                if !g.rng.chance(0.3) && !about_ssn {
                     base.ssn = None;
                 }
                 let (view, applied) = g.apply(&person, base, kind, index);
@@ -914,7 +1071,9 @@ pub fn generate_each(
                     1 + g.rng.below(12),
                     1 + g.rng.below(28)
                 );
-                let patient = g.render(&view, &id, Some(d), &updated);
+                // A second registration at the original facility: its system, a new number.
+                let facility = (applied != ErrorKind::SecondMrn).then_some(d);
+                let patient = g.render(&view, &id, facility, &updated);
                 if emitted < target {
                     emitted += 1;
                     sink(
@@ -994,6 +1153,57 @@ mod tests {
                 "telecom": [{"system": "phone", "value": "555-162-4456"}],
                 "address": [{"line": ["987 Skiles Union"], "city": "Walnut", "state": "KS", "postalCode": "66780"}]}),
         ]
+    }
+
+    #[test]
+    fn issue_19_classes_are_generated_only_when_asked() {
+        let seeds: Vec<Value> = (0..200).map(|i| seed()[i % 2].clone()).collect();
+        let config = GenConfig {
+            duplicate_rate: 1.0,
+            replaced_rate: 1.0,
+            japanese_rate: 0.4,
+            ..GenConfig::default()
+        };
+        let data = generate(&seeds, &config);
+        let kinds: std::collections::HashSet<ErrorKind> =
+            data.labels.iter().map(|l| l.error).collect();
+        for kind in [
+            ErrorKind::GivenReplaced,
+            ErrorKind::BirthReplaced,
+            ErrorKind::IdentifierSwapped,
+            ErrorKind::KanjiConversion,
+            ErrorKind::LongVowel,
+            ErrorKind::SecondMrn,
+        ] {
+            assert!(kinds.contains(&kind), "{kind:?} missing");
+        }
+        let original_ssn = "999-53-8547";
+        for (p, l) in data.patients.iter().zip(&data.labels) {
+            let ssn = p["identifier"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|i| i["system"] == SSN)
+                .and_then(|i| i["value"].as_str());
+            match l.error {
+                ErrorKind::IdentifierSwapped => {
+                    assert!(p.get("birthDate").is_none());
+                    let ssn = ssn.unwrap();
+                    assert_ne!(ssn, original_ssn);
+                    assert!(crate::identifier::keying_error(ssn, original_ssn).is_some());
+                }
+                ErrorKind::GivenReplaced | ErrorKind::BirthReplaced => {
+                    assert_eq!(ssn, Some(original_ssn));
+                }
+                ErrorKind::SecondMrn => {
+                    assert_eq!(p["identifier"][0]["system"], ORIGINAL_MRN);
+                }
+                _ => {}
+            }
+        }
+        // The default draws none of them, and leaves the sets exactly as they were.
+        let plain = generate(&seeds, &GenConfig::default());
+        assert!(plain.labels.iter().all(|l| l.error <= ErrorKind::Twin));
     }
 
     #[test]

@@ -94,3 +94,55 @@ fn incremental_index_meets_the_accuracy_targets() {
         &eval::evaluate(&predicted, &data.labels),
     );
 }
+
+/// Issue 19's error classes (replaced given name or birth date under one national number,
+/// national number digits swapped with the birth date missing, kanji conversion errors, long
+/// vowels, a second record number at one facility) measured by error type.
+#[test]
+fn replaced_values_and_readings_are_linked_by_error_type() {
+    let data = synth::generate(
+        &seeds(),
+        &GenConfig {
+            seed: 4,
+            replaced_rate: 0.6,
+            ..GenConfig::default()
+        },
+    );
+    let records: Vec<Record> = data
+        .patients
+        .iter()
+        .map(|p| Record::from_patient(p).unwrap())
+        .collect();
+    let model = trained(&records);
+    let result = cluster::cluster(&records, &model, &ClusterConfig::default(), &|_, _| {});
+    let predicted: Vec<(String, String)> = records
+        .iter()
+        .zip(&result.cluster_of)
+        .map(|(r, c)| (r.id.clone(), records[*c as usize].id.clone()))
+        .collect();
+    let e = eval::evaluate(&predicted, &data.labels);
+    println!("batch, issue 19 classes, {} records\n{e}", records.len());
+    // Precision holds on every class; recall is measured, with floors under today's figures
+    // (the issue's target, 0.99 on each, needs the replaced-value weighing still to come).
+    assert!(e.overall.precision() >= 0.995, "{e}");
+    let floors = [
+        ("given_replaced", 0.8),
+        ("birth_replaced", 0.9),
+        ("identifier_swapped", 0.8),
+        ("kanji_conversion", 0.9),
+        ("long_vowel", 0.9),
+        ("second_mrn", 0.8),
+    ];
+    for (kind, floor) in floors {
+        let (_, counts) = e
+            .by_error
+            .iter()
+            .find(|(k, _)| *k == kind)
+            .unwrap_or_else(|| panic!("no {kind} duplicates generated"));
+        assert!(counts.precision() >= 0.995, "{kind}: {e}");
+        assert!(
+            counts.recall() >= floor,
+            "{kind}: recall below {floor}\n{e}"
+        );
+    }
+}
