@@ -140,7 +140,8 @@ fn uid() -> Option<u32> {
 }
 
 /// `Task/<id>  Patient/<source>  candidates: Patient/E.. (0.9876, possible_twin), ...`
-/// (a candidate's guards, from its score's notes, say why it is not linked automatically).
+/// (a candidate's guards, from its score's notes, say why it is not linked automatically; a
+/// guard an identifier lifted is left out).
 fn describe(task: &Value) -> String {
     let candidates: Vec<String> = task["input"]
         .as_array()
@@ -154,16 +155,26 @@ fn describe(task: &Value) -> String {
                 .find(|e| e["url"] == SCORE_EXTENSION)
                 .map(|e| e["valueDecimal"].to_string())
                 .unwrap_or_default();
-            let notes: Vec<String> = i["extension"]
+            let explanation: Value = i["extension"]
                 .as_array()
                 .into_iter()
                 .flatten()
                 .find(|e| e["url"] == EXPLANATION_EXTENSION)
                 .and_then(|e| e["valueString"].as_str())
-                .and_then(|text| serde_json::from_str::<Value>(text).ok())
-                .and_then(|score| score["notes"].as_array().cloned())
-                .unwrap_or_default()
-                .iter()
+                .and_then(|text| serde_json::from_str(text).ok())
+                .unwrap_or(Value::Null);
+            // A guard an identifier lifted is not why the pair waits for review.
+            let lifted: Vec<&Value> = explanation["lifted"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|l| &l["guard"])
+                .collect();
+            let notes: Vec<String> = explanation["notes"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|n| !lifted.contains(n))
                 .filter_map(|n| n.as_str().map(str::to_owned))
                 .collect();
             let why = if notes.is_empty() {
