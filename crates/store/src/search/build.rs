@@ -7,7 +7,9 @@
 //! `(rid, grp)`; chains, `_has` and compartments go through `idx_reference`. Sorted pages wrap
 //! the match in a subquery that computes each sort key (`MIN`/`MAX` over the key's index rows)
 //! with a "missing" flag so that resources without a value sort last in either direction, and
-//! page with a keyset condition on `(keys..., rid)`.
+//! page with a keyset condition on `(keys..., rid)`. A person-level reference (`:mdm`, a
+//! linked compartment) compares `target_id` with the person's Patient ids, a subquery over the
+//! EMPI golden records' `link` rows (`linked_ids`), so it is as current as the links.
 //!
 //! A restricted caller's access policy ([`Restriction`]) adds the conditions of
 //! [`crate::access`] to every resource alias written here (the page, its count, conditional
