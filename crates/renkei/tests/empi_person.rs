@@ -2,7 +2,8 @@
 //! hospitals' records of one person, linked by the EMPI, each with an encounter and an
 //! observation; the golden record's `$everything`, a source's `$everything?_mdm=true` and an
 //! `Observation?subject:mdm=` search return both hospitals' data, paged; after `$empi-unlink`
-//! only the remaining source's. The CapabilityStatement says so.
+//! only the remaining source's; a merge joins them again and an unmerge parts them. The
+//! CapabilityStatement says so.
 
 mod support;
 
@@ -209,6 +210,43 @@ async fn person(backend: Backend) {
     );
     assert_eq!(
         walk(&s, &format!("Observation?subject:mdm=Patient/{g}")).await,
+        sorted(&["Observation/o-a"])
+    );
+    assert_eq!(
+        walk(&s, "Observation?subject:mdm=Patient/b").await,
+        sorted(&["Observation/o-b"])
+    );
+
+    // Merging b's identity into a's joins them again; unmerging parts them again.
+    let gb = golden_of(&s, "b").await;
+    assert_ne!(gb, g);
+    let op = |name: &str, pairs: &[(&str, &str)]| {
+        let body = json!({"resourceType": "Parameters", "parameter": pairs.iter()
+            .map(|(n, v)| json!({"name": n, "valueString": v})).collect::<Vec<_>>()});
+        let path = format!("Patient/{name}");
+        let s = &s;
+        async move {
+            let (status, _, out) = s.send("POST", &path, &[], Some(&body.to_string())).await;
+            assert_eq!(status, 200, "{path}: {out}");
+        }
+    };
+    op(
+        "$empi-merge",
+        &[("from", &gb), ("into", &g), ("reason", "same after all")],
+    )
+    .await;
+    assert_eq!(walk(&s, "Observation?subject:mdm=Patient/a").await, both);
+    assert_eq!(
+        walk(&s, &format!("Patient/{g}/$everything?_type=Observation")).await,
+        both
+    );
+    op(
+        "$empi-unmerge",
+        &[("golden", &gb), ("reason", "not after all")],
+    )
+    .await;
+    assert_eq!(
+        walk(&s, "Observation?subject:mdm=Patient/a").await,
         sorted(&["Observation/o-a"])
     );
     assert_eq!(

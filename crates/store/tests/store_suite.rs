@@ -2090,6 +2090,37 @@ async fn mdm_expands_a_person_across_the_golden_records_links(s: Arc<dyn Store>)
     );
     let after = walk(s, &c, SearchQuery::everything_of("g", true), 3).await;
     assert!(!after.iter().any(|x| x.ends_with("-s2")), "{after:?}");
+    // A retired golden record (merged away: inactive, replaced-by the survivor) joins no one,
+    // and is no one's.
+    let mut retired = golden(&["s2"]);
+    retired["id"] = json!("r");
+    put(retired.clone()).await;
+    assert_eq!(
+        walk(s, &c, mdm("subject:mdm=Patient/r"), 1).await,
+        refs(&["Observation/o-s2"])
+    );
+    retired["active"] = json!(false);
+    retired["link"] = json!([{"other": {"reference": "Patient/g"}, "type": "replaced-by"}]);
+    put(retired).await;
+    assert_eq!(
+        walk(s, &c, mdm("subject:mdm=Patient/r"), 1).await,
+        refs(&[])
+    );
+    assert_eq!(
+        walk(s, &c, mdm("subject:mdm=Patient/g"), 1).await,
+        refs(&["Observation/o-s1"])
+    );
+    // (Its link names g, so it is in g's compartment, as without the expansion.)
+    assert_eq!(
+        walk(s, &c, SearchQuery::everything_of("g", true), 3).await,
+        refs(&[
+            "Encounter/e-s1",
+            "Observation/o-s1",
+            "Patient/g",
+            "Patient/r",
+            "Patient/s1"
+        ])
+    );
     // A deleted golden record joins no one.
     s.delete(&c, "Patient", "g", None).await.unwrap();
     assert_eq!(

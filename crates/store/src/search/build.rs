@@ -200,10 +200,12 @@ impl Builder<'_> {
     /// the current golden Patients (tagged [`GOLDEN_TAG_SYSTEM`]`|`[`GOLDEN_TAG_CODE`]) that
     /// are `id` or whose `link` names it, and every Patient their `link` names. Read from the
     /// stored links when the query runs, so an unlink or unmerge shows at once. Only golden
-    /// records' links count: a source's own `link` (replaced-by, seealso) joins no one.
+    /// records' links count: a source's own `link` (replaced-by, seealso) joins no one; nor
+    /// does a retired golden record (`active` false, merged away: its one link is
+    /// `replaced-by` the golden record that now lists its sources).
     fn linked_ids(&mut self, id: &str) -> String {
         let golden = |b: &mut Self| {
-            let (g, l, k) = (b.alias("g"), b.alias("l"), b.alias("k"));
+            let (g, l, k, n) = (b.alias("g"), b.alias("l"), b.alias("k"), b.alias("n"));
             let system = b.text(GOLDEN_TAG_SYSTEM);
             let code = b.text(GOLDEN_TAG_CODE);
             format!(
@@ -213,7 +215,9 @@ impl Builder<'_> {
                  AND {l}.target_type = 'Patient' AND {l}.target_id = {id})) \
                  AND EXISTS (SELECT 1 FROM idx_token {k} WHERE {k}.rid = {g}.rid \
                  AND {k}.res_type = 'Patient' AND {k}.param = '_tag' \
-                 AND {k}.system = {system} AND {k}.code = {code})"
+                 AND {k}.system = {system} AND {k}.code = {code}) \
+                 AND NOT EXISTS (SELECT 1 FROM idx_token {n} WHERE {n}.rid = {g}.rid \
+                 AND {n}.res_type = 'Patient' AND {n}.param = 'active' AND {n}.code = 'false')"
             )
         };
         let (r, l) = (self.alias("g"), self.alias("l"));
