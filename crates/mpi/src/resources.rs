@@ -511,6 +511,14 @@ pub fn audit_event(
 mod tests {
     use super::*;
 
+    /// The store expands `:mdm` and a person's `$everything` from the golden records it
+    /// recognises by this tag: the one the EMPI writes.
+    #[test]
+    fn the_store_knows_golden_records_by_the_tag_written_here() {
+        assert_eq!(store::search::GOLDEN_TAG_SYSTEM, GOLDEN_TAG_SYSTEM);
+        assert_eq!(store::search::GOLDEN_TAG_CODE, GOLDEN_TAG_CODE);
+    }
+
     #[test]
     fn golden_links_round_trip() {
         let mut links = BTreeMap::new();

@@ -279,6 +279,20 @@ async fn formats_json_only() {
         .map(|p| p["name"].as_str().unwrap())
         .collect();
     assert_eq!(params, vec!["_id", "_lastUpdated", "identifier"]);
+    // $everything declares its person-level form (`_mdm`).
+    let everything = patient["operation"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["name"] == "everything")
+        .unwrap();
+    assert!(
+        everything["documentation"]
+            .as_str()
+            .unwrap()
+            .contains("_mdm=true"),
+        "{everything}"
+    );
 }
 
 /// What FHIR defines and this server does not implement answers 501; a path that names

@@ -1945,8 +1945,193 @@ async fn internal_entries_of_a_restricted_callers_unit_see_everything(s: Arc<dyn
     assert!(s.read(&restricted, "Patient", "p2").await.is_err());
 }
 
+/// A golden Patient (tagged as the EMPI tags them) and its `link`s make one person: `:mdm`
+/// expands a golden or source reference to every linked Patient and `$everything` of the
+/// person covers every source's data, with honest totals and paging; a source's own `link`
+/// joins no one; an unlink or a deleted golden record changes the answer at once; a
+/// restricted caller still sees only its compartment.
+async fn mdm_expands_a_person_across_the_golden_records_links(s: Arc<dyn Store>) {
+    let s: &dyn Store = &*s;
+    let c = ctx();
+    let put = |r: Value| async move {
+        let (ty, id) = (
+            r["resourceType"].as_str().unwrap().to_owned(),
+            r["id"].as_str().unwrap().to_owned(),
+        );
+        s.update(&ctx(), &ty, &id, r, None).await.unwrap();
+    };
+    let golden = |sources: &[&str]| {
+        json!({"resourceType": "Patient", "id": "g",
+            "meta": {"tag": [{"system": store::search::GOLDEN_TAG_SYSTEM,
+                "code": store::search::GOLDEN_TAG_CODE}]},
+            "link": sources.iter().map(|id| json!({"other": {"reference": format!("Patient/{id}")},
+                "type": "seealso"})).collect::<Vec<_>>()})
+    };
+    put(json!({"resourceType": "Practitioner", "id": "dr"})).await;
+    put(json!({"resourceType": "Patient", "id": "s3"})).await;
+    // A source's own link (not a golden record's) names no one of its person.
+    put(json!({"resourceType": "Patient", "id": "s1",
+        "link": [{"other": {"reference": "Patient/s3"}, "type": "seealso"}]}))
+    .await;
+    put(json!({"resourceType": "Patient", "id": "s2"})).await;
+    // Not golden (no tag), though it links s2 and s3.
+    put(json!({"resourceType": "Patient", "id": "n",
+        "link": [{"other": {"reference": "Patient/s2"}, "type": "seealso"},
+                 {"other": {"reference": "Patient/s3"}, "type": "seealso"}]}))
+    .await;
+    put(golden(&["s1", "s2"])).await;
+    for p in ["s1", "s2", "s3"] {
+        put(
+            json!({"resourceType": "Encounter", "id": format!("e-{p}"), "status": "finished",
+            "class": {"code": "AMB"}, "subject": {"reference": format!("Patient/{p}")}}),
+        )
+        .await;
+        let mut o = json!({"resourceType": "Observation", "id": format!("o-{p}"), "status": "final",
+            "code": {"text": "x"}, "subject": {"reference": format!("Patient/{p}")},
+            "encounter": {"reference": format!("Encounter/e-{p}")}});
+        if p == "s2" {
+            o["performer"] = json!([{"reference": "Practitioner/dr"}]);
+        }
+        put(o).await;
+    }
+    let mdm = |q: &str| query(s, "Observation", q);
+    for who in ["Patient/s1", "Patient/s2", "g", "Patient/g"] {
+        assert_eq!(
+            walk(s, &c, mdm(&format!("subject:mdm={who}")), 1).await,
+            refs(&["Observation/o-s1", "Observation/o-s2"]),
+            "subject:mdm={who}"
+        );
+    }
+    assert_eq!(
+        walk(s, &c, mdm("subject:mdm=Patient/s3"), 1).await,
+        refs(&["Observation/o-s3"])
+    );
+    assert_eq!(
+        walk(s, &c, mdm("subject=Patient/s1"), 1).await,
+        refs(&["Observation/o-s1"]),
+        "without :mdm a reference is what it names"
+    );
+    // ORed with another value, and as a probe beside a driving filter.
+    assert_eq!(
+        walk(s, &c, mdm("subject:mdm=Patient/s1,Patient/s3"), 2)
+            .await
+            .len(),
+        3
+    );
+    assert_eq!(
+        walk(s, &c, mdm("_id=o-s2,o-s3&subject:mdm=Patient/s1"), 2).await,
+        refs(&["Observation/o-s2"])
+    );
+    assert!(
+        SearchQuery::parse(
+            Some("Observation"),
+            &store::search::parse_query_string("subject:mdm=Group/1"),
+            s.extractor(),
+            false
+        )
+        .is_err(),
+        ":mdm expands Patient references only"
+    );
+
+    // `n` links s2, so it is in s2's compartment (Patient.link is a compartment parameter),
+    // as it is in s2's own $everything; it adds no one to the person.
+    let person = refs(&[
+        "Patient/n",
+        "Patient/g",
+        "Patient/s1",
+        "Patient/s2",
+        "Encounter/e-s1",
+        "Encounter/e-s2",
+        "Observation/o-s1",
+        "Observation/o-s2",
+        "Practitioner/dr",
+    ]);
+    for owner in ["g", "s1", "s2"] {
+        assert_eq!(
+            walk(s, &c, SearchQuery::everything_of(owner, true), 3).await,
+            person,
+            "{owner}"
+        );
+    }
+    // Narrowed by type like any $everything.
+    let mut q = SearchQuery::everything_of("g", true);
+    q.types = vec!["Observation".into()];
+    assert_eq!(
+        walk(s, &c, q, 1).await,
+        refs(&["Observation/o-s1", "Observation/o-s2"])
+    );
+    // Without the expansion a source's $everything is its own.
+    let own = walk(s, &c, SearchQuery::everything_of("s1", false), 3).await;
+    assert!(!own.contains(&"Observation/o-s2".to_owned()), "{own:?}");
+    assert!(own.contains(&"Observation/o-s1".to_owned()), "{own:?}");
+
+    // A restricted caller still sees its compartment only.
+    let r = ctx().with_access(AccessPolicy::Restricted(Restriction {
+        patients: ["s1".to_owned()].into(),
+        denied_labels: Default::default(),
+        break_glass: false,
+    }));
+    assert_eq!(
+        walk(s, &r, mdm("subject:mdm=Patient/g"), 1).await,
+        refs(&["Observation/o-s1"])
+    );
+    let seen = walk(s, &r, SearchQuery::everything_of("g", true), 2).await;
+    assert!(!seen.iter().any(|x| x.ends_with("-s2")), "{seen:?}");
+
+    // Unlinking s2 changes the answer at once.
+    put(golden(&["s1"])).await;
+    assert_eq!(
+        walk(s, &c, mdm("subject:mdm=Patient/g"), 1).await,
+        refs(&["Observation/o-s1"])
+    );
+    assert_eq!(
+        walk(s, &c, mdm("subject:mdm=Patient/s2"), 1).await,
+        refs(&["Observation/o-s2"])
+    );
+    let after = walk(s, &c, SearchQuery::everything_of("g", true), 3).await;
+    assert!(!after.iter().any(|x| x.ends_with("-s2")), "{after:?}");
+    // A retired golden record (merged away: inactive, replaced-by the survivor) joins no one,
+    // and is no one's.
+    let mut retired = golden(&["s2"]);
+    retired["id"] = json!("r");
+    put(retired.clone()).await;
+    assert_eq!(
+        walk(s, &c, mdm("subject:mdm=Patient/r"), 1).await,
+        refs(&["Observation/o-s2"])
+    );
+    retired["active"] = json!(false);
+    retired["link"] = json!([{"other": {"reference": "Patient/g"}, "type": "replaced-by"}]);
+    put(retired).await;
+    assert_eq!(
+        walk(s, &c, mdm("subject:mdm=Patient/r"), 1).await,
+        refs(&[])
+    );
+    assert_eq!(
+        walk(s, &c, mdm("subject:mdm=Patient/g"), 1).await,
+        refs(&["Observation/o-s1"])
+    );
+    // (Its link names g, so it is in g's compartment, as without the expansion.)
+    assert_eq!(
+        walk(s, &c, SearchQuery::everything_of("g", true), 3).await,
+        refs(&[
+            "Encounter/e-s1",
+            "Observation/o-s1",
+            "Patient/g",
+            "Patient/r",
+            "Patient/s1"
+        ])
+    );
+    // A deleted golden record joins no one.
+    s.delete(&c, "Patient", "g", None).await.unwrap();
+    assert_eq!(
+        walk(s, &c, mdm("subject:mdm=Patient/s1"), 1).await,
+        refs(&["Observation/o-s1"])
+    );
+}
+
 fhir_suite!(
     everything_lists_each_resource_once_across_pages,
+    mdm_expands_a_person_across_the_golden_records_links,
     a_restricted_caller_sees_only_its_patients_compartment,
     internal_entries_of_a_restricted_callers_unit_see_everything,
 );

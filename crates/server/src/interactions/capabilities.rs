@@ -29,6 +29,16 @@ pub const TYPE_INTERACTIONS: &[&str] = &[
 pub const SYSTEM_INTERACTIONS: &[&str] =
     &["transaction", "batch", "search-system", "history-system"];
 
+/// Appended to every reference parameter's documentation: the `:mdm` modifier.
+const MDM_MODIFIER: &str = " (modifier :mdm, HAPI FHIR's MDM convention: a Patient reference \
+     stands for every Patient of its person, the EMPI's golden record and each source it links)";
+
+/// The documentation of `Patient/[id]/$everything`: its `_mdm` parameter.
+const EVERYTHING_MDM: &str = "_since, _type, _count and paging as in R4. Of a golden record \
+     (the EMPI's), and of a source with _mdm=true, it is the person's: the golden record, every \
+     source it links and all of their compartments, read from the links when asked (an unlink \
+     shows at once); _mdm=false keeps it to the Patient named.";
+
 pub async fn handler(State(state): State<AppState>, fhir: Fhir) -> Result<Response, ApiError> {
     Ok(
         Reply::json(StatusCode::OK, capability_statement(&state, &fhir.base))
@@ -48,7 +58,11 @@ pub fn capability_statement(state: &AppState, base: &str) -> Value {
         .map(|ty| {
             let mut params: Vec<Value> = common.to_vec();
             params.extend(state.store.extractor().parameters(ty).into_iter().map(|p| {
-                json!({"name": p.name, "type": p.kind.as_str(), "documentation": p.documentation})
+                let mut documentation = p.documentation;
+                if p.kind == store::ParamType::Reference {
+                    documentation.push_str(MDM_MODIFIER);
+                }
+                json!({"name": p.name, "type": p.kind.as_str(), "documentation": documentation})
             }));
             let mut resource = json!({
                 "type": ty,
@@ -67,7 +81,8 @@ pub fn capability_statement(state: &AppState, base: &str) -> Value {
             if ty == "Patient" {
                 resource["operation"] = json!([
                     {"name": "match", "definition": "http://hl7.org/fhir/OperationDefinition/Patient-match"},
-                    {"name": "everything", "definition": "http://hl7.org/fhir/OperationDefinition/Patient-everything"},
+                    {"name": "everything", "definition": "http://hl7.org/fhir/OperationDefinition/Patient-everything",
+                     "documentation": EVERYTHING_MDM},
                 ]);
             }
             resource

@@ -84,10 +84,10 @@ pub async fn compartment(
         check_type(&state, &what)?;
     }
     // The owner must exist (and not be deleted): 404 / 410 otherwise.
-    state.store.read(&fhir.ctx, &owner_type, &owner_id).await?;
+    let owner = state.store.read(&fhir.ctx, &owner_type, &owner_id).await?;
     let params = fhir.params.clone();
     let reply = if what == "$everything" {
-        everything(&state, &fhir, &owner_id, &params).await?
+        everything(&state, &fhir, &owner_id, is_golden(&owner), &params).await?
     } else {
         let mut q =
             SearchQuery::parse(Some(&what), &params, state.store.extractor(), fhir.lenient)?;
@@ -125,15 +125,45 @@ fn not_patient(owner_type: &str, what: &str) -> ApiError {
     }
 }
 
+/// Whether a stored Patient is one of the EMPI's golden records (its `meta.tag`).
+fn is_golden(owner: &store::StoredResource) -> bool {
+    owner
+        .body
+        .as_deref()
+        .and_then(|b| serde_json::from_str::<serde_json::Value>(b).ok())
+        .and_then(|b| b.pointer("/meta/tag").and_then(|t| t.as_array()).cloned())
+        .is_some_and(|tags| {
+            tags.iter().any(|t| {
+                t["system"] == store::search::GOLDEN_TAG_SYSTEM
+                    && t["code"] == store::search::GOLDEN_TAG_CODE
+            })
+        })
+}
+
 /// `$everything`: the patient, everything in its compartment (`_type`, `_since`, `_count`
 /// honoured, paged), and the resources those refer to (practitioners, organisations, ...).
+/// Of a golden record, or with `_mdm=true` (HAPI FHIR's MDM convention), it is the person's:
+/// the golden record, every source it links and all of their compartments.
 async fn everything(
     state: &AppState,
     fhir: &Fhir,
     owner_id: &str,
+    golden: bool,
     params: &[(String, String)],
 ) -> Result<Reply, ApiError> {
-    let mut q = SearchQuery::everything(owner_id);
+    let mut linked = golden;
+    for (name, value) in params.iter().filter(|(n, _)| n == "_mdm") {
+        linked = match value.as_str() {
+            "true" => true,
+            "false" => false,
+            _ => {
+                return Err(ApiError::bad_request(format!(
+                    "{name} takes true or false, not '{value}'"
+                )));
+            }
+        };
+    }
+    let mut q = SearchQuery::everything_of(owner_id, linked);
     // Counting a whole compartment costs as much as reading its first page; `$everything` is
     // read page by page, so its Bundle carries a total only when `_total` asks for one.
     q.total = store::search::TotalMode::None;
@@ -159,6 +189,7 @@ async fn everything(
                 )?;
                 merge(&mut q, sub, name);
             }
+            "_mdm" => {}
             "start" | "end" => {
                 return Err(ApiError::unsupported_request(format!(
                     "$everything parameter '{name}' (care date range) is not supported"

@@ -7,7 +7,9 @@
 //! `(rid, grp)`; chains, `_has` and compartments go through `idx_reference`. Sorted pages wrap
 //! the match in a subquery that computes each sort key (`MIN`/`MAX` over the key's index rows)
 //! with a "missing" flag so that resources without a value sort last in either direction, and
-//! page with a keyset condition on `(keys..., rid)`.
+//! page with a keyset condition on `(keys..., rid)`. A person-level reference (`:mdm`, a
+//! linked compartment) compares `target_id` with the person's Patient ids, a subquery over the
+//! EMPI golden records' `link` rows (`linked_ids`), so it is as current as the links.
 //!
 //! A restricted caller's access policy ([`Restriction`]) adds the conditions of
 //! [`crate::access`] to every resource alias written here (the page, its count, conditional
@@ -24,8 +26,8 @@ use crate::sql::{Sql, SqlParam, VERSION_COLUMNS};
 use crate::time;
 
 use super::{
-    Cursor, DateCondition, Filter, KeyValue, NumberCondition, Prefix, SearchQuery, SortKey,
-    StringMode, TokenMatch, UriMode, ValueMatch,
+    Cursor, DateCondition, Filter, GOLDEN_TAG_CODE, GOLDEN_TAG_SYSTEM, KeyValue, NumberCondition,
+    Prefix, SearchQuery, SortKey, StringMode, TokenMatch, UriMode, ValueMatch,
 };
 
 /// The highest Unicode scalar: `v <= s < v + MAX_CHAR` is "starts with v" in code-point order.
@@ -192,6 +194,40 @@ impl Builder<'_> {
             .map(|v| self.text(v))
             .collect::<Vec<_>>()
             .join(", ")
+    }
+
+    /// The Patient ids of the person of Patient `id` (a bound parameter), as a subquery: `id`,
+    /// the current golden Patients (tagged [`GOLDEN_TAG_SYSTEM`]`|`[`GOLDEN_TAG_CODE`]) that
+    /// are `id` or whose `link` names it, and every Patient their `link` names. Read from the
+    /// stored links when the query runs, so an unlink or unmerge shows at once. Only golden
+    /// records' links count: a source's own `link` (replaced-by, seealso) joins no one; nor
+    /// does a retired golden record (`active` false, merged away: its one link is
+    /// `replaced-by` the golden record that now lists its sources).
+    fn linked_ids(&mut self, id: &str) -> String {
+        let golden = |b: &mut Self| {
+            let (g, l, k, n) = (b.alias("g"), b.alias("l"), b.alias("k"), b.alias("n"));
+            let system = b.text(GOLDEN_TAG_SYSTEM);
+            let code = b.text(GOLDEN_TAG_CODE);
+            format!(
+                "SELECT {g}.rid FROM resource {g} WHERE {g}.res_type = 'Patient' AND {g}.deleted = FALSE \
+                 AND ({g}.res_id = {id} OR {g}.rid IN (SELECT {l}.rid FROM idx_reference {l} \
+                 WHERE {l}.res_type = 'Patient' AND {l}.param = 'link' \
+                 AND {l}.target_type = 'Patient' AND {l}.target_id = {id})) \
+                 AND EXISTS (SELECT 1 FROM idx_token {k} WHERE {k}.rid = {g}.rid \
+                 AND {k}.res_type = 'Patient' AND {k}.param = '_tag' \
+                 AND {k}.system = {system} AND {k}.code = {code}) \
+                 AND NOT EXISTS (SELECT 1 FROM idx_token {n} WHERE {n}.rid = {g}.rid \
+                 AND {n}.res_type = 'Patient' AND {n}.param = 'active' AND {n}.code = 'false')"
+            )
+        };
+        let (r, l) = (self.alias("g"), self.alias("l"));
+        let goldens = golden(self);
+        let listed = golden(self);
+        format!(
+            "SELECT CAST({id} AS TEXT) UNION SELECT {r}.res_id FROM resource {r} WHERE {r}.rid IN ({goldens}) \
+             UNION SELECT {l}.target_id FROM idx_reference {l} WHERE {l}.rid IN ({listed}) \
+             AND {l}.res_type = 'Patient' AND {l}.param = 'link' AND {l}.target_type = 'Patient'"
+        )
     }
 
     /// The conditions, ANDed by the caller, that a current resource (alias `a`) matches
@@ -416,10 +452,19 @@ impl Builder<'_> {
                 params,
                 include_owner,
                 referenced,
+                linked,
             } => {
                 let x = self.alias("x");
                 let id = self.text(owner_id);
                 let ty = self.text(owner_type);
+                // The owner's id, or (linked) every Patient id of its person.
+                let is_owner = |b: &mut Self, column: &str| {
+                    if *linked && owner_type == "Patient" {
+                        format!("{column} IN ({})", b.linked_ids(&id))
+                    } else {
+                        format!("{column} = {id}")
+                    }
+                };
                 let members: Vec<&(String, Vec<String>)> = params
                     .iter()
                     .filter(|(t, _)| resource_type.is_none_or(|rt| rt == t))
@@ -450,16 +495,18 @@ impl Builder<'_> {
                 let owner_row = *include_owner && resource_type.is_none_or(|t| t == owner_type);
                 // The rids of the members (of `resource_type`), and the owner's.
                 let member_rids = (!by_type.is_empty()).then(|| {
+                    let target = is_owner(self, &format!("{x}.target_id"));
                     format!(
-                        "SELECT {x}.rid FROM idx_reference {x} WHERE {x}.target_id = {id} \
+                        "SELECT {x}.rid FROM idx_reference {x} WHERE {target} \
                          AND {x}.target_type = {ty} AND ({})",
                         by_type.join(" OR ")
                     )
                 });
                 let owner_rid = include_owner.then(|| {
                     let o = self.alias("o");
+                    let owner = is_owner(self, &format!("{o}.res_id"));
                     format!(
-                        "SELECT {o}.rid FROM resource {o} WHERE {o}.res_type = {ty} AND {o}.res_id = {id}"
+                        "SELECT {o}.rid FROM resource {o} WHERE {o}.res_type = {ty} AND {owner}"
                     )
                 });
                 // What refers onwards: the members and the owner.
@@ -484,14 +531,16 @@ impl Builder<'_> {
                 let mut alts = Vec::new();
                 if probe {
                     if !by_type.is_empty() {
+                        let target = is_owner(self, &format!("{x}.target_id"));
                         alts.push(format!(
                             "EXISTS (SELECT 1 FROM idx_reference {x} WHERE {x}.rid = {a}.rid \
-                             AND {x}.target_id = {id} AND {x}.target_type = {ty} AND ({}))",
+                             AND {target} AND {x}.target_type = {ty} AND ({}))",
                             by_type.join(" OR ")
                         ));
                     }
                     if owner_row {
-                        alts.push(format!("({a}.res_type = {ty} AND {a}.res_id = {id})"));
+                        let owner = is_owner(self, &format!("{a}.res_id"));
+                        alts.push(format!("({a}.res_type = {ty} AND {owner})"));
                     }
                     if referenced && !sources.is_empty() {
                         let y = self.alias("y");
@@ -671,6 +720,15 @@ impl Builder<'_> {
                     conds.push("1 = 1".into());
                 }
                 ("idx_reference", param.to_owned(), conds.join(" AND "))
+            }
+            ValueMatch::Linked { id } => {
+                let id = self.text(id);
+                let ids = self.linked_ids(&id);
+                (
+                    "idx_reference",
+                    param.to_owned(),
+                    format!("{x}.target_type = 'Patient' AND {x}.target_id IN ({ids})"),
+                )
             }
             ValueMatch::ReferenceIdentifier(t) => (
                 "idx_token",
@@ -894,6 +952,7 @@ fn filter_rank(f: &Filter) -> Option<u8> {
 fn value_rank(v: &ValueMatch) -> u8 {
     match v {
         ValueMatch::Reference { .. }
+        | ValueMatch::Linked { .. }
         | ValueMatch::String {
             mode: StringMode::Exact,
             ..

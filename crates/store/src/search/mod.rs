@@ -34,6 +34,13 @@ pub const DEFAULT_COUNT: usize = 50;
 /// Largest accepted `_count`.
 pub const MAX_COUNT: usize = 1000;
 
+/// The `meta.tag` system of the EMPI's golden Patients: a golden record's `link` rows name the
+/// sources of one person, which `:mdm` and a person-level `$everything` expand to (see
+/// [`ValueMatch::Linked`] and `linked` of [`Filter::Compartment`]).
+pub const GOLDEN_TAG_SYSTEM: &str = "https://renkei.dev/fhir/CodeSystem/empi";
+/// The `meta.tag` code of the EMPI's golden Patients.
+pub const GOLDEN_TAG_CODE: &str = "golden";
+
 /// A parsed search.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct SearchQuery {
@@ -107,6 +114,10 @@ pub enum Filter {
         params: Vec<(String, Vec<String>)>,
         include_owner: bool,
         referenced: bool,
+        /// The owner stands for its person (`_mdm=true`, or a golden record's `$everything`):
+        /// the owner, the golden Patients that list it (or it, when golden) and every source
+        /// they list, read from the golden records' `link` rows when the query runs.
+        linked: bool,
     },
 }
 
@@ -128,6 +139,13 @@ pub enum ValueMatch {
     },
     /// `:identifier` on a reference.
     ReferenceIdentifier(TokenMatch),
+    /// `:mdm` on a reference (HAPI FHIR's MDM convention): a reference to `Patient/[id]` or to
+    /// any Patient of its person, i.e. `id`, the golden Patients whose `link` names it (or
+    /// `id` itself when golden) and every source those list, read from the stored links when
+    /// the query runs.
+    Linked {
+        id: String,
+    },
     Date(DateCondition),
     Number(NumberCondition),
     Quantity(QuantityCondition),
@@ -298,6 +316,13 @@ impl SearchQuery {
     /// compartment and every resource these refer to, as one set paged like any search, so
     /// that each resource comes once across all pages and `_type` narrows all of it.
     pub fn everything(owner_id: &str) -> SearchQuery {
+        SearchQuery::everything_of(owner_id, false)
+    }
+
+    /// `$everything` of the owner's person when `linked` (a golden record, or `_mdm=true`):
+    /// every Patient of its person as an owner, each one's compartment and what those refer
+    /// to (see `linked` of [`Filter::Compartment`]); otherwise [`SearchQuery::everything`].
+    pub fn everything_of(owner_id: &str, linked: bool) -> SearchQuery {
         let mut q = SearchQuery::all(None);
         if let Some(Filter::Compartment {
             owner_type,
@@ -313,6 +338,7 @@ impl SearchQuery {
                 params,
                 include_owner,
                 referenced: true,
+                linked,
             });
         }
         q
@@ -338,6 +364,7 @@ impl SearchQuery {
             params,
             include_owner,
             referenced: false,
+            linked: false,
         })
     }
 }

@@ -403,6 +403,10 @@ impl Parser<'_> {
                     .iter()
                     .map(|v| ValueMatch::ReferenceIdentifier(parse_token(v)))
                     .collect(),
+                Some("mdm") => alternatives
+                    .iter()
+                    .map(|v| linked_value(code, &unescape(v)))
+                    .collect::<Result<_, _>>()?,
                 Some(t) if is_resource_type(t) => alternatives
                     .iter()
                     .filter_map(|v| reference_value(&unescape(v), Some(t)))
@@ -573,6 +577,23 @@ fn reference_value(v: &str, type_modifier: Option<&str>) -> Option<ValueMatch> {
         id: Some(id.to_owned()),
         url: None,
     })
+}
+
+/// A `:mdm` value: `Patient/[id]` or a bare id (a Patient's); the modifier expands Patient
+/// references only.
+fn linked_value(code: &str, v: &str) -> Result<ValueMatch, Problem> {
+    let id = match v.split_once('/') {
+        Some(("Patient", id)) => id,
+        None => v,
+        Some(_) => "",
+    };
+    if id.is_empty() || id.contains('/') {
+        return Err(invalid(format!(
+            "{code}:mdm takes a Patient reference (Patient/[id]), not '{v}'"
+        ))
+        .into());
+    }
+    Ok(ValueMatch::Linked { id: id.to_owned() })
 }
 
 /// `a$b$c`: one value per component, each in its component's grammar.
