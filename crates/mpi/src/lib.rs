@@ -51,6 +51,7 @@ pub mod resources;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use empi::golden::Survivorship;
 use empi::{Candidate, EnterpriseId, EnterpriseIndex, IndexConfig, MatchClass, Model, Record};
@@ -119,6 +120,9 @@ pub struct Mpi {
     survivorship: Survivorship,
     linking: bool,
     cache: Mutex<Cache>,
+    /// The index is being loaded at start-up ([`Mpi::start_loading`]): what needs it answers
+    /// [`StoreError::Unavailable`] at once instead of waiting behind the load.
+    loading: AtomicBool,
 }
 
 impl Mpi {
@@ -139,6 +143,47 @@ impl Mpi {
                 model,
                 IndexConfig::default(),
             ))),
+            loading: AtomicBool::new(false),
+        }
+    }
+
+    /// Whether the index can answer now (it is not being loaded at start-up).
+    pub fn is_ready(&self) -> bool {
+        !self.loading.load(Ordering::Acquire)
+    }
+
+    /// Loads the index from the store on a task of its own, and until it is loaded has every
+    /// call that needs it (a Patient write with linking on, `$match`, a manual decision, PIXm)
+    /// fail at once with [`StoreError::Unavailable`], which the server answers 503 with
+    /// `Retry-After` and the MLLP listener with no ACK (the sender retries), instead of
+    /// leaving callers waiting behind the load. Marked as loading before this returns, so a
+    /// server started after it never hangs a request. The task ends with the number of
+    /// Patients indexed; on an error the index is left to load on first use.
+    pub fn start_loading(self: &Arc<Self>) -> tokio::task::JoinHandle<Result<usize, StoreError>> {
+        self.loading.store(true, Ordering::Release);
+        let mpi = self.clone();
+        tokio::spawn(async move {
+            let result = async {
+                let mut cache = mpi.cache.lock().await;
+                cache
+                    .refresh(mpi.store.as_ref(), &RequestContext::system())
+                    .await?;
+                Ok(cache.member_of.len() + cache.unlinked.len())
+            }
+            .await;
+            mpi.loading.store(false, Ordering::Release);
+            result
+        })
+    }
+
+    /// Refuses a call that needs the index while it loads.
+    fn check_loaded(&self) -> Result<(), StoreError> {
+        if self.is_ready() {
+            Ok(())
+        } else {
+            Err(StoreError::Unavailable(
+                "the patient index is loading; retry shortly".into(),
+            ))
         }
     }
 
@@ -170,6 +215,7 @@ impl Mpi {
     /// The cache, locked in this process and brought up to date with the store (read with
     /// `ctx.internal()`): for reading the index (`$match`, listings).
     pub(crate) async fn locked(&self, ctx: &RequestContext) -> Result<Locked<'_>, StoreError> {
+        self.check_loaded()?;
         let mut cache = self.cache.lock().await;
         cache.refresh(self.store.as_ref(), &ctx.internal()).await?;
         Ok(Locked {
@@ -186,6 +232,7 @@ impl Mpi {
         &self,
         ctx: &RequestContext,
     ) -> Result<Locked<'_>, StoreError> {
+        self.check_loaded()?;
         let mut cache = self.cache.lock().await;
         let ctx = &ctx.internal();
         let shared = self.store.lock_exclusive(ctx, LINKING_LOCK).await?;

@@ -23,6 +23,8 @@ use store::{
 struct Recording {
     inner: Arc<dyn Store>,
     calls: Mutex<Vec<(&'static str, RequestContext)>>,
+    /// Held by a test to keep feed reads waiting (a slow start-up load).
+    feed_gate: tokio::sync::Mutex<()>,
 }
 
 impl Recording {
@@ -156,6 +158,7 @@ impl Store for Recording {
         limit: usize,
     ) -> Result<store::FeedBatch, StoreError> {
         self.note("feed", ctx);
+        let _open = self.feed_gate.lock().await;
         self.inner.feed(ctx, after, limit).await
     }
 
@@ -233,6 +236,7 @@ async fn linking_reads_with_the_internal_context_and_answers_with_the_callers() 
     let recording = Arc::new(Recording {
         inner: sqlite,
         calls: Mutex::new(Vec::new()),
+        feed_gate: tokio::sync::Mutex::new(()),
     });
     let mpi = Arc::new(Mpi::with_defaults(recording.clone()));
     let linked = mpi.linked_store();
@@ -288,5 +292,52 @@ async fn linking_reads_with_the_internal_context_and_answers_with_the_callers() 
     let searches: Vec<_> = calls.iter().filter(|(n, _)| *n == "search").collect();
     assert_eq!(searches.len(), 1, "{calls:?}");
     assert_eq!(searches[0].1, restricted);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// While the index loads at start-up, what needs it fails at once with `Unavailable` (the
+/// server's 503 with `Retry-After`), never waits behind the load; once loaded, it answers.
+#[tokio::test]
+async fn calls_that_need_the_index_fail_fast_while_it_loads() {
+    let dir = std::env::temp_dir().join(format!("renkei-mpi-load-{}", uuid::Uuid::new_v4()));
+    let inner: Arc<dyn Store> =
+        Arc::new(SqliteStore::open_dir(&dir, Arc::new(FhirIndexExtractor::new())).unwrap());
+    let recording = Arc::new(Recording {
+        inner,
+        calls: Mutex::new(Vec::new()),
+        feed_gate: tokio::sync::Mutex::new(()),
+    });
+    let system = RequestContext::system();
+    Arc::new(Mpi::with_defaults(recording.clone()))
+        .linked_store()
+        .transaction(&system, put(patient("a", "Yamada")))
+        .await
+        .unwrap();
+
+    // A new process on the same store: its load waits on the (held) feed.
+    let mpi = Arc::new(Mpi::with_defaults(recording.clone()));
+    let held = recording.feed_gate.lock().await;
+    let loading = mpi.start_loading();
+    assert!(!mpi.is_ready());
+    let err = mpi
+        .find(&system, &patient("x", "Yamada"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, mpi::MatchError::Store(StoreError::Unavailable(_))),
+        "{err:?}"
+    );
+    let err = mpi
+        .linked_store()
+        .transaction(&system, put(patient("b", "Yamada")))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), store::ErrorKind::Unavailable, "{err}");
+
+    drop(held);
+    assert_eq!(loading.await.unwrap().unwrap(), 1);
+    assert!(mpi.is_ready());
+    let found = mpi.find(&system, &patient("x", "Yamada")).await.unwrap();
+    assert_eq!(found.len(), 1, "{found:?}");
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -64,10 +64,28 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     };
     let mpi = args.empi.mpi(store.clone())?;
     let state = AppState::with_empi(mpi.clone(), Arc::new(R4Validator), config);
-    if mpi.linking() {
-        // Patients stored before linking was on get their identities in the background.
+    // The index loads in the background; until it has, what needs it answers 503 (and
+    // `/readyz` says so) rather than waiting.
+    let loading = mpi.start_loading();
+    {
         let mpi = mpi.clone();
         tokio::spawn(async move {
+            let started = std::time::Instant::now();
+            match loading.await {
+                Ok(Ok(n)) => tracing::info!(
+                    patients = n,
+                    seconds = started.elapsed().as_secs_f64(),
+                    "patient index loaded"
+                ),
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "loading the patient index failed; it loads on first use")
+                }
+                Err(e) => tracing::warn!(error = %e, "the patient index's loading task failed"),
+            }
+            if !mpi.linking() {
+                return;
+            }
+            // Patients stored before linking was on get their identities in the background.
             match link_backlog(&mpi).await {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(

@@ -26,6 +26,10 @@ use store::{ErrorKind, StoreError};
 use ingest::{Severity, ValidationIssue};
 use mpi::{ManualError, MatchError};
 
+/// The `Retry-After` of a 503 (RFC 9110 §10.2.3): storage that is busy, or a patient index that
+/// is loading, is usually back within seconds; it keeps clients from retrying in a tight loop.
+const RETRY_AFTER_SECONDS: &str = "5";
+
 /// An OperationOutcome `issue.code`: the FHIR R4 `issue-type` code system
 /// (<https://hl7.org/fhir/R4/codesystem-issue-type.html>), all of it, nothing else.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -483,7 +487,11 @@ impl ApiError {
 
     /// 503 `transient`: a dependency (the store) is unavailable for now; a retry may work.
     pub fn unavailable(diagnostics: impl Into<String>) -> Self {
-        Self::new(Failure::Unavailable, diagnostics)
+        // RFC 9110 §10.2.3: when to try again, so that clients do not retry in a tight loop.
+        Self::new(Failure::Unavailable, diagnostics).with_header(
+            header::RETRY_AFTER,
+            HeaderValue::from_static(RETRY_AFTER_SECONDS),
+        )
     }
 
     pub fn with_expression(mut self, expression: impl Into<String>) -> Self {
@@ -1078,6 +1086,18 @@ mod tests {
             ApiError::method_not_allowed(&[], "no")
                 .header(&header::ALLOW)
                 .is_none()
+        );
+    }
+
+    #[test]
+    fn a_503_says_when_to_retry() {
+        let response = ApiError::unavailable("the patient index is loading").into_response();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(response.headers()[header::RETRY_AFTER], RETRY_AFTER_SECONDS);
+        let from_store = ApiError::from(StoreError::Unavailable("loading".into()));
+        assert_eq!(
+            from_store.header(&header::RETRY_AFTER).unwrap(),
+            RETRY_AFTER_SECONDS
         );
     }
 

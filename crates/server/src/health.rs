@@ -1,5 +1,6 @@
-//! Liveness (`/healthz`: the process answers) and readiness (`/readyz`: the store answers;
-//! when it does not, 503 with an OperationOutcome from the error table).
+//! Liveness (`/healthz`: the process answers) and readiness (`/readyz`: the store answers and
+//! the patient index is loaded; otherwise 503 with `Retry-After` and an OperationOutcome from
+//! the error table).
 
 use axum::extract::State;
 
@@ -11,6 +12,9 @@ pub async fn healthz() -> &'static str {
 }
 
 pub async fn readyz(State(state): State<AppState>) -> Result<&'static str, ApiError> {
+    if !state.mpi.is_ready() {
+        return Err(ApiError::unavailable("the patient index is loading"));
+    }
     match state.store.ready().await {
         Ok(()) => Ok("ready"),
         Err(e) => {
