@@ -131,13 +131,7 @@ fn is_golden(owner: &store::StoredResource) -> bool {
         .body
         .as_deref()
         .and_then(|b| serde_json::from_str::<serde_json::Value>(b).ok())
-        .and_then(|b| b.pointer("/meta/tag").and_then(|t| t.as_array()).cloned())
-        .is_some_and(|tags| {
-            tags.iter().any(|t| {
-                t["system"] == store::search::GOLDEN_TAG_SYSTEM
-                    && t["code"] == store::search::GOLDEN_TAG_CODE
-            })
-        })
+        .is_some_and(|patient| mpi::resources::is_golden(&patient))
 }
 
 /// `$everything`: the patient, everything in its compartment (`_type`, `_since`, `_count`
