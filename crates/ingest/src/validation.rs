@@ -13,25 +13,8 @@
 
 use serde_json::Value;
 
-/// Severity of a validation issue (OperationOutcome `issue.severity`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Severity {
-    Fatal,
-    Error,
-    Warning,
-    Information,
-}
-
-impl Severity {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Severity::Fatal => "fatal",
-            Severity::Error => "error",
-            Severity::Warning => "warning",
-            Severity::Information => "information",
-        }
-    }
-}
+/// Severity of a validation issue (OperationOutcome `issue.severity`): the `fhir` crate's.
+pub use fhir::Severity;
 
 /// One problem found in a resource.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -81,12 +64,7 @@ impl Validator for R4Validator {
                 .issues
                 .into_iter()
                 .map(|issue| ValidationIssue {
-                    severity: match issue.severity {
-                        fhir::Severity::Fatal => Severity::Fatal,
-                        fhir::Severity::Error => Severity::Error,
-                        fhir::Severity::Warning => Severity::Warning,
-                        fhir::Severity::Information => Severity::Information,
-                    },
+                    severity: issue.severity,
                     code: issue.code,
                     expression: (!issue.expression.is_empty()).then_some(issue.expression),
                     message: issue.message,
