@@ -11,9 +11,11 @@
 //! only skip what a new process has never seen). The feed never skips a change, but on
 //! PostgreSQL it waits for the oldest transaction in progress, whatever it writes; a linking
 //! decision cannot wait, and must see every Patient another process committed before it took
-//! the linking lock. So each refresh also applies [`Store::feed_pending`]'s Patient changes
-//! beyond the feed's position, without moving it; a change is applied once per version
-//! (`applied`), so reading one twice costs a comparison.
+//! the linking lock. So a decision, once it holds that lock, also applies
+//! [`Store::feed_pending`]'s Patient changes beyond the feed's position, without moving it
+//! ([`Cache::catch_up_pending`]); reads of the index (`$match`, listings) follow the feed
+//! alone. A change is applied once per version (`applied`), so reading one twice costs a
+//! comparison.
 use std::collections::{BTreeSet, HashMap, HashSet};
 
 use empi::{EnterpriseId, EnterpriseIndex, Record};
@@ -50,8 +52,8 @@ impl Cache {
         }
     }
 
-    /// Applies the Patient changes committed since the last refresh: those the feed delivers
-    /// (moving the position), then the committed ones it holds back for now.
+    /// Applies the Patient changes the feed delivers since the last refresh, moving the
+    /// position.
     pub async fn refresh(
         &mut self,
         store: &dyn Store,
@@ -63,9 +65,19 @@ impl Cache {
             // Only past a batch once it is applied: a failed load is read again next time.
             self.position = batch.next;
             if batch.changes.len() < PAGE {
-                break;
+                return Ok(());
             }
         }
+    }
+
+    /// Applies the committed Patient changes the feed still holds back (see the module
+    /// documentation), leaving the position where the feed stands: for a decision, under the
+    /// linking lock, after [`Cache::refresh`].
+    pub async fn catch_up_pending(
+        &mut self,
+        store: &dyn Store,
+        ctx: &RequestContext,
+    ) -> Result<(), StoreError> {
         let mut after = self.position;
         loop {
             let pending = store.feed_pending(ctx, &after, "Patient", PAGE).await?;

@@ -237,6 +237,7 @@ impl Mpi {
         let ctx = &ctx.internal();
         let shared = self.store.lock_exclusive(ctx, LINKING_LOCK).await?;
         cache.refresh(self.store.as_ref(), ctx).await?;
+        cache.catch_up_pending(self.store.as_ref(), ctx).await?;
         Ok(Locked {
             _shared: Some(shared),
             cache,
