@@ -36,10 +36,11 @@
 //! without a live candidate is cancelled with the reason.
 //!
 //! One decision at a time, across processes: a decision takes the cache's mutex in its own
-//! process, then the store's [`LINKING_LOCK`] (a PostgreSQL advisory lock; on SQLite a file
-//! lock beside the database, so that `renkei empi` commands and a server on one data
-//! directory take turns), then brings the cache up to date from the change feed, including
-//! the Patient changes the feed still holds back ([`Store::feed_pending`]), and keeps both
+//! process, then the store's [`LINKING_LOCK`] (a PostgreSQL advisory lock, so that servers
+//! and `renkei empi` commands on one database take turns; on SQLite a file lock beside the
+//! database, although one SQLite file has one writing process), then brings the cache up to
+//! date from the change feed, including the Patient changes the feed still holds back
+//! ([`Store::feed_pending`]), and keeps both
 //! locks until its commit is applied to the cache. Several `renkei serve` on one PostgreSQL
 //! database therefore decide as one would.
 
