@@ -1,0 +1,26 @@
+//! Authorization for the exchange, without HTTP: the rules that turn a client's token into
+//! what a request may see and do, and the evidence of what it did.
+//!
+//! # What it owns
+//! - [`scope`]: SMART on FHIR scopes (v2 `patient/Observation.rs?category=...`, v1
+//!   `patient/*.read`), and what a set of them grants one interaction on one type.
+//! - [`consent`]: the decision a patient's `Consent` resources and the network's default
+//!   make for one access (by organisation or actor, purpose of use, sensitive class, period;
+//!   break-glass).
+//! - [`labels`]: sensitivity labels assigned at write time from clinical codes.
+//! - [`audit`]: audit records shaped as IHE BALP `AuditEvent`s.
+//! - [`chain`]: the audit log's hash chain and its Ed25519-signed head, and the check that
+//!   finds an edited, removed, reordered or truncated record.
+//! - [`pkce`]: PKCE `S256` for the authorization-code grant.
+//!
+//! # What it must not do
+//! Speak HTTP or read a database: the server turns requests into the inputs here and the
+//! outputs into the store's access policy and audit rows. Cryptography is `ring`'s; nothing
+//! here implements a primitive.
+
+pub mod audit;
+pub mod chain;
+pub mod consent;
+pub mod labels;
+pub mod pkce;
+pub mod scope;
