@@ -12,15 +12,20 @@
 //! - [`chain`]: the audit log's hash chain and its Ed25519-signed head, and the check that
 //!   finds an edited, removed, reordered or truncated record.
 //! - [`pkce`]: PKCE `S256` for the authorization-code grant.
+//! - [`token`]: ES256 access tokens and the rotating key ring that signs them.
+//! - [`assertion`]: client authentication by `private_key_jwt` (RS384, ES384), with replay
+//!   protection.
 //!
 //! # What it must not do
 //! Speak HTTP or read a database: the server turns requests into the inputs here and the
-//! outputs into the store's access policy and audit rows. Cryptography is `ring`'s; nothing
-//! here implements a primitive.
+//! outputs into the store's access policy and audit rows. Cryptography is `ring`'s (JWTs
+//! through `jsonwebtoken` over it); nothing here implements a primitive.
 
+pub mod assertion;
 pub mod audit;
 pub mod chain;
 pub mod consent;
 pub mod labels;
 pub mod pkce;
 pub mod scope;
+pub mod token;
