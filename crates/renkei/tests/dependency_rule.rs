@@ -14,6 +14,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("fhirpath", 0),
     ("empi", 0),
     ("hl7v2", 0),
+    ("auth", 0),
     ("fhir", 1),
     ("ssmix2", 1),
     ("mllp", 1),
