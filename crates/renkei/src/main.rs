@@ -30,6 +30,7 @@ impl std::fmt::Display for StdoutClosed {
 
 impl std::error::Error for StdoutClosed {}
 
+mod audit_cmd;
 mod bench;
 mod bench_hl7;
 mod bench_repetitions;
@@ -67,6 +68,9 @@ enum Command {
     Bench(bench::Command),
     /// Evaluate a FHIRPath expression over a FHIR resource (JSON) and print the result.
     Fhirpath(fhirpath_cmd::Args),
+    /// The audit log: `verify` checks its hash chain and signed head.
+    #[command(subcommand)]
+    Audit(audit_cmd::Command),
     /// Patient matching (EMPI) on files: generate, train, cluster, evaluate, explain, bench.
     #[command(subcommand)]
     Empi(empi_cmd::Command),
@@ -118,6 +122,7 @@ fn run() -> anyhow::Result<ExitCode> {
         match command {
             Command::Serve(args) => serve::run(args).await.map(|()| ExitCode::SUCCESS),
             Command::Import(args) => import_cmd::run(args).await,
+            Command::Audit(cmd) => audit_cmd::run(cmd).await,
             Command::Bench(cmd) => bench::run(cmd).await.map(|()| ExitCode::SUCCESS),
             Command::Fhirpath(args) => fhirpath_cmd::run(args),
             Command::Empi(cmd) => empi_cmd::run(cmd),

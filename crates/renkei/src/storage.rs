@@ -6,7 +6,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use mpi::Mpi;
 use store::{
-    FhirIndexExtractor, IndexExtractor, PostgresConfig, PostgresStore, SqliteStore, Store,
+    AuditLog, FhirIndexExtractor, IndexExtractor, PostgresConfig, PostgresStore, SqliteStore, Store,
 };
 
 #[derive(Clone, clap::Args)]
@@ -77,6 +77,30 @@ impl StoreArgs {
             );
         }
         self.open().await
+    }
+
+    /// Opens an existing store and its audit log (the same database).
+    pub async fn open_existing_with_audit(
+        &self,
+    ) -> anyhow::Result<(Arc<dyn Store>, Arc<dyn AuditLog>)> {
+        // Refuse a mistyped --data first.
+        drop(self.open_existing().await?);
+        match &self.database_url {
+            Some(url) => {
+                let store = PostgresStore::connect(PostgresConfig::new(url.clone()), extractor())
+                    .await
+                    .with_context(|| {
+                        format!("opening PostgreSQL at {}", store::postgres_redact(url))
+                    })?;
+                Ok((Arc::new(store.clone()), Arc::new(store)))
+            }
+            None => {
+                let data = self.data_dir()?;
+                let store = SqliteStore::open_dir(data, extractor())
+                    .with_context(|| format!("opening the store in {}", data.display()))?;
+                Ok((Arc::new(store.clone()), Arc::new(store)))
+            }
+        }
     }
 
     fn data_dir(&self) -> anyhow::Result<&std::path::Path> {

@@ -28,6 +28,7 @@
 //! - [`search`]: parsing of search parameters into a [`SearchQuery`].
 //! - `access`-private: the access policy as SQL conditions (and over index rows), and the
 //!   refusal of what it cannot scope.
+//! - [`audit`]: the append-only, hash-chained audit log and its signed head ([`AuditLog`]).
 //! - [`feed`]: reading the change feed without skipping ([`FeedPosition`], [`FeedBatch`]) and
 //!   [`feed::Consumer`], a named consumer with a durable checkpoint; `compartment`: which
 //!   Patient compartments a written version is in.
@@ -35,6 +36,7 @@
 //! See `docs/storage.md` for tables, index layout and the concurrency trade-offs.
 
 mod access;
+pub mod audit;
 mod compartment;
 mod context;
 mod engine;
@@ -58,6 +60,7 @@ mod wal;
 use async_trait::async_trait;
 use serde_json::Value;
 
+pub use audit::{AuditEntry, AuditLog, AuditQuery, AuditRow};
 pub use context::{AccessPolicy, Actor, RequestContext, Restriction, SecurityLabel};
 pub use error::{ErrorKind, StoreError};
 pub use exclusive::ExclusiveLock;
