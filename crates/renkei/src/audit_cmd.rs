@@ -5,8 +5,7 @@
 //! The head is signed with the node's audit key, an Ed25519 PKCS#8 file kept outside the
 //! database (`--audit-key`; by default `audit-signing.key` in the data directory, beside the
 //! database file, which is not inside it; a network that fears its database administrators
-//! keeps it elsewhere). [`load_or_create_key`] makes one on first use, readable by its owner
-//! only.
+//! keeps it elsewhere).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -44,25 +43,6 @@ pub fn key_path(store: &StoreArgs, explicit: Option<&Path>) -> anyhow::Result<Pa
         (None, Some(dir)) if store.database_url.is_none() => Ok(dir.join(DEFAULT_KEY_FILE)),
         _ => anyhow::bail!("--audit-key FILE is required with --database-url"),
     }
-}
-
-/// Reads the key at `path`, or creates it (mode 0600) when there is none.
-pub fn load_or_create_key(path: &Path) -> anyhow::Result<HeadSigner> {
-    if path.exists() {
-        return load_key(path);
-    }
-    let pkcs8 = HeadSigner::generate_pkcs8().context("generating the audit key")?;
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options
-        .open(path)
-        .with_context(|| format!("creating the audit key {}", path.display()))?;
-    std::io::Write::write_all(&mut file, &pkcs8)?;
-    file.sync_all()?;
-    tracing::info!(key = %path.display(), "created the audit signing key; keep a copy outside the database's backups");
-    load_key(path)
 }
 
 fn load_key(path: &Path) -> anyhow::Result<HeadSigner> {
