@@ -66,7 +66,7 @@ async fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
         path.display()
     );
     let verifier = load_key(&path)?.verifier();
-    let (_, log) = args.store.open_existing_with_audit().await?;
+    let log = args.store.open_security(true).await?.audit;
     let bar = ProgressBar::new(0).with_style(
         ProgressStyle::with_template("{bar:40} {pos}/{len} records {per_sec}")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),

@@ -6,7 +6,8 @@ use std::sync::Arc;
 use anyhow::Context;
 use mpi::Mpi;
 use store::{
-    AuditLog, FhirIndexExtractor, IndexExtractor, PostgresConfig, PostgresStore, SqliteStore, Store,
+    AuditLog, FhirIndexExtractor, IndexExtractor, PostgresConfig, PostgresStore, Registry,
+    SqliteStore, Store,
 };
 
 #[derive(Clone, clap::Args)]
@@ -79,12 +80,13 @@ impl StoreArgs {
         self.open().await
     }
 
-    /// Opens an existing store and its audit log (the same database).
-    pub async fn open_existing_with_audit(
-        &self,
-    ) -> anyhow::Result<(Arc<dyn Store>, Arc<dyn AuditLog>)> {
-        // Refuse a mistyped --data first.
-        drop(self.open_existing().await?);
+    /// Opens the store's security tables: its audit log and registrations (the same
+    /// database). With `existing`, a store that does not exist yet is an error.
+    pub async fn open_security(&self, existing: bool) -> anyhow::Result<Security> {
+        if existing {
+            // Refuse a mistyped --data first.
+            drop(self.open_existing().await?);
+        }
         match &self.database_url {
             Some(url) => {
                 let store = PostgresStore::connect(PostgresConfig::new(url.clone()), extractor())
@@ -92,13 +94,19 @@ impl StoreArgs {
                     .with_context(|| {
                         format!("opening PostgreSQL at {}", store::postgres_redact(url))
                     })?;
-                Ok((Arc::new(store.clone()), Arc::new(store)))
+                Ok(Security {
+                    audit: Arc::new(store.clone()),
+                    registry: Arc::new(store),
+                })
             }
             None => {
                 let data = self.data_dir()?;
                 let store = SqliteStore::open_dir(data, extractor())
                     .with_context(|| format!("opening the store in {}", data.display()))?;
-                Ok((Arc::new(store.clone()), Arc::new(store)))
+                Ok(Security {
+                    audit: Arc::new(store.clone()),
+                    registry: Arc::new(store),
+                })
             }
         }
     }
@@ -108,6 +116,15 @@ impl StoreArgs {
             .as_deref()
             .context("--data DIR (or --database-url URL) is required")
     }
+}
+
+/// A store's security tables.
+#[derive(Debug)]
+pub struct Security {
+    /// The audit log.
+    pub audit: Arc<dyn AuditLog>,
+    /// Registered clients and users.
+    pub registry: Arc<dyn Registry>,
 }
 
 /// `--no-empi` / `--empi-model`: whether and how Patient writes are linked.

@@ -29,6 +29,7 @@
 //! - `access`-private: the access policy as SQL conditions (and over index rows), and the
 //!   refusal of what it cannot scope.
 //! - [`audit`]: the append-only, hash-chained audit log and its signed head ([`AuditLog`]).
+//! - [`registry`]: the registered clients and users ([`Registry`]).
 //! - [`feed`]: reading the change feed without skipping ([`FeedPosition`], [`FeedBatch`]) and
 //!   [`feed::Consumer`], a named consumer with a durable checkpoint; `compartment`: which
 //!   Patient compartments a written version is in.
@@ -50,6 +51,7 @@ mod pg_index;
 mod postgres;
 mod receipt;
 mod refs;
+pub mod registry;
 pub mod search;
 mod sql;
 mod sqlite;
@@ -77,6 +79,7 @@ pub use model::{
 pub use postgres::{PostgresConfig, PostgresStore, redact as postgres_redact};
 pub use receipt::{KeyedWrite, Receipt};
 pub use refs::{LocalReference, absent_resources, local_references};
+pub use registry::Registry;
 pub use search::{SearchPage, SearchQuery};
 pub use sqlite::SqliteStore;
 

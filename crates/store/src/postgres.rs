@@ -43,7 +43,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
         COMPARTMENTS_MIGRATION,
         include_str!("../migrations/postgres/0004_change_feed_consumers.sql"),
     ),
-    (5, include_str!("../migrations/postgres/0005_audit_log.sql")),
+    (5, include_str!("../migrations/postgres/0005_security.sql")),
 ];
 
 /// The migration that adds `change_compartment` and `outbox.xid`: after its script, the store

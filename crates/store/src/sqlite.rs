@@ -62,8 +62,8 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     ),
     (
         6,
-        include_str!("../migrations/sqlite/0006_audit_log.sql"),
-        "adds the audit log",
+        include_str!("../migrations/sqlite/0006_security.sql"),
+        "adds the audit log and the registered clients and users",
     ),
 ];
 

@@ -1,11 +1,15 @@
-//! `renkei audit verify`, end to end on SQLite and PostgreSQL: a log written through the store
-//! verifies (exit 0); after a record is edited, or the last one removed, with the database's
-//! own client (`sqlite3`, `psql`), it does not (exit 1, naming the record).
+//! The security commands end to end on SQLite and PostgreSQL. `renkei audit verify`: a log
+//! written through the store verifies (exit 0); after a record is edited, or the last one
+//! removed, with the database's own client (`sqlite3`, `psql`), it does not (exit 1, naming the
+//! record). `renkei clients` and `renkei users`: registrations are checked, kept, listed and
+//! removed; a password comes from standard input and never shows; `serve` refuses a store with
+//! registrations while it does not check tokens.
 
 mod support;
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 
 use auth::chain::HeadSigner;
@@ -162,4 +166,161 @@ async fn sqlite_audit_verify_finds_tampering() {
 #[tokio::test]
 async fn postgres_audit_verify_finds_tampering() {
     scenario(Backend::Postgres).await;
+}
+
+/// Runs `renkei ARGS... <store args>` with `stdin`; (exit code, stdout + stderr).
+fn run(data: &Data, args: &[&str], stdin: &str) -> (i32, String) {
+    let mut child = support::renkei()
+        .args(args)
+        .args(data.args())
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("renkei runs");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(stdin.as_bytes())
+        .expect("write stdin");
+    let out = child.wait_with_output().expect("renkei ends");
+    (
+        out.status.code().unwrap_or(-1),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+async fn registrations(backend: Backend) {
+    let data = Data::new(backend).await;
+    let jwks = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../auth/tests/fixtures/client-rs384.jwks.json");
+    let jwks = jwks.display().to_string();
+    let (code, out) = run(
+        &data,
+        &[
+            "clients",
+            "add",
+            "--id",
+            "lab",
+            "--scope",
+            "system/Observation.cru",
+            "--jwks",
+            &jwks,
+            "--organization",
+            "Organization/lab",
+        ],
+        "",
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("client lab registered (backend"), "{out}");
+    // A bad registration is refused and names what is wrong.
+    let (code, out) = run(
+        &data,
+        &[
+            "clients",
+            "add",
+            "--id",
+            "app",
+            "--scope",
+            "patient/*.rs",
+            "--redirect-uri",
+            "http://app.example/cb",
+        ],
+        "",
+    );
+    assert_ne!(code, 0, "{out}");
+    assert!(out.contains("must be https"), "{out}");
+    let (code, out) = run(
+        &data,
+        &[
+            "clients",
+            "add",
+            "--id",
+            "app",
+            "--scope",
+            "patient/*.rs launch/patient",
+            "--redirect-uri",
+            "https://app.example/cb",
+        ],
+        "",
+    );
+    assert_eq!(code, 0, "{out}");
+    let (code, out) = run(&data, &["clients", "list"], "");
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("lab\tbackend\tsystem/Observation.cru\tOrganization/lab\tjwks inline"),
+        "{out}"
+    );
+    assert!(
+        out.contains("app\tpublic") && out.contains("2 clients"),
+        "{out}"
+    );
+    let (code, out) = run(&data, &["clients", "remove", "--id", "app"], "");
+    assert_eq!(code, 0, "{out}");
+    let (code, out) = run(&data, &["clients", "remove", "--id", "app"], "");
+    assert_eq!(code, 1, "{out}");
+
+    let secret = "correct horse battery staple";
+    let (code, out) = run(
+        &data,
+        &[
+            "users",
+            "add",
+            "--name",
+            "dr.sato",
+            "--fhir-user",
+            "Practitioner/p1",
+            "--scope",
+            "user/*.rs openid fhirUser",
+        ],
+        &format!("{secret}\n"),
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(!out.contains(secret), "{out}");
+    let (code, out) = run(
+        &data,
+        &["users", "add", "--name", "x", "--scope", "user/*.rs"],
+        "short\n",
+    );
+    assert_ne!(code, 0, "{out}");
+    assert!(out.contains("at least 12 characters"), "{out}");
+    let (code, out) = run(&data, &["users", "disable", "--name", "dr.sato"], "");
+    assert_eq!(code, 0, "{out}");
+    let (code, out) = run(&data, &["users", "list"], "");
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("dr.sato\tPractitioner/p1\t-\tuser/*.rs openid fhirUser\tdisabled"),
+        "{out}"
+    );
+    assert!(!out.contains("argon2") && !out.contains(secret), "{out}");
+
+    // Not served openly while tokens are not checked.
+    let out = support::renkei()
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args(data.args())
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("renkei runs");
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("does not check access tokens yet"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test]
+async fn sqlite_clients_and_users_are_administered_from_the_shell() {
+    registrations(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn postgres_clients_and_users_are_administered_from_the_shell() {
+    registrations(Backend::Postgres).await;
 }

@@ -1,7 +1,8 @@
-//! The audit log on both backends: appends chain and sign, searches find records by patient,
+//! The security tables on both backends. The audit log: appends chain and sign, searches find records by patient,
 //! agent, resource and time, the tables refuse updates and deletes, and whoever gets past
 //! that (dropping the triggers, as a database client can) is found by the check: an edited
-//! record, a removed one, the last one removed, the head removed.
+//! record, a removed one, the last one removed, the head removed. Registered clients and
+//! users: kept, listed, replaced and removed.
 
 mod support;
 
@@ -11,7 +12,8 @@ use std::sync::Arc;
 use auth::chain::{ChainError, HeadSigner, HeadVerifier};
 use store::audit::{VerifyError, verify_log};
 use store::{
-    AuditEntry, AuditLog, AuditQuery, BasicExtractor, PostgresConfig, PostgresStore, SqliteStore,
+    AuditEntry, AuditLog, AuditQuery, BasicExtractor, PostgresConfig, PostgresStore, Registry,
+    SqliteStore,
 };
 
 /// A fresh store of one backend, with raw access for tampering.
@@ -22,6 +24,7 @@ enum Backend {
 
 struct Fixture {
     log: Arc<dyn AuditLog>,
+    registry: Arc<dyn Registry>,
     backend: Backend,
 }
 
@@ -30,7 +33,8 @@ impl Fixture {
         let dir = std::env::temp_dir().join(format!("renkei-audit-test-{}", uuid::Uuid::new_v4()));
         let store = SqliteStore::open_dir(&dir, Arc::new(BasicExtractor)).expect("open SQLite");
         Fixture {
-            log: Arc::new(store),
+            log: Arc::new(store.clone()),
+            registry: Arc::new(store),
             backend: Backend::Sqlite(dir),
         }
     }
@@ -55,7 +59,8 @@ impl Fixture {
             .await
             .expect("connect");
         Fixture {
-            log: Arc::new(store),
+            log: Arc::new(store.clone()),
+            registry: Arc::new(store),
             backend: Backend::Postgres(schema),
         }
     }
@@ -400,4 +405,51 @@ async fn concurrent_appends_on_postgres_keep_one_chain() {
         t.await.expect("task");
     }
     assert_eq!(verify(&f, &s.verifier()).await.expect("one chain"), 40);
+}
+
+async fn registrations_are_kept(f: Fixture) {
+    use auth::registry::{Client, ClientKind, User};
+    let r = f.registry.as_ref();
+    assert!(!r.has_registrations().await.unwrap());
+    let mut c = Client {
+        id: "lab".into(),
+        kind: ClientKind::Backend,
+        scope: "system/Observation.cru".into(),
+        jwks: None,
+        jwks_uri: Some("https://lab.example/jwks".into()),
+        redirect_uris: vec![],
+        organization: Some("Organization/lab".into()),
+        disabled: false,
+    };
+    r.put_client(&c).await.unwrap();
+    assert!(r.has_registrations().await.unwrap());
+    c.scope = "system/Observation.rs".into();
+    r.put_client(&c).await.unwrap();
+    assert_eq!(r.client("lab").await.unwrap(), Some(c.clone()));
+    assert_eq!(r.clients().await.unwrap(), vec![c]);
+    let u = User {
+        name: "dr.sato".into(),
+        password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into(),
+        fhir_user: Some("Practitioner/p1".into()),
+        organization: None,
+        scope: "user/*.rs".into(),
+        disabled: false,
+    };
+    r.put_user(&u).await.unwrap();
+    assert_eq!(r.user("dr.sato").await.unwrap(), Some(u.clone()));
+    assert_eq!(r.users().await.unwrap(), vec![u]);
+    assert!(r.remove_client("lab").await.unwrap());
+    assert!(!r.remove_client("lab").await.unwrap());
+    assert_eq!(r.client("lab").await.unwrap(), None);
+    assert!(r.has_registrations().await.unwrap());
+}
+
+#[tokio::test]
+async fn sqlite_registrations_are_kept() {
+    registrations_are_kept(Fixture::sqlite()).await;
+}
+
+#[tokio::test]
+async fn postgres_registrations_are_kept() {
+    registrations_are_kept(Fixture::postgres().await).await;
 }

@@ -1,5 +1,8 @@
+-- Security: the audit log, and the registered clients and users. See docs/storage.md,
+-- "Audit log" and "Clients and users".
+
 -- The audit log: append-only, hash-chained, its head signed with a key kept outside the
--- database. See docs/storage.md, "Audit log".
+-- database.
 
 -- One row per audit record (an IHE BALP AuditEvent): `record` holds the exact bytes hashed,
 -- `hash` = SHA-256("renkei-audit-v1" ‖ seq ‖ previous hash ‖ record). Sequence numbers start at
@@ -43,3 +46,16 @@ CREATE TRIGGER audit_log_append_only BEFORE UPDATE OR DELETE ON audit_log
 FOR EACH ROW EXECUTE FUNCTION audit_log_append_only();
 CREATE TRIGGER audit_log_no_truncate BEFORE TRUNCATE ON audit_log
 FOR EACH STATEMENT EXECUTE FUNCTION audit_log_append_only();
+
+-- Who may ask for tokens: registered clients and the users of the built-in login, each the
+-- JSON of auth::registry::Client / User (a user's password only as its argon2id hash).
+CREATE TABLE auth_client (
+    id      TEXT   PRIMARY KEY,
+    body    TEXT   NOT NULL,
+    updated BIGINT NOT NULL  -- ms since the epoch
+);
+CREATE TABLE auth_user (
+    name    TEXT   PRIMARY KEY,
+    body    TEXT   NOT NULL,
+    updated BIGINT NOT NULL
+);
