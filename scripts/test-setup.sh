@@ -12,3 +12,12 @@ fi
 # - hl7apy (an independent HL7 v2 implementation) reads the ACKs Renkei writes (pinned; for
 #   ${PYTHON:-python3}, as the tests use it).
 bash "$(dirname "$0")/install-hl7apy.sh"
+# - the database clients the audit-log tests tamper with (`sqlite3`, `psql`), as an
+#   administrator would.
+if ! command -v sqlite3 >/dev/null || ! command -v psql >/dev/null; then
+  if command -v apt-get >/dev/null; then
+    apt-get install -y -q sqlite3 postgresql-client >/dev/null || {
+      apt-get update -q >/dev/null && apt-get install -y -q sqlite3 postgresql-client >/dev/null
+    }
+  fi
+fi

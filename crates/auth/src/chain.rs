@@ -236,6 +236,74 @@ pub enum ChainError {
     },
 }
 
+/// Checks a log record by record, in sequence order, against its signed head: for logs too
+/// long to hold in memory ([`verify`] checks a whole one).
+#[derive(Debug)]
+pub struct ChainVerifier {
+    signed: Head,
+    head: Head,
+    signed_seen: bool,
+}
+
+impl ChainVerifier {
+    /// Starts a check against `signed`, refusing it at once when `verifier` did not sign it.
+    pub fn new(signed: &SignedHead, verifier: &HeadVerifier) -> Result<ChainVerifier, ChainError> {
+        if !verifier.check(signed) {
+            return Err(ChainError::BadSignature);
+        }
+        Ok(ChainVerifier {
+            signed: signed.head,
+            head: Head::EMPTY,
+            signed_seen: signed.head.seq == 0,
+        })
+    }
+
+    /// Checks the next record.
+    pub fn push(&mut self, r: &StoredRecord) -> Result<(), ChainError> {
+        if r.seq != self.head.seq + 1 {
+            return Err(ChainError::Gap {
+                previous: self.head.seq,
+                found: r.seq,
+            });
+        }
+        let next = self.head.append(&r.record);
+        if next.hash != r.hash {
+            return Err(ChainError::Edited { seq: r.seq });
+        }
+        self.head = next;
+        if next.seq == self.signed.seq {
+            if next.hash != self.signed.hash {
+                return Err(ChainError::HeadMismatch { seq: next.seq });
+            }
+            self.signed_seen = true;
+        }
+        Ok(())
+    }
+
+    /// The last record checked (0 before the first).
+    pub fn last(&self) -> u64 {
+        self.head.seq
+    }
+
+    /// Ends the check: the log must end exactly at the signed head. Returns the number of
+    /// records checked.
+    pub fn finish(self) -> Result<u64, ChainError> {
+        if !self.signed_seen {
+            return Err(ChainError::Truncated {
+                last: self.head.seq,
+                signed: self.signed.seq,
+            });
+        }
+        if self.head.seq > self.signed.seq {
+            return Err(ChainError::Unsigned {
+                from: self.signed.seq + 1,
+                to: self.head.seq,
+            });
+        }
+        Ok(self.head.seq)
+    }
+}
+
 /// Checks a whole log, records in sequence order, against its signed head; returns the number
 /// of records checked.
 pub fn verify(
@@ -243,43 +311,11 @@ pub fn verify(
     signed: &SignedHead,
     verifier: &HeadVerifier,
 ) -> Result<u64, ChainError> {
-    if !verifier.check(signed) {
-        return Err(ChainError::BadSignature);
-    }
-    let mut head = Head::EMPTY;
-    let mut signed_seen = signed.head.seq == 0;
+    let mut v = ChainVerifier::new(signed, verifier)?;
     for r in records {
-        if r.seq != head.seq + 1 {
-            return Err(ChainError::Gap {
-                previous: head.seq,
-                found: r.seq,
-            });
-        }
-        let next = head.append(&r.record);
-        if next.hash != r.hash {
-            return Err(ChainError::Edited { seq: r.seq });
-        }
-        head = next;
-        if head.seq == signed.head.seq {
-            if head.hash != signed.head.hash {
-                return Err(ChainError::HeadMismatch { seq: head.seq });
-            }
-            signed_seen = true;
-        }
+        v.push(&r)?;
     }
-    if !signed_seen {
-        return Err(ChainError::Truncated {
-            last: head.seq,
-            signed: signed.head.seq,
-        });
-    }
-    if head.seq > signed.head.seq {
-        return Err(ChainError::Unsigned {
-            from: signed.head.seq + 1,
-            to: head.seq,
-        });
-    }
-    Ok(head.seq)
+    v.finish()
 }
 
 /// Lower-case hex.

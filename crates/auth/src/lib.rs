@@ -10,6 +10,8 @@
 //! - [`policy`]: which permission a request needs, and whether a token's grant covers it
 //!   (patient-context tokens never reach `$match`, PIX, system-level search or export).
 //! - [`discovery`]: the SMART configuration document and the CapabilityStatement's security.
+//! - [`registry`]: registered clients (backend services, apps) and users, and the checks a
+//!   registration passes.
 //! - [`labels`]: sensitivity labels assigned at write time from clinical codes.
 //! - [`audit`]: audit records shaped as IHE BALP `AuditEvent`s.
 //! - [`chain`]: the audit log's hash chain and its Ed25519-signed head, and the check that
@@ -34,5 +36,6 @@ pub mod labels;
 pub mod password;
 pub mod pkce;
 pub mod policy;
+pub mod registry;
 pub mod scope;
 pub mod token;

@@ -30,6 +30,7 @@ impl std::fmt::Display for StdoutClosed {
 
 impl std::error::Error for StdoutClosed {}
 
+mod audit_cmd;
 mod bench;
 mod bench_hl7;
 mod bench_repetitions;
@@ -40,6 +41,7 @@ mod fhirpath_cmd;
 mod hl7_time;
 mod import_cmd;
 mod import_ssmix2;
+mod principals_cmd;
 mod serve;
 mod storage;
 
@@ -67,6 +69,15 @@ enum Command {
     Bench(bench::Command),
     /// Evaluate a FHIRPath expression over a FHIR resource (JSON) and print the result.
     Fhirpath(fhirpath_cmd::Args),
+    /// Registered clients (backend services, apps) that may ask for tokens.
+    #[command(subcommand)]
+    Clients(principals_cmd::ClientsCommand),
+    /// Users of the built-in login.
+    #[command(subcommand)]
+    Users(principals_cmd::UsersCommand),
+    /// The audit log: `verify` checks its hash chain and signed head.
+    #[command(subcommand)]
+    Audit(audit_cmd::Command),
     /// Patient matching (EMPI) on files: generate, train, cluster, evaluate, explain, bench.
     #[command(subcommand)]
     Empi(empi_cmd::Command),
@@ -118,6 +129,9 @@ fn run() -> anyhow::Result<ExitCode> {
         match command {
             Command::Serve(args) => serve::run(args).await.map(|()| ExitCode::SUCCESS),
             Command::Import(args) => import_cmd::run(args).await,
+            Command::Audit(cmd) => audit_cmd::run(cmd).await,
+            Command::Clients(cmd) => principals_cmd::run_clients(cmd).await,
+            Command::Users(cmd) => principals_cmd::run_users(cmd).await,
             Command::Bench(cmd) => bench::run(cmd).await.map(|()| ExitCode::SUCCESS),
             Command::Fhirpath(args) => fhirpath_cmd::run(args),
             Command::Empi(cmd) => empi_cmd::run(cmd),

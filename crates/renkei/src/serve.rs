@@ -53,6 +53,15 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         None => None,
     };
     let store = args.store.open().await?;
+    // Registrations mean the operator expects tokens to be required; until this server checks
+    // them (issue 20), it does not serve such a store at all rather than serve it openly.
+    let registered = args.store.open_security(false).await?.registry;
+    anyhow::ensure!(
+        !registered.has_registrations().await?,
+        "clients or users are registered in this store (renkei clients/users), but this \
+         version of renkei serve does not check access tokens yet; refusing to serve the \
+         data without them (remove the registrations to serve it openly on a trusted network)"
+    );
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("binding {}", args.listen))?;

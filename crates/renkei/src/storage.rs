@@ -6,7 +6,8 @@ use std::sync::Arc;
 use anyhow::Context;
 use mpi::Mpi;
 use store::{
-    FhirIndexExtractor, IndexExtractor, PostgresConfig, PostgresStore, SqliteStore, Store,
+    AuditLog, FhirIndexExtractor, IndexExtractor, PostgresConfig, PostgresStore, Registry,
+    SqliteStore, Store,
 };
 
 #[derive(Clone, clap::Args)]
@@ -79,11 +80,51 @@ impl StoreArgs {
         self.open().await
     }
 
+    /// Opens the store's security tables: its audit log and registrations (the same
+    /// database). With `existing`, a store that does not exist yet is an error.
+    pub async fn open_security(&self, existing: bool) -> anyhow::Result<Security> {
+        if existing {
+            // Refuse a mistyped --data first.
+            drop(self.open_existing().await?);
+        }
+        match &self.database_url {
+            Some(url) => {
+                let store = PostgresStore::connect(PostgresConfig::new(url.clone()), extractor())
+                    .await
+                    .with_context(|| {
+                        format!("opening PostgreSQL at {}", store::postgres_redact(url))
+                    })?;
+                Ok(Security {
+                    audit: Arc::new(store.clone()),
+                    registry: Arc::new(store),
+                })
+            }
+            None => {
+                let data = self.data_dir()?;
+                let store = SqliteStore::open_dir(data, extractor())
+                    .with_context(|| format!("opening the store in {}", data.display()))?;
+                Ok(Security {
+                    audit: Arc::new(store.clone()),
+                    registry: Arc::new(store),
+                })
+            }
+        }
+    }
+
     fn data_dir(&self) -> anyhow::Result<&std::path::Path> {
         self.data
             .as_deref()
             .context("--data DIR (or --database-url URL) is required")
     }
+}
+
+/// A store's security tables.
+#[derive(Debug)]
+pub struct Security {
+    /// The audit log.
+    pub audit: Arc<dyn AuditLog>,
+    /// Registered clients and users.
+    pub registry: Arc<dyn Registry>,
 }
 
 /// `--no-empi` / `--empi-model`: whether and how Patient writes are linked.

@@ -28,6 +28,8 @@
 //! - [`search`]: parsing of search parameters into a [`SearchQuery`].
 //! - `access`-private: the access policy as SQL conditions (and over index rows), and the
 //!   refusal of what it cannot scope.
+//! - [`audit`]: the append-only, hash-chained audit log and its signed head ([`AuditLog`]).
+//! - [`registry`]: the registered clients and users ([`Registry`]).
 //! - [`feed`]: reading the change feed without skipping ([`FeedPosition`], [`FeedBatch`]) and
 //!   [`feed::Consumer`], a named consumer with a durable checkpoint; `compartment`: which
 //!   Patient compartments a written version is in.
@@ -35,6 +37,7 @@
 //! See `docs/storage.md` for tables, index layout and the concurrency trade-offs.
 
 mod access;
+pub mod audit;
 mod compartment;
 mod context;
 mod engine;
@@ -48,6 +51,7 @@ mod pg_index;
 mod postgres;
 mod receipt;
 mod refs;
+pub mod registry;
 pub mod search;
 mod sql;
 mod sqlite;
@@ -58,6 +62,7 @@ mod wal;
 use async_trait::async_trait;
 use serde_json::Value;
 
+pub use audit::{AuditEntry, AuditLog, AuditQuery, AuditRow};
 pub use context::{AccessPolicy, Actor, RequestContext, Restriction, SecurityLabel};
 pub use error::{ErrorKind, StoreError};
 pub use exclusive::ExclusiveLock;
@@ -74,6 +79,7 @@ pub use model::{
 pub use postgres::{PostgresConfig, PostgresStore, redact as postgres_redact};
 pub use receipt::{KeyedWrite, Receipt};
 pub use refs::{LocalReference, absent_resources, local_references};
+pub use registry::Registry;
 pub use search::{SearchPage, SearchQuery};
 pub use sqlite::SqliteStore;
 

@@ -43,6 +43,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
         COMPARTMENTS_MIGRATION,
         include_str!("../migrations/postgres/0004_change_feed_consumers.sql"),
     ),
+    (5, include_str!("../migrations/postgres/0005_security.sql")),
 ];
 
 /// The migration that adds `change_compartment` and `outbox.xid`: after its script, the store
@@ -189,6 +190,11 @@ impl PostgresStore {
         }
         tx.commit().await?;
         Ok(())
+    }
+
+    /// A pooled connection (its `search_path` set to the configured schema).
+    pub(crate) async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
+        Ok(self.pool.get().await?)
     }
 
     /// The configured schema, if any.

@@ -60,6 +60,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("../migrations/sqlite/0005_change_feed_consumers.sql"),
         "adds change-feed consumers and the Patient compartments of each change",
     ),
+    (
+        6,
+        include_str!("../migrations/sqlite/0006_security.sql"),
+        "adds the audit log and the registered clients and users",
+    ),
 ];
 
 /// The migration that adds `change_compartment`: after its script, the store fills in the
@@ -135,7 +140,7 @@ impl SqliteStore {
         &self.inner.path
     }
 
-    async fn read_with<T, F>(&self, f: F) -> Result<T, StoreError>
+    pub(crate) async fn read_with<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
@@ -168,7 +173,7 @@ impl SqliteStore {
             .map_err(|_| StoreError::Unavailable("store is closing".into()))
     }
 
-    async fn write_with<T, F>(&self, f: F) -> Result<T, StoreError>
+    pub(crate) async fn write_with<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&mut Connection, &dyn IndexExtractor) -> Result<T, StoreError> + Send + 'static,

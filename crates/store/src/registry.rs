@@ -1,0 +1,261 @@
+//! Registered clients and users ([`auth::registry`]) in the database: `auth_client` and
+//! `auth_user`, each row the JSON of one registration. The store keeps them and nothing
+//! more: what a registration must satisfy is checked by `auth` before it gets here, and who
+//! may change them is the shell's (`renkei clients`, `renkei users`), never the REST API's.
+
+use async_trait::async_trait;
+use auth::registry::{Client, User};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::error::StoreError;
+use crate::postgres::PostgresStore;
+use crate::sqlite::SqliteStore;
+
+/// The registrations of a store.
+#[async_trait]
+pub trait Registry: Send + Sync + std::fmt::Debug {
+    /// Adds or replaces a client.
+    async fn put_client(&self, client: &Client) -> Result<(), StoreError>;
+    /// One client.
+    async fn client(&self, id: &str) -> Result<Option<Client>, StoreError>;
+    /// Every client, by id.
+    async fn clients(&self) -> Result<Vec<Client>, StoreError>;
+    /// Removes a client; whether there was one.
+    async fn remove_client(&self, id: &str) -> Result<bool, StoreError>;
+    /// Adds or replaces a user.
+    async fn put_user(&self, user: &User) -> Result<(), StoreError>;
+    /// One user.
+    async fn user(&self, name: &str) -> Result<Option<User>, StoreError>;
+    /// Every user, by name.
+    async fn users(&self) -> Result<Vec<User>, StoreError>;
+    /// Whether any client or user is registered (then every request needs a token).
+    async fn has_registrations(&self) -> Result<bool, StoreError>;
+}
+
+/// Which table, and its key column.
+#[derive(Debug, Clone, Copy)]
+enum Table {
+    Client,
+    User,
+}
+
+impl Table {
+    fn name(self) -> &'static str {
+        match self {
+            Table::Client => "auth_client",
+            Table::User => "auth_user",
+        }
+    }
+
+    fn key(self) -> &'static str {
+        match self {
+            Table::Client => "id",
+            Table::User => "name",
+        }
+    }
+}
+
+fn to_json<T: Serialize>(v: &T) -> Result<String, StoreError> {
+    serde_json::to_string(v).map_err(|e| StoreError::Backend(e.to_string()))
+}
+
+fn from_json<T: DeserializeOwned>(table: Table, text: &str) -> Result<T, StoreError> {
+    serde_json::from_str(text)
+        .map_err(|e| StoreError::Backend(format!("{} holds an unreadable row: {e}", table.name())))
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+// ----- SQLite -----
+
+impl SqliteStore {
+    async fn put_row(&self, table: Table, key: String, body: String) -> Result<(), StoreError> {
+        self.write_with(move |conn, _| {
+            conn.execute(
+                &format!(
+                    "INSERT INTO {t} ({k}, body, updated) VALUES (?1, ?2, ?3) \
+                     ON CONFLICT ({k}) DO UPDATE SET body = excluded.body, updated = excluded.updated",
+                    t = table.name(),
+                    k = table.key()
+                ),
+                rusqlite::params![key, body, now_ms()],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn rows(&self, table: Table, key: Option<String>) -> Result<Vec<String>, StoreError> {
+        self.read_with(move |c| {
+            let (filter, params): (String, Vec<String>) = match key {
+                Some(k) => (format!(" WHERE {} = ?1", table.key()), vec![k]),
+                None => (String::new(), vec![]),
+            };
+            let mut st = c.prepare(&format!(
+                "SELECT body FROM {}{filter} ORDER BY {}",
+                table.name(),
+                table.key()
+            ))?;
+            let rows = st.query_map(rusqlite::params_from_iter(params), |r| r.get(0))?;
+            Ok(rows.collect::<Result<Vec<String>, _>>()?)
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl Registry for SqliteStore {
+    async fn put_client(&self, client: &Client) -> Result<(), StoreError> {
+        self.put_row(Table::Client, client.id.clone(), to_json(client)?)
+            .await
+    }
+
+    async fn client(&self, id: &str) -> Result<Option<Client>, StoreError> {
+        let rows = self.rows(Table::Client, Some(id.to_owned())).await?;
+        rows.first()
+            .map(|r| from_json(Table::Client, r))
+            .transpose()
+    }
+
+    async fn clients(&self) -> Result<Vec<Client>, StoreError> {
+        let rows = self.rows(Table::Client, None).await?;
+        rows.iter().map(|r| from_json(Table::Client, r)).collect()
+    }
+
+    async fn remove_client(&self, id: &str) -> Result<bool, StoreError> {
+        let id = id.to_owned();
+        self.write_with(move |conn, _| {
+            Ok(conn.execute("DELETE FROM auth_client WHERE id = ?1", [id])? > 0)
+        })
+        .await
+    }
+
+    async fn put_user(&self, user: &User) -> Result<(), StoreError> {
+        self.put_row(Table::User, user.name.clone(), to_json(user)?)
+            .await
+    }
+
+    async fn user(&self, name: &str) -> Result<Option<User>, StoreError> {
+        let rows = self.rows(Table::User, Some(name.to_owned())).await?;
+        rows.first().map(|r| from_json(Table::User, r)).transpose()
+    }
+
+    async fn users(&self) -> Result<Vec<User>, StoreError> {
+        let rows = self.rows(Table::User, None).await?;
+        rows.iter().map(|r| from_json(Table::User, r)).collect()
+    }
+
+    async fn has_registrations(&self) -> Result<bool, StoreError> {
+        self.read_with(|c| {
+            Ok(c.query_row(
+                "SELECT EXISTS (SELECT 1 FROM auth_client) OR EXISTS (SELECT 1 FROM auth_user)",
+                [],
+                |r| r.get(0),
+            )?)
+        })
+        .await
+    }
+}
+
+// ----- PostgreSQL -----
+
+impl PostgresStore {
+    async fn put_row(&self, table: Table, key: &str, body: String) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        client
+            .execute(
+                &format!(
+                    "INSERT INTO {t} ({k}, body, updated) VALUES ($1, $2, $3) \
+                     ON CONFLICT ({k}) DO UPDATE SET body = excluded.body, updated = excluded.updated",
+                    t = table.name(),
+                    k = table.key()
+                ),
+                &[&key, &body, &now_ms()],
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn rows(&self, table: Table, key: Option<&str>) -> Result<Vec<String>, StoreError> {
+        let client = self.client().await?;
+        let rows = match key {
+            Some(k) => {
+                client
+                    .query(
+                        &format!(
+                            "SELECT body FROM {} WHERE {} = $1",
+                            table.name(),
+                            table.key()
+                        ),
+                        &[&k],
+                    )
+                    .await?
+            }
+            None => {
+                client
+                    .query(
+                        &format!("SELECT body FROM {} ORDER BY {}", table.name(), table.key()),
+                        &[],
+                    )
+                    .await?
+            }
+        };
+        Ok(rows.into_iter().map(|r| r.get(0)).collect())
+    }
+}
+
+#[async_trait]
+impl Registry for PostgresStore {
+    async fn put_client(&self, client: &Client) -> Result<(), StoreError> {
+        self.put_row(Table::Client, &client.id, to_json(client)?)
+            .await
+    }
+
+    async fn client(&self, id: &str) -> Result<Option<Client>, StoreError> {
+        let rows = self.rows(Table::Client, Some(id)).await?;
+        rows.first()
+            .map(|r| from_json(Table::Client, r))
+            .transpose()
+    }
+
+    async fn clients(&self) -> Result<Vec<Client>, StoreError> {
+        let rows = self.rows(Table::Client, None).await?;
+        rows.iter().map(|r| from_json(Table::Client, r)).collect()
+    }
+
+    async fn remove_client(&self, id: &str) -> Result<bool, StoreError> {
+        let client = self.client().await?;
+        Ok(client
+            .execute("DELETE FROM auth_client WHERE id = $1", &[&id])
+            .await?
+            > 0)
+    }
+
+    async fn put_user(&self, user: &User) -> Result<(), StoreError> {
+        self.put_row(Table::User, &user.name, to_json(user)?).await
+    }
+
+    async fn user(&self, name: &str) -> Result<Option<User>, StoreError> {
+        let rows = self.rows(Table::User, Some(name)).await?;
+        rows.first().map(|r| from_json(Table::User, r)).transpose()
+    }
+
+    async fn users(&self) -> Result<Vec<User>, StoreError> {
+        let rows = self.rows(Table::User, None).await?;
+        rows.iter().map(|r| from_json(Table::User, r)).collect()
+    }
+
+    async fn has_registrations(&self) -> Result<bool, StoreError> {
+        let client = self.client().await?;
+        Ok(client
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM auth_client) OR EXISTS (SELECT 1 FROM auth_user)",
+                &[],
+            )
+            .await?
+            .get(0))
+    }
+}
