@@ -31,9 +31,9 @@ const PAGE: usize = 1000;
 pub(crate) struct Cache {
     pub index: EnterpriseIndex,
     /// Where the cache stands in the change feed: every change before it is applied.
-    position: FeedPosition,
+    pub position: FeedPosition,
     /// Version of each Patient (source or golden) applied.
-    applied: HashMap<String, u64>,
+    pub applied: HashMap<String, u64>,
     pub goldens: HashMap<EnterpriseId, GoldenState>,
     pub member_of: HashMap<String, EnterpriseId>,
     /// Sources no golden record lists.

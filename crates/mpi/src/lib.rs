@@ -49,8 +49,10 @@ mod linker;
 mod manual;
 mod plan;
 pub mod resources;
+mod snapshot;
 
 use std::collections::BTreeSet;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -63,6 +65,7 @@ use tokio::sync::{Mutex, MutexGuard};
 pub use linker::EmpiStore;
 pub use manual::{ManualError, PixAnswer};
 pub use resources::{EMPI_SYSTEM, REVIEW_CODE};
+pub use snapshot::SnapshotError;
 
 use cache::Cache;
 use plan::Planner;
@@ -124,6 +127,10 @@ pub struct Mpi {
     /// The index is being loaded at start-up ([`Mpi::start_loading`]): what needs it answers
     /// [`StoreError::Unavailable`] at once instead of waiting behind the load.
     loading: AtomicBool,
+    /// Where the index's persisted copy lives ([`Mpi::with_snapshot`]).
+    snapshot: Option<PathBuf>,
+    /// The copy was tried (it is read once, by the first load).
+    snapshot_tried: AtomicBool,
 }
 
 impl Mpi {
@@ -145,7 +152,60 @@ impl Mpi {
                 IndexConfig::default(),
             ))),
             loading: AtomicBool::new(false),
+            snapshot: None,
+            snapshot_tried: AtomicBool::new(false),
         }
+    }
+
+    /// Keeps a persisted copy of the index at `path` (the embedded store's data directory):
+    /// the first load reads it and follows the change feed from where it stands, instead of
+    /// reading every Patient from the feed; [`Mpi::save_snapshot`] writes it. A copy that is
+    /// missing, stale, unreadable or of another store only costs the full load (the store is
+    /// the truth; see the `snapshot` module).
+    pub fn with_snapshot(mut self, path: PathBuf) -> Self {
+        self.snapshot = Some(path);
+        self
+    }
+
+    /// Brings the cache up to date from the change feed; the first time, from the persisted
+    /// copy when there is a usable one.
+    async fn refresh(&self, cache: &mut Cache, ctx: &RequestContext) -> Result<(), StoreError> {
+        if let Some(path) = &self.snapshot
+            && !self.snapshot_tried.swap(true, Ordering::AcqRel)
+            && cache.position == store::FeedPosition::START
+        {
+            let started = std::time::Instant::now();
+            match snapshot::load(cache, self.store.as_ref(), ctx, path).await {
+                Ok(n) => tracing::info!(
+                    records = n,
+                    seconds = started.elapsed().as_secs_f64(),
+                    path = %path.display(),
+                    "patient index read from its snapshot; following the change feed from there"
+                ),
+                Err(SnapshotError::Io(_, e)) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => tracing::warn!(
+                    error = %e,
+                    "patient index snapshot not used; loading from the change feed"
+                ),
+            }
+        }
+        cache.refresh(self.store.as_ref(), ctx).await
+    }
+
+    /// Writes the index's persisted copy (see [`Mpi::with_snapshot`]), brought up to date
+    /// with the store first; returns its size in bytes, or `None` without a snapshot path.
+    /// Holds the index while it writes (a second or two at a million people): for the end of
+    /// an import and a server's shutdown.
+    pub async fn save_snapshot(&self) -> Result<Option<u64>, SnapshotError> {
+        let Some(path) = &self.snapshot else {
+            return Ok(None);
+        };
+        self.check_loaded()?;
+        let ctx = RequestContext::system();
+        let mut cache = self.cache.lock().await;
+        self.refresh(&mut cache, &ctx).await?;
+        let size = snapshot::save(&cache, self.store.as_ref(), &ctx, path).await?;
+        Ok(Some(size))
     }
 
     /// Whether the index can answer now (it is not being loaded at start-up).
@@ -166,9 +226,7 @@ impl Mpi {
         tokio::spawn(async move {
             let result = async {
                 let mut cache = mpi.cache.lock().await;
-                cache
-                    .refresh(mpi.store.as_ref(), &RequestContext::system())
-                    .await?;
+                mpi.refresh(&mut cache, &RequestContext::system()).await?;
                 Ok(cache.member_of.len() + cache.unlinked.len())
             }
             .await;
@@ -218,7 +276,7 @@ impl Mpi {
     pub(crate) async fn locked(&self, ctx: &RequestContext) -> Result<Locked<'_>, StoreError> {
         self.check_loaded()?;
         let mut cache = self.cache.lock().await;
-        cache.refresh(self.store.as_ref(), &ctx.internal()).await?;
+        self.refresh(&mut cache, &ctx.internal()).await?;
         Ok(Locked {
             _shared: None,
             cache,
@@ -237,7 +295,7 @@ impl Mpi {
         let mut cache = self.cache.lock().await;
         let ctx = &ctx.internal();
         let shared = self.store.lock_exclusive(ctx, LINKING_LOCK).await?;
-        cache.refresh(self.store.as_ref(), ctx).await?;
+        self.refresh(&mut cache, ctx).await?;
         cache.catch_up_pending(self.store.as_ref(), ctx).await?;
         Ok(Locked {
             _shared: Some(shared),

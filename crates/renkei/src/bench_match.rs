@@ -67,7 +67,10 @@ impl Server {
         let mut child = Command::new(binary)
             .args(["serve", "--listen", "127.0.0.1:0", "--data"])
             .arg(data)
-            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or("warn".into()))
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or("warn".into()),
+            )
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -180,7 +183,15 @@ pub async fn run(a: MatchArgs) -> anyhow::Result<()> {
     );
     let match_url = format!("{}/Patient/$match", server.base);
     // Warm-up, untimed: every query once (the page cache, the connections).
-    load(&client, &match_url, &bodies, bodies.len(), a.clients, "warm-up").await?;
+    load(
+        &client,
+        &match_url,
+        &bodies,
+        bodies.len(),
+        a.clients,
+        "warm-up",
+    )
+    .await?;
     let floor = load(
         &client,
         &format!("{root}/healthz"),
@@ -190,7 +201,10 @@ pub async fn run(a: MatchArgs) -> anyhow::Result<()> {
         "/healthz",
     )
     .await?;
-    let matched = load(&client, &match_url, &bodies, a.requests, a.clients, "$match").await?;
+    let matched = load(
+        &client, &match_url, &bodies, a.requests, a.clients, "$match",
+    )
+    .await?;
     server.stop()?;
 
     let (h50, h99) = (pct(&floor, 0.5), pct(&floor, 0.99));
@@ -324,8 +338,10 @@ async fn load(
 ) -> anyhow::Result<Vec<Duration>> {
     let bar = ProgressBar::new(n as u64);
     bar.set_style(
-        ProgressStyle::with_template(&format!("{what} [{{elapsed_precise}}] {{wide_bar}} {{pos}}/{{len}}"))
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        ProgressStyle::with_template(&format!(
+            "{what} [{{elapsed_precise}}] {{wide_bar}} {{pos}}/{{len}}"
+        ))
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     let cursor = Arc::new(AtomicUsize::new(0));
     let mut workers = Vec::new();
@@ -388,7 +404,8 @@ mod tests {
         let t = typo(&p);
         assert_eq!(t["name"][0]["family"], "Yaamda");
         assert!(t.get("id").is_none() && t.get("meta").is_none());
-        let short = json!({"resourceType": "Patient", "name": [{"family": "Li", "given": ["Ming"]}]});
+        let short =
+            json!({"resourceType": "Patient", "name": [{"family": "Li", "given": ["Ming"]}]});
         assert_eq!(typo(&short)["name"][0]["given"][0], "Mnig");
     }
 }

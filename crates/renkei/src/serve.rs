@@ -62,7 +62,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         max_body_bytes: args.max_body_size,
         check_references: !args.no_reference_check,
     };
-    let mpi = args.empi.mpi(store.clone())?;
+    let mpi = args.empi.mpi(store.clone(), args.store.empi_snapshot())?;
     let state = AppState::with_empi(mpi.clone(), Arc::new(R4Validator), config);
     // The index loads in the background; until it has, what needs it answers 503 (and
     // `/readyz` says so) rather than waiting.
@@ -144,6 +144,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     if let Some(task) = mllp_task {
         task.await??;
     }
+    // The next start reads the index from here and follows the change feed from its position.
+    crate::storage::save_empi_snapshot(&mpi).await;
     tracing::info!("shut down cleanly");
     Ok(())
 }

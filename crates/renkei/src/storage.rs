@@ -9,6 +9,9 @@ use store::{
     FhirIndexExtractor, IndexExtractor, PostgresConfig, PostgresStore, SqliteStore, Store,
 };
 
+/// The patient index's persisted copy in a data directory (see `mpi::Mpi::with_snapshot`).
+pub const EMPI_SNAPSHOT: &str = "empi-index.snapshot";
+
 #[derive(Clone, clap::Args)]
 pub struct StoreArgs {
     /// Data directory (the embedded SQLite database lives here as renkei.db); not needed with
@@ -79,6 +82,15 @@ impl StoreArgs {
         self.open().await
     }
 
+    /// Where the patient index keeps its persisted copy: beside the embedded store's file
+    /// (none on PostgreSQL, where the index loads from the change feed).
+    pub fn empi_snapshot(&self) -> Option<PathBuf> {
+        match (&self.database_url, &self.data) {
+            (None, Some(data)) => Some(data.join(EMPI_SNAPSHOT)),
+            _ => None,
+        }
+    }
+
     fn data_dir(&self) -> anyhow::Result<&std::path::Path> {
         self.data
             .as_deref()
@@ -99,9 +111,14 @@ pub struct EmpiArgs {
 }
 
 impl EmpiArgs {
-    /// The patient index over `store` (the store underneath the linking layer); its
-    /// [`Mpi::linked_store`] is what Patient writes go through: linked unless `--no-empi`.
-    pub fn mpi(&self, store: Arc<dyn Store>) -> anyhow::Result<Arc<Mpi>> {
+    /// The patient index over `store` (the store underneath the linking layer), keeping its
+    /// persisted copy at `snapshot` if given; its [`Mpi::linked_store`] is what Patient writes
+    /// go through: linked unless `--no-empi`.
+    pub fn mpi(
+        &self,
+        store: Arc<dyn Store>,
+        snapshot: Option<PathBuf>,
+    ) -> anyhow::Result<Arc<Mpi>> {
         let model = match &self.empi_model {
             Some(path) => {
                 let text = std::fs::read_to_string(path)
@@ -111,12 +128,31 @@ impl EmpiArgs {
             }
             None => empi::Model::default(),
         };
-        Ok(Arc::new(Mpi::new(
+        let mpi = Mpi::new(
             store,
             model,
             empi::golden::Survivorship::default(),
             !self.no_empi,
-        )))
+        );
+        Ok(Arc::new(match snapshot {
+            Some(path) => mpi.with_snapshot(path),
+            None => mpi,
+        }))
+    }
+}
+
+/// Writes the patient index's persisted copy, saying so on failure (the store is the truth:
+/// without the copy the next start loads from the change feed).
+pub async fn save_empi_snapshot(mpi: &Mpi) {
+    let started = std::time::Instant::now();
+    match mpi.save_snapshot().await {
+        Ok(Some(bytes)) => tracing::info!(
+            bytes,
+            seconds = started.elapsed().as_secs_f64(),
+            "patient index snapshot written"
+        ),
+        Ok(None) => {}
+        Err(e) => tracing::warn!(error = %e, "writing the patient index snapshot failed"),
     }
 }
 
