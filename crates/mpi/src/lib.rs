@@ -35,7 +35,7 @@
 //! naming it are found by one indexed search and lose it (or get its survivor); a task left
 //! without a live candidate is cancelled with the reason.
 //!
-//! One decision at a time, across processes: a decision takes the cache's mutex in its own
+//! One decision at a time, across processes: a decision takes the cache for writing in its own
 //! process, then the store's [`LINKING_LOCK`] (a PostgreSQL advisory lock, so that servers
 //! and `renkei empi` commands on one database take turns; on SQLite a file lock beside the
 //! database, although one SQLite file has one writing process), then brings the cache up to
@@ -60,7 +60,7 @@ use empi::golden::Survivorship;
 use empi::{Candidate, EnterpriseId, EnterpriseIndex, IndexConfig, MatchClass, Model, Record};
 use serde_json::Value;
 use store::{RequestContext, SearchQuery, Store, StoreError};
-use tokio::sync::{Mutex, MutexGuard};
+use tokio::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 pub use linker::EmpiStore;
 pub use manual::{ManualError, PixAnswer};
@@ -79,8 +79,8 @@ pub struct Match {
     pub probability: f64,
     /// `certain`, `probable` or `possible` (the match-grade extension).
     pub grade: &'static str,
-    /// Score and per-field explanation.
-    pub explanation: Value,
+    /// Score and per-field explanation (JSON text).
+    pub explanation: String,
 }
 
 /// Why a match could not be made.
@@ -96,11 +96,11 @@ pub enum MatchError {
 /// The name of the store lock every process takes to make a linking decision.
 pub const LINKING_LOCK: &str = "empi-linking";
 
-/// The cache while it is locked: in this process always, across processes for a decision.
-/// The shared lock is declared first so that it is released first.
+/// The cache locked for a decision: in this process (written) and across processes. The
+/// shared lock is declared first so that it is released first.
 pub(crate) struct Locked<'a> {
     _shared: Option<store::ExclusiveLock>,
-    cache: MutexGuard<'a, Cache>,
+    cache: RwLockWriteGuard<'a, Cache>,
 }
 
 impl std::ops::Deref for Locked<'_> {
@@ -123,7 +123,9 @@ pub struct Mpi {
     store: Arc<dyn Store>,
     survivorship: Survivorship,
     linking: bool,
-    cache: Mutex<Cache>,
+    /// Read by any number of lookups at once (`$match`, listings); written by one decision
+    /// at a time, and by a refresh from the change feed.
+    cache: RwLock<Cache>,
     /// The index is being loaded at start-up ([`Mpi::start_loading`]): what needs it answers
     /// [`StoreError::Unavailable`] at once instead of waiting behind the load.
     loading: AtomicBool,
@@ -147,7 +149,7 @@ impl Mpi {
             store,
             survivorship,
             linking,
-            cache: Mutex::new(Cache::new(EnterpriseIndex::new(
+            cache: RwLock::new(Cache::new(EnterpriseIndex::new(
                 model,
                 IndexConfig::default(),
             ))),
@@ -202,7 +204,7 @@ impl Mpi {
         };
         self.check_loaded()?;
         let ctx = RequestContext::system();
-        let mut cache = self.cache.lock().await;
+        let mut cache = self.cache.write().await;
         self.refresh(&mut cache, &ctx).await?;
         let size = snapshot::save(&cache, self.store.as_ref(), &ctx, path).await?;
         Ok(Some(size))
@@ -225,7 +227,7 @@ impl Mpi {
         let mpi = self.clone();
         tokio::spawn(async move {
             let result = async {
-                let mut cache = mpi.cache.lock().await;
+                let mut cache = mpi.cache.write().await;
                 mpi.refresh(&mut cache, &RequestContext::system()).await?;
                 Ok(cache.member_of.len() + cache.unlinked.len())
             }
@@ -271,16 +273,25 @@ impl Mpi {
         }
     }
 
-    /// The cache, locked in this process and brought up to date with the store (read with
-    /// `ctx.internal()`): for reading the index (`$match`, listings).
-    pub(crate) async fn locked(&self, ctx: &RequestContext) -> Result<Locked<'_>, StoreError> {
+    /// The cache for reading the index (`$match`, listings), brought up to date with the store
+    /// (read with `ctx.internal()`): shared with other readers. Only when the change feed
+    /// holds something it has not applied does it take the cache for writing to apply it.
+    pub(crate) async fn locked(
+        &self,
+        ctx: &RequestContext,
+    ) -> Result<RwLockReadGuard<'_, Cache>, StoreError> {
         self.check_loaded()?;
-        let mut cache = self.cache.lock().await;
-        self.refresh(&mut cache, &ctx.internal()).await?;
-        Ok(Locked {
-            _shared: None,
-            cache,
-        })
+        let ctx = &ctx.internal();
+        {
+            let cache = self.cache.read().await;
+            let ahead = self.store.feed(ctx, &cache.position, 1).await?;
+            if ahead.changes.is_empty() {
+                return Ok(cache);
+            }
+        }
+        let mut cache = self.cache.write().await;
+        self.refresh(&mut cache, ctx).await?;
+        Ok(cache.downgrade())
     }
 
     /// The cache for a decision (a link, a merge, a golden-record write): locked in this
@@ -292,7 +303,7 @@ impl Mpi {
         ctx: &RequestContext,
     ) -> Result<Locked<'_>, StoreError> {
         self.check_loaded()?;
-        let mut cache = self.cache.lock().await;
+        let mut cache = self.cache.write().await;
         let ctx = &ctx.internal();
         let shared = self.store.lock_exclusive(ctx, LINKING_LOCK).await?;
         self.refresh(&mut cache, ctx).await?;
@@ -331,7 +342,7 @@ impl Mpi {
                     MatchClass::NoMatch => "possible",
                 },
                 probability: c.score.probability,
-                explanation: serde_json::to_value(&c.score).unwrap_or(Value::Null),
+                explanation: serde_json::to_string(&c.score).unwrap_or_default(),
                 id: c.record_id,
             })
             .collect())

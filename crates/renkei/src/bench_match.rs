@@ -6,7 +6,8 @@
 //! copy of a stored person, and the same clients on `/healthz` (the round-trip floor), and
 //! prints p50 / p99 of both and their difference.
 //!
-//! The children are `--binary PATH` (default: this executable), so that an older build is
+//! The server logs at `error` level unless `RENKEI_BENCH_SERVER_LOG` says otherwise (say,
+//! `info` for the index's load and snapshot lines). The children are `--binary PATH` (default: this executable), so that an older build is
 //! measured by the same harness. `--data DIR` keeps the store (and reuses one already there:
 //! the import is skipped); otherwise the directory is removed at the end unless
 //! `RENKEI_BENCH_KEEP=1`.
@@ -69,7 +70,7 @@ impl Server {
             .arg(data)
             .env(
                 "RUST_LOG",
-                std::env::var("RUST_LOG").unwrap_or("warn".into()),
+                std::env::var("RENKEI_BENCH_SERVER_LOG").unwrap_or("error".into()),
             )
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
