@@ -14,7 +14,6 @@
 //! Written whole to a temporary file beside it, synced, then renamed over it: a crash while
 //! writing leaves the old copy (or none), never half of one.
 
-use std::collections::{HashMap, HashSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -23,21 +22,24 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use store::{FeedPosition, RequestContext, Store, StoreError};
 
-use super::cache::Cache;
+use empi::hashing::FxHashMap;
+
+use super::cache::{Cache, FxHashSet};
 use super::resources::GoldenState;
 
 /// Bumped whenever what a copy holds changes meaning.
-const FORMAT: u32 = 1;
+const FORMAT: u32 = 2;
 
 /// The change at a copy's position, as the store recorded it: `(type, id, version)`.
 type ChangeKey = (String, String, u64);
 
-/// The file: three JSON documents, one a line (JSON text never holds a raw newline), so that
-/// the records and the rest are parsed on two threads at once.
+/// The file: four JSON documents, one a line (JSON text never holds a raw newline), so that
+/// they are parsed on two threads at once.
 ///
 /// 1. [`Header`]: what decides whether the copy may be used at all;
-/// 2. the records with their identities, in the index's order;
-/// 3. [`Rest`]: golden records' membership, versions applied, sources without a golden record.
+/// 2. and 3. the records with their identities, in the index's order, in two halves (parsed
+///    side by side; then the index is rebuilt from them while the fourth is parsed);
+/// 4. [`Rest`]: golden records' membership, versions applied, sources without a golden record.
 #[derive(Serialize, Deserialize)]
 struct Header {
     stamp: String,
@@ -48,18 +50,18 @@ struct Header {
 
 #[derive(Serialize)]
 struct RestOut<'a> {
-    applied: &'a HashMap<String, u64>,
+    applied: &'a FxHashMap<String, u64>,
     goldens: Vec<(&'a EnterpriseId, &'a GoldenState)>,
-    member_of: &'a HashMap<String, EnterpriseId>,
-    unlinked: &'a HashSet<String>,
+    member_of: &'a FxHashMap<String, EnterpriseId>,
+    unlinked: &'a FxHashSet<String>,
 }
 
 #[derive(Deserialize)]
 struct Rest {
-    applied: HashMap<String, u64>,
+    applied: FxHashMap<String, u64>,
     goldens: Vec<(EnterpriseId, GoldenState)>,
-    member_of: HashMap<String, EnterpriseId>,
-    unlinked: HashSet<String>,
+    member_of: FxHashMap<String, EnterpriseId>,
+    unlinked: FxHashSet<String>,
 }
 
 /// Why a copy was not used.
@@ -150,6 +152,7 @@ pub(crate) async fn save(
         next_enterprise: cache.index.next_enterprise().0,
     };
     let records: Vec<(&Record, EnterpriseId)> = cache.index.entries().collect();
+    let (first_half, second_half) = records.split_at(records.len() / 2);
     let rest = RestOut {
         applied: &cache.applied,
         goldens: cache.goldens.iter().collect(),
@@ -163,7 +166,9 @@ pub(crate) async fn save(
     let json = |w: &mut std::io::BufWriter<std::fs::File>| -> Result<(), serde_json::Error> {
         serde_json::to_writer(&mut *w, &header)?;
         w.write_all(b"\n").map_err(serde_json::Error::io)?;
-        serde_json::to_writer(&mut *w, &records)?;
+        serde_json::to_writer(&mut *w, first_half)?;
+        w.write_all(b"\n").map_err(serde_json::Error::io)?;
+        serde_json::to_writer(&mut *w, second_half)?;
         w.write_all(b"\n").map_err(serde_json::Error::io)?;
         serde_json::to_writer(&mut *w, &rest)
     };
@@ -189,46 +194,49 @@ struct Loaded {
 }
 
 /// Reads the copy at `path` and rebuilds its index (`model`, `config`): blocking, for a
-/// thread of its own; the records and the rest are parsed on two threads.
+/// thread of its own; the work is shared by two threads (see [`Header`]).
 fn read(path: &Path, model: Model, config: IndexConfig) -> Result<Loaded, SnapshotError> {
+    type Records = Vec<(Record, EnterpriseId)>;
     let bytes = std::fs::read(path).map_err(|e| SnapshotError::Io(path.to_owned(), e))?;
     let format = |e| SnapshotError::Format(path.to_owned(), e);
-    let mut parts = bytes.splitn(3, |b| *b == b'\n');
-    let (header, records, rest) = match (parts.next(), parts.next(), parts.next()) {
-        (Some(h), Some(r), Some(x)) => (h, r, x),
-        _ => {
-            return Err(format(serde_json::Error::io(std::io::Error::new(
-                std::io::ErrorKind::UnexpectedEof,
-                "fewer than three parts",
-            ))));
-        }
+    let mut parts = bytes.splitn(4, |b| *b == b'\n');
+    let (Some(header), Some(first), Some(second), Some(rest)) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(format(serde_json::Error::io(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            "fewer than four parts",
+        ))));
     };
     let header: Header = serde_json::from_slice(header).map_err(format)?;
     if header.stamp != stamp() {
         return Err(SnapshotError::Stamp(path.to_owned()));
     }
+    fn panicked<T>() -> Result<T, serde_json::Error> {
+        Err(serde_json::Error::io(std::io::Error::other(
+            "a parsing thread panicked",
+        )))
+    }
+    let (first, second) = std::thread::scope(|scope| {
+        let second = scope.spawn(|| serde_json::from_slice::<Records>(second));
+        let first = serde_json::from_slice::<Records>(first);
+        (first, second.join().unwrap_or_else(|_| panicked()))
+    });
+    let (first, second) = (first.map_err(format)?, second.map_err(format)?);
     let (index, rest) = std::thread::scope(|scope| {
         let rest = scope.spawn(|| serde_json::from_slice::<Rest>(rest));
-        let index = serde_json::from_slice::<Vec<(Record, EnterpriseId)>>(records).map(|records| {
-            let mut index = EnterpriseIndex::new(model, config);
-            for (record, e) in records {
-                let _ = index.restore(record, e);
-            }
-            if let Some(last) = header.next_enterprise.checked_sub(1) {
-                index.note_used(EnterpriseId(last));
-            }
-            index
-        });
-        let rest = rest.join().unwrap_or_else(|_| {
-            Err(serde_json::Error::io(std::io::Error::other(
-                "the parsing thread panicked",
-            )))
-        });
-        (index, rest)
+        let mut index = EnterpriseIndex::new(model, config);
+        for (record, e) in first.into_iter().chain(second) {
+            let _ = index.restore(record, e);
+        }
+        if let Some(last) = header.next_enterprise.checked_sub(1) {
+            index.note_used(EnterpriseId(last));
+        }
+        (index, rest.join().unwrap_or_else(|_| panicked()))
     });
     Ok(Loaded {
         header,
-        index: index.map_err(format)?,
+        index,
         rest: rest.map_err(format)?,
     })
 }
@@ -264,4 +272,277 @@ pub(crate) async fn load(
     cache.unlinked = loaded.rest.unlinked;
     cache.position = position;
     Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use empi::IndexConfig;
+    use serde_json::{Value, json};
+    use store::{FhirIndexExtractor, SqliteStore, WriteEntry, WriteOp};
+
+    use super::*;
+    use crate::Mpi;
+
+    struct Dir(PathBuf);
+
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn open() -> (Arc<dyn Store>, Dir) {
+        let dir = std::env::temp_dir().join(format!("renkei-snapshot-{}", uuid::Uuid::new_v4()));
+        let store: Arc<dyn Store> =
+            Arc::new(SqliteStore::open_dir(&dir, Arc::new(FhirIndexExtractor::new())).unwrap());
+        (store, Dir(dir))
+    }
+
+    fn mpi(store: &Arc<dyn Store>, snapshot: Option<&Path>) -> Arc<Mpi> {
+        let mpi = Mpi::with_defaults(store.clone());
+        Arc::new(match snapshot {
+            Some(path) => mpi.with_snapshot(path.to_owned()),
+            None => mpi,
+        })
+    }
+
+    fn patient(id: &str, family: &str, given: &str, birth: &str, phone: &str) -> Value {
+        json!({"resourceType": "Patient", "id": id, "gender": "female", "birthDate": birth,
+               "name": [{"family": family, "given": [given]}],
+               "telecom": [{"system": "phone", "value": phone}]})
+    }
+
+    async fn write(mpi: &Arc<Mpi>, ops: Vec<WriteOp>) {
+        let entries = ops.into_iter().map(WriteEntry::new).collect();
+        mpi.linked_store()
+            .transaction(&RequestContext::system(), entries)
+            .await
+            .unwrap();
+    }
+
+    fn put(p: Value) -> WriteOp {
+        WriteOp::Update {
+            resource_type: "Patient".into(),
+            id: p["id"].as_str().unwrap().to_owned(),
+            resource: p,
+            if_match: None,
+        }
+    }
+
+    /// People, two of whom are one person (linked), and one in review (a twin).
+    async fn people(mpi: &Arc<Mpi>) {
+        write(
+            mpi,
+            vec![
+                put(patient(
+                    "a",
+                    "Koch",
+                    "Margaret",
+                    "1925-06-26",
+                    "555-162-4456",
+                )),
+                put(patient("b", "Smith", "John", "1971-05-12", "555-999-0000")),
+            ],
+        )
+        .await;
+        write(
+            mpi,
+            vec![put(patient(
+                "c",
+                "Koch",
+                "Peggy",
+                "1925-26-06",
+                "5551624456",
+            ))],
+        )
+        .await;
+        write(
+            mpi,
+            vec![put(patient(
+                "d",
+                "Smith",
+                "Jane",
+                "1971-05-12",
+                "555-999-0000",
+            ))],
+        )
+        .await;
+    }
+
+    /// Everything the cache holds, in its order (`exact`) or sorted, after bringing it up to
+    /// date.
+    async fn state(mpi: &Mpi, exact: bool) -> String {
+        let mut cache = mpi.cache.write().await;
+        mpi.refresh(&mut cache, &RequestContext::system())
+            .await
+            .unwrap();
+        let mut records: Vec<String> = cache
+            .index
+            .entries()
+            .map(|(r, e)| format!("{e} {r:?}"))
+            .collect();
+        let sorted = |mut v: Vec<String>| {
+            v.sort();
+            v
+        };
+        if !exact {
+            records.sort();
+        }
+        let goldens = sorted(cache.goldens.iter().map(|g| format!("{g:?}")).collect());
+        let member_of = sorted(cache.member_of.iter().map(|m| format!("{m:?}")).collect());
+        let applied = sorted(cache.applied.iter().map(|a| format!("{a:?}")).collect());
+        let unlinked = sorted(cache.unlinked.iter().cloned().collect());
+        let next = if exact {
+            cache.index.next_enterprise().to_string()
+        } else {
+            String::new()
+        };
+        format!(
+            "{records:#?}\n{goldens:#?}\n{member_of:#?}\n{applied:#?}\n{unlinked:?}\n{} {next}",
+            cache.position
+        )
+    }
+
+    fn empty_cache() -> Cache {
+        Cache::new(EnterpriseIndex::new(
+            Model::default(),
+            IndexConfig::default(),
+        ))
+    }
+
+    /// Saved and read back, the index is the one saved, record order and identities to hand
+    /// out next included; a new process reads it instead of the feed.
+    #[tokio::test]
+    async fn a_snapshot_restores_the_index_exactly() {
+        let (store, dir) = open();
+        let path = dir.0.join("empi-index.snapshot");
+        let first = mpi(&store, Some(&path));
+        people(&first).await;
+        assert!(first.save_snapshot().await.unwrap().unwrap() > 0);
+        let saved = state(&first, true).await;
+
+        let mut cache = empty_cache();
+        let n = load(&mut cache, store.as_ref(), &RequestContext::system(), &path)
+            .await
+            .unwrap();
+        assert_eq!(n, 4);
+
+        let second = mpi(&store, Some(&path));
+        second.start_loading().await.unwrap().unwrap();
+        assert_eq!(state(&second, true).await, saved);
+        let linked = second
+            .identity_of(&RequestContext::system(), "c")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(linked.1, vec!["a".to_owned(), "c".to_owned()]);
+    }
+
+    /// A snapshot older than the store is caught up from the feed: written, updated and
+    /// deleted Patients since are all there, as a load from the feed alone has them.
+    #[tokio::test]
+    async fn a_stale_snapshot_is_caught_up_from_the_feed() {
+        let (store, dir) = open();
+        let path = dir.0.join("empi-index.snapshot");
+        let first = mpi(&store, Some(&path));
+        people(&first).await;
+        first.save_snapshot().await.unwrap();
+        write(
+            &first,
+            vec![
+                put(patient("e", "Koch", "Maggie", "1925-06-26", "555-162-4456")),
+                put(patient(
+                    "b",
+                    "Smith",
+                    "Johnny",
+                    "1971-05-12",
+                    "555-999-0001",
+                )),
+                WriteOp::Delete {
+                    resource_type: "Patient".into(),
+                    id: "d".into(),
+                    if_match: None,
+                },
+            ],
+        )
+        .await;
+
+        let from_snapshot = mpi(&store, Some(&path));
+        from_snapshot.start_loading().await.unwrap().unwrap();
+        let from_feed = mpi(&store, None);
+        from_feed.start_loading().await.unwrap().unwrap();
+        assert_eq!(
+            state(&from_snapshot, false).await,
+            state(&from_feed, false).await
+        );
+        assert!(state(&from_feed, false).await.contains("\"e\""));
+    }
+
+    /// A copy that is corrupt, of another build's normalisation, or of another store is not
+    /// used (each for its reason), and the index loads from the feed as without one.
+    #[tokio::test]
+    async fn unusable_snapshots_fall_back_to_the_feed() {
+        let (store, dir) = open();
+        let path = dir.0.join("empi-index.snapshot");
+        let first = mpi(&store, Some(&path));
+        people(&first).await;
+        first.save_snapshot().await.unwrap();
+        let good = std::fs::read(&path).unwrap();
+        let from_feed = state(&mpi(&store, None), false).await;
+        let ctx = RequestContext::system();
+
+        // Missing.
+        let missing = dir.0.join("none.snapshot");
+        let err = load(&mut empty_cache(), store.as_ref(), &ctx, &missing)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, SnapshotError::Io(..)), "{err}");
+        assert_eq!(state(&mpi(&store, Some(&missing)), false).await, from_feed);
+
+        // Cut short, and not JSON.
+        for bytes in [&good[..good.len() / 2], b"not a snapshot".as_slice()] {
+            std::fs::write(&path, bytes).unwrap();
+            let err = load(&mut empty_cache(), store.as_ref(), &ctx, &path)
+                .await
+                .unwrap_err();
+            assert!(matches!(err, SnapshotError::Format(..)), "{err}");
+            assert_eq!(state(&mpi(&store, Some(&path)), false).await, from_feed);
+        }
+
+        // Another build's record normalisation.
+        let text = String::from_utf8(good.clone()).unwrap();
+        std::fs::write(&path, text.replacen("renkei ", "renkei 0.0.0-other ", 1)).unwrap();
+        let err = load(&mut empty_cache(), store.as_ref(), &ctx, &path)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, SnapshotError::Stamp(..)), "{err}");
+        assert_eq!(state(&mpi(&store, Some(&path)), false).await, from_feed);
+
+        // Another store (one with fewer changes than the copy's position: a store written
+        // from scratch since): it holds no change, or another one, where the copy stands.
+        std::fs::write(&path, &good).unwrap();
+        let (other, _other_dir) = open();
+        let writer = mpi(&other, None);
+        write(
+            &writer,
+            vec![put(patient(
+                "x",
+                "Tanaka",
+                "Yui",
+                "2001-02-03",
+                "03-1234-5678",
+            ))],
+        )
+        .await;
+        let err = load(&mut empty_cache(), other.as_ref(), &ctx, &path)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, SnapshotError::OtherStore(..)), "{err}");
+        assert_eq!(
+            state(&mpi(&other, Some(&path)), false).await,
+            state(&mpi(&other, None), false).await
+        );
+    }
 }
