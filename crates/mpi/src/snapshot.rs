@@ -390,7 +390,17 @@ mod tests {
         if !exact {
             records.sort();
         }
-        let goldens = sorted(cache.goldens.iter().map(|g| format!("{g:?}")).collect());
+        // A golden record deleted (its last source gone) is kept as such by a cache that saw
+        // it live, and left out by one that only reads its current (deleted) version: the
+        // same for every decision (retired, no members, its id never handed out again).
+        let goldens = sorted(
+            cache
+                .goldens
+                .iter()
+                .filter(|(_, g)| exact || !(g.deleted && g.links.is_empty()))
+                .map(|g| format!("{g:?}"))
+                .collect(),
+        );
         let member_of = sorted(cache.member_of.iter().map(|m| format!("{m:?}")).collect());
         let applied = sorted(cache.applied.iter().map(|a| format!("{a:?}")).collect());
         let unlinked = sorted(cache.unlinked.iter().cloned().collect());
@@ -477,7 +487,16 @@ mod tests {
             state(&from_snapshot, false).await,
             state(&from_feed, false).await
         );
-        assert!(state(&from_feed, false).await.contains("\"e\""));
+        let ctx = RequestContext::system();
+        let e = from_snapshot.identity_of(&ctx, "e").await.unwrap().unwrap();
+        assert_eq!(e.1, vec!["a".to_owned(), "c".to_owned(), "e".to_owned()]);
+        assert!(
+            from_snapshot
+                .identity_of(&ctx, "d")
+                .await
+                .unwrap()
+                .is_none()
+        );
     }
 
     /// A copy that is corrupt, of another build's normalisation, or of another store is not

@@ -274,16 +274,27 @@ fn generate(a: &MatchArgs, out: &Path) -> anyhow::Result<Vec<Value>> {
     Ok(kept)
 }
 
-/// Every `len / QUERIES`-th person of a kept people file (a reused store).
+/// Every `len / QUERIES`-th person of a kept people file (a reused store), parsing only those.
 fn read_queries(people: &Path) -> anyhow::Result<Vec<Value>> {
-    let all = read_ndjson(people).with_context(|| {
+    let context = || {
         format!(
             "reading the people imported into the kept store ({}), the $match queries",
             people.display()
         )
-    })?;
-    let every = (all.len() / QUERIES).max(1);
-    Ok(all.into_iter().step_by(every).take(QUERIES).collect())
+    };
+    let lines = || -> anyhow::Result<_> {
+        let file = std::fs::File::open(people).with_context(context)?;
+        Ok(BufReader::new(file)
+            .lines()
+            .map_while(Result::ok)
+            .filter(|l| !l.trim().is_empty()))
+    };
+    let every = (lines()?.count() / QUERIES).max(1);
+    lines()?
+        .step_by(every)
+        .take(QUERIES)
+        .map(|l| serde_json::from_str(&l).with_context(context))
+        .collect()
 }
 
 fn read_ndjson(path: &Path) -> anyhow::Result<Vec<Value>> {
