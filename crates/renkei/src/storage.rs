@@ -144,6 +144,11 @@ impl EmpiArgs {
 /// Writes the patient index's persisted copy, saying so on failure (the store is the truth:
 /// without the copy the next start loads from the change feed).
 pub async fn save_empi_snapshot(mpi: &Mpi) {
+    if !mpi.is_ready() {
+        // Stopped while it loaded: the copy it started from (if any) is still there.
+        tracing::info!("the patient index is still loading: its snapshot is left as it was");
+        return;
+    }
     let started = std::time::Instant::now();
     match mpi.save_snapshot().await {
         Ok(Some(bytes)) => tracing::info!(
