@@ -302,6 +302,26 @@ impl EnterpriseIndex {
             .map(|s| self.enterprise[*s as usize])
     }
 
+    /// Every record with its enterprise identity, in the order they were added: what a
+    /// persisted copy of the index holds, rebuilt by [`EnterpriseIndex::restore`] in this
+    /// order (which candidates are scored first when a lookup is over its cap depends on it).
+    pub fn entries(&self) -> impl Iterator<Item = (&Record, EnterpriseId)> + '_ {
+        self.records
+            .iter()
+            .zip(&self.enterprise)
+            .filter_map(|(r, e)| r.as_ref().map(|r| (r, *e)))
+    }
+
+    /// The limits it was made with.
+    pub fn config(&self) -> IndexConfig {
+        self.config
+    }
+
+    /// The identity [`EnterpriseIndex::reserve`] would hand out next.
+    pub fn next_enterprise(&self) -> EnterpriseId {
+        EnterpriseId(self.next_enterprise)
+    }
+
     /// The source records of an enterprise identity.
     pub fn members(&self, enterprise_id: EnterpriseId) -> Vec<&Record> {
         self.members

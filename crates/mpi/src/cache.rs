@@ -7,8 +7,9 @@
 //! may be the next feed row, or it was written before linking was enabled: the backlog).
 //!
 //! It is a consumer of the change feed ([`Store::feed`]) whose position lives in memory (the
-//! cache itself is rebuilt from the start on every start-up, so a durable checkpoint would
-//! only skip what a new process has never seen). The feed never skips a change, but on
+//! cache itself is rebuilt on every start-up, from the start of the feed or from a persisted
+//! copy of the cache and the position it was written at: see `snapshot`; a durable
+//! checkpoint alone would only skip what a new process has never seen). The feed never skips a change, but on
 //! PostgreSQL it waits for the oldest transaction in progress, whatever it writes; a linking
 //! decision cannot wait, and must see every Patient another process committed before it took
 //! the linking lock. So a decision, once it holds that lock, also applies
@@ -16,7 +17,10 @@
 //! ([`Cache::catch_up_pending`]); reads of the index (`$match`, listings) follow the feed
 //! alone. A change is applied once per version (`applied`), so reading one twice costs a
 //! comparison.
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashSet};
+use std::hash::BuildHasherDefault;
+
+use empi::hashing::{FxHashMap, FxHasher};
 
 use empi::{EnterpriseId, EnterpriseIndex, Record};
 use serde_json::Value;
@@ -27,17 +31,20 @@ use super::resources::{GoldenState, enterprise_of_id, is_golden, parse_golden};
 /// Change-feed rows read per round trip.
 const PAGE: usize = 1000;
 
+/// A set hashed like the index's maps (the keys are Patient ids; see `empi::hashing`).
+pub(crate) type FxHashSet<T> = HashSet<T, BuildHasherDefault<FxHasher>>;
+
 #[derive(Debug)]
 pub(crate) struct Cache {
     pub index: EnterpriseIndex,
     /// Where the cache stands in the change feed: every change before it is applied.
-    position: FeedPosition,
+    pub position: FeedPosition,
     /// Version of each Patient (source or golden) applied.
-    applied: HashMap<String, u64>,
-    pub goldens: HashMap<EnterpriseId, GoldenState>,
-    pub member_of: HashMap<String, EnterpriseId>,
+    pub applied: FxHashMap<String, u64>,
+    pub goldens: FxHashMap<EnterpriseId, GoldenState>,
+    pub member_of: FxHashMap<String, EnterpriseId>,
     /// Sources no golden record lists.
-    pub unlinked: HashSet<String>,
+    pub unlinked: FxHashSet<String>,
 }
 
 impl Cache {
@@ -45,10 +52,10 @@ impl Cache {
         Cache {
             index,
             position: FeedPosition::START,
-            applied: HashMap::new(),
-            goldens: HashMap::new(),
-            member_of: HashMap::new(),
-            unlinked: HashSet::new(),
+            applied: FxHashMap::default(),
+            goldens: FxHashMap::default(),
+            member_of: FxHashMap::default(),
+            unlinked: FxHashSet::default(),
         }
     }
 

@@ -35,7 +35,7 @@
 //! naming it are found by one indexed search and lose it (or get its survivor); a task left
 //! without a live candidate is cancelled with the reason.
 //!
-//! One decision at a time, across processes: a decision takes the cache's mutex in its own
+//! One decision at a time, across processes: a decision takes the cache for writing in its own
 //! process, then the store's [`LINKING_LOCK`] (a PostgreSQL advisory lock, so that servers
 //! and `renkei empi` commands on one database take turns; on SQLite a file lock beside the
 //! database, although one SQLite file has one writing process), then brings the cache up to
@@ -49,8 +49,10 @@ mod linker;
 mod manual;
 mod plan;
 pub mod resources;
+mod snapshot;
 
 use std::collections::BTreeSet;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -58,11 +60,12 @@ use empi::golden::Survivorship;
 use empi::{Candidate, EnterpriseId, EnterpriseIndex, IndexConfig, MatchClass, Model, Record};
 use serde_json::Value;
 use store::{RequestContext, SearchQuery, Store, StoreError};
-use tokio::sync::{Mutex, MutexGuard};
+use tokio::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 pub use linker::EmpiStore;
 pub use manual::{ManualError, PixAnswer};
 pub use resources::{EMPI_SYSTEM, REVIEW_CODE};
+pub use snapshot::SnapshotError;
 
 use cache::Cache;
 use plan::Planner;
@@ -76,8 +79,8 @@ pub struct Match {
     pub probability: f64,
     /// `certain`, `probable` or `possible` (the match-grade extension).
     pub grade: &'static str,
-    /// Score and per-field explanation.
-    pub explanation: Value,
+    /// Score and per-field explanation (JSON text).
+    pub explanation: String,
 }
 
 /// Why a match could not be made.
@@ -93,11 +96,11 @@ pub enum MatchError {
 /// The name of the store lock every process takes to make a linking decision.
 pub const LINKING_LOCK: &str = "empi-linking";
 
-/// The cache while it is locked: in this process always, across processes for a decision.
-/// The shared lock is declared first so that it is released first.
+/// The cache locked for a decision: in this process (written) and across processes. The
+/// shared lock is declared first so that it is released first.
 pub(crate) struct Locked<'a> {
     _shared: Option<store::ExclusiveLock>,
-    cache: MutexGuard<'a, Cache>,
+    cache: RwLockWriteGuard<'a, Cache>,
 }
 
 impl std::ops::Deref for Locked<'_> {
@@ -120,10 +123,16 @@ pub struct Mpi {
     store: Arc<dyn Store>,
     survivorship: Survivorship,
     linking: bool,
-    cache: Mutex<Cache>,
+    /// Read by any number of lookups at once (`$match`, listings); written by one decision
+    /// at a time, and by a refresh from the change feed.
+    cache: RwLock<Cache>,
     /// The index is being loaded at start-up ([`Mpi::start_loading`]): what needs it answers
     /// [`StoreError::Unavailable`] at once instead of waiting behind the load.
     loading: AtomicBool,
+    /// Where the index's persisted copy lives ([`Mpi::with_snapshot`]).
+    snapshot: Option<PathBuf>,
+    /// The copy was tried (it is read once, by the first load).
+    snapshot_tried: AtomicBool,
 }
 
 impl Mpi {
@@ -140,12 +149,65 @@ impl Mpi {
             store,
             survivorship,
             linking,
-            cache: Mutex::new(Cache::new(EnterpriseIndex::new(
+            cache: RwLock::new(Cache::new(EnterpriseIndex::new(
                 model,
                 IndexConfig::default(),
             ))),
             loading: AtomicBool::new(false),
+            snapshot: None,
+            snapshot_tried: AtomicBool::new(false),
         }
+    }
+
+    /// Keeps a persisted copy of the index at `path` (the embedded store's data directory):
+    /// the first load reads it and follows the change feed from where it stands, instead of
+    /// reading every Patient from the feed; [`Mpi::save_snapshot`] writes it. A copy that is
+    /// missing, stale, unreadable or of another store only costs the full load (the store is
+    /// the truth; see the `snapshot` module).
+    pub fn with_snapshot(mut self, path: PathBuf) -> Self {
+        self.snapshot = Some(path);
+        self
+    }
+
+    /// Brings the cache up to date from the change feed; the first time, from the persisted
+    /// copy when there is a usable one.
+    async fn refresh(&self, cache: &mut Cache, ctx: &RequestContext) -> Result<(), StoreError> {
+        if let Some(path) = &self.snapshot
+            && !self.snapshot_tried.swap(true, Ordering::AcqRel)
+            && cache.position == store::FeedPosition::START
+        {
+            let started = std::time::Instant::now();
+            match snapshot::load(cache, self.store.as_ref(), ctx, path).await {
+                Ok(n) => tracing::info!(
+                    records = n,
+                    seconds = started.elapsed().as_secs_f64(),
+                    path = %path.display(),
+                    "patient index read from its snapshot; following the change feed from there"
+                ),
+                Err(SnapshotError::Io(_, e)) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => tracing::warn!(
+                    error = %e,
+                    "patient index snapshot not used; loading from the change feed"
+                ),
+            }
+        }
+        cache.refresh(self.store.as_ref(), ctx).await
+    }
+
+    /// Writes the index's persisted copy (see [`Mpi::with_snapshot`]), brought up to date
+    /// with the store first; returns its size in bytes, or `None` without a snapshot path.
+    /// Holds the index while it writes (a second or two at a million people): for the end of
+    /// an import and a server's shutdown.
+    pub async fn save_snapshot(&self) -> Result<Option<u64>, SnapshotError> {
+        let Some(path) = &self.snapshot else {
+            return Ok(None);
+        };
+        self.check_loaded()?;
+        let ctx = RequestContext::system();
+        let mut cache = self.cache.write().await;
+        self.refresh(&mut cache, &ctx).await?;
+        let size = snapshot::save(&cache, self.store.as_ref(), &ctx, path).await?;
+        Ok(Some(size))
     }
 
     /// Whether the index can answer now (it is not being loaded at start-up).
@@ -165,10 +227,8 @@ impl Mpi {
         let mpi = self.clone();
         tokio::spawn(async move {
             let result = async {
-                let mut cache = mpi.cache.lock().await;
-                cache
-                    .refresh(mpi.store.as_ref(), &RequestContext::system())
-                    .await?;
+                let mut cache = mpi.cache.write().await;
+                mpi.refresh(&mut cache, &RequestContext::system()).await?;
                 Ok(cache.member_of.len() + cache.unlinked.len())
             }
             .await;
@@ -213,16 +273,25 @@ impl Mpi {
         }
     }
 
-    /// The cache, locked in this process and brought up to date with the store (read with
-    /// `ctx.internal()`): for reading the index (`$match`, listings).
-    pub(crate) async fn locked(&self, ctx: &RequestContext) -> Result<Locked<'_>, StoreError> {
+    /// The cache for reading the index (`$match`, listings), brought up to date with the store
+    /// (read with `ctx.internal()`): shared with other readers. Only when the change feed
+    /// holds something it has not applied does it take the cache for writing to apply it.
+    pub(crate) async fn locked(
+        &self,
+        ctx: &RequestContext,
+    ) -> Result<RwLockReadGuard<'_, Cache>, StoreError> {
         self.check_loaded()?;
-        let mut cache = self.cache.lock().await;
-        cache.refresh(self.store.as_ref(), &ctx.internal()).await?;
-        Ok(Locked {
-            _shared: None,
-            cache,
-        })
+        let ctx = &ctx.internal();
+        {
+            let cache = self.cache.read().await;
+            let ahead = self.store.feed(ctx, &cache.position, 1).await?;
+            if ahead.changes.is_empty() {
+                return Ok(cache);
+            }
+        }
+        let mut cache = self.cache.write().await;
+        self.refresh(&mut cache, ctx).await?;
+        Ok(cache.downgrade())
     }
 
     /// The cache for a decision (a link, a merge, a golden-record write): locked in this
@@ -234,10 +303,10 @@ impl Mpi {
         ctx: &RequestContext,
     ) -> Result<Locked<'_>, StoreError> {
         self.check_loaded()?;
-        let mut cache = self.cache.lock().await;
+        let mut cache = self.cache.write().await;
         let ctx = &ctx.internal();
         let shared = self.store.lock_exclusive(ctx, LINKING_LOCK).await?;
-        cache.refresh(self.store.as_ref(), ctx).await?;
+        self.refresh(&mut cache, ctx).await?;
         cache.catch_up_pending(self.store.as_ref(), ctx).await?;
         Ok(Locked {
             _shared: Some(shared),
@@ -273,7 +342,7 @@ impl Mpi {
                     MatchClass::NoMatch => "possible",
                 },
                 probability: c.score.probability,
-                explanation: serde_json::to_value(&c.score).unwrap_or(Value::Null),
+                explanation: serde_json::to_string(&c.score).unwrap_or_default(),
                 id: c.record_id,
             })
             .collect())

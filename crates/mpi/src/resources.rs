@@ -26,7 +26,7 @@ pub const REVIEW_CODE: &str = "review";
 pub const CANDIDATE_TAG_SYSTEM: &str = "https://renkei.dev/fhir/CodeSystem/empi-candidate";
 
 /// Who decided a link.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Basis {
     /// The matcher, from the scores; re-decided when the source changes while alone.
     Auto,
@@ -44,7 +44,7 @@ impl Basis {
 }
 
 /// One source's link to its golden record.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct LinkMeta {
     pub basis: Basis,
     /// `linked`, `new`, `review` (automatic) or the manual action (`link`, `separate`, `merge`).
@@ -81,7 +81,7 @@ impl LinkMeta {
 }
 
 /// Membership of one golden record as stored.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct GoldenState {
     pub version: u64,
     /// `false` once retired: merged into another identity, or deleted.

@@ -3,7 +3,8 @@
 //! and reports resources/s; `read` serves a fresh store over HTTP on a loopback port and reports
 //! point-read latency percentiles; `generate` and `search` (in `bench_search`) measure
 //! search at scale; `mllp` and `ssmix2` (in `bench_hl7`) measure HL7 v2 ingestion;
-//! `repetitions` (in `bench_repetitions`) what one oversized resource costs the node.
+//! `repetitions` (in `bench_repetitions`) what one oversized resource costs the node; `match`
+//! (in `bench_match`) the patient index at a million people.
 //!
 //! `ingest` and `generate` default to [`SAMPLE_DATASET`], a path relative to the working
 //! directory that exists only from the repository root of a checkout with its sibling `shared`
@@ -36,6 +37,9 @@ pub enum Command {
     Mllp(crate::bench_hl7::MllpArgs),
     /// Import a generated SS-MIX2 tree; report files/s.
     Ssmix2(crate::bench_hl7::Ssmix2Args),
+    /// People through the EMPI at scale: import people/s, restart to /readyz, and `$match`
+    /// latency from concurrent clients against the /healthz floor.
+    Match(crate::bench_match::MatchArgs),
     /// One Patient with 1,000 … 64,000 repeated identifiers / names / addresses while small
     /// writes go on: time per write, per repetition, and the small writes' longest wait.
     Repetitions(crate::bench_repetitions::RepetitionsArgs),
@@ -100,6 +104,7 @@ pub async fn run(cmd: Command) -> anyhow::Result<()> {
         Command::Mllp(a) => crate::bench_hl7::mllp(a).await,
         Command::Ssmix2(a) => crate::bench_hl7::ssmix2(a).await,
         Command::Repetitions(a) => crate::bench_repetitions::repetitions(a).await,
+        Command::Match(a) => crate::bench_match::run(a).await,
     }
 }
 

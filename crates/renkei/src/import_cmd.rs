@@ -77,7 +77,7 @@ pub fn summary_line(s: &Summary) -> String {
 
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let base = args.store.open().await?;
-    let mpi = args.empi.mpi(base)?;
+    let mpi = args.empi.mpi(base, args.store.empi_snapshot())?;
     // Patients written before (with --no-empi) are linked first, so new ones match them.
     let linked = link_backlog(&mpi).await?;
     if linked > 0 {
@@ -85,7 +85,11 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     let store = mpi.linked_store();
     if let Some(root) = &args.ssmix2 {
-        return crate::import_ssmix2::run(store, root, &args.ssmix2_options, !args.quiet).await;
+        let code = crate::import_ssmix2::run(store, root, &args.ssmix2_options, !args.quiet).await;
+        if mpi.linking() {
+            crate::storage::save_empi_snapshot(&mpi).await;
+        }
+        return code;
     }
     let opts = Options {
         chunk: args.chunk.max(1),
@@ -93,6 +97,11 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         progress: !args.quiet,
     };
     let s = import(store, Arc::new(R4Validator), &args.paths, &opts).await?;
+    // The next start (a server, another import) reads the index from here. Without linking
+    // the index was never loaded: the next start loads it from the feed.
+    if mpi.linking() {
+        crate::storage::save_empi_snapshot(&mpi).await;
+    }
     eprintln!("{}", summary_line(&s));
     Ok(if s.errors == 0 {
         ExitCode::SUCCESS

@@ -33,6 +33,7 @@ impl std::error::Error for StdoutClosed {}
 mod audit_cmd;
 mod bench;
 mod bench_hl7;
+mod bench_match;
 mod bench_repetitions;
 mod bench_search;
 mod empi_cmd;

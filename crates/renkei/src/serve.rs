@@ -52,12 +52,12 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         Some(_) => Some(args.hl7_time.mapping()?),
         None => None,
     };
-    let store = args.store.open().await?;
+    let security = args.store.open_security(false).await?;
+    let store = security.store.clone();
     // Registrations mean the operator expects tokens to be required; until this server checks
     // them (issue 20), it does not serve such a store at all rather than serve it openly.
-    let registered = args.store.open_security(false).await?.registry;
     anyhow::ensure!(
-        !registered.has_registrations().await?,
+        !security.registry.has_registrations().await?,
         "clients or users are registered in this store (renkei clients/users), but this \
          version of renkei serve does not check access tokens yet; refusing to serve the \
          data without them (remove the registrations to serve it openly on a trusted network)"
@@ -71,7 +71,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         max_body_bytes: args.max_body_size,
         check_references: !args.no_reference_check,
     };
-    let mpi = args.empi.mpi(store.clone())?;
+    let mpi = args.empi.mpi(store.clone(), args.store.empi_snapshot())?;
     let state = AppState::with_empi(mpi.clone(), Arc::new(R4Validator), config);
     // The index loads in the background; until it has, what needs it answers 503 (and
     // `/readyz` says so) rather than waiting.
@@ -153,6 +153,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     if let Some(task) = mllp_task {
         task.await??;
     }
+    // The next start reads the index from here and follows the change feed from its position.
+    crate::storage::save_empi_snapshot(&mpi).await;
     tracing::info!("shut down cleanly");
     Ok(())
 }

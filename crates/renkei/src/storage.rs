@@ -10,6 +10,9 @@ use store::{
     SqliteStore, Store,
 };
 
+/// The patient index's persisted copy in a data directory (see `mpi::Mpi::with_snapshot`).
+pub const EMPI_SNAPSHOT: &str = "empi-index.snapshot";
+
 #[derive(Clone, clap::Args)]
 pub struct StoreArgs {
     /// Data directory (the embedded SQLite database lives here as renkei.db); not needed with
@@ -80,8 +83,8 @@ impl StoreArgs {
         self.open().await
     }
 
-    /// Opens the store's security tables: its audit log and registrations (the same
-    /// database). With `existing`, a store that does not exist yet is an error.
+    /// Opens the store with its security tables: the audit log and registrations (one
+    /// handle on the database). With `existing`, a store that does not exist yet is an error.
     pub async fn open_security(&self, existing: bool) -> anyhow::Result<Security> {
         if existing {
             // Refuse a mistyped --data first.
@@ -95,6 +98,7 @@ impl StoreArgs {
                         format!("opening PostgreSQL at {}", store::postgres_redact(url))
                     })?;
                 Ok(Security {
+                    store: Arc::new(store.clone()),
                     audit: Arc::new(store.clone()),
                     registry: Arc::new(store),
                 })
@@ -104,10 +108,20 @@ impl StoreArgs {
                 let store = SqliteStore::open_dir(data, extractor())
                     .with_context(|| format!("opening the store in {}", data.display()))?;
                 Ok(Security {
+                    store: Arc::new(store.clone()),
                     audit: Arc::new(store.clone()),
                     registry: Arc::new(store),
                 })
             }
+        }
+    }
+
+    /// Where the patient index keeps its persisted copy: beside the embedded store's file
+    /// (none on PostgreSQL, where the index loads from the change feed).
+    pub fn empi_snapshot(&self) -> Option<PathBuf> {
+        match (&self.database_url, &self.data) {
+            (None, Some(data)) => Some(data.join(EMPI_SNAPSHOT)),
+            _ => None,
         }
     }
 
@@ -121,6 +135,8 @@ impl StoreArgs {
 /// A store's security tables.
 #[derive(Debug)]
 pub struct Security {
+    /// The resources.
+    pub store: Arc<dyn Store>,
     /// The audit log.
     pub audit: Arc<dyn AuditLog>,
     /// Registered clients and users.
@@ -140,9 +156,14 @@ pub struct EmpiArgs {
 }
 
 impl EmpiArgs {
-    /// The patient index over `store` (the store underneath the linking layer); its
-    /// [`Mpi::linked_store`] is what Patient writes go through: linked unless `--no-empi`.
-    pub fn mpi(&self, store: Arc<dyn Store>) -> anyhow::Result<Arc<Mpi>> {
+    /// The patient index over `store` (the store underneath the linking layer), keeping its
+    /// persisted copy at `snapshot` if given; its [`Mpi::linked_store`] is what Patient writes
+    /// go through: linked unless `--no-empi`.
+    pub fn mpi(
+        &self,
+        store: Arc<dyn Store>,
+        snapshot: Option<PathBuf>,
+    ) -> anyhow::Result<Arc<Mpi>> {
         let model = match &self.empi_model {
             Some(path) => {
                 let text = std::fs::read_to_string(path)
@@ -152,12 +173,36 @@ impl EmpiArgs {
             }
             None => empi::Model::default(),
         };
-        Ok(Arc::new(Mpi::new(
+        let mpi = Mpi::new(
             store,
             model,
             empi::golden::Survivorship::default(),
             !self.no_empi,
-        )))
+        );
+        Ok(Arc::new(match snapshot {
+            Some(path) => mpi.with_snapshot(path),
+            None => mpi,
+        }))
+    }
+}
+
+/// Writes the patient index's persisted copy, saying so on failure (the store is the truth:
+/// without the copy the next start loads from the change feed).
+pub async fn save_empi_snapshot(mpi: &Mpi) {
+    if !mpi.is_ready() {
+        // Stopped while it loaded: the copy it started from (if any) is still there.
+        tracing::info!("the patient index is still loading: its snapshot is left as it was");
+        return;
+    }
+    let started = std::time::Instant::now();
+    match mpi.save_snapshot().await {
+        Ok(Some(bytes)) => tracing::info!(
+            bytes,
+            seconds = started.elapsed().as_secs_f64(),
+            "patient index snapshot written"
+        ),
+        Ok(None) => {}
+        Err(e) => tracing::warn!(error = %e, "writing the patient index snapshot failed"),
     }
 }
 

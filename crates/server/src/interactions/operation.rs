@@ -148,7 +148,7 @@ async fn patient_match(state: &AppState, fhir: &Fhir, body: &[u8]) -> Result<Rep
                 "score": (m.probability * 1e6).round() / 1e6,
                 "extension": [
                     {"url": MATCH_GRADE, "valueCode": m.grade},
-                    {"url": EXPLANATION_EXTENSION, "valueString": m.explanation.to_string()}
+                    {"url": EXPLANATION_EXTENSION, "valueString": m.explanation}
                 ]
             }
         }));
