@@ -129,6 +129,16 @@ pub struct Comparison {
     /// As `possible_twin`, with given names that are not even similar: never in one identity
     /// (the chain guard). Two records each with its own typo stay compatible.
     pub clear_twin: bool,
+    /// Same family name, given names not even similar (nor one reading), different birth
+    /// dates: two members of one household look like this (a spouse, siblings born days or
+    /// years apart). Caps the pair at review, and stops chains like `clear_twin`, unless a
+    /// national or facility number lifts it (one substituted digit does not: siblings are
+    /// often issued neighbouring numbers).
+    pub household_member: bool,
+    /// One record carries no name at all (no given, family or kana name): household members
+    /// sharing address, landline and even a birth date cannot be told apart without one.
+    /// Caps the pair at review unless an identifier lifts it.
+    pub nameless: bool,
     /// Both records state a birth order and they differ: different people.
     pub different_birth_order: bool,
     /// Birth dates more than a keying error apart (not one part off by a digit or by one, not
@@ -192,13 +202,26 @@ pub fn compare(a: &Record, b: &Record, kinds: &IdentifierKinds) -> Comparison {
         clear_twin || (same_family_and_birth && given == level::GIVEN_CLOSE && given_far);
     let different_birth_order = matches!((a.multiple_birth, b.multiple_birth),
         (Some(x), Some(y)) if x > 0 && y > 0 && x != y);
+    let birth_dates_conflict = birth == level::BIRTH_DIFFERENT && !birth_off_by_one(a, b);
+    let household_member = !names_swapped
+        && family == level::EXACT
+        && given == level::GIVEN_DIFFERENT
+        && !matches!(birth, level::MISSING | level::EXACT);
+    let unnamed = |r: &Record| {
+        r.given.is_empty()
+            && r.family.is_empty()
+            && r.given_kana.is_none()
+            && r.family_kana.is_none()
+    };
     Comparison {
         levels: [given, family, birth, gender, phone, address, identifier],
         names_swapped,
         possible_twin,
         clear_twin,
+        household_member,
+        nameless: unnamed(a) || unnamed(b),
         different_birth_order,
-        birth_dates_conflict: birth == level::BIRTH_DIFFERENT && !birth_off_by_one(a, b),
+        birth_dates_conflict,
         identifier: evidence,
     }
 }

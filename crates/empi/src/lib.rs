@@ -100,6 +100,7 @@
 //! precision, recall and F1, overall and per error type ([`label`]).
 
 pub mod blocking;
+pub mod chain;
 pub mod cluster;
 pub mod compare;
 pub mod error;

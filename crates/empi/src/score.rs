@@ -79,13 +79,19 @@ pub enum Note {
     DifferentBirthOrder,
     /// Birth dates more than a keying error apart: never linked automatically.
     BirthDatesConflict,
+    /// Same family name, different given names, different birth dates: two members of one
+    /// household; never linked automatically.
+    HouseholdMember,
+    /// One record has no name at all: never linked automatically.
+    Nameless,
 }
 
 /// A guard an identifier lifted, and why: the identifier says the two records are one person
 /// (twins do not share a person number; a parent and a child of one name do not share one).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct GuardLift {
-    /// The guard lifted ([`Note::PossibleTwin`] or [`Note::BirthDatesConflict`]).
+    /// The guard lifted ([`Note::PossibleTwin`], [`Note::BirthDatesConflict`],
+    /// [`Note::HouseholdMember`] or [`Note::Nameless`]).
     pub guard: Note,
     /// The kind of the identifier system that lifted it.
     pub kind: IdentifierKind,
@@ -229,7 +235,7 @@ impl<'a> Scorer<'a> {
         w
     }
 
-    fn total(&self, a: &Record, c: &Comparison) -> f64 {
+    pub(crate) fn total(&self, a: &Record, c: &Comparison) -> f64 {
         self.other_fields(a, c) + self.identifier_weight(c)
     }
 
@@ -237,11 +243,11 @@ impl<'a> Scorer<'a> {
     /// number, or a national number one keying error off when the other fields alone reach
     /// the review threshold (only neighbours swapped lift the twin guard: twins are often
     /// issued consecutive numbers, one substitution apart). Shared identifiers never lift one.
-    fn lifts(&self, a: &Record, c: &Comparison) -> Vec<GuardLift> {
+    pub(crate) fn lifts(&self, a: &Record, c: &Comparison) -> Vec<GuardLift> {
         let Some(e) = &c.identifier else {
             return Vec::new();
         };
-        if !(c.possible_twin || c.birth_dates_conflict) {
+        if !(c.possible_twin || c.birth_dates_conflict || c.household_member || c.nameless) {
             return Vec::new();
         }
         let kind = match e.kind {
@@ -280,6 +286,12 @@ impl<'a> Scorer<'a> {
         if c.possible_twin && twin {
             lift(Note::PossibleTwin, "twin");
         }
+        if c.household_member && twin {
+            lift(Note::HouseholdMember, "household-member");
+        }
+        if c.nameless && twin {
+            lift(Note::Nameless, "nameless-record");
+        }
         if c.birth_dates_conflict {
             lift(Note::BirthDatesConflict, "birth-date");
         }
@@ -301,6 +313,8 @@ impl<'a> Scorer<'a> {
             MatchClass::NoMatch
         } else if (c.possible_twin && held(Note::PossibleTwin))
             || (c.birth_dates_conflict && held(Note::BirthDatesConflict))
+            || (c.household_member && held(Note::HouseholdMember))
+            || (c.nameless && held(Note::Nameless))
         {
             class.min(MatchClass::Review)
         } else {
@@ -315,23 +329,11 @@ impl<'a> Scorer<'a> {
         (w, self.classify(w, &c, &self.lifts(a, &c)))
     }
 
-    /// True when two records may belong to one identity: not clearly twins (unless an
-    /// identifier lifts that guard), no conflicting national person numbers, not of different
-    /// birth order, and not below the review threshold. Used to stop transitive chains.
+    /// True when two records may belong to one identity as they stand: no
+    /// [`crate::chain::Conflict`] between them (see [`Scorer::conflict`]). Used to stop
+    /// transitive chains; a conflict another member explains is the chain module's business.
     pub fn compatible(&self, a: &Record, b: &Record) -> bool {
-        let c = compare(a, b, &self.model.identifier_kinds);
-        let national_conflict = c.identifier.as_ref().is_some_and(|e| {
-            e.kind == IdentifierKind::National && e.agreement == Agreement::Conflict
-        });
-        let twin = c.clear_twin
-            && !self
-                .lifts(a, &c)
-                .iter()
-                .any(|l| l.guard == Note::PossibleTwin);
-        !twin
-            && !national_conflict
-            && !c.different_birth_order
-            && probability(self.total(a, &c)) >= self.model.thresholds.review
+        self.conflict(a, b).is_none()
     }
 
     /// The full score with its per-field explanation.
@@ -392,6 +394,12 @@ impl<'a> Scorer<'a> {
         }
         if c.birth_dates_conflict {
             notes.push(Note::BirthDatesConflict);
+        }
+        if c.household_member {
+            notes.push(Note::HouseholdMember);
+        }
+        if c.nameless {
+            notes.push(Note::Nameless);
         }
         Score {
             weight,

@@ -1,0 +1,158 @@
+//! The chain guard: whether two records may end up in one identity when a link elsewhere
+//! (A≈B, B≈C) would put them there. Each pair of an identity is checked for a [`Conflict`];
+//! a conflict stops the chain unless another member of the identity, a *witness*, shows it
+//! to be a data-entry error rather than two people:
+//!
+//! - **different birth orders** are never explained;
+//! - **conflicting national person numbers** are explained only by a witness whose number
+//!   agrees with both of them, exactly or but for two neighbouring digits swapped (two
+//!   copies of one number each with its own keying error; twins' numbers are not that);
+//! - **relatives** (the twin pattern, a household member, a record without any name) are
+//!   explained only by a witness compatible with both that a national or facility number
+//!   ties to one of them and whose given name agrees with the other's: it carries one's name
+//!   and the other's number, so the given name that differs is a replaced value, not a
+//!   sibling's (twins do not share a person number; a record of one twin without a birth
+//!   date, tied to that twin, explains nothing about the other);
+//! - an **unlikely** pair (below the review threshold, nothing else wrong) is explained by
+//!   any witness compatible with both (a moved record and one with a replaced birth date
+//!   disagree on much, yet each is clearly the third).
+
+use serde::Serialize;
+
+use crate::compare::{Comparison, Field, compare, level};
+use crate::identifier::{Agreement, IdentifierKind};
+use crate::record::Record;
+use crate::score::{Note, Scorer, probability};
+
+/// Why two records cannot be one person as they stand.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Conflict {
+    /// Both state a birth order and they differ.
+    DifferentBirthOrder,
+    /// Their national person numbers differ by more than a keying error.
+    NationalNumbers,
+    /// The twin, household-member or nameless pattern, with no identifier lifting it.
+    Relatives,
+    /// Nothing else, but the pair alone is below the review threshold.
+    Unlikely,
+}
+
+impl Conflict {
+    /// A short code (`different_birth_order`, `national_numbers`, `relatives`, `unlikely`).
+    pub fn code(self) -> &'static str {
+        match self {
+            Conflict::DifferentBirthOrder => "different_birth_order",
+            Conflict::NationalNumbers => "national_numbers",
+            Conflict::Relatives => "relatives",
+            Conflict::Unlikely => "unlikely",
+        }
+    }
+}
+
+/// The guards that say "relatives, not one person" until an identifier lifts them.
+const RELATIVE_GUARDS: [Note; 3] = [
+    Note::PossibleTwin,
+    Note::HouseholdMember,
+    Note::Nameless,
+];
+
+fn national(c: &Comparison) -> Option<Agreement> {
+    c.identifier
+        .as_ref()
+        .filter(|e| e.kind == IdentifierKind::National)
+        .map(|e| e.agreement)
+}
+
+/// A national or facility number ties the two records: the same value, or a national number
+/// with two neighbouring digits swapped.
+fn tied(c: &Comparison) -> bool {
+    c.identifier.as_ref().is_some_and(|e| {
+        e.kind != IdentifierKind::Shared
+            && (e.agreement == Agreement::Exact
+                || (e.kind == IdentifierKind::National
+                    && e.agreement == Agreement::NeighboursSwapped))
+    })
+}
+
+/// The given names agree: the same, a nickname, a close spelling or an initial.
+fn given_agrees(c: &Comparison) -> bool {
+    !matches!(
+        c.levels[Field::Given.index()],
+        level::MISSING | level::GIVEN_DIFFERENT
+    )
+}
+
+impl Scorer<'_> {
+    /// The conflict between two records, the most serious first, or `None` when they may be
+    /// one person.
+    pub fn conflict(&self, a: &Record, b: &Record) -> Option<Conflict> {
+        let c = compare(a, b, &self.model.identifier_kinds);
+        if c.different_birth_order {
+            return Some(Conflict::DifferentBirthOrder);
+        }
+        if national(&c) == Some(Agreement::Conflict) {
+            return Some(Conflict::NationalNumbers);
+        }
+        let relatives = c.clear_twin || c.household_member || c.nameless;
+        if relatives {
+            let lifted = self.lifts(a, &c);
+            let held = RELATIVE_GUARDS.iter().any(|g| {
+                let applies = match g {
+                    Note::PossibleTwin => c.clear_twin,
+                    Note::HouseholdMember => c.household_member,
+                    _ => c.nameless,
+                };
+                applies && !lifted.iter().any(|l| l.guard == *g)
+            });
+            if held {
+                return Some(Conflict::Relatives);
+            }
+        }
+        if probability(self.total(a, &c)) < self.model.thresholds.review {
+            return Some(Conflict::Unlikely);
+        }
+        None
+    }
+
+    /// Whether `witness`, a third member of the identity, shows `conflict` between `a` and
+    /// `b` to be a data-entry error (the rules are the module's).
+    pub fn explains(&self, witness: &Record, a: &Record, b: &Record, conflict: Conflict) -> bool {
+        let kinds = &self.model.identifier_kinds;
+        match conflict {
+            Conflict::DifferentBirthOrder => false,
+            Conflict::NationalNumbers => {
+                let close = |x: &Record| {
+                    matches!(
+                        national(&compare(witness, x, kinds)),
+                        Some(Agreement::Exact | Agreement::NeighboursSwapped)
+                    )
+                };
+                close(a) && close(b)
+            }
+            Conflict::Relatives => {
+                let (ca, cb) = (compare(witness, a, kinds), compare(witness, b, kinds));
+                ((tied(&ca) && given_agrees(&cb)) || (tied(&cb) && given_agrees(&ca)))
+                    && self.compatible(witness, a)
+                    && self.compatible(witness, b)
+            }
+            Conflict::Unlikely => self.compatible(witness, a) && self.compatible(witness, b),
+        }
+    }
+
+    /// Whether `a` and `b` may be in one identity whose other members are `witnesses`: no
+    /// conflict, or one that a witness explains. Returns the unexplained conflict.
+    pub fn chain_conflict<'r>(
+        &self,
+        a: &Record,
+        b: &Record,
+        witnesses: impl IntoIterator<Item = &'r Record>,
+    ) -> Option<Conflict> {
+        let conflict = self.conflict(a, b)?;
+        let explained = witnesses
+            .into_iter()
+            .filter(|w| !std::ptr::eq(*w, a) && !std::ptr::eq(*w, b))
+            .any(|w| self.explains(w, a, b, conflict));
+        (!explained).then_some(conflict)
+    }
+}
