@@ -12,7 +12,9 @@
 //!   ties to one of them and whose given name agrees with the other's: it carries one's name
 //!   and the other's number, so the given name that differs is a replaced value, not a
 //!   sibling's (twins do not share a person number; a record of one twin without a birth
-//!   date, tied to that twin, explains nothing about the other);
+//!   date, tied to that twin, explains nothing about the other), or by a witness compatible
+//!   with both whose given name agrees with each of theirs (呉実 / クミ against 呉実 with a
+//!   mistyped reading and 公望 / クミ: two errors of one name);
 //! - an **unlikely** pair (below the review threshold, nothing else wrong) is explained by
 //!   any witness compatible with both (a moved record and one with a replaced birth date
 //!   disagree on much, yet each is clearly the third).
@@ -75,11 +77,12 @@ fn tied(c: &Comparison) -> bool {
     })
 }
 
-/// The given names agree: the same, a nickname, a close spelling or an initial.
+/// The given names agree: the same, a nickname, or a close spelling or one reading (an
+/// initial is not enough: "M" agrees with Mary and with her twin Maude).
 fn given_agrees(c: &Comparison) -> bool {
-    !matches!(
+    matches!(
         c.levels[Field::Given.index()],
-        level::MISSING | level::GIVEN_DIFFERENT
+        level::EXACT | level::GIVEN_NICKNAME | level::GIVEN_CLOSE
     )
 }
 
@@ -132,7 +135,9 @@ impl Scorer<'_> {
             }
             Conflict::Relatives => {
                 let (ca, cb) = (compare(witness, a, kinds), compare(witness, b, kinds));
-                ((tied(&ca) && given_agrees(&cb)) || (tied(&cb) && given_agrees(&ca)))
+                ((tied(&ca) && given_agrees(&cb))
+                    || (tied(&cb) && given_agrees(&ca))
+                    || (given_agrees(&ca) && given_agrees(&cb)))
                     && self.compatible(witness, a)
                     && self.compatible(witness, b)
             }
