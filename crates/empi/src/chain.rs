@@ -53,11 +53,7 @@ impl Conflict {
 }
 
 /// The guards that say "relatives, not one person" until an identifier lifts them.
-const RELATIVE_GUARDS: [Note; 3] = [
-    Note::PossibleTwin,
-    Note::HouseholdMember,
-    Note::Nameless,
-];
+const RELATIVE_GUARDS: [Note; 3] = [Note::PossibleTwin, Note::HouseholdMember, Note::Nameless];
 
 fn national(c: &Comparison) -> Option<Agreement> {
     c.identifier

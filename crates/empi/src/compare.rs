@@ -123,7 +123,7 @@ pub struct Comparison {
     pub levels: [u8; FIELDS],
     /// Given and family names were found written the other way round.
     pub names_swapped: bool,
-    /// Same family name and birth date but a given name more than a typo apart: twins look
+    /// Same family name (or one typo off) and birth date but a given name more than a typo apart: twins look
     /// like this. Caps the pair at review.
     pub possible_twin: bool,
     /// As `possible_twin`, with given names that are not even similar: never in one identity
@@ -196,7 +196,11 @@ pub fn compare(a: &Record, b: &Record, kinds: &IdentifierKinds) -> Comparison {
         (Some(x), Some(y)) => !same_reading && edit_distance(&ocr_fold(x), &ocr_fold(y)) >= 2,
         _ => false,
     };
-    let same_family_and_birth = !names_swapped && family == level::EXACT && birth == level::EXACT;
+    // The family name as written or one typo off (Kshlerin / Kshlerln): a twin's record with
+    // its own typo is still a twin's.
+    let same_family_and_birth = !names_swapped
+        && matches!(family, level::EXACT | level::FAMILY_CLOSE)
+        && birth == level::EXACT;
     let clear_twin = same_family_and_birth && given == level::GIVEN_DIFFERENT;
     let possible_twin =
         clear_twin || (same_family_and_birth && given == level::GIVEN_CLOSE && given_far);
@@ -384,7 +388,9 @@ fn compare_address(a: &Record, b: &Record) -> u8 {
         _ => None,
     };
     let line = match (&a.line, &b.line) {
-        (Some(x), Some(y)) => Some(x == y || jaro_winkler(x, y) >= 0.95),
+        (Some(x), Some(y)) => {
+            Some(x == y || jaro_winkler(x, y) >= 0.95 || crate::normalize::same_words_joined(x, y))
+        }
         _ => None,
     };
     match (post, line) {

@@ -263,11 +263,19 @@ impl<'a> Scorer<'a> {
                 "agrees but for two neighbouring characters swapped, and the other fields agree",
                 true,
             ),
-            // Twins are often issued consecutive numbers: a substitution is no proof against them.
-            Agreement::OneSubstituted if others_agree() => (
-                "agrees but for one character, and the other fields agree",
-                false,
-            ),
+            // Twins are often issued consecutive numbers: a substitution is no proof against
+            // them, and with another given name (Amado / Armando) it is a sibling's number.
+            Agreement::OneSubstituted
+                if matches!(
+                    c.levels[Field::Given.index()],
+                    level::EXACT | level::GIVEN_NICKNAME
+                ) && others_agree() =>
+            {
+                (
+                    "agrees but for one character, the given names agree, and the other fields agree",
+                    false,
+                )
+            }
             _ => return Vec::new(),
         };
         let mut lifted = Vec::new();

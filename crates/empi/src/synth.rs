@@ -808,10 +808,135 @@ impl Generator<'_> {
                     v.family_kana = Some(write(f));
                 }
             }
+            ErrorKind::NamesReplaced => {
+                if v.ssn.is_none() || v.family.is_none() || v.given.is_empty() {
+                    return self.apply(p, v, ErrorKind::Typo, index);
+                }
+                if self.rng.chance(0.5) {
+                    // Swapped: given in the family field and the family name as given name.
+                    let family = v.family.take().unwrap_or_default();
+                    v.family = Some(v.given[0].clone());
+                    v.given = vec![family];
+                } else {
+                    let first = p.given.first().cloned().unwrap_or_default();
+                    let given = loop {
+                        let name = self.rng.pick(self.seeds).given.first().cloned();
+                        if let Some(name) = name
+                            && !name.is_empty()
+                            && name.chars().next() != first.chars().next()
+                        {
+                            break name;
+                        }
+                    };
+                    let family = loop {
+                        let name = self.rng.pick(self.seeds).family.clone();
+                        if !name.is_empty() && name.chars().next() != p.family.chars().next() {
+                            break name;
+                        }
+                    };
+                    v.given = vec![given];
+                    v.family = Some(family);
+                }
+            }
+            ErrorKind::AddressSplit => {
+                let line = v.line.clone().unwrap_or_default();
+                match self.split_or_join(&line) {
+                    Some(changed) if !jp => v.line = Some(changed),
+                    _ => return self.apply(p, v, ErrorKind::Typo, index),
+                }
+            }
             // The record number is the renderer's: a new one at the original facility.
-            ErrorKind::SecondMrn | ErrorKind::Original | ErrorKind::Twin => {}
+            ErrorKind::SecondMrn | ErrorKind::Original | ErrorKind::Twin | ErrorKind::Household => {
+            }
         }
         (v, kind)
+    }
+
+    /// An address line with two neighbouring words joined ("Lubuma Place" -> "Lubumaplace")
+    /// or one word split ("Tremblay" -> "Trem blay"); `None` when the line has neither.
+    fn split_or_join(&mut self, line: &str) -> Option<String> {
+        let words: Vec<&str> = line.split(' ').filter(|w| !w.is_empty()).collect();
+        let alphabetic = |w: &str| w.chars().all(|c| c.is_alphabetic());
+        let joins: Vec<usize> = (0..words.len().saturating_sub(1))
+            .filter(|&i| alphabetic(words[i]) && alphabetic(words[i + 1]))
+            .collect();
+        let splits: Vec<usize> = (0..words.len())
+            .filter(|&i| alphabetic(words[i]) && words[i].chars().count() >= 6)
+            .collect();
+        let mut out: Vec<String> = words.iter().map(|w| (*w).to_owned()).collect();
+        if !joins.is_empty() && (splits.is_empty() || self.rng.chance(0.5)) {
+            let i = *self.rng.pick(&joins);
+            let next = out.remove(i + 1).to_lowercase();
+            out[i].push_str(&next);
+        } else if !splits.is_empty() {
+            let i = *self.rng.pick(&splits);
+            let chars: Vec<char> = out[i].chars().collect();
+            let at = 3 + self.rng.below(chars.len() - 5);
+            let (head, tail): (String, String) =
+                (chars[..at].iter().collect(), chars[at..].iter().collect());
+            out.splice(i..=i, [head, tail]);
+        } else {
+            return None;
+        }
+        Some(out.join(" "))
+    }
+
+    /// A member of `p`'s household, a different person: of the other sex with another given
+    /// name and a birth date days apart, or (half the time) a record without any name born
+    /// the same day. Same address and landline; no national number of the person's.
+    fn household_member(&mut self, p: &Person) -> View {
+        let mut v = Generator::view(p);
+        v.ssn = None;
+        if self.rng.chance(0.5) {
+            v.family = None;
+            v.given.clear();
+            v.family_kana = None;
+            v.given_kana = None;
+            v.gender = Some(if self.rng.chance(0.5) {
+                "female"
+            } else {
+                "male"
+            });
+            return v;
+        }
+        let gender = if p.gender == "female" {
+            "male"
+        } else {
+            "female"
+        };
+        v.gender = Some(gender);
+        if p.kana.is_some() {
+            let names = if gender == "female" {
+                JP_FEMALE
+            } else {
+                JP_MALE
+            };
+            let (given, kana) = *self.rng.pick(names);
+            v.given = vec![given.to_owned()];
+            v.given_kana = Some(kana.to_owned());
+        } else {
+            let first = p.given.first().cloned().unwrap_or_default();
+            let given = loop {
+                let other = self.rng.pick(self.seeds);
+                if other.gender == gender
+                    && let Some(name) = other.given.first()
+                    && !name.is_empty()
+                    && !name.eq_ignore_ascii_case(&first)
+                {
+                    break name.clone();
+                }
+            };
+            v.given = vec![given];
+        }
+        let (y, m, d) = p.birth;
+        let apart = 1 + self.rng.below(6) as u8;
+        let d = if d + apart <= days_in(m) {
+            d + apart
+        } else {
+            d - apart
+        };
+        v.birth = Some(format!("{y:04}-{m:02}-{d:02}"));
+        v
     }
 
     fn render(&mut self, v: &View, id: &str, facility: Option<usize>, updated: &str) -> Value {
@@ -1046,6 +1171,8 @@ pub fn generate_each(
                             ErrorKind::BirthReplaced,
                             ErrorKind::IdentifierSwapped,
                             ErrorKind::SecondMrn,
+                            ErrorKind::NamesReplaced,
+                            ErrorKind::AddressSplit,
                         ]
                     };
                     *g.rng.pick(kinds)
@@ -1060,6 +1187,7 @@ pub fn generate_each(
                     ErrorKind::GivenReplaced
                         | ErrorKind::BirthReplaced
                         | ErrorKind::IdentifierSwapped
+                        | ErrorKind::NamesReplaced
                 );
                 if !g.rng.chance(0.3) && !about_ssn {
                     base.ssn = None;
@@ -1128,6 +1256,24 @@ pub fn generate_each(
                         id,
                         cluster: format!("P{index}-twin"),
                         error: ErrorKind::Twin,
+                    },
+                );
+            }
+        }
+        // Household members only with issue 19's classes, so the classic sets stay as they were.
+        if config.replaced_rate > 0.0 && g.rng.chance(config.twin_rate) {
+            let v = g.household_member(&person);
+            let id = g.id();
+            let facility = g.rng.below(FACILITIES.len());
+            let patient = g.render(&v, &id, Some(facility), &updated);
+            if emitted < target {
+                emitted += 1;
+                sink(
+                    patient,
+                    Label {
+                        id,
+                        cluster: format!("P{index}-household"),
+                        error: ErrorKind::Household,
                     },
                 );
             }

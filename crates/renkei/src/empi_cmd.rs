@@ -298,7 +298,10 @@ fn generate(a: GenerateArgs) -> anyhow::Result<()> {
         ("--twin-rate", config.twin_rate),
         ("--replaced-rate", config.replaced_rate),
     ] {
-        anyhow::ensure!((0.0..=1.0).contains(&rate), "{name} must be between 0 and 1");
+        anyhow::ensure!(
+            (0.0..=1.0).contains(&rate),
+            "{name} must be between 0 and 1"
+        );
     }
     let mut out = BufWriter::new(
         File::create(&a.output).with_context(|| format!("creating {}", a.output.display()))?,
