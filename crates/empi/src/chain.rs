@@ -157,3 +157,120 @@ impl Scorer<'_> {
         (!explained).then_some(conflict)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::{ClusterConfig, cluster};
+    use crate::identifier::US_SSN;
+    use crate::model::Model;
+    use crate::normalize::Date;
+    use crate::record::Gender;
+
+    fn rec(id: &str, given: &str, birth: &str, ssn: Option<&str>) -> Record {
+        Record {
+            id: id.into(),
+            given: vec![given.into()],
+            family: vec!["koch".into()],
+            birth: Date::parse(birth),
+            gender: Some(Gender::Female),
+            phones: vec!["5551624456".into()],
+            line: Some("1 main st".into()),
+            postcode: Some("66780".into()),
+            identifiers: ssn
+                .map(|s| vec![(US_SSN.to_owned(), s.to_owned())])
+                .unwrap_or_default(),
+            ..Record::default()
+        }
+    }
+
+    fn one_cluster(records: &[Record]) -> bool {
+        let model = Model::default();
+        let config = ClusterConfig {
+            threads: 1,
+            ..ClusterConfig::default()
+        };
+        let result = cluster(records, &model, &config, &|_: u64, _: u64| {});
+        result.cluster_of.iter().all(|c| *c == result.cluster_of[0])
+    }
+
+    /// Mary's record, a copy with a typo and no SSN, and a copy whose given name was replaced
+    /// by Alice under Mary's SSN: the typo and Alice look like twins, but Mary carries the
+    /// typo's name and Alice's number, so the merge goes ahead.
+    #[test]
+    fn one_persons_replaced_given_name_does_not_block_a_merge() {
+        let model = Model::default();
+        let s = Scorer::new(&model, None);
+        let mary = rec("mary", "mary", "1990-01-02", Some("999538547"));
+        let typo = rec("typo", "marry", "1990-01-02", None);
+        let alice = rec("alice", "alice", "1990-01-02", Some("999538547"));
+        assert_eq!(s.conflict(&typo, &alice), Some(Conflict::Relatives));
+        assert!(s.explains(&mary, &typo, &alice, Conflict::Relatives));
+        assert_eq!(s.chain_conflict(&typo, &alice, [&mary]), None);
+        assert!(one_cluster(&[mary, typo, alice]));
+    }
+
+    /// A twin one SSN digit off, and a copy of her sister's record without a birth date (so
+    /// it does not look like a twin of her): the copy explains nothing, the twins stay apart.
+    #[test]
+    fn a_twins_copy_without_birth_date_does_not_chain_the_twins() {
+        let model = Model::default();
+        let s = Scorer::new(&model, None);
+        let mary = rec("mary", "mary", "1990-01-02", Some("999538547"));
+        let mut copy = rec("copy", "mary", "", Some("999538547"));
+        copy.birth = None;
+        let twin = rec("twin", "alice", "1990-01-02", Some("999538548"));
+        assert_eq!(s.conflict(&mary, &twin), Some(Conflict::Relatives));
+        assert!(
+            s.compatible(&copy, &twin),
+            "the copy alone does not tell them apart"
+        );
+        assert!(s.chain_conflict(&mary, &twin, [&copy]).is_some());
+        assert!(!one_cluster(&[mary, copy, twin]));
+    }
+
+    /// Two copies of one SSN, each with its own neighbouring digits swapped, conflict with
+    /// each other; the original number explains it, a neighbouring number does not.
+    #[test]
+    fn keying_errors_of_one_number_are_explained_by_the_number() {
+        let model = Model::default();
+        let s = Scorer::new(&model, None);
+        let original = rec("o", "mary", "1990-01-02", Some("999538547"));
+        let left = rec("l", "mary", "1990-01-02", Some("999538574"));
+        let right = rec("r", "mary", "1990-01-02", Some("995938547"));
+        assert_eq!(s.conflict(&left, &right), Some(Conflict::NationalNumbers));
+        assert_eq!(s.chain_conflict(&left, &right, [&original]), None);
+        let neighbour = rec("n", "mary", "1990-01-02", Some("999538548"));
+        assert_eq!(
+            s.chain_conflict(&left, &right, [&neighbour]),
+            Some(Conflict::NationalNumbers)
+        );
+        assert!(one_cluster(&[original, left, right]));
+    }
+
+    /// Different stated birth orders are never explained; a moved record and one with a
+    /// replaced birth date disagree on much, yet the original vouches for both.
+    #[test]
+    fn birth_order_is_final_and_unlikely_pairs_need_a_witness() {
+        let model = Model::default();
+        let s = Scorer::new(&model, None);
+        let mut first = rec("a", "mary", "1990-01-02", None);
+        let mut second = first.clone();
+        first.multiple_birth = Some(1);
+        second.multiple_birth = Some(2);
+        let witness = rec("w", "mary", "1990-01-02", None);
+        assert_eq!(
+            s.chain_conflict(&first, &second, [&witness]),
+            Some(Conflict::DifferentBirthOrder)
+        );
+        let original = rec("o", "mary", "1990-01-02", Some("999538547"));
+        let mut moved = rec("m", "mary", "1990-01-02", None);
+        moved.phones = vec!["5559990000".into()];
+        moved.line = Some("9 elm st".into());
+        moved.postcode = Some("11111".into());
+        let replaced = rec("b", "mary", "1971-05-12", Some("999538547"));
+        assert_eq!(s.conflict(&moved, &replaced), Some(Conflict::Unlikely));
+        assert_eq!(s.chain_conflict(&moved, &replaced, [&original]), None);
+        assert_eq!(Conflict::Unlikely.code(), "unlikely");
+    }
+}

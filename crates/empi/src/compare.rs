@@ -496,6 +496,17 @@ mod tests {
     }
 
     #[test]
+    fn address_words_split_or_joined_agree() {
+        let mut a = rec("a", "b", "2000-01-01");
+        let mut b = a.clone();
+        a.line = Some(crate::normalize::text("4 Lubuma Place"));
+        b.line = Some(crate::normalize::text("4 Lubumaplace"));
+        a.postcode = Some("66780".into());
+        b.postcode = a.postcode.clone();
+        assert_eq!(compare(&a, &b).levels[5], level::EXACT);
+    }
+
+    #[test]
     fn identifiers_agree_or_conflict_within_a_system() {
         let mut a = rec("a", "b", "2000-01-01");
         let mut b = a.clone();

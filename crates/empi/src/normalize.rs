@@ -447,6 +447,21 @@ mod tests {
     use super::*;
 
     #[test]
+    fn address_words_split_or_joined_are_the_same_words() {
+        let (joined, split) = (text("12 Lubumaplace"), text("12 Lubuma Place"));
+        assert_eq!(split, "12 lubuma pl");
+        assert!(same_words_joined(&joined, &split));
+        assert!(same_words_joined(
+            &text("847 Trem blay Crossroad"),
+            &text("847 Tremblay Crossroad")
+        ));
+        assert!(!same_words_joined(
+            &text("847 Tremblay Rd"),
+            &text("848 Tremblay Rd")
+        ));
+    }
+
+    #[test]
     fn long_vowel_spellings_compare_equal() {
         let read = |s: &str| long_vowels(&name(s));
         assert_eq!(read("ショーヘイ"), read("しょうへい"));

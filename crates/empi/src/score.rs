@@ -783,6 +783,66 @@ mod tests {
         assert_eq!(score.class, MatchClass::Link, "{score:?}");
     }
 
+    /// Two members of one household (same address and landline, other sex, other given
+    /// name, born five days apart) and a nameless record sharing address, landline and
+    /// birth date: reviewed, never linked; the same national number lifts both guards.
+    #[test]
+    fn household_members_and_nameless_records_are_only_reviewed() {
+        let model = Model::default();
+        let s = Scorer::new(&model, None);
+        let mut wife = rec("mary", "koch", "1990-01-12", "5551624456");
+        wife.line = Some("1 main st".into());
+        wife.postcode = Some("66780".into());
+        let mut husband = wife.clone();
+        husband.given = vec!["john".into()];
+        husband.gender = Some(Gender::Male);
+        husband.birth = Date::parse("1990-01-17");
+        let score = s.score(&wife, &husband);
+        assert!(score.notes.contains(&Note::HouseholdMember), "{score:?}");
+        assert_eq!(score.class, MatchClass::Review, "{score:?}");
+        assert!(!s.compatible(&wife, &husband));
+        let mut nameless = wife.clone();
+        nameless.given.clear();
+        nameless.family.clear();
+        let score = s.score(&wife, &nameless);
+        assert!(score.notes.contains(&Note::Nameless));
+        assert_eq!(score.class, MatchClass::Review, "{score:?}");
+        // One person after all: the same national number says so, and the explanation names it.
+        let (wife, nameless) = (
+            with_id(wife, SSN, "999538547"),
+            with_id(nameless, SSN, "999538547"),
+        );
+        let score = s.score(&wife, &nameless);
+        assert_eq!(score.class, MatchClass::Link, "{score:?}");
+        assert_eq!(score.lifted[0].guard, Note::Nameless);
+        assert!(
+            score.lifted[0]
+                .reason
+                .contains("nameless-record guard lifted")
+        );
+    }
+
+    /// A one-digit-off national number (a twin's consecutive number) under another given name
+    /// lifts nothing, whatever else agrees.
+    #[test]
+    fn a_substituted_digit_under_another_given_name_lifts_nothing() {
+        let model = Model::default();
+        let s = Scorer::new(&model, None);
+        let a = with_id(
+            rec("amado", "hickle", "2003-05-06", "5555758018"),
+            SSN,
+            "714622216",
+        );
+        let b = with_id(
+            rec("armando", "hickle", "1999-02-20", "5555758018"),
+            SSN,
+            "114622216",
+        );
+        let score = s.score(&a, &b);
+        assert!(score.lifted.is_empty(), "{score:?}");
+        assert!(score.class < MatchClass::Link, "{score:?}");
+    }
+
     #[test]
     fn different_people_do_not_match() {
         let model = Model::default();

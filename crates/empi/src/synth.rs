@@ -268,6 +268,8 @@ struct View {
     postcode: Option<String>,
     ssn: Option<String>,
     multiple_birth: Option<u32>,
+    /// Rendered as a JP Core Patient (kana name, country JP) even without a name.
+    japanese: bool,
 }
 
 fn strip_digits(s: &str) -> String {
@@ -457,6 +459,7 @@ impl Generator<'_> {
             postcode: (!p.postcode.is_empty()).then(|| p.postcode.clone()),
             ssn: p.ssn.clone(),
             multiple_birth: None,
+            japanese: p.kana.is_some(),
         }
     }
 
@@ -941,7 +944,7 @@ impl Generator<'_> {
 
     fn render(&mut self, v: &View, id: &str, facility: Option<usize>, updated: &str) -> Value {
         let mut names = Vec::new();
-        let jp = v.family_kana.is_some() || v.given_kana.is_some();
+        let jp = v.japanese;
         let rep =
             |code: &str| json!([{"url": crate::record::EN_REPRESENTATION, "valueCode": code}]);
         if v.family.is_some() || !v.given.is_empty() {
@@ -957,7 +960,7 @@ impl Generator<'_> {
             }
             names.push(n);
         }
-        if jp {
+        if v.family_kana.is_some() || v.given_kana.is_some() {
             let mut n = json!({"use": "official", "extension": rep("SYL")});
             if let Some(f) = &v.family_kana {
                 n["family"] = json!(f);
@@ -1320,9 +1323,24 @@ mod tests {
             ErrorKind::KanjiConversion,
             ErrorKind::LongVowel,
             ErrorKind::SecondMrn,
+            ErrorKind::NamesReplaced,
+            ErrorKind::AddressSplit,
+            ErrorKind::Household,
         ] {
             assert!(kinds.contains(&kind), "{kind:?} missing");
         }
+        let records: Vec<crate::record::Record> = data
+            .patients
+            .iter()
+            .map(|p| crate::record::Record::from_patient(p).unwrap())
+            .collect();
+        let original_of = |cluster: &str| {
+            data.labels
+                .iter()
+                .position(|l| l.cluster == cluster && l.error == ErrorKind::Original)
+                .unwrap()
+        };
+        let kinds_model = crate::identifier::IdentifierKinds::default();
         let original_ssn = "999-53-8547";
         for (p, l) in data.patients.iter().zip(&data.labels) {
             let ssn = p["identifier"]
@@ -1343,6 +1361,33 @@ mod tests {
                 }
                 ErrorKind::SecondMrn => {
                     assert_eq!(p["identifier"][0]["system"], ORIGINAL_MRN);
+                }
+                ErrorKind::NamesReplaced => {
+                    assert_eq!(ssn, Some(original_ssn));
+                }
+                ErrorKind::AddressSplit => {
+                    let i = data.patients.iter().position(|q| q == p).unwrap();
+                    let o = original_of(&l.cluster);
+                    assert_ne!(p["address"], data.patients[o]["address"]);
+                    let c = crate::compare::compare(&records[i], &records[o], &kinds_model);
+                    assert_eq!(c.levels[crate::compare::Field::Address.index()], 1, "{p}");
+                }
+                ErrorKind::Household => {
+                    // Another person of the household: own cluster, no national number.
+                    assert!(l.cluster.ends_with("-household"));
+                    assert!(ssn.is_none());
+                    let o = original_of(l.cluster.trim_end_matches("-household"));
+                    assert_eq!(p["address"], data.patients[o]["address"]);
+                    assert_eq!(p["telecom"], data.patients[o]["telecom"]);
+                    if p.get("name")
+                        .and_then(Value::as_array)
+                        .is_some_and(|n| !n.is_empty())
+                    {
+                        assert_ne!(p["gender"], data.patients[o]["gender"]);
+                        assert_ne!(p["birthDate"], data.patients[o]["birthDate"]);
+                    } else {
+                        assert_eq!(p["birthDate"], data.patients[o]["birthDate"]);
+                    }
                 }
                 _ => {}
             }
