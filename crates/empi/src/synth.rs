@@ -6,9 +6,11 @@
 //! other facilities, each carrying exactly one error type ([`ErrorKind`]); some persons get a
 //! twin (a different person with the same surname, birth date and address). With
 //! [`GenConfig::replaced_rate`] some duplicates carry issue 19's data-entry classes instead
-//! (given name or birth date replaced under one SSN, SSN digits swapped with the birth date
-//! missing, kanji conversion errors, long-vowel spellings, a second record number at the
-//! original facility). The labels say which person (true cluster) each record belongs to and
+//! (given name, birth date or both names replaced under one SSN, SSN digits swapped with the
+//! birth date missing, address words split or joined, kanji conversion errors, long-vowel
+//! spellings, a second record number at the original facility), and some persons get a
+//! household member (a different person at the same address and landline: of the other sex
+//! with another given name born days apart, or without any name born the same day). The labels say which person (true cluster) each record belongs to and
 //! which error it carries.
 //! Deterministic for a given seed; no I/O.
 
@@ -34,8 +36,10 @@ pub struct GenConfig {
     pub twin_rate: f64,
     /// Share of duplicates carrying one of the data-entry error classes of issue 19 (given
     /// name or birth date replaced, national number digits swapped with the birth date
-    /// missing, kanji conversion error, long-vowel spelling, second record number at one
-    /// facility). 0 (the default) draws none and leaves the other sets exactly as they were.
+    /// missing, both names swapped or replaced, address words split or joined, kanji
+    /// conversion error, long-vowel spelling, second record number at one facility); above 0,
+    /// persons also get a household member at `twin_rate`. 0 (the default) draws none and
+    /// leaves the other sets exactly as they were.
     pub replaced_rate: f64,
 }
 

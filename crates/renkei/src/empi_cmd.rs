@@ -103,7 +103,8 @@ pub struct ClusterArgs {
     #[arg(long, value_name = "MODEL.json")]
     model: Option<PathBuf>,
     /// Also write the review pairs (`left,right,probability,reason` CSV; reason: `uncertain`,
-    /// `possible_twin`, `birth_dates_conflict`, `transitive_chain: would join X and Y`,
+    /// `possible_twin`, `birth_dates_conflict`, `household_member`, `nameless`,
+    /// `transitive_chain: would join X and Y`,
     /// `clusters_too_large`, several separated by `; `).
     #[arg(long, value_name = "REVIEW.csv")]
     review: Option<PathBuf>,
