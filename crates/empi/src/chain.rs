@@ -4,7 +4,8 @@
 //! to be a data-entry error rather than two people:
 //!
 //! - **different birth orders** are never explained;
-//! - **conflicting national person numbers** are explained only by a witness whose number
+//! - **conflicting national person numbers** (or one digit apart under different given
+//!   names: a twin's consecutive number) are explained only by a witness whose number
 //!   agrees with both of them, exactly or but for two neighbouring digits swapped (two
 //!   copies of one number each with its own keying error; twins' numbers are not that);
 //! - **relatives** (the twin pattern, a household member, a record without any name) are
@@ -73,6 +74,14 @@ fn tied(c: &Comparison) -> bool {
     })
 }
 
+/// The same given name, or a nickname of it.
+pub(crate) fn same_given(c: &Comparison) -> bool {
+    matches!(
+        c.levels[Field::Given.index()],
+        level::EXACT | level::GIVEN_NICKNAME
+    )
+}
+
 /// The given names agree: the same, a nickname, or a close spelling or one reading (an
 /// initial is not enough: "M" agrees with Mary and with her twin Maude).
 fn given_agrees(c: &Comparison) -> bool {
@@ -90,8 +99,13 @@ impl Scorer<'_> {
         if c.different_birth_order {
             return Some(Conflict::DifferentBirthOrder);
         }
-        if national(&c) == Some(Agreement::Conflict) {
-            return Some(Conflict::NationalNumbers);
+        match national(&c) {
+            Some(Agreement::Conflict) => return Some(Conflict::NationalNumbers),
+            // One digit off under another given name: a twin's consecutive number.
+            Some(Agreement::OneSubstituted) if !same_given(&c) => {
+                return Some(Conflict::NationalNumbers);
+            }
+            _ => {}
         }
         let relatives = c.clear_twin || c.household_member || c.nameless;
         if relatives {
@@ -210,8 +224,9 @@ mod tests {
         assert!(one_cluster(&[mary, typo, alice]));
     }
 
-    /// A twin one SSN digit off, and a copy of her sister's record without a birth date (so
-    /// it does not look like a twin of her): the copy explains nothing, the twins stay apart.
+    /// A twin without an SSN, and a copy of her sister's record without a birth date (so it
+    /// does not look like a twin of her): the copy explains nothing, the twins stay apart. A
+    /// twin's consecutive number under her own name is a conflict of numbers.
     #[test]
     fn a_twins_copy_without_birth_date_does_not_chain_the_twins() {
         let model = Model::default();
@@ -219,14 +234,20 @@ mod tests {
         let mary = rec("mary", "mary", "1990-01-02", Some("999538547"));
         let mut copy = rec("copy", "mary", "", Some("999538547"));
         copy.birth = None;
-        let twin = rec("twin", "alice", "1990-01-02", Some("999538548"));
+        let twin = rec("twin", "alice", "1990-01-02", None);
         assert_eq!(s.conflict(&mary, &twin), Some(Conflict::Relatives));
         assert!(
             s.compatible(&copy, &twin),
             "the copy alone does not tell them apart"
         );
         assert!(s.chain_conflict(&mary, &twin, [&copy]).is_some());
-        assert!(!one_cluster(&[mary, copy, twin]));
+        assert!(!one_cluster(&[mary.clone(), copy.clone(), twin]));
+        let numbered = rec("twin", "alice", "1990-01-02", Some("999538548"));
+        assert_eq!(
+            s.conflict(&copy, &numbered),
+            Some(Conflict::NationalNumbers)
+        );
+        assert!(!one_cluster(&[mary, copy, numbered]));
     }
 
     /// Two copies of one SSN, each with its own neighbouring digits swapped, conflict with

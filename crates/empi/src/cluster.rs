@@ -68,8 +68,9 @@ pub enum ReviewReason {
     /// Birth dates more than a keying error apart (a parent and child of the same name look
     /// like this): capped at review whatever the probability.
     BirthDatesConflict,
-    /// Same family name, different given names, different birth dates (two members of one
-    /// household): capped at review whatever the probability.
+    /// Same family name, different birth dates, other given names (or of the other sex, not
+    /// the same given name): two members of one household; capped at review whatever the
+    /// probability.
     HouseholdMember,
     /// One record has no name at all: capped at review whatever the probability.
     Nameless,

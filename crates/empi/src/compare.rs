@@ -129,9 +129,9 @@ pub struct Comparison {
     /// As `possible_twin`, with given names that are not even similar: never in one identity
     /// (the chain guard). Two records each with its own typo stay compatible.
     pub clear_twin: bool,
-    /// Same family name, given names not even similar (nor one reading), different birth
-    /// dates: two members of one household look like this (a spouse, siblings born days or
-    /// years apart). Caps the pair at review, and stops chains like `clear_twin`, unless a
+    /// Same family name, different birth dates, and given names not even similar (nor one
+    /// reading) or, with the other sex, not the same (Connie / Vonnie): two members of one
+    /// household look like this (a spouse, siblings born days or years apart). Caps the pair at review, and stops chains like `clear_twin`, unless a
     /// national or facility number lifts it (one substituted digit does not: siblings are
     /// often issued neighbouring numbers).
     pub household_member: bool,
@@ -207,10 +207,14 @@ pub fn compare(a: &Record, b: &Record, kinds: &IdentifierKinds) -> Comparison {
     let different_birth_order = matches!((a.multiple_birth, b.multiple_birth),
         (Some(x), Some(y)) if x > 0 && y > 0 && x != y);
     let birth_dates_conflict = birth == level::BIRTH_DIFFERENT && !birth_off_by_one(a, b);
+    // Household members: another given name, or (the other sex) not the same given name
+    // (Connie / Vonnie, Jim / Jimmy, brother and sister).
+    let other_sex = gender == level::GENDER_DIFFERENT;
     let household_member = !names_swapped
         && family == level::EXACT
-        && given == level::GIVEN_DIFFERENT
-        && !matches!(birth, level::MISSING | level::EXACT);
+        && !matches!(birth, level::MISSING | level::EXACT)
+        && (given == level::GIVEN_DIFFERENT
+            || (other_sex && !matches!(given, level::MISSING | level::EXACT)));
     let unnamed = |r: &Record| {
         r.given.is_empty()
             && r.family.is_empty()

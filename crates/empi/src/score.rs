@@ -79,8 +79,8 @@ pub enum Note {
     DifferentBirthOrder,
     /// Birth dates more than a keying error apart: never linked automatically.
     BirthDatesConflict,
-    /// Same family name, different given names, different birth dates: two members of one
-    /// household; never linked automatically.
+    /// Same family name, different birth dates, other given names (or of the other sex, not
+    /// the same given name): two members of one household; never linked automatically.
     HouseholdMember,
     /// One record has no name at all: never linked automatically.
     Nameless,
@@ -204,6 +204,13 @@ impl<'a> Scorer<'a> {
             .weight(Field::Identifier, level::IDENTIFIER_CONFLICT);
         match (e.kind, e.agreement) {
             (_, Agreement::Exact) => agree,
+            // A twin's consecutive number under another given name (Leann / Leanne): no
+            // keying error of one number, two numbers.
+            (IdentifierKind::National, Agreement::OneSubstituted)
+                if !crate::chain::same_given(c) =>
+            {
+                conflict
+            }
             // One keying error in a national number: strong, but less than the same value.
             (_, Agreement::NeighboursSwapped | Agreement::OneSubstituted) => agree / 2.0,
             (IdentifierKind::Facility, Agreement::Conflict) => {
@@ -265,17 +272,10 @@ impl<'a> Scorer<'a> {
             ),
             // Twins are often issued consecutive numbers: a substitution is no proof against
             // them, and with another given name (Amado / Armando) it is a sibling's number.
-            Agreement::OneSubstituted
-                if matches!(
-                    c.levels[Field::Given.index()],
-                    level::EXACT | level::GIVEN_NICKNAME
-                ) && others_agree() =>
-            {
-                (
-                    "agrees but for one character, the given names agree, and the other fields agree",
-                    false,
-                )
-            }
+            Agreement::OneSubstituted if crate::chain::same_given(c) && others_agree() => (
+                "agrees but for one character, the given names agree, and the other fields agree",
+                false,
+            ),
             _ => return Vec::new(),
         };
         let mut lifted = Vec::new();
@@ -801,6 +801,16 @@ mod tests {
         assert!(score.notes.contains(&Note::HouseholdMember), "{score:?}");
         assert_eq!(score.class, MatchClass::Review, "{score:?}");
         assert!(!s.compatible(&wife, &husband));
+        // Connie and Vonnie: names a typo apart, but the other sex and another birthday.
+        let mut connie = wife.clone();
+        connie.given = vec!["connie".into()];
+        connie.gender = Some(Gender::Male);
+        let mut vonnie = husband.clone();
+        vonnie.given = vec!["vonnie".into()];
+        vonnie.gender = Some(Gender::Female);
+        let score = s.score(&connie, &vonnie);
+        assert!(score.notes.contains(&Note::HouseholdMember), "{score:?}");
+        assert_eq!(score.class, MatchClass::Review, "{score:?}");
         let mut nameless = wife.clone();
         nameless.given.clear();
         nameless.family.clear();
@@ -841,6 +851,26 @@ mod tests {
         let score = s.score(&a, &b);
         assert!(score.lifted.is_empty(), "{score:?}");
         assert!(score.class < MatchClass::Link, "{score:?}");
+        // Leann and her twin Leanne, born the same day, numbers one digit apart: two numbers,
+        // weighed as a conflict.
+        let leann = with_id(
+            rec("leann", "hagenes", "1929-10-23", "5557893324"),
+            SSN,
+            "306757522",
+        );
+        let leanne = with_id(
+            rec("leanne", "hagenes", "1929-10-23", "5557893324"),
+            SSN,
+            "386757522",
+        );
+        let score = s.score(&leann, &leanne);
+        assert!(
+            score.fields[Field::Identifier.index()].weight < -5.0,
+            "{score:?}"
+        );
+        // Everything else agrees, so the pair alone may still score high; the chain guard
+        // never puts the two numbers into one identity.
+        assert!(!s.compatible(&leann, &leanne));
     }
 
     #[test]
