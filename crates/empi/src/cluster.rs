@@ -68,6 +68,12 @@ pub enum ReviewReason {
     /// Birth dates more than a keying error apart (a parent and child of the same name look
     /// like this): capped at review whatever the probability.
     BirthDatesConflict,
+    /// Same family name, different birth dates, other given names (or of the other sex, not
+    /// the same given name): two members of one household; capped at review whatever the
+    /// probability.
+    HouseholdMember,
+    /// One record has no name at all: capped at review whatever the probability.
+    Nameless,
     /// Linkable, but linking would put these two records (one of each cluster) into one
     /// identity although they are clearly different people (the chain guard).
     TransitiveChain {
@@ -82,13 +88,15 @@ pub enum ReviewReason {
 }
 
 impl ReviewReason {
-    /// A short code (`uncertain`, `possible_twin`, `birth_dates_conflict`, `transitive_chain`,
-    /// `clusters_too_large`).
+    /// A short code (`uncertain`, `possible_twin`, `birth_dates_conflict`,
+    /// `household_member`, `nameless`, `transitive_chain`, `clusters_too_large`).
     pub fn code(&self) -> &'static str {
         match self {
             ReviewReason::Uncertain => "uncertain",
             ReviewReason::PossibleTwin => "possible_twin",
             ReviewReason::BirthDatesConflict => "birth_dates_conflict",
+            ReviewReason::HouseholdMember => "household_member",
+            ReviewReason::Nameless => "nameless",
             ReviewReason::TransitiveChain { .. } => "transitive_chain",
             ReviewReason::ClustersTooLarge => "clusters_too_large",
         }
@@ -270,9 +278,23 @@ pub fn cluster(
             if ma.len() * mb.len() > config.max_cross_checks {
                 Some(ReviewReason::ClustersTooLarge)
             } else {
+                // Every cross pair may be one person, or another member explains why not.
+                let union: Vec<&Record> = ma
+                    .iter()
+                    .chain(mb.iter())
+                    .map(|&i| &records[i as usize])
+                    .collect();
                 ma.iter()
                     .flat_map(|&x| mb.iter().map(move |&y| (x, y)))
-                    .find(|&(x, y)| !scorer.compatible(&records[x as usize], &records[y as usize]))
+                    .find(|&(x, y)| {
+                        scorer
+                            .chain_conflict(
+                                &records[x as usize],
+                                &records[y as usize],
+                                union.iter().copied(),
+                            )
+                            .is_some()
+                    })
                     .map(|(left, right)| ReviewReason::TransitiveChain { left, right })
             }
         };
@@ -305,6 +327,12 @@ pub fn cluster(
             }
             if held(Note::BirthDatesConflict) {
                 reasons.push(ReviewReason::BirthDatesConflict);
+            }
+            if held(Note::HouseholdMember) {
+                reasons.push(ReviewReason::HouseholdMember);
+            }
+            if held(Note::Nameless) {
+                reasons.push(ReviewReason::Nameless);
             }
             if reasons.is_empty() {
                 // The class says review: some guard capped it; say at least that it is unsure.

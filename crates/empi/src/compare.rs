@@ -123,12 +123,22 @@ pub struct Comparison {
     pub levels: [u8; FIELDS],
     /// Given and family names were found written the other way round.
     pub names_swapped: bool,
-    /// Same family name and birth date but a given name more than a typo apart: twins look
+    /// Same family name (or one typo off) and birth date but a given name more than a typo apart: twins look
     /// like this. Caps the pair at review.
     pub possible_twin: bool,
     /// As `possible_twin`, with given names that are not even similar: never in one identity
     /// (the chain guard). Two records each with its own typo stay compatible.
     pub clear_twin: bool,
+    /// Same family name, different birth dates, and given names not even similar (nor one
+    /// reading) or, with the other sex, not the same (Connie / Vonnie): two members of one
+    /// household look like this (a spouse, siblings born days or years apart). Caps the pair at review, and stops chains like `clear_twin`, unless a
+    /// national or facility number lifts it (one substituted digit does not: siblings are
+    /// often issued neighbouring numbers).
+    pub household_member: bool,
+    /// One record carries no name at all (no given, family or kana name): household members
+    /// sharing address, landline and even a birth date cannot be told apart without one.
+    /// Caps the pair at review unless an identifier lifts it.
+    pub nameless: bool,
     /// Both records state a birth order and they differ: different people.
     pub different_birth_order: bool,
     /// Birth dates more than a keying error apart (not one part off by a digit or by one, not
@@ -186,19 +196,40 @@ pub fn compare(a: &Record, b: &Record, kinds: &IdentifierKinds) -> Comparison {
         (Some(x), Some(y)) => !same_reading && edit_distance(&ocr_fold(x), &ocr_fold(y)) >= 2,
         _ => false,
     };
-    let same_family_and_birth = !names_swapped && family == level::EXACT && birth == level::EXACT;
+    // The family name as written or one typo off (Kshlerin / Kshlerln): a twin's record with
+    // its own typo is still a twin's.
+    let same_family_and_birth = !names_swapped
+        && matches!(family, level::EXACT | level::FAMILY_CLOSE)
+        && birth == level::EXACT;
     let clear_twin = same_family_and_birth && given == level::GIVEN_DIFFERENT;
     let possible_twin =
         clear_twin || (same_family_and_birth && given == level::GIVEN_CLOSE && given_far);
     let different_birth_order = matches!((a.multiple_birth, b.multiple_birth),
         (Some(x), Some(y)) if x > 0 && y > 0 && x != y);
+    let birth_dates_conflict = birth == level::BIRTH_DIFFERENT && !birth_off_by_one(a, b);
+    // Household members: another given name, or (the other sex) not the same given name
+    // (Connie / Vonnie, Jim / Jimmy, brother and sister).
+    let other_sex = gender == level::GENDER_DIFFERENT;
+    let household_member = !names_swapped
+        && family == level::EXACT
+        && !matches!(birth, level::MISSING | level::EXACT)
+        && (given == level::GIVEN_DIFFERENT
+            || (other_sex && !matches!(given, level::MISSING | level::EXACT)));
+    let unnamed = |r: &Record| {
+        r.given.is_empty()
+            && r.family.is_empty()
+            && r.given_kana.is_none()
+            && r.family_kana.is_none()
+    };
     Comparison {
         levels: [given, family, birth, gender, phone, address, identifier],
         names_swapped,
         possible_twin,
         clear_twin,
+        household_member,
+        nameless: unnamed(a) || unnamed(b),
         different_birth_order,
-        birth_dates_conflict: birth == level::BIRTH_DIFFERENT && !birth_off_by_one(a, b),
+        birth_dates_conflict,
         identifier: evidence,
     }
 }
@@ -361,7 +392,9 @@ fn compare_address(a: &Record, b: &Record) -> u8 {
         _ => None,
     };
     let line = match (&a.line, &b.line) {
-        (Some(x), Some(y)) => Some(x == y || jaro_winkler(x, y) >= 0.95),
+        (Some(x), Some(y)) => {
+            Some(x == y || jaro_winkler(x, y) >= 0.95 || crate::normalize::same_words_joined(x, y))
+        }
         _ => None,
     };
     match (post, line) {
@@ -464,6 +497,17 @@ mod tests {
             &jp("和美", "カズミ", "1980-04-07"),
         );
         assert!(c.possible_twin);
+    }
+
+    #[test]
+    fn address_words_split_or_joined_agree() {
+        let mut a = rec("a", "b", "2000-01-01");
+        let mut b = a.clone();
+        a.line = Some(crate::normalize::text("4 Lubuma Place"));
+        b.line = Some(crate::normalize::text("4 Lubumaplace"));
+        a.postcode = Some("66780".into());
+        b.postcode = a.postcode.clone();
+        assert_eq!(compare(&a, &b).levels[5], level::EXACT);
     }
 
     #[test]

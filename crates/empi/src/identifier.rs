@@ -40,7 +40,9 @@ pub struct IdentifierKinds {
     pub facility_conflict_weight: f64,
 }
 
-/// US Social Security Number.
+/// US Social Security Number. (JP Core defines no identifier system for the individual
+/// number, マイナンバー, whose use as a medical record key the law restricts; a deployment that
+/// holds one lists its own system under `national`.)
 pub const US_SSN: &str = "http://hl7.org/fhir/sid/us-ssn";
 /// JP Core patient record number: this OID followed by the 10-digit facility code.
 pub const JP_CORE_MRN_PREFIX: &str = "urn:oid:1.2.392.100495.20.3.51.1";

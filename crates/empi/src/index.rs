@@ -387,17 +387,24 @@ impl EnterpriseIndex {
         scored
     }
 
-    /// True when no (checked) member of `e` is a clear non-match or a possible twin of `record`:
-    /// a transitive chain must not pull different people into one identity.
+    /// True when no (checked) member of `e` conflicts with `record` (a clear non-match, a
+    /// possible twin, conflicting national numbers), or another member explains the conflict
+    /// as a data-entry error ([`crate::chain`]): a transitive chain must not pull different
+    /// people into one identity.
     fn consistent(&self, record: &Record, e: EnterpriseId, scorer: &Scorer<'_>) -> bool {
         let Some(members) = self.members.get(&e) else {
             return true;
         };
-        members
+        let checked: Vec<&Record> = members
             .iter()
             .take(self.config.max_members_checked)
             .filter_map(|s| self.records[*s as usize].as_ref())
-            .all(|m| scorer.compatible(record, m))
+            .collect();
+        checked.iter().all(|m| {
+            scorer
+                .chain_conflict(record, m, checked.iter().copied())
+                .is_none()
+        })
     }
 
     fn candidate(&self, record: &Record, slot: u32, scorer: &Scorer<'_>) -> Option<Candidate> {

@@ -39,11 +39,20 @@ pub enum ErrorKind {
     LongVowel,
     /// A second registration at the original facility under a new record number.
     SecondMrn,
+    /// Family and given names swapped or both replaced by other names, everything else
+    /// (the national number included) as in the original.
+    NamesReplaced,
+    /// Address words split or joined ("lubuma place" / "lubumaplace").
+    AddressSplit,
+    /// A member of the person's household: a different person (like [`ErrorKind::Twin`])
+    /// sharing address and landline, either of the other sex with another given name and a
+    /// birth date days apart, or recorded without any name and with the same birth date.
+    Household,
 }
 
 impl ErrorKind {
     /// Every kind, for reports.
-    pub const ALL: [ErrorKind; 16] = [
+    pub const ALL: [ErrorKind; 19] = [
         ErrorKind::Original,
         ErrorKind::Typo,
         ErrorKind::Ocr,
@@ -60,6 +69,9 @@ impl ErrorKind {
         ErrorKind::KanjiConversion,
         ErrorKind::LongVowel,
         ErrorKind::SecondMrn,
+        ErrorKind::NamesReplaced,
+        ErrorKind::AddressSplit,
+        ErrorKind::Household,
     ];
 
     /// Lower-case name used in label files.
@@ -81,6 +93,9 @@ impl ErrorKind {
             ErrorKind::KanjiConversion => "kanji_conversion",
             ErrorKind::LongVowel => "long_vowel",
             ErrorKind::SecondMrn => "second_mrn",
+            ErrorKind::NamesReplaced => "names_replaced",
+            ErrorKind::AddressSplit => "address_split",
+            ErrorKind::Household => "household",
         }
     }
 

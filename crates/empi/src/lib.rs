@@ -21,13 +21,14 @@
 //!    levels into Fellegi–Sunter weights (log2 m/u) from a [`model::Model`], adjusts exact name
 //!    weights by term frequency (a shared "Smith" says less than a shared "Goldner"), and
 //!    applies the guards: possible twins (same surname and birth date, different given name;
-//!    different kanji under one kana reading are a conversion error, not a twin) are
-//!    never linked automatically, birth dates more than a keying error apart are only
+//!    different kanji under one kana reading are a conversion error, not a twin), household
+//!    members (same surname, different given names and birth dates) and records without any
+//!    name are never linked automatically, birth dates more than a keying error apart are only
 //!    reviewed, different stated birth orders never match. Identifiers weigh by the
 //!    [`identifier::IdentifierKind`] of their system (the model's `identifier_kinds`): a
 //!    **national** person number (US SSN) agreeing, or one keying error off with the other
-//!    fields agreeing, lifts the twin and birth-date guards (one substituted digit only the
-//!    birth-date guard: twins are often issued consecutive numbers), and disagreeing counts
+//!    fields agreeing, lifts those guards (one substituted digit only the birth-date guard, and
+//!    only under the same given name: twins are often issued consecutive numbers), and disagreeing counts
 //!    strongly against; a **facility** record number (type `MR`, JP Core's record-number OID + facility)
 //!    agreeing lifts the guards, disagreeing is weak evidence (a second registration at one
 //!    hospital is a duplicate to find); a **shared** one (unknown systems, an insurance card a
@@ -88,18 +89,22 @@
 //!
 //! De-duplicates a whole file: keys are sorted into blocks, each pair is scored once (under the
 //! first key it shares) on all cores, then auto-link pairs are merged strongest first with a
-//! union-find whose guard refuses a merge if any two members of the two clusters are clearly
-//! different people (so A≈B≈C cannot chain A and C together when they are not compatible).
+//! union-find whose guard ([`chain`]) refuses a merge if two members of the two clusters are
+//! clearly different people and no third member explains why they differ (so A≈B≈C cannot
+//! chain twins A and C together, while one person's record with a replaced given name, tied
+//! to the others by their national number, joins them).
 //! Memory is linear in the records plus the probable pairs; no quadratic structure is built.
 //!
 //! # Evaluation
 //!
 //! `synth::generate` (cargo feature `synth`, off by default: test data, not product) makes
 //! labelled duplicates (typos, OCR, nicknames, swaps, missing values, married names, moves,
-//! twins, Japanese script variants) from seed Patients; [`eval::evaluate`] reports pairwise
+//! twins, Japanese script variants, and with `replaced_rate` issue 19's data-entry classes and
+//! household members) from seed Patients; [`eval::evaluate`] reports pairwise
 //! precision, recall and F1, overall and per error type ([`label`]).
 
 pub mod blocking;
+pub mod chain;
 pub mod cluster;
 pub mod compare;
 pub mod error;

@@ -265,28 +265,59 @@ pub fn name(input: &str) -> String {
     fold(input, true)
 }
 
+/// Street words and the abbreviation address lines are normalised to.
+const STREET_WORDS: &[(&str, &str)] = &[
+    ("street", "st"),
+    ("avenue", "ave"),
+    ("road", "rd"),
+    ("drive", "dr"),
+    ("lane", "ln"),
+    ("boulevard", "blvd"),
+    ("court", "ct"),
+    ("place", "pl"),
+    ("apartment", "#"),
+    ("apt", "#"),
+    ("unit", "#"),
+    ("suite", "#"),
+    ("ste", "#"),
+    ("north", "n"),
+    ("south", "s"),
+    ("east", "e"),
+    ("west", "w"),
+];
+
 /// Free text (address lines, cities) folded, punctuation collapsed, common street words abbreviated.
 pub fn text(input: &str) -> String {
     fold(input, false)
         .split(' ')
-        .map(|w| match w {
-            "street" => "st",
-            "avenue" => "ave",
-            "road" => "rd",
-            "drive" => "dr",
-            "lane" => "ln",
-            "boulevard" => "blvd",
-            "court" => "ct",
-            "place" => "pl",
-            "apartment" | "apt" | "unit" | "suite" | "ste" => "#",
-            "north" => "n",
-            "south" => "s",
-            "east" => "e",
-            "west" => "w",
-            other => other,
+        .map(|w| {
+            STREET_WORDS
+                .iter()
+                .find(|(long, _)| *long == w)
+                .map_or(w, |(_, short)| short)
         })
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+/// Whether two [`text`]-normalised address lines are the same words split or joined
+/// differently ("lubuma pl" / "lubumaplace", "trem blay rd" / "tremblay rd"): equal once the
+/// spaces are dropped, with the street abbreviations written out again (a joined word keeps
+/// its long form). Allocates nothing.
+pub fn same_words_joined(a: &str, b: &str) -> bool {
+    fn long(word: &str) -> &str {
+        STREET_WORDS
+            .iter()
+            .find(|(_, short)| *short == word && *short != "#")
+            .map_or(word, |(long, _)| long)
+    }
+    fn short(s: &str) -> impl Iterator<Item = char> + '_ {
+        s.split(' ').flat_map(str::chars)
+    }
+    fn written_out(s: &str) -> impl Iterator<Item = char> + '_ {
+        s.split(' ').flat_map(|w| long(w).chars())
+    }
+    short(a).eq(short(b)) || written_out(a).eq(written_out(b))
 }
 
 /// The vowel a katakana syllable ends in (small ャュョ and ァィゥェォ included), if any.
@@ -414,6 +445,21 @@ impl std::fmt::Display for Date {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn address_words_split_or_joined_are_the_same_words() {
+        let (joined, split) = (text("12 Lubumaplace"), text("12 Lubuma Place"));
+        assert_eq!(split, "12 lubuma pl");
+        assert!(same_words_joined(&joined, &split));
+        assert!(same_words_joined(
+            &text("847 Trem blay Crossroad"),
+            &text("847 Tremblay Crossroad")
+        ));
+        assert!(!same_words_joined(
+            &text("847 Tremblay Rd"),
+            &text("848 Tremblay Rd")
+        ));
+    }
 
     #[test]
     fn long_vowel_spellings_compare_equal() {

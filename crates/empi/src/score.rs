@@ -79,13 +79,19 @@ pub enum Note {
     DifferentBirthOrder,
     /// Birth dates more than a keying error apart: never linked automatically.
     BirthDatesConflict,
+    /// Same family name, different birth dates, other given names (or of the other sex, not
+    /// the same given name): two members of one household; never linked automatically.
+    HouseholdMember,
+    /// One record has no name at all: never linked automatically.
+    Nameless,
 }
 
 /// A guard an identifier lifted, and why: the identifier says the two records are one person
 /// (twins do not share a person number; a parent and a child of one name do not share one).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct GuardLift {
-    /// The guard lifted ([`Note::PossibleTwin`] or [`Note::BirthDatesConflict`]).
+    /// The guard lifted ([`Note::PossibleTwin`], [`Note::BirthDatesConflict`],
+    /// [`Note::HouseholdMember`] or [`Note::Nameless`]).
     pub guard: Note,
     /// The kind of the identifier system that lifted it.
     pub kind: IdentifierKind,
@@ -198,6 +204,13 @@ impl<'a> Scorer<'a> {
             .weight(Field::Identifier, level::IDENTIFIER_CONFLICT);
         match (e.kind, e.agreement) {
             (_, Agreement::Exact) => agree,
+            // A twin's consecutive number under another given name (Leann / Leanne): no
+            // keying error of one number, two numbers.
+            (IdentifierKind::National, Agreement::OneSubstituted)
+                if !crate::chain::same_given(c) =>
+            {
+                conflict
+            }
             // One keying error in a national number: strong, but less than the same value.
             (_, Agreement::NeighboursSwapped | Agreement::OneSubstituted) => agree / 2.0,
             (IdentifierKind::Facility, Agreement::Conflict) => {
@@ -229,7 +242,7 @@ impl<'a> Scorer<'a> {
         w
     }
 
-    fn total(&self, a: &Record, c: &Comparison) -> f64 {
+    pub(crate) fn total(&self, a: &Record, c: &Comparison) -> f64 {
         self.other_fields(a, c) + self.identifier_weight(c)
     }
 
@@ -237,11 +250,11 @@ impl<'a> Scorer<'a> {
     /// number, or a national number one keying error off when the other fields alone reach
     /// the review threshold (only neighbours swapped lift the twin guard: twins are often
     /// issued consecutive numbers, one substitution apart). Shared identifiers never lift one.
-    fn lifts(&self, a: &Record, c: &Comparison) -> Vec<GuardLift> {
+    pub(crate) fn lifts(&self, a: &Record, c: &Comparison) -> Vec<GuardLift> {
         let Some(e) = &c.identifier else {
             return Vec::new();
         };
-        if !(c.possible_twin || c.birth_dates_conflict) {
+        if !(c.possible_twin || c.birth_dates_conflict || c.household_member || c.nameless) {
             return Vec::new();
         }
         let kind = match e.kind {
@@ -257,9 +270,10 @@ impl<'a> Scorer<'a> {
                 "agrees but for two neighbouring characters swapped, and the other fields agree",
                 true,
             ),
-            // Twins are often issued consecutive numbers: a substitution is no proof against them.
-            Agreement::OneSubstituted if others_agree() => (
-                "agrees but for one character, and the other fields agree",
+            // Twins are often issued consecutive numbers: a substitution is no proof against
+            // them, and with another given name (Amado / Armando) it is a sibling's number.
+            Agreement::OneSubstituted if crate::chain::same_given(c) && others_agree() => (
+                "agrees but for one character, the given names agree, and the other fields agree",
                 false,
             ),
             _ => return Vec::new(),
@@ -279,6 +293,12 @@ impl<'a> Scorer<'a> {
         };
         if c.possible_twin && twin {
             lift(Note::PossibleTwin, "twin");
+        }
+        if c.household_member && twin {
+            lift(Note::HouseholdMember, "household-member");
+        }
+        if c.nameless && twin {
+            lift(Note::Nameless, "nameless-record");
         }
         if c.birth_dates_conflict {
             lift(Note::BirthDatesConflict, "birth-date");
@@ -301,6 +321,8 @@ impl<'a> Scorer<'a> {
             MatchClass::NoMatch
         } else if (c.possible_twin && held(Note::PossibleTwin))
             || (c.birth_dates_conflict && held(Note::BirthDatesConflict))
+            || (c.household_member && held(Note::HouseholdMember))
+            || (c.nameless && held(Note::Nameless))
         {
             class.min(MatchClass::Review)
         } else {
@@ -315,23 +337,11 @@ impl<'a> Scorer<'a> {
         (w, self.classify(w, &c, &self.lifts(a, &c)))
     }
 
-    /// True when two records may belong to one identity: not clearly twins (unless an
-    /// identifier lifts that guard), no conflicting national person numbers, not of different
-    /// birth order, and not below the review threshold. Used to stop transitive chains.
+    /// True when two records may belong to one identity as they stand: no
+    /// [`crate::chain::Conflict`] between them (see [`Scorer::conflict`]). Used to stop
+    /// transitive chains; a conflict another member explains is the chain module's business.
     pub fn compatible(&self, a: &Record, b: &Record) -> bool {
-        let c = compare(a, b, &self.model.identifier_kinds);
-        let national_conflict = c.identifier.as_ref().is_some_and(|e| {
-            e.kind == IdentifierKind::National && e.agreement == Agreement::Conflict
-        });
-        let twin = c.clear_twin
-            && !self
-                .lifts(a, &c)
-                .iter()
-                .any(|l| l.guard == Note::PossibleTwin);
-        !twin
-            && !national_conflict
-            && !c.different_birth_order
-            && probability(self.total(a, &c)) >= self.model.thresholds.review
+        self.conflict(a, b).is_none()
     }
 
     /// The full score with its per-field explanation.
@@ -392,6 +402,12 @@ impl<'a> Scorer<'a> {
         }
         if c.birth_dates_conflict {
             notes.push(Note::BirthDatesConflict);
+        }
+        if c.household_member {
+            notes.push(Note::HouseholdMember);
+        }
+        if c.nameless {
+            notes.push(Note::Nameless);
         }
         Score {
             weight,
@@ -765,6 +781,96 @@ mod tests {
         let score = s.score(&a, &c);
         assert!(!score.notes.contains(&Note::PossibleTwin), "{score:?}");
         assert_eq!(score.class, MatchClass::Link, "{score:?}");
+    }
+
+    /// Two members of one household (same address and landline, other sex, other given
+    /// name, born five days apart) and a nameless record sharing address, landline and
+    /// birth date: reviewed, never linked; the same national number lifts both guards.
+    #[test]
+    fn household_members_and_nameless_records_are_only_reviewed() {
+        let model = Model::default();
+        let s = Scorer::new(&model, None);
+        let mut wife = rec("mary", "koch", "1990-01-12", "5551624456");
+        wife.line = Some("1 main st".into());
+        wife.postcode = Some("66780".into());
+        let mut husband = wife.clone();
+        husband.given = vec!["john".into()];
+        husband.gender = Some(Gender::Male);
+        husband.birth = Date::parse("1990-01-17");
+        let score = s.score(&wife, &husband);
+        assert!(score.notes.contains(&Note::HouseholdMember), "{score:?}");
+        assert_eq!(score.class, MatchClass::Review, "{score:?}");
+        assert!(!s.compatible(&wife, &husband));
+        // Connie and Vonnie: names a typo apart, but the other sex and another birthday.
+        let mut connie = wife.clone();
+        connie.given = vec!["connie".into()];
+        connie.gender = Some(Gender::Male);
+        let mut vonnie = husband.clone();
+        vonnie.given = vec!["vonnie".into()];
+        vonnie.gender = Some(Gender::Female);
+        let score = s.score(&connie, &vonnie);
+        assert!(score.notes.contains(&Note::HouseholdMember), "{score:?}");
+        assert_eq!(score.class, MatchClass::Review, "{score:?}");
+        let mut nameless = wife.clone();
+        nameless.given.clear();
+        nameless.family.clear();
+        let score = s.score(&wife, &nameless);
+        assert!(score.notes.contains(&Note::Nameless));
+        assert_eq!(score.class, MatchClass::Review, "{score:?}");
+        // One person after all: the same national number says so, and the explanation names it.
+        let (wife, nameless) = (
+            with_id(wife, SSN, "999538547"),
+            with_id(nameless, SSN, "999538547"),
+        );
+        let score = s.score(&wife, &nameless);
+        assert_eq!(score.class, MatchClass::Link, "{score:?}");
+        assert_eq!(score.lifted[0].guard, Note::Nameless);
+        assert!(
+            score.lifted[0]
+                .reason
+                .contains("nameless-record guard lifted")
+        );
+    }
+
+    /// A one-digit-off national number (a twin's consecutive number) under another given name
+    /// lifts nothing, whatever else agrees.
+    #[test]
+    fn a_substituted_digit_under_another_given_name_lifts_nothing() {
+        let model = Model::default();
+        let s = Scorer::new(&model, None);
+        let a = with_id(
+            rec("amado", "hickle", "2003-05-06", "5555758018"),
+            SSN,
+            "714622216",
+        );
+        let b = with_id(
+            rec("armando", "hickle", "1999-02-20", "5555758018"),
+            SSN,
+            "114622216",
+        );
+        let score = s.score(&a, &b);
+        assert!(score.lifted.is_empty(), "{score:?}");
+        assert!(score.class < MatchClass::Link, "{score:?}");
+        // Leann and her twin Leanne, born the same day, numbers one digit apart: two numbers,
+        // weighed as a conflict.
+        let leann = with_id(
+            rec("leann", "hagenes", "1929-10-23", "5557893324"),
+            SSN,
+            "306757522",
+        );
+        let leanne = with_id(
+            rec("leanne", "hagenes", "1929-10-23", "5557893324"),
+            SSN,
+            "386757522",
+        );
+        let score = s.score(&leann, &leanne);
+        assert!(
+            score.fields[Field::Identifier.index()].weight < -5.0,
+            "{score:?}"
+        );
+        // Everything else agrees, so the pair alone may still score high; the chain guard
+        // never puts the two numbers into one identity.
+        assert!(!s.compatible(&leann, &leanne));
     }
 
     #[test]

@@ -6,9 +6,11 @@
 //! other facilities, each carrying exactly one error type ([`ErrorKind`]); some persons get a
 //! twin (a different person with the same surname, birth date and address). With
 //! [`GenConfig::replaced_rate`] some duplicates carry issue 19's data-entry classes instead
-//! (given name or birth date replaced under one SSN, SSN digits swapped with the birth date
-//! missing, kanji conversion errors, long-vowel spellings, a second record number at the
-//! original facility). The labels say which person (true cluster) each record belongs to and
+//! (given name, birth date or both names replaced under one SSN, SSN digits swapped with the
+//! birth date missing, address words split or joined, kanji conversion errors, long-vowel
+//! spellings, a second record number at the original facility), and some persons get a
+//! household member (a different person at the same address and landline: of the other sex
+//! with another given name born days apart, or without any name born the same day). The labels say which person (true cluster) each record belongs to and
 //! which error it carries.
 //! Deterministic for a given seed; no I/O.
 
@@ -34,8 +36,10 @@ pub struct GenConfig {
     pub twin_rate: f64,
     /// Share of duplicates carrying one of the data-entry error classes of issue 19 (given
     /// name or birth date replaced, national number digits swapped with the birth date
-    /// missing, kanji conversion error, long-vowel spelling, second record number at one
-    /// facility). 0 (the default) draws none and leaves the other sets exactly as they were.
+    /// missing, both names swapped or replaced, address words split or joined, kanji
+    /// conversion error, long-vowel spelling, second record number at one facility); above 0,
+    /// persons also get a household member at `twin_rate`. 0 (the default) draws none and
+    /// leaves the other sets exactly as they were.
     pub replaced_rate: f64,
 }
 
@@ -268,6 +272,8 @@ struct View {
     postcode: Option<String>,
     ssn: Option<String>,
     multiple_birth: Option<u32>,
+    /// Rendered as a JP Core Patient (kana name, country JP) even without a name.
+    japanese: bool,
 }
 
 fn strip_digits(s: &str) -> String {
@@ -457,6 +463,7 @@ impl Generator<'_> {
             postcode: (!p.postcode.is_empty()).then(|| p.postcode.clone()),
             ssn: p.ssn.clone(),
             multiple_birth: None,
+            japanese: p.kana.is_some(),
         }
     }
 
@@ -808,15 +815,140 @@ impl Generator<'_> {
                     v.family_kana = Some(write(f));
                 }
             }
+            ErrorKind::NamesReplaced => {
+                if v.ssn.is_none() || v.family.is_none() || v.given.is_empty() {
+                    return self.apply(p, v, ErrorKind::Typo, index);
+                }
+                if self.rng.chance(0.5) {
+                    // Swapped: given in the family field and the family name as given name.
+                    let family = v.family.take().unwrap_or_default();
+                    v.family = Some(v.given[0].clone());
+                    v.given = vec![family];
+                } else {
+                    let first = p.given.first().cloned().unwrap_or_default();
+                    let given = loop {
+                        let name = self.rng.pick(self.seeds).given.first().cloned();
+                        if let Some(name) = name
+                            && !name.is_empty()
+                            && name.chars().next() != first.chars().next()
+                        {
+                            break name;
+                        }
+                    };
+                    let family = loop {
+                        let name = self.rng.pick(self.seeds).family.clone();
+                        if !name.is_empty() && name.chars().next() != p.family.chars().next() {
+                            break name;
+                        }
+                    };
+                    v.given = vec![given];
+                    v.family = Some(family);
+                }
+            }
+            ErrorKind::AddressSplit => {
+                let line = v.line.clone().unwrap_or_default();
+                match self.split_or_join(&line) {
+                    Some(changed) if !jp => v.line = Some(changed),
+                    _ => return self.apply(p, v, ErrorKind::Typo, index),
+                }
+            }
             // The record number is the renderer's: a new one at the original facility.
-            ErrorKind::SecondMrn | ErrorKind::Original | ErrorKind::Twin => {}
+            ErrorKind::SecondMrn | ErrorKind::Original | ErrorKind::Twin | ErrorKind::Household => {
+            }
         }
         (v, kind)
     }
 
+    /// An address line with two neighbouring words joined ("Lubuma Place" -> "Lubumaplace")
+    /// or one word split ("Tremblay" -> "Trem blay"); `None` when the line has neither.
+    fn split_or_join(&mut self, line: &str) -> Option<String> {
+        let words: Vec<&str> = line.split(' ').filter(|w| !w.is_empty()).collect();
+        let alphabetic = |w: &str| w.chars().all(|c| c.is_alphabetic());
+        let joins: Vec<usize> = (0..words.len().saturating_sub(1))
+            .filter(|&i| alphabetic(words[i]) && alphabetic(words[i + 1]))
+            .collect();
+        let splits: Vec<usize> = (0..words.len())
+            .filter(|&i| alphabetic(words[i]) && words[i].chars().count() >= 6)
+            .collect();
+        let mut out: Vec<String> = words.iter().map(|w| (*w).to_owned()).collect();
+        if !joins.is_empty() && (splits.is_empty() || self.rng.chance(0.5)) {
+            let i = *self.rng.pick(&joins);
+            let next = out.remove(i + 1).to_lowercase();
+            out[i].push_str(&next);
+        } else if !splits.is_empty() {
+            let i = *self.rng.pick(&splits);
+            let chars: Vec<char> = out[i].chars().collect();
+            let at = 3 + self.rng.below(chars.len() - 5);
+            let (head, tail): (String, String) =
+                (chars[..at].iter().collect(), chars[at..].iter().collect());
+            out.splice(i..=i, [head, tail]);
+        } else {
+            return None;
+        }
+        Some(out.join(" "))
+    }
+
+    /// A member of `p`'s household, a different person: of the other sex with another given
+    /// name and a birth date days apart, or (half the time) a record without any name born
+    /// the same day. Same address and landline; no national number of the person's.
+    fn household_member(&mut self, p: &Person) -> View {
+        let mut v = Generator::view(p);
+        v.ssn = None;
+        if self.rng.chance(0.5) {
+            v.family = None;
+            v.given.clear();
+            v.family_kana = None;
+            v.given_kana = None;
+            v.gender = Some(if self.rng.chance(0.5) {
+                "female"
+            } else {
+                "male"
+            });
+            return v;
+        }
+        let gender = if p.gender == "female" {
+            "male"
+        } else {
+            "female"
+        };
+        v.gender = Some(gender);
+        if p.kana.is_some() {
+            let names = if gender == "female" {
+                JP_FEMALE
+            } else {
+                JP_MALE
+            };
+            let (given, kana) = *self.rng.pick(names);
+            v.given = vec![given.to_owned()];
+            v.given_kana = Some(kana.to_owned());
+        } else {
+            let first = p.given.first().cloned().unwrap_or_default();
+            let given = loop {
+                let other = self.rng.pick(self.seeds);
+                if other.gender == gender
+                    && let Some(name) = other.given.first()
+                    && !name.is_empty()
+                    && !name.eq_ignore_ascii_case(&first)
+                {
+                    break name.clone();
+                }
+            };
+            v.given = vec![given];
+        }
+        let (y, m, d) = p.birth;
+        let apart = 1 + self.rng.below(6) as u8;
+        let d = if d + apart <= days_in(m) {
+            d + apart
+        } else {
+            d - apart
+        };
+        v.birth = Some(format!("{y:04}-{m:02}-{d:02}"));
+        v
+    }
+
     fn render(&mut self, v: &View, id: &str, facility: Option<usize>, updated: &str) -> Value {
         let mut names = Vec::new();
-        let jp = v.family_kana.is_some() || v.given_kana.is_some();
+        let jp = v.japanese;
         let rep =
             |code: &str| json!([{"url": crate::record::EN_REPRESENTATION, "valueCode": code}]);
         if v.family.is_some() || !v.given.is_empty() {
@@ -832,7 +964,7 @@ impl Generator<'_> {
             }
             names.push(n);
         }
-        if jp {
+        if v.family_kana.is_some() || v.given_kana.is_some() {
             let mut n = json!({"use": "official", "extension": rep("SYL")});
             if let Some(f) = &v.family_kana {
                 n["family"] = json!(f);
@@ -1046,6 +1178,8 @@ pub fn generate_each(
                             ErrorKind::BirthReplaced,
                             ErrorKind::IdentifierSwapped,
                             ErrorKind::SecondMrn,
+                            ErrorKind::NamesReplaced,
+                            ErrorKind::AddressSplit,
                         ]
                     };
                     *g.rng.pick(kinds)
@@ -1060,6 +1194,7 @@ pub fn generate_each(
                     ErrorKind::GivenReplaced
                         | ErrorKind::BirthReplaced
                         | ErrorKind::IdentifierSwapped
+                        | ErrorKind::NamesReplaced
                 );
                 if !g.rng.chance(0.3) && !about_ssn {
                     base.ssn = None;
@@ -1132,6 +1267,24 @@ pub fn generate_each(
                 );
             }
         }
+        // Household members only with issue 19's classes, so the classic sets stay as they were.
+        if config.replaced_rate > 0.0 && g.rng.chance(config.twin_rate) {
+            let v = g.household_member(&person);
+            let id = g.id();
+            let facility = g.rng.below(FACILITIES.len());
+            let patient = g.render(&v, &id, Some(facility), &updated);
+            if emitted < target {
+                emitted += 1;
+                sink(
+                    patient,
+                    Label {
+                        id,
+                        cluster: format!("P{index}-household"),
+                        error: ErrorKind::Household,
+                    },
+                );
+            }
+        }
         index += 1;
     }
     emitted
@@ -1174,9 +1327,24 @@ mod tests {
             ErrorKind::KanjiConversion,
             ErrorKind::LongVowel,
             ErrorKind::SecondMrn,
+            ErrorKind::NamesReplaced,
+            ErrorKind::AddressSplit,
+            ErrorKind::Household,
         ] {
             assert!(kinds.contains(&kind), "{kind:?} missing");
         }
+        let records: Vec<crate::record::Record> = data
+            .patients
+            .iter()
+            .map(|p| crate::record::Record::from_patient(p).unwrap())
+            .collect();
+        let original_of = |cluster: &str| {
+            data.labels
+                .iter()
+                .position(|l| l.cluster == cluster && l.error == ErrorKind::Original)
+                .unwrap()
+        };
+        let kinds_model = crate::identifier::IdentifierKinds::default();
         let original_ssn = "999-53-8547";
         for (p, l) in data.patients.iter().zip(&data.labels) {
             let ssn = p["identifier"]
@@ -1197,6 +1365,33 @@ mod tests {
                 }
                 ErrorKind::SecondMrn => {
                     assert_eq!(p["identifier"][0]["system"], ORIGINAL_MRN);
+                }
+                ErrorKind::NamesReplaced => {
+                    assert_eq!(ssn, Some(original_ssn));
+                }
+                ErrorKind::AddressSplit => {
+                    let i = data.patients.iter().position(|q| q == p).unwrap();
+                    let o = original_of(&l.cluster);
+                    assert_ne!(p["address"], data.patients[o]["address"]);
+                    let c = crate::compare::compare(&records[i], &records[o], &kinds_model);
+                    assert_eq!(c.levels[crate::compare::Field::Address.index()], 1, "{p}");
+                }
+                ErrorKind::Household => {
+                    // Another person of the household: own cluster, no national number.
+                    assert!(l.cluster.ends_with("-household"));
+                    assert!(ssn.is_none());
+                    let o = original_of(l.cluster.trim_end_matches("-household"));
+                    assert_eq!(p["address"], data.patients[o]["address"]);
+                    assert_eq!(p["telecom"], data.patients[o]["telecom"]);
+                    if p.get("name")
+                        .and_then(Value::as_array)
+                        .is_some_and(|n| !n.is_empty())
+                    {
+                        assert_ne!(p["gender"], data.patients[o]["gender"]);
+                        assert_ne!(p["birthDate"], data.patients[o]["birthDate"]);
+                    } else {
+                        assert_eq!(p["birthDate"], data.patients[o]["birthDate"]);
+                    }
                 }
                 _ => {}
             }

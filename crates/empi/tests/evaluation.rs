@@ -95,9 +95,10 @@ fn incremental_index_meets_the_accuracy_targets() {
     );
 }
 
-/// Issue 19's error classes (replaced given name or birth date under one national number,
-/// national number digits swapped with the birth date missing, kanji conversion errors, long
-/// vowels, a second record number at one facility) measured by error type.
+/// Issue 19's error classes (replaced given name, birth date or both names under one national
+/// number, national number digits swapped with the birth date missing, address words split
+/// or joined, kanji conversion errors, long vowels, a second record number at one facility)
+/// measured by error type, with the household members and twins kept apart.
 #[test]
 fn replaced_values_and_readings_are_linked_by_error_type() {
     let data = synth::generate(
@@ -122,16 +123,19 @@ fn replaced_values_and_readings_are_linked_by_error_type() {
         .collect();
     let e = eval::evaluate(&predicted, &data.labels);
     println!("batch, issue 19 classes, {} records\n{e}", records.len());
-    // Precision holds on every class; recall is measured, with floors under today's figures
-    // (the issue's target, 0.99 on each, needs the replaced-value weighing still to come).
-    assert!(e.overall.precision() >= 0.995, "{e}");
+    // Precision holds on every class; recall floors sit a little under the issue's 0.99 (met
+    // at 200 000 records, see docs/benchmarks.md) as a set this size has a dozen pairs of
+    // some classes.
+    assert!(e.overall.precision() >= 0.999, "{e}");
     let floors = [
-        ("given_replaced", 0.8),
-        ("birth_replaced", 0.9),
-        ("identifier_swapped", 0.8),
-        ("kanji_conversion", 0.9),
+        ("given_replaced", 0.97),
+        ("birth_replaced", 0.97),
+        ("identifier_swapped", 0.97),
+        ("kanji_conversion", 0.95),
         ("long_vowel", 0.9),
-        ("second_mrn", 0.8),
+        ("second_mrn", 0.93),
+        ("names_replaced", 0.97),
+        ("address_split", 0.97),
     ];
     for (kind, floor) in floors {
         let (_, counts) = e
@@ -145,4 +149,9 @@ fn replaced_values_and_readings_are_linked_by_error_type() {
             "{kind}: recall below {floor}\n{e}"
         );
     }
+    for kind in ["twin", "household"] {
+        let counts = e.by_error.iter().find(|(k, _)| *k == kind).map(|(_, c)| c);
+        assert_eq!(counts.map_or(0, |c| c.false_positives), 0, "{kind}: {e}");
+    }
+    assert!(e.by_error.iter().any(|(k, _)| *k == "household"), "{e}");
 }

@@ -56,6 +56,21 @@ pub struct GenerateArgs {
     /// Random seed.
     #[arg(long, default_value_t = 42)]
     random_seed: u64,
+    /// Share of persons with duplicates (0–1).
+    #[arg(long, default_value_t = GenConfig::default().duplicate_rate)]
+    duplicate_rate: f64,
+    /// Share of persons rendered as Japanese (0–1).
+    #[arg(long, default_value_t = GenConfig::default().japanese_rate)]
+    japanese_rate: f64,
+    /// Share of persons with a twin (0–1).
+    #[arg(long, default_value_t = GenConfig::default().twin_rate)]
+    twin_rate: f64,
+    /// Share of duplicates carrying issue 19's data-entry classes instead of the classic
+    /// errors: given name, birth date or both names replaced, national number digits swapped,
+    /// address words split or joined, kanji conversion errors, long vowels, a second record
+    /// number at one facility, household members (0–1; 0 keeps the classic sets unchanged).
+    #[arg(long, default_value_t = 0.0)]
+    replaced_rate: f64,
 }
 
 /// Arguments of `renkei empi train`.
@@ -88,7 +103,8 @@ pub struct ClusterArgs {
     #[arg(long, value_name = "MODEL.json")]
     model: Option<PathBuf>,
     /// Also write the review pairs (`left,right,probability,reason` CSV; reason: `uncertain`,
-    /// `possible_twin`, `birth_dates_conflict`, `transitive_chain: would join X and Y`,
+    /// `possible_twin`, `birth_dates_conflict`, `household_member`, `nameless`,
+    /// `transitive_chain: would join X and Y`,
     /// `clusters_too_large`, several separated by `; `).
     #[arg(long, value_name = "REVIEW.csv")]
     review: Option<PathBuf>,
@@ -272,8 +288,22 @@ fn generate(a: GenerateArgs) -> anyhow::Result<()> {
     let config = GenConfig {
         seed: a.random_seed,
         count: a.count,
-        ..GenConfig::default()
+        duplicate_rate: a.duplicate_rate,
+        japanese_rate: a.japanese_rate,
+        twin_rate: a.twin_rate,
+        replaced_rate: a.replaced_rate,
     };
+    for (name, rate) in [
+        ("--duplicate-rate", config.duplicate_rate),
+        ("--japanese-rate", config.japanese_rate),
+        ("--twin-rate", config.twin_rate),
+        ("--replaced-rate", config.replaced_rate),
+    ] {
+        anyhow::ensure!(
+            (0.0..=1.0).contains(&rate),
+            "{name} must be between 0 and 1"
+        );
+    }
     let mut out = BufWriter::new(
         File::create(&a.output).with_context(|| format!("creating {}", a.output.display()))?,
     );
