@@ -49,28 +49,19 @@ pub fn extractor() -> Arc<dyn IndexExtractor> {
 impl StoreArgs {
     /// Opens the store, creating it (and its data directory) when it does not exist yet.
     pub async fn open(&self) -> anyhow::Result<Arc<dyn Store>> {
-        match &self.database_url {
-            Some(url) => {
-                let store = PostgresStore::connect(PostgresConfig::new(url.clone()), extractor())
-                    .await
-                    .with_context(|| {
-                        format!("opening PostgreSQL at {}", store::postgres_redact(url))
-                    })?;
-                Ok(Arc::new(store))
-            }
-            None => {
-                let data = self.data_dir()?;
-                let store = SqliteStore::open_dir(data, extractor())
-                    .with_context(|| format!("opening the store in {}", data.display()))?;
-                Ok(Arc::new(store))
-            }
-        }
+        Ok(self.open_security(false).await?.store)
     }
 
     /// Opens a store that must already exist: what a command that only reads or decides on
     /// existing data uses, so that a mistyped `--data` is an error, not a new empty store.
     pub async fn open_existing(&self) -> anyhow::Result<Arc<dyn Store>> {
-        if self.database_url.is_none() {
+        Ok(self.open_security(true).await?.store)
+    }
+
+    /// Opens the store with its security tables: the audit log and registrations (one
+    /// handle on the database). With `existing`, a store that does not exist yet is an error.
+    pub async fn open_security(&self, existing: bool) -> anyhow::Result<Security> {
+        if existing && self.database_url.is_none() {
             let data = self.data_dir()?;
             let file = data.join(SqliteStore::FILE_NAME);
             anyhow::ensure!(
@@ -79,16 +70,6 @@ impl StoreArgs {
                 data.display(),
                 file.display()
             );
-        }
-        self.open().await
-    }
-
-    /// Opens the store with its security tables: the audit log and registrations (one
-    /// handle on the database). With `existing`, a store that does not exist yet is an error.
-    pub async fn open_security(&self, existing: bool) -> anyhow::Result<Security> {
-        if existing {
-            // Refuse a mistyped --data first.
-            drop(self.open_existing().await?);
         }
         match &self.database_url {
             Some(url) => {

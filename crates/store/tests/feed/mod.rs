@@ -370,13 +370,16 @@ async fn an_older_stores_changes_get_compartments_and_come_first(t: &mut TestSto
 }
 
 /// Puts the store's schema back to what it was before the change-feed migration, keeping its
-/// rows (the outbox without transaction ids, no compartments, no consumers).
+/// rows (the outbox without transaction ids, no compartments, no consumers), and without the
+/// later security tables.
 async fn downgrade(t: &TestStore) {
     if let Some(file) = t.sqlite_file() {
         let conn = rusqlite::Connection::open(file).unwrap();
         conn.execute_batch(
             "DROP TABLE change_compartment; DROP TABLE feed_consumer;
-             DELETE FROM schema_migrations WHERE version = 5;",
+             DROP TABLE audit_log; DROP TABLE audit_ref; DROP TABLE audit_head;
+             DROP TABLE auth_client; DROP TABLE auth_user;
+             DELETE FROM schema_migrations WHERE version >= 5;",
         )
         .unwrap();
         let left: i64 = conn
@@ -397,7 +400,10 @@ async fn downgrade(t: &TestStore) {
                 "SET search_path = {schema};
                  DROP TABLE change_compartment; DROP TABLE feed_consumer;
                  ALTER TABLE outbox DROP COLUMN xid;
-                 DELETE FROM schema_migrations WHERE version = 4;"
+                 DROP TABLE audit_log; DROP TABLE audit_ref; DROP TABLE audit_head;
+                 DROP FUNCTION audit_log_append_only();
+                 DROP TABLE auth_client; DROP TABLE auth_user;
+                 DELETE FROM schema_migrations WHERE version >= 4;"
             ))
             .await
             .unwrap();
