@@ -13,7 +13,7 @@
 //!   JSON Patch's [`json_patch::PatchError`].
 //!
 //! Which status where: the FHIR REST rules (<https://hl7.org/fhir/R4/http.html>) first, then
-//! HTTP's (RFC 9110). A request for an interaction or operation this server does not implement
+//! HTTP's (RFC 9110). A request for an interaction or operation this server does not offer
 //! at all answers 501; a parameter or variant it does not take inside one it does implement
 //! answers 400 `not-supported` (as an unknown search parameter does), so the client can ask
 //! differently. Internal detail (backend messages) is logged, never sent.
@@ -211,8 +211,8 @@ enum Failure {
     BusinessRule,
     /// A failure of the server itself.
     Internal,
-    /// An interaction or operation this server does not implement.
-    NotImplemented,
+    /// An interaction or operation this server does not offer (HTTP 501).
+    UnsupportedInteraction,
     /// Storage is unavailable for now; a retry may work.
     Unavailable,
 }
@@ -245,7 +245,7 @@ impl Failure {
         Failure::Unprocessable,
         Failure::BusinessRule,
         Failure::Internal,
-        Failure::NotImplemented,
+        Failure::UnsupportedInteraction,
         Failure::Unavailable,
     ];
 
@@ -278,7 +278,7 @@ impl Failure {
             Failure::Unprocessable => (S::UNPROCESSABLE_ENTITY, C::Processing),
             Failure::BusinessRule => (S::UNPROCESSABLE_ENTITY, C::BusinessRule),
             Failure::Internal => (S::INTERNAL_SERVER_ERROR, C::Exception),
-            Failure::NotImplemented => (S::NOT_IMPLEMENTED, C::NotSupported),
+            Failure::UnsupportedInteraction => (S::NOT_IMPLEMENTED, C::NotSupported),
             Failure::Unavailable => (S::SERVICE_UNAVAILABLE, C::Transient),
         }
     }
@@ -347,7 +347,7 @@ impl ApiError {
     }
 
     /// 400 `not-supported`: a parameter or variant this server does not take, inside an
-    /// interaction it implements (for a whole interaction, see [`ApiError::not_implemented`]).
+    /// interaction it implements (for a whole interaction, see [`ApiError::unsupported_interaction`]).
     pub fn unsupported_request(diagnostics: impl Into<String>) -> Self {
         Self::new(Failure::UnsupportedRequest, diagnostics)
     }
@@ -480,9 +480,9 @@ impl ApiError {
         Self::new(Failure::Internal, diagnostics)
     }
 
-    /// 501 `not-supported`: an interaction or operation this server does not implement.
-    pub fn not_implemented(diagnostics: impl Into<String>) -> Self {
-        Self::new(Failure::NotImplemented, diagnostics)
+    /// 501 `not-supported`: an interaction or operation this server does not offer.
+    pub fn unsupported_interaction(diagnostics: impl Into<String>) -> Self {
+        Self::new(Failure::UnsupportedInteraction, diagnostics)
     }
 
     /// 503 `transient`: a dependency (the store) is unavailable for now; a retry may work.
@@ -642,7 +642,7 @@ impl From<ManualError> for ApiError {
             ManualError::Invalid(m) => ApiError::business_rule(m),
             ManualError::UnknownTargetSystem(m) => ApiError::new(Failure::UnknownTargetSystem, m)
                 .with_expression("Parameters.parameter.where(name = 'targetSystem')"),
-            ManualError::Disabled => ApiError::not_implemented(
+            ManualError::Disabled => ApiError::unsupported_interaction(
                 "EMPI linking is disabled on this server (started with --no-empi)",
             ),
             ManualError::Store(e) => e.into(),
@@ -751,7 +751,7 @@ mod tests {
             | Failure::Unprocessable
             | Failure::BusinessRule
             | Failure::Internal
-            | Failure::NotImplemented
+            | Failure::UnsupportedInteraction
             | Failure::Unavailable => Failure::ALL.contains(&f),
         }
     }
@@ -953,8 +953,8 @@ mod tests {
             (500, "exception"),
         );
         row(
-            ApiError::not_implemented("x"),
-            Failure::NotImplemented,
+            ApiError::unsupported_interaction("x"),
+            Failure::UnsupportedInteraction,
             (501, "not-supported"),
         );
         row(

@@ -200,7 +200,9 @@ pub fn validate(state: &AppState, resource: &Value) -> Result<(), ApiError> {
 pub fn check_type(state: &AppState, ty: &str) -> Result<(), ApiError> {
     match ingest::entry::check_type(state.validator.as_ref(), ty) {
         Ok(()) => Ok(()),
-        Err(_) if ty.starts_with('$') => Err(crate::interactions::operation::not_implemented(ty)),
+        Err(_) if ty.starts_with('$') => {
+            Err(crate::interactions::operation::unsupported_operation(ty))
+        }
         Err(e) => Err(e.into()),
     }
 }

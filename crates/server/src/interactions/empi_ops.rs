@@ -220,7 +220,7 @@ pub async fn manual(
             Decision::Unmerge(params.patient("golden", op)?, params.reason(op)?)
         }
         _ => {
-            return Err(super::operation::not_implemented(&format!(
+            return Err(super::operation::unsupported_operation(&format!(
                 "POST Patient/{op}"
             )));
         }

@@ -4,8 +4,8 @@
 //! with a searchset Bundle of stored Patients, best first, each with `search.score` (the match
 //! probability), the `match-grade` extension, and the per-field explanation of its score.
 //! Patient's `$ihe-pix` and `$empi-*` go to [`super::empi_ops`]; any other `$operation` answers
-//! 501 (not implemented), and a POST to an instance that names no operation answers 405 with
-//! the methods an instance takes.
+//! 501 (an operation this server does not offer), and a POST to an instance that names no
+//! operation answers 405 with the methods an instance takes.
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -39,7 +39,7 @@ pub async fn handler(
         ("Patient", op) if super::empi_ops::is_manual(op) => {
             super::empi_ops::manual(&state, &fhir, op, &body).await
         }
-        (_, op) if op.starts_with('$') => Err(not_implemented(&format!("POST {ty}/{op}"))),
+        (_, op) if op.starts_with('$') => Err(unsupported_operation(&format!("POST {ty}/{op}"))),
         // Not an operation: POST is no interaction on an instance.
         _ => Err(ApiError::method_not_allowed(
             &[
@@ -54,10 +54,10 @@ pub async fn handler(
     }
 }
 
-/// 501 for an operation this server does not implement; `what` names it as asked
+/// 501 for an operation this server does not offer; `what` names it as asked
 /// (`POST Observation/$match`, `$export`).
-pub(crate) fn not_implemented(what: &str) -> ApiError {
-    ApiError::not_implemented(format!(
+pub(crate) fn unsupported_operation(what: &str) -> ApiError {
+    ApiError::unsupported_interaction(format!(
         "{what} is not supported (operations: POST Patient/$match, \
          GET Patient/[id]/$everything, GET or POST Patient/$ihe-pix, and POST Patient/$empi-link, \
          $empi-unlink, $empi-merge, $empi-unmerge)"

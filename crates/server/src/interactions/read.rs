@@ -23,7 +23,9 @@ pub async fn read(state: &AppState, fhir: &Fhir, ty: &str, id: &str) -> Result<R
     check_type(state, ty)?;
     if id.starts_with('$') {
         // Not an id (ids have no `$`): a type-level operation, such as Patient/$everything.
-        return Err(super::operation::not_implemented(&format!("GET {ty}/{id}")));
+        return Err(super::operation::unsupported_operation(&format!(
+            "GET {ty}/{id}"
+        )));
     }
     let r = state.store.read(&fhir.ctx, ty, id).await?;
     Ok(Reply::resource(

@@ -104,16 +104,16 @@ pub async fn compartment(
 }
 
 /// A compartment search or instance operation on a type other than Patient: 501 for what
-/// FHIR defines and this server does not implement (an operation, or one of the other
+/// FHIR defines and this server does not offer (an operation, or one of the other
 /// compartments of the R4 `compartment-type` code system), 404 for a path that names nothing.
 fn not_patient(owner_type: &str, what: &str) -> ApiError {
     if what.starts_with('$') {
-        super::operation::not_implemented(&format!("GET {owner_type}/[id]/{what}"))
+        super::operation::unsupported_operation(&format!("GET {owner_type}/[id]/{what}"))
     } else if matches!(
         owner_type,
         "Encounter" | "RelatedPerson" | "Practitioner" | "Device"
     ) {
-        ApiError::not_implemented(format!(
+        ApiError::unsupported_interaction(format!(
             "search in the {owner_type} compartment is not supported; \
              only in the Patient compartment"
         ))
