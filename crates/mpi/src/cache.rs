@@ -9,11 +9,12 @@
 //! It is a consumer of the change feed ([`Store::feed`]) whose position lives in memory (the
 //! cache itself is rebuilt on every start-up, from the start of the feed or from a persisted
 //! copy of the cache and the position it was written at: see `snapshot`; a durable
-//! checkpoint alone would only skip what a new process has never seen). The feed never skips a change, but on
-//! PostgreSQL it waits for the oldest transaction in progress, whatever it writes; a linking
-//! decision cannot wait, and must see every Patient another process committed before it took
-//! the linking lock. So a decision, once it holds that lock, also applies
-//! [`Store::feed_pending`]'s Patient changes beyond the feed's position, without moving it
+//! checkpoint alone would only skip what a new process has never seen). The feed never
+//! skips a change, but on PostgreSQL it waits for the oldest transaction in progress,
+//! whatever it writes; a linking decision cannot wait, and must see every Patient another
+//! process committed before it took the linking lock. So a decision, once it holds that
+//! lock, also applies [`Store::feed_pending`]'s Patient changes beyond the feed's position,
+//! without moving it
 //! ([`Cache::catch_up_pending`]); reads of the index (`$match`, listings) follow the feed
 //! alone. A change is applied once per version (`applied`), so reading one twice costs a
 //! comparison.

@@ -120,12 +120,7 @@ async fn change_at(
     ctx: &RequestContext,
     position: &FeedPosition,
 ) -> Result<Option<ChangeKey>, StoreError> {
-    let seq: i64 = position
-        .to_string()
-        .rsplit(':')
-        .next()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
+    let seq = position.last_seq();
     if seq <= 0 {
         return Ok(None);
     }

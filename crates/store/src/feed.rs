@@ -53,6 +53,13 @@ impl FeedPosition {
     pub(crate) fn seq(&self) -> i64 {
         self.seq
     }
+
+    /// The `seq` of the change just before this position (0 at [`FeedPosition::START`]): the
+    /// change [`Store::changes`](crate::Store::changes) lists after `last_seq() - 1`. For a
+    /// consumer that remembers where it stood and must recognise the store later.
+    pub fn last_seq(&self) -> i64 {
+        self.seq
+    }
 }
 
 /// `xid:seq`, e.g. `0:1520` or `48213:1519`.
