@@ -17,9 +17,11 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use auth::chain::{Head, HeadSigner, SignedHead, StoredRecord};
+use rusqlite::OptionalExtension;
 
 use crate::error::StoreError;
 use crate::postgres::PostgresStore;
+use crate::sql::{Sql, SqlParam};
 use crate::sqlite::SqliteStore;
 
 /// `audit_ref.kind` of a patient.
@@ -188,7 +190,6 @@ impl AuditLog for SqliteStore {
         self.write_with(move |conn, _| {
             let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             let signed: Option<String> = {
-                use rusqlite::OptionalExtension;
                 tx.query_row("SELECT signed FROM audit_head WHERE one = 1", [], |r| {
                     r.get(0)
                 })
@@ -239,7 +240,6 @@ impl AuditLog for SqliteStore {
     async fn audit_head(&self) -> Result<Option<SignedHead>, StoreError> {
         let text: Option<String> = self
             .read_with(|c| {
-                use rusqlite::OptionalExtension;
                 Ok(
                     c.query_row("SELECT signed FROM audit_head WHERE one = 1", [], |r| {
                         r.get(0)
@@ -282,11 +282,11 @@ impl AuditLog for SqliteStore {
     }
 
     async fn search_audit(&self, q: &AuditQuery) -> Result<Vec<AuditRow>, StoreError> {
-        let (sql, params) = search_sql(q, '?');
+        let sql = search_sql(q);
         self.read_with(move |c| {
-            let mut st = c.prepare(&sql)?;
+            let mut st = c.prepare(&crate::sqlite::lite(&sql.text))?;
             let bound: Vec<&dyn rusqlite::ToSql> =
-                params.iter().map(|p| p as &dyn rusqlite::ToSql).collect();
+                sql.params.iter().map(SqlParam::as_sqlite).collect();
             let rows = st.query_map(bound.as_slice(), |r| {
                 Ok(AuditRow {
                     seq: as_seq(r.get(0)?),
@@ -300,7 +300,6 @@ impl AuditLog for SqliteStore {
 
     async fn read_audit(&self, seq: u64) -> Result<Option<AuditRow>, StoreError> {
         self.read_with(move |c| {
-            use rusqlite::OptionalExtension;
             Ok(c.query_row(
                 "SELECT seq, record FROM audit_log WHERE seq = ?1",
                 [as_sql(seq)],
@@ -338,79 +337,45 @@ fn headless() -> StoreError {
     )
 }
 
-/// A search parameter of [`search_sql`].
-#[derive(Debug, Clone)]
-enum Param {
-    Int(i64),
-    Text(String),
-}
-
-impl rusqlite::ToSql for Param {
-    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
-        match self {
-            Param::Int(i) => i.to_sql(),
-            Param::Text(t) => t.to_sql(),
+/// The search's SQL (`$n` placeholders, as `sql` writes them for both backends).
+fn search_sql(q: &AuditQuery) -> Sql {
+    let mut sql = Sql::default();
+    let mut conditions = Vec::new();
+    for (kind, target) in [(PATIENT, &q.patient), (ENTITY, &q.entity)] {
+        if let Some(target) = target {
+            let kind = sql.bind(SqlParam::Int(kind));
+            let t = sql.bind(SqlParam::Text(target.clone()));
+            conditions.push(format!(
+                "l.seq IN (SELECT seq FROM audit_ref WHERE kind = {kind} AND target = {t})"
+            ));
         }
     }
-}
-
-/// The search's SQL with numbered placeholders (`?N` for SQLite, `$N` for PostgreSQL).
-fn search_sql(q: &AuditQuery, mark: char) -> (String, Vec<Param>) {
-    let mut params = Vec::new();
-    // PostgreSQL infers a placeholder's type from its use (`kind` is a smallint); the casts
-    // make every integer a bigint and every text a text.
-    let bind = |p: Param, params: &mut Vec<Param>| {
-        let cast = match (&p, mark) {
-            (_, '?') => "",
-            (Param::Int(_), _) => "::bigint",
-            (Param::Text(_), _) => "::text",
-        };
-        params.push(p);
-        format!("{mark}{}{cast}", params.len())
-    };
-    let mut conditions = Vec::new();
-    if let Some(p) = &q.patient {
-        let kind = bind(Param::Int(PATIENT), &mut params);
-        let t = bind(Param::Text(p.clone()), &mut params);
-        conditions.push(format!(
-            "l.seq IN (SELECT seq FROM audit_ref WHERE kind = {kind} AND target = {t})"
-        ));
-    }
-    if let Some(e) = &q.entity {
-        let kind = bind(Param::Int(ENTITY), &mut params);
-        let t = bind(Param::Text(e.clone()), &mut params);
-        conditions.push(format!(
-            "l.seq IN (SELECT seq FROM audit_ref WHERE kind = {kind} AND target = {t})"
-        ));
-    }
     if let Some(a) = &q.agent {
-        let t = bind(Param::Text(a.clone()), &mut params);
+        let t = sql.bind(SqlParam::Text(a.clone()));
         conditions.push(format!("l.agent = {t}"));
     }
     if let Some(s) = q.since_ms {
-        let t = bind(Param::Int(s), &mut params);
+        let t = sql.bind(SqlParam::Int(s));
         conditions.push(format!("l.recorded >= {t}"));
     }
     if let Some(u) = q.until_ms {
-        let t = bind(Param::Int(u), &mut params);
+        let t = sql.bind(SqlParam::Int(u));
         conditions.push(format!("l.recorded < {t}"));
     }
     if let Some(b) = q.before_seq {
-        let t = bind(Param::Int(as_sql(b)), &mut params);
+        let t = sql.bind(SqlParam::Int(as_sql(b)));
         conditions.push(format!("l.seq < {t}"));
     }
-    let limit = bind(Param::Int(q.count.min(10_000) as i64), &mut params);
+    let limit = sql.bind(SqlParam::Int(q.count.min(10_000) as i64));
     let filter = if conditions.is_empty() {
         String::new()
     } else {
         format!(" WHERE {}", conditions.join(" AND "))
     };
-    (
-        format!(
-            "SELECT l.seq, l.record FROM audit_log l{filter} ORDER BY l.seq DESC LIMIT {limit}"
-        ),
-        params,
-    )
+    sql.text = format!(
+        "SELECT l.seq, l.record FROM audit_log l{filter} ORDER BY l.seq DESC LIMIT {limit}"
+    );
+    sql
 }
 
 // ----- PostgreSQL -----
@@ -456,12 +421,12 @@ impl AuditLog for PostgresStore {
             head = head.append(&e.record);
             let seq = as_sql(head.seq);
             for p in e.patients {
-                ref_kinds.push(PATIENT as i16);
+                ref_kinds.push(PATIENT);
                 ref_targets.push(p);
                 ref_seqs.push(seq);
             }
             for r in e.entities {
-                ref_kinds.push(ENTITY as i16);
+                ref_kinds.push(ENTITY);
                 ref_targets.push(r);
                 ref_seqs.push(seq);
             }
@@ -481,7 +446,7 @@ impl AuditLog for PostgresStore {
         if !ref_seqs.is_empty() {
             tx.execute(
                 "INSERT INTO audit_ref (kind, target, seq) \
-                 SELECT * FROM UNNEST($1::smallint[], $2::text[], $3::bigint[]) ON CONFLICT DO NOTHING",
+                 SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::bigint[]) ON CONFLICT DO NOTHING",
                 &[&ref_kinds, &ref_targets, &ref_seqs],
             )
             .await?;
@@ -530,16 +495,10 @@ impl AuditLog for PostgresStore {
     }
 
     async fn search_audit(&self, q: &AuditQuery) -> Result<Vec<AuditRow>, StoreError> {
-        let (sql, params) = search_sql(q, '$');
+        let sql = search_sql(q);
         let client = self.client().await?;
-        let bound: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = params
-            .iter()
-            .map(|p| match p {
-                Param::Int(i) => i as &(dyn tokio_postgres::types::ToSql + Sync),
-                Param::Text(t) => t as &(dyn tokio_postgres::types::ToSql + Sync),
-            })
-            .collect();
-        let rows = client.query(&sql, &bound).await?;
+        let bound: Vec<_> = sql.params.iter().map(SqlParam::as_pg).collect();
+        let rows = client.query(&sql.text, &bound).await?;
         Ok(rows
             .into_iter()
             .map(|r| AuditRow {

@@ -10,7 +10,7 @@ use serde::de::DeserializeOwned;
 
 use crate::error::StoreError;
 use crate::postgres::PostgresStore;
-use crate::sqlite::SqliteStore;
+use crate::sqlite::{SqliteStore, lite};
 
 /// The registrations of a store.
 #[async_trait]
@@ -69,146 +69,52 @@ fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
-// ----- SQLite -----
+/// What each backend provides: rows of one table by key.
+#[async_trait]
+trait Rows: Send + Sync + std::fmt::Debug {
+    /// Inserts or replaces the row `key`.
+    async fn put_row(&self, table: Table, key: &str, body: String) -> Result<(), StoreError>;
+    /// The row `key`, or every row in key order.
+    async fn rows(&self, table: Table, key: Option<&str>) -> Result<Vec<String>, StoreError>;
+    /// Deletes the row `key`; whether there was one.
+    async fn delete_row(&self, table: Table, key: &str) -> Result<bool, StoreError>;
+    /// Whether either table has a row.
+    async fn any_rows(&self) -> Result<bool, StoreError>;
+}
 
-impl SqliteStore {
-    async fn put_row(&self, table: Table, key: String, body: String) -> Result<(), StoreError> {
-        self.write_with(move |conn, _| {
-            conn.execute(
-                &format!(
-                    "INSERT INTO {t} ({k}, body, updated) VALUES (?1, ?2, ?3) \
-                     ON CONFLICT ({k}) DO UPDATE SET body = excluded.body, updated = excluded.updated",
-                    t = table.name(),
-                    k = table.key()
-                ),
-                rusqlite::params![key, body, now_ms()],
-            )?;
-            Ok(())
-        })
-        .await
-    }
+/// Whether either table has a row (both backends).
+const ANY_ROWS: &str =
+    "SELECT EXISTS (SELECT 1 FROM auth_client) OR EXISTS (SELECT 1 FROM auth_user)";
 
-    async fn rows(&self, table: Table, key: Option<String>) -> Result<Vec<String>, StoreError> {
-        self.read_with(move |c| {
-            let (filter, params): (String, Vec<String>) = match key {
-                Some(k) => (format!(" WHERE {} = ?1", table.key()), vec![k]),
-                None => (String::new(), vec![]),
-            };
-            let mut st = c.prepare(&format!(
-                "SELECT body FROM {}{filter} ORDER BY {}",
-                table.name(),
-                table.key()
-            ))?;
-            let rows = st.query_map(rusqlite::params_from_iter(params), |r| r.get(0))?;
-            Ok(rows.collect::<Result<Vec<String>, _>>()?)
-        })
-        .await
-    }
+/// Inserts or replaces a row (`$n` placeholders, as `sql` writes them for both backends).
+fn put_sql(table: Table) -> String {
+    format!(
+        "INSERT INTO {t} ({k}, body, updated) VALUES ($1, $2, $3) \
+         ON CONFLICT ({k}) DO UPDATE SET body = excluded.body, updated = excluded.updated",
+        t = table.name(),
+        k = table.key()
+    )
+}
+
+fn rows_sql(table: Table, one: bool) -> String {
+    let filter = if one {
+        format!(" WHERE {} = $1", table.key())
+    } else {
+        String::new()
+    };
+    format!(
+        "SELECT body FROM {}{filter} ORDER BY {}",
+        table.name(),
+        table.key()
+    )
+}
+
+fn delete_sql(table: Table) -> String {
+    format!("DELETE FROM {} WHERE {} = $1", table.name(), table.key())
 }
 
 #[async_trait]
-impl Registry for SqliteStore {
-    async fn put_client(&self, client: &Client) -> Result<(), StoreError> {
-        self.put_row(Table::Client, client.id.clone(), to_json(client)?)
-            .await
-    }
-
-    async fn client(&self, id: &str) -> Result<Option<Client>, StoreError> {
-        let rows = self.rows(Table::Client, Some(id.to_owned())).await?;
-        rows.first()
-            .map(|r| from_json(Table::Client, r))
-            .transpose()
-    }
-
-    async fn clients(&self) -> Result<Vec<Client>, StoreError> {
-        let rows = self.rows(Table::Client, None).await?;
-        rows.iter().map(|r| from_json(Table::Client, r)).collect()
-    }
-
-    async fn remove_client(&self, id: &str) -> Result<bool, StoreError> {
-        let id = id.to_owned();
-        self.write_with(move |conn, _| {
-            Ok(conn.execute("DELETE FROM auth_client WHERE id = ?1", [id])? > 0)
-        })
-        .await
-    }
-
-    async fn put_user(&self, user: &User) -> Result<(), StoreError> {
-        self.put_row(Table::User, user.name.clone(), to_json(user)?)
-            .await
-    }
-
-    async fn user(&self, name: &str) -> Result<Option<User>, StoreError> {
-        let rows = self.rows(Table::User, Some(name.to_owned())).await?;
-        rows.first().map(|r| from_json(Table::User, r)).transpose()
-    }
-
-    async fn users(&self) -> Result<Vec<User>, StoreError> {
-        let rows = self.rows(Table::User, None).await?;
-        rows.iter().map(|r| from_json(Table::User, r)).collect()
-    }
-
-    async fn has_registrations(&self) -> Result<bool, StoreError> {
-        self.read_with(|c| {
-            Ok(c.query_row(
-                "SELECT EXISTS (SELECT 1 FROM auth_client) OR EXISTS (SELECT 1 FROM auth_user)",
-                [],
-                |r| r.get(0),
-            )?)
-        })
-        .await
-    }
-}
-
-// ----- PostgreSQL -----
-
-impl PostgresStore {
-    async fn put_row(&self, table: Table, key: &str, body: String) -> Result<(), StoreError> {
-        let client = self.client().await?;
-        client
-            .execute(
-                &format!(
-                    "INSERT INTO {t} ({k}, body, updated) VALUES ($1, $2, $3) \
-                     ON CONFLICT ({k}) DO UPDATE SET body = excluded.body, updated = excluded.updated",
-                    t = table.name(),
-                    k = table.key()
-                ),
-                &[&key, &body, &now_ms()],
-            )
-            .await?;
-        Ok(())
-    }
-
-    async fn rows(&self, table: Table, key: Option<&str>) -> Result<Vec<String>, StoreError> {
-        let client = self.client().await?;
-        let rows = match key {
-            Some(k) => {
-                client
-                    .query(
-                        &format!(
-                            "SELECT body FROM {} WHERE {} = $1",
-                            table.name(),
-                            table.key()
-                        ),
-                        &[&k],
-                    )
-                    .await?
-            }
-            None => {
-                client
-                    .query(
-                        &format!("SELECT body FROM {} ORDER BY {}", table.name(), table.key()),
-                        &[],
-                    )
-                    .await?
-            }
-        };
-        Ok(rows.into_iter().map(|r| r.get(0)).collect())
-    }
-}
-
-#[async_trait]
-impl Registry for PostgresStore {
+impl<T: Rows> Registry for T {
     async fn put_client(&self, client: &Client) -> Result<(), StoreError> {
         self.put_row(Table::Client, &client.id, to_json(client)?)
             .await
@@ -227,11 +133,7 @@ impl Registry for PostgresStore {
     }
 
     async fn remove_client(&self, id: &str) -> Result<bool, StoreError> {
-        let client = self.client().await?;
-        Ok(client
-            .execute("DELETE FROM auth_client WHERE id = $1", &[&id])
-            .await?
-            > 0)
+        self.delete_row(Table::Client, id).await
     }
 
     async fn put_user(&self, user: &User) -> Result<(), StoreError> {
@@ -249,13 +151,73 @@ impl Registry for PostgresStore {
     }
 
     async fn has_registrations(&self) -> Result<bool, StoreError> {
+        self.any_rows().await
+    }
+}
+
+#[async_trait]
+impl Rows for SqliteStore {
+    async fn put_row(&self, table: Table, key: &str, body: String) -> Result<(), StoreError> {
+        let key = key.to_owned();
+        self.write_with(move |conn, _| {
+            conn.execute(
+                &lite(&put_sql(table)),
+                rusqlite::params![key, body, now_ms()],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn rows(&self, table: Table, key: Option<&str>) -> Result<Vec<String>, StoreError> {
+        let key = key.map(str::to_owned);
+        self.read_with(move |c| {
+            let mut st = c.prepare(&lite(&rows_sql(table, key.is_some())))?;
+            let rows = st.query_map(rusqlite::params_from_iter(key), |r| r.get(0))?;
+            Ok(rows.collect::<Result<Vec<String>, _>>()?)
+        })
+        .await
+    }
+
+    async fn delete_row(&self, table: Table, key: &str) -> Result<bool, StoreError> {
+        let key = key.to_owned();
+        self.write_with(move |conn, _| Ok(conn.execute(&lite(&delete_sql(table)), [key])? > 0))
+            .await
+    }
+
+    async fn any_rows(&self) -> Result<bool, StoreError> {
+        self.read_with(|c| Ok(c.query_row(ANY_ROWS, [], |r| r.get(0))?))
+            .await
+    }
+}
+
+#[async_trait]
+impl Rows for PostgresStore {
+    async fn put_row(&self, table: Table, key: &str, body: String) -> Result<(), StoreError> {
         let client = self.client().await?;
-        Ok(client
-            .query_one(
-                "SELECT EXISTS (SELECT 1 FROM auth_client) OR EXISTS (SELECT 1 FROM auth_user)",
-                &[],
-            )
-            .await?
-            .get(0))
+        client
+            .execute(&put_sql(table), &[&key, &body, &now_ms()])
+            .await?;
+        Ok(())
+    }
+
+    async fn rows(&self, table: Table, key: Option<&str>) -> Result<Vec<String>, StoreError> {
+        let client = self.client().await?;
+        let sql = rows_sql(table, key.is_some());
+        let rows = match key {
+            Some(k) => client.query(&sql, &[&k]).await?,
+            None => client.query(&sql, &[]).await?,
+        };
+        Ok(rows.into_iter().map(|r| r.get(0)).collect())
+    }
+
+    async fn delete_row(&self, table: Table, key: &str) -> Result<bool, StoreError> {
+        let client = self.client().await?;
+        Ok(client.execute(&delete_sql(table), &[&key]).await? > 0)
+    }
+
+    async fn any_rows(&self) -> Result<bool, StoreError> {
+        let client = self.client().await?;
+        Ok(client.query_one(ANY_ROWS, &[]).await?.get(0))
     }
 }

@@ -480,7 +480,7 @@ fn insert_index_row(
 }
 
 /// `$n` placeholders become SQLite's `?n`.
-fn lite(sql: &str) -> String {
+pub(crate) fn lite(sql: &str) -> String {
     sql.replace('$', "?")
 }
 

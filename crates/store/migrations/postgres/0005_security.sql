@@ -21,7 +21,7 @@ CREATE INDEX audit_log_agent ON audit_log (agent, seq);
 
 -- The patients (kind 1) and the other resources (kind 2) each record names, for searching.
 CREATE TABLE audit_ref (
-    kind   SMALLINT NOT NULL,
+    kind   BIGINT   NOT NULL,
     target TEXT     COLLATE "C" NOT NULL,
     seq    BIGINT   NOT NULL,
     PRIMARY KEY (kind, target, seq)
