@@ -95,6 +95,13 @@ pub struct ReadArgs {
     database_url: Option<String>,
 }
 
+/// The `p` quantile of sorted latencies, in milliseconds (0 for none).
+pub fn quantile_ms(sorted: &[Duration], p: f64) -> f64 {
+    sorted
+        .get(((sorted.len() as f64 * p) as usize).min(sorted.len().saturating_sub(1)))
+        .map_or(0.0, |d| d.as_secs_f64() * 1e3)
+}
+
 pub async fn run(cmd: Command) -> anyhow::Result<()> {
     match cmd {
         Command::Ingest(a) => ingest(a).await,
@@ -270,14 +277,13 @@ async fn read(a: ReadArgs) -> anyhow::Result<()> {
         }
     }
     samples.sort();
-    let pct = |p: f64| samples[((samples.len() as f64 * p) as usize).min(samples.len() - 1)];
     let total: Duration = samples.iter().sum();
     println!(
         "point read over HTTP ({backend}, {} requests, 1 client): median {:.3} ms, p90 {:.3} ms, p99 {:.3} ms, {:.0} reads/s",
         samples.len(),
-        pct(0.5).as_secs_f64() * 1e3,
-        pct(0.9).as_secs_f64() * 1e3,
-        pct(0.99).as_secs_f64() * 1e3,
+        quantile_ms(&samples, 0.5),
+        quantile_ms(&samples, 0.9),
+        quantile_ms(&samples, 0.99),
         samples.len() as f64 / total.as_secs_f64()
     );
     server.stop().await?;

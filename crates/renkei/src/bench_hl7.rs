@@ -160,10 +160,7 @@ async fn mllp_round(a: &MllpArgs) -> anyhow::Result<Round> {
     }
     let elapsed = started.elapsed();
     latencies.sort();
-    let pct = |p: f64| {
-        latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)].as_secs_f64()
-            * 1e3
-    };
+    let pct = |p: f64| crate::bench::quantile_ms(&latencies, p);
     // Steadier than msg/s on a shared machine: what the work cost, whatever else ran.
     let cpu_ms_per_message = match (cpu_before, process_cpu_seconds()) {
         (Some(before), Some(after)) => Some((after - before) * 1e3 / latencies.len().max(1) as f64),

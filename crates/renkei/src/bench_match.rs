@@ -24,6 +24,8 @@ use empi::synth::{self, GenConfig};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{Value, json};
 
+use crate::bench::quantile_ms;
+
 /// Seed Patients of the generator: the Synthea sample beside the repository.
 pub const SAMPLE_SEED: &str = "../shared/data/synthea-1000/Patient.000.ndjson";
 
@@ -208,8 +210,8 @@ pub async fn run(a: MatchArgs) -> anyhow::Result<()> {
     .await?;
     server.stop()?;
 
-    let (h50, h99) = (pct(&floor, 0.5), pct(&floor, 0.99));
-    let (m50, m99) = (pct(&matched, 0.5), pct(&matched, 0.99));
+    let (h50, h99) = (quantile_ms(&floor, 0.5), quantile_ms(&floor, 0.99));
+    let (m50, m99) = (quantile_ms(&matched, 0.5), quantile_ms(&matched, 0.99));
     println!(
         "match: {} clients, {} requests each kind: $match p50 {m50:.2} ms p99 {m99:.2} ms; \
          /healthz p50 {h50:.2} ms p99 {h99:.2} ms; $match above the floor: p50 {:.2} ms p99 {:.2} ms",
@@ -396,13 +398,6 @@ async fn load(
     bar.finish_and_clear();
     samples.sort();
     Ok(samples)
-}
-
-/// The `p` quantile of sorted latencies, in milliseconds.
-fn pct(sorted: &[Duration], p: f64) -> f64 {
-    sorted
-        .get(((sorted.len() as f64 * p) as usize).min(sorted.len().saturating_sub(1)))
-        .map_or(0.0, |d| d.as_secs_f64() * 1e3)
 }
 
 #[cfg(test)]

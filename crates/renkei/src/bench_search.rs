@@ -388,7 +388,7 @@ pub async fn search(a: SearchArgs) -> anyhow::Result<()> {
 
 fn print_row(kind: &str, ds: &mut [Duration]) {
     ds.sort();
-    let pct = |p: f64| ds[((ds.len() as f64 * p) as usize).min(ds.len() - 1)].as_secs_f64() * 1e3;
+    let pct = |p: f64| crate::bench::quantile_ms(ds, p);
     println!(
         "{kind:<28} {:>6} {:>9.2} {:>9.2} {:>9.2}",
         ds.len(),
