@@ -365,6 +365,42 @@ impl Mpi {
         }))
     }
 
+    /// The Patient ids that are one person, as a patient-context token reaches them: for a
+    /// golden record, itself and every source it links (a merged-away golden record stands
+    /// for the identity that survived it); for a linked source, its identity's golden record
+    /// and sources; any other id stands for itself alone. Read from the index at the time of
+    /// the call, so a link, unlink or merge changes the answer at once.
+    pub async fn person_records(
+        &self,
+        ctx: &RequestContext,
+        id: &str,
+    ) -> Result<BTreeSet<String>, StoreError> {
+        let cache = self.locked(ctx).await?;
+        let mut identity = resources::enterprise_of_id(id)
+            .filter(|e| cache.goldens.contains_key(e))
+            .or_else(|| cache.member_of.get(id).copied());
+        // Follow merges to the surviving identity (bounded: a merge chain never loops, but
+        // a damaged store must not hang a request).
+        for _ in 0..16 {
+            match identity.and_then(|e| cache.goldens.get(&e)) {
+                Some(g) if !g.active => match g.replaced_by {
+                    Some(survivor) => identity = Some(survivor),
+                    None => break,
+                },
+                _ => break,
+            }
+        }
+        let mut ids = BTreeSet::from([id.to_owned()]);
+        if let Some(e) = identity
+            && let Some(g) = cache.goldens.get(&e)
+            && g.active
+        {
+            ids.insert(e.to_string());
+            ids.extend(g.links.keys().cloned());
+        }
+        Ok(ids)
+    }
+
     /// Links up to `limit` source Patients that no golden record lists (written before
     /// linking was on, or by another process); returns how many were linked and how many
     /// still wait.

@@ -38,11 +38,7 @@ pub struct VerifyArgs {
 
 /// Where the audit key lives for these store arguments.
 pub fn key_path(store: &StoreArgs, explicit: Option<&Path>) -> anyhow::Result<PathBuf> {
-    match (explicit, &store.data) {
-        (Some(p), _) => Ok(p.to_owned()),
-        (None, Some(dir)) if store.database_url.is_none() => Ok(dir.join(DEFAULT_KEY_FILE)),
-        _ => anyhow::bail!("--audit-key FILE is required with --database-url"),
-    }
+    crate::keys::key_path(store, explicit, DEFAULT_KEY_FILE, "--audit-key")
 }
 
 fn load_key(path: &Path) -> anyhow::Result<HeadSigner> {

@@ -42,6 +42,7 @@ mod fhirpath_cmd;
 mod hl7_time;
 mod import_cmd;
 mod import_ssmix2;
+mod keys;
 mod principals_cmd;
 mod serve;
 mod storage;
@@ -76,6 +77,9 @@ enum Command {
     /// Users of the built-in login.
     #[command(subcommand)]
     Users(principals_cmd::UsersCommand),
+    /// The access-token signing keys: `rotate` adds a new one.
+    #[command(subcommand)]
+    TokenKeys(keys::TokenKeysCommand),
     /// The audit log: `verify` checks its hash chain and signed head.
     #[command(subcommand)]
     Audit(audit_cmd::Command),
@@ -131,6 +135,7 @@ fn run() -> anyhow::Result<ExitCode> {
             Command::Serve(args) => serve::run(args).await.map(|()| ExitCode::SUCCESS),
             Command::Import(args) => import_cmd::run(args).await,
             Command::Audit(cmd) => audit_cmd::run(cmd).await,
+            Command::TokenKeys(cmd) => keys::run(cmd).map(|()| ExitCode::SUCCESS),
             Command::Clients(cmd) => principals_cmd::run_clients(cmd).await,
             Command::Users(cmd) => principals_cmd::run_users(cmd).await,
             Command::Bench(cmd) => bench::run(cmd).await.map(|()| ExitCode::SUCCESS),

@@ -8,6 +8,7 @@
 //! same linking store and validator.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -43,6 +44,18 @@ pub struct Args {
     no_reference_check: bool,
     #[command(flatten)]
     empi: EmpiArgs,
+    /// The access-token signing keys (default: token-keys.json in --data; created when
+    /// missing). Used when clients or users are registered.
+    #[arg(long, value_name = "FILE")]
+    token_keys: Option<PathBuf>,
+    /// The audit log's head-signing key (default: audit-signing.key in --data; created when
+    /// missing). With authorization on, every request is recorded in the audit log.
+    #[arg(long, value_name = "FILE")]
+    audit_key: Option<PathBuf>,
+    /// Serve a store without registered clients or users (so without authorization) on a
+    /// non-loopback address. Without it, such a store is served on loopback only.
+    #[arg(long)]
+    open: bool,
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
@@ -54,25 +67,67 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     };
     let security = args.store.open_security(false).await?;
     let store = security.store.clone();
-    // Registrations mean the operator expects tokens to be required; until this server checks
-    // them (issue 20), it does not serve such a store at all rather than serve it openly.
+    // Registrations mean every request needs a token; without any, the server is open, and
+    // then only on loopback unless the operator says otherwise.
+    let authorization = security.registry.has_registrations().await?;
     anyhow::ensure!(
-        !security.registry.has_registrations().await?,
-        "clients or users are registered in this store (renkei clients/users), but this \
-         version of renkei serve does not check access tokens yet; refusing to serve the \
-         data without them (remove the registrations to serve it openly on a trusted network)"
+        authorization || args.open || args.listen.ip().is_loopback(),
+        "no client or user is registered in this store, so it would be served without \
+         authorization to anyone who reaches {}; register one (renkei clients add, renkei \
+         users add), listen on a loopback address, or pass --open to serve it openly",
+        args.listen
     );
+    let authorization = if authorization {
+        let path = crate::keys::key_path(
+            &args.store,
+            args.token_keys.as_deref(),
+            crate::keys::TOKEN_KEYS_FILE,
+            "--token-keys",
+        )?;
+        let keys = crate::keys::token_keys(&path)?;
+        let server_security = server::security::Security::open(
+            keys,
+            security.registry.clone(),
+            server::security::SecuritySettings::default(),
+        )
+        .await?;
+        let audit_path = crate::keys::key_path(
+            &args.store,
+            args.audit_key.as_deref(),
+            crate::audit_cmd::DEFAULT_KEY_FILE,
+            "--audit-key",
+        )?;
+        let signer = Arc::new(crate::keys::audit_key(&audit_path)?);
+        Some((Arc::new(server_security), signer))
+    } else {
+        None
+    };
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("binding {}", args.listen))?;
     let addr = listener.local_addr()?;
     let config = ServerConfig {
-        base_url: args.base_url,
+        base_url: args.base_url.clone(),
         max_body_bytes: args.max_body_size,
         check_references: !args.no_reference_check,
     };
     let mpi = args.empi.mpi(store.clone(), args.store.empi_snapshot())?;
-    let state = AppState::with_empi(mpi.clone(), Arc::new(R4Validator), config);
+    let mut state = AppState::with_empi(mpi.clone(), Arc::new(R4Validator), config);
+    let access = match authorization {
+        Some((server_security, signer)) => {
+            let node = args
+                .base_url
+                .clone()
+                .unwrap_or_else(|| format!("renkei@{addr}"));
+            let auditor =
+                server::security::audit::Auditor::start(security.audit.clone(), signer, node);
+            state = state
+                .with_security(server_security)
+                .with_audit(Arc::new(auditor));
+            "authorization required, requests audited"
+        }
+        None => "open: no authorization",
+    };
     // The index loads in the background; until it has, what needs it answers 503 (and
     // `/readyz` says so) rather than waiting.
     let loading = mpi.start_loading();
@@ -121,7 +176,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let shutdown = shutdown_signal();
     // The one line scripts and tests wait for.
     println!(
-        "renkei listening on http://{addr}/fhir{mllp_addr} ({} store)",
+        "renkei listening on http://{addr}/fhir{mllp_addr} ({} store, {access})",
         store.backend()
     );
     let (stop, stopped) = tokio::sync::watch::channel(false);

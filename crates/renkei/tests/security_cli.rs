@@ -2,8 +2,8 @@
 //! written through the store verifies (exit 0); after a record is edited, or the last one
 //! removed, with the database's own client (`sqlite3`, `psql`), it does not (exit 1, naming the
 //! record). `renkei clients` and `renkei users`: registrations are checked, kept, listed and
-//! removed; a password comes from standard input and never shows; `serve` refuses a store with
-//! registrations while it does not check tokens.
+//! removed; a password comes from standard input and never shows; `serve` on a store with
+//! registrations answers 401 to a request without a token.
 
 mod support;
 
@@ -300,19 +300,32 @@ async fn registrations(backend: Backend) {
     );
     assert!(!out.contains("argon2") && !out.contains(secret), "{out}");
 
-    // Not served openly while tokens are not checked.
-    let out = support::renkei()
-        .args(["serve", "--listen", "127.0.0.1:0"])
-        .args(data.args())
-        .env("RUST_LOG", "warn")
-        .output()
-        .expect("renkei runs");
-    assert!(!out.status.success());
+    // Served with authorization: no request reaches the data without a token.
+    let keys = data.dir.join("token-keys.json");
+    let audit_key = data.dir.join("audit-signing.key");
+    let server = support::Server::start_with(
+        &data,
+        &[
+            "--token-keys",
+            keys.to_str().unwrap(),
+            "--audit-key",
+            audit_key.to_str().unwrap(),
+        ],
+    )
+    .await;
+    let r = server
+        .client
+        .get(server.url("/Patient"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    assert!(r.headers().contains_key("www-authenticate"));
     assert!(
-        String::from_utf8_lossy(&out.stderr).contains("does not check access tokens yet"),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        keys.is_file(),
+        "the signing keys are created on first start"
     );
+    server.terminate();
 }
 
 #[tokio::test]

@@ -12,6 +12,8 @@ use store::{RequestContext, StoredResource};
 
 use crate::AppState;
 use crate::error::ApiError;
+use crate::security::audit::AuditFacts;
+use crate::security::{Admitted, ScopeFilter};
 
 pub const FHIR_JSON: &str = "application/fhir+json; charset=utf-8";
 
@@ -37,6 +39,23 @@ pub struct Fhir {
     /// Decoded query parameters, without `_format` and `_pretty`.
     pub params: Vec<(String, String)>,
     pub headers: HeaderMap,
+    /// What the security gate admitted the request as (`None` on an open server).
+    pub admitted: Option<Admitted>,
+}
+
+impl Fhir {
+    /// Whether the caller may do `interaction` on `resource_type` at all: always on an open
+    /// server; otherwise as the token's scopes say.
+    pub fn may(&self, interaction: auth::scope::Interaction, resource_type: &str) -> bool {
+        self.admitted
+            .as_ref()
+            .is_none_or(|a| a.caller.allows(interaction, resource_type))
+    }
+
+    /// The v2 scope restriction the request is confined to, if any.
+    pub fn scope_filter(&self) -> Option<&ScopeFilter> {
+        self.admitted.as_ref()?.scope_filter.as_ref()
+    }
 }
 
 impl FromRequestParts<AppState> for Fhir {
@@ -57,17 +76,7 @@ impl FromRequestParts<AppState> for Fhir {
             check_accept(accept)?;
         }
         let (prefer, lenient) = parse_prefer(&parts.headers);
-        let base = match &state.config.base_url {
-            Some(b) => b.trim_end_matches('/').to_owned(),
-            None => {
-                let host = parts
-                    .headers
-                    .get(header::HOST)
-                    .and_then(|h| h.to_str().ok())
-                    .unwrap_or("localhost");
-                format!("http://{host}/fhir")
-            }
-        };
+        let base = fhir_base(state, &parts.headers);
         let mut ctx = RequestContext::system();
         if let Some(id) = parts
             .headers
@@ -75,6 +84,10 @@ impl FromRequestParts<AppState> for Fhir {
             .and_then(|h| h.to_str().ok())
         {
             ctx = ctx.with_request_id(id);
+        }
+        let admitted = parts.extensions.get::<Admitted>().cloned();
+        if let Some(a) = &admitted {
+            a.apply(&mut ctx);
         }
         Ok(Fhir {
             ctx,
@@ -84,7 +97,22 @@ impl FromRequestParts<AppState> for Fhir {
             lenient,
             params,
             headers: parts.headers.clone(),
+            admitted,
         })
+    }
+}
+
+/// The FHIR base URL of a request: the configured one, or `http://<Host>/fhir`.
+pub fn fhir_base(state: &AppState, headers: &HeaderMap) -> String {
+    match &state.config.base_url {
+        Some(b) => b.trim_end_matches('/').to_owned(),
+        None => {
+            let host = headers
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .unwrap_or("localhost");
+            format!("http://{host}/fhir")
+        }
     }
 }
 
@@ -238,6 +266,8 @@ pub struct Reply {
     pub version: Option<u64>,
     pub last_modified: Option<i64>,
     pub location: Option<String>,
+    /// What the audit record of the request names (a single resource answered).
+    pub audit: Option<AuditFacts>,
 }
 
 impl Reply {
@@ -248,6 +278,7 @@ impl Reply {
             version: None,
             last_modified: None,
             location: None,
+            audit: None,
         }
     }
 
@@ -267,6 +298,7 @@ impl Reply {
             version: Some(r.version),
             last_modified: Some(r.last_updated),
             location: None,
+            audit: Some(AuditFacts::of_resource(r)),
         }
     }
 
@@ -322,8 +354,15 @@ impl Reply {
                 headers.insert(header::CONTENT_LOCATION, h);
             }
         }
+        let facts = self.audit;
+        let with_facts = |mut r: Response| {
+            if let Some(f) = facts {
+                r.extensions_mut().insert(f);
+            }
+            r
+        };
         let body = match self.body {
-            ReplyBody::None => return (self.status, headers).into_response(),
+            ReplyBody::None => return with_facts((self.status, headers).into_response()),
             ReplyBody::Raw(s) if !pretty => s,
             ReplyBody::Raw(s) => match serde_json::from_str::<Value>(&s) {
                 Ok(v) => serde_json::to_string_pretty(&v).unwrap_or(s),
@@ -333,7 +372,7 @@ impl Reply {
             ReplyBody::Json(v) => serde_json::to_string(&v).unwrap_or_default(),
         };
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(FHIR_JSON));
-        (self.status, headers, body).into_response()
+        with_facts((self.status, headers, body).into_response())
     }
 }
 

@@ -19,6 +19,8 @@
 //! - `interactions/`: one module per FHIR interaction, each linking its spec section.
 //! - `http`: per-request metadata and the protocol-neutral `Reply`; `error`: the error table.
 //! - [`request_log`]: the request id, one access-log line per request, and the body limit's 413.
+//! - [`security`]: with clients or users registered, the authorization server (`/auth/*`,
+//!   SMART discovery) and the gate that checks every other request's bearer token.
 
 mod conditional_read;
 pub mod error;
@@ -26,6 +28,7 @@ mod health;
 pub mod http;
 pub mod interactions;
 pub mod request_log;
+pub mod security;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -86,6 +89,11 @@ pub struct AppState {
     /// The patient index: `$match`, golden records, manual decisions, PIXm. It writes its own
     /// decisions through the store it holds.
     pub mpi: Arc<Mpi>,
+    /// The authorization server and the token check; `None` serves openly (every request
+    /// is the node's own).
+    pub security: Option<Arc<security::Security>>,
+    /// Where every request's audit record goes; `None` records nothing.
+    pub auditor: Option<Arc<security::audit::Auditor>>,
 }
 
 impl AppState {
@@ -102,6 +110,8 @@ impl AppState {
             validator,
             config: Arc::new(config),
             mpi: Arc::new(mpi),
+            security: None,
+            auditor: None,
         }
     }
 
@@ -113,11 +123,26 @@ impl AppState {
             validator,
             config: Arc::new(config),
             mpi,
+            security: None,
+            auditor: None,
         }
+    }
+
+    /// The same state, requiring the tokens `security` issues on every non-public request.
+    pub fn with_security(mut self, security: Arc<security::Security>) -> Self {
+        self.security = Some(security);
+        self
+    }
+
+    /// The same state, recording every request in the audit log through `auditor`.
+    pub fn with_audit(mut self, auditor: Arc<security::audit::Auditor>) -> Self {
+        self.auditor = Some(auditor);
+        self
     }
 }
 
-/// The router: FHIR under `/fhir`, `/healthz`, `/readyz`.
+/// The router: FHIR under `/fhir`, `/healthz`, `/readyz`, and the authorization server under
+/// `/auth` with its discovery document.
 pub fn app(state: AppState) -> Router {
     let limit = state.config.max_body_bytes;
     Router::new()
@@ -126,6 +151,18 @@ pub fn app(state: AppState) -> Router {
         .route("/fhir", post(batch::handler).get(search::system))
         .route("/fhir/", post(batch::handler).get(search::system))
         .route("/fhir/metadata", get(capabilities::handler))
+        .route(
+            "/.well-known/smart-configuration",
+            get(security::oauth::smart_configuration),
+        )
+        .route(
+            "/fhir/.well-known/smart-configuration",
+            get(security::oauth::smart_configuration),
+        )
+        .route("/auth/token", post(security::oauth::token))
+        .route("/auth/jwks", get(security::oauth::jwks))
+        .route("/auth/introspect", post(security::oauth::introspect))
+        .route("/auth/revoke", post(security::oauth::revoke))
         .route("/fhir/_history", get(history::system))
         .route(
             "/fhir/{type}",
@@ -154,6 +191,14 @@ pub fn app(state: AppState) -> Router {
             ApiError::method_not_allowed(&[], "method not allowed here")
         })
         .layer(DefaultBodyLimit::max(limit))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            security::gate,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            security::audit::audit_requests,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             request_log::BodyLimit(limit),
             request_log::log_and_tag,

@@ -736,6 +736,16 @@ async fn put<B: Backend>(
     let body = serde_json::to_string(&resource)
         .map_err(|e| StoreError::Invalid(format!("resource cannot be serialized: {e}")))?;
     let compartments = compartment::of_rows(ty, id, &index);
+    // A restricted caller writes inside its patients' records only: a new resource, or an
+    // update, that would land in none of their compartments is refused, so a write can
+    // neither plant data in another person's record nor move data out of the caller's view.
+    if let Some(r) = ctx.restriction()
+        && !compartments.iter().any(|p| r.patients.contains(p))
+    {
+        return Err(StoreError::Forbidden(format!(
+            "{ty}/{id} would be outside the records of the patients this request may reach"
+        )));
+    }
     b.write(NewVersion {
         rid: cur.map(|c| c.rid),
         resource_type: ty,

@@ -44,6 +44,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         include_str!("../migrations/postgres/0004_change_feed_consumers.sql"),
     ),
     (5, include_str!("../migrations/postgres/0005_security.sql")),
+    (
+        6,
+        include_str!("../migrations/postgres/0006_auth_token.sql"),
+    ),
 ];
 
 /// The migration that adds `change_compartment` and `outbox.xid`: after its script, the store

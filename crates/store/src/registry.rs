@@ -2,6 +2,10 @@
 //! `auth_user`, each row the JSON of one registration. The store keeps them and nothing
 //! more: what a registration must satisfy is checked by `auth` before it gets here, and who
 //! may change them is the shell's (`renkei clients`, `renkei users`), never the REST API's.
+//!
+//! Beside them, `auth_token`: the tokens the authorization server tracks beyond their
+//! signature (revoked access tokens until they expire, refresh tokens), opaque JSON to the
+//! store, kept so that a restart neither forgets a revocation nor a refresh grant.
 
 use async_trait::async_trait;
 use auth::registry::{Client, User};
@@ -31,6 +35,15 @@ pub trait Registry: Send + Sync + std::fmt::Debug {
     async fn users(&self) -> Result<Vec<User>, StoreError>;
     /// Whether any client or user is registered (then every request needs a token).
     async fn has_registrations(&self) -> Result<bool, StoreError>;
+    /// Records a token the authorization server tracks (a revoked access token, a refresh
+    /// token) under `id`, its `body` the JSON the caller made.
+    async fn put_token(&self, id: &str, body: &str) -> Result<(), StoreError>;
+    /// One tracked token's body.
+    async fn token(&self, id: &str) -> Result<Option<String>, StoreError>;
+    /// Every tracked token, `(id, body)` by id.
+    async fn tokens(&self) -> Result<Vec<(String, String)>, StoreError>;
+    /// Forgets a tracked token; whether there was one.
+    async fn remove_token(&self, id: &str) -> Result<bool, StoreError>;
 }
 
 /// Which table, and its key column.
@@ -38,6 +51,7 @@ pub trait Registry: Send + Sync + std::fmt::Debug {
 enum Table {
     Client,
     User,
+    Token,
 }
 
 impl Table {
@@ -45,6 +59,7 @@ impl Table {
         match self {
             Table::Client => "auth_client",
             Table::User => "auth_user",
+            Table::Token => "auth_token",
         }
     }
 
@@ -52,6 +67,7 @@ impl Table {
         match self {
             Table::Client => "id",
             Table::User => "name",
+            Table::Token => "id",
         }
     }
 }
@@ -74,8 +90,12 @@ fn now_ms() -> i64 {
 trait Rows: Send + Sync + std::fmt::Debug {
     /// Inserts or replaces the row `key`.
     async fn put_row(&self, table: Table, key: &str, body: String) -> Result<(), StoreError>;
-    /// The row `key`, or every row in key order.
-    async fn rows(&self, table: Table, key: Option<&str>) -> Result<Vec<String>, StoreError>;
+    /// The row `key`, or every row in key order, as `(key, body)`.
+    async fn rows(
+        &self,
+        table: Table,
+        key: Option<&str>,
+    ) -> Result<Vec<(String, String)>, StoreError>;
     /// Deletes the row `key`; whether there was one.
     async fn delete_row(&self, table: Table, key: &str) -> Result<bool, StoreError>;
     /// Whether either table has a row.
@@ -103,9 +123,9 @@ fn rows_sql(table: Table, one: bool) -> String {
         String::new()
     };
     format!(
-        "SELECT body FROM {}{filter} ORDER BY {}",
-        table.name(),
-        table.key()
+        "SELECT {k}, body FROM {t}{filter} ORDER BY {k}",
+        t = table.name(),
+        k = table.key()
     )
 }
 
@@ -123,13 +143,15 @@ impl<T: Rows> Registry for T {
     async fn client(&self, id: &str) -> Result<Option<Client>, StoreError> {
         let rows = self.rows(Table::Client, Some(id)).await?;
         rows.first()
-            .map(|r| from_json(Table::Client, r))
+            .map(|(_, r)| from_json(Table::Client, r))
             .transpose()
     }
 
     async fn clients(&self) -> Result<Vec<Client>, StoreError> {
         let rows = self.rows(Table::Client, None).await?;
-        rows.iter().map(|r| from_json(Table::Client, r)).collect()
+        rows.iter()
+            .map(|(_, r)| from_json(Table::Client, r))
+            .collect()
     }
 
     async fn remove_client(&self, id: &str) -> Result<bool, StoreError> {
@@ -142,16 +164,37 @@ impl<T: Rows> Registry for T {
 
     async fn user(&self, name: &str) -> Result<Option<User>, StoreError> {
         let rows = self.rows(Table::User, Some(name)).await?;
-        rows.first().map(|r| from_json(Table::User, r)).transpose()
+        rows.first()
+            .map(|(_, r)| from_json(Table::User, r))
+            .transpose()
     }
 
     async fn users(&self) -> Result<Vec<User>, StoreError> {
         let rows = self.rows(Table::User, None).await?;
-        rows.iter().map(|r| from_json(Table::User, r)).collect()
+        rows.iter()
+            .map(|(_, r)| from_json(Table::User, r))
+            .collect()
     }
 
     async fn has_registrations(&self) -> Result<bool, StoreError> {
         self.any_rows().await
+    }
+
+    async fn put_token(&self, id: &str, body: &str) -> Result<(), StoreError> {
+        self.put_row(Table::Token, id, body.to_owned()).await
+    }
+
+    async fn token(&self, id: &str) -> Result<Option<String>, StoreError> {
+        let rows = self.rows(Table::Token, Some(id)).await?;
+        Ok(rows.into_iter().next().map(|(_, body)| body))
+    }
+
+    async fn tokens(&self) -> Result<Vec<(String, String)>, StoreError> {
+        self.rows(Table::Token, None).await
+    }
+
+    async fn remove_token(&self, id: &str) -> Result<bool, StoreError> {
+        self.delete_row(Table::Token, id).await
     }
 }
 
@@ -169,12 +212,18 @@ impl Rows for SqliteStore {
         .await
     }
 
-    async fn rows(&self, table: Table, key: Option<&str>) -> Result<Vec<String>, StoreError> {
+    async fn rows(
+        &self,
+        table: Table,
+        key: Option<&str>,
+    ) -> Result<Vec<(String, String)>, StoreError> {
         let key = key.map(str::to_owned);
         self.read_with(move |c| {
             let mut st = c.prepare(&lite(&rows_sql(table, key.is_some())))?;
-            let rows = st.query_map(rusqlite::params_from_iter(key), |r| r.get(0))?;
-            Ok(rows.collect::<Result<Vec<String>, _>>()?)
+            let rows = st.query_map(rusqlite::params_from_iter(key), |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
         })
         .await
     }
@@ -201,14 +250,18 @@ impl Rows for PostgresStore {
         Ok(())
     }
 
-    async fn rows(&self, table: Table, key: Option<&str>) -> Result<Vec<String>, StoreError> {
+    async fn rows(
+        &self,
+        table: Table,
+        key: Option<&str>,
+    ) -> Result<Vec<(String, String)>, StoreError> {
         let client = self.client().await?;
         let sql = rows_sql(table, key.is_some());
         let rows = match key {
             Some(k) => client.query(&sql, &[&k]).await?,
             None => client.query(&sql, &[]).await?,
         };
-        Ok(rows.into_iter().map(|r| r.get(0)).collect())
+        Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
     }
 
     async fn delete_row(&self, table: Table, key: &str) -> Result<bool, StoreError> {

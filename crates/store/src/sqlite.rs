@@ -65,6 +65,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("../migrations/sqlite/0006_security.sql"),
         "adds the audit log and the registered clients and users",
     ),
+    (
+        7,
+        include_str!("../migrations/sqlite/0007_auth_token.sql"),
+        "adds the tokens the authorization server tracks (revocations, refresh tokens)",
+    ),
 ];
 
 /// The migration that adds `change_compartment`: after its script, the store fills in the

@@ -14,7 +14,7 @@
 
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{Method, StatusCode};
 use axum::response::Response;
 use ingest::bundle::{Prepared, Preparer, entries, method, processing_order};
 use serde_json::{Value, json};
@@ -23,6 +23,7 @@ use store::HistoryScope;
 use crate::AppState;
 use crate::error::ApiError;
 use crate::http::{Fhir, Reply, Return, check_type, parse_body};
+use crate::security::{Admitted, Needs, classify_segments, permit};
 
 pub async fn handler(
     State(state): State<AppState>,
@@ -60,6 +61,23 @@ pub async fn process(
 ) -> Result<Reply, ApiError> {
     let entries = entries(bundle);
     let references = super::reference_check(state, fhir);
+    // With authorization on, each entry is authorized as the request it stands for; the
+    // writes then run under the narrowest access any of them was granted.
+    let permits = permit_entries(state, fhir, entries).await;
+    let mut writer = fhir.clone();
+    if let Some(restricted) = permits
+        .iter()
+        .flatten()
+        .flatten()
+        .find(|a| a.access.restriction().is_some())
+    {
+        restricted.apply(&mut writer.ctx);
+        writer.admitted = Some(restricted.clone());
+    } else if let Some(Ok(Some(first))) = permits.first() {
+        first.apply(&mut writer.ctx);
+        writer.admitted = Some(first.clone());
+    }
+    let fhir = &writer;
     let preparer = Preparer {
         store: state.store.as_ref(),
         validator: state.validator.as_ref(),
@@ -70,7 +88,10 @@ pub async fn process(
     let mut prepared: Vec<(usize, u8, Result<Prepared, ApiError>)> =
         Vec::with_capacity(entries.len());
     for (i, entry) in entries.iter().enumerate() {
-        let p = preparer.entry(entry).await.map_err(ApiError::from);
+        let p = match &permits[i] {
+            Err(e) => Err(e.clone()),
+            Ok(_) => preparer.entry(entry).await.map_err(ApiError::from),
+        };
         if atomic && let Err(e) = p {
             return Err(e.in_entry(i));
         }
@@ -119,7 +140,12 @@ pub async fn process(
         }
     }
     for (i, url) in gets {
-        replies[i] = Some(get(state, fhir, &preparer, &url).await);
+        let mut reader = fhir.clone();
+        if let Ok(Some(a)) = &permits[i] {
+            a.apply(&mut reader.ctx);
+            reader.admitted = Some(a.clone());
+        }
+        replies[i] = Some(get(state, &reader, &preparer, &url).await);
     }
 
     let response_entries: Vec<Value> = replies
@@ -146,6 +172,42 @@ pub async fn process(
         "entry": response_entries,
     });
     Ok(Reply::json(StatusCode::OK, bundle))
+}
+
+/// What each entry is authorized as: `Ok(None)` on an open server (or for what needs no
+/// grant, such as `metadata`), the entry's 401/403 otherwise.
+async fn permit_entries(
+    state: &AppState,
+    fhir: &Fhir,
+    entries: &[Value],
+) -> Vec<Result<Option<Admitted>, ApiError>> {
+    let mut out = Vec::with_capacity(entries.len());
+    let Some(admitted) = &fhir.admitted else {
+        out.resize_with(entries.len(), || Ok(None));
+        return out;
+    };
+    for entry in entries {
+        let m = Method::from_bytes(method(entry).as_bytes()).unwrap_or(Method::GET);
+        let url = entry
+            .pointer("/request/url")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        let rel = url.strip_prefix(fhir.base.as_str()).unwrap_or(url);
+        let path = rel.split('?').next().unwrap_or("");
+        let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+        out.push(match classify_segments(&m, &segments) {
+            Needs::Public | Needs::Token => Ok(None),
+            Needs::Bundle => Err(ApiError::bad_request(
+                "a bundle entry cannot itself be a batch or transaction",
+            )),
+            Needs::Request(kind, ty) => {
+                permit(state, &admitted.caller, &fhir.base, kind, ty.as_deref())
+                    .await
+                    .map(Some)
+            }
+        });
+    }
+    out
 }
 
 /// A GET entry, dispatched to the read/search/history interactions.

@@ -88,7 +88,7 @@ pub fn capability_statement(state: &AppState, base: &str) -> Value {
             resource
         })
         .collect();
-    json!({
+    let mut statement = json!({
         "resourceType": "CapabilityStatement",
         "status": "active",
         "date": store::time::format_instant(store::time::now_micros()),
@@ -107,5 +107,11 @@ pub fn capability_statement(state: &AppState, base: &str) -> Value {
             "interaction": SYSTEM_INTERACTIONS.iter().map(|c| json!({"code": c})).collect::<Vec<_>>(),
             "searchParam": common.to_vec(),
         }],
-    })
+    });
+    if state.security.is_some() {
+        // Where SMART clients (Python's fhirclient among them) find the endpoints.
+        statement["rest"][0]["security"] =
+            auth::discovery::capability_security(&crate::security::oauth::endpoints(base));
+    }
+    statement
 }

@@ -47,6 +47,18 @@ pub async fn history(
     fhir: &Fhir,
     scope: HistoryScope,
 ) -> Result<Reply, ApiError> {
+    match &scope {
+        HistoryScope::Instance(ty, id) => {
+            crate::security::check_scope_filter(state, fhir, ty, id).await?;
+        }
+        _ if fhir.scope_filter().is_some() => {
+            return Err(ApiError::forbidden(
+                "the token's scope is restricted by search parameters, which history \
+                 cannot apply; read or search instead",
+            ));
+        }
+        _ => {}
+    }
     let mut q = HistoryQuery {
         scope: scope.clone(),
         since: None,

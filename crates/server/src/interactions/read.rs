@@ -27,6 +27,7 @@ pub async fn read(state: &AppState, fhir: &Fhir, ty: &str, id: &str) -> Result<R
             "GET {ty}/{id}"
         )));
     }
+    crate::security::check_scope_filter(state, fhir, ty, id).await?;
     let r = state.store.read(&fhir.ctx, ty, id).await?;
     Ok(Reply::resource(
         StatusCode::OK,

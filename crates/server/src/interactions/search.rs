@@ -12,6 +12,7 @@
 
 use std::borrow::Cow;
 
+use auth::scope::Interaction;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
@@ -197,8 +198,31 @@ async fn everything(
             }
         }
     }
+    narrow_to_granted_types(fhir, &mut q);
     let path = format!("/Patient/{owner_id}/$everything");
     respond(state, fhir, &path, q, params).await
+}
+
+/// Keeps a `$everything` to the types the caller's token may search: the compartment's types
+/// (or those `_type` asked for) that its scopes grant. An open server, or a `*` grant, keeps
+/// every type.
+fn narrow_to_granted_types(fhir: &Fhir, q: &mut SearchQuery) {
+    if fhir.may(Interaction::Search, "*") {
+        return;
+    }
+    let candidates: Vec<String> = if q.types.is_empty() {
+        std::iter::once("Patient")
+            .chain(fhir::r4().patient_compartment().map(|(t, _)| t))
+            .map(str::to_owned)
+            .collect()
+    } else {
+        std::mem::take(&mut q.types)
+    };
+    q.types = candidates
+        .into_iter()
+        .filter(|t| fhir.may(Interaction::Search, t))
+        .collect();
+    q.types.dedup();
 }
 
 /// Copies the result parameter `name` parsed into `from` onto `into`.
@@ -237,8 +261,28 @@ async fn respond(
         q.count = 0;
         q.total = store::search::TotalMode::Accurate;
     }
+    if let Some(f) = fhir.scope_filter() {
+        // The token's v2 scope restriction joins the query's own filters, so the page, its
+        // total and its links count only what the scope covers.
+        if q.resource_type.as_deref() != Some(f.resource_type.as_str()) {
+            return Err(ApiError::forbidden(format!(
+                "the token's scope on {} is restricted by search parameters; this search \
+                 reaches beyond that type",
+                f.resource_type
+            )));
+        }
+        let scoped = SearchQuery::parse(
+            Some(&f.resource_type),
+            &f.params,
+            state.store.extractor(),
+            false,
+        )?;
+        q.filters.extend(scoped.filters);
+    }
     let page = state.store.search(&fhir.ctx, &q).await?;
-    let included = include::resolve(state.store.as_ref(), &fhir.ctx, &q, &page.matches).await?;
+    let mut included = include::resolve(state.store.as_ref(), &fhir.ctx, &q, &page.matches).await?;
+    // Included resources are reads of their own types: only those the token may read.
+    included.retain(|r| fhir.may(Interaction::Read, &r.resource_type));
     let kept: Vec<(String, String)> = params
         .iter()
         .filter(|(k, _)| k != "_cursor" && !q.ignored.contains(k))
@@ -300,6 +344,7 @@ async fn respond(
         version: None,
         last_modified: None,
         location: None,
+        audit: None,
     })
 }
 

@@ -32,6 +32,7 @@ pub async fn vread(
             "{ty}/{id}/_history/{vid} not found (version ids are integers)"
         )));
     };
+    crate::security::check_scope_filter(state, fhir, ty, id).await?;
     let r = state.store.vread(&fhir.ctx, ty, id, version).await?;
     Ok(Reply::resource(
         StatusCode::OK,

@@ -378,7 +378,7 @@ async fn downgrade(t: &TestStore) {
         conn.execute_batch(
             "DROP TABLE change_compartment; DROP TABLE feed_consumer;
              DROP TABLE audit_log; DROP TABLE audit_ref; DROP TABLE audit_head;
-             DROP TABLE auth_client; DROP TABLE auth_user;
+             DROP TABLE auth_client; DROP TABLE auth_user; DROP TABLE auth_token;
              DELETE FROM schema_migrations WHERE version >= 5;",
         )
         .unwrap();
@@ -402,7 +402,7 @@ async fn downgrade(t: &TestStore) {
                  ALTER TABLE outbox DROP COLUMN xid;
                  DROP TABLE audit_log; DROP TABLE audit_ref; DROP TABLE audit_head;
                  DROP FUNCTION audit_log_append_only();
-                 DROP TABLE auth_client; DROP TABLE auth_user;
+                 DROP TABLE auth_client; DROP TABLE auth_user; DROP TABLE auth_token;
                  DELETE FROM schema_migrations WHERE version >= 4;"
             ))
             .await

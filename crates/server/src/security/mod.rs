@@ -1,0 +1,185 @@
+//! Who may do what over HTTP: the built-in authorization server's state ([`Security`]) and the
+//! wiring of the `auth` crate's rules into requests.
+//!
+//! - `classify`: which SMART permission a FHIR request needs, from its method and path.
+//! - `gate`: the middleware that checks the bearer token of every request outside the public
+//!   paths, authorizes it (`auth::policy`) and turns the grant into the store's access policy
+//!   once per request (a patient token reaches every source record of its person, read from
+//!   the patient index per request, so an unlink changes it at once).
+//! - `oauth`: the token, JWKS, introspection and revocation endpoints and the SMART
+//!   configuration document.
+//! - [`audit`]: one audit record per request, group-committed to the hash-chained log before
+//!   the response leaves.
+//!
+//! Without a [`Security`] (no client or user registered in the store) the server is open:
+//! every request is the node's own, as before authorization existed, and `renkei serve` then
+//! listens on loopback only unless told otherwise.
+
+pub mod audit;
+mod classify;
+mod gate;
+pub mod oauth;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+
+use auth::assertion::MemoryLedger;
+use auth::scope::{Interaction, ScopeSet};
+use auth::token::{AccessClaims, TokenError, TokenKeys};
+use serde::{Deserialize, Serialize};
+use store::{Registry, StoreError};
+
+pub use classify::{Needs, classify, classify_segments};
+pub use gate::{Admitted, ScopeFilter, check_scope_filter, gate, permit};
+
+/// Lifetimes of what the authorization server issues.
+#[derive(Debug, Clone)]
+pub struct SecuritySettings {
+    /// Seconds a backend service's access token lives (SMART Backend Services: at most 300).
+    pub service_token_seconds: i64,
+    /// Seconds a break-glass token lives, whatever was asked.
+    pub break_glass_seconds: i64,
+}
+
+impl Default for SecuritySettings {
+    fn default() -> Self {
+        SecuritySettings {
+            service_token_seconds: 300,
+            break_glass_seconds: 900,
+        }
+    }
+}
+
+/// A revoked access token, as kept in the registry's token table until it expires.
+#[derive(Debug, Serialize, Deserialize)]
+struct RevokedToken {
+    kind: String,
+    client_id: String,
+    exp: i64,
+}
+
+const REVOKED: &str = "revoked-access-token";
+
+/// The authorization server's state: its signing keys, the registrations, the assertion
+/// `jti`s seen and the revoked tokens.
+#[derive(Debug)]
+pub struct Security {
+    keys: RwLock<TokenKeys>,
+    registry: Arc<dyn Registry>,
+    ledger: Mutex<MemoryLedger>,
+    /// Revoked access token ids and their expiry; loaded from the registry at start, written
+    /// through on revocation.
+    revoked: Mutex<HashMap<String, i64>>,
+    pub settings: SecuritySettings,
+}
+
+impl Security {
+    /// The authorization server over `registry`, signing with `keys`; reads the revocations
+    /// still in force.
+    pub async fn open(
+        keys: TokenKeys,
+        registry: Arc<dyn Registry>,
+        settings: SecuritySettings,
+    ) -> Result<Security, StoreError> {
+        let now = now();
+        let mut revoked = HashMap::new();
+        for (id, body) in registry.tokens().await? {
+            let Ok(r) = serde_json::from_str::<RevokedToken>(&body) else {
+                continue;
+            };
+            if r.kind != REVOKED {
+                continue;
+            }
+            if r.exp > now {
+                revoked.insert(id, r.exp);
+            } else {
+                registry.remove_token(&id).await?;
+            }
+        }
+        Ok(Security {
+            keys: RwLock::new(keys),
+            registry,
+            ledger: Mutex::new(MemoryLedger::default()),
+            revoked: Mutex::new(revoked),
+            settings,
+        })
+    }
+
+    /// The registrations.
+    pub fn registry(&self) -> &Arc<dyn Registry> {
+        &self.registry
+    }
+
+    /// The public keys of access tokens.
+    pub fn jwks(&self) -> serde_json::Value {
+        self.keys.read().unwrap_or_else(|e| e.into_inner()).jwks()
+    }
+
+    /// Signs an access token.
+    pub fn issue(&self, claims: &AccessClaims) -> Result<String, TokenError> {
+        self.keys
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .issue(claims)
+    }
+
+    /// Checks an access token issued by `issuer` for `audience` (signature, key, lifetime)
+    /// and that it was not revoked.
+    pub fn verify(
+        &self,
+        token: &str,
+        issuer: &str,
+        audience: &str,
+    ) -> Result<AccessClaims, TokenError> {
+        let claims = self.keys.read().unwrap_or_else(|e| e.into_inner()).verify(
+            token,
+            issuer,
+            audience,
+            now(),
+        )?;
+        if self.is_revoked(&claims.jti) {
+            return Err(TokenError::Malformed("the token was revoked".into()));
+        }
+        Ok(claims)
+    }
+
+    fn is_revoked(&self, jti: &str) -> bool {
+        let revoked = self.revoked.lock().unwrap_or_else(|e| e.into_inner());
+        revoked.contains_key(jti)
+    }
+
+    /// Revokes the access token `claims` describes, durably, until it would have expired.
+    pub async fn revoke(&self, claims: &AccessClaims) -> Result<(), StoreError> {
+        let body = serde_json::to_string(&RevokedToken {
+            kind: REVOKED.into(),
+            client_id: claims.client_id.clone(),
+            exp: claims.exp,
+        })
+        .map_err(|e| StoreError::Backend(e.to_string()))?;
+        self.registry.put_token(&claims.jti, &body).await?;
+        let mut revoked = self.revoked.lock().unwrap_or_else(|e| e.into_inner());
+        let now = now();
+        revoked.retain(|_, exp| *exp > now);
+        revoked.insert(claims.jti.clone(), claims.exp);
+        Ok(())
+    }
+}
+
+/// The caller of a request, as its verified token says.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub claims: Arc<AccessClaims>,
+    pub scopes: Arc<ScopeSet>,
+}
+
+impl Caller {
+    /// Whether the token's scopes allow `interaction` on `resource_type` at all.
+    pub fn allows(&self, interaction: Interaction, resource_type: &str) -> bool {
+        self.scopes.grant(interaction, resource_type).is_allowed()
+    }
+}
+
+/// Seconds since the epoch.
+pub(crate) fn now() -> i64 {
+    chrono::Utc::now().timestamp()
+}
