@@ -12,6 +12,9 @@ fi
 # - hl7apy (an independent HL7 v2 implementation) reads the ACKs Renkei writes (pinned; for
 #   ${PYTHON:-python3}, as the tests use it).
 bash "$(dirname "$0")/install-hl7apy.sh"
+# - fhirclient (SMART on FHIR's Python client, pinned) obtains a token by backend services and
+#   reads data in crates/renkei/tests/fhirclient.rs.
+bash "$(dirname "$0")/install-fhirclient.sh"
 # - the database clients the audit-log tests tamper with (`sqlite3`, `psql`), as an
 #   administrator would.
 if ! command -v sqlite3 >/dev/null || ! command -v psql >/dev/null; then

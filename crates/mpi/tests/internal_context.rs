@@ -247,10 +247,11 @@ async fn linking_reads_with_the_internal_context_and_answers_with_the_callers() 
         .unwrap();
     recording.take();
 
-    // A caller who may see someone else's compartment only.
+    // A caller who may not see Patient a (the EMPI's candidate); it writes Patient b, inside
+    // its own records (a restricted write must land there).
     let mut restricted = RequestContext::system()
         .with_request_id("req-restricted")
-        .with_access(AccessPolicy::patients(["someone-else"]));
+        .with_access(AccessPolicy::patients(["someone-else", "b"]));
     restricted.actor = Actor::User("nurse".into());
     let is_internal_of_caller = |ctx: &RequestContext| {
         ctx.internal

@@ -93,6 +93,10 @@ pub struct ReadArgs {
     /// Measure on PostgreSQL (a throwaway schema in this database) instead of SQLite.
     #[arg(long, value_name = "URL")]
     database_url: Option<String>,
+    /// Serve with authorization and audit on, as on a store with registrations: every read
+    /// carries a bearer token and is audited before it is answered.
+    #[arg(long)]
+    auth: bool,
 }
 
 /// The `p` quantile of sorted latencies, in milliseconds (0 for none).
@@ -151,8 +155,80 @@ impl InProcess {
 /// A throwaway store, removed on [`Fresh::cleanup`].
 pub struct Fresh {
     pub store: Arc<dyn Store>,
+    /// Its registrations and audit log (for `--auth`).
+    pub registry: Arc<dyn store::Registry>,
+    pub audit: Arc<dyn store::AuditLog>,
     dir: Option<PathBuf>,
     pg: Option<PostgresStore>,
+}
+
+/// `--auth` of the HTTP benchmarks: the server runs as `renkei serve` does on a store with
+/// registrations (every request's bearer token verified and authorized, and audited with a
+/// group commit before its response), and the benchmark's requests carry a `system/*.cruds`
+/// token of this node's own keys.
+pub struct BenchAuth {
+    keys: auth::token::TokenKeys,
+}
+
+impl BenchAuth {
+    /// `state` with authorization and audit on, over a store's registry and audit log.
+    pub async fn apply(
+        state: AppState,
+        registry: Arc<dyn store::Registry>,
+        audit: Arc<dyn store::AuditLog>,
+    ) -> anyhow::Result<(AppState, BenchAuth)> {
+        let ring = auth::token::TokenKeys::generate(chrono::Utc::now().timestamp())?;
+        let keys = auth::token::TokenKeys::from_json(&ring.to_json())?;
+        let security = server::security::Security::open(
+            ring,
+            registry,
+            server::security::SecuritySettings::default(),
+        )
+        .await?;
+        let signer = Arc::new(auth::chain::HeadSigner::from_pkcs8(
+            &auth::chain::HeadSigner::generate_pkcs8()?,
+        )?);
+        let auditor =
+            server::security::audit::Auditor::start(audit, signer, "bench".into());
+        Ok((
+            state
+                .with_security(Arc::new(security))
+                .with_audit(Arc::new(auditor)),
+            BenchAuth { keys },
+        ))
+    }
+
+    /// A token for the server at `base`, good for an hour.
+    pub fn token(&self, base: &str) -> anyhow::Result<String> {
+        let now = chrono::Utc::now().timestamp();
+        Ok(self.keys.issue(&auth::token::AccessClaims {
+            iss: server::security::oauth::issuer_of(base).to_owned(),
+            sub: "bench".into(),
+            aud: base.to_owned(),
+            exp: now + 3600,
+            iat: now,
+            jti: uuid::Uuid::new_v4().to_string(),
+            scope: "system/*.cruds".into(),
+            client_id: "bench".into(),
+            patient: None,
+            fhir_user: None,
+            organization: None,
+            purpose_of_use: Some("TREAT".into()),
+            break_glass: None,
+        })?)
+    }
+}
+
+/// A client whose every request carries `token` (none: no header).
+pub fn client_with(token: Option<&str>) -> anyhow::Result<reqwest::Client> {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(t) = token {
+        headers.insert(
+            reqwest::header::AUTHORIZATION,
+            reqwest::header::HeaderValue::from_str(&format!("Bearer {t}"))?,
+        );
+    }
+    Ok(reqwest::Client::builder().default_headers(headers).build()?)
 }
 
 impl Fresh {
@@ -166,6 +242,8 @@ impl Fresh {
                 let pg = PostgresStore::connect(config, extractor()).await?;
                 Ok(Fresh {
                     store: Arc::new(pg.clone()),
+                    registry: Arc::new(pg.clone()),
+                    audit: Arc::new(pg.clone()),
                     dir: None,
                     pg: Some(pg),
                 })
@@ -175,7 +253,9 @@ impl Fresh {
                     std::env::temp_dir().join(format!("renkei-bench-{}", uuid::Uuid::new_v4()));
                 let store = SqliteStore::open_dir(&dir, extractor())?;
                 Ok(Fresh {
-                    store: Arc::new(store),
+                    store: Arc::new(store.clone()),
+                    registry: Arc::new(store.clone()),
+                    audit: Arc::new(store),
                     dir: Some(dir),
                     pg: None,
                 })
@@ -243,14 +323,22 @@ async fn ingest(a: IngestArgs) -> anyhow::Result<()> {
 async fn read(a: ReadArgs) -> anyhow::Result<()> {
     let fresh = Fresh::open(a.database_url.as_deref()).await?;
     let backend = fresh.store.backend();
-    let state = AppState::new(
+    let mut state = AppState::new(
         fresh.store.clone(),
         Arc::new(R4Validator),
         ServerConfig::default(),
     );
+    let mut auth = None;
+    if a.auth {
+        let (secured, keys) =
+            BenchAuth::apply(state, fresh.registry.clone(), fresh.audit.clone()).await?;
+        state = secured;
+        auth = Some(keys);
+    }
     let server = InProcess::start(state).await?;
-    let client = reqwest::Client::new();
     let base = server.base.clone();
+    let token = auth.as_ref().map(|k| k.token(&base)).transpose()?;
+    let client = client_with(token.as_deref())?;
     let patient = serde_json::json!({
         "resourceType": "Patient", "id": "bench",
         "name": [{"family": "Yamada", "given": ["Taro"]}], "gender": "male", "birthDate": "1970-01-01"
@@ -279,7 +367,8 @@ async fn read(a: ReadArgs) -> anyhow::Result<()> {
     samples.sort();
     let total: Duration = samples.iter().sum();
     println!(
-        "point read over HTTP ({backend}, {} requests, 1 client): median {:.3} ms, p90 {:.3} ms, p99 {:.3} ms, {:.0} reads/s",
+        "point read over HTTP ({backend}{}, {} requests, 1 client): median {:.3} ms, p90 {:.3} ms, p99 {:.3} ms, {:.0} reads/s",
+        if a.auth { ", auth + audit" } else { "" },
         samples.len(),
         quantile_ms(&samples, 0.5),
         quantile_ms(&samples, 0.9),

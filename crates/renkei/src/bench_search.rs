@@ -62,6 +62,10 @@ pub struct SearchArgs {
     /// Print the database's plan of each query of the mix.
     #[arg(long)]
     explain: bool,
+    /// Serve with authorization and audit on, as on a store with registrations: every query
+    /// carries a bearer token and is audited (group-committed) before it is answered.
+    #[arg(long)]
+    auth: bool,
 }
 
 pub async fn generate(a: GenerateArgs) -> anyhow::Result<()> {
@@ -237,11 +241,30 @@ fn mix(patients: &[(String, String, String)], n: usize) -> Vec<Query> {
 }
 
 pub async fn search(a: SearchArgs) -> anyhow::Result<()> {
-    let (store, fresh): (Arc<dyn Store>, Option<Fresh>) = match &a.data {
-        Some(dir) => (Arc::new(SqliteStore::open_dir(dir, extractor())?), None),
+    type Handles = (
+        Arc<dyn Store>,
+        Arc<dyn store::Registry>,
+        Arc<dyn store::AuditLog>,
+        Option<Fresh>,
+    );
+    let (store, registry, audit, fresh): Handles = match &a.data {
+        Some(dir) => {
+            let lite = SqliteStore::open_dir(dir, extractor())?;
+            (
+                Arc::new(lite.clone()),
+                Arc::new(lite.clone()),
+                Arc::new(lite),
+                None,
+            )
+        }
         None => {
             let fresh = Fresh::open(a.database_url.as_deref()).await?;
-            (fresh.store.clone(), Some(fresh))
+            (
+                fresh.store.clone(),
+                fresh.registry.clone(),
+                fresh.audit.clone(),
+                Some(fresh),
+            )
         }
     };
     let backend = store.backend();
@@ -304,14 +327,21 @@ pub async fn search(a: SearchArgs) -> anyhow::Result<()> {
         }
     }
 
-    let state = AppState::new(
+    let mut state = AppState::new(
         store.clone(),
         Arc::new(R4Validator),
         ServerConfig::default(),
     );
+    let mut auth = None;
+    if a.auth {
+        let (secured, keys) = crate::bench::BenchAuth::apply(state, registry, audit).await?;
+        state = secured;
+        auth = Some(keys);
+    }
     let server = crate::bench::InProcess::start(state).await?;
     let base = server.base.clone();
-    let client = reqwest::Client::new();
+    let token = auth.as_ref().map(|k| k.token(&base)).transpose()?;
+    let client = crate::bench::client_with(token.as_deref())?;
     // Warm-up: one pass over the kinds (and the page cache), untimed.
     for q in mix(&patients, 90) {
         client
@@ -360,7 +390,8 @@ pub async fn search(a: SearchArgs) -> anyhow::Result<()> {
     server.stop().await?;
 
     println!(
-        "search {backend}: {stored} resources, {} patients, {} clients, {} requests in {:.1} s = {:.0} queries/s",
+        "search {backend}{}: {stored} resources, {} patients, {} clients, {} requests in {:.1} s = {:.0} queries/s",
+        if a.auth { " (auth + audit)" } else { "" },
         patients.len(),
         a.clients,
         samples.len(),
