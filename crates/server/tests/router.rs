@@ -411,6 +411,39 @@ async fn unknown_routes_and_methods_answer_with_operation_outcomes() {
     );
 }
 
+#[tokio::test]
+async fn a_path_that_is_not_utf8_answers_400_with_an_operation_outcome() {
+    // Found by tests/fuzz_http.rs: axum's own rejection was plain text.
+    let h = harness();
+    for uri in [
+        "/fhir/Patient/%80",
+        "/fhir/%FF",
+        "/fhir/Patient/p1/_history/%C3%28",
+        "/fhir/Patient/%E2%82/Observation",
+    ] {
+        let r = send(&h, "GET", uri, &[], None).await;
+        assert_eq!(
+            (r.status, issue_code(&r)),
+            (StatusCode::BAD_REQUEST, "invalid"),
+            "{uri}: {:?}",
+            r.body
+        );
+        assert!(
+            r.body["issue"][0]["diagnostics"]
+                .as_str()
+                .is_some_and(|d| d.contains("UTF-8")),
+            "{uri}: {:?}",
+            r.body
+        );
+        assert!(
+            r.headers["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with("application/fhir+json")
+        );
+    }
+}
+
 /// A validator that rejects every Patient without a name, to exercise the seam.
 #[derive(Debug)]
 struct NeedsName;
