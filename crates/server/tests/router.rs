@@ -444,6 +444,38 @@ async fn a_path_that_is_not_utf8_answers_400_with_an_operation_outcome() {
     }
 }
 
+#[tokio::test]
+async fn a_patch_that_fails_after_moving_the_root_is_refused_not_a_panic() {
+    // Found by tests/fuzz_http.rs: json_patch's rollback of the first operation panicked.
+    let h = harness();
+    let body = r#"{"resourceType":"Patient","id":"p1","name":[{"family":"Sato"}]}"#;
+    let r = send(&h, "PUT", "/fhir/Patient/p1", &[], Some(body)).await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    let patch = r#"[{"op":"move","from":"/name","path":""},{"op":"add","path":"/id","value":"x"}]"#;
+    let r = send(
+        &h,
+        "PATCH",
+        "/fhir/Patient/p1",
+        &[("content-type", "application/json-patch+json")],
+        Some(patch),
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.body["resourceType"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("OperationOutcome")),
+        "{:?}",
+        r.body
+    );
+    let r = send(&h, "GET", "/fhir/Patient/p1", &[], None).await;
+    assert_eq!(
+        (
+            r.body["meta"]["versionId"].as_str(),
+            &r.body["name"][0]["family"]
+        ),
+        (Some("1"), &json!("Sato"))
+    );
+}
+
 /// A validator that rejects every Patient without a name, to exercise the seam.
 #[derive(Debug)]
 struct NeedsName;
