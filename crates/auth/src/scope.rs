@@ -426,9 +426,10 @@ impl ScopeSet {
     /// when registered for `allowed`. A requested scope is kept when some allowed scope of the
     /// same context covers its type and permissions (and has no restriction, or the same);
     /// it is narrowed to the permissions allowed otherwise, or dropped. Non-clinical scopes
-    /// are kept when `allowed` holds them too.
+    /// are kept when `allowed` holds them too. Two requested scopes narrowed to the same one
+    /// give it once, as [`ScopeSet::parse`] keeps a repeated scope once.
     pub fn within(&self, allowed: &ScopeSet) -> ScopeSet {
-        let mut out = Vec::new();
+        let mut out: Vec<Scope> = Vec::new();
         for s in &self.scopes {
             match s {
                 Scope::Other(name) => {
@@ -456,7 +457,10 @@ impl ScopeSet {
                             kept.v1 = false;
                         }
                         kept.permissions = perms;
-                        out.push(Scope::Clinical(kept));
+                        let kept = Scope::Clinical(kept);
+                        if !out.contains(&kept) {
+                            out.push(kept);
+                        }
                     }
                 }
             }
@@ -624,6 +628,15 @@ mod tests {
                 .to_string(),
             "system/Observation.rs?category=laboratory"
         );
+    }
+
+    #[test]
+    fn scopes_narrowed_to_the_same_one_are_granted_once() {
+        // Found by tests/fuzz.rs: both asked scopes narrow to `user/*.s`.
+        let asked = set("user/*.rus user/*.*");
+        let got = asked.within(&set("user/*.s"));
+        assert_eq!(got.to_string(), "user/*.s");
+        assert_eq!(ScopeSet::parse(&got.to_string()), Ok(got));
     }
 
     proptest::proptest! {

@@ -1,7 +1,8 @@
 //! What every HTTP request passes through before and after its handler: a request id (the
 //! client's `X-Request-Id` when it sends a usable one, a new UUID otherwise, echoed on the
-//! response and carried into the request context), one access-log line per request, and the
-//! body-size limit's refusal as a FHIR OperationOutcome instead of axum's plain-text 413.
+//! response and carried into the request context), one access-log line per request, and
+//! axum's own plain-text refusals as FHIR OperationOutcomes: the body-size limit's 413, and
+//! the 400 of a path segment that is not UTF-8 once percent-decoded (`/fhir/Patient/%80`).
 //!
 //! The log line names the method, the path without its query string (search parameters can
 //! carry names, birth dates and identifiers), the status, the duration and the request id;
@@ -48,8 +49,8 @@ pub async fn log_and_tag(
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
     let mut response = next.run(request).await;
-    if response.status() == StatusCode::PAYLOAD_TOO_LARGE && !is_fhir_json(&response) {
-        response = too_large(limit.0).into_response();
+    if !is_fhir_json(&response) {
+        response = as_outcome(response, limit.0).await;
     }
     if let Ok(value) = HeaderValue::from_str(&id) {
         response.headers_mut().insert(REQUEST_ID, value);
@@ -76,6 +77,30 @@ fn is_fhir_json(response: &Response) -> bool {
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|ct| ct.starts_with("application/fhir+json"))
+}
+
+/// The largest plain-text refusal read to carry its reason into an OperationOutcome.
+const MAX_REFUSAL_BYTES: usize = 4096;
+
+/// An error answer made by axum rather than by a handler (its extractors' rejections, the
+/// body limit), as the OperationOutcome every other error answer is; anything else as it is.
+async fn as_outcome(response: Response, limit: usize) -> Response {
+    match response.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => too_large(limit).into_response(),
+        StatusCode::BAD_REQUEST => {
+            let body = axum::body::to_bytes(response.into_body(), MAX_REFUSAL_BYTES)
+                .await
+                .unwrap_or_default();
+            let reason = String::from_utf8_lossy(&body);
+            let reason = if reason.trim().is_empty() {
+                "malformed request"
+            } else {
+                reason.trim()
+            };
+            ApiError::bad_request(reason).into_response()
+        }
+        _ => response,
+    }
 }
 
 /// 413 with an OperationOutcome naming the limit (`too-long`: denial-of-service protection).

@@ -411,6 +411,71 @@ async fn unknown_routes_and_methods_answer_with_operation_outcomes() {
     );
 }
 
+#[tokio::test]
+async fn a_path_that_is_not_utf8_answers_400_with_an_operation_outcome() {
+    // Found by tests/fuzz_http.rs: axum's own rejection was plain text.
+    let h = harness();
+    for uri in [
+        "/fhir/Patient/%80",
+        "/fhir/%FF",
+        "/fhir/Patient/p1/_history/%C3%28",
+        "/fhir/Patient/%E2%82/Observation",
+    ] {
+        let r = send(&h, "GET", uri, &[], None).await;
+        assert_eq!(
+            (r.status, issue_code(&r)),
+            (StatusCode::BAD_REQUEST, "invalid"),
+            "{uri}: {:?}",
+            r.body
+        );
+        assert!(
+            r.body["issue"][0]["diagnostics"]
+                .as_str()
+                .is_some_and(|d| d.contains("UTF-8")),
+            "{uri}: {:?}",
+            r.body
+        );
+        assert!(
+            r.headers["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with("application/fhir+json")
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_patch_that_fails_after_moving_the_root_is_refused_not_a_panic() {
+    // Found by tests/fuzz_http.rs: json_patch's rollback of the first operation panicked.
+    let h = harness();
+    let body = r#"{"resourceType":"Patient","id":"p1","name":[{"family":"Sato"}]}"#;
+    let r = send(&h, "PUT", "/fhir/Patient/p1", &[], Some(body)).await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    let patch = r#"[{"op":"move","from":"/name","path":""},{"op":"add","path":"/id","value":"x"}]"#;
+    let r = send(
+        &h,
+        "PATCH",
+        "/fhir/Patient/p1",
+        &[("content-type", "application/json-patch+json")],
+        Some(patch),
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.body["resourceType"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("OperationOutcome")),
+        "{:?}",
+        r.body
+    );
+    let r = send(&h, "GET", "/fhir/Patient/p1", &[], None).await;
+    assert_eq!(
+        (
+            r.body["meta"]["versionId"].as_str(),
+            &r.body["name"][0]["family"]
+        ),
+        (Some("1"), &json!("Sato"))
+    );
+}
+
 /// A validator that rejects every Patient without a name, to exercise the seam.
 #[derive(Debug)]
 struct NeedsName;
