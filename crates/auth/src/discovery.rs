@@ -39,8 +39,6 @@ impl Endpoints {
 
 /// Scopes advertised (any resource type may replace `*`).
 pub const SCOPES_SUPPORTED: &[&str] = &[
-    "openid",
-    "fhirUser",
     "launch/patient",
     "offline_access",
     "online_access",

@@ -19,6 +19,8 @@
 //! - [`password`]: argon2id password hashes of the built-in login.
 //! - [`pkce`]: PKCE `S256` for the authorization-code grant.
 //! - [`token`]: ES256 access tokens and the rotating key ring that signs them.
+//! - [`secret`]: opaque random secrets (codes, refresh tokens) and the digest they are stored
+//!   under.
 //! - [`assertion`]: client authentication by `private_key_jwt` (RS384, ES384), with replay
 //!   protection.
 //!
@@ -38,4 +40,5 @@ pub mod pkce;
 pub mod policy;
 pub mod registry;
 pub mod scope;
+pub mod secret;
 pub mod token;

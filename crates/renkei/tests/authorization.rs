@@ -24,6 +24,8 @@ const GOLDEN_TAG: &str = "https://renkei.dev/fhir/CodeSystem/empi|golden";
 /// restarts whatever port the test server gets.
 const PUBLIC: &str = "http://renkei.test/fhir";
 const TOKEN_ENDPOINT: &str = "http://renkei.test/auth/token";
+const APP_REDIRECT: &str = "http://127.0.0.1:9/callback";
+const PASSWORD: &str = "correct horse battery staple";
 
 fn patient(id: &str, family: &str, given: &str, mrn: &str, ssn: &str) -> Value {
     json!({
@@ -203,6 +205,136 @@ fn minted(keys: &Path, scope: &str, patient: Option<&str>, life: i64) -> String 
     .unwrap()
 }
 
+/// A form POST to an `/auth/...` endpoint, not following redirects: (status, Location,
+/// body text).
+async fn post_form(s: &Server, path: &str, form: &[(&str, &str)]) -> (u16, String, String) {
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let body: Vec<String> = form
+        .iter()
+        .map(|(k, v)| format!("{k}={}", encode(v)))
+        .collect();
+    let r = client
+        .post(s.base.replace("/fhir", path))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(body.join("&"))
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    let location = r
+        .headers()
+        .get("location")
+        .map(|l| l.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    (status, location, r.text().await.unwrap())
+}
+
+/// The value of `name` in a URL's query.
+fn query_value(url: &str, name: &str) -> Option<String> {
+    let query = url.split_once('?')?.1;
+    store::search::parse_query_string(query)
+        .into_iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v)
+}
+
+/// The SMART standalone launch of a patient app: the sign-in page, a wrong then a right
+/// password, the code exchanged once with its PKCE verifier, a token bound to the person,
+/// a refresh token used once, and revoked.
+async fn sign_in_flow(s: &Server, golden: &str) {
+    let verifier = "a-verifier-of-the-app-that-is-long-enough-0123456789";
+    let challenge = auth::pkce::challenge_of(verifier);
+    let authorize = |redirect: &str| {
+        let params = [
+            ("response_type", "code"),
+            ("client_id", "app"),
+            ("redirect_uri", redirect),
+            ("scope", "launch/patient patient/*.rs offline_access"),
+            ("state", "s-1"),
+            ("aud", PUBLIC),
+            ("code_challenge", challenge.as_str()),
+            ("code_challenge_method", "S256"),
+        ];
+        let q: Vec<String> = params
+            .iter()
+            .map(|(k, v)| format!("{k}={}", encode(v)))
+            .collect();
+        format!("{}?{}", s.base.replace("/fhir", "/auth/authorize"), q.join("&"))
+    };
+    // An unregistered redirect is shown an error, never sent anywhere.
+    let r = s.client.get(authorize("https://evil.example/cb")).send().await.unwrap();
+    assert_eq!(r.status(), 400);
+    let r = s.client.get(authorize(APP_REDIRECT)).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-frame-options"], "DENY");
+    let page = r.text().await.unwrap();
+    let request = page
+        .split("name=\"request\" value=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap_or_else(|| panic!("{page}"))
+        .to_owned();
+    let (status, _, page) = post_form(
+        s,
+        "/auth/authorize",
+        &[("request", &request), ("username", "adaeze"), ("password", "wrong password!"),
+          ("decision", "allow")],
+    )
+    .await;
+    assert_eq!(status, 401, "{page}");
+    let (status, location, _) = post_form(
+        s,
+        "/auth/authorize",
+        &[("request", &request), ("username", "adaeze"), ("password", PASSWORD),
+          ("decision", "allow")],
+    )
+    .await;
+    assert_eq!(status, 302);
+    assert!(location.starts_with(APP_REDIRECT), "{location}");
+    assert_eq!(query_value(&location, "state").as_deref(), Some("s-1"));
+    let code = query_value(&location, "code").unwrap();
+
+    let exchange = [
+        ("grant_type", "authorization_code"),
+        ("code", code.as_str()),
+        ("client_id", "app"),
+        ("redirect_uri", APP_REDIRECT),
+        ("code_verifier", verifier),
+    ];
+    let (status, tokens) = token_request(s, &exchange).await;
+    assert_eq!(status, 200, "{tokens}");
+    assert_eq!(tokens["patient"], golden, "{tokens}");
+    let access = tokens["access_token"].as_str().unwrap();
+    assert_eq!(get(s, access, "Patient/alice-b").await.0, 200);
+    assert_eq!(get(s, access, "Patient/bob").await.0, 404);
+    // A code works once.
+    let (status, again) = token_request(s, &exchange).await;
+    assert_eq!((status, again["error"].as_str()), (400, Some("invalid_grant")));
+
+    let refresh = tokens["refresh_token"].as_str().unwrap().to_owned();
+    let use_refresh = |r: String| async move {
+        token_request(
+            s,
+            &[("grant_type", "refresh_token"), ("refresh_token", &r), ("client_id", "app")],
+        )
+        .await
+    };
+    let (status, renewed) = use_refresh(refresh.clone()).await;
+    assert_eq!(status, 200, "{renewed}");
+    assert_eq!(get(s, renewed["access_token"].as_str().unwrap(), "Patient/alice-a").await.0, 200);
+    let (status, spent) = use_refresh(refresh).await;
+    assert_eq!((status, spent["error"].as_str()), (400, Some("invalid_grant")));
+    let newer = renewed["refresh_token"].as_str().unwrap().to_owned();
+    let (status, _, _) =
+        post_form(s, "/auth/revoke", &[("token", &newer), ("client_id", "app")]).await;
+    assert_eq!(status, 200);
+    let (status, revoked) = use_refresh(newer).await;
+    assert_eq!((status, revoked["error"].as_str()), (400, Some("invalid_grant")));
+}
+
 async fn scenario(backend: Backend) {
     let data = Data::new(backend).await;
     // The data, loaded while the store is open (on loopback, before any registration).
@@ -258,6 +390,29 @@ async fn scenario(backend: Backend) {
         .output()
         .unwrap();
     assert!(out.status.success(), "{out:?}");
+    // An app (public client, authorization code with PKCE) and a patient who signs in.
+    let out = support::renkei()
+        .args(["clients", "add", "--id", "app", "--redirect-uri", APP_REDIRECT, "--scope"])
+        .arg("patient/*.rs launch/patient offline_access")
+        .args(data.args())
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let mut add_user = support::renkei()
+        .args(["users", "add", "--name", "adaeze", "--fhir-user", "Patient/alice-a"])
+        .args(["--scope", "patient/*.rs launch/patient offline_access"])
+        .args(data.args())
+        .env("RUST_LOG", "warn")
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = add_user.stdin.take().unwrap();
+        writeln!(stdin, "{PASSWORD}").unwrap();
+    }
+    assert!(add_user.wait().unwrap().success());
     let keys = data.dir.join("token-keys.json");
     let audit_key = data.dir.join("audit-signing.key");
     let serve = [
@@ -582,6 +737,8 @@ async fn scenario(backend: Backend) {
     assert_eq!(get(&s, &labs, "Observation/lab-a").await.0, 200);
     assert_eq!(get(&s, &labs, "Observation/vital-a").await.0, 404);
     assert_eq!(get(&s, &labs, "Patient/alice-a").await.0, 403);
+
+    sign_in_flow(&s, &golden).await;
 
     // Unlinking a source takes it out of the token's reach at once.
     let unlink = json!({"resourceType": "Parameters", "parameter": [

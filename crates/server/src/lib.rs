@@ -159,6 +159,10 @@ pub fn app(state: AppState) -> Router {
             "/fhir/.well-known/smart-configuration",
             get(security::oauth::smart_configuration),
         )
+        .route(
+            "/auth/authorize",
+            get(security::login::authorize_page).post(security::login::authorize_submit),
+        )
         .route("/auth/token", post(security::oauth::token))
         .route("/auth/jwks", get(security::oauth::jwks))
         .route("/auth/introspect", post(security::oauth::introspect))

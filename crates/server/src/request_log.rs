@@ -49,7 +49,7 @@ pub async fn log_and_tag(
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
     let mut response = next.run(request).await;
-    if !is_fhir_json(&response) {
+    if is_plain_refusal(&response) {
         response = as_outcome(response, limit.0).await;
     }
     if let Ok(value) = HeaderValue::from_str(&id) {
@@ -71,12 +71,14 @@ fn usable_request_id(id: &str) -> bool {
     (1..=128).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_graphic())
 }
 
-fn is_fhir_json(response: &Response) -> bool {
+/// axum's own refusals are plain text (or have no body type); handlers answer FHIR JSON, and
+/// the authorization endpoints OAuth JSON or HTML, which are left as they are.
+fn is_plain_refusal(response: &Response) -> bool {
     response
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|ct| ct.starts_with("application/fhir+json"))
+        .is_none_or(|ct| ct.starts_with("text/plain"))
 }
 
 /// The largest plain-text refusal read to carry its reason into an OperationOutcome.

@@ -50,8 +50,8 @@ pub struct AuditEntry {
 /// hold.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct AuditQuery {
-    /// Names this patient.
-    pub patient: Option<String>,
+    /// Names one of these patients (none: any); the Patient ids of one person, say.
+    pub patients: Vec<String>,
     /// By this agent.
     pub agent: Option<String>,
     /// Names this resource.
@@ -341,14 +341,20 @@ fn headless() -> StoreError {
 fn search_sql(q: &AuditQuery) -> Sql {
     let mut sql = Sql::default();
     let mut conditions = Vec::new();
-    for (kind, target) in [(PATIENT, &q.patient), (ENTITY, &q.entity)] {
-        if let Some(target) = target {
-            let kind = sql.bind(SqlParam::Int(kind));
-            let t = sql.bind(SqlParam::Text(target.clone()));
-            conditions.push(format!(
-                "l.seq IN (SELECT seq FROM audit_ref WHERE kind = {kind} AND target = {t})"
-            ));
+    let entity: Vec<String> = q.entity.iter().cloned().collect();
+    for (kind, targets) in [(PATIENT, &q.patients), (ENTITY, &entity)] {
+        if targets.is_empty() {
+            continue;
         }
+        let kind = sql.bind(SqlParam::Int(kind));
+        let ts: Vec<String> = targets
+            .iter()
+            .map(|t| sql.bind(SqlParam::Text(t.clone())))
+            .collect();
+        conditions.push(format!(
+            "l.seq IN (SELECT seq FROM audit_ref WHERE kind = {kind} AND target IN ({}))",
+            ts.join(", ")
+        ));
     }
     if let Some(a) = &q.agent {
         let t = sql.bind(SqlParam::Text(a.clone()));

@@ -232,7 +232,7 @@ async fn appends_chain_and_searches_find(f: Fixture) {
     let log = f.log.as_ref();
     let seqs = |rows: Vec<store::AuditRow>| rows.iter().map(|r| r.seq).collect::<Vec<_>>();
     let q = |patient: Option<&str>, agent: Option<&str>| AuditQuery {
-        patient: patient.map(str::to_owned),
+        patients: patient.map(str::to_owned).into_iter().collect(),
         agent: agent.map(str::to_owned),
         count: 10,
         ..AuditQuery::default()

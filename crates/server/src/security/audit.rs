@@ -43,6 +43,10 @@ pub struct AuditSubject {
     /// The token endpoint's event (`issue`, `refuse`, `introspect`, `revoke`).
     pub token_event: Option<&'static str>,
     pub break_glass: bool,
+    /// The user who signed in (or tried to), at the sign-in page.
+    pub login_user: Option<String>,
+    /// The sign-in failed (wrong name or password).
+    pub login_failed: bool,
 }
 
 /// What a single-resource answer names, put on the response by `Reply::into_http`.
@@ -222,7 +226,11 @@ pub async fn audit_requests(State(state): State<AppState>, req: Request, next: N
     {
         resources.push(r);
     }
-    let status = response.status();
+    let mut status = response.status();
+    if subject.login_failed {
+        // The page answers a failed sign-in with itself; the record says it failed.
+        status = axum::http::StatusCode::UNAUTHORIZED;
+    }
     let requester = match &claims {
         Some(c) => Requester {
             client_id: Some(c.client_id.clone()),
@@ -235,6 +243,7 @@ pub async fn audit_requests(State(state): State<AppState>, req: Request, next: N
         },
         None => Requester {
             client_id: subject.client_id.clone(),
+            user: subject.login_user.clone(),
             ..Requester::default()
         },
     };
@@ -275,6 +284,9 @@ fn event_of(method: &Method, path: &str) -> Option<Event> {
         "/healthz" | "/readyz" | "/fhir/metadata" | "/auth/jwks" => return None,
         p if p.ends_with("/.well-known/smart-configuration") => return None,
         "/auth/token" => return Some(Event::Token("issue".into())),
+        // The page itself is no event; its answer (a sign-in, or a failed one) is.
+        "/auth/authorize" if method == Method::POST => return Some(Event::Login),
+        "/auth/authorize" => return None,
         "/auth/introspect" => return Some(Event::Token("introspect".into())),
         "/auth/revoke" => return Some(Event::Token("revoke".into())),
         _ => {}

@@ -8,6 +8,7 @@
 //!   the patient index per request, so an unlink changes it at once).
 //! - `oauth`: the token, JWKS, introspection and revocation endpoints and the SMART
 //!   configuration document.
+//! - [`login`]: the sign-in page of the authorization code flow (PKCE), for apps.
 //! - [`audit`]: one audit record per request, group-committed to the hash-chained log before
 //!   the response leaves.
 //!
@@ -18,6 +19,7 @@
 pub mod audit;
 mod classify;
 mod gate;
+pub mod login;
 pub mod oauth;
 
 use std::collections::HashMap;
@@ -39,6 +41,10 @@ pub struct SecuritySettings {
     pub service_token_seconds: i64,
     /// Seconds a break-glass token lives, whatever was asked.
     pub break_glass_seconds: i64,
+    /// Seconds an app's access token lives (authorization code and refresh grants).
+    pub app_token_seconds: i64,
+    /// Seconds a refresh token lives (each use replaces it with a new one).
+    pub refresh_seconds: i64,
 }
 
 impl Default for SecuritySettings {
@@ -46,11 +52,14 @@ impl Default for SecuritySettings {
         SecuritySettings {
             service_token_seconds: 300,
             break_glass_seconds: 900,
+            app_token_seconds: 3600,
+            refresh_seconds: 30 * 86_400,
         }
     }
 }
 
-/// A revoked access token, as kept in the registry's token table until it expires.
+/// A tracked token as kept in the registry's token table until it expires: a revoked access
+/// token here, a refresh token in `oauth` (both have these fields).
 #[derive(Debug, Serialize, Deserialize)]
 struct RevokedToken {
     kind: String,
@@ -71,6 +80,8 @@ pub struct Security {
     /// through on revocation.
     revoked: Mutex<HashMap<String, i64>>,
     pub settings: SecuritySettings,
+    /// Sign-in requests and authorization codes in flight.
+    logins: Mutex<login::Logins>,
 }
 
 impl Security {
@@ -87,13 +98,11 @@ impl Security {
             let Ok(r) = serde_json::from_str::<RevokedToken>(&body) else {
                 continue;
             };
-            if r.kind != REVOKED {
-                continue;
-            }
-            if r.exp > now {
-                revoked.insert(id, r.exp);
-            } else {
+            // Expired entries of every kind (revocations, refresh tokens) are dropped.
+            if r.exp <= now {
                 registry.remove_token(&id).await?;
+            } else if r.kind == REVOKED {
+                revoked.insert(id, r.exp);
             }
         }
         Ok(Security {
@@ -102,6 +111,7 @@ impl Security {
             ledger: Mutex::new(MemoryLedger::default()),
             revoked: Mutex::new(revoked),
             settings,
+            logins: Mutex::new(login::Logins::default()),
         })
     }
 

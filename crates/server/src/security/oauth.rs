@@ -1,6 +1,9 @@
 //! The authorization server's endpoints under `/auth` and its discovery document:
 //! - `POST /auth/token`: client credentials with a `private_key_jwt` assertion (SMART Backend
 //!   Services); the scopes granted are those asked for that the client's registration allows.
+//!   For apps (public clients): the code of the sign-in page (`login`) with its PKCE verifier,
+//!   and refresh tokens (with `offline_access` or `online_access`), each used once and
+//!   replaced, kept as digests in the registry's token table so a restart keeps them;
 //!   A token request may carry a purpose of use (`purpose_of_use`, a v3 PurposeOfUse code),
 //!   and ask to break the glass (`purpose_of_use=ETREAT` with a `break_glass_reason`): such a
 //!   token lives at most `SecuritySettings::break_glass_seconds` and says so in its claims;
@@ -126,7 +129,10 @@ fn security(state: &AppState) -> Result<&Security, OAuthError> {
 }
 
 /// The parameters of a form body; a repeated parameter is refused (RFC 6749 §3.2).
-fn form(headers: &HeaderMap, body: &[u8]) -> Result<HashMap<String, String>, OAuthError> {
+pub(crate) fn form_params(
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<HashMap<String, String>, OAuthError> {
     let ct = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -166,13 +172,18 @@ pub async fn token(
     body: Bytes,
 ) -> Result<Response, OAuthError> {
     let security = security(&state)?;
-    let p = form(&headers, &body)?;
+    let p = form_params(&headers, &body)?;
     let base = crate::http::fhir_base(&state, &headers);
     match required(&p, "grant_type")? {
         "client_credentials" => client_credentials(security, &base, &p).await,
+        "authorization_code" => authorization_code(security, &base, &p).await,
+        "refresh_token" => refresh(security, &base, &p).await,
         other => Err(OAuthError::new(
             "unsupported_grant_type",
-            format!("grant_type {other} is not offered; use client_credentials"),
+            format!(
+                "grant_type {other} is not offered; use client_credentials, \
+                 authorization_code or refresh_token"
+            ),
         )),
     }
 }
@@ -319,6 +330,188 @@ async fn client_credentials(
     Ok(response)
 }
 
+/// What a refresh token stands for, kept in the registry's token table under the token's
+/// digest (the token itself is never stored).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct RefreshGrant {
+    kind: String,
+    client_id: String,
+    user: String,
+    fhir_user: Option<String>,
+    patient: Option<String>,
+    organization: Option<String>,
+    scope: String,
+    exp: i64,
+}
+
+const REFRESH: &str = "refresh-token";
+
+/// The registered, enabled public app `client_id`.
+async fn public_client(
+    security: &Security,
+    client_id: &str,
+) -> Result<auth::registry::Client, OAuthError> {
+    match security.registry().client(client_id).await {
+        Ok(Some(c)) if !c.disabled && c.kind == ClientKind::Public => Ok(c),
+        Ok(_) => Err(OAuthError::new(
+            "invalid_client",
+            "the client is not a registered, enabled app",
+        )),
+        Err(e) => Err(OAuthError::internal(e)),
+    }
+}
+
+/// `grant_type=authorization_code`: a code from the sign-in page, once, with its PKCE
+/// verifier and redirect URI.
+async fn authorization_code(
+    security: &Security,
+    base: &str,
+    p: &HashMap<String, String>,
+) -> Result<Response, OAuthError> {
+    let code = required(p, "code")?;
+    let client_id = required(p, "client_id")?;
+    let grant = security.take_code(code).ok_or_else(|| {
+        OAuthError::new(
+            "invalid_grant",
+            "the code is unknown, expired or already used",
+        )
+    })?;
+    if grant.client_id != client_id {
+        return Err(OAuthError::new(
+            "invalid_grant",
+            "the code was issued to another client",
+        ));
+    }
+    if required(p, "redirect_uri")? != grant.redirect_uri {
+        return Err(OAuthError::new(
+            "invalid_grant",
+            "redirect_uri differs from the authorization request's",
+        ));
+    }
+    auth::pkce::verify(required(p, "code_verifier")?, &grant.challenge)
+        .map_err(|e| OAuthError::new("invalid_grant", e.to_string()))?;
+    public_client(security, client_id).await?;
+    app_tokens(
+        security,
+        base,
+        RefreshGrant {
+            kind: REFRESH.into(),
+            client_id: grant.client_id,
+            user: grant.user,
+            fhir_user: grant.fhir_user,
+            patient: grant.patient,
+            organization: grant.organization,
+            scope: grant.scope,
+            exp: 0,
+        },
+        "issue",
+    )
+    .await
+}
+
+/// `grant_type=refresh_token`: a new access token (and a new refresh token; the one used is
+/// spent), optionally with fewer scopes.
+async fn refresh(
+    security: &Security,
+    base: &str,
+    p: &HashMap<String, String>,
+) -> Result<Response, OAuthError> {
+    let token = required(p, "refresh_token")?;
+    let client_id = required(p, "client_id")?;
+    let id = auth::secret::stored_id(token);
+    let unknown = || OAuthError::new("invalid_grant", "the refresh token is unknown or expired");
+    let body = security
+        .registry()
+        .token(&id)
+        .await
+        .map_err(OAuthError::internal)?
+        .ok_or_else(unknown)?;
+    let mut grant: RefreshGrant = serde_json::from_str(&body).map_err(|_| unknown())?;
+    if grant.kind != REFRESH || grant.exp <= now() {
+        return Err(unknown());
+    }
+    if grant.client_id != client_id {
+        return Err(OAuthError::new(
+            "invalid_grant",
+            "the refresh token was issued to another client",
+        ));
+    }
+    public_client(security, client_id).await?;
+    // Spent: a refresh token is used once.
+    security
+        .registry()
+        .remove_token(&id)
+        .await
+        .map_err(OAuthError::internal)?;
+    if let Some(asked) = p.get("scope").filter(|s| !s.is_empty()) {
+        let asked =
+            ScopeSet::parse(asked).map_err(|e| OAuthError::new("invalid_scope", e.to_string()))?;
+        let had = ScopeSet::parse(&grant.scope).map_err(OAuthError::internal)?;
+        grant.scope = asked.within(&had).to_string();
+    }
+    app_tokens(security, base, grant, "refresh").await
+}
+
+/// An app's access token for `grant`, and a refresh token when it was granted
+/// `offline_access` or `online_access`.
+async fn app_tokens(
+    security: &Security,
+    base: &str,
+    mut grant: RefreshGrant,
+    event: &'static str,
+) -> Result<Response, OAuthError> {
+    let e = endpoints(base);
+    let now = now();
+    let lifetime = security.settings.app_token_seconds;
+    let claims = AccessClaims {
+        iss: e.issuer.clone(),
+        sub: grant.user.clone(),
+        aud: base.to_owned(),
+        exp: now + lifetime,
+        iat: now,
+        jti: uuid::Uuid::new_v4().to_string(),
+        scope: grant.scope.clone(),
+        client_id: grant.client_id.clone(),
+        patient: grant.patient.clone(),
+        fhir_user: grant.fhir_user.clone(),
+        organization: grant.organization.clone(),
+        purpose_of_use: None,
+        break_glass: None,
+    };
+    let token = security.issue(&claims).map_err(OAuthError::internal)?;
+    let mut answer = json!({
+        "access_token": token,
+        "token_type": "Bearer",
+        "expires_in": lifetime,
+        "scope": claims.scope,
+    });
+    if let Some(p) = &claims.patient {
+        answer["patient"] = json!(p);
+    }
+    let scopes = ScopeSet::parse(&grant.scope).map_err(OAuthError::internal)?;
+    if scopes.has("offline_access") || scopes.has("online_access") {
+        let refresh = auth::secret::new_secret();
+        grant.exp = now + security.settings.refresh_seconds;
+        let body = serde_json::to_string(&grant).map_err(OAuthError::internal)?;
+        security
+            .registry()
+            .put_token(&auth::secret::stored_id(&refresh), &body)
+            .await
+            .map_err(OAuthError::internal)?;
+        answer["refresh_token"] = json!(refresh);
+    }
+    tracing::info!(client = %grant.client_id, user = %grant.user, scope = %claims.scope,
+        jti = %claims.jti, "access token issued to an app");
+    let mut response = no_store(StatusCode::OK, &answer);
+    response.extensions_mut().insert(AuditSubject {
+        client_id: Some(grant.client_id.clone()),
+        login_user: Some(grant.fhir_user.clone().unwrap_or(grant.user.clone())),
+        token_event: Some(event),
+        ..AuditSubject::default()
+    });
+    Ok(response)
+}
+
 /// The purpose of use of a token request, and the break-glass reason when it asks for
 /// emergency access.
 fn purpose(p: &HashMap<String, String>) -> Result<(Option<String>, Option<String>), OAuthError> {
@@ -383,6 +576,10 @@ async fn endpoint_caller(
         // The assertion's audience is the token endpoint, as for every assertion here.
         return Ok(assertion_client(security, &e.token, p).await?.id);
     }
+    // A public app has no credentials: it names itself (RFC 7009 §2.1).
+    if let Some(id) = p.get("client_id") {
+        return Ok(public_client(security, id).await?.id);
+    }
     Err(OAuthError::new(
         "invalid_client",
         "authenticate with a bearer token or a client assertion",
@@ -396,7 +593,7 @@ pub async fn introspect(
     body: Bytes,
 ) -> Result<Response, OAuthError> {
     let security = security(&state)?;
-    let p = form(&headers, &body)?;
+    let p = form_params(&headers, &body)?;
     let base = crate::http::fhir_base(&state, &headers);
     endpoint_caller(security, &base, &headers, &p).await?;
     let token = required(&p, "token")?;
@@ -440,10 +637,34 @@ pub async fn revoke(
     body: Bytes,
 ) -> Result<Response, OAuthError> {
     let security = security(&state)?;
-    let p = form(&headers, &body)?;
+    let p = form_params(&headers, &body)?;
     let base = crate::http::fhir_base(&state, &headers);
     let caller = endpoint_caller(security, &base, &headers, &p).await?;
     let token = required(&p, "token")?;
+    // A refresh token: forgotten, when it is the caller's.
+    let refresh_id = auth::secret::stored_id(token);
+    if let Some(body) = security
+        .registry()
+        .token(&refresh_id)
+        .await
+        .map_err(OAuthError::internal)?
+        && let Ok(grant) = serde_json::from_str::<RefreshGrant>(&body)
+        && grant.kind == REFRESH
+    {
+        if grant.client_id != caller {
+            return Err(OAuthError::new(
+                "unauthorized_client",
+                "a client may revoke its own tokens only",
+            ));
+        }
+        security
+            .registry()
+            .remove_token(&refresh_id)
+            .await
+            .map_err(OAuthError::internal)?;
+        tracing::info!(client = %caller, "refresh token revoked");
+        return Ok(no_store(StatusCode::OK, &json!({})));
+    }
     if let Ok(claims) = security.verify(token, issuer_of(&base), &base) {
         if claims.client_id != caller {
             return Err(OAuthError::new(
