@@ -1698,12 +1698,14 @@ async fn a_restricted_caller_sees_only_its_patients_compartment(s: Arc<dyn Store
     // Conditional writes use the caller's policy. A conditional create whose criteria match
     // only a hidden resource creates a new one and does not return the hidden one; one that
     // matches a visible resource returns it, as for anyone.
+    let mut mine = observation("ignored", "p1", "2345-7");
+    mine.as_object_mut().unwrap().remove("id");
     let created = s
         .write(
             &r,
             WriteOp::Create {
-                resource: patient("Ito", "p2"),
-                if_none_exist: Some(query(s, "Patient", "identifier=urn:test|p2")),
+                resource: mine,
+                if_none_exist: Some(query(s, "Observation", "identifier=urn:test|o2-0")),
             },
         )
         .await
@@ -1711,8 +1713,31 @@ async fn a_restricted_caller_sees_only_its_patients_compartment(s: Arc<dyn Store
     let Outcome::Created(new) = &created else {
         panic!("{created:?}")
     };
-    assert_ne!(new.id, "p2");
-    assert_eq!(s.read(&c, "Patient", "p2").await.unwrap().version, 1);
+    assert_ne!(new.id, "o2-0");
+    assert_eq!(s.read(&c, "Observation", "o2-0").await.unwrap().version, 1);
+    // A write that would land outside the caller's patients is refused, and nothing is
+    // written: a new Patient, or data of a hidden one.
+    let before = s.read(&c, "Patient", "p2").await.unwrap().version;
+    for (op, what) in [
+        (
+            WriteOp::Create {
+                resource: patient("Ito", "p9"),
+                if_none_exist: None,
+            },
+            "a new Patient",
+        ),
+        (
+            WriteOp::Create {
+                resource: observation("planted", "p2", "2345-7"),
+                if_none_exist: None,
+            },
+            "another patient's Observation",
+        ),
+    ] {
+        let err = s.write(&r, op).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Forbidden, "{what}: {err}");
+    }
+    assert_eq!(s.read(&c, "Patient", "p2").await.unwrap().version, before);
     let existing = s
         .write(
             &r,
