@@ -378,6 +378,88 @@ async fn sign_in_flow(s: &Server, golden: &str) {
     );
 }
 
+/// The `Patient/x` references of an AuditEvent's entities.
+fn audited_patients(event: &Value) -> Vec<String> {
+    event["entity"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e["what"]["reference"].as_str())
+        .filter(|r| r.starts_with("Patient/"))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The audit log through the API: searchable by patient and paged for a system token; a
+/// patient sees the records about their person only; nobody writes it.
+async fn audit_trail(s: &Server, system: &str, patient_token: &str, golden: &str) {
+    let (status, about_bob) = get(s, system, "AuditEvent?patient=Patient/bob").await;
+    assert_eq!(status, 200, "{about_bob}");
+    let entries = about_bob["entry"].as_array().unwrap();
+    assert!(!entries.is_empty(), "{about_bob}");
+    for e in entries {
+        assert!(
+            audited_patients(&e["resource"]).contains(&"Patient/bob".to_owned()),
+            "{e}"
+        );
+    }
+    let (_, page) = get(s, system, "AuditEvent?_count=2").await;
+    assert_eq!(page["entry"].as_array().unwrap().len(), 2);
+    assert!(
+        page["link"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|l| l["relation"] == "next"),
+        "{page}"
+    );
+    let id = page["entry"][0]["resource"]["id"].as_str().unwrap();
+    assert_eq!(
+        get(s, system, &format!("AuditEvent/{id}/_history/1"))
+            .await
+            .0,
+        200
+    );
+
+    // A patient lists who accessed their record: only records naming their person.
+    let mine = [
+        format!("Patient/{golden}"),
+        "Patient/alice-a".to_owned(),
+        "Patient/alice-b".to_owned(),
+    ];
+    let (status, own) = get(s, patient_token, "AuditEvent?_count=1000").await;
+    assert_eq!(status, 200, "{own}");
+    let own = own["entry"].as_array().unwrap().clone();
+    assert!(!own.is_empty());
+    for e in &own {
+        let named = audited_patients(&e["resource"]);
+        assert!(named.iter().any(|p| mine.contains(p)), "{e}");
+    }
+    // Reads by the system token of Alice's data are among them.
+    assert!(
+        own.iter()
+            .any(|e| e["resource"]["agent"][0]["who"]["identifier"]["value"] == "backend"),
+        "the backend's accesses are listed"
+    );
+    let (_, bobs) = get(s, patient_token, "AuditEvent?patient=Patient/bob").await;
+    for e in bobs["entry"].as_array().into_iter().flatten() {
+        let named = audited_patients(&e["resource"]);
+        assert!(named.iter().any(|p| mine.contains(p)), "{e}");
+    }
+
+    // Nobody writes the log through the API.
+    let auth = format!("Bearer {system}");
+    let (status, _, out) = s
+        .send(
+            "POST",
+            "AuditEvent",
+            &[("authorization", &auth)],
+            Some(r#"{"resourceType":"AuditEvent"}"#),
+        )
+        .await;
+    assert_eq!(status, 405, "{out}");
+}
+
 async fn scenario(backend: Backend) {
     let data = Data::new(backend).await;
     // The data, loaded while the store is open (on loopback, before any registration).
@@ -797,6 +879,7 @@ async fn scenario(backend: Backend) {
     assert_eq!(get(&s, &labs, "Patient/alice-a").await.0, 403);
 
     sign_in_flow(&s, &golden).await;
+    audit_trail(&s, &system, &pt, &golden).await;
 
     // Unlinking a source takes it out of the token's reach at once.
     let unlink = json!({"resourceType": "Parameters", "parameter": [

@@ -47,6 +47,15 @@ pub async fn history(
     fhir: &Fhir,
     scope: HistoryScope,
 ) -> Result<Reply, ApiError> {
+    let audited_type = match &scope {
+        HistoryScope::Instance(ty, _) | HistoryScope::Type(ty) => ty == "AuditEvent",
+        HistoryScope::System => false,
+    };
+    if audited_type && state.auditor.is_some() {
+        return Err(ApiError::unsupported_request(
+            "AuditEvents are the audit log's records, which never change: they have no history",
+        ));
+    }
     match &scope {
         HistoryScope::Instance(ty, id) => {
             crate::security::check_scope_filter(state, fhir, ty, id).await?;

@@ -1,6 +1,7 @@
 //! One module per FHIR RESTful interaction. Each exposes an axum handler and, where bundles
 //! reuse it, a protocol-neutral function returning a [`crate::http::Reply`].
 
+pub mod audit_events;
 pub mod batch;
 pub mod capabilities;
 pub mod create;

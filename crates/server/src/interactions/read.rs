@@ -27,6 +27,11 @@ pub async fn read(state: &AppState, fhir: &Fhir, ty: &str, id: &str) -> Result<R
             "GET {ty}/{id}"
         )));
     }
+    if ty == "AuditEvent"
+        && let Some(auditor) = &state.auditor
+    {
+        return super::audit_events::read(auditor.log().as_ref(), fhir, id).await;
+    }
     crate::security::check_scope_filter(state, fhir, ty, id).await?;
     let r = state.store.read(&fhir.ctx, ty, id).await?;
     Ok(Reply::resource(

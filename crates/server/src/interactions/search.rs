@@ -23,6 +23,7 @@ use store::search::{Filter, SearchQuery, Summary, include};
 use crate::AppState;
 use crate::error::ApiError;
 use crate::http::{Fhir, Reply, ReplyBody, check_type, encode_query};
+use crate::security::audit::AuditFacts;
 
 /// The tag `_summary` and `_elements` put on the resources they cut.
 const SUBSETTED: &str = "http://terminology.hl7.org/CodeSystem/v3-ObservationValue";
@@ -86,7 +87,15 @@ pub async fn compartment(
     }
     // The owner must exist (and not be deleted): 404 / 410 otherwise.
     let owner = state.store.read(&fhir.ctx, &owner_type, &owner_id).await?;
-    let params = fhir.params.clone();
+    let mut params = fhir.params.clone();
+    if what == "AuditEvent"
+        && let Some(auditor) = &state.auditor
+    {
+        // Who accessed this patient's record: the audit log, by patient.
+        params.push(("patient".into(), format!("Patient/{owner_id}")));
+        let reply = super::audit_events::search(auditor.log().as_ref(), &fhir, &params).await?;
+        return Ok(reply.into_http(fhir.pretty));
+    }
     let reply = if what == "$everything" {
         everything(&state, &fhir, &owner_id, is_golden(&owner), &params).await?
     } else {
@@ -244,6 +253,11 @@ pub async fn search(
     ty: Option<&str>,
     params: &[(String, String)],
 ) -> Result<Reply, ApiError> {
+    if ty == Some("AuditEvent")
+        && let Some(auditor) = &state.auditor
+    {
+        return super::audit_events::search(auditor.log().as_ref(), fhir, params).await;
+    }
     let q = SearchQuery::parse(ty, params, state.store.extractor(), fhir.lenient)?;
     let path = ty.map(|t| format!("/{t}")).unwrap_or_default();
     respond(state, fhir, &path, q, params).await
@@ -329,6 +343,18 @@ async fn respond(
         .map(|r| (r, "match"))
         .chain(included.iter().map(|r| (r, "include")));
     let whole = q.summary == Summary::False && q.elements.is_empty();
+    // The audit record names the patients whose data the page holds (when there is one).
+    let mut patients: Vec<String> = Vec::new();
+    if state.auditor.is_some() {
+        patients = page
+            .matches
+            .iter()
+            .chain(included.iter())
+            .flat_map(|r| AuditFacts::of_resource(r).patients)
+            .collect();
+        patients.sort();
+        patients.dedup();
+    }
     Ok(Reply {
         body: ReplyBody::Raw(searchset_text(head, entries, fhir, |body| {
             // The stored text is the resource as served, unless a view cuts it down.
@@ -344,7 +370,10 @@ async fn respond(
         version: None,
         last_modified: None,
         location: None,
-        audit: None,
+        audit: Some(AuditFacts {
+            entity: None,
+            patients,
+        }),
     })
 }
 

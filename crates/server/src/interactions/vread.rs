@@ -32,6 +32,17 @@ pub async fn vread(
             "{ty}/{id}/_history/{vid} not found (version ids are integers)"
         )));
     };
+    if ty == "AuditEvent"
+        && let Some(auditor) = &state.auditor
+    {
+        // An audit record never changes: its one version is 1.
+        if version != 1 {
+            return Err(ApiError::not_found(format!(
+                "{ty}/{id}/_history/{vid} not found (audit records have one version)"
+            )));
+        }
+        return super::audit_events::read(auditor.log().as_ref(), fhir, id).await;
+    }
     crate::security::check_scope_filter(state, fhir, ty, id).await?;
     let r = state.store.vread(&fhir.ctx, ty, id, version).await?;
     Ok(Reply::resource(

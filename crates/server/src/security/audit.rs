@@ -107,6 +107,8 @@ struct Pending {
 #[derive(Debug)]
 pub struct Auditor {
     queue: mpsc::Sender<Pending>,
+    /// The log the records go to (read back as `AuditEvent`s).
+    log: Arc<dyn AuditLog>,
     /// The node's name in the records (`source.site`).
     node: String,
 }
@@ -120,6 +122,7 @@ impl Auditor {
     /// Starts the committing task over `log`, signing heads with `signer`.
     pub fn start(log: Arc<dyn AuditLog>, signer: Arc<HeadSigner>, node: String) -> Auditor {
         let (queue, mut rx) = mpsc::channel::<Pending>(QUEUE);
+        let writer = log.clone();
         tokio::spawn(async move {
             while let Some(first) = rx.recv().await {
                 let mut batch = vec![first];
@@ -131,7 +134,7 @@ impl Auditor {
                 }
                 let (entries, waiters): (Vec<AuditEntry>, Vec<_>) =
                     batch.into_iter().map(|p| (p.entry, p.done)).unzip();
-                let result = log
+                let result = writer
                     .append_audit(entries, signer.clone())
                     .await
                     .map(|_| ())
@@ -144,7 +147,7 @@ impl Auditor {
                 }
             }
         });
-        Auditor { queue, node }
+        Auditor { queue, log, node }
     }
 
     /// Appends `record` (group-committed with whatever else is waiting); returns once it is
@@ -179,6 +182,11 @@ impl Auditor {
 
     pub fn node(&self) -> &str {
         &self.node
+    }
+
+    /// The audit log.
+    pub fn log(&self) -> &Arc<dyn AuditLog> {
+        &self.log
     }
 }
 

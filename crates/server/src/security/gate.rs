@@ -151,6 +151,18 @@ pub async fn permit(
     kind: RequestKind,
     resource_type: Option<&str>,
 ) -> Result<Admitted, ApiError> {
+    if state.auditor.is_some()
+        && resource_type == Some("AuditEvent")
+        && matches!(
+            kind,
+            RequestKind::Create | RequestKind::Update | RequestKind::Delete
+        )
+    {
+        return Err(ApiError::method_not_allowed(
+            &[axum::http::Method::GET],
+            "AuditEvents are written by the server only, into its append-only audit log",
+        ));
+    }
     let authorized = auth::policy::authorize(&caller.claims, &caller.scopes, kind, resource_type)
         .map_err(|r| refusal(caller, base, r))?;
     let scope_filter = scope_filter(&authorized, kind, resource_type)?;
