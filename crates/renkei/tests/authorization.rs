@@ -880,6 +880,18 @@ async fn scenario(backend: Backend) {
 
     sign_in_flow(&s, &golden).await;
     audit_trail(&s, &system, &pt, &golden).await;
+    // The conditional create above has one record, written with it.
+    let created_id = created["id"].as_str().unwrap();
+    let (_, rec) = get(
+        &s,
+        &system,
+        &format!("AuditEvent?entity=Observation/{created_id}"),
+    )
+    .await;
+    let rec = rec["entry"].as_array().unwrap();
+    assert_eq!(rec.len(), 1, "{rec:?}");
+    assert_eq!(rec[0]["resource"]["subtype"][0]["code"], "create");
+    assert_eq!(rec[0]["resource"]["outcome"], "0");
 
     // Unlinking a source takes it out of the token's reach at once.
     let unlink = json!({"resourceType": "Parameters", "parameter": [

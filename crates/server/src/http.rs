@@ -12,7 +12,7 @@ use store::{RequestContext, StoredResource};
 
 use crate::AppState;
 use crate::error::ApiError;
-use crate::security::audit::AuditFacts;
+use crate::security::audit::{AuditFacts, RequestAudit};
 use crate::security::{Admitted, ScopeFilter};
 
 pub const FHIR_JSON: &str = "application/fhir+json; charset=utf-8";
@@ -88,6 +88,13 @@ impl FromRequestParts<AppState> for Fhir {
         let admitted = parts.extensions.get::<Admitted>().cloned();
         if let Some(a) = &admitted {
             a.apply(&mut ctx);
+        }
+        // The record of the request's writes goes into their own transactions.
+        if let Some(writes) = parts.extensions.get::<std::sync::Arc<RequestAudit>>() {
+            if let Some(a) = &admitted {
+                writes.set_caller(a.caller.clone(), a.break_glass);
+            }
+            ctx.audit = Some(store::WriteAudit(writes.clone()));
         }
         Ok(Fhir {
             ctx,

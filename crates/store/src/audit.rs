@@ -20,6 +20,7 @@ use auth::chain::{Head, HeadSigner, SignedHead, StoredRecord};
 use rusqlite::OptionalExtension;
 
 use crate::error::StoreError;
+use crate::model::Outcome;
 use crate::postgres::PostgresStore;
 use crate::sql::{Sql, SqlParam};
 use crate::sqlite::SqliteStore;
@@ -73,6 +74,18 @@ pub struct AuditRow {
     pub seq: u64,
     /// Its bytes.
     pub record: Vec<u8>,
+}
+
+/// The audit record of a request's write, made by the request's auditor once the write's
+/// outcomes are known, and appended by the store inside the write's own transaction, so that
+/// the write and its record commit together or not at all.
+pub trait WriteAuditor: Send + Sync {
+    /// The record of a write with these outcomes (one per entry, in order).
+    fn record(&self, outcomes: &[Result<Outcome, StoreError>]) -> AuditEntry;
+    /// The key that signs the log's head.
+    fn signer(&self) -> &HeadSigner;
+    /// The record committed with its write (the request needs no record of its own for it).
+    fn committed(&self);
 }
 
 /// The audit log of a store.
@@ -189,48 +202,7 @@ impl AuditLog for SqliteStore {
     ) -> Result<Head, StoreError> {
         self.write_with(move |conn, _| {
             let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            let signed: Option<String> = {
-                tx.query_row("SELECT signed FROM audit_head WHERE one = 1", [], |r| {
-                    r.get(0)
-                })
-                .optional()?
-            };
-            let mut head = parse_head(signed)?;
-            if head == Head::EMPTY {
-                refuse_headless_sqlite(&tx)?;
-            }
-            {
-                let mut log = tx.prepare_cached(
-                    "INSERT INTO audit_log (seq, recorded, request_id, agent, record, hash) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                )?;
-                let mut refs = tx.prepare_cached(
-                    "INSERT OR IGNORE INTO audit_ref (kind, target, seq) VALUES (?1, ?2, ?3)",
-                )?;
-                for e in &entries {
-                    head = head.append(&e.record);
-                    let seq = as_sql(head.seq);
-                    log.execute(rusqlite::params![
-                        seq,
-                        e.recorded_ms,
-                        e.request_id,
-                        e.agent,
-                        e.record,
-                        &head.hash[..]
-                    ])?;
-                    for p in &e.patients {
-                        refs.execute(rusqlite::params![PATIENT, p, seq])?;
-                    }
-                    for r in &e.entities {
-                        refs.execute(rusqlite::params![ENTITY, r, seq])?;
-                    }
-                }
-            }
-            tx.execute(
-                "INSERT INTO audit_head (one, seq, signed) VALUES (1, ?1, ?2) \
-                 ON CONFLICT (one) DO UPDATE SET seq = excluded.seq, signed = excluded.signed",
-                rusqlite::params![as_sql(head.seq), signed_text(&signer, head)?],
-            )?;
+            let head = append_sqlite(&tx, &entries, &signer)?;
             tx.commit()?;
             Ok(head)
         })
@@ -316,9 +288,61 @@ impl AuditLog for SqliteStore {
     }
 }
 
+/// Appends `entries` inside the open SQLite transaction `tx` (the writer's): chained to the
+/// head, with their references, and the head replaced by a newly signed one.
+pub(crate) fn append_sqlite(
+    tx: &rusqlite::Connection,
+    entries: &[AuditEntry],
+    signer: &HeadSigner,
+) -> Result<Head, StoreError> {
+    let signed: Option<String> = {
+        tx.query_row("SELECT signed FROM audit_head WHERE one = 1", [], |r| {
+            r.get(0)
+        })
+        .optional()?
+    };
+    let mut head = parse_head(signed)?;
+    if head == Head::EMPTY {
+        refuse_headless_sqlite(tx)?;
+    }
+    {
+        let mut log = tx.prepare_cached(
+            "INSERT INTO audit_log (seq, recorded, request_id, agent, record, hash) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )?;
+        let mut refs = tx.prepare_cached(
+            "INSERT OR IGNORE INTO audit_ref (kind, target, seq) VALUES (?1, ?2, ?3)",
+        )?;
+        for e in entries {
+            head = head.append(&e.record);
+            let seq = as_sql(head.seq);
+            log.execute(rusqlite::params![
+                seq,
+                e.recorded_ms,
+                e.request_id,
+                e.agent,
+                e.record,
+                &head.hash[..]
+            ])?;
+            for p in &e.patients {
+                refs.execute(rusqlite::params![PATIENT, p, seq])?;
+            }
+            for r in &e.entities {
+                refs.execute(rusqlite::params![ENTITY, r, seq])?;
+            }
+        }
+    }
+    tx.execute(
+        "INSERT INTO audit_head (one, seq, signed) VALUES (1, ?1, ?2) \
+                 ON CONFLICT (one) DO UPDATE SET seq = excluded.seq, signed = excluded.signed",
+        rusqlite::params![as_sql(head.seq), signed_text(signer, head)?],
+    )?;
+    Ok(head)
+}
+
 /// Records without a head: someone removed it. Appending would start a second chain over the
 /// first, so refuse.
-fn refuse_headless_sqlite(tx: &rusqlite::Transaction<'_>) -> Result<(), StoreError> {
+fn refuse_headless_sqlite(tx: &rusqlite::Connection) -> Result<(), StoreError> {
     let any: i64 = tx.query_row(
         "SELECT COUNT(*) FROM (SELECT 1 FROM audit_log LIMIT 1)",
         [],
@@ -390,6 +414,78 @@ fn search_sql(q: &AuditQuery) -> Sql {
 const PG_LOCK: &str =
     "SELECT pg_advisory_xact_lock(hashtextextended(current_schema() || '.renkei-audit-head', 0))";
 
+/// Appends `entries` inside the open PostgreSQL transaction `tx`: takes the head's advisory
+/// lock (held to the end of `tx`), chains the records, stores them with their references and
+/// replaces the head with a newly signed one. On an error the caller rolls `tx` back.
+pub(crate) async fn append_pg(
+    tx: &tokio_postgres::Transaction<'_>,
+    entries: Vec<AuditEntry>,
+    signer: &HeadSigner,
+) -> Result<Head, StoreError> {
+    tx.execute(PG_LOCK, &[]).await?;
+    let signed: Option<String> = tx
+        .query_opt("SELECT signed FROM audit_head WHERE one = 1", &[])
+        .await?
+        .map(|r| r.get(0));
+    let mut head = parse_head(signed)?;
+    if head == Head::EMPTY
+        && tx
+            .query_opt("SELECT 1 FROM audit_log LIMIT 1", &[])
+            .await?
+            .is_some()
+    {
+        return Err(headless());
+    }
+    let mut seqs = Vec::with_capacity(entries.len());
+    let mut recorded = Vec::with_capacity(entries.len());
+    let mut request_ids = Vec::with_capacity(entries.len());
+    let mut agents: Vec<Option<String>> = Vec::with_capacity(entries.len());
+    let mut records = Vec::with_capacity(entries.len());
+    let mut hashes = Vec::with_capacity(entries.len());
+    let (mut ref_kinds, mut ref_targets, mut ref_seqs) = (Vec::new(), Vec::new(), Vec::new());
+    for e in entries {
+        head = head.append(&e.record);
+        let seq = as_sql(head.seq);
+        for p in e.patients {
+            ref_kinds.push(PATIENT);
+            ref_targets.push(p);
+            ref_seqs.push(seq);
+        }
+        for r in e.entities {
+            ref_kinds.push(ENTITY);
+            ref_targets.push(r);
+            ref_seqs.push(seq);
+        }
+        seqs.push(seq);
+        recorded.push(e.recorded_ms);
+        request_ids.push(e.request_id);
+        agents.push(e.agent);
+        records.push(e.record);
+        hashes.push(head.hash.to_vec());
+    }
+    tx.execute(
+            "INSERT INTO audit_log (seq, recorded, request_id, agent, record, hash) \
+             SELECT * FROM UNNEST($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::bytea[], $6::bytea[])",
+            &[&seqs, &recorded, &request_ids, &agents, &records, &hashes],
+        )
+        .await?;
+    if !ref_seqs.is_empty() {
+        tx.execute(
+                "INSERT INTO audit_ref (kind, target, seq) \
+                 SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::bigint[]) ON CONFLICT DO NOTHING",
+                &[&ref_kinds, &ref_targets, &ref_seqs],
+            )
+            .await?;
+    }
+    tx.execute(
+        "INSERT INTO audit_head (one, seq, signed) VALUES (1, $1, $2) \
+             ON CONFLICT (one) DO UPDATE SET seq = excluded.seq, signed = excluded.signed",
+        &[&as_sql(head.seq), &signed_text(signer, head)?],
+    )
+    .await?;
+    Ok(head)
+}
+
 #[async_trait]
 impl AuditLog for PostgresStore {
     async fn append_audit(
@@ -399,72 +495,18 @@ impl AuditLog for PostgresStore {
     ) -> Result<Head, StoreError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
-        tx.execute(PG_LOCK, &[]).await?;
-        let signed: Option<String> = tx
-            .query_opt("SELECT signed FROM audit_head WHERE one = 1", &[])
-            .await?
-            .map(|r| r.get(0));
-        let mut head = parse_head(signed)?;
-        if head == Head::EMPTY
-            && tx
-                .query_opt("SELECT 1 FROM audit_log LIMIT 1", &[])
-                .await?
-                .is_some()
-        {
-            // Ended here, not when dropped: a dropped transaction's rollback waits for the
-            // connection's task, and its locks with it.
-            tx.rollback().await?;
-            return Err(headless());
-        }
-        let mut seqs = Vec::with_capacity(entries.len());
-        let mut recorded = Vec::with_capacity(entries.len());
-        let mut request_ids = Vec::with_capacity(entries.len());
-        let mut agents: Vec<Option<String>> = Vec::with_capacity(entries.len());
-        let mut records = Vec::with_capacity(entries.len());
-        let mut hashes = Vec::with_capacity(entries.len());
-        let (mut ref_kinds, mut ref_targets, mut ref_seqs) = (Vec::new(), Vec::new(), Vec::new());
-        for e in entries {
-            head = head.append(&e.record);
-            let seq = as_sql(head.seq);
-            for p in e.patients {
-                ref_kinds.push(PATIENT);
-                ref_targets.push(p);
-                ref_seqs.push(seq);
+        match append_pg(&tx, entries, &signer).await {
+            Ok(head) => {
+                tx.commit().await?;
+                Ok(head)
             }
-            for r in e.entities {
-                ref_kinds.push(ENTITY);
-                ref_targets.push(r);
-                ref_seqs.push(seq);
+            Err(e) => {
+                // Ended here, not when dropped: a dropped transaction's rollback waits for
+                // the connection's task, and its locks with it.
+                tx.rollback().await?;
+                Err(e)
             }
-            seqs.push(seq);
-            recorded.push(e.recorded_ms);
-            request_ids.push(e.request_id);
-            agents.push(e.agent);
-            records.push(e.record);
-            hashes.push(head.hash.to_vec());
         }
-        tx.execute(
-            "INSERT INTO audit_log (seq, recorded, request_id, agent, record, hash) \
-             SELECT * FROM UNNEST($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::bytea[], $6::bytea[])",
-            &[&seqs, &recorded, &request_ids, &agents, &records, &hashes],
-        )
-        .await?;
-        if !ref_seqs.is_empty() {
-            tx.execute(
-                "INSERT INTO audit_ref (kind, target, seq) \
-                 SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::bigint[]) ON CONFLICT DO NOTHING",
-                &[&ref_kinds, &ref_targets, &ref_seqs],
-            )
-            .await?;
-        }
-        tx.execute(
-            "INSERT INTO audit_head (one, seq, signed) VALUES (1, $1, $2) \
-             ON CONFLICT (one) DO UPDATE SET seq = excluded.seq, signed = excluded.signed",
-            &[&as_sql(head.seq), &signed_text(&signer, head)?],
-        )
-        .await?;
-        tx.commit().await?;
-        Ok(head)
     }
 
     async fn audit_head(&self) -> Result<Option<SignedHead>, StoreError> {

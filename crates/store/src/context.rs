@@ -7,6 +7,9 @@
 //! layer's job; the store only applies it. See DESIGN.md, "Security is not optional".
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use crate::audit::WriteAuditor;
 
 /// Who is asking.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -103,6 +106,27 @@ pub struct RequestContext {
     /// Work the node does for this request on its own behalf (EMPI planning, caches): not
     /// restricted, but still attributed to the requester. See [`RequestContext::internal`].
     pub internal: bool,
+    /// The audit record of the request's writes, appended inside each write transaction it
+    /// commits (so a committed write always has its record); `None` records nothing here.
+    pub audit: Option<WriteAudit>,
+}
+
+/// A request's [`WriteAuditor`], carried by its context (equal when it is the same one).
+#[derive(Clone)]
+pub struct WriteAudit(pub Arc<dyn WriteAuditor>);
+
+impl PartialEq for WriteAudit {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for WriteAudit {}
+
+impl std::fmt::Debug for WriteAudit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("WriteAudit")
+    }
 }
 
 impl RequestContext {
@@ -115,6 +139,7 @@ impl RequestContext {
             request_id: uuid::Uuid::new_v4().to_string(),
             access: AccessPolicy::Unrestricted,
             internal: false,
+            audit: None,
         }
     }
 

@@ -112,6 +112,12 @@ pub(crate) trait Backend {
         receipt: &Receipt,
         now: i64,
     ) -> impl Future<Output = Result<bool, StoreError>>;
+    /// Appends audit records inside this transaction (`audit::WriteAuditor`).
+    fn append_audit(
+        &mut self,
+        entries: Vec<crate::audit::AuditEntry>,
+        signer: &auth::chain::HeadSigner,
+    ) -> impl Future<Output = Result<(), StoreError>>;
     /// Takes, in the order given, the locks conditional matching on these resource types needs
     /// (PostgreSQL advisory locks; nothing on SQLite, whose writer is exclusive).
     fn lock_types(
@@ -221,6 +227,12 @@ pub(crate) async fn apply<B: Backend>(
                 results.push(Err(e));
             }
         }
+    }
+    // The request's record of this write commits with it, or neither does.
+    if let Some(audit) = &ctx.audit {
+        let entry = audit.0.record(&results);
+        b.append_audit(vec![entry], audit.0.signer()).await?;
+        audit.0.committed();
     }
     Ok(results)
 }

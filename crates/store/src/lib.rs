@@ -62,8 +62,8 @@ mod wal;
 use async_trait::async_trait;
 use serde_json::Value;
 
-pub use audit::{AuditEntry, AuditLog, AuditQuery, AuditRow};
-pub use context::{AccessPolicy, Actor, RequestContext, Restriction, SecurityLabel};
+pub use audit::{AuditEntry, AuditLog, AuditQuery, AuditRow, WriteAuditor};
+pub use context::{AccessPolicy, Actor, RequestContext, Restriction, SecurityLabel, WriteAudit};
 pub use error::{ErrorKind, StoreError};
 pub use exclusive::ExclusiveLock;
 pub use extract::FhirIndexExtractor;

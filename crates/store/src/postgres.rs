@@ -512,6 +512,16 @@ struct PgTx<'a> {
 }
 
 impl Backend for PgTx<'_> {
+    async fn append_audit(
+        &mut self,
+        entries: Vec<crate::audit::AuditEntry>,
+        signer: &auth::chain::HeadSigner,
+    ) -> Result<(), StoreError> {
+        crate::audit::append_pg(self.tx, entries, signer)
+            .await
+            .map(|_| ())
+    }
+
     async fn current(&mut self, ty: &str, id: &str) -> Result<Option<Current>, StoreError> {
         let stmt = self
             .tx

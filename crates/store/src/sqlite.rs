@@ -611,6 +611,14 @@ struct SqliteTx<'c> {
 }
 
 impl Backend for SqliteTx<'_> {
+    async fn append_audit(
+        &mut self,
+        entries: Vec<crate::audit::AuditEntry>,
+        signer: &auth::chain::HeadSigner,
+    ) -> Result<(), StoreError> {
+        crate::audit::append_sqlite(self.tx, &entries, signer).map(|_| ())
+    }
+
     async fn current(&mut self, ty: &str, id: &str) -> Result<Option<Current>, StoreError> {
         current(self.tx, ty, id)
     }

@@ -2,7 +2,8 @@
 //! agent, resource and time, the tables refuse updates and deletes, and whoever gets past
 //! that (dropping the triggers, as a database client can) is found by the check: an edited
 //! record, a removed one, the last one removed, the head removed. Registered clients and
-//! users: kept, listed, replaced and removed.
+//! users: kept, listed, replaced and removed. A write's record commits in the write's own
+//! transaction: with it, or not at all.
 
 mod support;
 
@@ -12,8 +13,9 @@ use std::sync::Arc;
 use auth::chain::{ChainError, HeadSigner, HeadVerifier};
 use store::audit::{VerifyError, verify_log};
 use store::{
-    AuditEntry, AuditLog, AuditQuery, BasicExtractor, PostgresConfig, PostgresStore, Registry,
-    SqliteStore,
+    AuditEntry, AuditLog, AuditQuery, BasicExtractor, Outcome, PostgresConfig, PostgresStore,
+    Registry, RequestContext, SqliteStore, Store, StoreError, WriteAudit, WriteAuditor, WriteEntry,
+    WriteOp,
 };
 
 /// A fresh store of one backend, with raw access for tampering.
@@ -23,6 +25,7 @@ enum Backend {
 }
 
 struct Fixture {
+    store: Arc<dyn Store>,
     log: Arc<dyn AuditLog>,
     registry: Arc<dyn Registry>,
     backend: Backend,
@@ -33,6 +36,7 @@ impl Fixture {
         let dir = std::env::temp_dir().join(format!("renkei-audit-test-{}", uuid::Uuid::new_v4()));
         let store = SqliteStore::open_dir(&dir, Arc::new(BasicExtractor)).expect("open SQLite");
         Fixture {
+            store: Arc::new(store.clone()),
             log: Arc::new(store.clone()),
             registry: Arc::new(store),
             backend: Backend::Sqlite(dir),
@@ -59,6 +63,7 @@ impl Fixture {
             .await
             .expect("connect");
         Fixture {
+            store: Arc::new(store.clone()),
             log: Arc::new(store.clone()),
             registry: Arc::new(store),
             backend: Backend::Postgres(schema),
@@ -442,6 +447,99 @@ async fn registrations_are_kept(f: Fixture) {
     assert!(!r.remove_client("lab").await.unwrap());
     assert_eq!(r.client("lab").await.unwrap(), None);
     assert!(r.has_registrations().await.unwrap());
+}
+
+/// A request's auditor of writes, counting what committed.
+struct Recorder {
+    signer: Arc<HeadSigner>,
+    committed: std::sync::atomic::AtomicUsize,
+}
+
+impl WriteAuditor for Recorder {
+    fn record(&self, outcomes: &[Result<Outcome, StoreError>]) -> AuditEntry {
+        let written: Vec<String> = outcomes
+            .iter()
+            .filter_map(|o| match o {
+                Ok(Outcome::Updated(r) | Outcome::Created(r)) => {
+                    Some(format!("{}/{}", r.resource_type, r.id))
+                }
+                _ => None,
+            })
+            .collect();
+        AuditEntry {
+            recorded_ms: 1_800_000_000_000,
+            request_id: "write-1".into(),
+            agent: Some("Practitioner/x".into()),
+            patients: written.clone(),
+            entities: Vec::new(),
+            record: serde_json::json!({"resourceType": "AuditEvent", "wrote": written})
+                .to_string()
+                .into_bytes(),
+        }
+    }
+
+    fn signer(&self) -> &HeadSigner {
+        &self.signer
+    }
+
+    fn committed(&self) {
+        self.committed
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+async fn a_writes_record_commits_with_it(f: Fixture) {
+    let recorder = Arc::new(Recorder {
+        signer: signer(),
+        committed: Default::default(),
+    });
+    let mut ctx = RequestContext::system();
+    ctx.audit = Some(WriteAudit(recorder.clone()));
+    let put = |if_match| {
+        vec![WriteEntry::new(WriteOp::Update {
+            resource_type: "Patient".into(),
+            id: "p1".into(),
+            resource: serde_json::json!({"resourceType": "Patient", "id": "p1"}),
+            if_match,
+        })]
+    };
+    f.store.transaction(&ctx, put(None)).await.expect("write");
+    let verifier = recorder.signer.verifier();
+    assert_eq!(verify(&f, &verifier).await.expect("verifies"), 1);
+    let found = f
+        .log
+        .search_audit(&AuditQuery {
+            patients: vec!["Patient/p1".into()],
+            count: 10,
+            ..AuditQuery::default()
+        })
+        .await
+        .expect("search");
+    assert_eq!(found.len(), 1);
+    // A write that fails (another version expected) leaves neither itself nor a record.
+    let err = f.store.transaction(&ctx, put(Some(9))).await.unwrap_err();
+    assert!(format!("{err}").contains("version"), "{err}");
+    assert_eq!(verify(&f, &verifier).await.expect("verifies"), 1);
+    assert_eq!(
+        recorder.committed.load(std::sync::atomic::Ordering::SeqCst),
+        1
+    );
+    // The next write chains on.
+    f.store
+        .transaction(&ctx, put(Some(1)))
+        .await
+        .expect("write");
+    assert_eq!(verify(&f, &verifier).await.expect("verifies"), 2);
+}
+
+#[tokio::test]
+async fn sqlite_a_writes_record_commits_with_it() {
+    a_writes_record_commits_with_it(Fixture::sqlite()).await;
+}
+
+#[tokio::test]
+async fn postgres_a_writes_record_commits_with_it() {
+    a_writes_record_commits_with_it(Fixture::postgres().await).await;
 }
 
 #[tokio::test]

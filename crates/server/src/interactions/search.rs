@@ -371,8 +371,8 @@ async fn respond(
         last_modified: None,
         location: None,
         audit: Some(AuditFacts {
-            entity: None,
             patients,
+            ..AuditFacts::default()
         }),
     })
 }

@@ -10,7 +10,10 @@
 //!   outcome. Refusals (401, 403) are recorded like the rest. When the record cannot be
 //!   written, the answer is withheld and the client gets a 500: nothing is served unaudited.
 //!
-//! A write's record is appended right after the write commits, before its response.
+//! A write's record is made by the request's [`RequestAudit`], which the request context hands
+//! to the store: the store appends it inside the write's own transaction, so a committed write
+//! always has its record. The middleware records everything else (reads, searches, refusals,
+//! failed writes, the authorization endpoints).
 
 use std::sync::Arc;
 
@@ -21,7 +24,7 @@ use axum::http::Method;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
-use store::{AuditEntry, AuditLog, StoredResource};
+use store::{AuditEntry, AuditLog, StoredResource, WriteAuditor};
 use tokio::sync::{mpsc, oneshot};
 
 use super::Caller;
@@ -56,6 +59,8 @@ pub struct AuditFacts {
     pub entity: Option<String>,
     /// `Patient/x` the resource is about.
     pub patients: Vec<String>,
+    /// More resources (`Type/id/_history/v`) of a write of several.
+    pub extra: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -94,6 +99,7 @@ impl AuditFacts {
                 r.resource_type, r.id, r.version
             )),
             patients,
+            extra: Vec::new(),
         }
     }
 }
@@ -107,6 +113,8 @@ struct Pending {
 #[derive(Debug)]
 pub struct Auditor {
     queue: mpsc::Sender<Pending>,
+    /// The head's signing key (also handed to the store for the records of writes).
+    signer: Arc<HeadSigner>,
     /// The log the records go to (read back as `AuditEvent`s).
     log: Arc<dyn AuditLog>,
     /// The node's name in the records (`source.site`).
@@ -123,6 +131,7 @@ impl Auditor {
     pub fn start(log: Arc<dyn AuditLog>, signer: Arc<HeadSigner>, node: String) -> Auditor {
         let (queue, mut rx) = mpsc::channel::<Pending>(QUEUE);
         let writer = log.clone();
+        let head_signer = signer.clone();
         tokio::spawn(async move {
             while let Some(first) = rx.recv().await {
                 let mut batch = vec![first];
@@ -135,7 +144,7 @@ impl Auditor {
                 let (entries, waiters): (Vec<AuditEntry>, Vec<_>) =
                     batch.into_iter().map(|p| (p.entry, p.done)).unzip();
                 let result = writer
-                    .append_audit(entries, signer.clone())
+                    .append_audit(entries, head_signer.clone())
                     .await
                     .map(|_| ())
                     .map_err(|e| e.to_string());
@@ -147,7 +156,12 @@ impl Auditor {
                 }
             }
         });
-        Auditor { queue, log, node }
+        Auditor {
+            queue,
+            signer,
+            log,
+            node,
+        }
     }
 
     /// Appends `record` (group-committed with whatever else is waiting); returns once it is
@@ -157,19 +171,7 @@ impl Auditor {
         record: &AuditRecord,
         agent: Option<String>,
     ) -> Result<(), AuditFailed> {
-        let resource = record.to_resource();
-        let entry = AuditEntry {
-            recorded_ms: record.recorded.timestamp_millis(),
-            request_id: record.request_id.clone(),
-            agent,
-            patients: record.patients.clone(),
-            entities: record
-                .resources
-                .iter()
-                .map(|r| r.split("/_history/").next().unwrap_or(r).to_owned())
-                .collect(),
-            record: serde_json::to_vec(&resource).map_err(|e| AuditFailed(e.to_string()))?,
-        };
+        let entry = entry_of(record, agent)?;
         let (done, wait) = oneshot::channel();
         self.queue
             .send(Pending { entry, done })
@@ -190,55 +192,50 @@ impl Auditor {
     }
 }
 
-/// The middleware: see the module documentation.
-pub async fn audit_requests(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let Some(auditor) = state.auditor.clone() else {
-        return next.run(req).await;
-    };
-    let method = req.method().clone();
-    let path = req.uri().path().to_owned();
-    let query = req.uri().query().map(str::to_owned);
-    let request_id = req
-        .headers()
-        .get(crate::request_log::REQUEST_ID)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned();
-    let Some(event) = event_of(&method, &path) else {
-        return next.run(req).await;
-    };
-    let mut response = next.run(req).await;
-    let subject = response
-        .extensions_mut()
-        .remove::<AuditSubject>()
-        .unwrap_or_default();
-    let facts = response
-        .extensions_mut()
-        .remove::<AuditFacts>()
-        .unwrap_or_default();
-    let event = match subject.token_event {
-        Some(what) => Event::Token(what.to_owned()),
-        None => event,
-    };
-    let claims = subject.caller.as_ref().map(|c| c.claims.clone());
+/// What the audit record of a request says about the request itself.
+#[derive(Debug, Clone)]
+struct RequestFacts {
+    method: Method,
+    path: String,
+    query: Option<String>,
+    request_id: String,
+}
+
+/// Who asked, as far as the record goes.
+#[derive(Debug, Clone, Default)]
+struct Asker {
+    caller: Option<Caller>,
+    client_id: Option<String>,
+    login_user: Option<String>,
+    break_glass: bool,
+}
+
+/// The record of `req` by `asker`, about `facts`, with `outcome`; and its agent for search.
+fn compose(
+    node: &str,
+    req: &RequestFacts,
+    event: Event,
+    asker: &Asker,
+    facts: AuditFacts,
+    outcome: (Outcome, Option<String>),
+) -> (AuditRecord, Option<String>) {
+    let claims = asker.caller.as_ref().map(|c| c.claims.clone());
     let mut patients = facts.patients;
-    patients.extend(patients_named(&path, query.as_deref()));
+    patients.extend(patients_named(&req.path, req.query.as_deref()));
     if let Some(p) = claims.as_ref().and_then(|c| c.patient.as_ref()) {
         patients.push(format!("Patient/{p}"));
     }
     patients.sort();
     patients.dedup();
     let mut resources: Vec<String> = facts.entity.into_iter().collect();
+    resources.extend(facts.extra);
     if resources.is_empty()
-        && let Some(r) = instance_of(&path)
+        && let Some(r) = instance_of(&req.path)
     {
         resources.push(r);
     }
-    let mut status = response.status();
-    if subject.login_failed {
-        // The page answers a failed sign-in with itself; the record says it failed.
-        status = axum::http::StatusCode::UNAUTHORIZED;
-    }
+    resources.sort();
+    resources.dedup();
     let requester = match &claims {
         Some(c) => Requester {
             client_id: Some(c.client_id.clone()),
@@ -250,8 +247,8 @@ pub async fn audit_requests(State(state): State<AppState>, req: Request, next: N
             address: None,
         },
         None => Requester {
-            client_id: subject.client_id.clone(),
-            user: subject.login_user.clone(),
+            client_id: asker.client_id.clone(),
+            user: asker.login_user.clone(),
             ..Requester::default()
         },
     };
@@ -259,19 +256,197 @@ pub async fn audit_requests(State(state): State<AppState>, req: Request, next: N
     let record = AuditRecord {
         event,
         recorded: chrono::Utc::now(),
-        outcome: Outcome::of_status(status.as_u16()),
-        outcome_text: (!status.is_success())
-            .then(|| status.canonical_reason().unwrap_or("").to_owned()),
+        outcome: outcome.0,
+        outcome_text: outcome.1,
         requester,
-        node: auditor.node().to_owned(),
+        node: node.to_owned(),
         purpose: claims.as_ref().and_then(|c| c.purpose_of_use.clone()),
-        break_glass: subject.break_glass
-            || claims.as_ref().is_some_and(|c| c.break_glass.is_some()),
+        break_glass: asker.break_glass || claims.as_ref().is_some_and(|c| c.break_glass.is_some()),
         patients,
         resources,
-        query: query.filter(|_| method == Method::GET || method == Method::POST),
-        request_id,
+        query: req
+            .query
+            .clone()
+            .filter(|_| req.method == Method::GET || req.method == Method::POST),
+        request_id: req.request_id.clone(),
     };
+    (record, agent)
+}
+
+/// The stored form of a record.
+fn entry_of(record: &AuditRecord, agent: Option<String>) -> Result<AuditEntry, AuditFailed> {
+    Ok(AuditEntry {
+        recorded_ms: record.recorded.timestamp_millis(),
+        request_id: record.request_id.clone(),
+        agent,
+        patients: record.patients.clone(),
+        entities: record
+            .resources
+            .iter()
+            .map(|r| r.split("/_history/").next().unwrap_or(r).to_owned())
+            .collect(),
+        record: serde_json::to_vec(&record.to_resource())
+            .map_err(|e| AuditFailed(e.to_string()))?,
+    })
+}
+
+/// A request's auditor of its writes, handed to the store through the request context
+/// (`store::WriteAudit`): the store appends the record it makes inside the write's own
+/// transaction, and the middleware then has nothing left to record for it.
+pub struct RequestAudit {
+    node: String,
+    request: RequestFacts,
+    signer: Arc<HeadSigner>,
+    /// The gate's caller, set when the request's context is built.
+    asker: std::sync::Mutex<Asker>,
+    appended: std::sync::atomic::AtomicBool,
+}
+
+impl std::fmt::Debug for RequestAudit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RequestAudit")
+            .field("request_id", &self.request.request_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RequestAudit {
+    /// Names the caller (from the gate) on the request's records.
+    pub fn set_caller(&self, caller: Caller, break_glass: bool) {
+        let mut asker = self.asker.lock().unwrap_or_else(|e| e.into_inner());
+        asker.caller = Some(caller);
+        asker.break_glass = break_glass;
+    }
+
+    fn appended(&self) -> bool {
+        self.appended.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl WriteAuditor for RequestAudit {
+    fn record(&self, outcomes: &[Result<store::Outcome, store::StoreError>]) -> AuditEntry {
+        let mut facts = AuditFacts::default();
+        let mut failed = 0;
+        for o in outcomes {
+            let stored = match o {
+                Ok(
+                    store::Outcome::Created(r)
+                    | store::Outcome::Updated(r)
+                    | store::Outcome::Unchanged(r)
+                    | store::Outcome::Existing(r)
+                    | store::Outcome::Deleted(r),
+                ) => r,
+                Ok(store::Outcome::NoOp) => continue,
+                Err(_) => {
+                    failed += 1;
+                    continue;
+                }
+            };
+            let f = AuditFacts::of_resource(stored);
+            facts.patients.extend(f.patients);
+            facts.extra.extend(f.entity);
+        }
+        let outcome = if failed == 0 {
+            (Outcome::Success, None)
+        } else {
+            (
+                Outcome::MinorFailure,
+                Some(format!("{failed} of {} entries failed", outcomes.len())),
+            )
+        };
+        let asker = self.asker.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let event = event_of(&self.request.method, &self.request.path)
+            .unwrap_or_else(|| Event::Rest("operation".into()));
+        let (record, agent) = compose(&self.node, &self.request, event, &asker, facts, outcome);
+        match entry_of(&record, agent) {
+            Ok(entry) => entry,
+            // JSON of values this process made always encodes; should it not, the record
+            // still says what happened, in words.
+            Err(e) => AuditEntry {
+                recorded_ms: record.recorded.timestamp_millis(),
+                request_id: record.request_id.clone(),
+                agent: None,
+                patients: record.patients.clone(),
+                entities: Vec::new(),
+                record: e.to_string().into_bytes(),
+            },
+        }
+    }
+
+    fn signer(&self) -> &HeadSigner {
+        &self.signer
+    }
+
+    fn committed(&self) {
+        self.appended
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// The middleware: see the module documentation.
+pub async fn audit_requests(
+    State(state): State<AppState>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    let Some(auditor) = state.auditor.clone() else {
+        return next.run(req).await;
+    };
+    let request = RequestFacts {
+        method: req.method().clone(),
+        path: req.uri().path().to_owned(),
+        query: req.uri().query().map(str::to_owned),
+        request_id: req
+            .headers()
+            .get(crate::request_log::REQUEST_ID)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned(),
+    };
+    let Some(event) = event_of(&request.method, &request.path) else {
+        return next.run(req).await;
+    };
+    let writes = Arc::new(RequestAudit {
+        node: auditor.node().to_owned(),
+        request: request.clone(),
+        signer: auditor.signer.clone(),
+        asker: std::sync::Mutex::new(Asker::default()),
+        appended: std::sync::atomic::AtomicBool::new(false),
+    });
+    req.extensions_mut().insert(writes.clone());
+    let mut response = next.run(req).await;
+    let subject = response
+        .extensions_mut()
+        .remove::<AuditSubject>()
+        .unwrap_or_default();
+    let facts = response
+        .extensions_mut()
+        .remove::<AuditFacts>()
+        .unwrap_or_default();
+    // A write whose record committed with it, answered as it committed: recorded already.
+    if writes.appended() && response.status().is_success() {
+        return response;
+    }
+    let event = match subject.token_event {
+        Some(what) => Event::Token(what.to_owned()),
+        None => event,
+    };
+    let mut status = response.status();
+    if subject.login_failed {
+        // The page answers a failed sign-in with itself; the record says it failed.
+        status = axum::http::StatusCode::UNAUTHORIZED;
+    }
+    let asker = Asker {
+        caller: subject.caller.clone(),
+        client_id: subject.client_id.clone(),
+        login_user: subject.login_user.clone(),
+        break_glass: subject.break_glass,
+    };
+    let outcome = (
+        Outcome::of_status(status.as_u16()),
+        (!status.is_success()).then(|| status.canonical_reason().unwrap_or("").to_owned()),
+    );
+    let (record, agent) = compose(auditor.node(), &request, event, &asker, facts, outcome);
     match auditor.record(&record, agent).await {
         Ok(()) => response,
         Err(e) => {
