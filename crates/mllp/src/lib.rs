@@ -9,6 +9,8 @@
 //!   HL7 beyond framing. The handler every deployment uses (parse, de-duplicate, map to FHIR,
 //!   commit, acknowledge) is `ingest::hl7::Ingest`, which the binary hands to [`run`].
 //! - [`Client`]: a small client for tests, benchmarks and tools.
+//! - MLLP over TLS ([`Config::tls`]): each connection's handshake runs in its own task, bounded
+//!   by [`HANDSHAKE_TIMEOUT`], before its first frame is read.
 //!
 //! # What it must not do
 //! No SQL, no HTTP, no FHIR, no store, no ingestion: it depends on neither `store` nor
@@ -25,7 +27,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hl7v2::mllp::{self, FrameError};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, broadcast, mpsc};
 use tokio::time::timeout;
@@ -55,6 +57,9 @@ pub struct Config {
     pub max_connections: usize,
     /// Largest accepted message; a larger frame closes the connection.
     pub max_frame: usize,
+    /// With a server configuration: every connection is TLS (the certificate and key the
+    /// operator gave), and a client that does not complete the handshake is closed.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
     /// A connection idle for this long is closed.
     pub idle_timeout: Duration,
 }
@@ -64,10 +69,14 @@ impl Default for Config {
         Config {
             max_connections: 256,
             max_frame: 4 * 1024 * 1024,
+            tls: None,
             idle_timeout: Duration::from_secs(300),
         }
     }
 }
+
+/// How long a TLS client has to complete its handshake.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Errors that stop the listener.
 #[derive(Debug, thiserror::Error)]
@@ -120,7 +129,21 @@ async fn accept_loop<H: MessageHandler>(
         let done = done.clone();
         tokio::spawn(async move {
             tracing::debug!(%peer, "MLLP connection");
-            let outcome = connection(socket, &*handler, &config, &mut shutdown).await;
+            let outcome = match &config.tls {
+                None => connection(socket, &*handler, &config, &mut shutdown).await,
+                Some(tls) => {
+                    let acceptor = tokio_rustls::TlsAcceptor::from(tls.clone());
+                    match timeout(HANDSHAKE_TIMEOUT, acceptor.accept(socket)).await {
+                        Ok(Ok(stream)) => {
+                            connection(stream, &*handler, &config, &mut shutdown).await
+                        }
+                        Ok(Err(e)) => Err(ConnectionError::Handshake(e.to_string())),
+                        Err(_) => Err(ConnectionError::Handshake(format!(
+                            "not completed within {HANDSHAKE_TIMEOUT:?}"
+                        ))),
+                    }
+                }
+            };
             if let Err(error) = outcome {
                 tracing::info!(%peer, %error, "MLLP connection closed");
             }
@@ -155,12 +178,14 @@ enum ConnectionError {
     Idle(Duration),
     #[error("the handler closed the connection (message not taken)")]
     Closed,
+    #[error("TLS handshake failed: {0}")]
+    Handshake(String),
 }
 
 /// Serve one connection. Shutdown is only observed while waiting for bytes, so a message
 /// being handled is always finished (committed and acknowledged) first.
-async fn connection<H: MessageHandler>(
-    mut socket: TcpStream,
+async fn connection<H: MessageHandler, S: AsyncRead + AsyncWrite + Unpin>(
+    mut socket: S,
     handler: &H,
     config: &Config,
     shutdown: &mut broadcast::Receiver<()>,

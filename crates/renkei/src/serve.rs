@@ -52,6 +52,15 @@ pub struct Args {
     /// missing). With authorization on, every request is recorded in the audit log.
     #[arg(long, value_name = "FILE")]
     audit_key: Option<PathBuf>,
+    /// Serve HTTPS with this certificate chain (PEM, leaf first); needs --tls-key.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM: PKCS#8, SEC1 or PKCS#1).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Receive MLLP over TLS too, with the same certificate (needs --tls-cert and --mllp).
+    #[arg(long, requires = "tls_cert", requires = "mllp")]
+    mllp_tls: bool,
     /// Serve a store without registered clients or users (so without authorization) on a
     /// non-loopback address. Without it, such a store is served on loopback only.
     #[arg(long)]
@@ -64,6 +73,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let mapping = match args.mllp {
         Some(_) => Some(args.hl7_time.mapping()?),
         None => None,
+    };
+    // Read before anything is opened: a certificate that does not load stops the start.
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(server::tls::server_config(cert, key)?),
+        _ => None,
     };
     let security = args.store.open_security(false).await?;
     let store = security.store.clone();
@@ -110,6 +124,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         base_url: args.base_url.clone(),
         max_body_bytes: args.max_body_size,
         check_references: !args.no_reference_check,
+        https: tls.is_some(),
     };
     let mpi = args.empi.mpi(store.clone(), args.store.empi_snapshot())?;
     let mut state = AppState::with_empi(mpi.clone(), Arc::new(R4Validator), config);
@@ -170,13 +185,15 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         None => None,
     };
     let mllp_addr = match &mllp {
+        Some(l) if args.mllp_tls => format!(" and mllps://{}", l.local_addr()?),
         Some(l) => format!(" and mllp://{}", l.local_addr()?),
         None => String::new(),
     };
+    let scheme = if tls.is_some() { "https" } else { "http" };
     let shutdown = shutdown_signal();
     // The one line scripts and tests wait for.
     println!(
-        "renkei listening on http://{addr}/fhir{mllp_addr} ({} store, {access})",
+        "renkei listening on {scheme}://{addr}/fhir{mllp_addr} ({} store, {access})",
         store.backend()
     );
     let (stop, stopped) = tokio::sync::watch::channel(false);
@@ -194,14 +211,24 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             ..Settings::default()
         };
         let handler = Arc::new(Ingest::new(sink, settings));
+        let config = mllp::Config {
+            tls: tls.clone().filter(|_| args.mllp_tls),
+            ..mllp::Config::default()
+        };
         tokio::spawn(mllp::run(
             listener,
             handler,
-            mllp::Config::default(),
+            config,
             stop_signal(stopped.clone()),
         ))
     });
-    let http = tokio::spawn(server::run(state, listener, stop_signal(stopped)));
+    let http = match tls {
+        Some(config) => {
+            let listener = server::tls::TlsListener::new(listener, config)?;
+            tokio::spawn(server::run(state, listener, stop_signal(stopped)))
+        }
+        None => tokio::spawn(server::run(state, listener, stop_signal(stopped))),
+    };
     shutdown.await;
     let _ = stop.send(true);
     http.await??;

@@ -109,7 +109,7 @@ impl FromRequestParts<AppState> for Fhir {
     }
 }
 
-/// The FHIR base URL of a request: the configured one, or `http://<Host>/fhir`.
+/// The FHIR base URL of a request: the configured one, or `http(s)://<Host>/fhir`.
 pub fn fhir_base(state: &AppState, headers: &HeaderMap) -> String {
     match &state.config.base_url {
         Some(b) => b.trim_end_matches('/').to_owned(),
@@ -118,7 +118,8 @@ pub fn fhir_base(state: &AppState, headers: &HeaderMap) -> String {
                 .get(header::HOST)
                 .and_then(|h| h.to_str().ok())
                 .unwrap_or("localhost");
-            format!("http://{host}/fhir")
+            let scheme = if state.config.https { "https" } else { "http" };
+            format!("{scheme}://{host}/fhir")
         }
     }
 }

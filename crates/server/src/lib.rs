@@ -19,6 +19,7 @@
 //! - `interactions/`: one module per FHIR interaction, each linking its spec section.
 //! - `http`: per-request metadata and the protocol-neutral `Reply`; `error`: the error table.
 //! - [`request_log`]: the request id, one access-log line per request, and the body limit's 413.
+//! - [`tls`]: HTTPS (the operator's certificate, rustls on ring) and its listener.
 //! - [`security`]: with clients or users registered, the authorization server (`/auth/*`,
 //!   SMART discovery) and the gate that checks every other request's bearer token.
 
@@ -29,6 +30,7 @@ pub mod http;
 pub mod interactions;
 pub mod request_log;
 pub mod security;
+pub mod tls;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -67,11 +69,14 @@ pub struct ServerConfig {
     /// `renkei serve --no-reference-check` turns it off. HL7 v2 ingestion and `renkei import`
     /// never refuse on it (feeds arrive out of order): they count such references.
     pub check_references: bool,
+    /// Served over TLS: a base URL derived from the `Host` header is `https://`.
+    pub https: bool,
 }
 
 impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
+            https: false,
             base_url: None,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             check_references: true,
@@ -210,13 +215,17 @@ pub fn app(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Serves [`app`] on `listener` until `shutdown` resolves; requests in flight then finish
-/// before this returns.
-pub async fn run(
+/// Serves [`app`] on `listener` (a `TcpListener`, or a [`tls::TlsListener`]) until
+/// `shutdown` resolves; requests in flight then finish before this returns.
+pub async fn run<L>(
     state: AppState,
-    listener: tokio::net::TcpListener,
+    listener: L,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
+) -> std::io::Result<()>
+where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+{
     axum::serve(listener, app(state))
         .with_graceful_shutdown(shutdown)
         .await
