@@ -10,7 +10,9 @@
 //!   (`Practitioner/x` or, for a patient, the golden `Patient/y`), their organisation, and the
 //!   scopes their logins may be granted.
 
-use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, JwkSet};
+/// A JSON Web Key Set (RFC 7517), as `jsonwebtoken` reads it.
+pub use jsonwebtoken::jwk::JwkSet;
+use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 

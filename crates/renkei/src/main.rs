@@ -127,6 +127,8 @@ fn run() -> anyhow::Result<ExitCode> {
         Command::Empi(cmd) => return empi_cmd::run(cmd),
         other => other,
     };
+    // Outbound HTTPS (reqwest) takes the process's TLS provider: ring.
+    server::tls::install_default_provider();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

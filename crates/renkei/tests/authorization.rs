@@ -123,10 +123,15 @@ fn sorted(items: &[&str]) -> Vec<String> {
 
 /// A `private_key_jwt` assertion of client `backend` for `aud`, living `life` seconds.
 fn assertion(aud: &str, jti: &str, life: i64) -> String {
+    assertion_of("backend", aud, jti, life)
+}
+
+/// The same for client `client`.
+fn assertion_of(client: &str, aud: &str, jti: &str, life: i64) -> String {
     let now = chrono::Utc::now().timestamp();
     let mut header = Header::new(Algorithm::RS384);
     header.kid = Some("test-rs384".into());
-    let claims = json!({"iss": "backend", "sub": "backend", "aud": aud, "exp": now + life,
+    let claims = json!({"iss": client, "sub": client, "aud": aud, "exp": now + life,
                         "jti": jti});
     jsonwebtoken::encode(
         &header,
@@ -203,6 +208,28 @@ fn minted(keys: &Path, scope: &str, patient: Option<&str>, life: i64) -> String 
         break_glass: None,
     })
     .unwrap()
+}
+
+/// A loopback HTTP server publishing the client's key set: its URL and a count of fetches.
+async fn serve_jwks() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/jwks.json", listener.local_addr().unwrap());
+    let fetches = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = fetches.clone();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let mut request = [0u8; 2048];
+            let _ = socket.read(&mut request).await;
+            let answer = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{JWKS}",
+                JWKS.len()
+            );
+            let _ = socket.write_all(answer.as_bytes()).await;
+        }
+    });
+    (url, fetches)
 }
 
 /// A form POST to an `/auth/...` endpoint, not following redirects: (status, Location,
@@ -376,6 +403,57 @@ async fn sign_in_flow(s: &Server, golden: &str) {
         (status, revoked["error"].as_str()),
         (400, Some("invalid_grant"))
     );
+    // Guessing: ten wrong passwords for one name lock it, even against the right one.
+    let fresh_request = || async {
+        let page = s
+            .client
+            .get(authorize(APP_REDIRECT))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        page.split("name=\"request\" value=\"")
+            .nth(1)
+            .and_then(|rest| rest.split('"').next())
+            .unwrap()
+            .to_owned()
+    };
+    let mut request = String::new();
+    for attempt in 0..10 {
+        if attempt % 4 == 0 {
+            request = fresh_request().await;
+        }
+        let (status, _, _) = post_form(
+            s,
+            "/auth/authorize",
+            &[
+                ("request", &request),
+                ("username", "adaeze"),
+                ("password", "not the password"),
+                ("decision", "allow"),
+            ],
+        )
+        .await;
+        assert!(
+            status == 401 || status == 302,
+            "attempt {attempt}: {status}"
+        );
+    }
+    let request = fresh_request().await;
+    let (status, _, page) = post_form(
+        s,
+        "/auth/authorize",
+        &[
+            ("request", &request),
+            ("username", "adaeze"),
+            ("password", PASSWORD),
+            ("decision", "allow"),
+        ],
+    )
+    .await;
+    assert_eq!(status, 429, "{page}");
 }
 
 /// The `Patient/x` references of an AuditEvent's entities.
@@ -698,6 +776,39 @@ async fn scenario(backend: Backend) {
     assert_eq!(
         (status, body["error"].as_str()),
         (401, Some("invalid_client"))
+    );
+
+    // A backend service whose keys are published at a jwks_uri (fetched, then cached).
+    let (jwks_url, fetches) = serve_jwks().await;
+    let out = support::renkei()
+        .args(["clients", "add", "--id", "remote", "--scope", "system/*.rs"])
+        .args(["--jwks-uri", &jwks_url])
+        .args(data.args())
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    for n in 0..2 {
+        let a = assertion_of("remote", TOKEN_ENDPOINT, &format!("remote-{n}"), 120);
+        let (status, body) = token_request(
+            &s,
+            &[
+                ("grant_type", "client_credentials"),
+                (
+                    "client_assertion_type",
+                    "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+                ),
+                ("client_assertion", &a),
+                ("scope", "system/Patient.rs"),
+            ],
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+    }
+    assert_eq!(
+        fetches.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "the key set is fetched once, then cached"
     );
 
     // Break-glass is asked for with a reason, and is short-lived and marked.

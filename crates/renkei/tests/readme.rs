@@ -670,6 +670,7 @@ async fn readme_session(backend: Backend) {
         "the README's server is no longer at {README_ORIGIN}"
     );
     let data = Data::new(backend).await;
+    server::tls::install_default_provider();
     let mut session = Session {
         data: &data,
         server: None,

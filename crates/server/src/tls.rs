@@ -2,7 +2,8 @@
 //! chain and private key (PEM files) as a rustls server configuration on the `ring` provider,
 //! TLS 1.2 and 1.3 only; and [`TlsListener`], the axum listener that hands the server only
 //! connections whose handshake completed. Each handshake runs in its own task, bounded by
-//! [`HANDSHAKE_TIMEOUT`], so a client that stalls its handshake holds up nobody else.
+//! [`HANDSHAKE_TIMEOUT`], so a client that stalls its handshake holds up nobody else. And the
+//! process-wide provider outbound HTTPS uses ([`install_default_provider`]).
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -32,6 +33,25 @@ pub enum TlsError {
     Config(#[from] rustls::Error),
 }
 
+/// The ring provider.
+fn ring() -> rustls::crypto::CryptoProvider {
+    // ring, not aws-lc-rs: the build machines have no cmake (see the workspace Cargo.toml).
+    // rustls 0.23.48 deprecates the ring provider for lacking post-quantum key exchange; the
+    // classical suites it offers are the same TLS 1.2/1.3 set as before.
+    #[expect(
+        deprecated,
+        reason = "ring is the provider this project builds with; no post-quantum key exchange"
+    )]
+    rustls::crypto::ring::default_provider()
+}
+
+/// Makes ring the process's default TLS provider, which outbound HTTPS (reqwest, built
+/// without a provider of its own) takes; does nothing when one is installed already. Every
+/// process that builds a `reqwest::Client` calls it first.
+pub fn install_default_provider() {
+    let _ = ring().install_default();
+}
+
 /// The server configuration of `cert` (PEM chain, leaf first) and `key` (PEM, PKCS#8, SEC1 or
 /// PKCS#1).
 pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>, TlsError> {
@@ -43,14 +63,7 @@ pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig
     }
     let key = PrivateKeyDer::from_pem_file(key)
         .map_err(|e| TlsError::Key(key.display().to_string(), e.to_string()))?;
-    // ring, not aws-lc-rs: the build machines have no cmake (see the workspace Cargo.toml).
-    // rustls 0.23.48 deprecates the ring provider for lacking post-quantum key exchange; the
-    // classical suites it offers are the same TLS 1.2/1.3 set as before.
-    #[expect(
-        deprecated,
-        reason = "ring is the provider this project builds with; no post-quantum key exchange"
-    )]
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = Arc::new(ring());
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
         .with_no_client_auth()

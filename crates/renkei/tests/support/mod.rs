@@ -161,6 +161,7 @@ impl Server {
             .split_whitespace()
             .find_map(|w| w.strip_prefix("mllp://"))
             .map(|a| a.parse().expect("an MLLP address"));
+        server::tls::install_default_provider();
         let server = Server {
             child,
             base,

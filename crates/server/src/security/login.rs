@@ -6,7 +6,8 @@
 //!    `code`, an S256 `code_challenge`, `state`, `aud` naming this FHIR base, the scopes) and
 //!    shows the sign-in page. What is asked is kept here under a random id; the page carries
 //!    only that id, so nothing the browser sends back can widen it.
-//! 2. `POST /auth/authorize` checks the user's name and password (argon2id), grants the
+//! 2. `POST /auth/authorize` checks the user's name and password (argon2id; ten wrong
+//!    passwords for one name within 15 minutes lock that name for 15 minutes), grants the
 //!    scopes the client, the user and the request all allow, binds a patient user's token to
 //!    their person (the golden record of their Patient), and redirects to the app with a
 //!    one-time code that lives 60 seconds. A denial redirects with `access_denied`.
@@ -36,6 +37,10 @@ const PENDING_SECONDS: i64 = 600;
 const CODE_SECONDS: i64 = 60;
 /// Wrong passwords before a sign-in request is dropped.
 const ATTEMPTS: u32 = 5;
+/// Wrong passwords for one user name, over all sign-in requests, before that name is locked.
+const LOCK_AFTER: u32 = 10;
+/// How long a locked user name stays locked, and how long failures count towards a lock.
+const LOCK_SECONDS: i64 = 900;
 
 /// An authorization request waiting for its user.
 #[derive(Debug, Clone)]
@@ -68,6 +73,8 @@ pub struct Grant {
 pub struct Logins {
     pending: HashMap<String, Pending>,
     codes: HashMap<String, Grant>,
+    /// Failed sign-ins per user name: how many, since when.
+    failures: HashMap<String, (u32, i64)>,
 }
 
 impl Logins {
@@ -75,6 +82,20 @@ impl Logins {
         self.pending
             .retain(|_, p| p.created + PENDING_SECONDS > now);
         self.codes.retain(|_, c| c.expires > now);
+        self.failures
+            .retain(|_, (_, since)| *since + LOCK_SECONDS > now);
+    }
+
+    /// Whether `name` is locked out for guessing (whatever the next password is).
+    fn locked(&self, name: &str) -> bool {
+        self.failures
+            .get(name)
+            .is_some_and(|(n, _)| *n >= LOCK_AFTER)
+    }
+
+    fn failed(&mut self, name: &str, now: i64) {
+        let entry = self.failures.entry(name.to_owned()).or_insert((0, now));
+        entry.0 += 1;
     }
 }
 
@@ -318,6 +339,24 @@ pub async fn authorize_submit(
     }
     let name = get("username").to_owned();
     let password = get("password").to_owned();
+    let locked = {
+        let mut logins = security.logins.lock().unwrap_or_else(|e| e.into_inner());
+        logins.sweep(now());
+        logins.locked(&name)
+    };
+    if locked {
+        let mut r = error_page(
+            StatusCode::TOO_MANY_REQUESTS,
+            "Too many failed sign-ins for this user name; try again in 15 minutes.",
+        );
+        r.extensions_mut().insert(AuditSubject {
+            client_id: Some(pending.client_id.clone()),
+            login_user: Some(name),
+            login_failed: true,
+            ..AuditSubject::default()
+        });
+        return r;
+    }
     let user = match security.registry().user(&name).await {
         Ok(u) => u,
         Err(e) => {
@@ -342,6 +381,10 @@ pub async fn authorize_submit(
     let user = match user {
         Some(u) if matches && !u.disabled => u,
         _ => {
+            {
+                let mut logins = security.logins.lock().unwrap_or_else(|e| e.into_inner());
+                logins.failed(&name, now());
+            }
             pending.attempts += 1;
             let mut r = if pending.attempts >= ATTEMPTS {
                 refuse(
@@ -364,6 +407,10 @@ pub async fn authorize_submit(
             return r;
         }
     };
+    {
+        let mut logins = security.logins.lock().unwrap_or_else(|e| e.into_inner());
+        logins.failures.remove(&name);
+    }
     let granted = match grant(&state, &security, &pending, &user).await {
         Ok(g) => g,
         Err(r) => return r,

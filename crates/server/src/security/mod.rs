@@ -26,6 +26,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 
 use auth::assertion::MemoryLedger;
+use auth::registry::JwkSet;
 use auth::scope::{Interaction, ScopeSet};
 use auth::token::{AccessClaims, TokenError, TokenKeys};
 use serde::{Deserialize, Serialize};
@@ -82,7 +83,14 @@ pub struct Security {
     pub settings: SecuritySettings,
     /// Sign-in requests and authorization codes in flight.
     logins: Mutex<login::Logins>,
+    /// Key sets fetched from backend services' `jwks_uri`, with when they were fetched.
+    remote_keys: Mutex<HashMap<String, (i64, JwkSet)>>,
 }
+
+/// Seconds a fetched key set is used before it is fetched again.
+const REMOTE_KEYS_SECONDS: i64 = 300;
+/// The largest key set accepted from a `jwks_uri`.
+const MAX_JWKS_BYTES: usize = 256 * 1024;
 
 impl Security {
     /// The authorization server over `registry`, signing with `keys`; reads the revocations
@@ -112,7 +120,60 @@ impl Security {
             revoked: Mutex::new(revoked),
             settings,
             logins: Mutex::new(login::Logins::default()),
+            remote_keys: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// The key set a backend service publishes at `uri`: from the cache while it is fresh
+    /// (unless `refetch`, when an assertion did not verify with the cached keys: the client
+    /// may have rotated them), else fetched (10 s at most, 256 KiB at most) and checked like
+    /// an inline set (RS384 or ES384 signing keys only).
+    pub async fn remote_keys(&self, uri: &str, refetch: bool) -> Result<JwkSet, String> {
+        let now = now();
+        if !refetch {
+            let cache = self.remote_keys.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some((at, keys)) = cache.get(uri)
+                && now - at < REMOTE_KEYS_SECONDS
+            {
+                return Ok(keys.clone());
+            }
+        }
+        crate::tls::install_default_provider();
+        let client = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(10))
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| format!("no HTTP client: {e}"))?;
+        let response = client
+            .get(uri)
+            .send()
+            .await
+            .map_err(|e| format!("fetching the client's keys at {uri}: {e}"))?;
+        if !response.status().is_success() {
+            return Err(format!(
+                "fetching the client's keys at {uri}: {}",
+                response.status()
+            ));
+        }
+        if response
+            .content_length()
+            .is_some_and(|n| n > MAX_JWKS_BYTES as u64)
+        {
+            return Err(format!("the key set at {uri} is too large"));
+        }
+        let body = response
+            .bytes()
+            .await
+            .map_err(|e| format!("reading the client's keys at {uri}: {e}"))?;
+        if body.len() > MAX_JWKS_BYTES {
+            return Err(format!("the key set at {uri} is too large"));
+        }
+        let text =
+            std::str::from_utf8(&body).map_err(|_| format!("the key set at {uri} is not UTF-8"))?;
+        let keys = auth::registry::parse_jwks(text).map_err(|e| format!("{uri}: {e}"))?;
+        let mut cache = self.remote_keys.lock().unwrap_or_else(|e| e.into_inner());
+        cache.insert(uri.to_owned(), (now, keys.clone()));
+        Ok(keys)
     }
 
     /// The registrations.

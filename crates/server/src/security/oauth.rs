@@ -228,24 +228,40 @@ async fn assertion_client(
             "only backend service clients authenticate with an assertion",
         ));
     }
-    let jwks_text = client.jwks.as_deref().ok_or_else(|| {
-        OAuthError::new(
-            "invalid_client",
-            "the client's registration names its keys by jwks_uri; this node verifies \
-             inline key sets only until its outbound TLS client exists",
-        )
-    })?;
-    let keys = parse_jwks(jwks_text).map_err(OAuthError::internal)?;
-    let checked = {
+    let check = |keys: &auth::registry::JwkSet| {
         let mut ledger = security.ledger.lock().unwrap_or_else(|e| e.into_inner());
         assertion::verify(
             assertion,
             &client.id,
-            &keys,
+            keys,
             token_endpoint,
             now(),
             &mut *ledger,
         )
+    };
+    let checked = match (&client.jwks, &client.jwks_uri) {
+        (Some(text), _) => check(&parse_jwks(text).map_err(OAuthError::internal)?),
+        (None, Some(uri)) => {
+            let unreachable = |e: String| OAuthError::new("invalid_client", e);
+            let keys = security
+                .remote_keys(uri, false)
+                .await
+                .map_err(unreachable)?;
+            match check(&keys) {
+                // The client may have rotated its keys since they were fetched.
+                Err(AssertionError::Signature) => {
+                    let keys = security.remote_keys(uri, true).await.map_err(unreachable)?;
+                    check(&keys)
+                }
+                other => other,
+            }
+        }
+        (None, None) => {
+            return Err(OAuthError::new(
+                "invalid_client",
+                "the client's registration has no keys",
+            ));
+        }
     };
     checked.map_err(|e| match e {
         AssertionError::Replay => OAuthError::new("invalid_grant", e.to_string()),
