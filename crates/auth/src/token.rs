@@ -44,6 +44,9 @@ pub enum TokenError {
     /// Expired, or issued in the future.
     #[error("token expired or not yet valid")]
     Expired,
+    /// Revoked (RFC 7009) before it expired.
+    #[error("the token was revoked")]
+    Revoked,
     /// The key ring is empty or holds a malformed key.
     #[error("token keys: {0}")]
     Keys(String),

@@ -41,6 +41,8 @@ pub struct Fhir {
     pub headers: HeaderMap,
     /// What the security gate admitted the request as (`None` on an open server).
     pub admitted: Option<Admitted>,
+    /// The request is audited (what it answers is named in its record).
+    pub audited: bool,
 }
 
 impl Fhir {
@@ -90,7 +92,8 @@ impl FromRequestParts<AppState> for Fhir {
             a.apply(&mut ctx);
         }
         // The record of the request's writes goes into their own transactions.
-        if let Some(writes) = parts.extensions.get::<std::sync::Arc<RequestAudit>>() {
+        let audit = parts.extensions.get::<std::sync::Arc<RequestAudit>>();
+        if let Some(writes) = audit {
             if let Some(a) = &admitted {
                 writes.set_caller(a.caller.clone(), a.break_glass);
             }
@@ -104,6 +107,7 @@ impl FromRequestParts<AppState> for Fhir {
             lenient,
             params,
             headers: parts.headers.clone(),
+            audited: audit.is_some(),
             admitted,
         })
     }
@@ -306,8 +310,16 @@ impl Reply {
             version: Some(r.version),
             last_modified: Some(r.last_updated),
             location: None,
-            audit: Some(AuditFacts::of_resource(r)),
+            audit: None,
         }
+    }
+
+    /// The same reply, naming `r` in the request's audit record when the request is audited.
+    pub fn audited(mut self, fhir: &Fhir, r: &StoredResource) -> Self {
+        if fhir.audited {
+            self.audit = Some(AuditFacts::of_resource(r));
+        }
+        self
     }
 
     pub fn with_location(mut self, base: &str, r: &StoredResource) -> Self {

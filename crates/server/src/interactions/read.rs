@@ -34,10 +34,5 @@ pub async fn read(state: &AppState, fhir: &Fhir, ty: &str, id: &str) -> Result<R
     }
     crate::security::check_scope_filter(state, fhir, ty, id).await?;
     let r = state.store.read(&fhir.ctx, ty, id).await?;
-    Ok(Reply::resource(
-        StatusCode::OK,
-        &r,
-        Return::Representation,
-        "read",
-    ))
+    Ok(Reply::resource(StatusCode::OK, &r, Return::Representation, "read").audited(fhir, &r))
 }

@@ -45,10 +45,5 @@ pub async fn vread(
     }
     crate::security::check_scope_filter(state, fhir, ty, id).await?;
     let r = state.store.vread(&fhir.ctx, ty, id, version).await?;
-    Ok(Reply::resource(
-        StatusCode::OK,
-        &r,
-        Return::Representation,
-        "read",
-    ))
+    Ok(Reply::resource(StatusCode::OK, &r, Return::Representation, "read").audited(fhir, &r))
 }

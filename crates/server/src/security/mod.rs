@@ -209,7 +209,7 @@ impl Security {
             now(),
         )?;
         if self.is_revoked(&claims.jti) {
-            return Err(TokenError::Malformed("the token was revoked".into()));
+            return Err(TokenError::Revoked);
         }
         Ok(claims)
     }
