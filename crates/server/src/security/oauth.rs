@@ -3,7 +3,7 @@
 //!   Services); the scopes granted are those asked for that the client's registration allows.
 //!   For apps (public clients): the code of the sign-in page (`login`) with its PKCE verifier,
 //!   and refresh tokens (with `offline_access` or `online_access`), each used once and
-//!   replaced, kept as digests in the registry's token table so a restart keeps them;
+//!   replaced, kept as digests in the registry's token table so a restart keeps them.
 //!   A token request may carry a purpose of use (`purpose_of_use`, a v3 PurposeOfUse code),
 //!   and ask to break the glass (`purpose_of_use=ETREAT` with a `break_glass_reason`): such a
 //!   token lives at most `SecuritySettings::break_glass_seconds` and says so in its claims;
