@@ -418,15 +418,19 @@ const PG_LOCK: &str =
 /// lock (held to the end of `tx`), chains the records, stores them with their references and
 /// replaces the head with a newly signed one. On an error the caller rolls `tx` back.
 pub(crate) async fn append_pg(
-    tx: &tokio_postgres::Transaction<'_>,
+    tx: &deadpool_postgres::Transaction<'_>,
     entries: Vec<AuditEntry>,
     signer: &HeadSigner,
 ) -> Result<Head, StoreError> {
-    tx.execute(PG_LOCK, &[]).await?;
-    let signed: Option<String> = tx
-        .query_opt("SELECT signed FROM audit_head WHERE one = 1", &[])
-        .await?
-        .map(|r| r.get(0));
+    // Statements prepared once per connection: each append is a handful of round trips,
+    // and a read's response waits for it. The head is read by a statement after the lock's,
+    // so that its snapshot sees the last append that held the lock.
+    let lock = tx.prepare_cached(PG_LOCK).await?;
+    tx.execute(&lock, &[]).await?;
+    let read_head = tx
+        .prepare_cached("SELECT signed FROM audit_head WHERE one = 1")
+        .await?;
+    let signed: Option<String> = tx.query_opt(&read_head, &[]).await?.map(|r| r.get(0));
     let mut head = parse_head(signed)?;
     if head == Head::EMPTY
         && tx
@@ -463,23 +467,35 @@ pub(crate) async fn append_pg(
         records.push(e.record);
         hashes.push(head.hash.to_vec());
     }
-    tx.execute(
+    let insert = tx
+        .prepare_cached(
             "INSERT INTO audit_log (seq, recorded, request_id, agent, record, hash) \
              SELECT * FROM UNNEST($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::bytea[], $6::bytea[])",
-            &[&seqs, &recorded, &request_ids, &agents, &records, &hashes],
         )
         .await?;
+    tx.execute(
+        &insert,
+        &[&seqs, &recorded, &request_ids, &agents, &records, &hashes],
+    )
+    .await?;
     if !ref_seqs.is_empty() {
-        tx.execute(
+        let refs = tx
+            .prepare_cached(
                 "INSERT INTO audit_ref (kind, target, seq) \
                  SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::bigint[]) ON CONFLICT DO NOTHING",
-                &[&ref_kinds, &ref_targets, &ref_seqs],
             )
             .await?;
+        tx.execute(&refs, &[&ref_kinds, &ref_targets, &ref_seqs])
+            .await?;
     }
-    tx.execute(
-        "INSERT INTO audit_head (one, seq, signed) VALUES (1, $1, $2) \
+    let write_head = tx
+        .prepare_cached(
+            "INSERT INTO audit_head (one, seq, signed) VALUES (1, $1, $2) \
              ON CONFLICT (one) DO UPDATE SET seq = excluded.seq, signed = excluded.signed",
+        )
+        .await?;
+    tx.execute(
+        &write_head,
         &[&as_sql(head.seq), &signed_text(signer, head)?],
     )
     .await?;
