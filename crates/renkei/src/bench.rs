@@ -188,8 +188,7 @@ impl BenchAuth {
         let signer = Arc::new(auth::chain::HeadSigner::from_pkcs8(
             &auth::chain::HeadSigner::generate_pkcs8()?,
         )?);
-        let auditor =
-            server::security::audit::Auditor::start(audit, signer, "bench".into());
+        let auditor = server::security::audit::Auditor::start(audit, signer, "bench".into());
         Ok((
             state
                 .with_security(Arc::new(security))
@@ -228,7 +227,9 @@ pub fn client_with(token: Option<&str>) -> anyhow::Result<reqwest::Client> {
             reqwest::header::HeaderValue::from_str(&format!("Bearer {t}"))?,
         );
     }
-    Ok(reqwest::Client::builder().default_headers(headers).build()?)
+    Ok(reqwest::Client::builder()
+        .default_headers(headers)
+        .build()?)
 }
 
 impl Fresh {

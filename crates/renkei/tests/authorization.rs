@@ -262,10 +262,19 @@ async fn sign_in_flow(s: &Server, golden: &str) {
             .iter()
             .map(|(k, v)| format!("{k}={}", encode(v)))
             .collect();
-        format!("{}?{}", s.base.replace("/fhir", "/auth/authorize"), q.join("&"))
+        format!(
+            "{}?{}",
+            s.base.replace("/fhir", "/auth/authorize"),
+            q.join("&")
+        )
     };
     // An unregistered redirect is shown an error, never sent anywhere.
-    let r = s.client.get(authorize("https://evil.example/cb")).send().await.unwrap();
+    let r = s
+        .client
+        .get(authorize("https://evil.example/cb"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 400);
     let r = s.client.get(authorize(APP_REDIRECT)).send().await.unwrap();
     assert_eq!(r.status(), 200);
@@ -280,16 +289,24 @@ async fn sign_in_flow(s: &Server, golden: &str) {
     let (status, _, page) = post_form(
         s,
         "/auth/authorize",
-        &[("request", &request), ("username", "adaeze"), ("password", "wrong password!"),
-          ("decision", "allow")],
+        &[
+            ("request", &request),
+            ("username", "adaeze"),
+            ("password", "wrong password!"),
+            ("decision", "allow"),
+        ],
     )
     .await;
     assert_eq!(status, 401, "{page}");
     let (status, location, _) = post_form(
         s,
         "/auth/authorize",
-        &[("request", &request), ("username", "adaeze"), ("password", PASSWORD),
-          ("decision", "allow")],
+        &[
+            ("request", &request),
+            ("username", "adaeze"),
+            ("password", PASSWORD),
+            ("decision", "allow"),
+        ],
     )
     .await;
     assert_eq!(status, 302);
@@ -312,27 +329,53 @@ async fn sign_in_flow(s: &Server, golden: &str) {
     assert_eq!(get(s, access, "Patient/bob").await.0, 404);
     // A code works once.
     let (status, again) = token_request(s, &exchange).await;
-    assert_eq!((status, again["error"].as_str()), (400, Some("invalid_grant")));
+    assert_eq!(
+        (status, again["error"].as_str()),
+        (400, Some("invalid_grant"))
+    );
 
     let refresh = tokens["refresh_token"].as_str().unwrap().to_owned();
     let use_refresh = |r: String| async move {
         token_request(
             s,
-            &[("grant_type", "refresh_token"), ("refresh_token", &r), ("client_id", "app")],
+            &[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", &r),
+                ("client_id", "app"),
+            ],
         )
         .await
     };
     let (status, renewed) = use_refresh(refresh.clone()).await;
     assert_eq!(status, 200, "{renewed}");
-    assert_eq!(get(s, renewed["access_token"].as_str().unwrap(), "Patient/alice-a").await.0, 200);
+    assert_eq!(
+        get(
+            s,
+            renewed["access_token"].as_str().unwrap(),
+            "Patient/alice-a"
+        )
+        .await
+        .0,
+        200
+    );
     let (status, spent) = use_refresh(refresh).await;
-    assert_eq!((status, spent["error"].as_str()), (400, Some("invalid_grant")));
+    assert_eq!(
+        (status, spent["error"].as_str()),
+        (400, Some("invalid_grant"))
+    );
     let newer = renewed["refresh_token"].as_str().unwrap().to_owned();
-    let (status, _, _) =
-        post_form(s, "/auth/revoke", &[("token", &newer), ("client_id", "app")]).await;
+    let (status, _, _) = post_form(
+        s,
+        "/auth/revoke",
+        &[("token", &newer), ("client_id", "app")],
+    )
+    .await;
     assert_eq!(status, 200);
     let (status, revoked) = use_refresh(newer).await;
-    assert_eq!((status, revoked["error"].as_str()), (400, Some("invalid_grant")));
+    assert_eq!(
+        (status, revoked["error"].as_str()),
+        (400, Some("invalid_grant"))
+    );
 }
 
 async fn scenario(backend: Backend) {
@@ -392,7 +435,15 @@ async fn scenario(backend: Backend) {
     assert!(out.status.success(), "{out:?}");
     // An app (public client, authorization code with PKCE) and a patient who signs in.
     let out = support::renkei()
-        .args(["clients", "add", "--id", "app", "--redirect-uri", APP_REDIRECT, "--scope"])
+        .args([
+            "clients",
+            "add",
+            "--id",
+            "app",
+            "--redirect-uri",
+            APP_REDIRECT,
+            "--scope",
+        ])
         .arg("patient/*.rs launch/patient offline_access")
         .args(data.args())
         .env("RUST_LOG", "warn")
@@ -400,7 +451,14 @@ async fn scenario(backend: Backend) {
         .unwrap();
     assert!(out.status.success(), "{out:?}");
     let mut add_user = support::renkei()
-        .args(["users", "add", "--name", "adaeze", "--fhir-user", "Patient/alice-a"])
+        .args([
+            "users",
+            "add",
+            "--name",
+            "adaeze",
+            "--fhir-user",
+            "Patient/alice-a",
+        ])
         .args(["--scope", "patient/*.rs launch/patient offline_access"])
         .args(data.args())
         .env("RUST_LOG", "warn")

@@ -162,9 +162,9 @@ pub async fn permit(
                 .person_records(&RequestContext::system(), person)
                 .await?;
             AccessPolicy::Restricted(Restriction {
-                patients,
-                denied_labels: BTreeSet::new(),
+                patients: Some(patients),
                 break_glass: authorized.break_glass,
+                ..Restriction::default()
             })
         }
     };

@@ -72,7 +72,8 @@ pub struct Logins {
 
 impl Logins {
     fn sweep(&mut self, now: i64) {
-        self.pending.retain(|_, p| p.created + PENDING_SECONDS > now);
+        self.pending
+            .retain(|_, p| p.created + PENDING_SECONDS > now);
         self.codes.retain(|_, c| c.expires > now);
     }
 }
@@ -122,7 +123,9 @@ fn page(status: StatusCode, title: &str, body: &str) -> Response {
     h.insert("x-frame-options", HeaderValue::from_static("DENY"));
     h.insert(
         "content-security-policy",
-        HeaderValue::from_static("default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'"),
+        HeaderValue::from_static(
+            "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'",
+        ),
     );
     r
 }
@@ -214,10 +217,18 @@ pub async fn authorize_page(
     let get = |k: &str| q.get(k).map(String::as_str).unwrap_or("");
     let client = match security.registry().client(get("client_id")).await {
         Ok(Some(c)) if !c.disabled => c,
-        Ok(_) => return error_page(StatusCode::BAD_REQUEST, "The application is not registered here."),
+        Ok(_) => {
+            return error_page(
+                StatusCode::BAD_REQUEST,
+                "The application is not registered here.",
+            );
+        }
         Err(e) => {
             tracing::error!(error = %e, "reading the client registrations failed");
-            return error_page(StatusCode::INTERNAL_SERVER_ERROR, "The server failed; try again later.");
+            return error_page(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "The server failed; try again later.",
+            );
         }
     };
     let redirect_uri = get("redirect_uri");
@@ -238,7 +249,11 @@ pub async fn authorize_page(
     };
     // From here on, problems go back to the (registered) app.
     if get("response_type") != "code" {
-        return refuse(&pending, "unsupported_response_type", "response_type must be code");
+        return refuse(
+            &pending,
+            "unsupported_response_type",
+            "response_type must be code",
+        );
     }
     if pending.state.is_empty() {
         return refuse(&pending, "invalid_request", "state is required");
@@ -307,7 +322,10 @@ pub async fn authorize_submit(
         Ok(u) => u,
         Err(e) => {
             tracing::error!(error = %e, "reading the users failed");
-            return error_page(StatusCode::INTERNAL_SERVER_ERROR, "The server failed; try again later.");
+            return error_page(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "The server failed; try again later.",
+            );
         }
     };
     // The hash is checked even for an unknown or disabled user, so that the answer's timing
@@ -326,7 +344,11 @@ pub async fn authorize_submit(
         _ => {
             pending.attempts += 1;
             let mut r = if pending.attempts >= ATTEMPTS {
-                refuse(&pending, "access_denied", "too many failed sign-in attempts")
+                refuse(
+                    &pending,
+                    "access_denied",
+                    "too many failed sign-in attempts",
+                )
             } else {
                 let page = sign_in_page(&id, &pending, Some("Wrong user name or password."));
                 let mut logins = security.logins.lock().unwrap_or_else(|e| e.into_inner());
@@ -397,13 +419,23 @@ async fn grant(
 ) -> Result<Grant, Response> {
     let client = match security.registry().client(&p.client_id).await {
         Ok(Some(c)) if !c.disabled => c,
-        _ => return Err(refuse(p, "unauthorized_client", "the application is no longer registered")),
+        _ => {
+            return Err(refuse(
+                p,
+                "unauthorized_client",
+                "the application is no longer registered",
+            ));
+        }
     };
     let asked = ScopeSet::parse(&p.scope).unwrap_or_default();
     let by_client = ScopeSet::parse(&client.scope).unwrap_or_default();
     let by_user = ScopeSet::parse(&user.scope).unwrap_or_default();
     let mut granted = asked.within(&by_client).within(&by_user);
-    let patient = match user.fhir_user.as_deref().and_then(|r| r.strip_prefix("Patient/")) {
+    let patient = match user
+        .fhir_user
+        .as_deref()
+        .and_then(|r| r.strip_prefix("Patient/"))
+    {
         Some(source) => {
             let person = state
                 .mpi
