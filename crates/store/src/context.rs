@@ -118,7 +118,7 @@ pub enum Patients {
 }
 
 /// Which data of a record.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Withholding {
     /// The resources [`Selector`] selects.
     Data(Selector),

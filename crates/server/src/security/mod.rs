@@ -9,6 +9,8 @@
 //! - `oauth`: the token, JWKS, introspection and revocation endpoints and the SMART
 //!   configuration document.
 //! - [`login`]: the sign-in page of the authorization code flow (PKCE), for apps.
+//! - [`consent`]: the patient-privacy Consents, cached, evaluated per request into the data
+//!   the store withholds.
 //! - [`audit`]: one audit record per request, group-committed to the hash-chained log before
 //!   the response leaves.
 //!
@@ -18,6 +20,7 @@
 
 pub mod audit;
 mod classify;
+pub mod consent;
 mod gate;
 pub mod login;
 pub mod oauth;
@@ -45,6 +48,8 @@ pub struct SecuritySettings {
     pub app_token_seconds: i64,
     /// Seconds a refresh token lives (each use replaces it with a new one).
     pub refresh_seconds: i64,
+    /// The network's consent default and sensitive labels (`consent`).
+    pub consent: auth::consent::ConsentSettings,
 }
 
 impl Default for SecuritySettings {
@@ -54,6 +59,7 @@ impl Default for SecuritySettings {
             break_glass_seconds: 900,
             app_token_seconds: 3600,
             refresh_seconds: 30 * 86_400,
+            consent: auth::consent::ConsentSettings::default(),
         }
     }
 }
@@ -82,6 +88,8 @@ pub struct Security {
     pub settings: SecuritySettings,
     /// Sign-in requests and authorization codes in flight.
     logins: Mutex<login::Logins>,
+    /// The patient-privacy consents, cached.
+    pub consents: consent::Consents,
 }
 
 impl Security {
@@ -112,6 +120,7 @@ impl Security {
             revoked: Mutex::new(revoked),
             settings,
             logins: Mutex::new(login::Logins::default()),
+            consents: consent::Consents::default(),
         })
     }
 
