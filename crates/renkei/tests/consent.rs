@@ -308,7 +308,10 @@ async fn scenario(backend: Backend) {
     // $everything of the withheld patient: nothing of the record.
     let (status, bundle) = get(&s, &x, "Patient/p-org/$everything").await;
     let shown = bundle["entry"].as_array().map(Vec::len).unwrap_or(0);
-    assert!(status == 404 || (status == 200 && shown == 0), "{status} {bundle}");
+    assert!(
+        status == 404 || (status == 200 && shown == 0),
+        "{status} {bundle}"
+    );
     // Organisation y (treatment): everything but the HIV data.
     assert_eq!(
         sources(walk(&s, &y, &format!("?{types}")).await),
