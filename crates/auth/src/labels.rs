@@ -64,6 +64,9 @@ pub struct Rule {
     /// The label's system, when not `v3-ActCode`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub label_system: Option<String>,
+    /// What the codes are, for the reader of the table.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 /// A rule table that cannot be used.
@@ -96,65 +99,17 @@ const CODED: &[&str] = &[
     "vaccineCode",
 ];
 
+/// The default rule table, `crates/auth/labels/default.json` (documented in
+/// `docs/security.md`, "Sensitivity labels").
+pub const DEFAULT_RULES: &str = include_str!("../labels/default.json");
+
 impl Default for Labeler {
-    /// Well-known codes: ICD-10 mental and behavioural disorders (F, substance use F10–F19
-    /// as ETH), HIV disease (B20–B24, Z21), pregnancy-termination codes (O00–O08) and a few
-    /// SNOMED CT and LOINC codes for the same classes.
+    /// Well-known codes ([`DEFAULT_RULES`]): ICD-10 mental and behavioural disorders (F,
+    /// substance use F10–F19 as ETH), HIV disease (B20–B24, Z21), pregnancy-termination and
+    /// contraception codes (O00–O08, Z30) and a few SNOMED CT and LOINC codes for the same
+    /// classes.
     fn default() -> Self {
-        let r = |system: &str, code: Option<&str>, prefix: Option<&str>, label: &str| Rule {
-            system: system.to_owned(),
-            code: code.map(str::to_owned),
-            prefix: prefix.map(str::to_owned),
-            label: label.to_owned(),
-            label_system: None,
-        };
-        let mut rules = Vec::new();
-        for system in [ICD10_CM, ICD10] {
-            for p in [
-                "F10", "F11", "F12", "F13", "F14", "F15", "F16", "F18", "F19",
-            ] {
-                rules.push(r(system, None, Some(p), "ETH"));
-            }
-            for p in ["F0", "F2", "F3", "F4", "F5", "F6", "F7", "F8", "F9"] {
-                rules.push(r(system, None, Some(p), "PSY"));
-            }
-            for p in ["B20", "B21", "B22", "B23", "B24", "Z21"] {
-                rules.push(r(system, None, Some(p), "HIV"));
-            }
-            for p in [
-                "O00", "O01", "O02", "O03", "O04", "O05", "O06", "O07", "O08",
-            ] {
-                rules.push(r(system, None, Some(p), "SEX"));
-            }
-        }
-        for (code, label) in [
-            ("86406008", "HIV"),  // HIV infection
-            ("165816005", "HIV"), // HIV positive
-            ("35489007", "PSY"),  // depressive disorder
-            ("36923009", "PSY"),  // major depression, single episode
-            ("370143000", "PSY"), // major depressive disorder
-            ("58214004", "PSY"),  // schizophrenia
-            ("13746004", "PSY"),  // bipolar disorder
-            ("47505003", "PSY"),  // post-traumatic stress disorder
-            ("7200002", "ETH"),   // alcoholism
-            ("6525002", "ETH"),   // dependent drug abuse
-            ("5602001", "ETH"),   // opioid abuse
-            ("55680006", "ETH"),  // drug overdose
-            ("361055000", "ETH"), // misuses drugs
-            ("714812005", "SEX"), // induced termination of pregnancy
-        ] {
-            rules.push(r(SNOMED, Some(code), None, label));
-        }
-        for (code, label) in [
-            ("75622-1", "HIV"), // HIV 1+2 Ab+Ag
-            ("7917-8", "HIV"),  // HIV 1 Ab
-            ("25836-8", "HIV"), // HIV 1 RNA
-            ("44877-9", "PSY"), // depression screening
-            ("44249-1", "PSY"), // PHQ-9 quick depression assessment
-        ] {
-            rules.push(r(LOINC, Some(code), None, label));
-        }
-        Labeler { rules }
+        Labeler::from_json(DEFAULT_RULES).expect("the default label table is valid")
     }
 }
 

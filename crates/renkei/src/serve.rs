@@ -65,6 +65,33 @@ pub struct Args {
     /// non-loopback address. Without it, such a store is served on loopback only.
     #[arg(long)]
     open: bool,
+    /// The network's consent default for a patient without an applicable patient-privacy
+    /// Consent: opt-out shares their record, opt-in withholds it (docs/security.md).
+    #[arg(long, value_name = "DEFAULT", default_value = "opt-out", value_parser = parse_consent_default)]
+    consent_default: auth::consent::NetworkDefault,
+    /// Sensitive labels withheld unless a patient's Consent permits them: comma-separated
+    /// v3-ActCode codes (PSY,ETH,HIV,SEX) or system|code pairs. Default: none.
+    #[arg(long, value_name = "LABELS", value_delimiter = ',')]
+    sensitive_labels: Vec<String>,
+}
+
+fn parse_consent_default(s: &str) -> Result<auth::consent::NetworkDefault, String> {
+    match s {
+        "opt-out" => Ok(auth::consent::NetworkDefault::OptOut),
+        "opt-in" => Ok(auth::consent::NetworkDefault::OptIn),
+        other => Err(format!("'{other}': expected opt-in or opt-out")),
+    }
+}
+
+/// A sensitive label: `system|code`, or a v3-ActCode code.
+fn sensitive_label(s: &str) -> auth::labels::Label {
+    match s.trim().split_once('|') {
+        Some((system, code)) => auth::labels::Label {
+            system: system.to_owned(),
+            code: code.to_owned(),
+        },
+        None => auth::labels::Label::act(s.trim()),
+    }
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
@@ -102,7 +129,18 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         let server_security = server::security::Security::open(
             keys,
             security.registry.clone(),
-            server::security::SecuritySettings::default(),
+            server::security::SecuritySettings {
+                consent: auth::consent::ConsentSettings {
+                    default: args.consent_default,
+                    sensitive: args
+                        .sensitive_labels
+                        .iter()
+                        .filter(|l| !l.trim().is_empty())
+                        .map(|l| sensitive_label(l))
+                        .collect(),
+                },
+                ..server::security::SecuritySettings::default()
+            },
         )
         .await?;
         let audit_path = crate::keys::key_path(

@@ -78,6 +78,7 @@ impl StoreArgs {
                     .with_context(|| {
                         format!("opening PostgreSQL at {}", store::postgres_redact(url))
                     })?;
+                store.label_writes(auth::labels::Labeler::default());
                 Ok(Security {
                     store: Arc::new(store.clone()),
                     audit: Arc::new(store.clone()),
@@ -88,6 +89,7 @@ impl StoreArgs {
                 let data = self.data_dir()?;
                 let store = SqliteStore::open_dir(data, extractor())
                     .with_context(|| format!("opening the store in {}", data.display()))?;
+                store.label_writes(auth::labels::Labeler::default());
                 Ok(Security {
                     store: Arc::new(store.clone()),
                     audit: Arc::new(store.clone()),

@@ -19,7 +19,9 @@ use std::collections::BTreeSet;
 
 use serde_json::Value;
 
-use crate::context::{RequestContext, Restriction};
+use crate::context::{
+    Patients, RequestContext, Restriction, SecurityLabel, Selector, Withheld, Withholding,
+};
 use crate::error::StoreError;
 use crate::index::{IndexExtractor, IndexRow, IndexValue};
 use crate::sql::{Sql, SqlParam};
@@ -41,9 +43,9 @@ pub(crate) struct Aliases {
 
 /// The conditions, ANDed by the caller, that a current resource (alias `a`) meets when `r`
 /// may see it. `resource_type` (or, without one, `types` when not empty) narrows the
-/// compartment parameters looked at. With `drive`, membership is written as an indexed
-/// `a.rid IN (...)` list that can drive the query (it then also restricts the type);
-/// otherwise as a correlated probe of `a`.
+/// compartment parameters looked at. With `drive` and an allowlist of patients, membership is
+/// written as an indexed `a.rid IN (...)` list that can drive the query (it then also
+/// restricts the type); otherwise as a correlated probe of `a`.
 pub(crate) fn conditions(
     sql: &mut Sql,
     r: &Restriction,
@@ -56,14 +58,59 @@ pub(crate) fn conditions(
     let members = compartment_params(resource_type, types);
     let owner = resource_type.is_none_or(|t| t == PATIENT)
         && (resource_type.is_some() || types.is_empty() || types.iter().any(|t| t == PATIENT));
-    if r.patients.is_empty() || (members.is_empty() && !owner) {
-        return vec!["1 = 0".to_owned()];
+    let mut membership = Vec::new();
+    if let Some(allowed) = &r.patients {
+        if allowed.is_empty() || (members.is_empty() && !owner) {
+            return vec!["1 = 0".to_owned()];
+        }
+        // Bound once, named wherever they are needed.
+        let patients = list(sql, allowed.iter());
+        let patient = sql.bind(SqlParam::Text(PATIENT.to_owned()));
+        let z = &aliases.member;
+        let pairs = pairs(sql, &members, z);
+        if drive {
+            let mut rids = Vec::new();
+            if let Some(pairs) = &pairs {
+                rids.push(format!(
+                    "SELECT {z}.rid FROM idx_reference {z} WHERE {z}.target_id IN ({patients}) \
+                     AND {z}.target_type = {patient} AND {pairs}"
+                ));
+            }
+            if owner {
+                let o = &aliases.owner;
+                rids.push(format!(
+                    "SELECT {o}.rid FROM resource {o} WHERE {o}.res_type = {patient} \
+                     AND {o}.res_id IN ({patients})"
+                ));
+            }
+            membership.push(format!("{a}.rid IN ({})", rids.join(" UNION ")));
+        } else {
+            let ids = format!("IN ({patients})");
+            membership.push(probe(owner, pairs.as_deref(), Some(&ids), &patient, a, z));
+        }
     }
-    // Bound once, named wherever they are needed.
-    let patients = list(sql, r.patients.iter());
-    let patient = sql.bind(SqlParam::Text(PATIENT.to_owned()));
-    let z = &aliases.member;
-    let pairs = match members.as_slice() {
+    if r.break_glass {
+        return membership;
+    }
+    if !r.denied_labels.is_empty() {
+        let labels = labelled(sql, &r.denied_labels, a, &aliases.label);
+        membership.push(format!("NOT {labels}"));
+    }
+    if members.is_empty() && !owner {
+        // Consent withholds patient data only.
+        return membership;
+    }
+    for w in &r.withheld {
+        if let Some(c) = withheld(sql, w, &members, owner, a, aliases) {
+            membership.push(c);
+        }
+    }
+    membership
+}
+
+/// The compartment parameters of `members` as a condition on `idx_reference` alias `z`.
+fn pairs(sql: &mut Sql, members: &[(&str, &[String])], z: &str) -> Option<String> {
+    match members {
         [] => None,
         [(t, ps)] => {
             let t = sql.bind(SqlParam::Text((*t).to_owned()));
@@ -85,58 +132,120 @@ pub(crate) fn conditions(
                 values.join(", ")
             ))
         }
-    };
-    let mut membership = Vec::new();
-    if drive {
-        let mut rids = Vec::new();
-        if let Some(pairs) = &pairs {
-            rids.push(format!(
-                "SELECT {z}.rid FROM idx_reference {z} WHERE {z}.target_id IN ({patients}) \
-                 AND {z}.target_type = {patient} AND {pairs}"
-            ));
-        }
-        if owner {
-            let o = &aliases.owner;
-            rids.push(format!(
-                "SELECT {o}.rid FROM resource {o} WHERE {o}.res_type = {patient} \
-                 AND {o}.res_id IN ({patients})"
-            ));
-        }
-        membership.push(format!("{a}.rid IN ({})", rids.join(" UNION ")));
-    } else {
-        let mut alts = Vec::new();
-        if owner {
-            alts.push(format!(
-                "({a}.res_type = {patient} AND {a}.res_id IN ({patients}))"
-            ));
-        }
-        if let Some(pairs) = &pairs {
-            alts.push(format!(
-                "EXISTS (SELECT 1 FROM idx_reference {z} WHERE {z}.rid = {a}.rid \
-                 AND {z}.target_type = {patient} AND {z}.target_id IN ({patients}) AND {pairs})"
-            ));
-        }
-        membership.push(format!("({})", alts.join(" OR ")));
     }
-    if !r.break_glass && !r.denied_labels.is_empty() {
-        let w = &aliases.label;
-        let param = sql.bind(SqlParam::Text(SECURITY.to_owned()));
-        let labels: Vec<String> = r
-            .denied_labels
-            .iter()
-            .map(|l| {
-                let system = sql.bind(SqlParam::Text(l.system.clone()));
-                let code = sql.bind(SqlParam::Text(l.code.clone()));
-                format!("({w}.system = {system} AND {w}.code = {code})")
-            })
-            .collect();
-        membership.push(format!(
-            "NOT EXISTS (SELECT 1 FROM idx_token {w} WHERE {w}.rid = {a}.rid \
-             AND {w}.param = {param} AND ({}))",
-            labels.join(" OR ")
+}
+
+/// Whether `a` is in the compartment of a Patient whose id passes `ids` (`IN (...)`, `NOT
+/// IN (...)`; `None`: any Patient), as a correlated probe: `a` is such a Patient (`owner`), or
+/// one of its compartment parameters (`pairs`) names one. One of `owner` and `pairs` holds.
+fn probe(
+    owner: bool,
+    pairs: Option<&str>,
+    ids: Option<&str>,
+    patient: &str,
+    a: &str,
+    z: &str,
+) -> String {
+    let mut alts = Vec::new();
+    if owner {
+        alts.push(match ids {
+            Some(ids) => format!("({a}.res_type = {patient} AND {a}.res_id {ids})"),
+            None => format!("{a}.res_type = {patient}"),
+        });
+    }
+    if let Some(pairs) = pairs {
+        let ids = ids
+            .map(|ids| format!(" AND {z}.target_id {ids}"))
+            .unwrap_or_default();
+        alts.push(format!(
+            "EXISTS (SELECT 1 FROM idx_reference {z} WHERE {z}.rid = {a}.rid \
+             AND {z}.target_type = {patient}{ids} AND {pairs})"
         ));
     }
-    membership
+    format!("({})", alts.join(" OR "))
+}
+
+/// `EXISTS` a `_security` row of `a` that is one of `labels` (not empty).
+fn labelled(sql: &mut Sql, labels: &BTreeSet<SecurityLabel>, a: &str, w: &str) -> String {
+    let param = sql.bind(SqlParam::Text(SECURITY.to_owned()));
+    let labels: Vec<String> = labels
+        .iter()
+        .map(|l| {
+            let system = sql.bind(SqlParam::Text(l.system.clone()));
+            let code = sql.bind(SqlParam::Text(l.code.clone()));
+            format!("({w}.system = {system} AND {w}.code = {code})")
+        })
+        .collect();
+    format!(
+        "EXISTS (SELECT 1 FROM idx_token {w} WHERE {w}.rid = {a}.rid \
+         AND {w}.param = {param} AND ({}))",
+        labels.join(" OR ")
+    )
+}
+
+/// Whether `s` selects `a`; `None` when it selects nothing.
+fn selects(sql: &mut Sql, s: &Selector, a: &str, w: &str) -> Option<String> {
+    let mut any = Vec::new();
+    if !s.labels.is_empty() {
+        any.push(labelled(sql, &s.labels, a, w));
+    }
+    if !s.types.is_empty() {
+        any.push(format!("{a}.res_type IN ({})", list(sql, s.types.iter())));
+    }
+    for r in &s.resources {
+        let Some((t, id)) = r.split_once('/') else {
+            continue;
+        };
+        let t = sql.bind(SqlParam::Text(t.to_owned()));
+        let id = sql.bind(SqlParam::Text(id.to_owned()));
+        any.push(format!("({a}.res_type = {t} AND {a}.res_id = {id})"));
+    }
+    (!any.is_empty()).then(|| format!("({})", any.join(" OR ")))
+}
+
+/// The condition that `a` is not withheld by `w`; `None` when `w` withholds nothing `a` could
+/// be.
+fn withheld(
+    sql: &mut Sql,
+    w: &Withheld,
+    members: &[(&str, &[String])],
+    owner: bool,
+    a: &str,
+    aliases: &Aliases,
+) -> Option<String> {
+    let (ids, negate) = match &w.patients {
+        Patients::Of(ids) if ids.is_empty() => return None,
+        Patients::Of(ids) => (ids, false),
+        Patients::AllBut(ids) => (ids, true),
+    };
+    let what = match &w.what {
+        Withholding::Data(s) => Some(selects(sql, s, a, &aliases.label)?),
+        Withholding::RecordExcept(s) => {
+            selects(sql, s, a, &aliases.label).map(|c| format!("NOT {c}"))
+        }
+    };
+    let ids = (!ids.is_empty()).then(|| {
+        let list = list(sql, ids.iter());
+        if negate {
+            format!("NOT IN ({list})")
+        } else {
+            format!("IN ({list})")
+        }
+    });
+    let patient = sql.bind(SqlParam::Text(PATIENT.to_owned()));
+    let pairs = pairs(sql, members, &aliases.member);
+    let member = probe(
+        owner,
+        pairs.as_deref(),
+        ids.as_deref(),
+        &patient,
+        a,
+        &aliases.member,
+    );
+    Some(match what {
+        Some(what) => format!("NOT ({member} AND {what})"),
+        None => format!("NOT {member}"),
+    })
 }
 
 /// `SELECT 1` when the current version of the live resource `rid` (of `resource_type`) is
@@ -149,11 +258,17 @@ pub(crate) fn admits_sql(r: &Restriction, resource_type: &str, rid: i64) -> Sql 
         owner: "o".into(),
         label: "w".into(),
     };
-    let conds = conditions(&mut sql, r, Some(resource_type), &[], "r", &aliases, false);
-    sql.text = format!(
-        "SELECT 1 FROM resource r WHERE r.rid = {rid} AND {}",
-        conds.join(" AND ")
-    );
+    let mut conds = vec![format!("r.rid = {rid}")];
+    conds.extend(conditions(
+        &mut sql,
+        r,
+        Some(resource_type),
+        &[],
+        "r",
+        &aliases,
+        false,
+    ));
+    sql.text = format!("SELECT 1 FROM resource r WHERE {}", conds.join(" AND "));
     sql
 }
 
@@ -190,22 +305,53 @@ pub(crate) fn admits_rows(
     rows: &[IndexRow],
 ) -> bool {
     let params = fhir::r4().patient_compartment_params(resource_type);
-    let member = (resource_type == PATIENT && r.patients.contains(id))
-        || rows.iter().any(|row| {
-            params.contains(&row.param)
-                && matches!(&row.value, IndexValue::Reference {
-                    target_type: Some(t),
-                    target_id: Some(target),
-                    ..
-                } if t == PATIENT && r.patients.contains(target))
-        });
-    let denied = !r.break_glass
-        && rows.iter().any(|row| {
+    let in_compartment = |of: &dyn Fn(&str) -> bool| {
+        (resource_type == PATIENT && of(id))
+            || rows.iter().any(|row| {
+                params.contains(&row.param)
+                    && matches!(&row.value, IndexValue::Reference {
+                        target_type: Some(t),
+                        target_id: Some(target),
+                        ..
+                    } if t == PATIENT && of(target))
+            })
+    };
+    let member = match &r.patients {
+        Some(allowed) => in_compartment(&|p| allowed.contains(p)),
+        None => true,
+    };
+    if !member {
+        return false;
+    }
+    if r.break_glass {
+        return true;
+    }
+    let labelled = |labels: &BTreeSet<SecurityLabel>| {
+        rows.iter().any(|row| {
             row.param == SECURITY
                 && matches!(&row.value, IndexValue::Token { system, code, .. }
-                    if r.denied_labels.iter().any(|l| l.system == *system && l.code == *code))
-        });
-    member && !denied
+                    if labels.iter().any(|l| l.system == *system && l.code == *code))
+        })
+    };
+    if labelled(&r.denied_labels) {
+        return false;
+    }
+    let selected = |s: &Selector| {
+        labelled(&s.labels)
+            || s.types.contains(resource_type)
+            || s.resources.contains(&format!("{resource_type}/{id}"))
+    };
+    !r.withheld.iter().any(|w| {
+        let member = match &w.patients {
+            Patients::Of(ids) => in_compartment(&|p| ids.contains(p)),
+            Patients::AllBut(ids) => in_compartment(&|p| !ids.contains(p)),
+        };
+        member
+            && match &w.what {
+                Withholding::Data(s) => selected(s),
+                Withholding::RecordExcept(s) => !selected(s),
+            }
+    })
 }
 
 /// Refuses `what` to a restricted caller: what index rows cannot scope, because they
@@ -217,7 +363,8 @@ pub(crate) fn refuse_unscoped(ctx: &RequestContext, what: &str) -> Result<(), St
     match ctx.restriction() {
         None => Ok(()),
         Some(_) => Err(StoreError::Forbidden(format!(
-            "{what} is not available to a caller restricted to some patients' records"
+            "{what} is not available to a caller whose access is restricted (to some patients' \
+             records, or by consent)"
         ))),
     }
 }
@@ -249,16 +396,17 @@ fn list<'v>(sql: &mut Sql, values: impl Iterator<Item = &'v String>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::context::{AccessPolicy, SecurityLabel};
+    use crate::context::AccessPolicy;
 
     fn restriction(patients: &[&str], denied: &[(&str, &str)], break_glass: bool) -> Restriction {
         Restriction {
-            patients: patients.iter().map(|p| p.to_string()).collect(),
+            patients: Some(patients.iter().map(|p| p.to_string()).collect()),
             denied_labels: denied
                 .iter()
                 .map(|(s, c)| SecurityLabel::new(*s, *c))
                 .collect(),
             break_glass,
+            withheld: Vec::new(),
         }
     }
 
@@ -443,6 +591,184 @@ mod tests {
             &[reference("subject", "p1"), label]
         ));
         assert!(!admits_rows(&r, "Practitioner", "dr", &[]));
+    }
+
+    fn withheld(patients: Patients, what: Withholding) -> Restriction {
+        Restriction::consent(vec![Withheld { patients, what }])
+    }
+
+    fn ids(ids: &[&str]) -> BTreeSet<String> {
+        ids.iter().map(|p| p.to_string()).collect()
+    }
+
+    #[test]
+    fn consent_adds_one_probe_per_withholding_and_nothing_outside_the_compartment() {
+        let record = withheld(
+            Patients::Of(ids(&["p1"])),
+            Withholding::RecordExcept(Selector::default()),
+        );
+        let mut sql = Sql::default();
+        let conds = conditions(
+            &mut sql,
+            &record,
+            Some("Encounter"),
+            &[],
+            "r",
+            &aliases(),
+            true,
+        );
+        assert_eq!(conds.len(), 1);
+        assert!(
+            conds[0].starts_with(
+                "NOT (EXISTS (SELECT 1 FROM idx_reference z1 WHERE z1.rid = r.rid \
+                 AND z1.target_type = $2 AND z1.target_id IN ($1) AND z1.res_type = $3"
+            ),
+            "{}",
+            conds[0]
+        );
+        // A type outside the compartment, a nobody, and nothing withheld: nothing added.
+        let mut sql = Sql::default();
+        assert!(
+            conditions(
+                &mut sql,
+                &record,
+                Some("Practitioner"),
+                &[],
+                "r",
+                &aliases(),
+                true
+            )
+            .is_empty()
+        );
+        let nobody = withheld(
+            Patients::Of(BTreeSet::new()),
+            Withholding::RecordExcept(Selector::default()),
+        );
+        assert!(
+            conditions(
+                &mut sql,
+                &nobody,
+                Some("Observation"),
+                &[],
+                "r",
+                &aliases(),
+                true
+            )
+            .is_empty()
+        );
+        let nothing = withheld(
+            Patients::AllBut(BTreeSet::new()),
+            Withholding::Data(Selector::default()),
+        );
+        assert!(conditions(&mut sql, &nothing, None, &[], "r", &aliases(), true).is_empty());
+        assert!(sql.params.is_empty());
+        // Labels of everyone but some: a NOT IN probe and a label probe.
+        let labels = withheld(
+            Patients::AllBut(ids(&["p3"])),
+            Withholding::Data(Selector {
+                labels: [SecurityLabel::new("urn:act", "HIV")].into(),
+                ..Selector::default()
+            }),
+        );
+        let mut sql = Sql::default();
+        let conds = conditions(
+            &mut sql,
+            &labels,
+            Some("Patient"),
+            &[],
+            "r",
+            &aliases(),
+            false,
+        );
+        assert_eq!(
+            conds,
+            [
+                "NOT (((r.res_type = $5 AND r.res_id NOT IN ($4)) OR EXISTS (SELECT 1 FROM \
+              idx_reference z1 WHERE z1.rid = r.rid AND z1.target_type = $5 AND z1.target_id \
+              NOT IN ($4) AND z1.res_type = $6 AND z1.param IN ($7))) AND (EXISTS (SELECT 1 \
+              FROM idx_token w1 WHERE w1.rid = r.rid AND w1.param = $1 AND ((w1.system = $2 \
+              AND w1.code = $3)))))"
+            ]
+        );
+        // Break-glass: nothing withheld.
+        let mut glass = labels.clone();
+        glass.break_glass = true;
+        assert!(
+            conditions(
+                &mut Sql::default(),
+                &glass,
+                None,
+                &[],
+                "r",
+                &aliases(),
+                false
+            )
+            .is_empty()
+        );
+    }
+
+    #[test]
+    fn consent_over_index_rows_matches_the_sql() {
+        let subject = |target: &str| IndexRow {
+            param: "subject".into(),
+            group: None,
+            value: IndexValue::Reference {
+                target_type: Some("Patient".into()),
+                target_id: Some(target.into()),
+                url: format!("Patient/{target}"),
+            },
+        };
+        let hiv = IndexRow {
+            param: "_security".into(),
+            group: None,
+            value: IndexValue::Token {
+                system: "urn:act".into(),
+                code: "HIV".into(),
+                display: None,
+            },
+        };
+        let record = withheld(
+            Patients::Of(ids(&["p1"])),
+            Withholding::RecordExcept(Selector {
+                types: ids(&["Immunization"]),
+                ..Selector::default()
+            }),
+        );
+        assert!(!admits_rows(&record, "Patient", "p1", &[]));
+        assert!(!admits_rows(&record, "Observation", "o", &[subject("p1")]));
+        assert!(admits_rows(&record, "Immunization", "i", &[subject("p1")]));
+        assert!(admits_rows(&record, "Observation", "o", &[subject("p2")]));
+        assert!(admits_rows(&record, "Practitioner", "dr", &[]));
+        let labels = withheld(
+            Patients::AllBut(ids(&["p3"])),
+            Withholding::Data(Selector {
+                labels: [SecurityLabel::new("urn:act", "HIV")].into(),
+                resources: ids(&["Observation/x"]),
+                ..Selector::default()
+            }),
+        );
+        assert!(!admits_rows(
+            &labels,
+            "Observation",
+            "o",
+            &[subject("p1"), hiv.clone()]
+        ));
+        assert!(admits_rows(
+            &labels,
+            "Observation",
+            "o",
+            &[subject("p3"), hiv.clone()]
+        ));
+        assert!(admits_rows(&labels, "Observation", "o", &[subject("p1")]));
+        assert!(!admits_rows(&labels, "Observation", "x", &[subject("p1")]));
+        let mut glass = labels.clone();
+        glass.break_glass = true;
+        assert!(admits_rows(
+            &glass,
+            "Observation",
+            "o",
+            &[subject("p1"), hiv]
+        ));
     }
 
     #[test]

@@ -51,21 +51,101 @@ pub enum AccessPolicy {
     Restricted(Restriction),
 }
 
-/// A restricted caller's view: the compartments of some patients, minus resources carrying a
-/// denied security label (unless the caller broke the glass).
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+/// A restricted caller's view: all patient data or some patients' compartments, minus
+/// resources carrying a denied security label and the data consent withholds ([`Withheld`]),
+/// unless the caller broke the glass.
+///
+/// [`Restriction::default`] reaches nothing (no compartment at all).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Restriction {
-    /// Ids of the Patients whose compartments (FHIR's Patient CompartmentDefinition: the
-    /// Patient itself and every resource that names it through a compartment parameter) the
-    /// caller may see. Resources in no allowed compartment, including those of types outside
-    /// the Patient compartment (Practitioner, Organization, ...), are hidden.
-    pub patients: BTreeSet<String>,
+    /// `Some`: ids of the Patients whose compartments (FHIR's Patient CompartmentDefinition:
+    /// the Patient itself and every resource that names it through a compartment parameter)
+    /// the caller may see; resources in no allowed compartment, including those of types
+    /// outside the Patient compartment (Practitioner, Organization, ...), are hidden (a patient
+    /// token). `None`: every compartment, and every type outside the Patient compartment (a
+    /// user or a backend service that consent restricts).
+    pub patients: Option<BTreeSet<String>>,
     /// Resources carrying any of these labels in `meta.security` are hidden, unless
     /// `break_glass`.
     pub denied_labels: BTreeSet<SecurityLabel>,
-    /// The caller declared an emergency ("break the glass"): denied labels no longer hide
-    /// anything; compartments still do. The audit layer flags every such access.
+    /// Patient data withheld by consent, unless `break_glass`. Only resources in a Patient
+    /// compartment are ever withheld by these.
+    pub withheld: Vec<Withheld>,
+    /// The caller declared an emergency ("break the glass"): denied labels and withheld data
+    /// no longer hide anything; compartments still do. The audit layer flags every such
+    /// access.
     pub break_glass: bool,
+}
+
+impl Default for Restriction {
+    /// Reaches nothing.
+    fn default() -> Self {
+        Restriction {
+            patients: Some(BTreeSet::new()),
+            denied_labels: BTreeSet::new(),
+            withheld: Vec::new(),
+            break_glass: false,
+        }
+    }
+}
+
+impl Restriction {
+    /// Every compartment, minus what `withheld` withholds.
+    pub fn consent(withheld: Vec<Withheld>) -> Self {
+        Restriction {
+            patients: None,
+            withheld,
+            ..Restriction::default()
+        }
+    }
+}
+
+/// Some data of some patients' records that a caller may not see: a resource is withheld when
+/// it is in the Patient compartment of one of [`Withheld::patients`] and is what
+/// [`Withheld::what`] names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Withheld {
+    /// Whose records.
+    pub patients: Patients,
+    /// What of them.
+    pub what: Withholding,
+}
+
+/// A set of patients, by the ids of their Patient resources.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Patients {
+    /// These patients.
+    Of(BTreeSet<String>),
+    /// Every patient but these (a network default for patients without their own decision).
+    AllBut(BTreeSet<String>),
+}
+
+/// Which data of a record.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Withholding {
+    /// The resources [`Selector`] selects.
+    Data(Selector),
+    /// The whole record except the resources [`Selector`] selects (what a consent releases
+    /// out of a withheld record).
+    RecordExcept(Selector),
+}
+
+/// Resources selected by label, type or identity; any one selects.
+#[derive(Debug, Clone, PartialEq, Eq, Default, PartialOrd, Ord)]
+pub struct Selector {
+    /// Carrying one of these labels in `meta.security`.
+    pub labels: BTreeSet<SecurityLabel>,
+    /// Of one of these types.
+    pub types: BTreeSet<String>,
+    /// These resources, as `Type/id`.
+    pub resources: BTreeSet<String>,
+}
+
+impl Selector {
+    /// Whether it selects nothing.
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty() && self.types.is_empty() && self.resources.is_empty()
+    }
 }
 
 impl AccessPolicy {
@@ -76,7 +156,7 @@ impl AccessPolicy {
         S: Into<String>,
     {
         AccessPolicy::Restricted(Restriction {
-            patients: patients.into_iter().map(Into::into).collect(),
+            patients: Some(patients.into_iter().map(Into::into).collect()),
             ..Restriction::default()
         })
     }
@@ -97,6 +177,9 @@ pub struct RequestContext {
     pub actor: Actor,
     /// The patient on whose behalf the request is made (e.g. `Patient/123`), if any.
     pub on_behalf_of: Option<String>,
+    /// The requester's organisation (`Organization/x`), if known: the custodian the store
+    /// records on what the request writes (`marks`).
+    pub organization: Option<String>,
     /// Purpose of use (a code from v3 PurposeOfUse, e.g. `TREAT`), if declared.
     pub purpose_of_use: Option<String>,
     /// Correlates logs, audit records and change-feed rows of one request.
@@ -135,6 +218,7 @@ impl RequestContext {
         Self {
             actor: Actor::System,
             on_behalf_of: None,
+            organization: None,
             purpose_of_use: None,
             request_id: uuid::Uuid::new_v4().to_string(),
             access: AccessPolicy::Unrestricted,

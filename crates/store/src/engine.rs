@@ -96,6 +96,8 @@ pub(crate) trait Backend {
         cur: Current,
     ) -> impl Future<Output = Result<bool, StoreError>>;
     fn write(&mut self, v: NewVersion<'_>) -> impl Future<Output = Result<(), StoreError>>;
+    /// The rule table that labels what is written (`marks`), if the store has one.
+    fn labeler(&self) -> Option<&auth::labels::Labeler>;
     /// The reference index rows of resource `rid` that name a Patient, as
     /// `(param, target_id)`: a deletion is in the compartments of the version it deletes.
     fn patient_references(
@@ -713,6 +715,9 @@ async fn put<B: Backend>(
         )
         .await?;
     }
+    // Labels and custodian before the comparison, so that a resource sent again as it was
+    // is still unchanged.
+    let marked = crate::marks::mark(&mut resource, b.labeler(), ctx.organization.as_deref());
     // An update that changes nothing (meta.versionId / lastUpdated aside) writes no new
     // version: the current one is the answer. Feeds that repeat the same directory resources
     // in every message (HL7 v2, bulk re-imports) then cost a read, not a write.
@@ -736,9 +741,11 @@ async fn put<B: Backend>(
     // check finds is such a string); a resolved conditional reference means extracting again
     // (its target's type and id were unknown to the caller).
     let index = match index {
-        Some(rows) if !resolved_any && !rewritten => rows,
+        Some(rows) if !resolved_any && !rewritten && !marked => rows,
         Some(mut rows)
-            if !resolved_any && !refs::names_entry_outside_references(&resource, urls) =>
+            if !resolved_any
+                && !marked
+                && !refs::names_entry_outside_references(&resource, urls) =>
         {
             crate::index::rewrite_reference_rows(&mut rows, urls);
             rows
@@ -748,11 +755,11 @@ async fn put<B: Backend>(
     let body = serde_json::to_string(&resource)
         .map_err(|e| StoreError::Invalid(format!("resource cannot be serialized: {e}")))?;
     let compartments = compartment::of_rows(ty, id, &index);
-    // A restricted caller writes inside its patients' records only: a new resource, or an
+    // A caller restricted to some patients writes inside their records only: a new resource, or an
     // update, that would land in none of their compartments is refused, so a write can
     // neither plant data in another person's record nor move data out of the caller's view.
-    if let Some(r) = ctx.restriction()
-        && !compartments.iter().any(|p| r.patients.contains(p))
+    if let Some(allowed) = ctx.restriction().and_then(|r| r.patients.as_ref())
+        && !compartments.iter().any(|p| allowed.contains(p))
     {
         return Err(StoreError::Forbidden(format!(
             "{ty}/{id} would be outside the records of the patients this request may reach"

@@ -46,6 +46,7 @@ mod exclusive;
 pub mod extract;
 pub mod feed;
 pub mod index;
+pub mod marks;
 mod model;
 mod pg_index;
 mod postgres;
@@ -63,7 +64,10 @@ use async_trait::async_trait;
 use serde_json::Value;
 
 pub use audit::{AuditEntry, AuditLog, AuditQuery, AuditRow, WriteAuditor};
-pub use context::{AccessPolicy, Actor, RequestContext, Restriction, SecurityLabel, WriteAudit};
+pub use context::{
+    AccessPolicy, Actor, Patients, RequestContext, Restriction, SecurityLabel, Selector, Withheld,
+    Withholding, WriteAudit,
+};
 pub use error::{ErrorKind, StoreError};
 pub use exclusive::ExclusiveLock;
 pub use extract::FhirIndexExtractor;

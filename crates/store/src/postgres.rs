@@ -30,6 +30,7 @@ use crate::model::{
 use crate::receipt::{KeyedWrite, Receipt};
 use crate::search::{KeyType, KeyValue, PageSql, SearchPage, SearchQuery};
 use crate::sql::{self, Sql, SqlParam};
+use auth::labels::Labeler;
 use std::sync::Arc;
 
 const MIGRATIONS: &[(i64, &str)] = &[
@@ -105,6 +106,8 @@ pub struct PostgresStore {
     pool: Pool,
     config: PostgresConfig,
     extractor: Arc<dyn IndexExtractor>,
+    /// Labels what is written (`marks`), once set; shared by clones.
+    labeler: Arc<std::sync::OnceLock<Arc<Labeler>>>,
 }
 
 impl fmt::Debug for PostgresStore {
@@ -116,6 +119,12 @@ impl fmt::Debug for PostgresStore {
 }
 
 impl PostgresStore {
+    /// Labels every resource written from now on with `labeler`'s rules (`marks`), in this
+    /// handle and its clones; the first table given stays.
+    pub fn label_writes(&self, labeler: Labeler) {
+        let _ = self.labeler.set(Arc::new(labeler));
+    }
+
     /// Connects, and applies pending migrations.
     pub async fn connect(
         config: PostgresConfig,
@@ -147,6 +156,7 @@ impl PostgresStore {
             pool,
             config,
             extractor,
+            labeler: Arc::default(),
         };
         store.migrate().await?;
         Ok(store)
@@ -248,8 +258,10 @@ impl PostgresStore {
         let tx = client.transaction().await?;
         let now = crate::time::now_micros();
         let results = {
+            let labeler = self.labeler.get().cloned();
             let mut b = PgTx {
                 tx: &tx,
+                labeler: labeler.as_deref(),
                 locked: HashSet::new(),
             };
             engine::apply(&mut b, self.extractor.as_ref(), ctx, now, entries, atomic).await?
@@ -269,8 +281,10 @@ impl PostgresStore {
         let tx = client.transaction().await?;
         let now = crate::time::now_micros();
         let run = {
+            let labeler = self.labeler.get().cloned();
             let mut b = PgTx {
                 tx: &tx,
+                labeler: labeler.as_deref(),
                 locked: HashSet::new(),
             };
             engine::apply_keyed(&mut b, self.extractor.as_ref(), ctx, now, units).await?
@@ -507,6 +521,7 @@ async fn visible_current(
 /// The write-path primitives over an open PostgreSQL transaction.
 struct PgTx<'a> {
     tx: &'a Transaction<'a>,
+    labeler: Option<&'a Labeler>,
     /// Resource types whose conditional-match advisory lock this transaction holds.
     locked: HashSet<String>,
 }
@@ -566,6 +581,10 @@ impl Backend for PgTx<'_> {
     /// One round trip for the version, the current pointer and the change-feed row (ids are
     /// drawn from the identity sequences up front), one for the old index rows of an update, and
     /// one pipelined batch for the new index rows.
+    fn labeler(&self) -> Option<&Labeler> {
+        self.labeler
+    }
+
     async fn write(&mut self, v: NewVersion<'_>) -> Result<(), StoreError> {
         let tx = self.tx;
         let version = v.version as i64;

@@ -32,6 +32,7 @@ use crate::receipt::{KeyedWrite, Receipt};
 use crate::search::{KeyValue, PageSql, SearchPage, SearchQuery};
 use crate::sql::{self, Sql, SqlParam};
 use crate::wal::{self, WalLength};
+use auth::labels::Labeler;
 
 /// (version, script, what it does: logged when applied).
 const MIGRATIONS: &[(i64, &str, &str)] = &[
@@ -104,6 +105,8 @@ struct Inner {
     reader_permits: tokio::sync::Semaphore,
     extractor: Arc<dyn IndexExtractor>,
     wal: Arc<WalLength>,
+    /// Labels what is written (`marks`), once set.
+    labeler: std::sync::OnceLock<Arc<Labeler>>,
 }
 
 impl SqliteStore {
@@ -131,6 +134,7 @@ impl SqliteStore {
             reader_permits: tokio::sync::Semaphore::new(max_readers()),
             extractor,
             wal: Arc::new(WalLength::new(wal::RESTART_AT)),
+            labeler: std::sync::OnceLock::new(),
         });
         wal::start_checkpointer(
             open_connection(path)?,
@@ -138,6 +142,12 @@ impl SqliteStore {
             inner.wal.clone(),
         )?;
         Ok(SqliteStore { inner })
+    }
+
+    /// Labels every resource written from now on with `labeler`'s rules (`marks`); the
+    /// first table given stays.
+    pub fn label_writes(&self, labeler: Labeler) {
+        let _ = self.inner.labeler.set(Arc::new(labeler));
     }
 
     /// The database file.
@@ -217,12 +227,16 @@ impl SqliteStore {
         } else {
             entries
         };
+        let labeler = self.inner.labeler.get().cloned();
         self.write_with(move |conn, extractor| {
+            let labeler = labeler.as_deref();
             if atomic {
-                return apply_once(conn, extractor, &ctx, entries, true);
+                return apply_once(conn, extractor, labeler, &ctx, entries, true);
             }
-            match apply_once(conn, extractor, &ctx, entries.clone(), true) {
-                Err(StoreError::Entry { .. }) => apply_once(conn, extractor, &ctx, entries, false),
+            match apply_once(conn, extractor, labeler, &ctx, entries.clone(), true) {
+                Err(StoreError::Entry { .. }) => {
+                    apply_once(conn, extractor, labeler, &ctx, entries, false)
+                }
                 other => other,
             }
         })
@@ -234,6 +248,7 @@ impl SqliteStore {
 fn apply_once(
     conn: &mut Connection,
     extractor: &dyn IndexExtractor,
+    labeler: Option<&Labeler>,
     ctx: &RequestContext,
     entries: Vec<WriteEntry>,
     atomic: bool,
@@ -241,7 +256,7 @@ fn apply_once(
     let tx = conn.transaction()?;
     let now = crate::time::now_micros();
     let results = {
-        let mut b = SqliteTx { tx: &tx };
+        let mut b = SqliteTx { tx: &tx, labeler };
         engine::run_ready(engine::apply(&mut b, extractor, ctx, now, entries, atomic))??
     };
     tx.commit()?;
@@ -253,6 +268,7 @@ fn apply_once(
 fn keyed_once(
     conn: &mut Connection,
     extractor: &dyn IndexExtractor,
+    labeler: Option<&Labeler>,
     ctx: &RequestContext,
     units: Vec<KeyedWrite>,
 ) -> Result<engine::KeyedResults, StoreError> {
@@ -261,7 +277,7 @@ fn keyed_once(
     let now = crate::time::now_micros();
     let count = units.len();
     let run = {
-        let mut b = SqliteTx { tx: &tx };
+        let mut b = SqliteTx { tx: &tx, labeler };
         engine::run_ready(engine::apply_keyed(&mut b, extractor, ctx, now, units))??
     };
     let applied = started.elapsed();
@@ -608,6 +624,7 @@ fn visible_current(
 /// The write-path primitives over an open SQLite transaction.
 struct SqliteTx<'c> {
     tx: &'c Transaction<'c>,
+    labeler: Option<&'c Labeler>,
 }
 
 impl Backend for SqliteTx<'_> {
@@ -645,6 +662,10 @@ impl Backend for SqliteTx<'_> {
         cur: Current,
     ) -> Result<bool, StoreError> {
         admits(self.tx, extractor, r, ty, id, cur)
+    }
+
+    fn labeler(&self) -> Option<&Labeler> {
+        self.labeler
     }
 
     async fn write(&mut self, v: NewVersion<'_>) -> Result<(), StoreError> {
@@ -967,8 +988,11 @@ impl Store for SqliteStore {
         units: Vec<KeyedWrite>,
     ) -> Result<Vec<Result<Vec<Outcome>, StoreError>>, StoreError> {
         let ctx = ctx.clone();
-        self.write_with(move |conn, extractor| keyed_once(conn, extractor, &ctx, units))
-            .await
+        let labeler = self.inner.labeler.get().cloned();
+        self.write_with(move |conn, extractor| {
+            keyed_once(conn, extractor, labeler.as_deref(), &ctx, units)
+        })
+        .await
     }
 
     async fn lock_exclusive(

@@ -2,13 +2,14 @@
 
 mod support;
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use serde_json::{Value, json};
 use store::{
-    AccessPolicy, ErrorKind, HistoryQuery, HistoryScope, KeyedWrite, Method, Outcome, Receipt,
-    ReferenceCheck, RequestContext, Restriction, SearchQuery, SecurityLabel, Store, StoreError,
-    WriteEntry, WriteOp,
+    AccessPolicy, ErrorKind, HistoryQuery, HistoryScope, KeyedWrite, Method, Outcome, Patients,
+    Receipt, ReferenceCheck, RequestContext, Restriction, SearchQuery, SecurityLabel, Selector,
+    Store, StoreError, Withheld, Withholding, WriteEntry, WriteOp,
 };
 
 fn ctx() -> RequestContext {
@@ -1319,8 +1320,9 @@ const CONFIDENTIALITY: &str = "http://terminology.hl7.org/CodeSystem/v3-Confiden
 /// unless `break_glass`.
 fn restricted_to_p1(break_glass: bool) -> RequestContext {
     ctx().with_access(AccessPolicy::Restricted(Restriction {
-        patients: ["p1".to_owned()].into(),
+        patients: Some(["p1".to_owned()].into()),
         denied_labels: [SecurityLabel::new(CONFIDENTIALITY, "R")].into(),
+        withheld: Vec::new(),
         break_glass,
     }))
 }
@@ -1875,6 +1877,426 @@ async fn a_restricted_caller_sees_only_its_patients_compartment(s: Arc<dyn Store
     );
 }
 
+/// The HIV sensitivity label.
+fn hiv() -> SecurityLabel {
+    SecurityLabel::new("http://terminology.hl7.org/CodeSystem/v3-ActCode", "HIV")
+}
+
+/// A caller of every compartment (a clinician's token) from whom consent withholds `withheld`.
+fn consent(withheld: Vec<Withheld>) -> RequestContext {
+    ctx().with_access(AccessPolicy::Restricted(Restriction::consent(withheld)))
+}
+
+fn of(patients: &[&str]) -> BTreeSet<String> {
+    patients.iter().map(|p| p.to_string()).collect()
+}
+
+/// Consent restricts a caller that is not confined to some patients: each form of withheld
+/// data (a whole record, labelled data, types, single resources, a record but what is
+/// released, every record but some) hides exactly what it names, through reads, searches,
+/// totals, paging, chains, `_has`, `_include`, `$everything` and conditional matching; types
+/// outside the Patient compartment and other patients' data stay visible; break-glass
+/// releases everything; the feeds index rows cannot scope are refused.
+async fn consent_withholds_data_from_a_caller_of_every_compartment(s: Arc<dyn Store>) {
+    let s: &dyn Store = &*s;
+    let c = ctx();
+    let put = |r: Value| async move {
+        let (ty, id) = (
+            r["resourceType"].as_str().unwrap().to_owned(),
+            r["id"].as_str().unwrap().to_owned(),
+        );
+        s.update(&ctx(), &ty, &id, r, None).await.unwrap();
+    };
+    let observation = |id: &str, patient: &str, labelled: bool| {
+        let mut o = json!({"resourceType": "Observation", "id": id, "status": "final",
+            "identifier": [{"system": "urn:test", "value": id}],
+            "code": {"coding": [{"system": "http://loinc.org", "code": "8480-6"}]},
+            "subject": {"reference": format!("Patient/{patient}")},
+            "performer": [{"reference": "Practitioner/dr"}]});
+        if labelled {
+            let l = hiv();
+            o["meta"] = json!({"security": [{"system": l.system, "code": l.code}]});
+        }
+        o
+    };
+    put(json!({"resourceType": "Practitioner", "id": "dr", "name": [{"family": "House"}]})).await;
+    for (id, family) in [("p1", "Ito"), ("p2", "Ito"), ("p3", "Sato")] {
+        let mut p = patient(family, id);
+        p["id"] = json!(id);
+        p["generalPractitioner"] = json!([{"reference": "Practitioner/dr"}]);
+        put(p).await;
+    }
+    for (id, patient, labelled) in [
+        ("o1-0", "p1", false),
+        ("o1-1", "p1", false),
+        ("o1-hiv", "p1", true),
+        ("o2-0", "p2", false),
+        ("o2-1", "p2", false),
+        ("o3-hiv", "p3", true),
+        ("o1-gone", "p1", false),
+    ] {
+        put(observation(id, patient, labelled)).await;
+    }
+    put(
+        json!({"resourceType": "Encounter", "id": "e2", "status": "finished",
+        "class": {"code": "AMB"}, "subject": {"reference": "Patient/p2"}}),
+    )
+    .await;
+    s.delete(&c, "Observation", "o1-gone", None).await.unwrap();
+    let all_observations = refs(&[
+        "Observation/o1-0",
+        "Observation/o1-1",
+        "Observation/o1-hiv",
+        "Observation/o2-0",
+        "Observation/o2-1",
+        "Observation/o3-hiv",
+    ]);
+    let without = |hidden: &[&str]| -> Vec<String> {
+        all_observations
+            .iter()
+            .filter(|o| !hidden.contains(&o.as_str()))
+            .cloned()
+            .collect()
+    };
+    let system = |params: &str| {
+        SearchQuery::parse(
+            None,
+            &store::search::parse_query_string(params),
+            s.extractor(),
+            false,
+        )
+        .unwrap()
+    };
+    let everyone = walk(s, &c, system(""), 4).await;
+    let label = |labels: &[SecurityLabel]| Selector {
+        labels: labels.iter().cloned().collect(),
+        ..Selector::default()
+    };
+
+    // Nothing withheld: everything, as for the node itself.
+    let none = consent(Vec::new());
+    assert_eq!(walk(s, &none, system(""), 4).await, everyone);
+
+    // A whole record (consent denying an organisation or a purpose).
+    let record = consent(vec![Withheld {
+        patients: Patients::Of(of(&["p1"])),
+        what: Withholding::RecordExcept(Selector::default()),
+    }]);
+    let p1_hidden = ["Observation/o1-0", "Observation/o1-1", "Observation/o1-hiv"];
+    for params in ["", "code=8480-6", "_sort=_id"] {
+        assert_eq!(
+            walk(s, &record, query(s, "Observation", params), 2).await,
+            without(&p1_hidden),
+            "Observation?{params}"
+        );
+    }
+    let mut count_only = query(s, "Observation", "_summary=count");
+    count_only.count = 0;
+    assert_eq!(s.search(&record, &count_only).await.unwrap().total, Some(3));
+    assert_eq!(s.search(&c, &count_only).await.unwrap().total, Some(6));
+    for (ty, id) in [("Patient", "p1"), ("Observation", "o1-0")] {
+        let err = s.read(&record, ty, id).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::NotFound, "{ty}/{id}");
+        let err = s.vread(&record, ty, id, 1).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::NotFound, "{ty}/{id}");
+    }
+    // A deleted resource of the withheld record is not even known to be gone.
+    let err = s.read(&record, "Observation", "o1-gone").await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotFound);
+    // Outside the compartment, and other records, stay visible.
+    s.read(&record, "Practitioner", "dr").await.unwrap();
+    s.read(&record, "Patient", "p2").await.unwrap();
+    assert_eq!(
+        walk(s, &record, query(s, "Patient", "family=Ito"), 1).await,
+        ["Patient/p2"]
+    );
+    let mut seen = everyone.clone();
+    seen.retain(|r| !p1_hidden.contains(&r.as_str()) && r != "Patient/p1");
+    assert_eq!(walk(s, &record, system(""), 3).await, seen);
+    // Chains, _has, _include and $everything.
+    assert_eq!(
+        walk(
+            s,
+            &record,
+            query(s, "Observation", "subject:Patient.family=Ito"),
+            2
+        )
+        .await,
+        refs(&["Observation/o2-0", "Observation/o2-1"])
+    );
+    assert_eq!(
+        walk(
+            s,
+            &record,
+            query(s, "Observation", "performer:Practitioner.family=House"),
+            2
+        )
+        .await,
+        without(&p1_hidden)
+    );
+    assert_eq!(
+        walk(
+            s,
+            &record,
+            query(s, "Patient", "_has:Observation:subject:code=8480-6"),
+            1
+        )
+        .await,
+        refs(&["Patient/p2", "Patient/p3"])
+    );
+    let q = query(
+        s,
+        "Patient",
+        "_revinclude=Observation:subject&_include=Patient:general-practitioner",
+    );
+    let page = s.search(&record, &q).await.unwrap();
+    let included = store::search::include::resolve(s, &record, &q, &page.matches)
+        .await
+        .unwrap();
+    let included = typed(&included);
+    assert!(
+        included.contains(&"Practitioner/dr".to_owned()),
+        "{included:?}"
+    );
+    assert!(
+        !included.iter().any(|r| r.starts_with("Observation/o1")),
+        "{included:?}"
+    );
+    assert!(
+        walk(s, &record, SearchQuery::everything("p1"), 3)
+            .await
+            .is_empty()
+    );
+    let p2_everything = walk(s, &record, SearchQuery::everything("p2"), 3).await;
+    assert!(
+        p2_everything.contains(&"Practitioner/dr".to_owned()),
+        "{p2_everything:?}"
+    );
+    assert!(
+        p2_everything.contains(&"Encounter/e2".to_owned()),
+        "{p2_everything:?}"
+    );
+    // Conditional matching never finds a withheld resource.
+    let by_id = query(s, "Observation", "identifier=urn:test|o1-0");
+    assert!(s.matching_ids(&record, &by_id, 2).await.unwrap().is_empty());
+    assert_eq!(s.matching_ids(&c, &by_id, 2).await.unwrap(), ["o1-0"]);
+    // Writes are not confined to some compartments; a withheld resource is not found.
+    s.update(
+        &record,
+        "Observation",
+        "o2-0",
+        observation("o2-0", "p2", false),
+        None,
+    )
+    .await
+    .unwrap();
+    let err = s
+        .update(
+            &record,
+            "Observation",
+            "o1-0",
+            observation("o1-0", "p1", false),
+            None,
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotFound);
+    // What index rows cannot scope is refused.
+    let history = HistoryQuery {
+        scope: HistoryScope::Type("Observation".into()),
+        since: None,
+        count: 10,
+        before: None,
+    };
+    assert_eq!(
+        s.history(&record, &history).await.unwrap_err().kind(),
+        ErrorKind::Forbidden
+    );
+    // Break-glass releases it.
+    let mut glass = Restriction::consent(vec![Withheld {
+        patients: Patients::Of(of(&["p1"])),
+        what: Withholding::RecordExcept(Selector::default()),
+    }]);
+    glass.break_glass = true;
+    let glass = ctx().with_access(AccessPolicy::Restricted(glass));
+    assert_eq!(walk(s, &glass, system(""), 4).await, everyone);
+    s.read(&glass, "Observation", "o1-0").await.unwrap();
+
+    // Labelled data of one record (a consent denying a sensitive class).
+    let labelled = consent(vec![Withheld {
+        patients: Patients::Of(of(&["p1"])),
+        what: Withholding::Data(label(&[hiv()])),
+    }]);
+    assert_eq!(
+        walk(s, &labelled, query(s, "Observation", ""), 2).await,
+        without(&["Observation/o1-hiv"])
+    );
+    let err = s
+        .read(&labelled, "Observation", "o1-hiv")
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotFound);
+    s.read(&labelled, "Patient", "p1").await.unwrap();
+    s.read(&labelled, "Observation", "o3-hiv").await.unwrap();
+    assert_eq!(
+        walk(
+            s,
+            &labelled,
+            query(
+                s,
+                "Observation",
+                "_security=http://terminology.hl7.org/CodeSystem/v3-ActCode|HIV"
+            ),
+            2
+        )
+        .await,
+        ["Observation/o3-hiv"]
+    );
+
+    // A sensitive label withheld from every record but one whose patient released it (a
+    // network's sensitive class, and one patient's consent permitting it).
+    let sensitive = consent(vec![Withheld {
+        patients: Patients::AllBut(of(&["p3"])),
+        what: Withholding::Data(label(&[hiv()])),
+    }]);
+    assert_eq!(
+        walk(s, &sensitive, query(s, "Observation", "_sort=-_id"), 4).await,
+        without(&["Observation/o1-hiv"])
+    );
+
+    // Types and single resources of a record.
+    let types = consent(vec![Withheld {
+        patients: Patients::Of(of(&["p2"])),
+        what: Withholding::Data(Selector {
+            types: of(&["Encounter"]),
+            resources: of(&["Observation/o2-1"]),
+            ..Selector::default()
+        }),
+    }]);
+    assert_eq!(
+        walk(s, &types, query(s, "Observation", ""), 2).await,
+        without(&["Observation/o2-1"])
+    );
+    assert!(
+        walk(s, &types, query(s, "Encounter", ""), 2)
+            .await
+            .is_empty()
+    );
+    s.read(&types, "Patient", "p2").await.unwrap();
+    assert!(s.read(&types, "Encounter", "e2").await.is_err());
+
+    // A withheld record but what a consent releases (its Observations, except labelled ones).
+    let released = consent(vec![
+        Withheld {
+            patients: Patients::Of(of(&["p1"])),
+            what: Withholding::RecordExcept(Selector {
+                types: of(&["Observation"]),
+                ..Selector::default()
+            }),
+        },
+        Withheld {
+            patients: Patients::Of(of(&["p1"])),
+            what: Withholding::Data(label(&[hiv()])),
+        },
+    ]);
+    assert_eq!(
+        walk(s, &released, query(s, "Observation", ""), 2).await,
+        without(&["Observation/o1-hiv"])
+    );
+    assert!(s.read(&released, "Patient", "p1").await.is_err());
+
+    // An opt-in network where only p2 said yes: every other record is withheld, the types
+    // outside the compartment are not.
+    let opt_in = consent(vec![Withheld {
+        patients: Patients::AllBut(of(&["p2"])),
+        what: Withholding::RecordExcept(Selector::default()),
+    }]);
+    let mut p2_only = vec![
+        "Encounter/e2".to_owned(),
+        "Observation/o2-0".to_owned(),
+        "Observation/o2-1".to_owned(),
+        "Patient/p2".to_owned(),
+        "Practitioner/dr".to_owned(),
+    ];
+    p2_only.sort();
+    assert_eq!(walk(s, &opt_in, system(""), 2).await, p2_only);
+    assert_eq!(
+        walk(s, &opt_in, system("_type=Patient,Practitioner"), 1).await,
+        refs(&["Patient/p2", "Practitioner/dr"])
+    );
+    // Nobody said yes.
+    let nobody = consent(vec![Withheld {
+        patients: Patients::AllBut(BTreeSet::new()),
+        what: Withholding::RecordExcept(Selector::default()),
+    }]);
+    assert_eq!(walk(s, &nobody, system(""), 2).await, ["Practitioner/dr"]);
+}
+
+/// With a rule table, what is written unlabelled carries the labels its codes call for
+/// (indexed, so `_security` finds it and the access policy sees it), also when its index rows
+/// were extracted ahead; what the client set stays; the caller's organisation is the
+/// version's custodian; a resource sent again as it is stored writes nothing.
+async fn writes_are_labelled_and_record_their_custodian(s: Arc<dyn Store>) {
+    let s: &dyn Store = &*s;
+    let mut clinic = ctx();
+    clinic.organization = Some("Organization/clinic".into());
+    let condition = json!({"resourceType": "Condition", "id": "c1",
+        "meta": {"security": [{"system": CONFIDENTIALITY, "code": "N"}]},
+        "code": {"coding": [{"system": "http://hl7.org/fhir/sid/icd-10-cm", "code": "B20"}]},
+        "subject": {"reference": "Patient/p1"}});
+    let stored = s
+        .update(&clinic, "Condition", "c1", condition.clone(), None)
+        .await
+        .unwrap();
+    let stored = body(written(&stored));
+    assert_eq!(
+        stored["meta"]["security"],
+        json!([{"system": CONFIDENTIALITY, "code": "N"},
+               {"system": auth::labels::ACT_CODE, "code": "HIV"}])
+    );
+    assert_eq!(
+        stored["meta"]["tag"],
+        json!([{"system": store::marks::CUSTODIAN_SYSTEM, "code": "Organization/clinic"}])
+    );
+    // Rows extracted ahead, from the unlabelled resource: extracted again.
+    let mut ahead = condition.clone();
+    ahead["id"] = json!("c2");
+    let rows = s.extractor().extract("Condition", &ahead).unwrap();
+    let mut entry = WriteEntry::new(WriteOp::Update {
+        resource_type: "Condition".into(),
+        id: "c2".into(),
+        resource: ahead,
+        if_match: None,
+    });
+    entry.index = Some(rows);
+    s.transaction(&ctx(), vec![entry]).await.unwrap();
+    let hiv = query(
+        s,
+        "Condition",
+        "_security=http://terminology.hl7.org/CodeSystem/v3-ActCode|HIV",
+    );
+    assert_eq!(
+        walk(s, &c(), hiv, 5).await,
+        ["Condition/c1", "Condition/c2"]
+    );
+    let custodian = query(
+        s,
+        "Condition",
+        "_tag=https://renkei.dev/fhir/CodeSystem/custodian|Organization/clinic",
+    );
+    assert_eq!(walk(s, &c(), custodian, 5).await, ["Condition/c1"]);
+    // The same content again: no new version.
+    let again = s
+        .update(&clinic, "Condition", "c1", condition, None)
+        .await
+        .unwrap();
+    assert!(matches!(again, Outcome::Unchanged(_)), "{again:?}");
+}
+
+fn c() -> RequestContext {
+    ctx()
+}
+
 macro_rules! suite {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
@@ -1896,6 +2318,20 @@ macro_rules! suite {
             )*
         }
     };
+}
+
+mod labelled {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sqlite_writes_are_labelled_and_record_their_custodian() {
+        let t = crate::support::sqlite_labelled(crate::support::fhir_extractor(), true);
+        super::writes_are_labelled_and_record_their_custodian(t.store.clone()).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres_writes_are_labelled_and_record_their_custodian() {
+        let t = crate::support::postgres_labelled(crate::support::fhir_extractor(), 4, true).await;
+        super::writes_are_labelled_and_record_their_custodian(t.store.clone()).await;
+    }
 }
 
 /// Stories that need the index rows of every R4 search parameter (compartments, references).
@@ -2092,8 +2528,9 @@ async fn mdm_expands_a_person_across_the_golden_records_links(s: Arc<dyn Store>)
 
     // A restricted caller still sees its compartment only.
     let r = ctx().with_access(AccessPolicy::Restricted(Restriction {
-        patients: ["s1".to_owned()].into(),
+        patients: Some(["s1".to_owned()].into()),
         denied_labels: Default::default(),
+        withheld: Vec::new(),
         break_glass: false,
     }));
     assert_eq!(
@@ -2158,6 +2595,7 @@ fhir_suite!(
     everything_lists_each_resource_once_across_pages,
     mdm_expands_a_person_across_the_golden_records_links,
     a_restricted_caller_sees_only_its_patients_compartment,
+    consent_withholds_data_from_a_caller_of_every_compartment,
     internal_entries_of_a_restricted_callers_unit_see_everything,
 );
 

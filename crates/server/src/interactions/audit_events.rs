@@ -26,7 +26,8 @@ const MAX_COUNT: usize = 1000;
 fn reachable(fhir: &Fhir) -> Option<BTreeSet<String>> {
     fhir.ctx
         .restriction()
-        .map(|r| r.patients.iter().map(|p| format!("Patient/{p}")).collect())
+        .and_then(|r| r.patients.as_ref())
+        .map(|patients| patients.iter().map(|p| format!("Patient/{p}")).collect())
 }
 
 /// The record as an `AuditEvent` with its id.
@@ -132,7 +133,7 @@ pub async fn search(
         (Some(mine), None) => mine,
         (Some(mine), Some(asked)) => mine.intersection(&asked).cloned().collect(),
     };
-    let confined = fhir.ctx.restriction().is_some();
+    let confined = reachable(fhir).is_some();
     let rows = if confined && patients.is_empty() {
         Vec::new()
     } else {

@@ -4,7 +4,9 @@
 //! grant becomes what the handlers read from the request ([`Admitted`]): the caller, the
 //! store's access policy and the search restriction of a v2 scope.
 //!
-//! A patient-context grant reaches the token's person: the golden record and every source
+//! A user or backend service grant reaches every compartment less what the patients'
+//! consents withhold from the token's organisation, user and purpose of use (`consent`;
+//! break-glass releases it). A patient-context grant reaches the token's person: the golden record and every source
 //! Patient it links, read from the patient index on each request ([`mpi::Mpi::person_records`]),
 //! so a link or unlink changes what the token reaches at once. The store applies that policy
 //! inside its SQL; nothing is filtered here afterwards.
@@ -56,6 +58,7 @@ impl Admitted {
         };
         ctx.on_behalf_of = c.patient.as_ref().map(|p| format!("Patient/{p}"));
         ctx.purpose_of_use = c.purpose_of_use.clone();
+        ctx.organization = c.organization.clone();
         ctx.access = self.access.clone();
     }
 }
@@ -166,17 +169,35 @@ pub async fn permit(
     let authorized = auth::policy::authorize(&caller.claims, &caller.scopes, kind, resource_type)
         .map_err(|r| refusal(caller, base, r))?;
     let scope_filter = scope_filter(&authorized, kind, resource_type)?;
-    let access = match &authorized.patient {
-        None => AccessPolicy::Unrestricted,
-        Some(person) => {
+    let access = match (&authorized.patient, &state.security) {
+        // A user or a backend service sees every compartment, less what consent withholds.
+        (None, Some(security)) => {
+            let consent = security
+                .consents
+                .decide(
+                    state.store.as_ref(),
+                    &security.settings.consent,
+                    &caller.claims,
+                )
+                .await?;
+            if consent.withheld.is_empty() {
+                AccessPolicy::Unrestricted
+            } else {
+                AccessPolicy::Restricted(Restriction::consent(consent.withheld))
+            }
+        }
+        (None, None) => AccessPolicy::Unrestricted,
+        // The patient themselves: their own records, which their consents (about others'
+        // access) do not restrict.
+        (Some(person), _) => {
             let patients: BTreeSet<String> = state
                 .mpi
                 .person_records(&RequestContext::system(), person)
                 .await?;
             AccessPolicy::Restricted(Restriction {
-                patients,
-                denied_labels: BTreeSet::new(),
+                patients: Some(patients),
                 break_glass: authorized.break_glass,
+                ..Restriction::default()
             })
         }
     };

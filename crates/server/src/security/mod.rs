@@ -9,6 +9,8 @@
 //! - `oauth`: the token, JWKS, introspection and revocation endpoints and the SMART
 //!   configuration document.
 //! - [`login`]: the sign-in page of the authorization code flow (PKCE), for apps.
+//! - [`consent`]: the patient-privacy Consents, cached, evaluated per request into the data
+//!   the store withholds.
 //! - [`audit`]: one audit record per request, group-committed to the hash-chained log before
 //!   the response leaves.
 //!
@@ -18,6 +20,7 @@
 
 pub mod audit;
 mod classify;
+pub mod consent;
 mod gate;
 pub mod login;
 pub mod oauth;
@@ -46,6 +49,8 @@ pub struct SecuritySettings {
     pub app_token_seconds: i64,
     /// Seconds a refresh token lives (each use replaces it with a new one).
     pub refresh_seconds: i64,
+    /// The network's consent default and sensitive labels (`consent`).
+    pub consent: auth::consent::ConsentSettings,
 }
 
 impl Default for SecuritySettings {
@@ -55,6 +60,7 @@ impl Default for SecuritySettings {
             break_glass_seconds: 900,
             app_token_seconds: 3600,
             refresh_seconds: 30 * 86_400,
+            consent: auth::consent::ConsentSettings::default(),
         }
     }
 }
@@ -85,6 +91,8 @@ pub struct Security {
     logins: Mutex<login::Logins>,
     /// Key sets fetched from backend services' `jwks_uri`, with when they were fetched.
     remote_keys: Mutex<HashMap<String, (i64, JwkSet)>>,
+    /// The patient-privacy consents, cached.
+    pub consents: consent::Consents,
 }
 
 /// Seconds a fetched key set is used before it is fetched again.
@@ -121,6 +129,7 @@ impl Security {
             settings,
             logins: Mutex::new(login::Logins::default()),
             remote_keys: Mutex::new(HashMap::new()),
+            consents: consent::Consents::default(),
         })
     }
 

@@ -241,10 +241,10 @@ impl Builder<'_> {
     ) -> Vec<String> {
         let typed = resource_type.is_some();
         let mut driver = driver(filters, typed);
-        // A restricted caller's compartments drive unless an `_id` list pins the rows or a
+        // A caller's allowed compartments drive unless an `_id` list pins the rows or a
         // filter is as selective as a reference lookup: they are such a lookup, and bound
         // what is scanned to the caller's patients however broad the other filters are.
-        let access_drives = self.access.is_some()
+        let access_drives = self.access.is_some_and(|r| r.patients.is_some())
             && !pinned_by_id(filters, typed)
             && driver.is_none_or(|i| filter_rank(&filters[i]).is_none_or(|r| r > 1));
         if access_drives {
@@ -516,8 +516,36 @@ impl Builder<'_> {
                 // resource of a compartment type is there as a member or not at all (another
                 // patient's encounter, a linked patient), and each page would otherwise join
                 // every reference of the whole compartment.
-                // A restricted caller sees no type outside the compartment: nothing to add.
-                let referenced = *referenced && self.access.is_none();
+                // A caller confined to some patients sees no type outside the compartment:
+                // nothing to add (one consent restricts sees them all).
+                let referenced = *referenced && self.access.is_none_or(|r| r.patients.is_none());
+                // Under consent, only what the caller may see refers onwards: a withheld
+                // resource's references are withheld data too.
+                let sources = match self.access {
+                    Some(r) if referenced && !sources.is_empty() && !r.withheld.is_empty() => {
+                        let v = self.alias("v");
+                        let aliases = access::Aliases {
+                            member: self.alias("z"),
+                            owner: self.alias("o"),
+                            label: self.alias("w"),
+                        };
+                        let mut conds = vec![format!("{v}.rid IN ({})", sources.join(" UNION "))];
+                        conds.extend(access::conditions(
+                            self.sql,
+                            r,
+                            None,
+                            &[],
+                            &v,
+                            &aliases,
+                            false,
+                        ));
+                        vec![format!(
+                            "SELECT {v}.rid FROM resource {v} WHERE {}",
+                            conds.join(" AND ")
+                        )]
+                    }
+                    _ => sources,
+                };
                 let outside = if referenced {
                     let types: Vec<String> = params
                         .iter()

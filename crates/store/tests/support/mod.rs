@@ -44,8 +44,16 @@ pub fn fhir_extractor() -> Arc<dyn IndexExtractor> {
 }
 
 pub fn sqlite_with(extractor: Arc<dyn IndexExtractor>) -> TestStore {
+    sqlite_labelled(extractor, false)
+}
+
+/// A SQLite store that labels what is written with the default rule table when `labels`.
+pub fn sqlite_labelled(extractor: Arc<dyn IndexExtractor>, labels: bool) -> TestStore {
     let dir = std::env::temp_dir().join(format!("renkei-store-test-{}", uuid::Uuid::new_v4()));
     let store = SqliteStore::open_dir(&dir, extractor.clone()).expect("open SQLite store");
+    if labels {
+        store.label_writes(auth::labels::Labeler::default());
+    }
     TestStore {
         store: Arc::new(store),
         dir: Some(dir),
@@ -61,6 +69,15 @@ pub async fn postgres_with(extractor: Arc<dyn IndexExtractor>) -> TestStore {
 
 /// A PostgreSQL store with a pool of `pool_size` connections.
 pub async fn postgres_sized(extractor: Arc<dyn IndexExtractor>, pool_size: usize) -> TestStore {
+    postgres_labelled(extractor, pool_size, false).await
+}
+
+/// A PostgreSQL store that labels what is written with the default rule table when `labels`.
+pub async fn postgres_labelled(
+    extractor: Arc<dyn IndexExtractor>,
+    pool_size: usize,
+    labels: bool,
+) -> TestStore {
     let schema = format!("test_{}", uuid::Uuid::new_v4().simple());
     let url = database_url();
     let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
@@ -76,6 +93,9 @@ pub async fn postgres_sized(extractor: Arc<dyn IndexExtractor>, pool_size: usize
         .await
         .expect("create test schema");
     let store = connect(&schema, extractor.clone(), pool_size).await;
+    if labels {
+        store.label_writes(auth::labels::Labeler::default());
+    }
     TestStore {
         store: Arc::new(store),
         dir: None,
