@@ -484,8 +484,17 @@ impl Mpi {
 
 /// After a commit the cache follows the store; a failure here only delays that to the next
 /// refresh (the write itself is committed, so its caller must not see an error).
+///
+/// The decision's own writes are applied even when the change feed is held back by an older
+/// transaction elsewhere on the server (PostgreSQL): they are committed, and the index read
+/// next (PIX, `$match`, a patient token's reach) must show them.
 async fn refresh_after_commit(cache: &mut Cache, store: &dyn Store, ctx: &RequestContext) {
-    if let Err(e) = cache.refresh(store, &ctx.internal()).await {
+    let ctx = &ctx.internal();
+    let refreshed = match cache.refresh(store, ctx).await {
+        Ok(()) => cache.catch_up_pending(store, ctx).await,
+        Err(e) => Err(e),
+    };
+    if let Err(e) = refreshed {
         tracing::warn!(error = %e, "EMPI cache refresh after commit failed; retried on next use");
     }
 }

@@ -6,9 +6,9 @@
 //!
 //! A user or backend service grant reaches every compartment less what the patients'
 //! consents withhold from the token's organisation, user and purpose of use (`consent`;
-//! break-glass releases it). A patient-context grant reaches the token's person: the golden record and every source
-//! Patient it links, read from the patient index on each request ([`mpi::Mpi::person_records`]),
-//! so a link or unlink changes what the token reaches at once. The store applies that policy
+//! break-glass releases it). A patient-context grant reaches the token's person: the golden
+//! record and every source Patient it links, read from the patient index on each request
+//! ([`mpi::Mpi::person_records`]), so a link or unlink changes what the token reaches at once. The store applies that policy
 //! inside its SQL; nothing is filtered here afterwards.
 
 use std::collections::BTreeSet;
