@@ -2129,8 +2129,32 @@ async fn mdm_expands_a_person_across_the_golden_records_links(s: Arc<dyn Store>)
     );
 }
 
+/// `phonetic` has `name`'s expression, so it has no rows of its own: a search on it reads the
+/// rows of `name` (and `:missing` and `_sort` with it).
+async fn phonetic_reads_the_rows_of_name(s: Arc<dyn Store>) {
+    let c = ctx();
+    let mut ids = Vec::new();
+    for p in [
+        json!({"resourceType": "Patient", "name": [{"family": "Yamada", "given": ["Hanako"]}]}),
+        json!({"resourceType": "Patient", "name": [{"family": "Kato"}]}),
+        json!({"resourceType": "Patient"}),
+    ] {
+        ids.push(written(&s.create(&c, p).await.unwrap()).id.clone());
+    }
+    let (y, k, none) = (&ids[0], &ids[1], &ids[2]);
+    assert_eq!(&patient_ids(&*s, "phonetic=yama").await, &[y.clone()]);
+    assert_eq!(&patient_ids(&*s, "phonetic=hana").await, &[y.clone()]);
+    assert_eq!(&patient_ids(&*s, "name=yama").await, &[y.clone()]);
+    assert_eq!(
+        &patient_ids(&*s, "phonetic:missing=true").await,
+        &[none.clone()]
+    );
+    assert_eq!(&patient_ids(&*s, "phonetic:exact=Kato").await, &[k.clone()]);
+}
+
 fhir_suite!(
     everything_lists_each_resource_once_across_pages,
+    phonetic_reads_the_rows_of_name,
     mdm_expands_a_person_across_the_golden_records_links,
     a_restricted_caller_sees_only_its_patients_compartment,
     internal_entries_of_a_restricted_callers_unit_see_everything,
