@@ -27,6 +27,7 @@ use empi::{EnterpriseId, EnterpriseIndex, Record};
 use serde_json::Value;
 use store::{Change, FeedPosition, RequestContext, Store, StoreError, StoredResource};
 
+use super::plan::Planned;
 use super::resources::{GoldenState, enterprise_of_id, is_golden, parse_golden};
 
 /// Change-feed rows read per round trip.
@@ -135,16 +136,31 @@ impl Cache {
 
     /// Applies Patients a commit just wrote, as its outcomes return them, so that the refresh
     /// after it finds their versions applied and does not read them back one by one. Any
-    /// other resource, or a version older than one applied, is skipped.
-    pub fn apply_committed<'r>(&mut self, written: impl IntoIterator<Item = &'r StoredResource>) {
+    /// other resource, or a version older than one applied, is skipped. A source whose record
+    /// the plan of the commit normalised (`planned`, from `Planner::undo`) is indexed with that
+    /// record and the commit's `lastUpdated`, without parsing its body again.
+    pub fn apply_committed<'r>(
+        &mut self,
+        written: impl IntoIterator<Item = &'r StoredResource>,
+        mut planned: Planned,
+    ) {
         for stored in written {
-            if stored.resource_type == "Patient"
-                && self
+            if stored.resource_type != "Patient"
+                || self
                     .applied
                     .get(&stored.id)
-                    .is_none_or(|v| *v < stored.version)
+                    .is_some_and(|v| *v >= stored.version)
             {
-                self.apply_current(stored);
+                continue;
+            }
+            let source = !stored.deleted && enterprise_of_id(&stored.id).is_none();
+            match planned.remove(&stored.id).filter(|_| source) {
+                Some(mut record) => {
+                    record.last_updated = Some(store::time::format_instant(stored.last_updated));
+                    self.applied.insert(stored.id.clone(), stored.version);
+                    self.index_source(&stored.id, Some(record));
+                }
+                None => self.apply_current(stored),
             }
         }
     }
@@ -207,6 +223,12 @@ impl Cache {
     /// A source Patient's (new) version. A source no golden record lists yet is indexed under
     /// an identity of its own, so it is a candidate for matching all the same.
     pub fn apply_source(&mut self, id: &str, body: &Value) {
+        self.index_source(id, Record::from_patient(body).ok());
+    }
+
+    /// Indexes `record`, the normalised current version of source `id` (`None`: nothing to
+    /// match on), under the identity its golden record lists or a provisional one.
+    fn index_source(&mut self, id: &str, record: Option<Record>) {
         let _ = self.index.remove(id);
         let e = match self.member_of.get(id) {
             Some(e) => *e,
@@ -215,7 +237,7 @@ impl Cache {
                 self.index.reserve()
             }
         };
-        if let Ok(record) = Record::from_patient(body) {
+        if let Some(record) = record {
             let _ = self.index.restore(record, e);
         }
     }
@@ -292,11 +314,14 @@ mod tests {
             is_golden(&g),
             "the test's golden record carries the golden tag"
         );
-        cache.apply_committed(&[
-            stored("s1", 2, Some(source("s1", "Yamada"))),
-            stored("E0000000007", 1, Some(g)),
-            stored("o1", 1, Some(json!({"resourceType": "Observation"}))),
-        ]);
+        cache.apply_committed(
+            &[
+                stored("s1", 2, Some(source("s1", "Yamada"))),
+                stored("E0000000007", 1, Some(g)),
+                stored("o1", 1, Some(json!({"resourceType": "Observation"}))),
+            ],
+            Planned::default(),
+        );
         assert_eq!(cache.member_of.get("s1"), Some(&e));
         assert_eq!(cache.index.enterprise_of("s1"), Some(e));
         assert!(cache.unlinked.is_empty());
@@ -305,11 +330,11 @@ mod tests {
         assert!(!cache.applied.contains_key("o1"));
 
         // An older version of s1 (say, read late from the feed) is not applied over v2.
-        cache.apply_committed(&[stored("s1", 1, None)]);
+        cache.apply_committed(&[stored("s1", 1, None)], Planned::default());
         assert!(cache.index.record("s1").is_some());
 
         // A deletion that is newer is.
-        cache.apply_committed(&[stored("s1", 3, None)]);
+        cache.apply_committed(&[stored("s1", 3, None)], Planned::default());
         assert!(cache.index.record("s1").is_none());
         assert_eq!(cache.applied.get("s1"), Some(&3));
     }

@@ -68,10 +68,10 @@ impl EmpiStore {
             Ok(()) => inner.transaction(ctx, entries).await,
             Err(e) => Err(e),
         };
-        planner.undo();
+        let planned = planner.undo();
         drop(planner);
         if let Ok(outcomes) = &result {
-            cache.apply_committed(outcomes.iter().filter_map(Outcome::resource));
+            cache.apply_committed(outcomes.iter().filter_map(Outcome::resource), planned);
         }
         super::refresh_after_commit(&mut cache, inner, ctx).await;
         let mut outcomes = result.map_err(|e| owned_error(e, original, last_patient))?;
@@ -152,12 +152,14 @@ impl EmpiStore {
                 inner.commit_keyed(ctx, ok_units).await
             };
             let stored = round_started.elapsed();
+            let mut records = super::plan::Planned::default();
             for log in logs.into_iter().rev() {
-                log.apply(&mut cache);
+                // Units of a round share no Patient (see `patient_keys`).
+                records.extend(log.apply(&mut cache));
             }
             if let Ok(results) = &committed {
                 let written = results.iter().flatten().flatten();
-                cache.apply_committed(written.filter_map(Outcome::resource));
+                cache.apply_committed(written.filter_map(Outcome::resource), records);
             }
             super::refresh_after_commit(&mut cache, inner, ctx).await;
             tracing::debug!(
@@ -637,5 +639,67 @@ mod tests {
             if_none_exist: None,
         })]);
         assert!(other.is_empty());
+    }
+}
+
+#[cfg(test)]
+mod committed_tests {
+    use std::path::PathBuf;
+
+    use empi::Record;
+    use serde_json::json;
+    use store::{FhirIndexExtractor, SqliteStore};
+
+    use super::*;
+
+    struct Dir(PathBuf);
+
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    /// The cache indexes a committed source with the record its plan normalised, which must
+    /// be the record of the stored version (`lastUpdated` included), exactly as a load from
+    /// the change feed would index it.
+    #[tokio::test]
+    async fn committed_sources_are_indexed_as_stored() {
+        let dir = std::env::temp_dir().join(format!("renkei-linker-{}", uuid::Uuid::new_v4()));
+        let _dir = Dir(dir.clone());
+        let store: Arc<dyn Store> =
+            Arc::new(SqliteStore::open_dir(&dir, Arc::new(FhirIndexExtractor::new())).unwrap());
+        let mpi = Arc::new(Mpi::with_defaults(store.clone()));
+        let person = |id: &str, given: &str| {
+            json!({"resourceType": "Patient", "id": id, "gender": "female",
+                   "birthDate": "1980-01-02", "meta": {"source": "urn:hospital"},
+                   "name": [{"family": "Yamada", "given": [given]}],
+                   "telecom": [{"system": "phone", "value": "555-0100"}]})
+        };
+        let put = |p: Value| {
+            WriteEntry::new(WriteOp::Update {
+                resource_type: "Patient".into(),
+                id: p["id"].as_str().unwrap().to_owned(),
+                resource: p,
+                if_match: None,
+            })
+        };
+        let ctx = RequestContext::system();
+        // Two writes of one source in one unit: the second is what is stored.
+        let entries = vec![
+            put(person("a", "Hanako")),
+            put(person("b", "Hanako")),
+            put(person("b", "Hana")),
+        ];
+        mpi.linked_store().transaction(&ctx, entries).await.unwrap();
+        let cache = mpi.locked(&ctx).await.unwrap();
+        for id in ["a", "b"] {
+            let stored = store.load(&ctx, "Patient", id).await.unwrap().unwrap();
+            let body: Value = serde_json::from_str(stored.body.as_deref().unwrap()).unwrap();
+            let expected = Record::from_patient(&body).unwrap();
+            assert_eq!(cache.index.record(id), Some(&expected), "{id}");
+            assert_eq!(cache.applied.get(id), Some(&stored.version));
+        }
+        assert_eq!(cache.member_of.get("a"), cache.member_of.get("b"));
     }
 }

@@ -9,6 +9,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use empi::golden::Survivorship;
+use empi::hashing::FxHashMap;
 use empi::{EnterpriseId, Outcome as MatchOutcome, Record};
 use serde_json::{Value, json};
 use store::{RequestContext, SearchQuery, Store, StoreError, WriteEntry, WriteOp};
@@ -437,9 +438,10 @@ impl<'a> Planner<'a> {
         self.edited_tasks.iter().map(String::as_str)
     }
 
-    /// Puts the index back as it was before planning.
-    pub fn undo(&mut self) {
-        UndoLog(std::mem::take(&mut self.undo)).apply(self.cache);
+    /// Puts the index back as it was before planning; returns the records the plan had
+    /// inserted, for [`Cache::apply_committed`] to reuse.
+    pub fn undo(&mut self) -> Planned {
+        UndoLog(std::mem::take(&mut self.undo)).apply(self.cache)
     }
 
     /// The undo log, to apply later (after other units were planned on top).
@@ -452,12 +454,23 @@ impl<'a> Planner<'a> {
 #[derive(Debug)]
 pub(crate) struct UndoLog(Vec<Undo>);
 
+/// The normalised records a plan inserted, by source id (the last one planned for each): what
+/// the commit writes, so that applying the commit to the cache need not parse and normalise
+/// each Patient again.
+pub(crate) type Planned = FxHashMap<String, Record>;
+
 impl UndoLog {
-    pub fn apply(mut self, cache: &mut Cache) {
+    /// Undoes the plan; returns the records it had inserted.
+    pub fn apply(mut self, cache: &mut Cache) -> Planned {
+        let mut planned = Planned::default();
         while let Some(u) = self.0.pop() {
             match u {
                 Undo::Inserted(id) => {
-                    let _ = cache.index.remove(&id);
+                    if let Ok(record) = cache.index.remove(&id) {
+                        // Newest first: an earlier write of the same source in the unit is
+                        // not what the commit holds.
+                        planned.entry(id).or_insert(record);
+                    }
                 }
                 Undo::Removed(record, e) => {
                     let _ = cache.index.restore(*record, e);
@@ -467,6 +480,7 @@ impl UndoLog {
                 }
             }
         }
+        planned
     }
 }
 

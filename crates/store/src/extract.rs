@@ -272,7 +272,11 @@ fn alternatives(expression: &str) -> BTreeSet<String> {
 ///
 /// A parameter is derived when its expression is the union (`|`) of the whole expressions of
 /// other parameters of the same type (for composites: with the same components), none of which
-/// is derived itself. R4 has such parameters on Observation only: `combo-code` is
+/// is derived itself, or when its expression is exactly that of another string, token or date
+/// parameter of the type whose code sorts first (R4's `phonetic` of Patient, Practitioner,
+/// RelatedPerson and Person is `name`'s expression, so a person's name parts were stored
+/// twice, about one index row in six of a Patient; CapabilityStatement's `version` is
+/// `fhirversion`). R4 has union parameters on Observation only: `combo-code` is
 /// `Observation.code | Observation.component.code`, the expressions of `code` and
 /// `component-code`; `combo-code-value-quantity` is `code-value-quantity` (on `Observation`)
 /// together with `component-code-value-quantity` (on `Observation.component`). Their rows
@@ -308,13 +312,38 @@ fn derivations(params: &[ParamSource]) -> Vec<Vec<String>> {
         .iter()
         .map(|p| !covering(p, &|_| true).is_empty())
         .collect();
+    // Of parameters with one expression (kind and components), none a union of others, the
+    // one whose code sorts first keeps the rows.
+    let twin = |i: usize| -> Option<usize> {
+        let p = &params[i];
+        if first[i]
+            || !matches!(
+                p.kind,
+                ParamType::String | ParamType::Token | ParamType::Date
+            )
+        {
+            return None;
+        }
+        (0..params.len())
+            .filter(|&j| {
+                let q = &params[j];
+                !first[j]
+                    && q.code < p.code
+                    && q.kind == p.kind
+                    && q.components == p.components
+                    && q.parts == p.parts
+            })
+            .min_by(|&a, &b| params[a].code.cmp(&params[b].code))
+    };
     params
         .iter()
-        .map(|p| {
-            covering(p, &|j| !first[j])
+        .enumerate()
+        .map(|(i, p)| match twin(i) {
+            Some(j) => vec![params[j].code.clone()],
+            None => covering(p, &|j| !first[j])
                 .into_iter()
                 .map(|j| params[j].code.clone())
-                .collect()
+                .collect(),
         })
         .collect()
 }
@@ -971,7 +1000,8 @@ mod tests {
 
     /// The derived parameters of R4 are Observation's `combo-*` ones, each stored as the
     /// parameters it unites (the SQL migration that removed their old rows names them by that
-    /// prefix); they get no rows, and every other parameter keeps its own.
+    /// prefix), and the parameters whose expression is another's (`phonetic` is `name`); they
+    /// get no rows, and every other parameter keeps its own.
     #[test]
     fn combo_parameters_are_stored_as_their_parts() {
         let extractor = FhirIndexExtractor::new();
@@ -987,6 +1017,7 @@ mod tests {
         }
         derived.sort();
         let expected = [
+            ("CapabilityStatement", "version", "fhirversion"),
             ("Observation", "combo-code", "code,component-code"),
             (
                 "Observation",
@@ -1013,6 +1044,10 @@ mod tests {
                 "combo-value-quantity",
                 "component-value-quantity,value-quantity",
             ),
+            ("Patient", "phonetic", "name"),
+            ("Person", "phonetic", "name"),
+            ("Practitioner", "phonetic", "name"),
+            ("RelatedPerson", "phonetic", "name"),
         ];
         let derived: Vec<(&str, &str, &str)> = derived
             .iter()

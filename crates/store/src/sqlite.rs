@@ -253,14 +253,21 @@ fn apply_once(
     entries: Vec<WriteEntry>,
     atomic: bool,
 ) -> Result<Vec<Result<Outcome, StoreError>>, StoreError> {
-    let tx = conn.transaction()?;
-    let now = crate::time::now_micros();
-    let results = {
-        let mut b = SqliteTx { tx: &tx, labeler };
-        engine::run_ready(engine::apply(&mut b, extractor, ctx, now, entries, atomic))??
+    let (results, large) = {
+        let tx = conn.transaction()?;
+        let now = crate::time::now_micros();
+        let mut b = SqliteTx::new(&tx, labeler);
+        let run = engine::run_ready(engine::apply(&mut b, extractor, ctx, now, entries, atomic))
+            .and_then(|r| r)
+            .and_then(|results| b.flush().map(|()| results));
+        let large = b.large;
+        drop(b);
+        // Dropping the transaction unfinished rolls it back.
+        let results = run.and_then(|results| Ok(tx.commit().map(|()| results)?));
+        (results, large)
     };
-    tx.commit()?;
-    Ok(results)
+    SqliteTx::finish(conn, large)?;
+    results
 }
 
 /// A group of keyed units in one transaction on the writer connection
@@ -273,22 +280,26 @@ fn keyed_once(
     units: Vec<KeyedWrite>,
 ) -> Result<engine::KeyedResults, StoreError> {
     let started = std::time::Instant::now();
-    let tx = conn.transaction()?;
-    let now = crate::time::now_micros();
     let count = units.len();
-    let run = {
-        let mut b = SqliteTx { tx: &tx, labeler };
-        engine::run_ready(engine::apply_keyed(&mut b, extractor, ctx, now, units))??
+    let (done, large, applied) = {
+        let tx = conn.transaction()?;
+        let now = crate::time::now_micros();
+        let mut b = SqliteTx::new(&tx, labeler);
+        let run = engine::run_ready(engine::apply_keyed(&mut b, extractor, ctx, now, units))
+            .and_then(|r| r)
+            .and_then(|run| b.flush().map(|()| run));
+        let large = b.large;
+        drop(b);
+        let applied = started.elapsed();
+        // Dropping the transaction unfinished rolls it back.
+        let done = run.and_then(|run| match run {
+            engine::KeyedRun::Commit(results) => Ok(tx.commit().map(|()| (results, true))?),
+            engine::KeyedRun::RollBack(results) => Ok((results, false)),
+        });
+        (done, large, applied)
     };
-    let applied = started.elapsed();
-    // Dropping the transaction unfinished rolls it back.
-    let (results, committed) = match run {
-        engine::KeyedRun::Commit(results) => {
-            tx.commit()?;
-            (results, true)
-        }
-        engine::KeyedRun::RollBack(results) => (results, false),
-    };
+    SqliteTx::finish(conn, large)?;
+    let (results, committed) = done?;
     tracing::debug!(
         units = count,
         committed,
@@ -625,6 +636,154 @@ fn visible_current(
 struct SqliteTx<'c> {
     tx: &'c Transaction<'c>,
     labeler: Option<&'c Labeler>,
+    /// Index rows written but not inserted yet (see [`PendingRow`]).
+    pending: Vec<PendingRow>,
+    /// A large flush raised the page cache ([`LARGE_UNIT_CACHE_KIB`]); [`SqliteTx::finish`]
+    /// puts it back.
+    large: bool,
+}
+
+/// Pending index rows from which a flush raises the writer's page cache for the unit.
+const LARGE_FLUSH: usize = 20_000;
+
+/// The writer's page cache while it writes a large unit, in KiB (see [`WRITER_CACHE_KIB`]
+/// for why it is small otherwise).
+const LARGE_UNIT_CACHE_KIB: u32 = 256 * 1024;
+
+/// An index row of a version written in the open transaction, inserted later, with the rows
+/// of the transaction's other writes, in the order of the tables' value indexes
+/// ([`SqliteTx::flush`]). Inserted as each version is written, a large unit (an import's
+/// chunk: tens of thousands of resources, hundreds of thousands of rows) lands on leaf pages
+/// all over each value index in random order, and once the writer's page cache is full every
+/// insert reads a page back from the log or the file and spills another; in index order each
+/// leaf page is read, changed and written once. Flushed before anything that reads the index
+/// tables in the transaction (a conditional match, an access check, a version's references,
+/// an earlier version's rows to replace), at a savepoint, and before the commit.
+#[derive(Debug)]
+struct PendingRow {
+    rid: i64,
+    n: i64,
+    resource_type: String,
+    row: IndexRow,
+}
+
+impl PendingRow {
+    /// Which table the row goes to, then the leading columns of that table's value index.
+    fn cmp_index_order(&self, other: &Self) -> std::cmp::Ordering {
+        use IndexValue as V;
+        fn table(v: &IndexValue) -> u8 {
+            match v {
+                V::String { .. } => 0,
+                V::Token { .. } => 1,
+                V::Reference { .. } => 2,
+                V::Date { .. } => 3,
+                V::Number { .. } => 4,
+                V::Quantity { .. } => 5,
+                V::Uri { .. } => 6,
+            }
+        }
+        fn owner(p: &PendingRow) -> (&str, &str) {
+            (p.resource_type.as_str(), p.row.param.as_str())
+        }
+        let by_value = match (&self.row.value, &other.row.value) {
+            (V::String { normalized: a, .. }, V::String { normalized: b, .. }) => {
+                owner(self).cmp(&owner(other)).then_with(|| a.cmp(b))
+            }
+            (
+                V::Token {
+                    system: sa,
+                    code: ca,
+                    ..
+                },
+                V::Token {
+                    system: sb,
+                    code: cb,
+                    ..
+                },
+            ) => owner(self)
+                .cmp(&owner(other))
+                .then_with(|| (ca, sa).cmp(&(cb, sb))),
+            (
+                V::Reference {
+                    target_type: ta,
+                    target_id: ia,
+                    ..
+                },
+                V::Reference {
+                    target_type: tb,
+                    target_id: ib,
+                    ..
+                },
+            ) => (ia, ta).cmp(&(ib, tb)),
+            (V::Date { start: a, .. }, V::Date { start: b, .. }) => {
+                owner(self).cmp(&owner(other)).then_with(|| a.cmp(b))
+            }
+            (V::Number { value: a, .. }, V::Number { value: b, .. }) => {
+                owner(self).cmp(&owner(other)).then_with(|| a.total_cmp(b))
+            }
+            (
+                V::Quantity {
+                    code: ca,
+                    value: va,
+                    ..
+                },
+                V::Quantity {
+                    code: cb,
+                    value: vb,
+                    ..
+                },
+            ) => owner(self)
+                .cmp(&owner(other))
+                .then_with(|| ca.cmp(cb))
+                .then_with(|| va.total_cmp(vb)),
+            (V::Uri { uri: a }, V::Uri { uri: b }) => {
+                owner(self).cmp(&owner(other)).then_with(|| a.cmp(b))
+            }
+            (a, b) => table(a).cmp(&table(b)),
+        };
+        table(&self.row.value)
+            .cmp(&table(&other.row.value))
+            .then(by_value)
+    }
+}
+
+impl<'c> SqliteTx<'c> {
+    fn new(tx: &'c Transaction<'c>, labeler: Option<&'c Labeler>) -> Self {
+        SqliteTx {
+            tx,
+            labeler,
+            pending: Vec::new(),
+            large: false,
+        }
+    }
+
+    /// After the unit (committed or not): the writer's usual page cache.
+    fn finish(conn: &Connection, large: bool) -> Result<(), StoreError> {
+        if large {
+            conn.execute_batch(&format!("PRAGMA cache_size = -{WRITER_CACHE_KIB};"))?;
+        }
+        Ok(())
+    }
+
+    /// Inserts the pending index rows, in the order of the value indexes.
+    fn flush(&mut self) -> Result<(), StoreError> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let mut rows = std::mem::take(&mut self.pending);
+        if rows.len() >= LARGE_FLUSH && !self.large {
+            // The rows go to the tables (keyed by resource) in value order: the tables' new
+            // pages of the unit stay in the cache while the value indexes are swept.
+            self.large = true;
+            self.tx
+                .execute_batch(&format!("PRAGMA cache_size = -{LARGE_UNIT_CACHE_KIB};"))?;
+        }
+        rows.sort_unstable_by(PendingRow::cmp_index_order);
+        for p in &rows {
+            insert_index_row(self.tx, p.rid, p.n, &p.resource_type, &p.row)?;
+        }
+        Ok(())
+    }
 }
 
 impl Backend for SqliteTx<'_> {
@@ -650,6 +809,7 @@ impl Backend for SqliteTx<'_> {
         limit: usize,
         access: Option<&Restriction>,
     ) -> Result<Vec<(String, String)>, StoreError> {
+        self.flush()?;
         matches(self.tx, q, limit, access)
     }
 
@@ -661,6 +821,7 @@ impl Backend for SqliteTx<'_> {
         id: &str,
         cur: Current,
     ) -> Result<bool, StoreError> {
+        self.flush()?;
         admits(self.tx, extractor, r, ty, id, cur)
     }
 
@@ -674,6 +835,8 @@ impl Backend for SqliteTx<'_> {
         let deleted = v.method == Method::Delete;
         let rid = match v.rid {
             Some(rid) => {
+                // The rows of a version written earlier in this transaction go too.
+                self.flush()?;
                 for del in sql::INDEX_TABLES {
                     tx.prepare_cached(&lite(del))?.execute([rid])?;
                 }
@@ -704,9 +867,13 @@ impl Backend for SqliteTx<'_> {
                 v.last_updated,
                 deleted
             ])?;
-        for (n, row) in v.index.iter().enumerate() {
-            insert_index_row(tx, rid, n as i64, v.resource_type, row)?;
-        }
+        self.pending
+            .extend(v.index.iter().enumerate().map(|(n, row)| PendingRow {
+                rid,
+                n: n as i64,
+                resource_type: v.resource_type.to_owned(),
+                row: row.clone(),
+            }));
         tx.prepare_cached(&lite(sql::INSERT_OUTBOX))?
             .execute(rusqlite::params![
                 seq,
@@ -724,6 +891,7 @@ impl Backend for SqliteTx<'_> {
     }
 
     async fn patient_references(&mut self, rid: i64) -> Result<Vec<(String, String)>, StoreError> {
+        self.flush()?;
         let mut stmt = self.tx.prepare_cached(&lite(sql::PATIENT_REFERENCES))?;
         let rows = stmt.query_map([rid], |r| Ok((r.get(0)?, r.get(1)?)))?;
         Ok(rows.collect::<Result<Vec<_>, _>>()?)
@@ -732,16 +900,20 @@ impl Backend for SqliteTx<'_> {
     // Savepoint statements are prepared once, like the others (a unit of a group commit
     // opens and releases one each).
     async fn savepoint(&mut self) -> Result<(), StoreError> {
+        self.flush()?;
         self.tx.prepare_cached("SAVEPOINT entry")?.execute([])?;
         Ok(())
     }
 
     async fn release(&mut self) -> Result<(), StoreError> {
+        self.flush()?;
         self.tx.prepare_cached("RELEASE entry")?.execute([])?;
         Ok(())
     }
 
     async fn rollback_to_savepoint(&mut self) -> Result<(), StoreError> {
+        // The rows of the entry rolled back are never inserted.
+        self.pending.clear();
         self.tx.prepare_cached("ROLLBACK TO entry")?.execute([])?;
         self.tx.prepare_cached("RELEASE entry")?.execute([])?;
         Ok(())

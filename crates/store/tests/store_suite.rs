@@ -2591,8 +2591,32 @@ async fn mdm_expands_a_person_across_the_golden_records_links(s: Arc<dyn Store>)
     );
 }
 
+/// `phonetic` has `name`'s expression, so it has no rows of its own: a search on it reads the
+/// rows of `name` (and `:missing` and `_sort` with it).
+async fn phonetic_reads_the_rows_of_name(s: Arc<dyn Store>) {
+    let c = ctx();
+    let mut ids = Vec::new();
+    for p in [
+        json!({"resourceType": "Patient", "name": [{"family": "Yamada", "given": ["Hanako"]}]}),
+        json!({"resourceType": "Patient", "name": [{"family": "Kato"}]}),
+        json!({"resourceType": "Patient"}),
+    ] {
+        ids.push(written(&s.create(&c, p).await.unwrap()).id.clone());
+    }
+    let (y, k, none) = (&ids[0], &ids[1], &ids[2]);
+    assert_eq!(patient_ids(&*s, "phonetic=yama").await, [y.as_str()]);
+    assert_eq!(patient_ids(&*s, "phonetic=hana").await, [y.as_str()]);
+    assert_eq!(patient_ids(&*s, "name=yama").await, [y.as_str()]);
+    assert_eq!(
+        patient_ids(&*s, "phonetic:missing=true").await,
+        [none.as_str()]
+    );
+    assert_eq!(patient_ids(&*s, "phonetic:exact=Kato").await, [k.as_str()]);
+}
+
 fhir_suite!(
     everything_lists_each_resource_once_across_pages,
+    phonetic_reads_the_rows_of_name,
     mdm_expands_a_person_across_the_golden_records_links,
     a_restricted_caller_sees_only_its_patients_compartment,
     consent_withholds_data_from_a_caller_of_every_compartment,
