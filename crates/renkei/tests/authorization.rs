@@ -12,17 +12,16 @@ mod support;
 
 use std::path::Path;
 
-use auth::token::{AccessClaims, TokenKeys};
+use auth::token::TokenKeys;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
-use support::{Backend, Data, Server};
+use support::{Backend, Data, PUBLIC, Server};
 
 const RSA_PEM: &str = include_str!("../../auth/tests/fixtures/client-rs384.pem");
 const JWKS: &str = include_str!("../../auth/tests/fixtures/client-rs384.jwks.json");
 const GOLDEN_TAG: &str = "https://renkei.dev/fhir/CodeSystem/empi|golden";
 /// The node's public base URL (`--base-url`): what tokens are issued for, the same across
 /// restarts whatever port the test server gets.
-const PUBLIC: &str = "http://renkei.test/fhir";
 const TOKEN_ENDPOINT: &str = "http://renkei.test/auth/token";
 const APP_REDIRECT: &str = "http://127.0.0.1:9/callback";
 const PASSWORD: &str = "correct horse battery staple";
@@ -51,28 +50,6 @@ fn observation(id: &str, subject: &str, category: &str, code: &str) -> Value {
     })
 }
 
-async fn put(s: &Server, token: Option<&str>, r: &Value) -> (u16, Value) {
-    let path = format!(
-        "{}/{}",
-        r["resourceType"].as_str().unwrap(),
-        r["id"].as_str().unwrap()
-    );
-    let auth = token.map(|t| format!("Bearer {t}"));
-    let headers: Vec<(&str, &str)> = auth
-        .as_deref()
-        .map(|a| vec![("authorization", a)])
-        .unwrap_or_default();
-    let (status, _, body) = s.send("PUT", &path, &headers, Some(&r.to_string())).await;
-    (status, body)
-}
-
-/// GET with a bearer token: (status, body).
-async fn get(s: &Server, token: &str, path: &str) -> (u16, Value) {
-    let auth = format!("Bearer {token}");
-    let (status, _, body) = s.send("GET", path, &[("authorization", &auth)], None).await;
-    (status, body)
-}
-
 /// `Type/id` of every entry of a Bundle, sorted.
 fn ids(bundle: &Value) -> Vec<String> {
     let mut v: Vec<String> = bundle["entry"]
@@ -98,7 +75,7 @@ async fn walk(s: &Server, token: &str, path: &str) -> Vec<String> {
     let mut next = Some(path.to_owned());
     let mut seen = Vec::new();
     while let Some(path) = next.take() {
-        let (status, bundle) = get(s, token, &path).await;
+        let (status, bundle) = s.get_as(token, &path).await;
         assert_eq!(status, 200, "{path}: {bundle}");
         seen.extend(ids(&bundle));
         next = bundle["link"]
@@ -190,24 +167,11 @@ async fn service_token(s: &Server, scope: &str, extra: &[(&str, &str)]) -> (u16,
 
 /// A token signed with the node's own keys, as its login would issue it.
 fn minted(keys: &Path, scope: &str, patient: Option<&str>, life: i64) -> String {
-    let ring = TokenKeys::from_json(&std::fs::read_to_string(keys).unwrap()).unwrap();
-    let now = chrono::Utc::now().timestamp();
-    ring.issue(&AccessClaims {
-        iss: "http://renkei.test".into(),
-        sub: "alice".into(),
-        aud: PUBLIC.into(),
-        exp: now + life,
-        iat: now - 1,
-        jti: uuid::Uuid::new_v4().to_string(),
-        scope: scope.into(),
-        client_id: "portal".into(),
-        patient: patient.map(str::to_owned),
-        fhir_user: patient.map(|p| format!("Patient/{p}")),
-        organization: None,
-        purpose_of_use: None,
-        break_glass: None,
-    })
-    .unwrap()
+    let mut c = support::claims("portal", scope, life);
+    c.sub = "alice".into();
+    c.patient = patient.map(str::to_owned);
+    c.fhir_user = patient.map(|p| format!("Patient/{p}"));
+    support::mint(keys, &c)
 }
 
 /// A loopback HTTP server publishing the client's key set: its URL and a count of fetches.
@@ -352,8 +316,8 @@ async fn sign_in_flow(s: &Server, golden: &str) {
     assert_eq!(status, 200, "{tokens}");
     assert_eq!(tokens["patient"], golden, "{tokens}");
     let access = tokens["access_token"].as_str().unwrap();
-    assert_eq!(get(s, access, "Patient/alice-b").await.0, 200);
-    assert_eq!(get(s, access, "Patient/bob").await.0, 404);
+    assert_eq!(s.get_as(access, "Patient/alice-b").await.0, 200);
+    assert_eq!(s.get_as(access, "Patient/bob").await.0, 404);
     // A code works once.
     let (status, again) = token_request(s, &exchange).await;
     assert_eq!(
@@ -376,13 +340,9 @@ async fn sign_in_flow(s: &Server, golden: &str) {
     let (status, renewed) = use_refresh(refresh.clone()).await;
     assert_eq!(status, 200, "{renewed}");
     assert_eq!(
-        get(
-            s,
-            renewed["access_token"].as_str().unwrap(),
-            "Patient/alice-a"
-        )
-        .await
-        .0,
+        s.get_as(renewed["access_token"].as_str().unwrap(), "Patient/alice-a")
+            .await
+            .0,
         200
     );
     let (status, spent) = use_refresh(refresh).await;
@@ -471,7 +431,7 @@ fn audited_patients(event: &Value) -> Vec<String> {
 /// The audit log through the API: searchable by patient and paged for a system token; a
 /// patient sees the records about their person only; nobody writes it.
 async fn audit_trail(s: &Server, system: &str, patient_token: &str, golden: &str) {
-    let (status, about_bob) = get(s, system, "AuditEvent?patient=Patient/bob").await;
+    let (status, about_bob) = s.get_as(system, "AuditEvent?patient=Patient/bob").await;
     assert_eq!(status, 200, "{about_bob}");
     let entries = about_bob["entry"].as_array().unwrap();
     assert!(!entries.is_empty(), "{about_bob}");
@@ -481,7 +441,7 @@ async fn audit_trail(s: &Server, system: &str, patient_token: &str, golden: &str
             "{e}"
         );
     }
-    let (_, page) = get(s, system, "AuditEvent?_count=2").await;
+    let (_, page) = s.get_as(system, "AuditEvent?_count=2").await;
     assert_eq!(page["entry"].as_array().unwrap().len(), 2);
     assert!(
         page["link"]
@@ -493,7 +453,7 @@ async fn audit_trail(s: &Server, system: &str, patient_token: &str, golden: &str
     );
     let id = page["entry"][0]["resource"]["id"].as_str().unwrap();
     assert_eq!(
-        get(s, system, &format!("AuditEvent/{id}/_history/1"))
+        s.get_as(system, &format!("AuditEvent/{id}/_history/1"))
             .await
             .0,
         200
@@ -505,7 +465,7 @@ async fn audit_trail(s: &Server, system: &str, patient_token: &str, golden: &str
         "Patient/alice-a".to_owned(),
         "Patient/alice-b".to_owned(),
     ];
-    let (status, own) = get(s, patient_token, "AuditEvent?_count=1000").await;
+    let (status, own) = s.get_as(patient_token, "AuditEvent?_count=1000").await;
     assert_eq!(status, 200, "{own}");
     let own = own["entry"].as_array().unwrap().clone();
     assert!(!own.is_empty());
@@ -519,7 +479,9 @@ async fn audit_trail(s: &Server, system: &str, patient_token: &str, golden: &str
             .any(|e| e["resource"]["agent"][0]["who"]["identifier"]["value"] == "backend"),
         "the backend's accesses are listed"
     );
-    let (_, bobs) = get(s, patient_token, "AuditEvent?patient=Patient/bob").await;
+    let (_, bobs) = s
+        .get_as(patient_token, "AuditEvent?patient=Patient/bob")
+        .await;
     for e in bobs["entry"].as_array().into_iter().flatten() {
         let named = audited_patients(&e["resource"]);
         assert!(named.iter().any(|p| mine.contains(p)), "{e}");
@@ -547,7 +509,7 @@ async fn scenario(backend: Backend) {
         patient("alice-b", "Okafor", "Adaeze", "B-7", "123-45-6789"),
         patient("bob", "Lindqvist", "Bror", "C-3", "987-65-4321"),
     ] {
-        let (status, body) = put(&open, None, &p).await;
+        let (status, body) = open.put_as(None, &p).await;
         assert!(status == 200 || status == 201, "{status} {body}");
     }
     for o in [
@@ -556,7 +518,7 @@ async fn scenario(backend: Backend) {
         observation("lab-b", "alice-b", "laboratory", "718-7"),
         observation("lab-bob", "bob", "laboratory", "4548-4"),
     ] {
-        let (status, body) = put(&open, None, &o).await;
+        let (status, body) = open.put_as(None, &o).await;
         assert!(status == 200 || status == 201, "{status} {body}");
     }
     let (_, _, goldens) = open
@@ -713,7 +675,7 @@ async fn scenario(backend: Backend) {
     assert!(t["expires_in"].as_i64().unwrap() <= 300);
     let system = t["access_token"].as_str().unwrap().to_owned();
     assert!(!t["scope"].as_str().unwrap().contains("cruds"), "{t}");
-    let (status, all) = get(&s, &system, "Observation?_total=accurate").await;
+    let (status, all) = s.get_as(&system, "Observation?_total=accurate").await;
     assert_eq!(status, 200, "{all}");
     assert_eq!(all["total"], 4, "{all}");
     // ... and what its scopes do not grant is refused, naming the scope.
@@ -856,7 +818,7 @@ async fn scenario(backend: Backend) {
     // A patient token reaches the person: both sources and the golden record, nobody else.
     let pt = minted(&keys, "patient/*.rs", Some(&golden), 300);
     for id in ["alice-a", "alice-b", golden.as_str()] {
-        assert_eq!(get(&s, &pt, &format!("Patient/{id}")).await.0, 200, "{id}");
+        assert_eq!(s.get_as(&pt, &format!("Patient/{id}")).await.0, 200, "{id}");
     }
     for path in [
         "Patient/bob",
@@ -866,7 +828,7 @@ async fn scenario(backend: Backend) {
         "Patient/bob/$everything",
         "Patient/bob/Observation",
     ] {
-        assert_eq!(get(&s, &pt, path).await.0, 404, "{path}");
+        assert_eq!(s.get_as(&pt, path).await.0, 404, "{path}");
     }
     let alice_obs = sorted(&[
         "Observation/lab-a",
@@ -874,9 +836,9 @@ async fn scenario(backend: Backend) {
         "Observation/lab-b",
     ]);
     assert_eq!(walk(&s, &pt, "Observation?_count=1").await, alice_obs);
-    let (_, counted) = get(&s, &pt, "Observation?_total=accurate&_count=1").await;
+    let (_, counted) = s.get_as(&pt, "Observation?_total=accurate&_count=1").await;
     assert_eq!(counted["total"], 3, "{counted}");
-    let (_, counted) = get(&s, &pt, "Observation?_summary=count").await;
+    let (_, counted) = s.get_as(&pt, "Observation?_summary=count").await;
     assert_eq!(counted["total"], 3, "{counted}");
     for path in [
         "Observation?subject=Patient/bob",
@@ -885,16 +847,20 @@ async fn scenario(backend: Backend) {
         "Patient?_has:Observation:subject:code=4548-4",
         "Patient?identifier=987-65-4321",
     ] {
-        let (status, bundle) = get(&s, &pt, path).await;
+        let (status, bundle) = s.get_as(&pt, path).await;
         assert_eq!(status, 200, "{path}: {bundle}");
         assert_eq!(ids(&bundle), Vec::<String>::new(), "{path}");
     }
-    let (_, included) = get(&s, &pt, "Observation?_include=Observation:subject").await;
+    let (_, included) = s
+        .get_as(&pt, "Observation?_include=Observation:subject")
+        .await;
     assert!(
         !ids(&included).iter().any(|i| i.contains("bob")),
         "{included}"
     );
-    let (_, revincluded) = get(&s, &pt, "Patient?_revinclude=Observation:subject").await;
+    let (_, revincluded) = s
+        .get_as(&pt, "Patient?_revinclude=Observation:subject")
+        .await;
     let rev = ids(&revincluded);
     assert!(rev.contains(&"Observation/lab-b".to_owned()), "{rev:?}");
     assert!(!rev.iter().any(|i| i.contains("bob")), "{rev:?}");
@@ -946,16 +912,16 @@ async fn scenario(backend: Backend) {
     // Writes by a patient with write scopes: inside the person's record only; a conditional
     // create never matches another person's data.
     let writer = minted(&keys, "patient/Observation.cruds", Some(&golden), 300);
-    let (status, body) = put(
-        &s,
-        Some(&writer),
-        &observation("planted", "bob", "laboratory", "1"),
-    )
-    .await;
+    let (status, body) = s
+        .put_as(
+            Some(&writer),
+            &observation("planted", "bob", "laboratory", "1"),
+        )
+        .await;
     // (Refused as a reference to a record the token cannot see, or as a write outside
     // the person's records: either way nothing is written.)
     assert!(status == 400 || status == 403, "{status} {body}");
-    assert_eq!(get(&s, &system, "Observation/planted").await.0, 404);
+    assert_eq!(s.get_as(&system, "Observation/planted").await.0, 404);
     let auth = format!("Bearer {writer}");
     let mine = observation("ignored", "alice-a", "survey", "72166-2");
     let mut mine = mine.as_object().unwrap().clone();
@@ -985,20 +951,20 @@ async fn scenario(backend: Backend) {
         walk(&s, &labs, "Observation").await,
         sorted(&["Observation/lab-a", "Observation/lab-b"])
     );
-    assert_eq!(get(&s, &labs, "Observation/lab-a").await.0, 200);
-    assert_eq!(get(&s, &labs, "Observation/vital-a").await.0, 404);
-    assert_eq!(get(&s, &labs, "Patient/alice-a").await.0, 403);
+    assert_eq!(s.get_as(&labs, "Observation/lab-a").await.0, 200);
+    assert_eq!(s.get_as(&labs, "Observation/vital-a").await.0, 404);
+    assert_eq!(s.get_as(&labs, "Patient/alice-a").await.0, 403);
 
     sign_in_flow(&s, &golden).await;
     audit_trail(&s, &system, &pt, &golden).await;
     // The conditional create above has one record, written with it.
     let created_id = created["id"].as_str().unwrap();
-    let (_, rec) = get(
-        &s,
-        &system,
-        &format!("AuditEvent?entity=Observation/{created_id}"),
-    )
-    .await;
+    let (_, rec) = s
+        .get_as(
+            &system,
+            &format!("AuditEvent?entity=Observation/{created_id}"),
+        )
+        .await;
     let rec = rec["entry"].as_array().unwrap();
     assert_eq!(rec.len(), 1, "{rec:?}");
     assert_eq!(rec[0]["resource"]["subtype"][0]["code"], "create");
@@ -1018,9 +984,9 @@ async fn scenario(backend: Backend) {
         )
         .await;
     assert_eq!(status, 200, "{out}");
-    assert_eq!(get(&s, &pt, "Patient/alice-b").await.0, 404);
-    assert_eq!(get(&s, &pt, "Observation/lab-b").await.0, 404);
-    assert_eq!(get(&s, &pt, "Observation/lab-a").await.0, 200);
+    assert_eq!(s.get_as(&pt, "Patient/alice-b").await.0, 404);
+    assert_eq!(s.get_as(&pt, "Observation/lab-b").await.0, 404);
+    assert_eq!(s.get_as(&pt, "Observation/lab-a").await.0, 200);
 
     // Tokens: expired, foreign, revoked.
     let expired = minted(&keys, "patient/*.rs", Some(&golden), -120);
@@ -1035,7 +1001,7 @@ async fn scenario(backend: Backend) {
     let foreign_keys = data.dir.join("other-keys.json");
     std::fs::write(&foreign_keys, TokenKeys::generate(0).unwrap().to_json()).unwrap();
     let foreign = minted(&foreign_keys, "patient/*.rs", Some(&golden), 300);
-    assert_eq!(get(&s, &foreign, "Patient/alice-a").await.0, 401);
+    assert_eq!(s.get_as(&foreign, "Patient/alice-a").await.0, 401);
     let revoke_url = s.base.replace("/fhir", "/auth/revoke");
     let r = s
         .client
@@ -1047,7 +1013,7 @@ async fn scenario(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    assert_eq!(get(&s, &system, "Observation").await.0, 401);
+    assert_eq!(s.get_as(&system, "Observation").await.0, 401);
     let glass_token = glass["access_token"].as_str().unwrap().to_owned();
     let (_, info) = introspect(system.clone(), glass_token.clone()).await;
     assert_eq!(info["active"], false, "{info}");
@@ -1064,8 +1030,8 @@ async fn scenario(backend: Backend) {
         PUBLIC,
     ];
     let s = Server::start_with(&data, &serve).await;
-    assert_eq!(get(&s, &system, "Observation").await.0, 401);
-    assert_eq!(get(&s, &glass_token, "Observation").await.0, 200);
+    assert_eq!(s.get_as(&system, "Observation").await.0, 401);
+    assert_eq!(s.get_as(&glass_token, "Observation").await.0, 200);
     s.terminate();
 
     // Rotating the signing keys keeps the tokens the old key signed valid.
@@ -1088,11 +1054,11 @@ async fn scenario(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(jwks["keys"].as_array().unwrap().len(), 2, "{jwks}");
-    assert_eq!(get(&s, &glass_token, "Observation").await.0, 200);
+    assert_eq!(s.get_as(&glass_token, "Observation").await.0, 200);
     let (status, fresh) = service_token(&s, "system/*.rs", &[]).await;
     assert_eq!(status, 200, "{fresh}");
     let fresh = fresh["access_token"].as_str().unwrap();
-    assert_eq!(get(&s, fresh, "Observation").await.0, 200);
+    assert_eq!(s.get_as(fresh, "Observation").await.0, 200);
     s.terminate();
 
     // Every request above, refusals included, is in the audit log, and the log verifies.

@@ -10,12 +10,10 @@ mod support;
 
 use std::path::Path;
 
-use auth::token::{AccessClaims, TokenKeys};
 use serde_json::{Value, json};
-use support::{Backend, Data, Server};
+use support::{Backend, Data, PUBLIC, Server};
 
 const JWKS: &str = include_str!("../../auth/tests/fixtures/client-rs384.jwks.json");
-const PUBLIC: &str = "http://renkei.test/fhir";
 const HIV: &str = "http://terminology.hl7.org/CodeSystem/v3-ActCode|HIV";
 
 fn patient(id: &str, family: &str, mrn: &str) -> Value {
@@ -58,45 +56,11 @@ fn token(
     purpose: &str,
     glass: Option<&str>,
 ) -> String {
-    let ring = TokenKeys::from_json(&std::fs::read_to_string(keys).unwrap()).unwrap();
-    let now = chrono::Utc::now().timestamp();
-    ring.issue(&AccessClaims {
-        iss: "http://renkei.test".into(),
-        sub: "backend".into(),
-        aud: PUBLIC.into(),
-        exp: now + 300,
-        iat: now - 1,
-        jti: uuid::Uuid::new_v4().to_string(),
-        scope: scope.into(),
-        client_id: "backend".into(),
-        patient: None,
-        fhir_user: None,
-        organization: Some(organization.into()),
-        purpose_of_use: Some(purpose.into()),
-        break_glass: glass.map(str::to_owned),
-    })
-    .unwrap()
-}
-
-async fn put(s: &Server, token: Option<&str>, r: &Value) -> (u16, Value) {
-    let path = format!(
-        "{}/{}",
-        r["resourceType"].as_str().unwrap(),
-        r["id"].as_str().unwrap()
-    );
-    let auth = token.map(|t| format!("Bearer {t}"));
-    let headers: Vec<(&str, &str)> = auth
-        .as_deref()
-        .map(|a| vec![("authorization", a)])
-        .unwrap_or_default();
-    let (status, _, body) = s.send("PUT", &path, &headers, Some(&r.to_string())).await;
-    (status, body)
-}
-
-async fn get(s: &Server, token: &str, path: &str) -> (u16, Value) {
-    let auth = format!("Bearer {token}");
-    let (status, _, body) = s.send("GET", path, &[("authorization", &auth)], None).await;
-    (status, body)
+    let mut c = support::claims("backend", scope, 300);
+    c.organization = Some(organization.into());
+    c.purpose_of_use = Some(purpose.into());
+    c.break_glass = glass.map(str::to_owned);
+    support::mint(keys, &c)
 }
 
 /// Every resource of a search (`Type/id`, sorted), page by page with the token; checks that
@@ -107,7 +71,7 @@ async fn walk(s: &Server, token: &str, path: &str) -> Vec<String> {
     let mut seen = Vec::new();
     let mut totals = Vec::new();
     while let Some(path) = next.take() {
-        let (status, bundle) = get(s, token, &path).await;
+        let (status, bundle) = s.get_as(token, &path).await;
         assert_eq!(status, 200, "{path}: {bundle}");
         totals.push(bundle["total"].as_u64().expect("a total"));
         for e in bundle["entry"].as_array().into_iter().flatten() {
@@ -133,7 +97,7 @@ async fn walk(s: &Server, token: &str, path: &str) -> Vec<String> {
         assert_eq!(*t, seen.len() as u64, "{path}: total {t}, shown {seen:?}");
     }
     // `_summary=count` agrees.
-    let (_, counted) = get(s, token, &format!("{path}{sep}_summary=count")).await;
+    let (_, counted) = s.get_as(token, &format!("{path}{sep}_summary=count")).await;
     assert_eq!(counted["total"].as_u64(), Some(seen.len() as u64), "{path}");
     seen.sort();
     seen
@@ -165,7 +129,7 @@ async fn scenario(backend: Backend) {
         "system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "HIV"}]});
     for org in ["x", "y", "z"] {
         let o = json!({"resourceType": "Organization", "id": org, "name": format!("Clinic {org}")});
-        let (status, body) = put(&open, None, &o).await;
+        let (status, body) = open.put_as(None, &o).await;
         assert!(status == 200 || status == 201, "{status} {body}");
     }
     for r in [
@@ -187,7 +151,7 @@ async fn scenario(backend: Backend) {
         consent("consent-research", "p-research", deny_research),
         consent("consent-hiv", "p-hiv", deny_hiv),
     ] {
-        let (status, body) = put(&open, None, &r).await;
+        let (status, body) = open.put_as(None, &r).await;
         assert!(status == 200 || status == 201, "{status} {body}");
     }
     open.terminate();
@@ -255,7 +219,7 @@ async fn scenario(backend: Backend) {
     let types = "_type=Patient,Observation,Condition,Practitioner";
 
     // The HIV diagnosis was labelled when it was written; the asthma one was not.
-    let (status, c) = get(&s, &glass, "Condition/c-hiv").await;
+    let (status, c) = s.get_as(&glass, "Condition/c-hiv").await;
     assert_eq!(status, 200, "{c}");
     assert!(
         c["meta"]["security"]
@@ -265,7 +229,7 @@ async fn scenario(backend: Backend) {
             .any(|l| l["code"] == "HIV"),
         "{c}"
     );
-    let (_, c) = get(&s, &glass, "Condition/c-plain").await;
+    let (_, c) = s.get_as(&glass, "Condition/c-plain").await;
     assert!(c["meta"]["security"].is_null(), "{c}");
 
     // Organisation x: p-org's record is withheld, and HIV data from everyone.
@@ -302,11 +266,11 @@ async fn scenario(backend: Backend) {
         .is_empty()
     );
     for path in ["Patient/p-org", "Observation/o-org", "Condition/c-hiv"] {
-        let (status, body) = get(&s, &x, path).await;
+        let (status, body) = s.get_as(&x, path).await;
         assert_eq!(status, 404, "{path}: {body}");
     }
     // $everything of the withheld patient: nothing of the record.
-    let (status, bundle) = get(&s, &x, "Patient/p-org/$everything").await;
+    let (status, bundle) = s.get_as(&x, "Patient/p-org/$everything").await;
     let shown = bundle["entry"].as_array().map(Vec::len).unwrap_or(0);
     assert!(
         status == 404 || (status == 200 && shown == 0),
@@ -317,7 +281,7 @@ async fn scenario(backend: Backend) {
         sources(walk(&s, &y, &format!("?{types}")).await),
         visible(&["Condition/c-hiv"])
     );
-    let (status, _) = get(&s, &y, "Observation/o-org").await;
+    let (status, _) = s.get_as(&y, "Observation/o-org").await;
     assert_eq!(status, 200);
     // Research: p-research's record is withheld too.
     assert_eq!(
@@ -328,7 +292,7 @@ async fn scenario(backend: Backend) {
             "Condition/c-hiv"
         ])
     );
-    let (status, _) = get(&s, &research, "Observation/o-research").await;
+    let (status, _) = s.get_as(&research, "Observation/o-research").await;
     assert_eq!(status, 404);
 
     // Break-glass: everything, the HIV data included.
@@ -340,13 +304,15 @@ async fn scenario(backend: Backend) {
         walk(&s, &glass, &format!("Condition?_security={HIV}")).await,
         ["Condition/c-hiv"]
     );
-    let (status, _) = get(&s, &glass, "Observation/o-org").await;
+    let (status, _) = s.get_as(&glass, "Observation/o-org").await;
     assert_eq!(status, 200);
 
     // A write records its custodian, the writer's organisation.
-    let (status, body) = put(&s, Some(&y), &observation("o-new", "p-research")).await;
+    let (status, body) = s
+        .put_as(Some(&y), &observation("o-new", "p-research"))
+        .await;
     assert!(status == 200 || status == 201, "{status} {body}");
-    let (_, stored) = get(&s, &y, "Observation/o-new").await;
+    let (_, stored) = s.get_as(&y, "Observation/o-new").await;
     assert_eq!(
         stored["meta"]["tag"],
         json!([{"system": "https://renkei.dev/fhir/CodeSystem/custodian",
@@ -365,14 +331,11 @@ async fn scenario(backend: Backend) {
         "TREAT",
         None,
     );
-    let (status, body) = put(
-        &s,
-        Some(&writer),
-        &consent("consent-y", "p-research", deny_y),
-    )
-    .await;
+    let (status, body) = s
+        .put_as(Some(&writer), &consent("consent-y", "p-research", deny_y))
+        .await;
     assert!(status == 200 || status == 201, "{status} {body}");
-    let (status, _) = get(&s, &y, "Observation/o-research").await;
+    let (status, _) = s.get_as(&y, "Observation/o-research").await;
     assert_eq!(status, 404);
     assert!(
         walk(&s, &y, "Observation?subject=Patient/p-research")

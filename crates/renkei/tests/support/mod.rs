@@ -250,3 +250,68 @@ impl Drop for Server {
 pub fn synthea10() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/synthea-10")
 }
+
+/// The public base URL (`--base-url`) the authorization tests serve under, whatever port the
+/// server gets, so that the tokens they make stay valid across restarts.
+pub const PUBLIC: &str = "http://renkei.test/fhir";
+
+/// Claims of an access token for the node at [`PUBLIC`], valid for `life` seconds (negative:
+/// expired), granting `scope` to `client`; the caller fills in the rest.
+pub fn claims(client: &str, scope: &str, life: i64) -> auth::token::AccessClaims {
+    let now = chrono::Utc::now().timestamp();
+    auth::token::AccessClaims {
+        iss: PUBLIC.trim_end_matches("/fhir").to_owned(),
+        sub: client.to_owned(),
+        aud: PUBLIC.to_owned(),
+        exp: now + life,
+        iat: now - 1,
+        jti: uuid::Uuid::new_v4().to_string(),
+        scope: scope.to_owned(),
+        client_id: client.to_owned(),
+        patient: None,
+        fhir_user: None,
+        organization: None,
+        purpose_of_use: None,
+        break_glass: None,
+    }
+}
+
+/// A token signed with the node's own key ring (the file at `keys`), as its token endpoint or
+/// sign-in would issue it.
+pub fn mint(keys: &std::path::Path, claims: &auth::token::AccessClaims) -> String {
+    let ring = auth::token::TokenKeys::from_json(&std::fs::read_to_string(keys).unwrap()).unwrap();
+    ring.issue(claims).unwrap()
+}
+
+impl Server {
+    /// `PUT` of `r` at its `Type/id`, with a bearer token when one is given: (status, body).
+    pub async fn put_as(
+        &self,
+        token: Option<&str>,
+        r: &serde_json::Value,
+    ) -> (u16, serde_json::Value) {
+        let path = format!(
+            "{}/{}",
+            r["resourceType"].as_str().unwrap(),
+            r["id"].as_str().unwrap()
+        );
+        let auth = token.map(|t| format!("Bearer {t}"));
+        let headers: Vec<(&str, &str)> = auth
+            .as_deref()
+            .map(|a| vec![("authorization", a)])
+            .unwrap_or_default();
+        let (status, _, body) = self
+            .send("PUT", &path, &headers, Some(&r.to_string()))
+            .await;
+        (status, body)
+    }
+
+    /// `GET` with a bearer token: (status, body).
+    pub async fn get_as(&self, token: &str, path: &str) -> (u16, serde_json::Value) {
+        let auth = format!("Bearer {token}");
+        let (status, _, body) = self
+            .send("GET", path, &[("authorization", &auth)], None)
+            .await;
+        (status, body)
+    }
+}
