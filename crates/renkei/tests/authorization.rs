@@ -593,17 +593,9 @@ async fn scenario(backend: Backend) {
         writeln!(stdin, "{PASSWORD}").unwrap();
     }
     assert!(add_user.wait().unwrap().success());
-    let keys = data.dir.join("token-keys.json");
-    let audit_key = data.dir.join("audit-signing.key");
-    let serve = [
-        "--token-keys",
-        keys.to_str().unwrap(),
-        "--audit-key",
-        audit_key.to_str().unwrap(),
-        "--base-url",
-        PUBLIC,
-    ];
-    let s = Server::start_with(&data, &serve).await;
+    let keys = support::token_keys(&data);
+    let audit_key = support::audit_key(&data);
+    let s = Server::start_secured(&data).await;
 
     // Without a token: 401 everywhere but discovery and health.
     for (method, path) in [
@@ -1020,16 +1012,7 @@ async fn scenario(backend: Backend) {
 
     // A revocation outlives a restart.
     s.terminate();
-    let audit_key = data.dir.join("audit-signing.key");
-    let serve = [
-        "--token-keys",
-        keys.to_str().unwrap(),
-        "--audit-key",
-        audit_key.to_str().unwrap(),
-        "--base-url",
-        PUBLIC,
-    ];
-    let s = Server::start_with(&data, &serve).await;
+    let s = Server::start_secured(&data).await;
     assert_eq!(s.get_as(&system, "Observation").await.0, 401);
     assert_eq!(s.get_as(&glass_token, "Observation").await.0, 200);
     s.terminate();
@@ -1043,7 +1026,7 @@ async fn scenario(backend: Backend) {
         .output()
         .unwrap();
     assert!(out.status.success(), "{out:?}");
-    let s = Server::start_with(&data, &serve).await;
+    let s = Server::start_secured(&data).await;
     let jwks: Value = s
         .client
         .get(s.base.replace("/fhir", "/auth/jwks"))

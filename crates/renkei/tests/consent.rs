@@ -175,17 +175,8 @@ async fn scenario(backend: Backend) {
         .output()
         .unwrap();
     assert!(out.status.success(), "{out:?}");
-    let keys = data.dir.join("token-keys.json");
-    let audit_key = data.dir.join("audit-signing.key");
-    let serve = [
-        "--token-keys",
-        keys.to_str().unwrap(),
-        "--audit-key",
-        audit_key.to_str().unwrap(),
-        "--base-url",
-        PUBLIC,
-    ];
-    let s = Server::start_with(&data, &serve).await;
+    let keys = support::token_keys(&data);
+    let s = Server::start_secured(&data).await;
     let scope = "system/*.rs system/Observation.cu";
     let x = token(&keys, scope, "Organization/x", "TREAT", None);
     let y = token(&keys, scope, "Organization/y", "TREAT", None);

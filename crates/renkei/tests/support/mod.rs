@@ -315,3 +315,32 @@ impl Server {
         (status, body)
     }
 }
+
+/// Where a node with authorization on keeps its token-signing keys: its data directory.
+pub fn token_keys(data: &Data) -> PathBuf {
+    data.dir.join("token-keys.json")
+}
+
+/// Where it keeps its audit key.
+pub fn audit_key(data: &Data) -> PathBuf {
+    data.dir.join("audit-signing.key")
+}
+
+impl Server {
+    /// `renkei serve` on a store with registrations (so with authorization and audit on),
+    /// under [`PUBLIC`], its key files in the data directory ([`token_keys`], [`audit_key`];
+    /// named explicitly, as PostgreSQL needs).
+    pub async fn start_secured(data: &Data) -> Server {
+        let keys = token_keys(data);
+        let audit = audit_key(data);
+        let args = [
+            "--token-keys",
+            keys.to_str().unwrap(),
+            "--audit-key",
+            audit.to_str().unwrap(),
+            "--base-url",
+            PUBLIC,
+        ];
+        Self::start_with(data, &args).await
+    }
+}
