@@ -82,6 +82,20 @@ pub fn method(entry: &Value) -> &str {
         .unwrap_or("")
 }
 
+/// An entry URL relative to `base` (absolute URLs under it are accepted), split into path
+/// segments and query.
+pub fn split_url<'u>(base: &str, url: &'u str) -> (Vec<&'u str>, Option<&'u str>) {
+    let rel = url
+        .strip_prefix(base)
+        .unwrap_or(url)
+        .trim_start_matches('/');
+    let (path, query) = match rel.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (rel, None),
+    };
+    (path.split('/').filter(|s| !s.is_empty()).collect(), query)
+}
+
 /// A Bundle's entries (none when it has no `entry`).
 pub fn entries(bundle: &Value) -> &[Value] {
     bundle
@@ -107,15 +121,7 @@ pub struct Preparer<'a> {
 impl Preparer<'_> {
     /// The entry URL relative to the base, split into path segments and query.
     pub fn split_url<'u>(&self, url: &'u str) -> (Vec<&'u str>, Option<&'u str>) {
-        let rel = url
-            .strip_prefix(self.base)
-            .unwrap_or(url)
-            .trim_start_matches('/');
-        let (path, query) = match rel.split_once('?') {
-            Some((p, q)) => (p, Some(q)),
-            None => (rel, None),
-        };
-        (path.split('/').filter(|s| !s.is_empty()).collect(), query)
+        split_url(self.base, url)
     }
 
     /// Checks one entry: a write ready for the store, or a read for the caller.

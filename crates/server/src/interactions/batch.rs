@@ -12,18 +12,20 @@
 //! server nor written by the bundle (`ServerConfig::check_references`). PATCH entries
 //! carry a JSON Patch as a Binary resource (`contentType` `application/json-patch+json`).
 
+use std::collections::HashMap;
+
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{Method, StatusCode};
 use axum::response::Response;
-use ingest::bundle::{Prepared, Preparer, entries, method, processing_order};
+use ingest::bundle::{Prepared, Preparer, entries, method, processing_order, split_url};
 use serde_json::{Value, json};
 use store::HistoryScope;
 
 use crate::AppState;
 use crate::error::ApiError;
 use crate::http::{Fhir, Reply, Return, check_type, parse_body};
-use crate::security::{Admitted, Needs, classify_segments, permit};
+use crate::security::{Admitted, Needs, access_of, authorize, classify_segments};
 
 pub async fn handler(
     State(state): State<AppState>,
@@ -175,7 +177,9 @@ pub async fn process(
 }
 
 /// What each entry is authorized as: `Ok(None)` on an open server (or for what needs no
-/// grant, such as `metadata`), the entry's 401/403 otherwise.
+/// grant, such as `metadata`), the entry's 401/403 otherwise. What an entry reaches depends
+/// on its grant's patient and break-glass only, so it is computed once per distinct one (a
+/// consent decision or a person's records, not one per entry).
 async fn permit_entries(
     state: &AppState,
     fhir: &Fhir,
@@ -186,26 +190,44 @@ async fn permit_entries(
         out.resize_with(entries.len(), || Ok(None));
         return out;
     };
+    let caller = &admitted.caller;
+    let mut reach: HashMap<(Option<String>, bool), store::AccessPolicy> = HashMap::new();
     for entry in entries {
         let m = Method::from_bytes(method(entry).as_bytes()).unwrap_or(Method::GET);
         let url = entry
             .pointer("/request/url")
             .and_then(Value::as_str)
             .unwrap_or("");
-        let rel = url.strip_prefix(fhir.base.as_str()).unwrap_or(url);
-        let path = rel.split('?').next().unwrap_or("");
-        let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
-        out.push(match classify_segments(&m, &segments) {
+        let (segments, _) = split_url(&fhir.base, url);
+        let permitted = match classify_segments(&m, &segments) {
             Needs::Public | Needs::Token => Ok(None),
             Needs::Bundle => Err(ApiError::bad_request(
                 "a bundle entry cannot itself be a batch or transaction",
             )),
             Needs::Request(kind, ty) => {
-                permit(state, &admitted.caller, &fhir.base, kind, ty.as_deref())
-                    .await
-                    .map(Some)
+                match authorize(state, caller, &fhir.base, kind, ty.as_deref()) {
+                    Err(e) => Err(e),
+                    Ok((authorized, scope_filter)) => {
+                        let key = (authorized.patient.clone(), authorized.break_glass);
+                        let access = match reach.get(&key) {
+                            Some(a) => Ok(a.clone()),
+                            None => access_of(state, caller, &authorized).await.inspect(|a| {
+                                reach.insert(key, a.clone());
+                            }),
+                        };
+                        access.map(|access| {
+                            Some(Admitted {
+                                caller: caller.clone(),
+                                access,
+                                scope_filter,
+                                break_glass: authorized.break_glass,
+                            })
+                        })
+                    }
+                }
             }
-        });
+        };
+        out.push(permitted);
     }
     out
 }

@@ -146,7 +146,8 @@ fn authenticate(security: &Security, headers: &HeaderMap, base: &str) -> Result<
 }
 
 /// Authorizes `kind` on `resource_type` for `caller`, and computes what the request then
-/// reaches. Used by the gate, and by the batch handler for each entry.
+/// reaches. Used by the gate; a batch authorizes its entries with [`authorize`] and
+/// [`access_of`] separately, so that what they reach is computed once per distinct grant.
 pub async fn permit(
     state: &AppState,
     caller: &Caller,
@@ -154,6 +155,26 @@ pub async fn permit(
     kind: RequestKind,
     resource_type: Option<&str>,
 ) -> Result<Admitted, ApiError> {
+    let (authorized, scope_filter) = authorize(state, caller, base, kind, resource_type)?;
+    let access = access_of(state, caller, &authorized).await?;
+    Ok(Admitted {
+        caller: caller.clone(),
+        access,
+        scope_filter,
+        break_glass: authorized.break_glass,
+    })
+}
+
+/// Whether `caller`'s scopes allow `kind` on `resource_type`, and the v2 scope restriction
+/// the request is then confined to; the refusal's 403 (or 405 for a write to the audit log)
+/// otherwise.
+pub fn authorize(
+    state: &AppState,
+    caller: &Caller,
+    base: &str,
+    kind: RequestKind,
+    resource_type: Option<&str>,
+) -> Result<(Authorized, Option<ScopeFilter>), ApiError> {
     if state.auditor.is_some()
         && resource_type == Some("AuditEvent")
         && matches!(
@@ -169,7 +190,17 @@ pub async fn permit(
     let authorized = auth::policy::authorize(&caller.claims, &caller.scopes, kind, resource_type)
         .map_err(|r| refusal(caller, base, r))?;
     let scope_filter = scope_filter(&authorized, kind, resource_type)?;
-    let access = match (&authorized.patient, &state.security) {
+    Ok((authorized, scope_filter))
+}
+
+/// What a request `authorized` for `caller` reaches: it depends on the grant's patient (and
+/// break-glass) and the caller's claims only, not on the interaction or type.
+pub async fn access_of(
+    state: &AppState,
+    caller: &Caller,
+    authorized: &Authorized,
+) -> Result<AccessPolicy, ApiError> {
+    Ok(match (&authorized.patient, &state.security) {
         // A user or a backend service sees every compartment, less what consent withholds.
         (None, Some(security)) => {
             let consent = security
@@ -200,12 +231,6 @@ pub async fn permit(
                 ..Restriction::default()
             })
         }
-    };
-    Ok(Admitted {
-        caller: caller.clone(),
-        access,
-        scope_filter,
-        break_glass: authorized.break_glass,
     })
 }
 

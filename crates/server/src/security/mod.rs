@@ -36,7 +36,7 @@ use serde::{Deserialize, Serialize};
 use store::{Registry, StoreError};
 
 pub use classify::{Needs, classify, classify_segments};
-pub use gate::{Admitted, ScopeFilter, check_scope_filter, gate, permit};
+pub use gate::{Admitted, ScopeFilter, access_of, authorize, check_scope_filter, gate, permit};
 
 /// Lifetimes of what the authorization server issues.
 #[derive(Debug, Clone)]
