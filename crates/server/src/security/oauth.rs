@@ -158,6 +158,18 @@ pub(crate) fn form_params(
     Ok(out)
 }
 
+/// What a form-posting endpoint (token, introspection, revocation) starts from: the
+/// authorization server, the form's parameters and the request's FHIR base.
+fn form_request<'s>(
+    state: &'s AppState,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<(&'s Security, HashMap<String, String>, String), OAuthError> {
+    let security = security(state)?;
+    let p = form_params(headers, body)?;
+    Ok((security, p, crate::http::fhir_base(state, headers)))
+}
+
 fn required<'a>(p: &'a HashMap<String, String>, name: &str) -> Result<&'a str, OAuthError> {
     p.get(name)
         .map(String::as_str)
@@ -171,9 +183,7 @@ pub async fn token(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, OAuthError> {
-    let security = security(&state)?;
-    let p = form_params(&headers, &body)?;
-    let base = crate::http::fhir_base(&state, &headers);
+    let (security, p, base) = form_request(&state, &headers, &body)?;
     match required(&p, "grant_type")? {
         "client_credentials" => client_credentials(security, &base, &p).await,
         "authorization_code" => authorization_code(security, &base, &p).await,
@@ -608,9 +618,7 @@ pub async fn introspect(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, OAuthError> {
-    let security = security(&state)?;
-    let p = form_params(&headers, &body)?;
-    let base = crate::http::fhir_base(&state, &headers);
+    let (security, p, base) = form_request(&state, &headers, &body)?;
     endpoint_caller(security, &base, &headers, &p).await?;
     let token = required(&p, "token")?;
     let answer = match security.verify(token, issuer_of(&base), &base) {
@@ -652,9 +660,7 @@ pub async fn revoke(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, OAuthError> {
-    let security = security(&state)?;
-    let p = form_params(&headers, &body)?;
-    let base = crate::http::fhir_base(&state, &headers);
+    let (security, p, base) = form_request(&state, &headers, &body)?;
     let caller = endpoint_caller(security, &base, &headers, &p).await?;
     let token = required(&p, "token")?;
     // A refresh token: forgotten, when it is the caller's.
