@@ -148,19 +148,24 @@ fn encode(v: &str) -> String {
         .collect()
 }
 
-/// A backend-services token for `scope`.
-async fn service_token(s: &Server, scope: &str, extra: &[(&str, &str)]) -> (u16, Value) {
-    let jti = uuid::Uuid::new_v4().to_string();
-    let a = assertion(TOKEN_ENDPOINT, &jti, 120);
-    let mut form = vec![
+/// The form of a client-credentials token request with `assertion`, asking for `scope`.
+fn credentials<'a>(assertion: &'a str, scope: &'a str) -> Vec<(&'a str, &'a str)> {
+    vec![
         ("grant_type", "client_credentials"),
         (
             "client_assertion_type",
             "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
         ),
-        ("client_assertion", a.as_str()),
+        ("client_assertion", assertion),
         ("scope", scope),
-    ];
+    ]
+}
+
+/// A backend-services token for `scope`.
+async fn service_token(s: &Server, scope: &str, extra: &[(&str, &str)]) -> (u16, Value) {
+    let jti = uuid::Uuid::new_v4().to_string();
+    let a = assertion(TOKEN_ENDPOINT, &jti, 120);
+    let mut form = credentials(&a, scope);
     form.extend_from_slice(extra);
     token_request(s, &form).await
 }
@@ -691,42 +696,27 @@ async fn scenario(backend: Backend) {
     // Bad assertions.
     let aud = token_url.clone();
     let replayed = assertion(&aud, "same-jti", 120);
-    let form = |a: &str| {
-        vec![
-            ("grant_type".to_owned(), "client_credentials".to_owned()),
-            (
-                "client_assertion_type".to_owned(),
-                "urn:ietf:params:oauth:client-assertion-type:jwt-bearer".to_owned(),
-            ),
-            ("client_assertion".to_owned(), a.to_owned()),
-            ("scope".to_owned(), "system/*.rs".to_owned()),
-        ]
-    };
-    let send = |f: Vec<(String, String)>| {
+    let send = |a: String| {
         let s = &s;
-        async move {
-            let pairs: Vec<(&str, &str)> =
-                f.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-            token_request(s, &pairs).await
-        }
+        async move { token_request(s, &credentials(&a, "system/*.rs")).await }
     };
-    assert_eq!(send(form(&replayed)).await.0, 200);
-    let (status, body) = send(form(&replayed)).await;
+    assert_eq!(send(replayed.clone()).await.0, 200);
+    let (status, body) = send(replayed).await;
     assert_eq!(
         (status, body["error"].as_str()),
         (400, Some("invalid_grant"))
     );
-    let (status, body) = send(form(&assertion("https://elsewhere/token", "j2", 120))).await;
+    let (status, body) = send(assertion("https://elsewhere/token", "j2", 120)).await;
     assert_eq!(
         (status, body["error"].as_str()),
         (401, Some("invalid_client"))
     );
-    let (status, body) = send(form(&assertion(&aud, "j3", 3600))).await;
+    let (status, body) = send(assertion(&aud, "j3", 3600)).await;
     assert_eq!(
         (status, body["error"].as_str()),
         (401, Some("invalid_client"))
     );
-    let (status, body) = send(form("not.a.jwt")).await;
+    let (status, body) = send("not.a.jwt".to_owned()).await;
     assert_eq!(
         (status, body["error"].as_str()),
         (401, Some("invalid_client"))
@@ -744,19 +734,7 @@ async fn scenario(backend: Backend) {
     assert!(out.status.success(), "{out:?}");
     for n in 0..2 {
         let a = assertion_of("remote", TOKEN_ENDPOINT, &format!("remote-{n}"), 120);
-        let (status, body) = token_request(
-            &s,
-            &[
-                ("grant_type", "client_credentials"),
-                (
-                    "client_assertion_type",
-                    "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
-                ),
-                ("client_assertion", &a),
-                ("scope", "system/Patient.rs"),
-            ],
-        )
-        .await;
+        let (status, body) = token_request(&s, &credentials(&a, "system/Patient.rs")).await;
         assert_eq!(status, 200, "{body}");
     }
     assert_eq!(
