@@ -82,7 +82,8 @@ impl StoreArgs {
                 Ok(Security {
                     store: Arc::new(store.clone()),
                     audit: Arc::new(store.clone()),
-                    registry: Arc::new(store),
+                    registry: Arc::new(store.clone()),
+                    exchange: Arc::new(store),
                 })
             }
             None => {
@@ -93,7 +94,8 @@ impl StoreArgs {
                 Ok(Security {
                     store: Arc::new(store.clone()),
                     audit: Arc::new(store.clone()),
-                    registry: Arc::new(store),
+                    registry: Arc::new(store.clone()),
+                    exchange: Arc::new(store),
                 })
             }
         }
@@ -124,6 +126,8 @@ pub struct Security {
     pub audit: Arc<dyn AuditLog>,
     /// Registered clients and users.
     pub registry: Arc<dyn Registry>,
+    /// The exchange's registrations, holdings and queues.
+    pub exchange: Arc<dyn store::ExchangeState>,
 }
 
 /// `--no-empi` / `--empi-model`: whether and how Patient writes are linked.

@@ -30,6 +30,7 @@
 //!   refusal of what it cannot scope.
 //! - [`audit`]: the append-only, hash-chained audit log and its signed head ([`AuditLog`]).
 //! - [`registry`]: the registered clients and users ([`Registry`]).
+//! - [`exchange_state`]: the exchange's node registrations, holdings, aliases and send queue.
 //! - [`feed`]: reading the change feed without skipping ([`FeedPosition`], [`FeedBatch`]) and
 //!   [`feed::Consumer`], a named consumer with a durable checkpoint; `compartment`: which
 //!   Patient compartments a written version is in.
@@ -53,6 +54,7 @@ mod postgres;
 mod receipt;
 mod refs;
 pub mod registry;
+pub mod exchange_state;
 pub mod search;
 mod sql;
 mod sqlite;
@@ -84,6 +86,7 @@ pub use postgres::{PostgresConfig, PostgresStore, redact as postgres_redact};
 pub use receipt::{KeyedWrite, Receipt};
 pub use refs::{LocalReference, absent_resources, local_references};
 pub use registry::Registry;
+pub use exchange_state::{ExchangeState, ExchangeTable};
 pub use search::{SearchPage, SearchQuery};
 pub use sqlite::SqliteStore;
 

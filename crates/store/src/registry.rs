@@ -48,10 +48,15 @@ pub trait Registry: Send + Sync + std::fmt::Debug {
 
 /// Which table, and its key column.
 #[derive(Debug, Clone, Copy)]
-enum Table {
+pub(crate) enum Table {
     Client,
     User,
     Token,
+    /// The exchange's tables (`crate::exchange_state`).
+    ExchangeNode,
+    ExchangeHolding,
+    ExchangeAlias,
+    ExchangeDispatch,
 }
 
 impl Table {
@@ -60,23 +65,26 @@ impl Table {
             Table::Client => "auth_client",
             Table::User => "auth_user",
             Table::Token => "auth_token",
+            Table::ExchangeNode => "exchange_node",
+            Table::ExchangeHolding => "exchange_holding",
+            Table::ExchangeAlias => "exchange_alias",
+            Table::ExchangeDispatch => "exchange_dispatch",
         }
     }
 
     fn key(self) -> &'static str {
         match self {
-            Table::Client => "id",
             Table::User => "name",
-            Table::Token => "id",
+            _ => "id",
         }
     }
 }
 
-fn to_json<T: Serialize>(v: &T) -> Result<String, StoreError> {
+pub(crate) fn to_json<T: Serialize>(v: &T) -> Result<String, StoreError> {
     serde_json::to_string(v).map_err(|e| StoreError::Backend(e.to_string()))
 }
 
-fn from_json<T: DeserializeOwned>(table: Table, text: &str) -> Result<T, StoreError> {
+pub(crate) fn from_json<T: DeserializeOwned>(table: Table, text: &str) -> Result<T, StoreError> {
     serde_json::from_str(text)
         .map_err(|e| StoreError::Backend(format!("{} holds an unreadable row: {e}", table.name())))
 }
@@ -87,7 +95,7 @@ fn now_ms() -> i64 {
 
 /// What each backend provides: rows of one table by key.
 #[async_trait]
-trait Rows: Send + Sync + std::fmt::Debug {
+pub(crate) trait Rows: Send + Sync + std::fmt::Debug {
     /// Inserts or replaces the row `key`.
     async fn put_row(&self, table: Table, key: &str, body: String) -> Result<(), StoreError>;
     /// The row `key`, or every row in key order, as `(key, body)`.
@@ -95,6 +103,13 @@ trait Rows: Send + Sync + std::fmt::Debug {
         &self,
         table: Table,
         key: Option<&str>,
+    ) -> Result<Vec<(String, String)>, StoreError>;
+    /// The rows whose key is at least `from` and below `to`, in key order.
+    async fn rows_between(
+        &self,
+        table: Table,
+        from: &str,
+        to: &str,
     ) -> Result<Vec<(String, String)>, StoreError>;
     /// Deletes the row `key`; whether there was one.
     async fn delete_row(&self, table: Table, key: &str) -> Result<bool, StoreError>;
@@ -124,6 +139,14 @@ fn rows_sql(table: Table, one: bool) -> String {
     };
     format!(
         "SELECT {k}, body FROM {t}{filter} ORDER BY {k}",
+        t = table.name(),
+        k = table.key()
+    )
+}
+
+fn between_sql(table: Table) -> String {
+    format!(
+        "SELECT {k}, body FROM {t} WHERE {k} >= $1 AND {k} < $2 ORDER BY {k}",
         t = table.name(),
         k = table.key()
     )
@@ -228,6 +251,21 @@ impl Rows for SqliteStore {
         .await
     }
 
+    async fn rows_between(
+        &self,
+        table: Table,
+        from: &str,
+        to: &str,
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        let (from, to) = (from.to_owned(), to.to_owned());
+        self.read_with(move |c| {
+            let mut st = c.prepare(&lite(&between_sql(table)))?;
+            let rows = st.query_map(rusqlite::params![from, to], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+
     async fn delete_row(&self, table: Table, key: &str) -> Result<bool, StoreError> {
         let key = key.to_owned();
         self.write_with(move |conn, _| Ok(conn.execute(&lite(&delete_sql(table)), [key])? > 0))
@@ -261,6 +299,17 @@ impl Rows for PostgresStore {
             Some(k) => client.query(&sql, &[&k]).await?,
             None => client.query(&sql, &[]).await?,
         };
+        Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+
+    async fn rows_between(
+        &self,
+        table: Table,
+        from: &str,
+        to: &str,
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        let client = self.client().await?;
+        let rows = client.query(&between_sql(table), &[&from, &to]).await?;
         Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
     }
 

@@ -71,6 +71,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("../migrations/sqlite/0007_auth_token.sql"),
         "adds the tokens the authorization server tracks (revocations, refresh tokens)",
     ),
+    (
+        8,
+        include_str!("../migrations/sqlite/0008_exchange.sql"),
+        "adds the exchange's node registrations, record-locator holdings, aliases and send queue",
+    ),
 ];
 
 /// The migration that adds `change_compartment`: after its script, the store fills in the
