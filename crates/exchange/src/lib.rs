@@ -12,3 +12,5 @@ pub mod locator;
 pub mod namespace;
 pub mod privacy;
 pub mod publish;
+
+pub mod summary;
