@@ -12,5 +12,6 @@ pub mod locator;
 pub mod namespace;
 pub mod privacy;
 pub mod publish;
+pub mod registration;
 
 pub mod summary;

@@ -77,6 +77,33 @@ pub fn save_token_keys(path: &Path, ring: &TokenKeys) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The node key's file name in a data directory: the node's client-assertion key in a network.
+pub const NODE_KEY_FILE: &str = "node-key.json";
+
+/// The node's client-assertion key at `path`, created when the file does not exist.
+pub fn node_key(path: &Path) -> anyhow::Result<auth::client_key::ClientKey> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => auth::client_key::ClientKey::from_json(&text)
+            .with_context(|| format!("{} is not a node key", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let key = auth::client_key::ClientKey::generate(chrono::Utc::now().timestamp())?;
+            create_secret(path, key.to_json().as_bytes())?;
+            tracing::info!(file = %path.display(), "created the node's client-assertion key");
+            Ok(key)
+        }
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+}
+
+/// The network key of privacy mode at `path` (base64url text, shared by the nodes and never
+/// given to the hub).
+pub fn network_key(path: &Path) -> anyhow::Result<exchange::privacy::NetworkKey> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    exchange::privacy::NetworkKey::from_text(&text)
+        .with_context(|| format!("{} is not a network key", path.display()))
+}
+
 /// The audit head-signing key at `path`, created when the file does not exist.
 pub fn audit_key(path: &Path) -> anyhow::Result<HeadSigner> {
     match std::fs::read(path) {

@@ -43,6 +43,7 @@ mod hl7_time;
 mod import_cmd;
 mod import_ssmix2;
 mod keys;
+mod nodes_cmd;
 mod principals_cmd;
 mod serve;
 mod storage;
@@ -83,6 +84,9 @@ enum Command {
     /// The audit log: `verify` checks its hash chain and signed head.
     #[command(subcommand)]
     Audit(audit_cmd::Command),
+    /// A hub's node registrations: list, approve, revoke.
+    #[command(subcommand)]
+    Nodes(nodes_cmd::Command),
     /// Patient matching (EMPI) on files: generate, train, cluster, evaluate, explain, bench.
     #[command(subcommand)]
     Empi(empi_cmd::Command),
@@ -140,6 +144,7 @@ fn run() -> anyhow::Result<ExitCode> {
             Command::TokenKeys(cmd) => keys::run(cmd).map(|()| ExitCode::SUCCESS),
             Command::Clients(cmd) => principals_cmd::run_clients(cmd).await,
             Command::Users(cmd) => principals_cmd::run_users(cmd).await,
+            Command::Nodes(cmd) => nodes_cmd::run(cmd).await.map(|()| ExitCode::SUCCESS),
             Command::Bench(cmd) => bench::run(cmd).await.map(|()| ExitCode::SUCCESS),
             Command::Fhirpath(args) => fhirpath_cmd::run(args),
             Command::Empi(cmd) => empi_cmd::run(cmd),

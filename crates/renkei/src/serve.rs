@@ -73,6 +73,35 @@ pub struct Args {
     /// v3-ActCode codes (PSY,ETH,HIV,SEX) or system|code pairs. Default: none.
     #[arg(long, value_name = "LABELS", value_delimiter = ',')]
     sensitive_labels: Vec<String>,
+    /// This server's part in a network: standalone (the default), hub (node registrations,
+    /// directory, record locator, summaries) or node (linked to --hub). A hub or node always
+    /// requires tokens.
+    #[arg(long, value_name = "ROLE", default_value = "standalone", value_parser = ["standalone", "hub", "node"])]
+    role: String,
+    /// The hub's FHIR base URL (a node's).
+    #[arg(long, value_name = "URL", required_if_eq("role", "node"))]
+    hub: Option<String>,
+    /// This node's id in the network (letters, digits, '-'; at most 32).
+    #[arg(long, value_name = "ID", required_if_eq("role", "node"))]
+    node_id: Option<String>,
+    /// This node's organisation name in the network's directory (default: the node id).
+    #[arg(long, value_name = "NAME")]
+    node_name: Option<String>,
+    /// This node's DICOMweb (WADO-RS) base URL, listed in the directory beside its FHIR one.
+    #[arg(long, value_name = "URL")]
+    imaging_endpoint: Option<String>,
+    /// The node's client-assertion key (default: node-key.json in --data; created when
+    /// missing).
+    #[arg(long, value_name = "FILE")]
+    node_key: Option<PathBuf>,
+    /// Privacy mode: the network key (base64url, shared by the nodes, never by the hub);
+    /// the hub then gets keyed hashes of Patients' identifiers and demographics only, and no
+    /// clinical data.
+    #[arg(long, value_name = "FILE")]
+    network_key: Option<PathBuf>,
+    /// Seconds another node may take to answer a federated query.
+    #[arg(long, value_name = "SECONDS", default_value_t = 10)]
+    query_timeout: u64,
 }
 
 fn parse_consent_default(s: &str) -> Result<auth::consent::NetworkDefault, String> {
@@ -110,7 +139,19 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let store = security.store.clone();
     // Registrations mean every request needs a token; without any, the server is open, and
     // then only on loopback unless the operator says otherwise.
-    let authorization = security.registry.has_registrations().await?;
+    let in_network = args.role != "standalone";
+    if args.role == "node" {
+        anyhow::ensure!(
+            args.base_url.is_some(),
+            "a node needs --base-url: its FHIR base URL as the hub and the other nodes reach it"
+        );
+        let id = args.node_id.as_deref().unwrap_or_default();
+        anyhow::ensure!(
+            exchange::namespace::valid_node_id(id),
+            "--node-id '{id}' must be 1 to 32 letters, digits or '-'"
+        );
+    }
+    let authorization = security.registry.has_registrations().await? || in_network;
     anyhow::ensure!(
         authorization || args.open || args.listen.ip().is_loopback(),
         "no client or user is registered in this store, so it would be served without \
@@ -143,6 +184,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             },
         )
         .await?;
+        let server_security = match (args.role.as_str(), &args.hub) {
+            ("hub", _) => server_security.with_hub_nodes(security.exchange.clone()),
+            ("node", Some(hub)) => server_security.trusting_hub(hub),
+            _ => server_security,
+        };
         let audit_path = crate::keys::key_path(
             &args.store,
             args.audit_key.as_deref(),
@@ -180,6 +226,53 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             "authorization required, requests audited"
         }
         None => "open: no authorization",
+    };
+    let node_link = match args.role.as_str() {
+        "hub" => {
+            state = state.with_exchange(Arc::new(server::exchange::Exchange {
+                role: server::exchange::Role::Hub,
+                state: security.exchange.clone(),
+            }));
+            None
+        }
+        "node" => {
+            let key_path = crate::keys::key_path(
+                &args.store,
+                args.node_key.as_deref(),
+                crate::keys::NODE_KEY_FILE,
+                "--node-key",
+            )?;
+            let key = crate::keys::node_key(&key_path)?;
+            let network_key = match &args.network_key {
+                Some(p) => Some(crate::keys::network_key(p)?),
+                None => None,
+            };
+            let node = args.node_id.clone().unwrap_or_default();
+            let settings = server::exchange::node::NodeSettings {
+                name: args.node_name.clone().unwrap_or_else(|| node.clone()),
+                node,
+                base_url: args.base_url.clone().unwrap_or_default(),
+                hub: args.hub.clone().unwrap_or_default(),
+                imaging_endpoint: args.imaging_endpoint.clone(),
+                sharing: if network_key.is_some() {
+                    exchange::publish::Sharing::Private
+                } else {
+                    exchange::publish::Sharing::Summaries
+                },
+                query_timeout: std::time::Duration::from_secs(args.query_timeout.max(1)),
+            };
+            let link = Arc::new(server::exchange::node::NodeLink::new(
+                settings,
+                key,
+                network_key,
+            )?);
+            state = state.with_exchange(Arc::new(server::exchange::Exchange {
+                role: server::exchange::Role::Node(link.clone()),
+                state: security.exchange.clone(),
+            }));
+            Some(link)
+        }
+        _ => None,
     };
     // The index loads in the background; until it has, what needs it answers 503 (and
     // `/readyz` says so) rather than waiting.
@@ -238,6 +331,13 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let stop_signal = move |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
     };
+    if let Some(link) = node_link {
+        tokio::spawn(server::exchange::node::run(
+            link,
+            state.store.clone(),
+            stopped.clone(),
+        ));
+    }
     let mllp_task = mllp.zip(mapping).map(|(listener, mapping)| {
         let sink = StoreSink::new(
             state.store.clone(),

@@ -20,11 +20,13 @@
 //! - `http`: per-request metadata and the protocol-neutral `Reply`; `error`: the error table.
 //! - [`request_log`]: the request id, one access-log line per request, and the body limit's 413.
 //! - [`tls`]: HTTPS (the operator's certificate, rustls on ring) and its listener.
+//! - [`exchange`]: the hub's endpoints and a node's link to its hub (`exchange` crate's rules).
 //! - [`security`]: with clients or users registered, the authorization server (`/auth/*`,
 //!   SMART discovery) and the gate that checks every other request's bearer token.
 
 mod conditional_read;
 pub mod error;
+pub mod exchange;
 mod health;
 pub mod http;
 pub mod interactions;
@@ -99,6 +101,8 @@ pub struct AppState {
     pub security: Option<Arc<security::Security>>,
     /// Where every request's audit record goes; `None` records nothing.
     pub auditor: Option<Arc<security::audit::Auditor>>,
+    /// The server's part in a network (hub or node); `None` for a standalone server.
+    pub exchange: Option<Arc<exchange::Exchange>>,
 }
 
 impl AppState {
@@ -117,6 +121,7 @@ impl AppState {
             mpi: Arc::new(mpi),
             security: None,
             auditor: None,
+            exchange: None,
         }
     }
 
@@ -130,12 +135,19 @@ impl AppState {
             mpi,
             security: None,
             auditor: None,
+            exchange: None,
         }
     }
 
     /// The same state, requiring the tokens `security` issues on every non-public request.
     pub fn with_security(mut self, security: Arc<security::Security>) -> Self {
         self.security = Some(security);
+        self
+    }
+
+    /// The same state, playing `exchange`'s part in a network.
+    pub fn with_exchange(mut self, exchange: Arc<exchange::Exchange>) -> Self {
+        self.exchange = Some(exchange);
         self
     }
 
@@ -181,6 +193,14 @@ pub fn app(state: AppState) -> Router {
                 .delete(delete::conditional_handler),
         )
         .route("/fhir/Patient/$ihe-pix", get(empi_ops::pix_get))
+        .route("/fhir/Patient/$locate", get(exchange::hub::locate))
+        .route("/fhir/Patient/$summary", get(exchange::summary::own))
+        .route(
+            "/fhir/Patient/{id}/$summary",
+            get(exchange::summary::instance),
+        )
+        .route("/exchange/register", post(exchange::hub::register))
+        .route("/exchange/publish", post(exchange::hub::publish))
         .route("/fhir/{type}/_search", post(search::post_search))
         .route("/fhir/{type}/_history", get(history::type_level))
         .route(

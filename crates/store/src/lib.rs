@@ -43,6 +43,7 @@ mod compartment;
 mod context;
 mod engine;
 mod error;
+pub mod exchange_state;
 mod exclusive;
 pub mod extract;
 pub mod feed;
@@ -54,7 +55,6 @@ mod postgres;
 mod receipt;
 mod refs;
 pub mod registry;
-pub mod exchange_state;
 pub mod search;
 mod sql;
 mod sqlite;
@@ -71,6 +71,7 @@ pub use context::{
     Withholding, WriteAudit,
 };
 pub use error::{ErrorKind, StoreError};
+pub use exchange_state::{ExchangeState, ExchangeTable};
 pub use exclusive::ExclusiveLock;
 pub use extract::FhirIndexExtractor;
 pub use feed::{Consumer, FeedBatch, FeedPosition};
@@ -86,7 +87,6 @@ pub use postgres::{PostgresConfig, PostgresStore, redact as postgres_redact};
 pub use receipt::{KeyedWrite, Receipt};
 pub use refs::{LocalReference, absent_resources, local_references};
 pub use registry::Registry;
-pub use exchange_state::{ExchangeState, ExchangeTable};
 pub use search::{SearchPage, SearchQuery};
 pub use sqlite::SqliteStore;
 

@@ -49,10 +49,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
         6,
         include_str!("../migrations/postgres/0006_auth_token.sql"),
     ),
-    (
-        7,
-        include_str!("../migrations/postgres/0007_exchange.sql"),
-    ),
+    (7, include_str!("../migrations/postgres/0007_exchange.sql")),
 ];
 
 /// The migration that adds `change_compartment` and `outbox.xid`: after its script, the store

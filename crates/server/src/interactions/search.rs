@@ -85,19 +85,48 @@ pub async fn compartment(
     if what != "$everything" {
         check_type(&state, &what)?;
     }
-    // The owner must exist (and not be deleted): 404 / 410 otherwise.
-    let owner = state.store.read(&fhir.ctx, &owner_type, &owner_id).await?;
     let mut params = fhir.params.clone();
+    if let Some(at) = params.iter().position(|(n, _)| n == "_network") {
+        let (_, value) = params.remove(at);
+        if value == "true" {
+            let reply =
+                crate::exchange::network_query::network(&state, &fhir, &owner_id, &what, params)
+                    .await?;
+            return Ok(reply.into_http(fhir.pretty));
+        } else if value != "false" {
+            return Err(ApiError::bad_request(format!(
+                "_network takes true or false, not '{value}'"
+            )));
+        }
+    }
+    Ok(
+        compartment_reply(&state, &fhir, &owner_type, &owner_id, &what, params)
+            .await?
+            .into_http(fhir.pretty),
+    )
+}
+
+/// A compartment search or `$everything` on this server alone.
+pub(crate) async fn compartment_reply(
+    state: &AppState,
+    fhir: &Fhir,
+    owner_type: &str,
+    owner_id: &str,
+    what: &str,
+    mut params: Vec<(String, String)>,
+) -> Result<Reply, ApiError> {
+    let (state, owner_id, what) = (state, owner_id.to_owned(), what.to_owned());
+    // The owner must exist (and not be deleted): 404 / 410 otherwise.
+    let owner = state.store.read(&fhir.ctx, owner_type, &owner_id).await?;
     if what == "AuditEvent"
         && let Some(auditor) = &state.auditor
     {
         // Who accessed this patient's record: the audit log, by patient.
         params.push(("patient".into(), format!("Patient/{owner_id}")));
-        let reply = super::audit_events::search(auditor.log().as_ref(), &fhir, &params).await?;
-        return Ok(reply.into_http(fhir.pretty));
+        return super::audit_events::search(auditor.log().as_ref(), fhir, &params).await;
     }
     let reply = if what == "$everything" {
-        everything(&state, &fhir, &owner_id, is_golden(&owner), &params).await?
+        everything(state, fhir, &owner_id, is_golden(&owner), &params).await?
     } else {
         let mut q =
             SearchQuery::parse(Some(&what), &params, state.store.extractor(), fhir.lenient)?;
@@ -108,9 +137,9 @@ pub async fn compartment(
         };
         q.filters.push(filter);
         let path = format!("/Patient/{owner_id}/{what}");
-        respond(&state, &fhir, &path, q, &params).await?
+        respond(state, fhir, &path, q, &params).await?
     };
-    Ok(reply.into_http(fhir.pretty))
+    Ok(reply)
 }
 
 /// A compartment search or instance operation on a type other than Patient: 501 for what

@@ -25,6 +25,8 @@ pub fn classify(method: &Method, path: &str) -> Needs {
     match path {
         "/healthz" | "/readyz" | "/.well-known/smart-configuration" => return Needs::Public,
         p if p.starts_with("/auth/") => return Needs::Public,
+        // A node asks to join; nothing is granted until an operator approves it.
+        "/exchange/register" => return Needs::Public,
         _ => {}
     }
     let Some(rest) = path.strip_prefix("/fhir") else {
@@ -62,6 +64,12 @@ pub fn classify_segments(method: &Method, segments: &[&str]) -> Needs {
             _ => Needs::Token,
         },
         ["Patient", "$ihe-pix"] => kind(K::Pix, "Patient"),
+        // Where a person's records are: a search of Patients across the network.
+        ["Patient", "$locate"] => kind(K::Search, "Patient"),
+        // A summary reads the compartment like `$everything` (the handler reads with the
+        // request's access policy).
+        ["Patient", "$summary"] => kind(K::Search, "Patient"),
+        [ty, _id, "$summary"] => kind(K::Search, ty),
         [ty, "$match"] => kind(K::Match, ty),
         [ty, op] if is_empi_decision(op) => kind(K::EmpiDecision, ty),
         [ty, "_search"] | [ty, "_history"] => kind(K::Search, ty),

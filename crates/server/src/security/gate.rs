@@ -74,7 +74,7 @@ pub async fn gate(State(state): State<AppState>, mut req: Request, next: Next) -
         return next.run(req).await;
     }
     let base = crate::http::fhir_base(&state, req.headers());
-    let caller = authenticate(&security, req.headers(), &base);
+    let caller = authenticate(&security, req.headers(), &base).await;
     let caller_for_audit = caller.as_ref().ok().cloned();
     let admitted = async {
         let caller = caller?;
@@ -107,7 +107,11 @@ pub async fn gate(State(state): State<AppState>, mut req: Request, next: Next) -
 }
 
 /// The token's caller, or the 401 that says why not.
-fn authenticate(security: &Security, headers: &HeaderMap, base: &str) -> Result<Caller, ApiError> {
+async fn authenticate(
+    security: &Security,
+    headers: &HeaderMap,
+    base: &str,
+) -> Result<Caller, ApiError> {
     let realm = base;
     let Some(value) = headers.get(header::AUTHORIZATION) else {
         return Err(ApiError::unauthorized(realm, Unauthenticated::NoToken));
@@ -129,7 +133,8 @@ fn authenticate(security: &Security, headers: &HeaderMap, base: &str) -> Result<
             )
         })?;
     let claims = security
-        .verify(token, super::oauth::issuer_of(base), base)
+        .verify_request_token(token, base)
+        .await
         .map_err(|e| {
             let why = match e {
                 TokenError::Expired => Unauthenticated::ExpiredToken,

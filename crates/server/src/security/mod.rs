@@ -93,6 +93,21 @@ pub struct Security {
     remote_keys: Mutex<HashMap<String, (i64, JwkSet)>>,
     /// The patient-privacy consents, cached.
     pub consents: consent::Consents,
+    /// At a node: the hub whose tokens this node accepts too, and its keys as last fetched.
+    trusted_hub: Option<TrustedHub>,
+    /// At a hub: the node registrations, for tokens issued for a node (`resource`).
+    pub(crate) hub_nodes: Option<Arc<dyn store::ExchangeState>>,
+}
+
+/// A hub whose access tokens a node accepts (the network's authorization server).
+#[derive(Debug)]
+struct TrustedHub {
+    /// The hub's FHIR base URL.
+    base: String,
+    /// Its issuer (the base without `/fhir`).
+    issuer: String,
+    /// Its JWK Set and when it was fetched.
+    keys: tokio::sync::Mutex<Option<(i64, serde_json::Value)>>,
 }
 
 /// Seconds a fetched key set is used before it is fetched again.
@@ -130,7 +145,98 @@ impl Security {
             logins: Mutex::new(login::Logins::default()),
             remote_keys: Mutex::new(HashMap::new()),
             consents: consent::Consents::default(),
+            trusted_hub: None,
+            hub_nodes: None,
         })
+    }
+
+    /// The same, at a node of the hub at `hub_base` (its FHIR base): the hub's tokens for
+    /// this node are accepted too, checked against the keys the hub publishes.
+    pub fn trusting_hub(mut self, hub_base: &str) -> Self {
+        let base = hub_base.trim_end_matches('/').to_owned();
+        self.trusted_hub = Some(TrustedHub {
+            issuer: oauth::issuer_of(&base).to_owned(),
+            base,
+            keys: tokio::sync::Mutex::new(None),
+        });
+        self
+    }
+
+    /// The same, at a hub whose node registrations are in `nodes`: an approved node may ask
+    /// for tokens for another node's FHIR base.
+    pub fn with_hub_nodes(mut self, nodes: Arc<dyn store::ExchangeState>) -> Self {
+        self.hub_nodes = Some(nodes);
+        self
+    }
+
+    /// Checks a request's access token for `base`: one this server issued, or, at a node, one
+    /// its hub issued for this node (its organisation then named by the hub's absolute URL,
+    /// as the node's consents name other members of the network).
+    pub async fn verify_request_token(
+        &self,
+        token: &str,
+        base: &str,
+    ) -> Result<AccessClaims, TokenError> {
+        let own = oauth::issuer_of(base);
+        let Some(hub) = &self.trusted_hub else {
+            return self.verify(token, own, base);
+        };
+        if unverified_issuer(token).as_deref() != Some(hub.issuer.as_str()) {
+            return self.verify(token, own, base);
+        }
+        let now = now();
+        let mut cached = hub.keys.lock().await;
+        for refetch in [false, true] {
+            let fresh = cached
+                .as_ref()
+                .is_some_and(|(at, _)| now - at < REMOTE_KEYS_SECONDS);
+            if refetch || !fresh {
+                let url = format!("{}/auth/jwks", hub.issuer);
+                match self.fetch_json(&url).await {
+                    Ok(keys) => *cached = Some((now, keys)),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "the hub's token keys could not be fetched");
+                        if cached.is_none() {
+                            return Err(TokenError::UnknownKey);
+                        }
+                    }
+                }
+            }
+            let Some((_, keys)) = cached.as_ref() else {
+                return Err(TokenError::UnknownKey);
+            };
+            match auth::token::verify_with_jwks(token, keys, &hub.issuer, base, now) {
+                Err(TokenError::UnknownKey) if !refetch => continue,
+                Ok(mut claims) => {
+                    if let Some(org) = &claims.organization
+                        && !org.contains("://")
+                    {
+                        claims.organization = Some(format!("{}/{org}", hub.base));
+                    }
+                    return Ok(claims);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(TokenError::UnknownKey)
+    }
+
+    async fn fetch_json(&self, url: &str) -> Result<serde_json::Value, String> {
+        crate::tls::install_default_provider();
+        let client = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(10))
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| e.to_string())?;
+        let response = client.get(url).send().await.map_err(|e| e.to_string())?;
+        if !response.status().is_success() {
+            return Err(format!("{url}: {}", response.status()));
+        }
+        let body = response.bytes().await.map_err(|e| e.to_string())?;
+        if body.len() > MAX_JWKS_BYTES {
+            return Err(format!("{url}: too large"));
+        }
+        serde_json::from_slice(&body).map_err(|e| format!("{url}: {e}"))
     }
 
     /// The key set a backend service publishes at `uri`: from the cache while it is fresh
@@ -257,6 +363,18 @@ impl Caller {
     pub fn allows(&self, interaction: Interaction, resource_type: &str) -> bool {
         self.scopes.grant(interaction, resource_type).is_allowed()
     }
+}
+
+/// The `iss` claim of a JWT, read without checking anything: only to choose the keys that
+/// will check it.
+fn unverified_issuer(token: &str) -> Option<String> {
+    use base64::Engine;
+    let payload = token.split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .ok()?;
+    let claims: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    claims.get("iss")?.as_str().map(str::to_owned)
 }
 
 /// Seconds since the epoch.

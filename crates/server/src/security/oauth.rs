@@ -310,23 +310,29 @@ async fn client_credentials(
         ));
     }
     let (purpose, break_glass) = purpose(p)?;
+    let network = network_grant(security, base, &client.id, p).await?;
     let mut lifetime = security.settings.service_token_seconds;
     if break_glass.is_some() {
         lifetime = lifetime.min(security.settings.break_glass_seconds);
     }
     let now = now();
+    let organization = match (&network.audience, &client.organization) {
+        // Another node reads the organisation as the hub names it, absolutely.
+        (Some(_), Some(org)) => Some(format!("{base}/{org}")),
+        (_, org) => org.clone(),
+    };
     let claims = AccessClaims {
         iss: e.issuer.clone(),
         sub: client.id.clone(),
-        aud: base.to_owned(),
+        aud: network.audience.unwrap_or_else(|| base.to_owned()),
         exp: now + lifetime,
         iat: now,
         jti: uuid::Uuid::new_v4().to_string(),
         scope: granted.to_string(),
         client_id: client.id.clone(),
         patient: None,
-        fhir_user: None,
-        organization: client.organization.clone(),
+        fhir_user: network.requester,
+        organization,
         purpose_of_use: purpose,
         break_glass,
     };
@@ -354,6 +360,82 @@ async fn client_credentials(
         ..AuditSubject::default()
     });
     Ok(response)
+}
+
+/// What a hub grants an approved node beyond its own API: a token for another node's FHIR
+/// base (`resource`, RFC 8707) and the requester the node acts for (`requester`).
+#[derive(Debug, Default)]
+struct NetworkGrant {
+    audience: Option<String>,
+    requester: Option<String>,
+}
+
+async fn network_grant(
+    security: &Security,
+    base: &str,
+    client_id: &str,
+    p: &HashMap<String, String>,
+) -> Result<NetworkGrant, OAuthError> {
+    let resource = p
+        .get("resource")
+        .map(|r| r.trim_end_matches('/'))
+        .filter(|r| !r.is_empty() && *r != base);
+    let requester = p
+        .get("requester")
+        .map(|r| r.trim().to_owned())
+        .filter(|r| !r.is_empty());
+    if resource.is_none() && requester.is_none() {
+        return Ok(NetworkGrant::default());
+    }
+    let Some(nodes) = &security.hub_nodes else {
+        return Err(OAuthError::new(
+            "invalid_target",
+            "this server issues tokens for its own API only (it is not a hub)",
+        ));
+    };
+    let approved = |text: &str| {
+        serde_json::from_str::<exchange::registration::NodeRegistration>(text)
+            .ok()
+            .filter(|r| r.status == exchange::registration::NodeStatus::Approved)
+    };
+    let caller = nodes
+        .get(store::ExchangeTable::Nodes, client_id)
+        .await
+        .map_err(OAuthError::internal)?;
+    if caller.as_deref().and_then(approved).is_none() {
+        return Err(OAuthError::new(
+            "invalid_request",
+            format!(
+                "client {client_id} is not an approved node: it may not name a resource or requester"
+            ),
+        ));
+    }
+    let audience = match resource {
+        None => None,
+        Some(r) => {
+            let all = nodes
+                .scan(store::ExchangeTable::Nodes, "")
+                .await
+                .map_err(OAuthError::internal)?;
+            let target = all
+                .iter()
+                .filter_map(|(_, text)| approved(text))
+                .find(|n| n.request.endpoint.trim_end_matches('/') == r);
+            match target {
+                Some(n) => Some(n.request.endpoint.trim_end_matches('/').to_owned()),
+                None => {
+                    return Err(OAuthError::new(
+                        "invalid_target",
+                        format!("{r} is not the FHIR base of an approved node of this network"),
+                    ));
+                }
+            }
+        }
+    };
+    Ok(NetworkGrant {
+        audience,
+        requester,
+    })
 }
 
 /// What a refresh token stands for, kept in the registry's token table under the token's

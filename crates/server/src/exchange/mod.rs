@@ -1,0 +1,51 @@
+//! The exchange over HTTP: the hub's endpoints (node registration, publishing, the record
+//! locator, the patient summary) and a node's link to its hub (registration, tokens, the
+//! publisher that follows the change feed, federated queries). The rules themselves are the
+//! `exchange` crate's; this module carries them between processes.
+//!
+//! - [`hub`]: `POST /exchange/register`, `POST /exchange/publish`, `Patient/$locate`, and the
+//!   operator's decisions on registrations (`approve`, `revoke`, used by `renkei nodes`).
+//! - [`node`]: [`node::NodeLink`], a node's client of the hub and of its peers, and the
+//!   background task that registers the node and publishes its changes.
+//! - `network_query`: `Patient/[id]/$everything?_network=true` and compartment searches with
+//!   `_network=true` at a node: locate, fan out, merge.
+//! - `summary`: `Patient/[id]/$summary` (and `Patient/$summary` for a patient's own token).
+
+pub mod hub;
+pub(crate) mod network_query;
+pub mod node;
+pub(crate) mod summary;
+
+use std::sync::Arc;
+
+use store::ExchangeState;
+
+/// What part a server plays in the network.
+#[derive(Debug, Clone)]
+pub enum Role {
+    /// The hub: node registrations, directory, record locator, summaries.
+    Hub,
+    /// A node linked to a hub.
+    Node(Arc<node::NodeLink>),
+}
+
+/// The exchange's state of a server.
+#[derive(Debug)]
+pub struct Exchange {
+    pub role: Role,
+    pub state: Arc<dyn ExchangeState>,
+}
+
+impl Exchange {
+    /// The node's link to its hub, when this server is a node.
+    pub fn link(&self) -> Option<&Arc<node::NodeLink>> {
+        match &self.role {
+            Role::Node(link) => Some(link),
+            Role::Hub => None,
+        }
+    }
+
+    pub fn is_hub(&self) -> bool {
+        matches!(self.role, Role::Hub)
+    }
+}

@@ -1,0 +1,218 @@
+//! Query-based exchange at a node: `Patient/[id]/$everything?_network=true` and
+//! `Patient/[id]/[type]?_network=true`.
+//!
+//! The node asks the hub's record locator where the person of its Patient `id` has records,
+//! then queries every holder in parallel (its own store directly, the others over HTTP with a
+//! token the hub issued for that holder, naming the requester and the purpose of use, so each
+//! holder applies its own consent), each within the node's query timeout, following at most
+//! [`MAX_PAGES`] pages. The answers are merged by `exchange::federate` (absolute references,
+//! duplicates removed, one Provenance per holder, a warning naming each holder that did not
+//! answer). Without a reachable locator the answer is this node's records and a warning.
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::AppState;
+use crate::error::ApiError;
+use crate::http::{Fhir, Reply, ReplyBody};
+use exchange::federate::{NodeAnswer, merge};
+
+/// Pages read from one holder at most.
+const MAX_PAGES: usize = 10;
+
+/// The merged answer of the network.
+pub(crate) async fn network(
+    state: &AppState,
+    fhir: &Fhir,
+    owner_id: &str,
+    what: &str,
+    params: Vec<(String, String)>,
+) -> Result<Reply, ApiError> {
+    let link = state
+        .exchange
+        .as_ref()
+        .and_then(|e| e.link())
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                "_network=true asks the network through this node's hub; this server is not a \
+                 node of a network (renkei serve --role node --hub URL)",
+            )
+        })?
+        .clone();
+    let claims = fhir.admitted.as_ref().map(|a| a.caller.claims.clone());
+    let requester = claims.as_ref().map(|c| {
+        let who = c.fhir_user.clone().unwrap_or_else(|| c.sub.clone());
+        if who.contains("://") {
+            who
+        } else {
+            format!("{}/{who}", fhir.base)
+        }
+    });
+    let purpose = claims
+        .as_ref()
+        .and_then(|c| c.purpose_of_use.clone())
+        .unwrap_or_else(|| "TREAT".to_owned());
+    let own = &link.settings.node;
+    // This node's records first: the owner must be visible to the caller here.
+    let local = super::super::interactions::search::compartment_reply(
+        state,
+        fhir,
+        "Patient",
+        owner_id,
+        what,
+        params.clone(),
+    )
+    .await?;
+    let mut answers = vec![NodeAnswer {
+        node: own.clone(),
+        endpoint: fhir.base.clone(),
+        organization: None,
+        result: Ok(resources_of(&local)),
+    }];
+    let located = link
+        .locate(
+            &[("source", format!("Patient/{owner_id}"))],
+            requester.as_deref(),
+            &purpose,
+        )
+        .await;
+    let located = match located {
+        Ok(l) => l,
+        Err(e) => {
+            answers.push(NodeAnswer {
+                node: "hub".into(),
+                endpoint: link.settings.hub.clone(),
+                organization: None,
+                result: Err(format!("the record locator could not be asked: {e}")),
+            });
+            let now = store::time::format_instant(store::time::now_micros());
+            return Ok(Reply::json(
+                axum::http::StatusCode::OK,
+                merge(&answers, &now),
+            ));
+        }
+    };
+    let mut tasks = Vec::new();
+    for holder in located.holders {
+        if holder.node == *own {
+            if holder.patient != owner_id {
+                // Another of this node's Patients is the same person.
+                let reply = super::super::interactions::search::compartment_reply(
+                    state,
+                    fhir,
+                    "Patient",
+                    &holder.patient,
+                    what,
+                    params.clone(),
+                )
+                .await;
+                answers.push(NodeAnswer {
+                    node: own.clone(),
+                    endpoint: fhir.base.clone(),
+                    organization: holder.organization.clone(),
+                    result: reply
+                        .map(|r| resources_of(&r))
+                        .map_err(|e| describe(&e)),
+                });
+            }
+            continue;
+        }
+        let link = link.clone();
+        let requester = requester.clone();
+        let purpose = purpose.clone();
+        let query = crate::http::encode_query(&params);
+        let what = what.to_owned();
+        tasks.push(tokio::spawn(async move {
+            let timeout = link.settings.query_timeout;
+            let endpoint = holder.endpoint.trim_end_matches('/').to_owned();
+            let organization = holder
+                .organization
+                .as_ref()
+                .map(|o| format!("{}/{o}", link.settings.hub.trim_end_matches('/')));
+            let fetch = async {
+                let token = link
+                    .token(&endpoint, requester.as_deref(), &purpose)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let mut url = format!("{endpoint}/Patient/{}/{what}", holder.patient);
+                if !query.is_empty() {
+                    url = format!("{url}?{query}");
+                }
+                let mut resources = Vec::new();
+                for _ in 0..MAX_PAGES {
+                    let page = link
+                        .get_json(&url, &token, timeout)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    resources.extend(entries(&page));
+                    match next_link(&page) {
+                        Some(next) => url = next,
+                        None => break,
+                    }
+                }
+                Ok::<_, String>(resources)
+            };
+            let result = match tokio::time::timeout(timeout + Duration::from_secs(1), fetch).await {
+                Ok(r) => r,
+                Err(_) => Err(format!("no answer within {} s", timeout.as_secs())),
+            };
+            NodeAnswer {
+                node: holder.node,
+                endpoint,
+                organization,
+                result,
+            }
+        }));
+    }
+    for task in tasks {
+        match task.await {
+            Ok(answer) => answers.push(answer),
+            Err(e) => tracing::warn!(error = %e, "a federated query task failed"),
+        }
+    }
+    let now = store::time::format_instant(store::time::now_micros());
+    Ok(Reply::json(
+        axum::http::StatusCode::OK,
+        merge(&answers, &now),
+    ))
+}
+
+/// The resources of a local reply (a searchset Bundle).
+fn resources_of(reply: &Reply) -> Vec<Value> {
+    let bundle = match &reply.body {
+        ReplyBody::Json(v) => v.clone(),
+        ReplyBody::Raw(text) => serde_json::from_str(text).unwrap_or(Value::Null),
+        ReplyBody::None => Value::Null,
+    };
+    entries(&bundle)
+}
+
+/// The matched and included resources of a searchset Bundle (not its OperationOutcomes).
+fn entries(bundle: &Value) -> Vec<Value> {
+    bundle
+        .get("entry")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter(|e| e.pointer("/search/mode").and_then(Value::as_str) != Some("outcome"))
+        .filter_map(|e| e.get("resource").cloned())
+        .collect()
+}
+
+fn next_link(bundle: &Value) -> Option<String> {
+    bundle
+        .get("link")?
+        .as_array()?
+        .iter()
+        .find(|l| l.get("relation").and_then(Value::as_str) == Some("next"))?
+        .get("url")?
+        .as_str()
+        .map(str::to_owned)
+}
+
+/// What an error of this node's own query says.
+fn describe(e: &ApiError) -> String {
+    let why: Vec<&str> = e.issues.iter().map(|i| i.diagnostics.as_str()).collect();
+    format!("{}: {}", e.status, why.join("; "))
+}
