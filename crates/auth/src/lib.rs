@@ -23,6 +23,8 @@
 //!   under.
 //! - [`assertion`]: client authentication by `private_key_jwt` (RS384, ES384), with replay
 //!   protection.
+//! - [`client_key`]: a node's own ES384 key as a client of the hub: its client assertions, its
+//!   public JWK Set, and detached JWS signatures of directed messages (and their check).
 //!
 //! # What it must not do
 //! Speak HTTP or read a database: the server turns requests into the inputs here and the
@@ -32,6 +34,7 @@
 pub mod assertion;
 pub mod audit;
 pub mod chain;
+pub mod client_key;
 pub mod consent;
 pub mod discovery;
 pub mod labels;

@@ -9,7 +9,8 @@
 //!
 //! Verification ([`TokenKeys::verify`]) takes the time as an argument and checks the
 //! signature, the `kid`, the algorithm (ES256 only: never `none`, never a symmetric one),
-//! `iss`, `aud`, `exp` and `iat`.
+//! `iss`, `aud`, `exp` and `iat`. Another node, holding only the issuer's public JWK Set,
+//! makes the same checks with [`verify_with_jwks`].
 
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
@@ -249,39 +250,93 @@ impl TokenKeys {
         audience: &str,
         now: i64,
     ) -> Result<AccessClaims, TokenError> {
-        let header =
-            jsonwebtoken::decode_header(token).map_err(|e| TokenError::Malformed(e.to_string()))?;
-        if header.alg != Algorithm::ES256 {
-            return Err(TokenError::Algorithm);
-        }
-        let kid = header.kid.ok_or(TokenError::UnknownKey)?;
+        let kid = es256_kid(token)?;
         let key = self
             .keys
             .iter()
             .find(|k| k.stored.kid == kid)
             .ok_or(TokenError::UnknownKey)?;
-        let mut v = Validation::new(Algorithm::ES256);
-        // Times are checked below against the caller's clock; audience and issuer too, so
-        // that each failure has its own error.
-        v.validate_exp = false;
-        v.validate_aud = false;
-        v.required_spec_claims.clear();
-        let data =
-            jsonwebtoken::decode::<AccessClaims>(token, &key.decoding, &v).map_err(|e| match e
-                .kind()
-            {
-                jsonwebtoken::errors::ErrorKind::InvalidSignature => TokenError::Signature,
-                _ => TokenError::Malformed(e.to_string()),
-            })?;
-        let c = data.claims;
-        if c.iss != issuer || c.aud != audience {
-            return Err(TokenError::NotOurs(c.iss, c.aud));
-        }
-        if c.exp <= now || c.iat > now + LEEWAY {
-            return Err(TokenError::Expired);
-        }
-        Ok(c)
+        decode_checked(token, &key.decoding, issuer, audience, now)
     }
+}
+
+/// Checks `token`, issued by another Renkei node (the hub) as `issuer` for `audience`, against
+/// that node's published JWK Set (what its [`TokenKeys::jwks`] gives), at `now`: the same
+/// checks and errors as [`TokenKeys::verify`]. A key of the set named by the token's `kid`
+/// that is not an EC P-256 key (or says another `alg` than ES256) is [`TokenError::Keys`].
+pub fn verify_with_jwks(
+    token: &str,
+    jwks: &Value,
+    issuer: &str,
+    audience: &str,
+    now: i64,
+) -> Result<AccessClaims, TokenError> {
+    let kid = es256_kid(token)?;
+    let keys = jwks
+        .get("keys")
+        .and_then(Value::as_array)
+        .ok_or_else(|| TokenError::Keys("the JWK Set has no keys array".into()))?;
+    let jwk = keys
+        .iter()
+        .find(|k| k.get("kid").and_then(Value::as_str) == Some(kid.as_str()))
+        .ok_or(TokenError::UnknownKey)?;
+    let text = |name: &str| jwk.get(name).and_then(Value::as_str);
+    let not_p256 = || TokenError::Keys(format!("key {kid}: not an ES256 EC P-256 key"));
+    if text("kty") != Some("EC")
+        || text("crv") != Some("P-256")
+        || text("alg").is_some_and(|alg| alg != "ES256")
+    {
+        return Err(not_p256());
+    }
+    let (Some(x), Some(y)) = (text("x"), text("y")) else {
+        return Err(not_p256());
+    };
+    let coordinate = |c: &str| URL_SAFE_NO_PAD.decode(c).is_ok_and(|b| b.len() == 32);
+    if !coordinate(x) || !coordinate(y) {
+        return Err(not_p256());
+    }
+    let decoding = DecodingKey::from_ec_components(x, y)
+        .map_err(|e| TokenError::Keys(format!("key {kid}: {e}")))?;
+    decode_checked(token, &decoding, issuer, audience, now)
+}
+
+/// The `kid` of an ES256 token's header.
+fn es256_kid(token: &str) -> Result<String, TokenError> {
+    let header =
+        jsonwebtoken::decode_header(token).map_err(|e| TokenError::Malformed(e.to_string()))?;
+    if header.alg != Algorithm::ES256 {
+        return Err(TokenError::Algorithm);
+    }
+    header.kid.ok_or(TokenError::UnknownKey)
+}
+
+/// Checks the signature of `token` with `key`, then its issuer, audience and times.
+fn decode_checked(
+    token: &str,
+    key: &DecodingKey,
+    issuer: &str,
+    audience: &str,
+    now: i64,
+) -> Result<AccessClaims, TokenError> {
+    let mut v = Validation::new(Algorithm::ES256);
+    // Times are checked below against the caller's clock; audience and issuer too, so that
+    // each failure has its own error.
+    v.validate_exp = false;
+    v.validate_aud = false;
+    v.required_spec_claims.clear();
+    let data =
+        jsonwebtoken::decode::<AccessClaims>(token, key, &v).map_err(|e| match e.kind() {
+            jsonwebtoken::errors::ErrorKind::InvalidSignature => TokenError::Signature,
+            _ => TokenError::Malformed(e.to_string()),
+        })?;
+    let c = data.claims;
+    if c.iss != issuer || c.aud != audience {
+        return Err(TokenError::NotOurs(c.iss, c.aud));
+    }
+    if c.exp <= now || c.iat > now + LEEWAY {
+        return Err(TokenError::Expired);
+    }
+    Ok(c)
 }
 
 #[cfg(test)]
@@ -390,11 +445,113 @@ mod tests {
         ));
     }
 
+    #[test]
+    fn a_node_verifies_the_hubs_tokens_with_its_published_keys() {
+        let hub = TokenKeys::generate(NOW).expect("keys");
+        // What the node fetched from the hub's jwks_uri.
+        let published: Value = serde_json::from_str(&hub.jwks().to_string()).expect("jwks");
+        let (iss, aud) = ("https://node.example", "https://node.example/fhir");
+        let t = hub.issue(&claims(NOW)).expect("issue");
+        assert_eq!(
+            verify_with_jwks(&t, &published, iss, aud, NOW + 10),
+            Ok(claims(NOW))
+        );
+        assert!(matches!(
+            verify_with_jwks(&t, &published, iss, "https://other/fhir", NOW),
+            Err(TokenError::NotOurs(..))
+        ));
+        assert!(matches!(
+            verify_with_jwks(&t, &published, "https://other", aud, NOW),
+            Err(TokenError::NotOurs(..))
+        ));
+        assert_eq!(
+            verify_with_jwks(&t, &published, iss, aud, NOW + 300),
+            Err(TokenError::Expired)
+        );
+        assert_eq!(
+            verify_with_jwks(&t, &published, iss, aud, NOW - LEEWAY - 1),
+            Err(TokenError::Expired)
+        );
+        // Another hub's keys: the kid is unknown.
+        let other = TokenKeys::generate(NOW).expect("keys");
+        assert_eq!(
+            verify_with_jwks(&t, &other.jwks(), iss, aud, NOW),
+            Err(TokenError::UnknownKey)
+        );
+        // Another key published under the token's kid.
+        let mut impostor = other.jwks();
+        impostor["keys"][0]["kid"] = json!(hub.current_kid());
+        assert_eq!(
+            verify_with_jwks(&t, &impostor, iss, aud, NOW),
+            Err(TokenError::Signature)
+        );
+        // Tampered claims.
+        let mut parts: Vec<&str> = t.split('.').collect();
+        let mut broader = claims(NOW);
+        broader.scope = "system/*.cruds".into();
+        let body = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&broader).expect("json"));
+        parts[1] = &body;
+        assert_eq!(
+            verify_with_jwks(&parts.join("."), &published, iss, aud, NOW),
+            Err(TokenError::Signature)
+        );
+        // alg none, another algorithm, garbage.
+        let none = URL_SAFE_NO_PAD.encode(br#"{"alg":"none","typ":"JWT"}"#);
+        assert!(verify_with_jwks(&format!("{none}.{body}."), &published, iss, aud, NOW).is_err());
+        let hs = jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &claims(NOW),
+            &EncodingKey::from_secret(b"k"),
+        )
+        .expect("sign");
+        assert_eq!(
+            verify_with_jwks(&hs, &published, iss, aud, NOW),
+            Err(TokenError::Algorithm)
+        );
+        assert!(matches!(
+            verify_with_jwks("not a token", &published, iss, aud, NOW),
+            Err(TokenError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn a_rotated_hubs_set_verifies_old_and_new_tokens_and_odd_sets_are_refused() {
+        let mut hub = TokenKeys::generate(NOW).expect("keys");
+        let old = hub.issue(&claims(NOW)).expect("issue");
+        hub.rotate(NOW + 1).expect("rotate");
+        let new = hub.issue(&claims(NOW)).expect("issue");
+        let (iss, aud) = ("https://node.example", "https://node.example/fhir");
+        assert!(verify_with_jwks(&old, &hub.jwks(), iss, aud, NOW).is_ok());
+        assert!(verify_with_jwks(&new, &hub.jwks(), iss, aud, NOW).is_ok());
+        assert!(matches!(
+            verify_with_jwks(&new, &json!({}), iss, aud, NOW),
+            Err(TokenError::Keys(_))
+        ));
+        for (field, value) in [
+            ("crv", json!("P-384")),
+            ("kty", json!("RSA")),
+            ("alg", json!("ES384")),
+            ("x", json!("AAAA")),
+            ("y", json!(7)),
+        ] {
+            let mut odd = hub.jwks();
+            odd["keys"][0][field] = value;
+            assert!(
+                matches!(
+                    verify_with_jwks(&new, &odd, iss, aud, NOW),
+                    Err(TokenError::Keys(_))
+                ),
+                "{field}"
+            );
+        }
+    }
+
     proptest::proptest! {
         #[test]
         fn arbitrary_text_never_panics(s in "[A-Za-z0-9_.=-]{0,200}") {
             let ring = TokenKeys::generate(NOW).expect("keys");
             let _ = ring.verify(&s, "i", "a", NOW);
+            let _ = verify_with_jwks(&s, &ring.jwks(), "i", "a", NOW);
         }
     }
 }

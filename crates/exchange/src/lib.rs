@@ -7,6 +7,7 @@
 //! Speak HTTP, touch SQL or read files: the server carries these values between processes and
 //! the store keeps them. Everything here is a pure function of its inputs (the clock is passed
 //! in), so the rules are tested without a network.
+pub mod directed;
 pub mod federate;
 pub mod locator;
 pub mod namespace;
