@@ -64,7 +64,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the FHIR server.
-    Serve(serve::Args),
+    Serve(Box<serve::Args>),
     /// Load FHIR NDJSON files (bulk-export layout) and Bundle JSON files into the store.
     Import(import_cmd::Args),
     /// Measure ingest throughput and read latency.
@@ -138,7 +138,7 @@ fn run() -> anyhow::Result<ExitCode> {
         .build()?;
     rt.block_on(async {
         match command {
-            Command::Serve(args) => serve::run(args).await.map(|()| ExitCode::SUCCESS),
+            Command::Serve(args) => serve::run(*args).await.map(|()| ExitCode::SUCCESS),
             Command::Import(args) => import_cmd::run(args).await,
             Command::Audit(cmd) => audit_cmd::run(cmd).await,
             Command::TokenKeys(cmd) => keys::run(cmd).map(|()| ExitCode::SUCCESS),

@@ -24,7 +24,8 @@ pub struct Args {
     #[command(flatten)]
     store: StoreArgs,
     /// Address to listen on (port 0 picks a free port; the address is printed on stdout).
-    #[arg(long, default_value = "127.0.0.1:8080")]
+    /// Given twice, the last one counts.
+    #[arg(long, default_value = "127.0.0.1:8080", overrides_with = "listen")]
     listen: SocketAddr,
     /// Public FHIR base URL (default: http://<Host header>/fhir).
     #[arg(long)]

@@ -41,6 +41,9 @@ use crate::security::Admitted;
 /// The scopes an approved node's tokens may carry: it reads the network's records.
 pub const NODE_SCOPE: &str = "system/*.rs";
 
+/// The store lock that applies published batches one at a time.
+pub const PUBLISH_LOCK: &str = "exchange-publish";
+
 /// What went wrong with an operator's decision on a registration.
 #[derive(Debug, thiserror::Error)]
 pub enum HubError {
@@ -267,6 +270,10 @@ async fn apply(
     batch: PublishBatch,
 ) -> Result<usize, ApiError> {
     let ctx = RequestContext::system();
+    // One batch at a time, whichever node and hub process it comes from: de-duplication reads
+    // the directory before it writes, and two nodes publishing one entry at once must not
+    // both find it missing.
+    let _serial = state.store.lock_exclusive(&ctx, PUBLISH_LOCK).await?;
     let sharing = batch.sharing;
     // The node's aliases (directory entries the hub keeps under another node's id).
     let alias_prefix = format!("{node}|");
@@ -345,18 +352,19 @@ async fn apply(
                 obj.remove("link");
             }
         }
-        if DIRECTORY_TYPES.contains(&ty.as_str()) && hub_id == own_id {
-            if let Some(existing) = same_entry(state, &ctx, &ty, &resource, &own_id).await? {
-                hub.state
-                    .put(
-                        ExchangeTable::Aliases,
-                        &format!("{node}|{ty}|{id}"),
-                        &existing,
-                    )
-                    .await?;
-                aliases.insert(format!("{ty}|{id}"), existing.clone());
-                hub_id = existing;
-            }
+        if DIRECTORY_TYPES.contains(&ty.as_str())
+            && hub_id == own_id
+            && let Some(existing) = same_entry(state, &ctx, &ty, &resource, &own_id).await?
+        {
+            hub.state
+                .put(
+                    ExchangeTable::Aliases,
+                    &format!("{node}|{ty}|{id}"),
+                    &existing,
+                )
+                .await?;
+            aliases.insert(format!("{ty}|{id}"), existing.clone());
+            hub_id = existing;
         }
         namespace::rewrite_references(&mut resource, &mut |rty, rid| {
             aliases

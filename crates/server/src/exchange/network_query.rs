@@ -111,9 +111,7 @@ pub(crate) async fn network(
                     node: own.clone(),
                     endpoint: fhir.base.clone(),
                     organization: holder.organization.clone(),
-                    result: reply
-                        .map(|r| resources_of(&r))
-                        .map_err(|e| describe(&e)),
+                    result: reply.map(|r| resources_of(&r)).map_err(|e| describe(&e)),
                 });
             }
             continue;

@@ -72,13 +72,16 @@ pub struct NodeSettings {
     pub query_timeout: Duration,
 }
 
+/// A cached token's audience, requester and purpose of use.
+type TokenKey = (String, String, String);
+
 /// A node's client of its hub and peers.
 pub struct NodeLink {
     pub settings: NodeSettings,
     key: ClientKey,
     network_key: Option<NetworkKey>,
     http: reqwest::Client,
-    tokens: Mutex<HashMap<(String, String, String), (String, i64)>>,
+    tokens: Mutex<HashMap<TokenKey, (String, i64)>>,
     status: Mutex<LinkStatus>,
 }
 

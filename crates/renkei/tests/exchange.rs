@@ -1,0 +1,563 @@
+//! The exchange end to end: a hub and two nodes, each a separate `renkei serve` process with
+//! its own data directory, on loopback.
+//!
+//! Each node holds part of the Synthea sample under ids of its own (and the whole directory),
+//! and one person is at both nodes with other identifiers, address and phone. Shown: the
+//! nodes register and are approved with `renkei nodes`; they publish through their change
+//! feeds; the hub's directory has each directory entry once; `$locate` names both nodes and
+//! what each holds; a network `$everything` at node A returns both nodes' records with a
+//! Provenance per node; a Consent at node B denying node A's organisation removes B's data;
+//! with B killed the answer is partial with a warning naming B, while the hub's `$summary`
+//! still answers with B's problems. In privacy mode the hub locates the person without ever
+//! storing a clear identifier or name. The hub runs on SQLite and on PostgreSQL.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use support::{Backend, Data, Server, renkei};
+
+/// A free loopback port (bound then released: the server binds it again at once).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn read_ndjson(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// The Synthea sample's resources, by file.
+fn sample() -> Vec<(String, Vec<Value>)> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(support::synthea10())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.extension().is_some_and(|x| x == "ndjson")
+                && !p.file_name().unwrap().to_string_lossy().starts_with("log")
+        })
+        .collect();
+    files.sort();
+    files
+        .iter()
+        .map(|p| {
+            let ty = p
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .split('.')
+                .next()
+                .unwrap()
+                .to_owned();
+            (ty, read_ndjson(p))
+        })
+        .collect()
+}
+
+const DIRECTORY: [&str; 4] = [
+    "Organization",
+    "Location",
+    "Practitioner",
+    "PractitionerRole",
+];
+
+/// Writes a node's import files into `dir`: the directory, the Patients `patients` (indices
+/// into the sample's Patients) with everything that names them, every id prefixed with
+/// `prefix` (references follow: ids are UUIDs, replaced wherever they occur), and `extra`
+/// resources as they are.
+fn node_files(dir: &Path, prefix: &str, patients: &[usize], extra: &[Value]) -> Vec<PathBuf> {
+    std::fs::create_dir_all(dir).unwrap();
+    let sample = sample();
+    let all_patients = &sample.iter().find(|(t, _)| t == "Patient").unwrap().1;
+    let chosen: Vec<String> = patients
+        .iter()
+        .map(|&i| all_patients[i]["id"].as_str().unwrap().to_owned())
+        .collect();
+    let mut ids: Vec<String> = Vec::new();
+    let mut kept: Vec<(String, Value)> = Vec::new();
+    for (ty, resources) in &sample {
+        for r in resources {
+            let text = r.to_string();
+            let keep = DIRECTORY.contains(&ty.as_str())
+                || chosen
+                    .iter()
+                    .any(|p| text.contains(&format!("Patient/{p}")) || r["id"] == *p);
+            if keep {
+                ids.push(r["id"].as_str().unwrap().to_owned());
+                kept.push((ty.clone(), r.clone()));
+            }
+        }
+    }
+    let mut by_type: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    for (ty, r) in kept {
+        let mut text = r.to_string();
+        for id in &ids {
+            text = text.replace(id.as_str(), &format!("{prefix}{id}"));
+        }
+        by_type.entry(ty).or_default().push(text);
+    }
+    for r in extra {
+        by_type
+            .entry(r["resourceType"].as_str().unwrap().to_owned())
+            .or_default()
+            .push(r.to_string());
+    }
+    by_type
+        .into_iter()
+        .map(|(ty, lines)| {
+            let path = dir.join(format!("{ty}.ndjson"));
+            std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+            path
+        })
+        .collect()
+}
+
+fn import(data: &Data, files: &[PathBuf]) {
+    let status = renkei()
+        .arg("import")
+        .args(data.args())
+        .arg("--quiet")
+        .args(files)
+        .env("RUST_LOG", "warn")
+        .status()
+        .unwrap();
+    assert!(status.success(), "import failed");
+}
+
+/// An access token for the server at `base`, signed with its own keys (as its token endpoint
+/// would issue one to a clinician's app or the operator's tool).
+fn token(keys: &Path, base: &str, client: &str, fhir_user: Option<&str>) -> String {
+    let now = chrono::Utc::now().timestamp();
+    let claims = auth::token::AccessClaims {
+        iss: base.trim_end_matches("/fhir").to_owned(),
+        sub: client.to_owned(),
+        aud: base.to_owned(),
+        exp: now + 600,
+        iat: now - 1,
+        jti: uuid::Uuid::new_v4().to_string(),
+        scope: "system/*.cruds".into(),
+        client_id: client.to_owned(),
+        patient: None,
+        fhir_user: fhir_user.map(str::to_owned),
+        organization: None,
+        purpose_of_use: Some("TREAT".into()),
+        break_glass: None,
+    };
+    support::mint(keys, &claims)
+}
+
+struct Node {
+    data: Data,
+    server: Option<Server>,
+    base: String,
+    args: Vec<String>,
+}
+
+impl Node {
+    fn keys(&self) -> PathBuf {
+        self.data.dir.join("token-keys.json")
+    }
+}
+
+/// Starts `renkei serve` for `data` on a chosen port, with `extra` arguments.
+async fn serve(data: &Data, extra: &[String]) -> (Server, String, Vec<String>) {
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}/fhir");
+    let keys = data.dir.join("token-keys.json");
+    let audit = data.dir.join("audit-signing.key");
+    let mut args = vec![
+        "--base-url".to_owned(),
+        base.clone(),
+        "--token-keys".into(),
+        keys.display().to_string(),
+        "--audit-key".into(),
+        audit.display().to_string(),
+        "--node-key".into(),
+        data.dir.join("node-key.json").display().to_string(),
+    ];
+    args.extend(extra.iter().cloned());
+    let server = start_on(data, port, &args).await;
+    (server, base, args)
+}
+
+async fn start_on(data: &Data, port: u16, args: &[String]) -> Server {
+    let mut all: Vec<&str> = args.iter().map(String::as_str).collect();
+    let listen = format!("127.0.0.1:{port}");
+    all.extend(["--listen", &listen]);
+    Server::start_with(data, &all).await
+}
+
+/// Polls `check` every 200 ms for at most 60 s; its first success.
+async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
+    let mut last = String::new();
+    for _ in 0..300 {
+        match check().await {
+            Ok(t) => return t,
+            Err(e) => last = e,
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!("{what} never happened: {last}");
+}
+
+fn holders(parameters: &Value) -> Vec<(String, String, Vec<String>)> {
+    let located = exchange::locator::Located::from_parameters(parameters).unwrap();
+    located
+        .holders
+        .into_iter()
+        .map(|h| {
+            (
+                h.node,
+                h.patient,
+                h.kinds.into_iter().map(|k| k.resource_type).collect(),
+            )
+        })
+        .collect()
+}
+
+fn full_urls(bundle: &Value) -> BTreeSet<String> {
+    bundle["entry"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|e| e["search"]["mode"] == "match")
+        .filter_map(|e| e["fullUrl"].as_str().map(str::to_owned))
+        .collect()
+}
+
+/// The shared person's record at node B: node A's first Patient with B's own identifiers
+/// (the SSN kept), another address and phone, and two problems of its own.
+fn shared_person(first: &Value) -> Vec<Value> {
+    let mut p = first.clone();
+    p["id"] = json!("b-shared");
+    for i in p["identifier"].as_array_mut().unwrap() {
+        if i["system"] != "http://hl7.org/fhir/sid/us-ssn" {
+            i["value"] = json!(format!("B-{}", i["value"].as_str().unwrap()));
+        }
+    }
+    p["address"] = json!([{"line": ["12 Harbour Road"], "city": "Salem", "state": "MA", "postalCode": "01970"}]);
+    p["telecom"] = json!([{"system": "phone", "value": "555-0199", "use": "home"}]);
+    let condition = |id: &str, code: &str, text: &str| {
+        json!({"resourceType": "Condition", "id": id,
+            "clinicalStatus": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-clinical", "code": "active"}]},
+            "verificationStatus": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-ver-status", "code": "confirmed"}]},
+            "code": {"coding": [{"system": "http://snomed.info/sct", "code": code, "display": text}], "text": text},
+            "subject": {"reference": "Patient/b-shared"}, "onsetDateTime": "2024-05-01"})
+    };
+    vec![
+        p,
+        condition("b-cond-1", "38341003", "Hypertension"),
+        condition("b-cond-2", "44054006", "Diabetes mellitus type 2"),
+    ]
+}
+
+async fn hub_and_two_nodes(hub_backend: Backend) {
+    let sample = sample();
+    let patients = &sample.iter().find(|(t, _)| t == "Patient").unwrap().1;
+    let first = &patients[0];
+    let first_id = first["id"].as_str().unwrap().to_owned();
+    let ssn = first["identifier"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["system"] == "http://hl7.org/fhir/sid/us-ssn")
+        .unwrap()["value"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut shared = first.clone();
+    shared["id"] = json!(format!("a{first_id}"));
+
+    // The hub.
+    let hub_data = Data::new(hub_backend).await;
+    let (hub_server, hub_base, _) = serve(&hub_data, &["--role".into(), "hub".into()]).await;
+    let hub_token = token(
+        &hub_data.dir.join("token-keys.json"),
+        &hub_base,
+        "operator",
+        None,
+    );
+
+    // Two nodes with their own data.
+    let mut nodes = Vec::new();
+    for (id, prefix, range) in [("a", "a", 0..6), ("b", "b", 6..10)] {
+        let data = Data::new(Backend::Sqlite).await;
+        let extra = if id == "b" {
+            shared_person(&shared)
+        } else {
+            Vec::new()
+        };
+        let files = node_files(
+            &data.dir.join("import"),
+            prefix,
+            &range.collect::<Vec<_>>(),
+            &extra,
+        );
+        import(&data, &files);
+        let (server, base, args) = serve(
+            &data,
+            &[
+                "--role".into(),
+                "node".into(),
+                "--hub".into(),
+                hub_base.clone(),
+                "--node-id".into(),
+                id.into(),
+                "--node-name".into(),
+                format!("Clinic {}", id.to_uppercase()),
+                "--query-timeout".into(),
+                "3".into(),
+            ],
+        )
+        .await;
+        nodes.push(Node {
+            data,
+            server: Some(server),
+            base,
+            args,
+        });
+    }
+
+    // Both ask to join; nothing is granted before an operator approves.
+    eventually("both registrations", || async {
+        let out = renkei()
+            .args(["nodes", "list"])
+            .args(hub_data.args())
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        if text.contains("a\tpending") && text.contains("b\tpending") {
+            Ok(())
+        } else {
+            Err(text)
+        }
+    })
+    .await;
+    let (status, _, _) = hub_server
+        .send(
+            "GET",
+            "Organization/node-a",
+            &[("authorization", &format!("Bearer {hub_token}"))],
+            None,
+        )
+        .await;
+    assert_eq!(status, 200);
+    let approved = renkei()
+        .args(["nodes", "approve", "--all-pending"])
+        .args(hub_data.args())
+        .output()
+        .unwrap();
+    assert!(approved.status.success(), "{approved:?}");
+    assert!(String::from_utf8_lossy(&approved.stdout).contains("2 nodes approved"));
+
+    // The locator learns of the shared person at both nodes.
+    let locate = format!("Patient/$locate?identifier=http://hl7.org/fhir/sid/us-ssn|{ssn}");
+    let located = eventually("the shared person located at both nodes", || {
+        let (hub_server, hub_token, locate) = (&hub_server, &hub_token, &locate);
+        async move {
+            let (status, body) = hub_server.get_as(hub_token, locate).await;
+            if status != 200 {
+                return Err(format!("{status} {body}"));
+            }
+            let h = holders(&body);
+            let nodes: BTreeSet<&str> = h.iter().map(|(n, _, _)| n.as_str()).collect();
+            let b_kinds = h
+                .iter()
+                .find(|(n, _, _)| n == "b")
+                .map(|(_, _, k)| k.clone());
+            if nodes == BTreeSet::from(["a", "b"])
+                && b_kinds.is_some_and(|k| k.contains(&"Condition".to_owned()))
+            {
+                Ok(body)
+            } else {
+                Err(body.to_string())
+            }
+        }
+    })
+    .await;
+    let h = holders(&located);
+    assert!(h.contains(&(
+        "a".into(),
+        format!("a{first_id}"),
+        h.iter().find(|(n, _, _)| n == "a").unwrap().2.clone()
+    )));
+    assert!(h.iter().any(|(n, p, _)| n == "b" && p == "b-shared"));
+    let person = located["parameter"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "person")
+        .and_then(|p| p["valueReference"]["reference"].as_str())
+        .expect("the hub's index linked the two records")
+        .to_owned();
+
+    // The directory: each entry once, however many nodes published it.
+    let practitioners = sample
+        .iter()
+        .find(|(t, _)| t == "Practitioner")
+        .unwrap()
+        .1
+        .len();
+    eventually("the directory de-duplicated", || async {
+        let (status, body) = hub_server
+            .get_as(&hub_token, "Practitioner?_summary=count")
+            .await;
+        if status == 200 && body["total"] == json!(practitioners) {
+            Ok(())
+        } else {
+            Err(body.to_string())
+        }
+    })
+    .await;
+
+    // A network query at node A returns both nodes' records, with provenance.
+    let a = &nodes[0];
+    let b_base = nodes[1].base.clone();
+    let clinician = token(&a.keys(), &a.base, "ehr-a", Some("Practitioner/dr-a"));
+    let everything = format!("Patient/a{first_id}/$everything?_network=true");
+    let server_a = a.server.as_ref().unwrap();
+    let (status, bundle) = server_a.get_as(&clinician, &everything).await;
+    assert_eq!(status, 200, "{bundle}");
+    let urls = full_urls(&bundle);
+    assert!(
+        urls.contains(&format!("{b_base}/Condition/b-cond-1")),
+        "{urls:?}"
+    );
+    assert!(
+        urls.contains(&format!("{}/Patient/a{first_id}", a.base)),
+        "{urls:?}"
+    );
+    let provenances: Vec<&Value> = bundle["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["resource"]["resourceType"] == "Provenance")
+        .collect();
+    assert_eq!(provenances.len(), 2, "{bundle}");
+    let b_condition = bundle["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["fullUrl"] == format!("{b_base}/Condition/b-cond-1"))
+        .unwrap();
+    assert_eq!(
+        b_condition["resource"]["subject"]["reference"],
+        format!("{b_base}/Patient/b-shared")
+    );
+
+    // A consent at B denying node A's organisation removes B's data from A's answer.
+    let b = &nodes[1];
+    let b_admin = token(&b.keys(), &b.base, "admin-b", None);
+    let consent = json!({"resourceType": "Consent", "id": "deny-a", "status": "active",
+        "scope": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/consentscope", "code": "patient-privacy"}]},
+        "category": [{"coding": [{"system": "http://loinc.org", "code": "59284-0"}]}],
+        "patient": {"reference": "Patient/b-shared"}, "dateTime": "2026-01-01",
+        "policyRule": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "OPTOUT"}]},
+        "provision": {"type": "deny", "actor": [{
+            "role": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ParticipationType", "code": "IRCP"}]},
+            "reference": {"reference": format!("{hub_base}/Organization/node-a")}}]}});
+    let (status, body) = b
+        .server
+        .as_ref()
+        .unwrap()
+        .put_as(Some(&b_admin), &consent)
+        .await;
+    assert!(status == 201 || status == 200, "{body}");
+    let (status, bundle) = server_a.get_as(&clinician, &everything).await;
+    assert_eq!(status, 200, "{bundle}");
+    let urls = full_urls(&bundle);
+    assert!(
+        !urls.iter().any(|u| u.starts_with(&b_base)),
+        "B's records despite its consent: {urls:?}"
+    );
+    assert!(urls.contains(&format!("{}/Patient/a{first_id}", a.base)));
+    // (Withdrawn again for what follows.)
+    let (status, _, _) = b
+        .server
+        .as_ref()
+        .unwrap()
+        .send(
+            "DELETE",
+            "Consent/deny-a",
+            &[("authorization", &format!("Bearer {b_admin}"))],
+            None,
+        )
+        .await;
+    assert!(status == 200 || status == 204);
+
+    // B goes down: A's answer is partial and says so; the hub's summary still answers.
+    let mut nodes = nodes;
+    let b_server = nodes[1].server.take().unwrap();
+    drop(b_server);
+    let (status, bundle) = nodes[0]
+        .server
+        .as_ref()
+        .unwrap()
+        .get_as(&clinician, &everything)
+        .await;
+    assert_eq!(status, 200, "{bundle}");
+    let outcome = bundle["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["search"]["mode"] == "outcome")
+        .unwrap_or_else(|| panic!("no warning: {bundle}"));
+    let why = outcome["resource"]["issue"][0]["diagnostics"]
+        .as_str()
+        .unwrap();
+    assert!(why.contains("node b"), "{why}");
+    assert!(full_urls(&bundle).contains(&format!("{}/Patient/a{first_id}", nodes[0].base)));
+    let (status, summary) = hub_server
+        .get_as(&hub_token, &format!("{person}/$summary"))
+        .await;
+    assert_eq!(status, 200, "{summary}");
+    assert_eq!(summary["type"], "document");
+    let text = summary.to_string();
+    assert!(text.contains("Diabetes mellitus type 2"), "{text}");
+
+    // Restarted, B publishes again from its checkpoint and answers again.
+    let b = &mut nodes[1];
+    let port: u16 = b
+        .base
+        .trim_end_matches("/fhir")
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let args = b.args.clone();
+    b.server = Some(start_on(&b.data, port, &args).await);
+    let (status, bundle) = nodes[0]
+        .server
+        .as_ref()
+        .unwrap()
+        .get_as(&clinician, &everything)
+        .await;
+    assert_eq!(status, 200);
+    assert!(full_urls(&bundle).contains(&format!("{b_base}/Condition/b-cond-1")));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hub_and_two_nodes_on_sqlite() {
+    hub_and_two_nodes(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hub_and_two_nodes_with_postgres_behind_the_hub() {
+    hub_and_two_nodes(Backend::Postgres).await;
+}
