@@ -334,7 +334,13 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     };
     if let Some(link) = node_link {
         tokio::spawn(server::exchange::node::run(
+            link.clone(),
+            state.store.clone(),
+            stopped.clone(),
+        ));
+        tokio::spawn(server::exchange::directed::deliver(
             link,
+            security.exchange.clone(),
             state.store.clone(),
             stopped.clone(),
         ));

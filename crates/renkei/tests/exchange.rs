@@ -530,6 +530,61 @@ async fn hub_and_two_nodes(hub_backend: Backend) {
     let text = summary.to_string();
     assert!(text.contains("Diabetes mellitus type 2"), "{text}");
 
+    // A referral sent while B is down, and A killed before it could deliver it: after both
+    // restart it is delivered exactly once, and A keeps B's receipt.
+    let document_id = format!("urn:uuid:{}", uuid::Uuid::new_v4());
+    let (patient_entry, composition_entry) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
+    let document = json!({"resourceType": "Bundle", "type": "document",
+    "identifier": {"system": "urn:ietf:rfc:3986", "value": document_id},
+    "timestamp": "2026-12-06T10:00:00Z",
+    "entry": [
+        {"fullUrl": format!("urn:uuid:{composition_entry}"), "resource": {"resourceType": "Composition",
+            "status": "final", "type": {"coding": [{"system": "http://loinc.org", "code": "57133-1", "display": "Referral note"}]},
+            "subject": {"reference": format!("urn:uuid:{patient_entry}")}, "date": "2026-12-06",
+            "author": [{"display": "Dr A"}], "title": "診療情報提供書 (referral letter)"}},
+        {"fullUrl": format!("urn:uuid:{patient_entry}"), "resource": {"resourceType": "Patient",
+            "name": [{"family": "Shared", "given": ["Person"]}]}}
+    ]});
+    let send = json!({"resourceType": "Parameters", "parameter": [
+        {"name": "recipient", "valueReference": {"reference": "Organization/node-b"}},
+        {"name": "document", "resource": document}]});
+    let auth_a = format!("Bearer {clinician}");
+    let a_server = nodes[0].server.as_ref().unwrap();
+    let (status, _, answer) = a_server
+        .send(
+            "POST",
+            "$send",
+            &[("authorization", &auth_a)],
+            Some(&send.to_string()),
+        )
+        .await;
+    assert_eq!(status, 202, "{answer}");
+    let mut bad = send.clone();
+    bad["parameter"][1]["resource"]["type"] = json!("collection");
+    let (status, _, outcome) = a_server
+        .send(
+            "POST",
+            "$send",
+            &[("authorization", &auth_a)],
+            Some(&bad.to_string()),
+        )
+        .await;
+    assert_eq!(status, 400, "{outcome}");
+    assert_eq!(outcome["issue"][0]["expression"][0], "Bundle.type");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let a = &mut nodes[0];
+    drop(a.server.take());
+    let port: u16 = a
+        .base
+        .trim_end_matches("/fhir")
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let args = a.args.clone();
+    a.server = Some(start_on(&a.data, port, &args).await);
+
     // Restarted, B publishes again from its checkpoint and answers again.
     let b = &mut nodes[1];
     let port: u16 = b
@@ -550,6 +605,41 @@ async fn hub_and_two_nodes(hub_backend: Backend) {
         .await;
     assert_eq!(status, 200);
     assert!(full_urls(&bundle).contains(&format!("{b_base}/Condition/b-cond-1")));
+
+    let b_server = nodes[1].server.as_ref().unwrap();
+    let a_server = nodes[0].server.as_ref().unwrap();
+    let b_admin = token(&nodes[1].keys(), &nodes[1].base, "admin-b", None);
+    eventually("the referral delivered", || async {
+        let (_, tasks) = b_server.get_as(&b_admin, "Task?_summary=count").await;
+        let (_, receipts) = a_server
+            .get_as(&clinician, "Communication?category=https://renkei.dev/fhir/CodeSystem/exchange|delivery-receipt")
+            .await;
+        if tasks["total"] == 1 && receipts["total"] == 1 {
+            Ok(())
+        } else {
+            Err(format!("tasks {tasks} receipts {receipts}"))
+        }
+    })
+    .await;
+    let (_, inbox) = b_server.get_as(&b_admin, "Task?status=requested").await;
+    let task = &inbox["entry"][0]["resource"];
+    let focus = task["focus"]["reference"].as_str().unwrap();
+    let (status, stored) = b_server.get_as(&b_admin, focus).await;
+    assert_eq!(status, 200, "{stored}");
+    assert_eq!(stored["identifier"]["value"], json!(document_id));
+    // Sent again: the queue knows it was delivered; B still has it once.
+    let (status, _, answer) = a_server
+        .send(
+            "POST",
+            "$send",
+            &[("authorization", &format!("Bearer {clinician}"))],
+            Some(&send.to_string()),
+        )
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["parameter"][2]["valueCode"], "delivered");
+    let (_, tasks) = b_server.get_as(&b_admin, "Task?_summary=count").await;
+    assert_eq!(tasks["total"], 1);
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -201,6 +201,12 @@ pub fn app(state: AppState) -> Router {
         )
         .route("/exchange/register", post(exchange::hub::register))
         .route("/exchange/publish", post(exchange::hub::publish))
+        .route("/exchange/inbox", post(exchange::directed::inbox))
+        .route(
+            "/exchange/nodes/{id}/jwks",
+            get(exchange::directed::node_keys),
+        )
+        .route("/fhir/$send", post(exchange::directed::send))
         .route("/fhir/{type}/_search", post(search::post_search))
         .route("/fhir/{type}/_history", get(history::type_level))
         .route(

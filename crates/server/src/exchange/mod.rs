@@ -9,8 +9,11 @@
 //!   background task that registers the node and publishes its changes.
 //! - `network_query`: `Patient/[id]/$everything?_network=true` and compartment searches with
 //!   `_network=true` at a node: locate, fan out, merge.
+//! - [`directed`]: `$send` of a signed document to a node found in the directory, the
+//!   sender's queue and its delivery task, the receiver's inbox and receipts.
 //! - `summary`: `Patient/[id]/$summary` (and `Patient/$summary` for a patient's own token).
 
+pub mod directed;
 pub mod hub;
 pub(crate) mod network_query;
 pub mod node;

@@ -83,7 +83,12 @@ pub struct NodeLink {
     http: reqwest::Client,
     tokens: Mutex<HashMap<TokenKey, (String, i64)>>,
     status: Mutex<LinkStatus>,
+    /// Other nodes' public keys as the hub publishes them, with when they were fetched.
+    peer_keys: tokio::sync::Mutex<HashMap<String, (i64, auth::registry::JwkSet)>>,
 }
+
+/// Seconds a peer's fetched keys are used before they are fetched again.
+const PEER_KEYS_SECONDS: i64 = 300;
 
 impl std::fmt::Debug for NodeLink {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -114,6 +119,7 @@ impl NodeLink {
             http,
             tokens: Mutex::new(HashMap::new()),
             status: Mutex::new(LinkStatus::Unregistered),
+            peer_keys: tokio::sync::Mutex::new(HashMap::new()),
         })
     }
 
@@ -294,6 +300,72 @@ impl NodeLink {
             .get_json(&url, &token, self.settings.query_timeout)
             .await?;
         Located::from_parameters(&body).map_err(|e| LinkError::Unreadable(url, e.to_string()))
+    }
+
+    /// A detached JWS over `payload` with the node's key.
+    pub fn sign(&self, payload: &[u8]) -> Result<String, LinkError> {
+        self.key
+            .sign_detached(payload)
+            .map_err(|e| LinkError::Key(e.to_string()))
+    }
+
+    /// Node `node`'s public keys, as the hub publishes them (cached for five minutes).
+    pub async fn peer_keys(&self, node: &str) -> Result<auth::registry::JwkSet, LinkError> {
+        let now = chrono::Utc::now().timestamp();
+        let mut cache = self.peer_keys.lock().await;
+        if let Some((at, keys)) = cache.get(node)
+            && now - at < PEER_KEYS_SECONDS
+        {
+            return Ok(keys.clone());
+        }
+        let url = self.hub_url(&format!("/exchange/nodes/{node}/jwks"));
+        let response = self
+            .http
+            .get(&url)
+            .send()
+            .await
+            .map_err(|e| LinkError::Unreachable(url.clone(), e.to_string()))?;
+        let status = response.status().as_u16();
+        let body = read_json(&url, response).await?;
+        if status != 200 {
+            return Err(LinkError::Refused(url, status, diagnostics(&body)));
+        }
+        let keys = auth::registry::parse_jwks(&body.to_string())
+            .map_err(|e| LinkError::Unreadable(url, e.to_string()))?;
+        cache.insert(node.to_owned(), (now, keys.clone()));
+        Ok(keys)
+    }
+
+    /// POSTs `body` (FHIR JSON) signed with `signature` to `url` with `token`; the JSON answer
+    /// of a 200.
+    pub async fn post_signed(
+        &self,
+        url: &str,
+        token: &str,
+        body: &[u8],
+        signature: &str,
+    ) -> Result<Value, LinkError> {
+        let response = self
+            .http
+            .post(url)
+            .bearer_auth(token)
+            .header("Content-Type", "application/fhir+json")
+            .header(crate::exchange::directed::SIGNATURE_HEADER, signature)
+            .body(body.to_vec())
+            .timeout(self.settings.query_timeout)
+            .send()
+            .await
+            .map_err(|e| LinkError::Unreachable(url.to_owned(), e.to_string()))?;
+        let status = response.status().as_u16();
+        let answer = read_json(url, response).await?;
+        if status != 200 {
+            return Err(LinkError::Refused(
+                url.to_owned(),
+                status,
+                diagnostics(&answer),
+            ));
+        }
+        Ok(answer)
     }
 
     /// Sends a batch of changes to the hub.

@@ -27,6 +27,8 @@ pub fn classify(method: &Method, path: &str) -> Needs {
         p if p.starts_with("/auth/") => return Needs::Public,
         // A node asks to join; nothing is granted until an operator approves it.
         "/exchange/register" => return Needs::Public,
+        // A node's public keys, for checking its signatures.
+        p if p.starts_with("/exchange/nodes/") && p.ends_with("/jwks") => return Needs::Public,
         _ => {}
     }
     let Some(rest) = path.strip_prefix("/fhir") else {
@@ -55,6 +57,8 @@ pub fn classify_segments(method: &Method, segments: &[&str]) -> Needs {
             _ => Needs::Token,
         },
         ["metadata"] | [".well-known", "smart-configuration"] => Needs::Public,
+        // Sending a document is writing a communication.
+        ["$send"] => kind(K::Create, "Communication"),
         ["_history"] => Needs::Request(K::SystemSearch, None),
         [ty] => match *m {
             Method::GET => kind(K::Search, ty),
