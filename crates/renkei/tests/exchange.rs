@@ -65,6 +65,11 @@ fn sample() -> Vec<(String, Vec<Value>)> {
         .collect()
 }
 
+/// The study instance UID of the shared person's CT at node B.
+const STUDY_UID: &str = "1.2.840.99999.1.1";
+/// Node B's DICOMweb endpoint (listed in the directory; no image server runs in the test).
+const B_DICOMWEB: &str = "https://images.b.example/dicomweb";
+
 const DIRECTORY: [&str; 4] = [
     "Organization",
     "Location",
@@ -259,8 +264,13 @@ fn shared_person(first: &Value) -> Vec<Value> {
             "code": {"coding": [{"system": "http://snomed.info/sct", "code": code, "display": text}], "text": text},
             "subject": {"reference": "Patient/b-shared"}, "onsetDateTime": "2024-05-01"})
     };
+    let study = json!({"resourceType": "ImagingStudy", "id": "b-study-1", "status": "available",
+        "identifier": [{"system": "urn:dicom:uid", "value": format!("urn:oid:{STUDY_UID}")}],
+        "subject": {"reference": "Patient/b-shared"}, "started": "2026-11-01T09:00:00Z",
+        "modality": [{"system": "http://dicom.nema.org/resources/ontology/DCM", "code": "CT"}]});
     vec![
         p,
+        study,
         condition("b-cond-1", "38341003", "Hypertension"),
         condition("b-cond-2", "44054006", "Diabetes mellitus type 2"),
     ]
@@ -322,6 +332,8 @@ async fn hub_and_two_nodes(hub_backend: Backend) {
                 format!("Clinic {}", id.to_uppercase()),
                 "--query-timeout".into(),
                 "3".into(),
+                "--imaging-endpoint".into(),
+                format!("https://images.{id}.example/dicomweb"),
             ],
         )
         .await;
@@ -459,6 +471,102 @@ async fn hub_and_two_nodes(hub_backend: Backend) {
         b_condition["resource"]["subject"]["reference"],
         format!("{b_base}/Patient/b-shared")
     );
+
+    // Images: A finds B's study through the network and gets a short-lived token for B's
+    // DICOMweb endpoint, which B's image server checks by introspection at the hub.
+    let b_holder = exchange::locator::Located::from_parameters(&located)
+        .unwrap()
+        .holders
+        .into_iter()
+        .find(|h| h.node == "b")
+        .unwrap();
+    assert_eq!(b_holder.imaging_endpoint.as_deref(), Some(B_DICOMWEB));
+    assert!(
+        b_holder
+            .kinds
+            .iter()
+            .any(|k| k.resource_type == "ImagingStudy")
+    );
+    let (status, studies) = server_a
+        .get_as(
+            &clinician,
+            &format!("Patient/a{first_id}/ImagingStudy?_network=true"),
+        )
+        .await;
+    assert_eq!(status, 200, "{studies}");
+    let study_url = format!("{b_base}/ImagingStudy/b-study-1");
+    assert!(full_urls(&studies).contains(&study_url), "{studies}");
+    let ask = json!({"resourceType": "Parameters", "parameter": [{"name": "study", "valueUrl": study_url}]});
+    let (status, _, access) = server_a
+        .send(
+            "POST",
+            "ImagingStudy/$image-access",
+            &[("authorization", &format!("Bearer {clinician}"))],
+            Some(&ask.to_string()),
+        )
+        .await;
+    assert_eq!(status, 200, "{access}");
+    let part = |name: &str| {
+        access["parameter"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == name)
+            .cloned()
+            .unwrap_or(Value::Null)
+    };
+    assert_eq!(part("endpoint")["valueUrl"], B_DICOMWEB);
+    assert_eq!(part("studyInstanceUid")["valueString"], STUDY_UID);
+    assert!(part("expires_in")["valueInteger"].as_i64().unwrap() <= 300);
+    let image_token = part("access_token")["valueString"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let hub_issuer = hub_base.trim_end_matches("/fhir").to_owned();
+    let introspect = |node: &str| {
+        let key = auth::client_key::ClientKey::from_json(
+            &std::fs::read_to_string(
+                nodes
+                    .iter()
+                    .find(|n| n.args.contains(&node.to_owned()))
+                    .unwrap()
+                    .data
+                    .dir
+                    .join("node-key.json"),
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        let assertion = key
+            .assertion(
+                node,
+                &format!("{hub_issuer}/auth/token"),
+                chrono::Utc::now().timestamp(),
+            )
+            .unwrap();
+        let form = format!(
+            "token={image_token}&client_assertion_type=urn%3Aietf%3Aparams%3Aoauth%3Aclient-assertion-type%3Ajwt-bearer&client_assertion={assertion}"
+        );
+        let url = format!("{hub_issuer}/auth/introspect");
+        let client = hub_server.client.clone();
+        async move {
+            let r = client
+                .post(url)
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(form)
+                .send()
+                .await
+                .unwrap();
+            r.json::<Value>().await.unwrap()
+        }
+    };
+    let by_b = introspect("b").await;
+    assert_eq!(by_b["active"], true, "{by_b}");
+    assert_eq!(by_b["aud"], B_DICOMWEB);
+    assert_eq!(by_b["scope"], "system/ImagingStudy.rs");
+    assert_eq!(by_b["client_id"], "a");
+    let by_a = introspect("a").await;
+    assert_eq!(by_a["active"], false, "{by_a}");
 
     // A consent at B denying node A's organisation removes B's data from A's answer.
     let b = &nodes[1];

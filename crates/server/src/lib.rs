@@ -207,6 +207,10 @@ pub fn app(state: AppState) -> Router {
             get(exchange::directed::node_keys),
         )
         .route("/fhir/$send", post(exchange::directed::send))
+        .route(
+            "/fhir/ImagingStudy/$image-access",
+            post(exchange::images::image_access),
+        )
         .route("/fhir/{type}/_search", post(search::post_search))
         .route("/fhir/{type}/_history", get(history::type_level))
         .route(

@@ -11,10 +11,13 @@
 //!   `_network=true` at a node: locate, fan out, merge.
 //! - [`directed`]: `$send` of a signed document to a node found in the directory, the
 //!   sender's queue and its delivery task, the receiver's inbox and receipts.
+//! - [`images`]: `ImagingStudy/$image-access`, a short-lived token for another node's
+//!   DICOMweb endpoint, checked there by introspection at the hub.
 //! - `summary`: `Patient/[id]/$summary` (and `Patient/$summary` for a patient's own token).
 
 pub mod directed;
 pub mod hub;
+pub mod images;
 pub(crate) mod network_query;
 pub mod node;
 pub(crate) mod summary;

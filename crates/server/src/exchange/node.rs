@@ -187,10 +187,29 @@ impl NodeLink {
         requester: Option<&str>,
         purpose: &str,
     ) -> Result<String, LinkError> {
+        self.scoped_token(
+            audience,
+            requester,
+            purpose,
+            crate::exchange::hub::NODE_SCOPE,
+        )
+        .await
+        .map(|(token, _)| token)
+    }
+
+    /// [`NodeLink::token`] with `scope`; the token and when it expires (seconds since the
+    /// epoch).
+    pub async fn scoped_token(
+        &self,
+        audience: &str,
+        requester: Option<&str>,
+        purpose: &str,
+        scope: &str,
+    ) -> Result<(String, i64), LinkError> {
         let audience = audience.trim_end_matches('/').to_owned();
         let cache_key = (
             audience.clone(),
-            requester.unwrap_or_default().to_owned(),
+            format!("{}|{scope}", requester.unwrap_or_default()),
             purpose.to_owned(),
         );
         let now = chrono::Utc::now().timestamp();
@@ -201,7 +220,7 @@ impl NodeLink {
             .get(&cache_key)
             && *exp > now + 60
         {
-            return Ok(token.clone());
+            return Ok((token.clone(), *exp));
         }
         let token_url = self.hub_url("/auth/token");
         let assertion = self
@@ -212,7 +231,7 @@ impl NodeLink {
             ("grant_type".into(), "client_credentials".into()),
             ("client_assertion_type".into(), JWT_BEARER.into()),
             ("client_assertion".into(), assertion),
-            ("scope".into(), crate::exchange::hub::NODE_SCOPE.into()),
+            ("scope".into(), scope.into()),
             ("purpose_of_use".into(), purpose.to_owned()),
         ];
         if audience != self.settings.hub.trim_end_matches('/') {
@@ -248,7 +267,7 @@ impl NodeLink {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(cache_key, (token.clone(), exp));
-        Ok(token)
+        Ok((token, exp))
     }
 
     /// GETs `url` with `token`, as JSON, within `timeout`.

@@ -70,6 +70,8 @@ pub fn classify_segments(method: &Method, segments: &[&str]) -> Needs {
         ["Patient", "$ihe-pix"] => kind(K::Pix, "Patient"),
         // Where a person's records are: a search of Patients across the network.
         ["Patient", "$locate"] => kind(K::Search, "Patient"),
+        // A token to see another node's images is a read of its study.
+        ["ImagingStudy", "$image-access"] => kind(K::Read, "ImagingStudy"),
         // A summary reads the compartment like `$everything` (the handler reads with the
         // request's access policy).
         ["Patient", "$summary"] => kind(K::Search, "Patient"),

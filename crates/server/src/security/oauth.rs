@@ -420,9 +420,9 @@ async fn network_grant(
             let target = all
                 .iter()
                 .filter_map(|(_, text)| approved(text))
-                .find(|n| n.request.endpoint.trim_end_matches('/') == r);
+                .find(|n| node_audiences(n).any(|a| a == r));
             match target {
-                Some(n) => Some(n.request.endpoint.trim_end_matches('/').to_owned()),
+                Some(_) => Some(r.to_owned()),
                 None => {
                     return Err(OAuthError::new(
                         "invalid_target",
@@ -436,6 +436,40 @@ async fn network_grant(
         audience,
         requester,
     })
+}
+
+/// The audiences a hub issues tokens for at an approved node: its FHIR base and, when it
+/// serves images, its DICOMweb base.
+fn node_audiences(n: &exchange::registration::NodeRegistration) -> impl Iterator<Item = &str> {
+    std::iter::once(n.request.endpoint.as_str())
+        .chain(n.request.imaging_endpoint.as_deref())
+        .map(|a| a.trim_end_matches('/'))
+}
+
+/// At a hub: the audience of `token` when it is one of `caller`'s own endpoints (a node's
+/// image server introspecting a token issued for it); `None` otherwise.
+async fn introspected_audience(security: &Security, caller: &str, token: &str) -> Option<String> {
+    let nodes = security.hub_nodes.as_ref()?;
+    let aud = unverified_claim(token, "aud")?;
+    let text = nodes
+        .get(store::ExchangeTable::Nodes, caller)
+        .await
+        .ok()??;
+    let r: exchange::registration::NodeRegistration = serde_json::from_str(&text).ok()?;
+    (r.status == exchange::registration::NodeStatus::Approved
+        && node_audiences(&r).any(|a| a == aud))
+    .then_some(aud)
+}
+
+/// A claim of a JWT, read without checking anything (only to choose how to check it).
+pub(crate) fn unverified_claim(token: &str, name: &str) -> Option<String> {
+    use base64::Engine;
+    let payload = token.split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .ok()?;
+    let claims: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    claims.get(name)?.as_str().map(str::to_owned)
 }
 
 /// What a refresh token stands for, kept in the registry's token table under the token's
@@ -701,9 +735,13 @@ pub async fn introspect(
     body: Bytes,
 ) -> Result<Response, OAuthError> {
     let (security, p, base) = form_request(&state, &headers, &body)?;
-    endpoint_caller(security, &base, &headers, &p).await?;
+    let caller = endpoint_caller(security, &base, &headers, &p).await?;
     let token = required(&p, "token")?;
-    let answer = match security.verify(token, issuer_of(&base), &base) {
+    // A hub also answers a node for the tokens it issued for that node's endpoints.
+    let audience = introspected_audience(security, &caller, token)
+        .await
+        .unwrap_or_else(|| base.clone());
+    let answer = match security.verify(token, issuer_of(&base), &audience) {
         Ok(c) => {
             let mut a = json!({
                 "active": true,
