@@ -43,6 +43,9 @@ pub enum Command {
     /// One Patient with 1,000 … 64,000 repeated identifiers / names / addresses while small
     /// writes go on: time per write, per repetition, and the small writes' longest wait.
     Repetitions(crate::bench_repetitions::RepetitionsArgs),
+    /// A hub and two nodes as processes: record-locator updates/s, network query latency
+    /// against one node's, directed messages/s with receipts.
+    Exchange(crate::bench_exchange::ExchangeArgs),
 }
 
 /// The default dataset of `bench ingest` and `bench generate`: the Synthea sample in the
@@ -116,6 +119,7 @@ pub async fn run(cmd: Command) -> anyhow::Result<()> {
         Command::Ssmix2(a) => crate::bench_hl7::ssmix2(a).await,
         Command::Repetitions(a) => crate::bench_repetitions::repetitions(a).await,
         Command::Match(a) => crate::bench_match::run(a).await,
+        Command::Exchange(a) => crate::bench_exchange::run(a).await,
     }
 }
 

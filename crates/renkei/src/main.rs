@@ -32,6 +32,7 @@ impl std::error::Error for StdoutClosed {}
 
 mod audit_cmd;
 mod bench;
+mod bench_exchange;
 mod bench_hl7;
 mod bench_match;
 mod bench_repetitions;
