@@ -54,7 +54,8 @@ pub(crate) async fn network(
         .and_then(|c| c.purpose_of_use.clone())
         .unwrap_or_else(|| "TREAT".to_owned());
     let own = &link.settings.node;
-    // This node's records first: the owner must be visible to the caller here.
+    // This node's records (the owner must be visible to the caller here), while the locator
+    // and the other holders are asked.
     let local = super::super::interactions::search::compartment_reply(
         state,
         fhir,
@@ -62,19 +63,91 @@ pub(crate) async fn network(
         owner_id,
         what,
         params.clone(),
-    )
-    .await?;
+    );
+    let remote = elsewhere(
+        state,
+        fhir,
+        &link,
+        owner_id,
+        what,
+        &params,
+        requester.as_deref(),
+        &purpose,
+    );
+    let (local, remote) = tokio::join!(local, remote);
     let mut answers = vec![NodeAnswer {
         node: own.clone(),
         endpoint: fhir.base.clone(),
         organization: None,
-        result: Ok(resources_of(&local)),
+        result: Ok(resources_of(&local?)),
     }];
+    answers.extend(remote);
+    let now = store::time::format_instant(store::time::now_micros());
+    Ok(Reply::json(
+        axum::http::StatusCode::OK,
+        merge(&answers, &now),
+    ))
+}
+
+/// The resources of a local reply (a searchset Bundle).
+fn resources_of(reply: &Reply) -> Vec<Value> {
+    let bundle = match &reply.body {
+        ReplyBody::Json(v) => v.clone(),
+        ReplyBody::Raw(text) => serde_json::from_str(text).unwrap_or(Value::Null),
+        ReplyBody::None => Value::Null,
+    };
+    entries(&bundle)
+}
+
+/// The matched and included resources of a searchset Bundle (not its OperationOutcomes).
+fn entries(bundle: &Value) -> Vec<Value> {
+    bundle
+        .get("entry")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter(|e| e.pointer("/search/mode").and_then(Value::as_str) != Some("outcome"))
+        .filter_map(|e| e.get("resource").cloned())
+        .collect()
+}
+
+fn next_link(bundle: &Value) -> Option<String> {
+    bundle
+        .get("link")?
+        .as_array()?
+        .iter()
+        .find(|l| l.get("relation").and_then(Value::as_str) == Some("next"))?
+        .get("url")?
+        .as_str()
+        .map(str::to_owned)
+}
+
+/// What an error of this node's own query says.
+fn describe(e: &ApiError) -> String {
+    let why: Vec<&str> = e.issues.iter().map(|i| i.diagnostics.as_str()).collect();
+    format!("{}: {}", e.status, why.join("; "))
+}
+
+/// What the other holders of the person answer (and this node's other Patients of the same
+/// person), as the hub's locator names them; a warning answer when the locator cannot be asked.
+#[allow(clippy::too_many_arguments)]
+async fn elsewhere(
+    state: &AppState,
+    fhir: &Fhir,
+    link: &std::sync::Arc<super::node::NodeLink>,
+    owner_id: &str,
+    what: &str,
+    params: &[(String, String)],
+    requester: Option<&str>,
+    purpose: &str,
+) -> Vec<NodeAnswer> {
+    let own = &link.settings.node;
+    let mut answers = Vec::new();
     let located = link
         .locate(
             &[("source", format!("Patient/{owner_id}"))],
-            requester.as_deref(),
-            &purpose,
+            requester,
+            purpose,
         )
         .await;
     let located = match located {
@@ -86,11 +159,7 @@ pub(crate) async fn network(
                 organization: None,
                 result: Err(format!("the record locator could not be asked: {e}")),
             });
-            let now = store::time::format_instant(store::time::now_micros());
-            return Ok(Reply::json(
-                axum::http::StatusCode::OK,
-                merge(&answers, &now),
-            ));
+            return answers;
         }
     };
     let mut tasks = Vec::new();
@@ -104,7 +173,7 @@ pub(crate) async fn network(
                     "Patient",
                     &holder.patient,
                     what,
-                    params.clone(),
+                    params.to_vec(),
                 )
                 .await;
                 answers.push(NodeAnswer {
@@ -117,9 +186,9 @@ pub(crate) async fn network(
             continue;
         }
         let link = link.clone();
-        let requester = requester.clone();
-        let purpose = purpose.clone();
-        let query = crate::http::encode_query(&params);
+        let requester = requester.map(str::to_owned);
+        let purpose = purpose.to_owned();
+        let query = crate::http::encode_query(params);
         let what = what.to_owned();
         tasks.push(tokio::spawn(async move {
             let timeout = link.settings.query_timeout;
@@ -169,48 +238,5 @@ pub(crate) async fn network(
             Err(e) => tracing::warn!(error = %e, "a federated query task failed"),
         }
     }
-    let now = store::time::format_instant(store::time::now_micros());
-    Ok(Reply::json(
-        axum::http::StatusCode::OK,
-        merge(&answers, &now),
-    ))
-}
-
-/// The resources of a local reply (a searchset Bundle).
-fn resources_of(reply: &Reply) -> Vec<Value> {
-    let bundle = match &reply.body {
-        ReplyBody::Json(v) => v.clone(),
-        ReplyBody::Raw(text) => serde_json::from_str(text).unwrap_or(Value::Null),
-        ReplyBody::None => Value::Null,
-    };
-    entries(&bundle)
-}
-
-/// The matched and included resources of a searchset Bundle (not its OperationOutcomes).
-fn entries(bundle: &Value) -> Vec<Value> {
-    bundle
-        .get("entry")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .filter(|e| e.pointer("/search/mode").and_then(Value::as_str) != Some("outcome"))
-        .filter_map(|e| e.get("resource").cloned())
-        .collect()
-}
-
-fn next_link(bundle: &Value) -> Option<String> {
-    bundle
-        .get("link")?
-        .as_array()?
-        .iter()
-        .find(|l| l.get("relation").and_then(Value::as_str) == Some("next"))?
-        .get("url")?
-        .as_str()
-        .map(str::to_owned)
-}
-
-/// What an error of this node's own query says.
-fn describe(e: &ApiError) -> String {
-    let why: Vec<&str> = e.issues.iter().map(|i| i.diagnostics.as_str()).collect();
-    format!("{}: {}", e.status, why.join("; "))
+    answers
 }
