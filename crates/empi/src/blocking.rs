@@ -55,6 +55,8 @@ pub fn keys(r: &Record) -> Vec<u64> {
         && d.day > 0
     {
         keys.push(tagged(Kind::BirthDate, &d.unordered_key()));
+    } else if let Some(h) = &r.birth_hash {
+        keys.push(tagged(Kind::BirthDate, &h.as_str()));
     }
     let initial = r
         .first_given()

@@ -144,7 +144,9 @@ pub struct Comparison {
     /// Birth dates more than a keying error apart (not one part off by a digit or by one, not
     /// day and month swapped). A parent and a child of the same name at one address (Jr. and Sr.)
     /// look like this, and their other fields may outweigh the dates. Caps the pair at
-    /// review: a person decides, the matcher does not merge them.
+    /// review: a person decides, the matcher does not merge them. Two different keyed hashes
+    /// of birth dates ([`Record::birth_hash`]) are a conflict too: how far apart the dates
+    /// are cannot be told.
     pub birth_dates_conflict: bool,
     /// The deciding identifier evidence (national before facility before shared), when the
     /// records share an identifier system. Its level in `levels` is `agree` for the same
@@ -338,7 +340,12 @@ fn compare_family(a: &Record, b: &Record) -> u8 {
 
 fn compare_birth(a: &Record, b: &Record) -> u8 {
     let (Some(x), Some(y)) = (a.birth, b.birth) else {
-        return level::MISSING;
+        // Keyed hashes (a pseudonym's): the same date or another one.
+        return match (&a.birth_hash, &b.birth_hash) {
+            (Some(p), Some(q)) if p == q => level::EXACT,
+            (Some(_), Some(_)) => level::BIRTH_DIFFERENT,
+            _ => level::MISSING,
+        };
     };
     if x == y {
         return level::EXACT;
@@ -464,6 +471,38 @@ mod tests {
         let b = rec("john", "smith", "1974-01-10");
         assert!(!compare(&b, &rec("john", "smith", "1974-01-09")).birth_dates_conflict);
         assert!(compare(&b, &rec("john", "smith", "1974-01-25")).birth_dates_conflict);
+    }
+
+    /// Keyed hashes of birth dates (a privacy-mode pseudonym's) compare as the same date or
+    /// another one: no keying error can be recognised, so another is a conflict. A clear date
+    /// on both sides wins over them.
+    #[test]
+    fn hashed_birth_dates_are_equal_or_in_conflict() {
+        let hashed = |given: &str, hash: Option<&str>| {
+            let mut r = rec(given, "smith", "");
+            r.birth_hash = hash.map(str::to_owned);
+            r
+        };
+        let a = hashed("john", Some("h1"));
+        let c = compare(&a, &hashed("john", Some("h1")));
+        assert_eq!(c.levels[Field::BirthDate.index()], level::EXACT);
+        assert!(!c.birth_dates_conflict);
+        let c = compare(&a, &hashed("john", Some("h2")));
+        assert_eq!(c.levels[Field::BirthDate.index()], level::BIRTH_DIFFERENT);
+        assert!(c.birth_dates_conflict);
+        let c = compare(&a, &hashed("john", None));
+        assert_eq!(c.levels[Field::BirthDate.index()], level::MISSING);
+        // Twins: one family name and birth date, other given names.
+        assert!(compare(&a, &hashed("alice", Some("h1"))).possible_twin);
+        // Clear dates decide when both records have one.
+        let mut x = rec("john", "smith", "1974-01-01");
+        let mut y = rec("john", "smith", "1974-01-01");
+        x.birth_hash = Some("h1".into());
+        y.birth_hash = Some("h2".into());
+        assert_eq!(
+            compare(&x, &y).levels[Field::BirthDate.index()],
+            level::EXACT
+        );
     }
 
     #[test]

@@ -12,7 +12,8 @@
 //!    vowels of kana readings written one way, ショウヘイ = ショーヘイ; kanji
 //!    variants 髙→高, 﨑→崎, 齋→斎; JP Core kana names from the iso21090 `EN-representation`
 //!    extension `SYL`, ideographic `IDE`, alphabetic `ABC`), nicknames (Bob→Robert), phone
-//!    numbers and postcodes in any format, birth dates (swapped day/month recognised).
+//!    numbers and postcodes in any format, birth dates (swapped day/month recognised), and a
+//!    privacy-mode pseudonym's keyed hash of the birth date (compared as equal or not).
 //! 2. [`blocking::keys`] gives a record's candidate keys: phonetic surname + given initial, birth
 //!    date (day/month order ignored), phone, each identifier, postcode + birth year. Candidates
 //!    are found through hash maps from key to records, so finding them costs the size of a few

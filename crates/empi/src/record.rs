@@ -25,6 +25,10 @@ use crate::normalize::{self, Date};
 pub const EN_REPRESENTATION: &str =
     "http://hl7.org/fhir/StructureDefinition/iso21090-EN-representation";
 
+/// The extension holding a birth date as a keyed hash (the record locator's privacy mode,
+/// `exchange::privacy`): two equal dates give equal hashes, and nothing else can be told.
+pub const HASHED_BIRTH_DATE: &str = "https://renkei.dev/fhir/StructureDefinition/hashed-birth-date";
+
 /// Names (`Patient.name` repetitions) a record looks at.
 pub const MAX_NAMES: usize = 8;
 /// Given names kept of one name.
@@ -142,6 +146,11 @@ pub struct Record {
     pub given_kana: Option<String>,
     /// Birth date.
     pub birth: Option<Date>,
+    /// The birth date as an opaque keyed hash ([`HASHED_BIRTH_DATE`]): compared when a pair
+    /// has no clear birth date on both sides, as equal or different, nothing in between (a
+    /// keying error cannot be told from another date).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub birth_hash: Option<String>,
     /// Administrative sex (`unknown` is treated as missing).
     pub gender: Option<Gender>,
     /// Phone numbers as national digits.
@@ -240,6 +249,14 @@ impl Record {
             .get("birthDate")
             .and_then(Value::as_str)
             .and_then(Date::parse);
+        r.birth_hash = array(patient, "extension")
+            .iter()
+            .find(|e| e.get("url").and_then(Value::as_str) == Some(HASHED_BIRTH_DATE))
+            .and_then(|e| e.get("valueString"))
+            .and_then(Value::as_str)
+            .map(str::trim)
+            .filter(|h| !h.is_empty())
+            .map(str::to_owned);
         r.gender = match patient.get("gender").and_then(Value::as_str) {
             Some("male") => Some(Gender::Male),
             Some("female") => Some(Gender::Female),
@@ -335,7 +352,7 @@ impl Record {
         usize::from(!self.family.is_empty())
             + usize::from(!self.given.is_empty())
             + usize::from(self.family_kana.is_some())
-            + usize::from(self.birth.is_some())
+            + usize::from(self.birth.is_some() || self.birth_hash.is_some())
             + usize::from(self.gender.is_some())
             + usize::from(!self.phones.is_empty())
             + usize::from(self.postcode.is_some())
@@ -498,5 +515,23 @@ mod tests {
             Record::from_patient(&json!({"resourceType": "Patient"})),
             Err(EmpiError::MissingId)
         ));
+    }
+
+    #[test]
+    fn a_hashed_birth_date_is_read_from_its_extension() {
+        let p = json!({"resourceType": "Patient", "id": "p",
+            "extension": [{"url": "http://example.org/other", "valueString": "x"},
+                          {"url": HASHED_BIRTH_DATE, "valueString": " abc "}]});
+        let r = Record::from_patient(&p).unwrap();
+        assert_eq!(r.birth_hash.as_deref(), Some("abc"));
+        assert_eq!(r.birth, None);
+        assert_eq!(r.completeness(), 1);
+        // Absent from the record's JSON when there is none (snapshots stay as they were).
+        let plain = Record::from_patient(&json!({"resourceType": "Patient", "id": "q"})).unwrap();
+        assert!(
+            !serde_json::to_string(&plain)
+                .unwrap()
+                .contains("birth_hash")
+        );
     }
 }

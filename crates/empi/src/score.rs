@@ -450,7 +450,10 @@ fn shown(field: Field, a: &Record, b: &Record) -> (Option<String>, Option<String
                 parts.extend(r.family_kana.as_deref());
                 (!parts.is_empty()).then(|| parts.join(" "))
             }
-            Field::BirthDate => r.birth.map(|d| d.to_string()),
+            Field::BirthDate => r
+                .birth
+                .map(|d| d.to_string())
+                .or_else(|| r.birth_hash.as_ref().map(|h| format!("hashed {h}"))),
             Field::Gender => r.gender.map(|g| format!("{g:?}").to_lowercase()),
             Field::Phone => (!r.phones.is_empty()).then(|| r.phones.join(" ")),
             Field::Address => {

@@ -5,7 +5,7 @@
 //! as it always does, so the copy may be as stale as it likes.
 //!
 //! The store stays the truth: a copy is used only if it was written by this format with the
-//! same record normalisation (a stamp of the crate version, [`FORMAT`] and the records two
+//! same record normalisation (a stamp of the crate version, [`FORMAT`] and the records three
 //! fixed Patients normalise to), and if the store still holds, at the copy's position, the
 //! change the copy says it read last (a store replaced, restored from a backup or written
 //! from scratch does not). Anything else (no file, an unreadable or foreign one, another
@@ -79,7 +79,7 @@ pub enum SnapshotError {
     Store(#[from] StoreError),
 }
 
-/// This build's stamp: crate version, [`FORMAT`], and a digest of what two fixed Patients
+/// This build's stamp: crate version, [`FORMAT`], and a digest of what three fixed Patients
 /// normalise to (a change of normalisation changes it).
 fn stamp() -> String {
     use std::hash::{Hash, Hasher};
@@ -92,6 +92,9 @@ fn stamp() -> String {
                "identifier": [{"system": "http://hl7.org/fhir/sid/us-ssn", "value": "999-12-3456"},
                               {"type": {"coding": [{"code": "MR"}]},
                                "system": "urn:oid:1.2.3", "value": "m1"}]}),
+        // A privacy-mode pseudonym's hashed birth date (`empi::record::HASHED_BIRTH_DATE`).
+        json!({"resourceType": "Patient", "id": "c",
+               "extension": [{"url": empi::record::HASHED_BIRTH_DATE, "valueString": "h"}]}),
         json!({"resourceType": "Patient", "id": "b", "gender": "male",
                "birthDate": "1975-12-31", "multipleBirthInteger": 2,
                "name": [{"family": "山田", "given": ["太郎"]},

@@ -97,8 +97,8 @@ pub struct Args {
     node_key: Option<PathBuf>,
     /// Privacy mode: the network key (base64url, shared by the nodes, never by the hub);
     /// the hub then gets keyed hashes of Patients' identifiers and demographics only, and no
-    /// clinical data.
-    #[arg(long, value_name = "FILE")]
+    /// clinical data. Only a node (with --hub) takes it.
+    #[arg(long, value_name = "FILE", requires = "hub")]
     network_key: Option<PathBuf>,
     /// Seconds another node may take to answer a federated query.
     #[arg(long, value_name = "SECONDS", default_value_t = 10)]
@@ -125,6 +125,12 @@ fn sensitive_label(s: &str) -> auth::labels::Label {
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
+    // Checked before the store is opened: the hub must never hold the nodes' key.
+    anyhow::ensure!(
+        args.network_key.is_none() || args.role == "node",
+        "--network-key is a node's (--role node --hub URL): the nodes share it, and a hub \
+         holding it could hash guessed names and numbers and so undo the pseudonyms it keeps"
+    );
     // Settled (and announced) before anything is opened: a host zone that cannot be read
     // stops the start, not the first message.
     let mapping = match args.mllp {

@@ -8,273 +8,23 @@
 //! what each holds; a network `$everything` at node A returns both nodes' records with a
 //! Provenance per node; a Consent at node B denying node A's organisation removes B's data;
 //! with B killed the answer is partial with a warning naming B, while the hub's `$summary`
-//! still answers with B's problems. In privacy mode the hub locates the person without ever
-//! storing a clear identifier or name. The hub runs on SQLite and on PostgreSQL.
+//! still answers with B's problems. The hub runs on SQLite and on PostgreSQL. (Privacy mode
+//! is `exchange_privacy.rs`'s; the helpers are `support::network`'s.)
 
 mod support;
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use support::{Backend, Data, Server, renkei};
+use support::network::{
+    Node, STUDY_UID, eventually, full_urls, holders, import, node_files, sample, serve,
+    shared_person, start_on, token,
+};
+use support::{Backend, Data, renkei};
 
-/// A free loopback port (bound then released: the server binds it again at once).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn read_ndjson(path: &Path) -> Vec<Value> {
-    std::fs::read_to_string(path)
-        .unwrap()
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
-
-/// The Synthea sample's resources, by file.
-fn sample() -> Vec<(String, Vec<Value>)> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(support::synthea10())
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| {
-            p.extension().is_some_and(|x| x == "ndjson")
-                && !p.file_name().unwrap().to_string_lossy().starts_with("log")
-        })
-        .collect();
-    files.sort();
-    files
-        .iter()
-        .map(|p| {
-            let ty = p
-                .file_name()
-                .unwrap()
-                .to_string_lossy()
-                .split('.')
-                .next()
-                .unwrap()
-                .to_owned();
-            (ty, read_ndjson(p))
-        })
-        .collect()
-}
-
-/// The study instance UID of the shared person's CT at node B.
-const STUDY_UID: &str = "1.2.840.99999.1.1";
 /// Node B's DICOMweb endpoint (listed in the directory; no image server runs in the test).
 const B_DICOMWEB: &str = "https://images.b.example/dicomweb";
-
-const DIRECTORY: [&str; 4] = [
-    "Organization",
-    "Location",
-    "Practitioner",
-    "PractitionerRole",
-];
-
-/// Writes a node's import files into `dir`: the directory, the Patients `patients` (indices
-/// into the sample's Patients) with everything that names them, every id prefixed with
-/// `prefix` (references follow: ids are UUIDs, replaced wherever they occur), and `extra`
-/// resources as they are.
-fn node_files(dir: &Path, prefix: &str, patients: &[usize], extra: &[Value]) -> Vec<PathBuf> {
-    std::fs::create_dir_all(dir).unwrap();
-    let sample = sample();
-    let all_patients = &sample.iter().find(|(t, _)| t == "Patient").unwrap().1;
-    let chosen: Vec<String> = patients
-        .iter()
-        .map(|&i| all_patients[i]["id"].as_str().unwrap().to_owned())
-        .collect();
-    let mut ids: Vec<String> = Vec::new();
-    let mut kept: Vec<(String, Value)> = Vec::new();
-    for (ty, resources) in &sample {
-        for r in resources {
-            let text = r.to_string();
-            let keep = DIRECTORY.contains(&ty.as_str())
-                || chosen
-                    .iter()
-                    .any(|p| text.contains(&format!("Patient/{p}")) || r["id"] == *p);
-            if keep {
-                ids.push(r["id"].as_str().unwrap().to_owned());
-                kept.push((ty.clone(), r.clone()));
-            }
-        }
-    }
-    let mut by_type: std::collections::BTreeMap<String, Vec<String>> = Default::default();
-    for (ty, r) in kept {
-        let mut text = r.to_string();
-        for id in &ids {
-            text = text.replace(id.as_str(), &format!("{prefix}{id}"));
-        }
-        by_type.entry(ty).or_default().push(text);
-    }
-    for r in extra {
-        by_type
-            .entry(r["resourceType"].as_str().unwrap().to_owned())
-            .or_default()
-            .push(r.to_string());
-    }
-    by_type
-        .into_iter()
-        .map(|(ty, lines)| {
-            let path = dir.join(format!("{ty}.ndjson"));
-            std::fs::write(&path, lines.join("\n") + "\n").unwrap();
-            path
-        })
-        .collect()
-}
-
-fn import(data: &Data, files: &[PathBuf]) {
-    let status = renkei()
-        .arg("import")
-        .args(data.args())
-        .arg("--quiet")
-        .args(files)
-        .env("RUST_LOG", "warn")
-        .status()
-        .unwrap();
-    assert!(status.success(), "import failed");
-}
-
-/// An access token for the server at `base`, signed with its own keys (as its token endpoint
-/// would issue one to a clinician's app or the operator's tool).
-fn token(keys: &Path, base: &str, client: &str, fhir_user: Option<&str>) -> String {
-    let now = chrono::Utc::now().timestamp();
-    let claims = auth::token::AccessClaims {
-        iss: base.trim_end_matches("/fhir").to_owned(),
-        sub: client.to_owned(),
-        aud: base.to_owned(),
-        exp: now + 600,
-        iat: now - 1,
-        jti: uuid::Uuid::new_v4().to_string(),
-        scope: "system/*.cruds".into(),
-        client_id: client.to_owned(),
-        patient: None,
-        fhir_user: fhir_user.map(str::to_owned),
-        organization: None,
-        purpose_of_use: Some("TREAT".into()),
-        break_glass: None,
-    };
-    support::mint(keys, &claims)
-}
-
-struct Node {
-    data: Data,
-    server: Option<Server>,
-    base: String,
-    args: Vec<String>,
-}
-
-impl Node {
-    fn keys(&self) -> PathBuf {
-        self.data.dir.join("token-keys.json")
-    }
-}
-
-/// Starts `renkei serve` for `data` on a chosen port, with `extra` arguments.
-async fn serve(data: &Data, extra: &[String]) -> (Server, String, Vec<String>) {
-    let port = free_port();
-    let base = format!("http://127.0.0.1:{port}/fhir");
-    let keys = data.dir.join("token-keys.json");
-    let audit = data.dir.join("audit-signing.key");
-    let mut args = vec![
-        "--base-url".to_owned(),
-        base.clone(),
-        "--token-keys".into(),
-        keys.display().to_string(),
-        "--audit-key".into(),
-        audit.display().to_string(),
-        "--node-key".into(),
-        data.dir.join("node-key.json").display().to_string(),
-    ];
-    args.extend(extra.iter().cloned());
-    let server = start_on(data, port, &args).await;
-    (server, base, args)
-}
-
-async fn start_on(data: &Data, port: u16, args: &[String]) -> Server {
-    let mut all: Vec<&str> = args.iter().map(String::as_str).collect();
-    let listen = format!("127.0.0.1:{port}");
-    all.extend(["--listen", &listen]);
-    Server::start_with(data, &all).await
-}
-
-/// Polls `check` every 200 ms for at most 60 s; its first success.
-async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, String>>,
-{
-    let mut last = String::new();
-    for _ in 0..300 {
-        match check().await {
-            Ok(t) => return t,
-            Err(e) => last = e,
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    panic!("{what} never happened: {last}");
-}
-
-fn holders(parameters: &Value) -> Vec<(String, String, Vec<String>)> {
-    let located = exchange::locator::Located::from_parameters(parameters).unwrap();
-    located
-        .holders
-        .into_iter()
-        .map(|h| {
-            (
-                h.node,
-                h.patient,
-                h.kinds.into_iter().map(|k| k.resource_type).collect(),
-            )
-        })
-        .collect()
-}
-
-fn full_urls(bundle: &Value) -> BTreeSet<String> {
-    bundle["entry"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|e| e["search"]["mode"] == "match")
-        .filter_map(|e| e["fullUrl"].as_str().map(str::to_owned))
-        .collect()
-}
-
-/// The shared person's record at node B: node A's first Patient with B's own identifiers
-/// (the SSN kept), another address and phone, and two problems of its own.
-fn shared_person(first: &Value) -> Vec<Value> {
-    let mut p = first.clone();
-    p["id"] = json!("b-shared");
-    for i in p["identifier"].as_array_mut().unwrap() {
-        if i["system"] != "http://hl7.org/fhir/sid/us-ssn" {
-            i["value"] = json!(format!("B-{}", i["value"].as_str().unwrap()));
-        }
-    }
-    p["address"] = json!([{"line": ["12 Harbour Road"], "city": "Salem", "state": "MA", "postalCode": "01970"}]);
-    p["telecom"] = json!([{"system": "phone", "value": "555-0199", "use": "home"}]);
-    let condition = |id: &str, code: &str, text: &str| {
-        json!({"resourceType": "Condition", "id": id,
-            "clinicalStatus": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-clinical", "code": "active"}]},
-            "verificationStatus": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-ver-status", "code": "confirmed"}]},
-            "code": {"coding": [{"system": "http://snomed.info/sct", "code": code, "display": text}], "text": text},
-            "subject": {"reference": "Patient/b-shared"}, "onsetDateTime": "2024-05-01"})
-    };
-    let study = json!({"resourceType": "ImagingStudy", "id": "b-study-1", "status": "available",
-        "identifier": [{"system": "urn:dicom:uid", "value": format!("urn:oid:{STUDY_UID}")}],
-        "subject": {"reference": "Patient/b-shared"}, "started": "2026-11-01T09:00:00Z",
-        "modality": [{"system": "http://dicom.nema.org/resources/ontology/DCM", "code": "CT"}]});
-    vec![
-        p,
-        study,
-        condition("b-cond-1", "38341003", "Hypertension"),
-        condition("b-cond-2", "44054006", "Diabetes mellitus type 2"),
-    ]
-}
 
 async fn hub_and_two_nodes(hub_backend: Backend) {
     let sample = sample();
@@ -392,8 +142,14 @@ async fn hub_and_two_nodes(hub_backend: Backend) {
                 .iter()
                 .find(|(n, _, _)| n == "b")
                 .map(|(_, _, k)| k.clone());
+            // B publishes its Conditions before its ImagingStudy (the feed follows the
+            // import, type by type): wait for both.
             if nodes == BTreeSet::from(["a", "b"])
-                && b_kinds.is_some_and(|k| k.contains(&"Condition".to_owned()))
+                && b_kinds.is_some_and(|k| {
+                    ["Condition", "ImagingStudy"]
+                        .iter()
+                        .all(|t| k.iter().any(|have| have == t))
+                })
             {
                 Ok(body)
             } else {

@@ -331,11 +331,12 @@ async fn unimplemented_operations_and_compartments_answer_501() {
             StatusCode::NOT_IMPLEMENTED,
             "not-supported",
         ),
+        // `$summary` is served by every server: of a Patient that is not there, 404.
         (
             "GET",
             "/fhir/Patient/1/$summary",
-            StatusCode::NOT_IMPLEMENTED,
-            "not-supported",
+            StatusCode::NOT_FOUND,
+            "not-found",
         ),
         (
             "GET",

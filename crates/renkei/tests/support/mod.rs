@@ -3,6 +3,9 @@
 
 #![allow(dead_code)]
 
+/// The exchange's helpers: a hub and nodes as processes.
+pub mod network;
+
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};

@@ -506,6 +506,13 @@ pub async fn locate(State(state): State<AppState>, fhir: Fhir) -> Result<Respons
                 let name = demographics.entry("name").or_insert_with(|| json!([{}]));
                 name[0]["given"] = json!([value]);
             }
+            "birthdate" if empi::normalize::Date::parse(value).is_none() => {
+                // Privacy mode: the keyed hash of the date, as the pseudonyms carry it.
+                demographics.insert(
+                    "extension".into(),
+                    json!([{"url": exchange::privacy::HASHED_BIRTH_DATE, "valueString": value}]),
+                );
+            }
             "birthdate" => {
                 demographics.insert("birthDate".into(), json!(value));
             }

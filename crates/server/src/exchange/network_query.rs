@@ -1,5 +1,6 @@
 //! Query-based exchange at a node: `Patient/[id]/$everything?_network=true` and
-//! `Patient/[id]/[type]?_network=true`.
+//! `Patient/[id]/[type]?_network=true` (which `[type]?patient=[id]&_network=true` and
+//! `[type]?subject=Patient/[id]&_network=true` are too).
 //!
 //! The node asks the hub's record locator where the person of its Patient `id` has records,
 //! then queries every holder in parallel (its own store directly, the others over HTTP with a

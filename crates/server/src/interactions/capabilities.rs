@@ -39,6 +39,29 @@ const EVERYTHING_MDM: &str = "_since, _type, _count and paging as in R4. Of a go
      source it links and all of their compartments, read from the links when asked (an unlink \
      shows at once); _mdm=false keeps it to the Patient named.";
 
+/// The documentation of `Patient/[id]/$summary`, served by every server.
+const SUMMARY: &str = "The International Patient Summary of the person of Patient [id], as a \
+     document Bundle, composed from every Patient the EMPI links to it (at a hub: the nodes' \
+     published copies, so it answers while a node is offline); Patient/$summary is the summary \
+     of a patient-context token's own patient.";
+
+/// The canonical URL of `Patient/$locate` (Renkei's own operation).
+pub const LOCATE_DEFINITION: &str = "https://renkei.dev/fhir/OperationDefinition/Patient-locate";
+
+/// The documentation of `Patient/$locate`, served by a hub.
+const LOCATE: &str = "The record locator: which nodes hold records of a person and which kinds \
+     of data each holds, with when they last changed. By identifier=system|value, patient (a \
+     hub Patient), source (the calling node's own Patient id), or family, given, birthdate and \
+     gender through the EMPI. A network in privacy mode asks by the keyed hash of each value.";
+
+/// The documentation of `_network`, at a node.
+const NETWORK: &str = "_network=true asks the network through this node's hub: the record \
+     locator names the nodes holding the person's records, each is queried with a hub-issued \
+     token naming the requester and purpose of use, and the answers are merged (absolute \
+     references, one Provenance per node, a warning naming a node that did not answer). On \
+     Patient/[id]/$everything, Patient/[id]/[type], and [type]?patient=[id] (or \
+     subject=Patient/[id]; exactly one).";
+
 pub async fn handler(State(state): State<AppState>, fhir: Fhir) -> Result<Response, ApiError> {
     Ok(
         Reply::json(StatusCode::OK, capability_statement(&state, &fhir.base))
@@ -51,6 +74,7 @@ pub fn capability_statement(state: &AppState, base: &str) -> Value {
         json!({"name": "_id", "type": "token", "documentation": "Logical id (comma = OR)"}),
         json!({"name": "_lastUpdated", "type": "date", "documentation": "meta.lastUpdated, with eq ne gt lt ge le"}),
     ];
+    let node = state.exchange.as_ref().is_some_and(|e| e.link().is_some());
     let resources: Vec<Value> = state
         .validator
         .resource_types()
@@ -79,11 +103,15 @@ pub fn capability_statement(state: &AppState, base: &str) -> Value {
                 "searchRevInclude": ["*"],
             });
             if ty == "Patient" {
-                resource["operation"] = json!([
-                    {"name": "match", "definition": "http://hl7.org/fhir/OperationDefinition/Patient-match"},
-                    {"name": "everything", "definition": "http://hl7.org/fhir/OperationDefinition/Patient-everything",
-                     "documentation": EVERYTHING_MDM},
-                ]);
+                resource["operation"] = patient_operations(state);
+                if node {
+                    resource["searchParam"]
+                        .as_array_mut()
+                        .into_iter()
+                        .for_each(|p| {
+                            p.push(json!({"name": "_network", "type": "token", "documentation": NETWORK}))
+                        });
+                }
             }
             resource
         })
@@ -114,4 +142,154 @@ pub fn capability_statement(state: &AppState, base: &str) -> Value {
             auth::discovery::capability_security(&crate::security::oauth::endpoints(base));
     }
     statement
+}
+
+/// The Patient operations: `$match`, `$everything` and `$summary` everywhere; `$locate` at a
+/// hub; at a node, `$everything` documents `_network`.
+fn patient_operations(state: &AppState) -> Value {
+    let hub = state.exchange.as_ref().is_some_and(|e| e.is_hub());
+    let node = state.exchange.as_ref().is_some_and(|e| e.link().is_some());
+    let everything = if node {
+        format!("{EVERYTHING_MDM} {NETWORK}")
+    } else {
+        EVERYTHING_MDM.to_owned()
+    };
+    let mut operations = vec![
+        json!({"name": "match", "definition": "http://hl7.org/fhir/OperationDefinition/Patient-match"}),
+        json!({"name": "everything", "definition": "http://hl7.org/fhir/OperationDefinition/Patient-everything",
+         "documentation": everything}),
+        json!({"name": "summary", "definition": "http://hl7.org/fhir/uv/ips/OperationDefinition/summary",
+         "documentation": SUMMARY}),
+    ];
+    if hub {
+        operations.push(json!({"name": "locate", "definition": LOCATE_DEFINITION,
+            "documentation": LOCATE}));
+    }
+    Value::Array(operations)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::exchange::{Exchange, Role, node};
+    use crate::{R4Validator, ServerConfig};
+
+    struct Dir(std::path::PathBuf);
+
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn standalone() -> (AppState, Arc<store::SqliteStore>, Dir) {
+        let dir = std::env::temp_dir().join(format!("renkei-caps-{}", uuid::Uuid::new_v4()));
+        let store =
+            Arc::new(store::SqliteStore::open_dir(&dir, Arc::new(store::BasicExtractor)).unwrap());
+        let state = AppState::new(
+            store.clone(),
+            Arc::new(R4Validator),
+            ServerConfig::default(),
+        );
+        (state, store, Dir(dir))
+    }
+
+    fn node_link() -> Arc<node::NodeLink> {
+        let settings = node::NodeSettings {
+            node: "a".into(),
+            name: "Clinic A".into(),
+            base_url: "http://a.test/fhir".into(),
+            hub: "http://hub.test/fhir".into(),
+            imaging_endpoint: None,
+            sharing: exchange::publish::Sharing::Summaries,
+            query_timeout: std::time::Duration::from_secs(5),
+        };
+        let key = auth::client_key::ClientKey::generate(0).unwrap();
+        Arc::new(node::NodeLink::new(settings, key, None).unwrap())
+    }
+
+    fn patient(statement: &Value) -> Value {
+        statement["rest"][0]["resource"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["type"] == "Patient")
+            .unwrap()
+            .clone()
+    }
+
+    fn names(list: &Value) -> Vec<String> {
+        list.as_array()
+            .unwrap()
+            .iter()
+            .map(|o| o["name"].as_str().unwrap().to_owned())
+            .collect()
+    }
+
+    /// Every role lists `$summary`; only a hub `$locate`; only a node `_network`. A
+    /// standalone server's statement is otherwise what it was.
+    #[test]
+    fn operations_follow_the_part_the_server_plays() {
+        let (state, store, _dir) = standalone();
+        let alone = capability_statement(&state, "http://s.test/fhir");
+        let p = patient(&alone);
+        assert_eq!(names(&p["operation"]), ["match", "everything", "summary"]);
+        assert!(!names(&p["searchParam"]).contains(&"_network".to_owned()));
+        assert_eq!(p["operation"][1]["documentation"], EVERYTHING_MDM);
+        assert!(!alone.to_string().contains("_network"));
+
+        let hub = state.clone().with_exchange(Arc::new(Exchange {
+            role: Role::Hub,
+            state: store.clone(),
+        }));
+        let statement = capability_statement(&hub, "http://hub.test/fhir");
+        let p = patient(&statement);
+        assert_eq!(
+            names(&p["operation"]),
+            ["match", "everything", "summary", "locate"]
+        );
+        assert_eq!(p["operation"][3]["definition"], LOCATE_DEFINITION);
+        assert!(!statement.to_string().contains("_network"));
+        // Nothing but the Patient operations differ from a standalone server's.
+        let without_patient = |s: &Value| {
+            let mut s = s.clone();
+            s["date"] = Value::Null;
+            s["implementation"] = Value::Null;
+            for r in s["rest"][0]["resource"].as_array_mut().unwrap() {
+                if r["type"] == "Patient" {
+                    r["operation"] = Value::Null;
+                }
+            }
+            s
+        };
+        assert_eq!(without_patient(&statement), without_patient(&alone));
+
+        let node = state.with_exchange(Arc::new(Exchange {
+            role: Role::Node(node_link()),
+            state: store,
+        }));
+        let statement = capability_statement(&node, "http://a.test/fhir");
+        let p = patient(&statement);
+        assert_eq!(names(&p["operation"]), ["match", "everything", "summary"]);
+        let network = p["searchParam"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == "_network")
+            .expect("_network documented at a node");
+        assert_eq!(network["type"], "token");
+        let doc = network["documentation"].as_str().unwrap();
+        assert!(
+            doc.contains("patient=[id]") && doc.contains("$everything"),
+            "{doc}"
+        );
+        assert!(
+            p["operation"][1]["documentation"]
+                .as_str()
+                .unwrap()
+                .contains("_network=true")
+        );
+    }
 }

@@ -8,7 +8,9 @@
 //! `next` links (keyset cursors, stable under concurrent writes), and the `_summary` /
 //! `_elements` views of each resource (marked `SUBSETTED`). Resources go into the Bundle as
 //! their stored JSON text, not parsed and serialized again (only a view parses them).
-//! Unknown parameters answer 400 unless `Prefer: handling=lenient`.
+//! Unknown parameters answer 400 unless `Prefer: handling=lenient`. At a node, `_network=true`
+//! on a compartment search, `$everything`, or a type search about one patient
+//! (`[type]?patient=[id]`) asks the network instead (`crate::exchange::network_query`).
 
 use std::borrow::Cow;
 
@@ -34,10 +36,61 @@ pub async fn type_search(
     fhir: Fhir,
 ) -> Result<Response, ApiError> {
     check_type(&state, &ty)?;
-    let params = fhir.params.clone();
+    let mut params = fhir.params.clone();
+    if network_requested(&mut params)? {
+        let (patient, rest) = network_patient(&ty, params)?;
+        let reply =
+            crate::exchange::network_query::network(&state, &fhir, &patient, &ty, rest).await?;
+        return Ok(reply.into_http(fhir.pretty));
+    }
     Ok(search(&state, &fhir, Some(&ty), &params)
         .await?
         .into_http(fhir.pretty))
+}
+
+/// Takes `_network` out of `params`: whether it asks for the network (`true`).
+fn network_requested(params: &mut Vec<(String, String)>) -> Result<bool, ApiError> {
+    let Some(at) = params.iter().position(|(n, _)| n == "_network") else {
+        return Ok(false);
+    };
+    let (_, value) = params.remove(at);
+    match value.as_str() {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        _ => Err(ApiError::bad_request(format!(
+            "_network takes true or false, not '{value}'"
+        ))),
+    }
+}
+
+/// The one Patient a type search with `_network=true` is about (`patient=[id]`,
+/// `patient=Patient/[id]` or `subject=Patient/[id]`) and the other parameters: the network is
+/// asked about one person, as `Patient/[id]/[type]?_network=true` is.
+fn network_patient(
+    ty: &str,
+    params: Vec<(String, String)>,
+) -> Result<(String, Vec<(String, String)>), ApiError> {
+    let (named, rest): (Vec<_>, Vec<_>) = params
+        .into_iter()
+        .partition(|(n, _)| matches!(n.as_str(), "patient" | "subject" | "subject:Patient"));
+    let id = match named.as_slice() {
+        [(name, value)] if !value.contains(',') => match value.strip_prefix("Patient/") {
+            Some(id) => Some(id),
+            None if name != "subject" => Some(value.as_str()),
+            None => None,
+        }
+        .filter(|id| !id.is_empty() && !id.contains('/')),
+        _ => None,
+    };
+    match id {
+        Some(id) => Ok((id.to_owned(), rest)),
+        None => Err(ApiError::bad_request(format!(
+            "_network=true on a {ty} search needs exactly one patient: patient=[id] or \
+             subject=Patient/[id] (the network is asked about one person; \
+             Patient/[id]/{ty}?_network=true is the same)"
+        ))
+        .with_expression("_network")),
+    }
 }
 
 pub async fn system(State(state): State<AppState>, fhir: Fhir) -> Result<Response, ApiError> {
