@@ -17,6 +17,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("auth", 0),
     ("fhir", 1),
     ("ssmix2", 1),
+    ("exchange", 1),
     ("mllp", 1),
     // the store, then the services over it
     ("store", 2),

@@ -371,7 +371,7 @@ async fn an_older_stores_changes_get_compartments_and_come_first(t: &mut TestSto
 
 /// Puts the store's schema back to what it was before the change-feed migration, keeping its
 /// rows (the outbox without transaction ids, no compartments, no consumers), and without the
-/// later security tables.
+/// later security and exchange tables.
 async fn downgrade(t: &TestStore) {
     if let Some(file) = t.sqlite_file() {
         let conn = rusqlite::Connection::open(file).unwrap();
@@ -379,6 +379,8 @@ async fn downgrade(t: &TestStore) {
             "DROP TABLE change_compartment; DROP TABLE feed_consumer;
              DROP TABLE audit_log; DROP TABLE audit_ref; DROP TABLE audit_head;
              DROP TABLE auth_client; DROP TABLE auth_user; DROP TABLE auth_token;
+             DROP TABLE exchange_node; DROP TABLE exchange_holding;
+             DROP TABLE exchange_alias; DROP TABLE exchange_dispatch;
              DELETE FROM schema_migrations WHERE version >= 5;",
         )
         .unwrap();
@@ -403,6 +405,8 @@ async fn downgrade(t: &TestStore) {
                  DROP TABLE audit_log; DROP TABLE audit_ref; DROP TABLE audit_head;
                  DROP FUNCTION audit_log_append_only();
                  DROP TABLE auth_client; DROP TABLE auth_user; DROP TABLE auth_token;
+                 DROP TABLE exchange_node; DROP TABLE exchange_holding;
+                 DROP TABLE exchange_alias; DROP TABLE exchange_dispatch;
                  DELETE FROM schema_migrations WHERE version >= 4;"
             ))
             .await
