@@ -174,25 +174,27 @@ async fn hub_and_two_nodes(hub_backend: Backend) {
         .expect("the hub's index linked the two records")
         .to_owned();
 
-    // The directory: each entry once, however many nodes published it.
-    let practitioners = sample
-        .iter()
-        .find(|(t, _)| t == "Practitioner")
-        .unwrap()
-        .1
-        .len();
+    // The directory: each entry once, however many nodes published it (by business
+    // identifier); the nodes' own Organizations beside the national directory's.
+    let directory = support::network::national_directory();
+    let count = |ty: &str| directory.iter().find(|(t, _)| t == ty).unwrap().1.len();
+    let want = [
+        ("Practitioner", count("Practitioner")),
+        ("Location", count("Location")),
+        ("Organization", count("Organization") + 2),
+    ];
     eventually("the directory de-duplicated", || async {
-        let (status, body) = hub_server
-            .get_as(&hub_token, "Practitioner?_summary=count")
-            .await;
-        if status == 200 && body["total"] == json!(practitioners) {
-            Ok(())
-        } else {
-            Err(body.to_string())
+        for (ty, n) in want {
+            let (status, body) = hub_server
+                .get_as(&hub_token, &format!("{ty}?_summary=count"))
+                .await;
+            if status != 200 || body["total"] != json!(n) {
+                return Err(format!("{ty}: {body} (want {n})"));
+            }
         }
+        Ok(())
     })
     .await;
-
     // A network query at node A returns both nodes' records, with provenance.
     let a = &nodes[0];
     let b_base = nodes[1].base.clone();

@@ -65,10 +65,33 @@ pub const DIRECTORY: [&str; 4] = [
     "PractitionerRole",
 ];
 
-/// Writes a node's import files into `dir`: the directory, the Patients `patients` (indices
-/// into the sample's Patients) with everything that names them, every id prefixed with
-/// `prefix` (references follow: ids are UUIDs, replaced wherever they occur), and `extra`
-/// resources as they are.
+/// The directory of the larger Synthea sample (835 organisations, 836 locations, 835
+/// practitioners and their roles), which holds the small sample's by business identifier.
+pub fn national_directory() -> Vec<(String, Vec<Value>)> {
+    let dir = support_dir().join("synthea-1000");
+    DIRECTORY
+        .iter()
+        .map(|ty| {
+            (
+                (*ty).to_owned(),
+                read_ndjson(&dir.join(format!("{ty}.000.ndjson"))),
+            )
+        })
+        .collect()
+}
+
+fn support_dir() -> PathBuf {
+    crate::support::synthea10()
+        .parent()
+        .expect("the samples' directory")
+        .to_owned()
+}
+
+/// Writes a node's import files into `dir`: the national directory ([`national_directory`],
+/// under its own ids, as every node would load it), the Patients `patients` (indices into the
+/// small sample's Patients) with everything that names them, every id of theirs prefixed with
+/// `prefix` (references and identifiers that repeat an id follow), and `extra` resources as
+/// they are.
 pub fn node_files(dir: &Path, prefix: &str, patients: &[usize], extra: &[Value]) -> Vec<PathBuf> {
     std::fs::create_dir_all(dir).unwrap();
     let sample = sample();
@@ -77,28 +100,42 @@ pub fn node_files(dir: &Path, prefix: &str, patients: &[usize], extra: &[Value])
         .iter()
         .map(|&i| all_patients[i]["id"].as_str().unwrap().to_owned())
         .collect();
-    let mut ids: Vec<String> = Vec::new();
+    let mut ids: std::collections::HashSet<String> = Default::default();
     let mut kept: Vec<(String, Value)> = Vec::new();
     for (ty, resources) in &sample {
+        if DIRECTORY.contains(&ty.as_str()) {
+            continue;
+        }
         for r in resources {
             let text = r.to_string();
-            let keep = DIRECTORY.contains(&ty.as_str())
-                || chosen
-                    .iter()
-                    .any(|p| text.contains(&format!("Patient/{p}")) || r["id"] == *p);
+            let keep = chosen
+                .iter()
+                .any(|p| text.contains(&format!("Patient/{p}")) || r["id"] == *p);
             if keep {
-                ids.push(r["id"].as_str().unwrap().to_owned());
+                ids.insert(r["id"].as_str().unwrap().to_owned());
                 kept.push((ty.clone(), r.clone()));
             }
         }
     }
+    let uuid =
+        regex::Regex::new(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}").unwrap();
     let mut by_type: std::collections::BTreeMap<String, Vec<String>> = Default::default();
     for (ty, r) in kept {
-        let mut text = r.to_string();
-        for id in &ids {
-            text = text.replace(id.as_str(), &format!("{prefix}{id}"));
-        }
-        by_type.entry(ty).or_default().push(text);
+        let text = r.to_string();
+        let text = uuid.replace_all(&text, |c: &regex::Captures<'_>| {
+            if ids.contains(&c[0]) {
+                format!("{prefix}{}", &c[0])
+            } else {
+                c[0].to_owned()
+            }
+        });
+        by_type.entry(ty).or_default().push(text.into_owned());
+    }
+    for (ty, resources) in national_directory() {
+        by_type
+            .entry(ty)
+            .or_default()
+            .extend(resources.iter().map(Value::to_string));
     }
     for r in extra {
         by_type
