@@ -8,8 +8,9 @@
 //!   compartment; one change in ten a Patient body the hub links), timing the hub's durable
 //!   application of each batch, as a node's publisher would see it;
 //! - **network query latency**: `Patient/[id]/$everything?_network=true` at node A (this node,
-//!   the record locator, node B in parallel, merged) against `Patient/[id]/$everything` at A
-//!   alone, p50 and p99 over the dataset's patients;
+//!   the record locator, node B in parallel, merged; every page of each) against
+//!   `Patient/[id]/$everything` at A alone, every page followed, p50 and p99 over the
+//!   dataset's patients;
 //! - **directed messages per second with receipts**: documents `$send` from A to B, from the
 //!   first request until A holds every receipt.
 //!
@@ -180,6 +181,15 @@ fn approve_all(binary: &Path, hub: &Process, want: usize) -> anyhow::Result<()> 
         std::thread::sleep(Duration::from_millis(200));
     }
     Ok(())
+}
+
+fn next_link(bundle: &Value) -> Option<String> {
+    bundle["link"]
+        .as_array()?
+        .iter()
+        .find(|l| l["relation"] == "next")?["url"]
+        .as_str()
+        .map(str::to_owned)
 }
 
 async fn get(client: &reqwest::Client, url: &str, token: &str) -> anyhow::Result<Value> {
@@ -366,8 +376,12 @@ async fn measure(a: &ExchangeArgs, binary: &Path, root: &Path) -> anyhow::Result
     for i in 0..a.queries {
         let id = &patient_ids[i % patient_ids.len()];
         let url = format!("{}/Patient/{id}/$everything?_count=100", node_a.base);
+        // Every page, as the network answer holds every page of every holder.
         let t = Instant::now();
-        get(&client, &url, &a_token).await?;
+        let mut page = get(&client, &url, &a_token).await?;
+        while let Some(next) = next_link(&page) {
+            page = get(&client, &next, &a_token).await?;
+        }
         local.push(t.elapsed());
         let t = Instant::now();
         let merged = get(&client, &format!("{url}&_network=true"), &a_token).await?;

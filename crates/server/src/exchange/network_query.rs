@@ -57,14 +57,7 @@ pub(crate) async fn network(
     let own = &link.settings.node;
     // This node's records (the owner must be visible to the caller here), while the locator
     // and the other holders are asked.
-    let local = super::super::interactions::search::compartment_reply(
-        state,
-        fhir,
-        "Patient",
-        owner_id,
-        what,
-        params.clone(),
-    );
+    let local = local_pages(state, fhir, owner_id, what, params.clone());
     let remote = elsewhere(
         state,
         fhir,
@@ -80,7 +73,7 @@ pub(crate) async fn network(
         node: own.clone(),
         endpoint: fhir.base.clone(),
         organization: None,
-        result: Ok(resources_of(&local?)),
+        result: Ok(local?),
     }];
     answers.extend(remote);
     let now = store::time::format_instant(store::time::now_micros());
@@ -90,14 +83,52 @@ pub(crate) async fn network(
     ))
 }
 
+/// Every page (up to [`MAX_PAGES`]) of this node's own answer, as the other holders' are read:
+/// the merged answer has no paging of its own.
+async fn local_pages(
+    state: &AppState,
+    fhir: &Fhir,
+    owner_id: &str,
+    what: &str,
+    mut params: Vec<(String, String)>,
+) -> Result<Vec<Value>, ApiError> {
+    let mut resources = Vec::new();
+    for _ in 0..MAX_PAGES {
+        let reply = super::super::interactions::search::compartment_reply(
+            state,
+            fhir,
+            "Patient",
+            owner_id,
+            what,
+            params.clone(),
+        )
+        .await?;
+        let bundle = bundle_of(&reply);
+        resources.extend(entries(&bundle));
+        let Some(next) = next_link(&bundle) else {
+            break;
+        };
+        let Some((_, query)) = next.split_once('?') else {
+            break;
+        };
+        params = store::search::parse_query_string(query);
+        params.retain(|(n, _)| n != "_network");
+    }
+    Ok(resources)
+}
+
 /// The resources of a local reply (a searchset Bundle).
 fn resources_of(reply: &Reply) -> Vec<Value> {
-    let bundle = match &reply.body {
+    entries(&bundle_of(reply))
+}
+
+/// A local reply's body as JSON.
+fn bundle_of(reply: &Reply) -> Value {
+    match &reply.body {
         ReplyBody::Json(v) => v.clone(),
         ReplyBody::Raw(text) => serde_json::from_str(text).unwrap_or(Value::Null),
         ReplyBody::None => Value::Null,
-    };
-    entries(&bundle)
+    }
 }
 
 /// The matched and included resources of a searchset Bundle (not its OperationOutcomes).
