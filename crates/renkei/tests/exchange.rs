@@ -396,6 +396,46 @@ async fn hub_and_two_nodes(hub_backend: Backend) {
     let text = summary.to_string();
     assert!(text.contains("Diabetes mellitus type 2"), "{text}");
 
+    // Consumer-mediated: the person's own app, signed in at the hub, gathers the record of
+    // every node there (their summary and everything the hub holds), but not the locator.
+    let golden = person.trim_start_matches("Patient/");
+    let now = chrono::Utc::now().timestamp();
+    let patient_token = support::mint(
+        &hub_data.dir.join("token-keys.json"),
+        &auth::token::AccessClaims {
+            iss: hub_base.trim_end_matches("/fhir").to_owned(),
+            sub: format!("Patient/{golden}"),
+            aud: hub_base.clone(),
+            exp: now + 600,
+            iat: now - 1,
+            jti: uuid::Uuid::new_v4().to_string(),
+            scope: "patient/*.rs launch/patient".into(),
+            client_id: "patient-app".into(),
+            patient: Some(golden.to_owned()),
+            fhir_user: Some(format!("Patient/{golden}")),
+            organization: None,
+            purpose_of_use: None,
+            break_glass: None,
+        },
+    );
+    let (status, own) = hub_server.get_as(&patient_token, "Patient/$summary").await;
+    assert_eq!(status, 200, "{own}");
+    assert!(own.to_string().contains("Diabetes mellitus type 2"));
+    let (status, person_record) = hub_server
+        .get_as(&patient_token, &format!("{person}/$everything?_count=500"))
+        .await;
+    assert_eq!(status, 200, "{person_record}");
+    let ids: BTreeSet<String> = person_record["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["resource"]["id"].as_str().map(str::to_owned))
+        .collect();
+    assert!(ids.contains("b.b-cond-1"), "{ids:?}");
+    assert!(ids.iter().any(|i| i.starts_with("a.")), "{ids:?}");
+    let (status, _) = hub_server.get_as(&patient_token, &locate).await;
+    assert_eq!(status, 403);
+
     // A referral sent while B is down, and A killed before it could deliver it: after both
     // restart it is delivered exactly once, and A keeps B's receipt.
     let document_id = format!("urn:uuid:{}", uuid::Uuid::new_v4());

@@ -62,6 +62,21 @@ const NETWORK: &str = "_network=true asks the network through this node's hub: t
      Patient/[id]/$everything, Patient/[id]/[type], and [type]?patient=[id] (or \
      subject=Patient/[id]; exactly one).";
 
+/// The canonical URL of `$send` (Renkei's own operation).
+pub const SEND_DEFINITION: &str = "https://renkei.dev/fhir/OperationDefinition/send";
+/// The documentation of `$send`, at a node.
+const SEND: &str = "Directed exchange: POST a Parameters with 'recipient' (an Organization of \
+     the network's directory, or a node id) and 'document' (a document Bundle); it is signed, \
+     queued durably (202) and delivered to the recipient node's inbox (a Task) exactly once, \
+     with a delivery receipt (a Communication) kept here.";
+/// The canonical URL of `ImagingStudy/$image-access` (Renkei's own operation).
+pub const IMAGE_ACCESS_DEFINITION: &str =
+    "https://renkei.dev/fhir/OperationDefinition/ImagingStudy-image-access";
+/// The documentation of `ImagingStudy/$image-access`, at a node.
+const IMAGE_ACCESS: &str = "POST a Parameters with 'study' (an ImagingStudy's URL at the node \
+     holding it): a short-lived token for that node's DICOMweb (WADO-RS) endpoint, which its \
+     image server checks by introspection at the hub.";
+
 pub async fn handler(State(state): State<AppState>, fhir: Fhir) -> Result<Response, ApiError> {
     Ok(
         Reply::json(StatusCode::OK, capability_statement(&state, &fhir.base))
@@ -102,6 +117,10 @@ pub fn capability_statement(state: &AppState, base: &str) -> Value {
                 "searchInclude": ["*"],
                 "searchRevInclude": ["*"],
             });
+            if ty == "ImagingStudy" && node {
+                resource["operation"] = json!([{"name": "image-access",
+                    "definition": IMAGE_ACCESS_DEFINITION, "documentation": IMAGE_ACCESS}]);
+            }
             if ty == "Patient" {
                 resource["operation"] = patient_operations(state);
                 if node {
@@ -136,6 +155,10 @@ pub fn capability_statement(state: &AppState, base: &str) -> Value {
             "searchParam": common.to_vec(),
         }],
     });
+    if node {
+        statement["rest"][0]["operation"] = json!([{"name": "send",
+            "definition": SEND_DEFINITION, "documentation": SEND}]);
+    }
     if state.security.is_some() {
         // Where SMART clients (Python's fhirclient among them) find the endpoints.
         statement["rest"][0]["security"] =
@@ -291,5 +314,14 @@ mod tests {
                 .unwrap()
                 .contains("_network=true")
         );
+        // A node also sends documents and hands out image tokens.
+        assert_eq!(names(&statement["rest"][0]["operation"]), ["send"]);
+        let imaging = statement["rest"][0]["resource"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["type"] == "ImagingStudy")
+            .unwrap();
+        assert_eq!(names(&imaging["operation"]), ["image-access"]);
     }
 }
