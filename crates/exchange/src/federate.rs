@@ -8,7 +8,8 @@
 //! - Each node's resources are named as its in one `Provenance` (target: the resources;
 //!   agent: the node's organisation; entity: the node's endpoint).
 //! - A node that did not answer (timeout, refusal, error) leaves a warning in an
-//!   `OperationOutcome` entry (search mode `outcome`) naming it, and the rest is returned.
+//!   `OperationOutcome` entry (search mode `outcome`) naming it, and the rest is returned; so
+//!   does a node whose answer was cut short (`NodeAnswer::incomplete`).
 
 use std::collections::BTreeSet;
 
@@ -25,6 +26,8 @@ pub struct NodeAnswer {
     pub organization: Option<String>,
     /// The resources it returned, or why it returned none.
     pub result: Result<Vec<Value>, String>,
+    /// Why what it returned is not all it holds (a page limit), if it is not.
+    pub incomplete: Option<String>,
 }
 
 /// The merged result: a searchset `Bundle` (`now`: FHIR instant of the merge).
@@ -43,6 +46,13 @@ pub fn merge(answers: &[NodeAnswer], now: &str) -> Value {
                 "diagnostics": format!("node {} ({}) did not answer: {why}", answer.node, base),
             })),
             Ok(resources) => {
+                if let Some(why) = &answer.incomplete {
+                    issues.push(json!({
+                        "severity": "warning",
+                        "code": "incomplete",
+                        "diagnostics": format!("node {} ({}) answered in part: {why}", answer.node, base),
+                    }));
+                }
                 let mut targets = Vec::new();
                 for r in resources {
                     let (Some(ty), Some(id)) = (
@@ -153,6 +163,7 @@ mod tests {
             node: "a".into(),
             endpoint: "http://a/fhir/".into(),
             organization: Some("http://hub/fhir/Organization/node-a".into()),
+            incomplete: None,
             result: Ok(vec![
                 json!({"resourceType": "Condition", "id": "1", "subject": {"reference": "Patient/p"}, "meta": {"source": "ehr-a"}}),
                 json!({"resourceType": "Condition", "id": "1", "subject": {"reference": "Patient/p"}}),
@@ -163,11 +174,13 @@ mod tests {
             endpoint: "http://b/fhir".into(),
             organization: None,
             result: Err("timed out after 5 s".into()),
+            incomplete: None,
         };
         let c = NodeAnswer {
             node: "c".into(),
             endpoint: "http://c/fhir".into(),
             organization: None,
+            incomplete: Some("more than 1 page".into()),
             // Forwarded copy of a's resource: same source, type and id.
             result: Ok(vec![
                 json!({"resourceType": "Condition", "id": "1", "meta": {"source": "ehr-a"}}),

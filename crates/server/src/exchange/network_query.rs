@@ -69,11 +69,13 @@ pub(crate) async fn network(
         &purpose,
     );
     let (local, remote) = tokio::join!(local, remote);
+    let (resources, incomplete) = local?;
     let mut answers = vec![NodeAnswer {
         node: own.clone(),
         endpoint: fhir.base.clone(),
         organization: None,
-        result: Ok(local?),
+        result: Ok(resources),
+        incomplete,
     }];
     answers.extend(remote);
     let now = store::time::format_instant(store::time::now_micros());
@@ -91,7 +93,7 @@ async fn local_pages(
     owner_id: &str,
     what: &str,
     mut params: Vec<(String, String)>,
-) -> Result<Vec<Value>, ApiError> {
+) -> Result<(Vec<Value>, Option<String>), ApiError> {
     let mut resources = Vec::new();
     for _ in 0..MAX_PAGES {
         let reply = super::super::interactions::search::compartment_reply(
@@ -105,21 +107,20 @@ async fn local_pages(
         .await?;
         let bundle = bundle_of(&reply);
         resources.extend(entries(&bundle));
-        let Some(next) = next_link(&bundle) else {
-            break;
+        let Some((_, query)) = next_link(&bundle)
+            .and_then(|n| n.split_once('?').map(|(a, b)| (a.to_owned(), b.to_owned())))
+        else {
+            return Ok((resources, None));
         };
-        let Some((_, query)) = next.split_once('?') else {
-            break;
-        };
-        params = store::search::parse_query_string(query);
+        params = store::search::parse_query_string(&query);
         params.retain(|(n, _)| n != "_network");
     }
-    Ok(resources)
+    Ok((resources, Some(cut_short())))
 }
 
-/// The resources of a local reply (a searchset Bundle).
-fn resources_of(reply: &Reply) -> Vec<Value> {
-    entries(&bundle_of(reply))
+/// Why an answer of [`MAX_PAGES`] pages with more to come is incomplete.
+fn cut_short() -> String {
+    format!("more than {MAX_PAGES} pages; narrow the query with _type or _since")
 }
 
 /// A local reply's body as JSON.
@@ -190,6 +191,7 @@ async fn elsewhere(
                 endpoint: link.settings.hub.clone(),
                 organization: None,
                 result: Err(format!("the record locator could not be asked: {e}")),
+                incomplete: None,
             });
             return answers;
         }
@@ -199,20 +201,17 @@ async fn elsewhere(
         if holder.node == *own {
             if holder.patient != owner_id {
                 // Another of this node's Patients is the same person.
-                let reply = super::super::interactions::search::compartment_reply(
-                    state,
-                    fhir,
-                    "Patient",
-                    &holder.patient,
-                    what,
-                    params.to_vec(),
-                )
-                .await;
+                let reply = local_pages(state, fhir, &holder.patient, what, params.to_vec()).await;
+                let (result, incomplete) = match reply {
+                    Ok((resources, incomplete)) => (Ok(resources), incomplete),
+                    Err(e) => (Err(describe(&e)), None),
+                };
                 answers.push(NodeAnswer {
                     node: own.clone(),
                     endpoint: fhir.base.clone(),
                     organization: holder.organization.clone(),
-                    result: reply.map(|r| resources_of(&r)).map_err(|e| describe(&e)),
+                    result,
+                    incomplete,
                 });
             }
             continue;
@@ -247,20 +246,26 @@ async fn elsewhere(
                     resources.extend(entries(&page));
                     match next_link(&page) {
                         Some(next) => url = next,
-                        None => break,
+                        None => return Ok((resources, None)),
                     }
                 }
-                Ok::<_, String>(resources)
+                Ok::<_, String>((resources, Some(cut_short())))
             };
-            let result = match tokio::time::timeout(timeout + Duration::from_secs(1), fetch).await {
-                Ok(r) => r,
-                Err(_) => Err(format!("no answer within {} s", timeout.as_secs())),
-            };
+            let (result, incomplete) =
+                match tokio::time::timeout(timeout + Duration::from_secs(1), fetch).await {
+                    Ok(Ok((resources, incomplete))) => (Ok(resources), incomplete),
+                    Ok(Err(e)) => (Err(e), None),
+                    Err(_) => (
+                        Err(format!("no answer within {} s", timeout.as_secs())),
+                        None,
+                    ),
+                };
             NodeAnswer {
                 node: holder.node,
                 endpoint,
                 organization,
                 result,
+                incomplete,
             }
         }));
     }
