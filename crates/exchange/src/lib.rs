@@ -9,6 +9,7 @@
 //! in), so the rules are tested without a network.
 pub mod directed;
 pub mod federate;
+mod json;
 pub mod locator;
 pub mod namespace;
 pub mod privacy;

@@ -3,6 +3,7 @@
 //! a `Parameters` resource ([`Located::to_parameters`]); a requesting node reads it back
 //! ([`Located::from_parameters`]) to fan its query out.
 
+use crate::json::list;
 use serde_json::{Value, json};
 use thiserror::Error;
 
@@ -139,14 +140,6 @@ fn holder(param: &Value) -> Result<Holder, LocateError> {
         imaging_endpoint: text("imagingEndpoint", "/valueUrl"),
         kinds,
     })
-}
-
-fn list<'a>(v: &'a Value, key: &str) -> impl Iterator<Item = &'a Value> {
-    v.get(key)
-        .and_then(Value::as_array)
-        .map(|a| a.iter())
-        .into_iter()
-        .flatten()
 }
 
 #[cfg(test)]

@@ -22,6 +22,7 @@
 //! A requester locating a person hashes its query the same way: [`NetworkKey::hash`] with the
 //! kinds `identifier|[system]`, `family`, `given` and `birthDate` ([`hashed_birth_date`]).
 
+use crate::json::list;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use ring::hmac;
@@ -184,14 +185,6 @@ pub fn is_pseudonym(patient: &Value) -> bool {
             t.iter()
                 .any(|t| t.get("system").and_then(Value::as_str) == Some(PSEUDONYM_TAG))
         })
-}
-
-fn list<'a>(v: &'a Value, key: &str) -> impl Iterator<Item = &'a Value> {
-    v.get(key)
-        .and_then(Value::as_array)
-        .map(|a| a.iter())
-        .into_iter()
-        .flatten()
 }
 
 #[cfg(test)]

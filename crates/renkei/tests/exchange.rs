@@ -18,10 +18,10 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use support::network::{
-    Node, STUDY_UID, eventually, full_urls, holders, import, node_files, sample, serve,
-    shared_person, start_on, token,
+    STUDY_UID, approve_all, eventually, full_urls, holders, outcome_text, registered, sample,
+    serve, shared_person, start_node, start_on, token,
 };
-use support::{Backend, Data, renkei};
+use support::{Backend, Data};
 
 /// Node B's DICOMweb endpoint (listed in the directory; no image server runs in the test).
 const B_DICOMWEB: &str = "https://images.b.example/dicomweb";
@@ -53,63 +53,24 @@ async fn hub_and_two_nodes(hub_backend: Backend) {
         None,
     );
 
-    // Two nodes with their own data.
+    // Two nodes with their own data; both ask to join, and nothing is granted before an
+    // operator approves.
     let mut nodes = Vec::new();
-    for (id, prefix, range) in [("a", "a", 0..6), ("b", "b", 6..10)] {
-        let data = Data::new(Backend::Sqlite).await;
+    for (id, range) in [("a", 0..6), ("b", 6..10)] {
         let extra = if id == "b" {
             shared_person(&shared)
         } else {
             Vec::new()
         };
-        let files = node_files(
-            &data.dir.join("import"),
-            prefix,
-            &range.collect::<Vec<_>>(),
-            &extra,
-        );
-        import(&data, &files);
-        let (server, base, args) = serve(
-            &data,
-            &[
-                "--role".into(),
-                "node".into(),
-                "--hub".into(),
-                hub_base.clone(),
-                "--node-id".into(),
-                id.into(),
-                "--node-name".into(),
-                format!("Clinic {}", id.to_uppercase()),
-                "--query-timeout".into(),
-                "3".into(),
-                "--imaging-endpoint".into(),
-                format!("https://images.{id}.example/dicomweb"),
-            ],
-        )
-        .await;
-        nodes.push(Node {
-            data,
-            server: Some(server),
-            base,
-            args,
-        });
+        let args = [
+            "--node-name".to_owned(),
+            format!("Clinic {}", id.to_uppercase()),
+            "--imaging-endpoint".into(),
+            format!("https://images.{id}.example/dicomweb"),
+        ];
+        nodes.push(start_node(id, range, &extra, &hub_base, &args).await);
     }
-
-    // Both ask to join; nothing is granted before an operator approves.
-    eventually("both registrations", || async {
-        let out = renkei()
-            .args(["nodes", "list"])
-            .args(hub_data.args())
-            .output()
-            .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        if text.contains("a\tpending") && text.contains("b\tpending") {
-            Ok(())
-        } else {
-            Err(text)
-        }
-    })
-    .await;
+    registered(&hub_data, &["a", "b"]).await;
     let (status, _, _) = hub_server
         .send(
             "GET",
@@ -119,13 +80,7 @@ async fn hub_and_two_nodes(hub_backend: Backend) {
         )
         .await;
     assert_eq!(status, 200);
-    let approved = renkei()
-        .args(["nodes", "approve", "--all-pending"])
-        .args(hub_data.args())
-        .output()
-        .unwrap();
-    assert!(approved.status.success(), "{approved:?}");
-    assert!(String::from_utf8_lossy(&approved.stdout).contains("2 nodes approved"));
+    assert!(approve_all(&hub_data).contains("2 nodes approved"));
 
     // The locator learns of the shared person at both nodes.
     let locate = format!("Patient/$locate?identifier=http://hl7.org/fhir/sid/us-ssn|{ssn}");
@@ -236,13 +191,7 @@ async fn hub_and_two_nodes(hub_backend: Backend) {
         .get_as(&clinician, &format!("{everything}&_count=2"))
         .await;
     assert_eq!(status, 200, "{cut}");
-    let warning = cut["entry"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|e| e["search"]["mode"] == "outcome")
-        .unwrap_or_else(|| panic!("no warning for a cut answer: {cut}"));
-    let text = warning["resource"]["issue"].to_string();
+    let text = outcome_text(&cut);
     assert!(
         text.contains("in part") && text.contains("node a"),
         "{text}"
@@ -402,13 +351,7 @@ async fn hub_and_two_nodes(hub_backend: Backend) {
         .get_as(&clinician, &everything)
         .await;
     assert_eq!(status, 200, "{bundle}");
-    let outcome = bundle["entry"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|e| e["search"]["mode"] == "outcome")
-        .unwrap_or_else(|| panic!("no warning: {bundle}"));
-    let why = outcome["resource"]["issue"].to_string();
+    let why = outcome_text(&bundle);
     assert!(
         why.contains("node b") && why.contains("did not answer"),
         "{why}"

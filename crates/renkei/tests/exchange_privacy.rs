@@ -17,9 +17,10 @@ use std::path::Path;
 use exchange::privacy::NetworkKey;
 use serde_json::{Value, json};
 use support::network::{
-    eventually, full_urls, holders, import, node_files, sample, serve, shared_person, token,
+    approve_all, eventually, full_urls, holders, registered, sample, serve, shared_person,
+    start_node, token,
 };
-use support::{Backend, Data, Server, renkei};
+use support::{Backend, Data, renkei};
 
 const SSN_SYSTEM: &str = "http://hl7.org/fhir/sid/us-ssn";
 
@@ -127,59 +128,18 @@ async fn privacy_mode_locates_without_clear_values_at_the_hub() {
     let hub_token = token(&hub_keys, &hub_base, "operator", None);
 
     // Two nodes in privacy mode.
-    let mut nodes: Vec<(Data, Server, String)> = Vec::new();
+    let mut nodes = Vec::new();
     for (id, range) in [("a", 0..6), ("b", 6..10)] {
-        let data = Data::new(Backend::Sqlite).await;
         let extra = if id == "b" {
             shared_person(&shared)
         } else {
             Vec::new()
         };
-        let files = node_files(
-            &data.dir.join("import"),
-            id,
-            &range.collect::<Vec<_>>(),
-            &extra,
-        );
-        import(&data, &files);
-        let (server, base, _) = serve(
-            &data,
-            &[
-                "--role".into(),
-                "node".into(),
-                "--hub".into(),
-                hub_base.clone(),
-                "--node-id".into(),
-                id.into(),
-                "--network-key".into(),
-                key_arg.clone(),
-                "--query-timeout".into(),
-                "3".into(),
-            ],
-        )
-        .await;
-        nodes.push((data, server, base));
+        let args = ["--network-key".to_owned(), key_arg.clone()];
+        nodes.push(start_node(id, range, &extra, &hub_base, &args).await);
     }
-    eventually("both registrations", || async {
-        let out = renkei()
-            .args(["nodes", "list"])
-            .args(hub_data.args())
-            .output()
-            .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        if text.contains("a\tpending") && text.contains("b\tpending") {
-            Ok(())
-        } else {
-            Err(text)
-        }
-    })
-    .await;
-    let approved = renkei()
-        .args(["nodes", "approve", "--all-pending"])
-        .args(hub_data.args())
-        .output()
-        .unwrap();
-    assert!(approved.status.success(), "{approved:?}");
+    registered(&hub_data, &["a", "b"]).await;
+    approve_all(&hub_data);
 
     // The requester hashes the SSN as the nodes do; the hub finds both nodes' pseudonyms.
     let hashed_ssn = key.hash(&format!("identifier|{SSN_SYSTEM}"), &ssn);
@@ -246,9 +206,10 @@ async fn privacy_mode_locates_without_clear_values_at_the_hub() {
     assert!(copies.iter().all(|p| exchange::privacy::is_pseudonym(p)));
 
     // The network query at A: the locator by source, then B's records.
-    let (_, server_a, a_base) = &nodes[0];
-    let b_base = nodes[1].2.clone();
-    let a_keys = nodes[0].0.dir.join("token-keys.json");
+    let server_a = nodes[0].server.as_ref().unwrap();
+    let a_base = &nodes[0].base;
+    let b_base = nodes[1].base.clone();
+    let a_keys = nodes[0].keys();
     let clinician = token(&a_keys, a_base, "ehr-a", Some("Practitioner/dr-a"));
     let (status, bundle) = server_a
         .get_as(

@@ -300,3 +300,87 @@ pub fn shared_person(first: &Value) -> Vec<Value> {
         condition("b-cond-2", "44054006", "Diabetes mellitus type 2"),
     ]
 }
+
+/// Starts node `id` of the network whose hub is at `hub_base`: a fresh SQLite store loaded
+/// with the small sample's Patients `patients` (ids prefixed with `id`) and `extra`, served with
+/// `--role node` and `args`.
+pub async fn start_node(
+    id: &str,
+    patients: std::ops::Range<usize>,
+    extra: &[Value],
+    hub_base: &str,
+    args: &[String],
+) -> Node {
+    let data = Data::new(crate::support::Backend::Sqlite).await;
+    let files = node_files(
+        &data.dir.join("import"),
+        id,
+        &patients.collect::<Vec<_>>(),
+        extra,
+    );
+    import(&data, &files);
+    let mut all: Vec<String> = [
+        "--role",
+        "node",
+        "--hub",
+        hub_base,
+        "--node-id",
+        id,
+        "--query-timeout",
+        "3",
+    ]
+    .iter()
+    .map(|a| (*a).to_owned())
+    .collect();
+    all.extend(args.iter().cloned());
+    let (server, base, args) = serve(&data, &all).await;
+    Node {
+        data,
+        server: Some(server),
+        base,
+        args,
+    }
+}
+
+/// Waits until nodes `ids` have asked the hub of `hub` to join (`renkei nodes list`).
+pub async fn registered(hub: &Data, ids: &[&str]) {
+    eventually("the registrations", || async {
+        let out = renkei()
+            .args(["nodes", "list"])
+            .args(hub.args())
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        if ids
+            .iter()
+            .all(|id| text.contains(&format!("{id}\tpending")))
+        {
+            Ok(())
+        } else {
+            Err(text)
+        }
+    })
+    .await;
+}
+
+/// `renkei nodes approve --all-pending` on the hub's store; its standard output.
+pub fn approve_all(hub: &Data) -> String {
+    let approved = renkei()
+        .args(["nodes", "approve", "--all-pending"])
+        .args(hub.args())
+        .output()
+        .unwrap();
+    assert!(approved.status.success(), "{approved:?}");
+    String::from_utf8_lossy(&approved.stdout).into_owned()
+}
+
+/// The diagnostics of a searchset's `OperationOutcome` entry, as text (empty without one).
+pub fn outcome_text(bundle: &Value) -> String {
+    bundle["entry"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|e| e["search"]["mode"] == "outcome")
+        .map(|e| e["resource"]["issue"].to_string())
+        .collect()
+}

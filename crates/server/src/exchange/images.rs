@@ -68,19 +68,7 @@ pub async fn image_access(
             ))
             .with_expression("Parameters.parameter[study]")
         })?;
-    let claims = fhir.admitted.as_ref().map(|a| a.caller.claims.clone());
-    let requester = claims.as_ref().map(|c| {
-        let who = c.fhir_user.clone().unwrap_or_else(|| c.sub.clone());
-        if who.contains("://") {
-            who
-        } else {
-            format!("{}/{who}", fhir.base)
-        }
-    });
-    let purpose = claims
-        .as_ref()
-        .and_then(|c| c.purpose_of_use.clone())
-        .unwrap_or_else(|| "TREAT".to_owned());
+    let (requester, purpose) = super::requester_and_purpose(&fhir);
     let unavailable = |what: &str, e: LinkError| ApiError::unavailable(format!("{what}: {e}"));
     let timeout = link.settings.query_timeout;
     let hub = link.settings.hub.trim_end_matches('/').to_owned();

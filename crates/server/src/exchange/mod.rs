@@ -55,3 +55,22 @@ impl Exchange {
         matches!(self.role, Role::Hub)
     }
 }
+
+/// Who a request asks for when it reaches across the network, and why: the caller's
+/// `fhirUser` (or subject), made absolute against this server's base so that other nodes can
+/// tell whose it is, and its purpose of use (`TREAT` when the token names none).
+pub(crate) fn requester_and_purpose(fhir: &crate::http::Fhir) -> (Option<String>, String) {
+    let claims = fhir.admitted.as_ref().map(|a| &a.caller.claims);
+    let requester = claims.map(|c| {
+        let who = c.fhir_user.clone().unwrap_or_else(|| c.sub.clone());
+        if who.contains("://") {
+            who
+        } else {
+            format!("{}/{who}", fhir.base)
+        }
+    });
+    let purpose = claims
+        .and_then(|c| c.purpose_of_use.clone())
+        .unwrap_or_else(|| "TREAT".to_owned());
+    (requester, purpose)
+}

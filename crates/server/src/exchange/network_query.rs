@@ -41,19 +41,7 @@ pub(crate) async fn network(
             )
         })?
         .clone();
-    let claims = fhir.admitted.as_ref().map(|a| a.caller.claims.clone());
-    let requester = claims.as_ref().map(|c| {
-        let who = c.fhir_user.clone().unwrap_or_else(|| c.sub.clone());
-        if who.contains("://") {
-            who
-        } else {
-            format!("{}/{who}", fhir.base)
-        }
-    });
-    let purpose = claims
-        .as_ref()
-        .and_then(|c| c.purpose_of_use.clone())
-        .unwrap_or_else(|| "TREAT".to_owned());
+    let (requester, purpose) = super::requester_and_purpose(fhir);
     let own = &link.settings.node;
     // This node's records (the owner must be visible to the caller here), while the locator
     // and the other holders are asked.
