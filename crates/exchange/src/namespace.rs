@@ -139,6 +139,31 @@ fn rewrite_in(
     }
 }
 
+/// Makes the references of `value` that are absolute URLs under `base` (the hub's FHIR base)
+/// relative (`https://hub/fhir/Organization/node-a` becomes `Organization/node-a`). Run after
+/// [`rewrite_references`], whose rule is for the node's own relative references.
+pub fn make_local(value: &mut Value, base: &str) {
+    let prefix = format!("{}/", base.trim_end_matches('/'));
+    match value {
+        Value::Object(obj) => {
+            for (k, v) in obj.iter_mut() {
+                match v {
+                    Value::String(s) if k == "reference" => {
+                        if let Some(rest) = s.strip_prefix(&prefix)
+                            && relative(rest).is_some()
+                        {
+                            *s = rest.to_owned();
+                        }
+                    }
+                    other => make_local(other, base),
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(|v| make_local(v, base)),
+        _ => {}
+    }
+}
+
 fn is_conditional(r: &str) -> bool {
     r.split_once('?').is_some_and(|(ty, _)| is_type(ty))
 }
@@ -247,6 +272,24 @@ mod tests {
             "https://elsewhere/fhir/ServiceRequest/3"
         );
         assert_eq!(c["basedOn"][1]["reference"], "#c1");
+    }
+
+    #[test]
+    fn the_hubs_own_urls_become_local_references() {
+        let mut c = json!({"resourceType": "Consent", "patient": {"reference": "Patient/1"},
+            "provision": {"actor": [{"reference": {"reference": "https://hub.example/fhir/Organization/node-a"}},
+                                    {"reference": {"reference": "https://other.example/fhir/Organization/x"}}]}});
+        rewrite_references(&mut c, &mut |_, id| format!("b.{id}"));
+        make_local(&mut c, "https://hub.example/fhir/");
+        assert_eq!(c["patient"]["reference"], "Patient/b.1");
+        assert_eq!(
+            c["provision"]["actor"][0]["reference"]["reference"],
+            "Organization/node-a"
+        );
+        assert_eq!(
+            c["provision"]["actor"][1]["reference"]["reference"],
+            "https://other.example/fhir/Organization/x"
+        );
     }
 
     #[test]

@@ -30,7 +30,8 @@ pub const SUMMARY_TYPES: [&str; 7] = [
     "Observation",
 ];
 
-/// How much of its records a node shares with the hub.
+/// How much of its records a node shares with the hub. A node sharing summaries also sends
+/// its patients' `Consent`s, so that the hub applies them to the copies it keeps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Sharing {
@@ -45,7 +46,8 @@ impl Sharing {
     pub fn sends_body(self, resource_type: &str) -> bool {
         DIRECTORY_TYPES.contains(&resource_type)
             || resource_type == "Patient"
-            || (self == Sharing::Summaries && SUMMARY_TYPES.contains(&resource_type))
+            || (self == Sharing::Summaries
+                && (SUMMARY_TYPES.contains(&resource_type) || resource_type == "Consent"))
     }
 }
 
@@ -114,6 +116,8 @@ mod tests {
         assert!(Sharing::Private.sends_body("Patient"));
         assert!(Sharing::Private.sends_body("PractitionerRole"));
         assert!(!Sharing::Summaries.sends_body("Encounter"));
+        assert!(Sharing::Summaries.sends_body("Consent"));
+        assert!(!Sharing::Private.sends_body("Consent"));
     }
 
     #[test]

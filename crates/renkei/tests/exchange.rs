@@ -326,6 +326,60 @@ async fn hub_and_two_nodes(hub_backend: Backend) {
         "B's records despite its consent: {urls:?}"
     );
     assert!(urls.contains(&format!("{}/Patient/a{first_id}", a.base)));
+    // The consent travels with B's copies: at the hub too, node A's organisation no longer
+    // sees what B holds of the person (nor the golden record made from it), while the hub's
+    // operator still does.
+    let as_node_a = {
+        let now = chrono::Utc::now().timestamp();
+        support::mint(
+            &hub_data.dir.join("token-keys.json"),
+            &auth::token::AccessClaims {
+                iss: hub_base.trim_end_matches("/fhir").to_owned(),
+                sub: "a".into(),
+                aud: hub_base.clone(),
+                exp: now + 600,
+                iat: now - 1,
+                jti: uuid::Uuid::new_v4().to_string(),
+                scope: "system/*.rs".into(),
+                client_id: "a".into(),
+                patient: None,
+                fhir_user: None,
+                organization: Some("Organization/node-a".into()),
+                purpose_of_use: Some("TREAT".into()),
+                break_glass: None,
+            },
+        )
+    };
+    let person_everything = format!("{person}/$everything?_count=1000");
+    let copies_of_b = |bundle: &Value| {
+        bundle["entry"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|e| {
+                e["resource"]["id"]
+                    .as_str()
+                    .is_some_and(|i| i.starts_with("b."))
+            })
+            .count()
+    };
+    let full_urls_or_ids = |bundle: &Value| bundle["entry"].as_array().map_or(0, Vec::len);
+    eventually("B's consent applied at the hub", || async {
+        let (status, bundle) = hub_server.get_as(&as_node_a, &person_everything).await;
+        match copies_of_b(&bundle) {
+            // The golden record is made of B's record too: withheld with it (404), or
+            // shown without B's copies.
+            _ if status == 404 => Ok(()),
+            0 if status == 200 && full_urls_or_ids(&bundle) > 0 => Ok(()),
+            n => Err(format!(
+                "{n} of B's copies shown to node A ({status}): {}",
+                bundle.to_string().chars().take(400).collect::<String>()
+            )),
+        }
+    })
+    .await;
+    let (_, bundle) = hub_server.get_as(&hub_token, &person_everything).await;
+    assert!(copies_of_b(&bundle) > 0);
     // (Withdrawn again for what follows.)
     let (status, _, _) = b
         .server
@@ -339,6 +393,15 @@ async fn hub_and_two_nodes(hub_backend: Backend) {
         )
         .await;
     assert!(status == 200 || status == 204);
+    eventually("B's consent withdrawn at the hub", || async {
+        let (_, bundle) = hub_server.get_as(&as_node_a, &person_everything).await;
+        if copies_of_b(&bundle) > 0 {
+            Ok(())
+        } else {
+            Err("B's copies still withheld from node A".to_owned())
+        }
+    })
+    .await;
 
     // B goes down: A's answer is partial and says so; the hub's summary still answers.
     let mut nodes = nodes;

@@ -245,6 +245,7 @@ async fn calling_node(
 pub async fn publish(
     State(state): State<AppState>,
     admitted: Option<Extension<Admitted>>,
+    headers: axum::http::HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let hub = hub(&state)?;
@@ -257,7 +258,8 @@ pub async fn publish(
             node.request.node, node.request.sharing, batch.sharing
         )));
     }
-    let applied = apply(&state, hub, &node.request.node, batch).await?;
+    let base = crate::http::fhir_base(&state, &headers);
+    let applied = apply(&state, hub, &node.request.node, &base, batch).await?;
     Ok(Reply::json(StatusCode::OK, json!({"applied": applied})).into_http(false))
 }
 
@@ -267,6 +269,7 @@ async fn apply(
     state: &AppState,
     hub: &crate::exchange::Exchange,
     node: &str,
+    base: &str,
     batch: PublishBatch,
 ) -> Result<usize, ApiError> {
     let ctx = RequestContext::system();
@@ -372,6 +375,9 @@ async fn apply(
                 .cloned()
                 .unwrap_or_else(|| copy_id(node, rid))
         });
+        // What the node names by the hub's own URL (a Consent's actor, the network's
+        // Organization of a node) is the hub's resource.
+        namespace::make_local(&mut resource, base);
         namespace::mark_copy(&mut resource, node, &hub_id);
         writes.push(
             WriteEntry::new(WriteOp::Update {
