@@ -71,6 +71,18 @@ async fn hub_and_two_nodes(hub_backend: Backend) {
         nodes.push(start_node(id, range, &extra, &hub_base, &args).await);
     }
     registered(&hub_data, &["a", "b"]).await;
+    // Pending, a node serves its own users as before.
+    {
+        let a = &nodes[0];
+        let own = token(&a.keys(), &a.base, "ehr-a", None);
+        let (status, body) = a
+            .server
+            .as_ref()
+            .unwrap()
+            .get_as(&own, &format!("Patient/a{first_id}"))
+            .await;
+        assert_eq!(status, 200, "{body}");
+    }
     let (status, _, _) = hub_server
         .send(
             "GET",
@@ -578,6 +590,18 @@ async fn hub_and_two_nodes(hub_backend: Backend) {
     assert_eq!(answer["parameter"][2]["valueCode"], "delivered");
     let (_, tasks) = b_server.get_as(&b_admin, "Task?_summary=count").await;
     assert_eq!(tasks["total"], 1);
+
+    // The hub down: A still serves its own records, and its network query says the locator
+    // could not be asked.
+    drop(hub_server);
+    let (status, body) = a_server
+        .get_as(&clinician, &format!("Patient/a{first_id}"))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, bundle) = a_server.get_as(&clinician, &everything).await;
+    assert_eq!(status, 200, "{bundle}");
+    assert!(outcome_text(&bundle).contains("record locator"), "{bundle}");
+    assert!(full_urls(&bundle).contains(&format!("{}/Patient/a{first_id}", nodes[0].base)));
 }
 
 #[tokio::test(flavor = "multi_thread")]
