@@ -43,8 +43,14 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
                 println!("no node has registered");
             }
             for r in &all {
+                let pinned = r
+                    .request
+                    .tls_certificate_sha256
+                    .as_deref()
+                    .map(|pin| format!("\tcertificate sha256 {pin}"))
+                    .unwrap_or_default();
                 println!(
-                    "{}\t{}\t{}\t{}\tregistered {}",
+                    "{}\t{}\t{}\t{}\tregistered {}{pinned}",
                     r.request.node,
                     r.status.as_str(),
                     r.request.name,

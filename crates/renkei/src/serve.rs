@@ -59,6 +59,23 @@ pub struct Args {
     /// The private key of --tls-cert (PEM: PKCS#8, SEC1 or PKCS#1).
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    /// A node's client certificate (PEM, leaf first; the operator's own, self-signed or from
+    /// the operator's CA): presented on every call to the hub and to other nodes, and
+    /// registered with the hub, which pins its SHA-256 fingerprint. Needs --tls-client-key.
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "tls_client_key",
+        requires = "hub"
+    )]
+    tls_client_cert: Option<PathBuf>,
+    /// The private key of --tls-client-cert (PEM: PKCS#8, SEC1 or PKCS#1).
+    #[arg(long, value_name = "FILE", requires = "tls_client_cert")]
+    tls_client_key: Option<PathBuf>,
+    /// Certificates (PEM, one or more: e.g. the operator's CA) trusted for outbound HTTPS to
+    /// the hub and other nodes, beside the system's roots.
+    #[arg(long, value_name = "FILE")]
+    tls_ca: Option<PathBuf>,
     /// Receive MLLP over TLS too, with the same certificate (needs --tls-cert and --mllp).
     #[arg(long, requires = "tls_cert", requires = "mllp")]
     mllp_tls: bool,
@@ -142,6 +159,24 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         (Some(cert), Some(key)) => Some(server::tls::server_config(cert, key)?),
         _ => None,
     };
+    let client_tls = server::tls::ClientTls::load(
+        args.tls_ca.as_deref(),
+        args.tls_client_cert
+            .as_deref()
+            .zip(args.tls_client_key.as_deref()),
+    )?;
+    if let Some(fingerprint) = client_tls.fingerprint() {
+        anyhow::ensure!(
+            args.role == "node",
+            "--tls-client-cert is a node's: the certificate it presents to its hub and peers"
+        );
+        let hub = args.hub.as_deref().unwrap_or_default();
+        anyhow::ensure!(
+            hub.starts_with("https://"),
+            "--tls-client-cert is presented over TLS only, and the hub {hub} is not https://"
+        );
+        tracing::info!(sha256 = %fingerprint, "client certificate for the network");
+    }
     let security = args.store.open_security(false).await?;
     let store = security.store.clone();
     // Registrations mean every request needs a token; without any, the server is open, and
@@ -191,6 +226,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             },
         )
         .await?;
+        let server_security = server_security.with_client_tls(client_tls.clone());
         let server_security = match (args.role.as_str(), &args.hub) {
             ("hub", _) => server_security.with_hub_nodes(security.exchange.clone()),
             ("node", Some(hub)) => server_security.trusting_hub(hub),
@@ -272,6 +308,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 settings,
                 key,
                 network_key,
+                &client_tls,
             )?);
             state = state.with_exchange(Arc::new(server::exchange::Exchange {
                 role: server::exchange::Role::Node(link.clone()),
@@ -376,7 +413,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let http = match tls {
         Some(config) => {
             let listener = server::tls::TlsListener::new(listener, config)?;
-            tokio::spawn(server::run(state, listener, stop_signal(stopped)))
+            tokio::spawn(server::run_tls(state, listener, stop_signal(stopped)))
         }
         None => tokio::spawn(server::run(state, listener, stop_signal(stopped))),
     };

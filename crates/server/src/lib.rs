@@ -19,7 +19,8 @@
 //! - `interactions/`: one module per FHIR interaction, each linking its spec section.
 //! - `http`: per-request metadata and the protocol-neutral `Reply`; `error`: the error table.
 //! - [`request_log`]: the request id, one access-log line per request, and the body limit's 413.
-//! - [`tls`]: HTTPS (the operator's certificate, rustls on ring) and its listener.
+//! - [`tls`]: HTTPS (the operator's certificate, rustls on ring) and its listener; the client
+//!   certificate a connection presented, and what outbound HTTPS presents and trusts.
 //! - [`exchange`]: the hub's endpoints and a node's link to its hub (`exchange` crate's rules).
 //! - [`security`]: with clients or users registered, the authorization server (`/auth/*`,
 //!   SMART discovery) and the gate that checks every other request's bearer token.
@@ -206,6 +207,7 @@ pub fn app(state: AppState) -> Router {
             "/exchange/nodes/{id}/jwks",
             get(exchange::directed::node_keys),
         )
+        .route("/exchange/nodes/{id}", get(exchange::hub::published_node))
         .route("/fhir/$send", post(exchange::directed::send))
         .route(
             "/fhir/ImagingStudy/$image-access",
@@ -242,10 +244,11 @@ pub fn app(state: AppState) -> Router {
             request_log::BodyLimit(limit),
             request_log::log_and_tag,
         ))
+        .layer(axum::middleware::from_fn(tls::tag_client_certificate))
         .with_state(state)
 }
 
-/// Serves [`app`] on `listener` (a `TcpListener`, or a [`tls::TlsListener`]) until
+/// Serves [`app`] on `listener` (a `TcpListener`; HTTPS goes through [`run_tls`]) until
 /// `shutdown` resolves; requests in flight then finish before this returns.
 pub async fn run<L>(
     state: AppState,
@@ -259,4 +262,19 @@ where
     axum::serve(listener, app(state))
         .with_graceful_shutdown(shutdown)
         .await
+}
+
+/// [`run`] over HTTPS: each request knows the client certificate its connection presented
+/// ([`tls::ClientCertificate`]).
+pub async fn run_tls(
+    state: AppState,
+    listener: tls::TlsListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(
+        listener,
+        app(state).into_make_service_with_connect_info::<tls::TlsConnection>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
 }

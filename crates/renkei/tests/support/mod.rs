@@ -138,7 +138,24 @@ impl Server {
         Self::spawn(cmd, data, extra).await
     }
 
-    async fn spawn(mut cmd: Command, data: &Data, extra: &[&str]) -> Server {
+    /// `renkei serve` over HTTPS (`extra` names its certificate), talked to with `client`
+    /// (which trusts that certificate).
+    pub async fn start_https(data: &Data, extra: &[&str], client: reqwest::Client) -> Server {
+        let mut cmd = renkei();
+        cmd.env("RUST_LOG", "warn").stderr(Stdio::inherit());
+        Self::spawn_with(cmd, data, extra, Some(client)).await
+    }
+
+    async fn spawn(cmd: Command, data: &Data, extra: &[&str]) -> Server {
+        Self::spawn_with(cmd, data, extra, None).await
+    }
+
+    async fn spawn_with(
+        mut cmd: Command,
+        data: &Data,
+        extra: &[&str],
+        client: Option<reqwest::Client>,
+    ) -> Server {
         let mut child = cmd
             .arg("serve")
             .args(data.args())
@@ -157,7 +174,7 @@ impl Server {
         .unwrap();
         let base = line
             .split_whitespace()
-            .find(|w| w.starts_with("http://"))
+            .find(|w| w.starts_with("http://") || w.starts_with("https://"))
             .unwrap_or_else(|| panic!("unexpected first line from renkei serve: {line:?}"))
             .to_owned();
         let mllp = line
@@ -168,7 +185,7 @@ impl Server {
         let server = Server {
             child,
             base,
-            client: reqwest::Client::new(),
+            client: client.unwrap_or_default(),
             mllp,
         };
         server.wait_ready().await;

@@ -3,7 +3,11 @@
 //! - `POST /exchange/register` (no token: a node asks to join): the registration is kept
 //!   pending, the node's keys become a disabled backend-services client, and the node appears
 //!   in the directory as an inactive `Organization` with an `off` `Endpoint`. Nothing is
-//!   granted until an operator approves it ([`set_status`], `renkei nodes approve`).
+//!   granted until an operator approves it ([`set_status`], `renkei nodes approve`). A node
+//!   registering a client certificate's fingerprint registers over a connection presenting
+//!   that certificate; the hub pins it (`super::pinning`).
+//! - `GET /exchange/nodes/{id}` (no token): what the other nodes need of an approved node
+//!   (`exchange::registration::PublishedNode`: its endpoint and pinned certificate).
 //! - `POST /exchange/publish` (an approved node's token): a batch of the node's changes
 //!   (`exchange::publish`). Copies are written under node-namespaced ids through the linking
 //!   store, so the hub's patient index links the Patients of all nodes; directory entries are
@@ -26,7 +30,9 @@ use exchange::namespace::{self, copy_id, split_copy_id};
 use exchange::publish::{
     DIRECTORY_TYPES, Holding, PublishBatch, Sharing, holding_key, holding_prefix,
 };
-use exchange::registration::{self, NodeRegistration, NodeStatus, RegistrationRequest};
+use exchange::registration::{
+    self, NodeRegistration, NodeStatus, PublishedNode, RegistrationRequest,
+};
 use serde_json::{Value, json};
 use store::{
     ExchangeState, ExchangeTable, Registry, RequestContext, SearchQuery, Store, StoreError,
@@ -154,7 +160,11 @@ pub async fn set_status(
 }
 
 /// `POST /exchange/register`.
-pub async fn register(State(state): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
+pub async fn register(
+    State(state): State<AppState>,
+    presented: Option<Extension<crate::tls::ClientCertificate>>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
     let hub = hub(&state)?;
     let security = state.security.as_ref().ok_or_else(|| {
         ApiError::internal("a hub needs its authorization server, and it has none")
@@ -176,6 +186,18 @@ pub async fn register(State(state): State<AppState>, body: Bytes) -> Result<Resp
     }
     auth::registry::parse_jwks(&request.jwks.to_string())
         .map_err(|e| ApiError::bad_request(format!("jwks: {e}")).with_expression("jwks"))?;
+    if let Some(pin) = &request.tls_certificate_sha256 {
+        if !registration::valid_certificate_fingerprint(pin) {
+            return Err(ApiError::bad_request(
+                "tls_certificate_sha256 must be the SHA-256 of the certificate's DER as 64 \
+                 lowercase hex digits",
+            )
+            .with_expression("tls_certificate_sha256"));
+        }
+        // The node shows it holds the certificate it asks to have pinned.
+        super::pinning::check(&request.node, Some(pin), presented.as_deref())
+            .map_err(|r| ApiError::forbidden(format!("registering a pinned certificate: {r}")))?;
+    }
     let registry = security.registry();
     let existing = registration(hub.state.as_ref(), &request.node)
         .await
@@ -220,6 +242,25 @@ pub async fn register(State(state): State<AppState>, body: Bytes) -> Result<Resp
             tracing::info!(node = %r.request.node, endpoint = %r.request.endpoint, "node registration pending");
             Ok(answer(&r, StatusCode::ACCEPTED))
         }
+    }
+}
+
+/// `GET /exchange/nodes/{id}`: an approved node as the hub publishes it.
+pub async fn published_node(
+    State(state): State<AppState>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Result<Response, ApiError> {
+    let hub = hub(&state)?;
+    match registration(hub.state.as_ref(), &id)
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))?
+    {
+        Some(r) if r.status == NodeStatus::Approved => {
+            let published = serde_json::to_value(PublishedNode::of(&r))
+                .map_err(|e| ApiError::internal(e.to_string()))?;
+            Ok(Reply::json(StatusCode::OK, published).into_http(false))
+        }
+        _ => Err(ApiError::not_found(format!("no approved node {id}"))),
     }
 }
 

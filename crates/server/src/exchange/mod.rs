@@ -14,12 +14,14 @@
 //! - [`images`]: `ImagingStudy/$image-access`, a short-lived token for another node's
 //!   DICOMweb endpoint, checked there by introspection at the hub.
 //! - `summary`: `Patient/[id]/$summary` (and `Patient/$summary` for a patient's own token).
+//! - [`pinning`]: a node's pinned client certificate (mutual TLS), checked on its calls.
 
 pub mod directed;
 pub mod hub;
 pub mod images;
 pub(crate) mod network_query;
 pub mod node;
+pub mod pinning;
 pub(crate) mod summary;
 
 use std::sync::Arc;

@@ -22,7 +22,7 @@ use auth::client_key::ClientKey;
 use exchange::locator::Located;
 use exchange::privacy::NetworkKey;
 use exchange::publish::{PublishBatch, PublishedChange, Sharing};
-use exchange::registration::RegistrationRequest;
+use exchange::registration::{PublishedNode, RegistrationRequest};
 use serde_json::Value;
 use store::{RequestContext, Store};
 
@@ -85,9 +85,15 @@ pub struct NodeLink {
     status: Mutex<LinkStatus>,
     /// Other nodes' public keys as the hub publishes them, with when they were fetched.
     peer_keys: tokio::sync::Mutex<HashMap<String, (i64, auth::registry::JwkSet)>>,
+    /// What the hub publishes of other nodes (their pinned certificates), with when it was
+    /// fetched.
+    peers: tokio::sync::Mutex<HashMap<String, (i64, PublishedNode)>>,
+    /// The fingerprint of the client certificate this node presents, if any.
+    client_certificate: Option<String>,
 }
 
-/// Seconds a peer's fetched keys are used before they are fetched again.
+/// Seconds a peer's fetched keys (and pinned certificate) are used before they are fetched
+/// again.
 const PEER_KEYS_SECONDS: i64 = 300;
 
 impl std::fmt::Debug for NodeLink {
@@ -100,14 +106,17 @@ impl std::fmt::Debug for NodeLink {
 }
 
 impl NodeLink {
-    /// A link with `key` (the node's assertion key) and, in privacy mode, the network key.
+    /// A link with `key` (the node's assertion key), in privacy mode the network key, and
+    /// `tls`: the client certificate it presents to the hub and its peers (registered with
+    /// the hub, which pins it) and the certificates it trusts beyond the system's.
     pub fn new(
         settings: NodeSettings,
         key: ClientKey,
         network_key: Option<NetworkKey>,
+        tls: &crate::tls::ClientTls,
     ) -> Result<NodeLink, LinkError> {
-        crate::tls::install_default_provider();
-        let http = reqwest::Client::builder()
+        let http = tls
+            .builder()
             .timeout(Duration::from_secs(30))
             .redirect(reqwest::redirect::Policy::none())
             .build()
@@ -120,6 +129,8 @@ impl NodeLink {
             tokens: Mutex::new(HashMap::new()),
             status: Mutex::new(LinkStatus::Unregistered),
             peer_keys: tokio::sync::Mutex::new(HashMap::new()),
+            peers: tokio::sync::Mutex::new(HashMap::new()),
+            client_certificate: tls.fingerprint().map(|f| f.as_str().to_owned()),
         })
     }
 
@@ -154,6 +165,7 @@ impl NodeLink {
             imaging_endpoint: self.settings.imaging_endpoint.clone(),
             jwks: self.key.jwks(),
             sharing: self.settings.sharing,
+            tls_certificate_sha256: self.client_certificate.clone(),
         };
         let url = self.hub_url("/exchange/register");
         let response = self
@@ -353,6 +365,62 @@ impl NodeLink {
             .map_err(|e| LinkError::Unreadable(url, e.to_string()))?;
         cache.insert(node.to_owned(), (now, keys.clone()));
         Ok(keys)
+    }
+
+    /// The fingerprint of node `node`'s pinned client certificate, as the hub publishes it
+    /// (`None`: nothing pinned); cached for five minutes, and the last answer kept while the
+    /// hub cannot be reached. A node the hub does not publish (not approved) is
+    /// `LinkError::Refused` with 404.
+    pub async fn peer_pin(&self, node: &str) -> Result<Option<String>, LinkError> {
+        let now = chrono::Utc::now().timestamp();
+        let mut cache = self.peers.lock().await;
+        if let Some((at, peer)) = cache.get(node)
+            && now - at < PEER_KEYS_SECONDS
+        {
+            return Ok(peer.tls_certificate_sha256.clone());
+        }
+        if !exchange::namespace::valid_node_id(node) {
+            return Err(LinkError::Refused(
+                self.hub_url("/exchange/nodes"),
+                404,
+                format!("'{node}' is not a node id"),
+            ));
+        }
+        let url = self.hub_url(&format!("/exchange/nodes/{node}"));
+        let fetched = async {
+            let response = self
+                .http
+                .get(&url)
+                .send()
+                .await
+                .map_err(|e| LinkError::Unreachable(url.clone(), e.to_string()))?;
+            let status = response.status().as_u16();
+            let body = read_json(&url, response).await?;
+            if status != 200 {
+                return Err(LinkError::Refused(url.clone(), status, diagnostics(&body)));
+            }
+            serde_json::from_value::<PublishedNode>(body)
+                .map_err(|e| LinkError::Unreadable(url.clone(), e.to_string()))
+        }
+        .await;
+        match fetched {
+            Ok(peer) => {
+                let pin = peer.tls_certificate_sha256.clone();
+                cache.insert(node.to_owned(), (now, peer));
+                Ok(pin)
+            }
+            Err(LinkError::Refused(url, status, why)) => {
+                cache.remove(node);
+                Err(LinkError::Refused(url, status, why))
+            }
+            Err(e) => match cache.get(node) {
+                Some((_, peer)) => {
+                    tracing::warn!(error = %e, node, "the hub could not be asked for a node's pinned certificate; using the last answer");
+                    Ok(peer.tls_certificate_sha256.clone())
+                }
+                None => Err(e),
+            },
+        }
     }
 
     /// POSTs `body` (FHIR JSON) signed with `signature` to `url` with `token`; the JSON answer

@@ -230,7 +230,9 @@ mod tests {
             query_timeout: std::time::Duration::from_secs(5),
         };
         let key = auth::client_key::ClientKey::generate(0).unwrap();
-        Arc::new(node::NodeLink::new(settings, key, None).unwrap())
+        Arc::new(
+            node::NodeLink::new(settings, key, None, &crate::tls::ClientTls::default()).unwrap(),
+        )
     }
 
     fn patient(statement: &Value) -> Value {

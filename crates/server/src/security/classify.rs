@@ -27,8 +27,9 @@ pub fn classify(method: &Method, path: &str) -> Needs {
         p if p.starts_with("/auth/") => return Needs::Public,
         // A node asks to join; nothing is granted until an operator approves it.
         "/exchange/register" => return Needs::Public,
-        // A node's public keys, for checking its signatures.
-        p if p.starts_with("/exchange/nodes/") && p.ends_with("/jwks") => return Needs::Public,
+        // What the hub publishes of a node: its public keys, for checking its signatures, and
+        // its endpoint and pinned certificate.
+        p if p.starts_with("/exchange/nodes/") => return Needs::Public,
         _ => {}
     }
     let Some(rest) = path.strip_prefix("/fhir") else {

@@ -2,7 +2,9 @@
 //! verified (signature, issuer, audience, lifetime, revocation), the request is classified
 //! (`classify`) and authorized against the token's scopes (`auth::policy::authorize`), and the
 //! grant becomes what the handlers read from the request ([`Admitted`]): the caller, the
-//! store's access policy and the search restriction of a v2 scope.
+//! store's access policy and the search restriction of a v2 scope. In a network, a token
+//! issued to a node whose client certificate is pinned is honoured only over a connection
+//! presenting that certificate (`exchange::pinning`).
 //!
 //! A user or backend service grant reaches every compartment less what the patients'
 //! consents withhold from the token's organisation, user and purpose of use (`consent`;
@@ -76,8 +78,14 @@ pub async fn gate(State(state): State<AppState>, mut req: Request, next: Next) -
     let base = crate::http::fhir_base(&state, req.headers());
     let caller = authenticate(&security, req.headers(), &base).await;
     let caller_for_audit = caller.as_ref().ok().cloned();
+    let presented = req
+        .extensions()
+        .get::<crate::tls::ClientCertificate>()
+        .cloned();
     let admitted = async {
         let caller = caller?;
+        // A node's token is honoured over a connection presenting its pinned certificate.
+        crate::exchange::pinning::enforce(&state, &caller.claims, presented.as_ref()).await?;
         match needs {
             Needs::Request(kind, ty) => permit(&state, &caller, &base, kind, ty.as_deref()).await,
             // Authorized part by part by the handler; on its own, it reaches nothing.

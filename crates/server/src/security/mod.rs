@@ -97,6 +97,8 @@ pub struct Security {
     trusted_hub: Option<TrustedHub>,
     /// At a hub: the node registrations, for tokens issued for a node (`resource`).
     pub(crate) hub_nodes: Option<Arc<dyn store::ExchangeState>>,
+    /// What fetching key sets (the hub's, a client's `jwks_uri`) trusts and presents.
+    client_tls: crate::tls::ClientTls,
 }
 
 /// A hub whose access tokens a node accepts (the network's authorization server).
@@ -147,7 +149,15 @@ impl Security {
             consents: consent::Consents::default(),
             trusted_hub: None,
             hub_nodes: None,
+            client_tls: crate::tls::ClientTls::default(),
         })
+    }
+
+    /// The same, fetching key sets with `tls` (the operator's trusted certificates, and the
+    /// node's client certificate).
+    pub fn with_client_tls(mut self, tls: crate::tls::ClientTls) -> Self {
+        self.client_tls = tls;
+        self
     }
 
     /// The same, at a node of the hub at `hub_base` (its FHIR base): the hub's tokens for
@@ -222,8 +232,9 @@ impl Security {
     }
 
     async fn fetch_json(&self, url: &str) -> Result<serde_json::Value, String> {
-        crate::tls::install_default_provider();
-        let client = reqwest::Client::builder()
+        let client = self
+            .client_tls
+            .builder()
             .timeout(std::time::Duration::from_secs(10))
             .redirect(reqwest::redirect::Policy::none())
             .build()
@@ -253,8 +264,9 @@ impl Security {
                 return Ok(keys.clone());
             }
         }
-        crate::tls::install_default_provider();
-        let client = reqwest::Client::builder()
+        let client = self
+            .client_tls
+            .builder()
             .timeout(std::time::Duration::from_secs(10))
             .redirect(reqwest::redirect::Policy::none())
             .build()

@@ -1,6 +1,8 @@
 //! The authorization server's endpoints under `/auth` and its discovery document:
 //! - `POST /auth/token`: client credentials with a `private_key_jwt` assertion (SMART Backend
 //!   Services); the scopes granted are those asked for that the client's registration allows.
+//!   At a hub, a node whose client certificate is pinned authenticates over a connection
+//!   presenting it too (`exchange::pinning`).
 //!   For apps (public clients): the code of the sign-in page (`login`) with its PKCE verifier,
 //!   and refresh tokens (with `offline_access` or `online_access`), each used once and
 //!   replaced, kept as digests in the registry's token table so a restart keeps them.
@@ -22,6 +24,7 @@ use auth::discovery::{self, Endpoints};
 use auth::registry::{ClientKind, parse_jwks};
 use auth::scope::ScopeSet;
 use auth::token::AccessClaims;
+use axum::Extension;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -32,6 +35,7 @@ use super::audit::AuditSubject;
 use super::{Security, now};
 use crate::AppState;
 use crate::error::ApiError;
+use crate::tls::ClientCertificate;
 
 /// The `client_assertion_type` of `private_key_jwt`.
 pub const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
@@ -180,12 +184,13 @@ fn required<'a>(p: &'a HashMap<String, String>, name: &str) -> Result<&'a str, O
 /// `POST /auth/token`.
 pub async fn token(
     State(state): State<AppState>,
+    presented: Option<Extension<ClientCertificate>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, OAuthError> {
     let (security, p, base) = form_request(&state, &headers, &body)?;
     match required(&p, "grant_type")? {
-        "client_credentials" => client_credentials(security, &base, &p).await,
+        "client_credentials" => client_credentials(security, &base, &p, presented.as_deref()).await,
         "authorization_code" => authorization_code(security, &base, &p).await,
         "refresh_token" => refresh(security, &base, &p).await,
         other => Err(OAuthError::new(
@@ -284,9 +289,21 @@ async fn client_credentials(
     security: &Security,
     base: &str,
     p: &HashMap<String, String>,
+    presented: Option<&ClientCertificate>,
 ) -> Result<Response, OAuthError> {
     let e = endpoints(base);
     let client = assertion_client(security, &e.token, p).await?;
+    if let Some(nodes) = &security.hub_nodes {
+        // A node with a pinned certificate gets tokens over a connection presenting it.
+        let registration = crate::exchange::hub::registration(nodes.as_ref(), &client.id)
+            .await
+            .map_err(OAuthError::internal)?;
+        let pinned = registration
+            .as_ref()
+            .and_then(|r| r.request.tls_certificate_sha256.as_deref());
+        crate::exchange::pinning::check(&client.id, pinned, presented)
+            .map_err(|r| OAuthError::new("invalid_client", r.to_string()))?;
+    }
     let asked = ScopeSet::parse(required(p, "scope")?)
         .map_err(|e| OAuthError::new("invalid_scope", e.to_string()))?;
     let allowed = ScopeSet::parse(&client.scope).map_err(OAuthError::internal)?;
