@@ -326,8 +326,9 @@ pub async fn start_node(
         hub_base,
         "--node-id",
         id,
+        // Generous: two tests share two cores, and a node that was just restarted is slow.
         "--query-timeout",
-        "3",
+        "10",
     ]
     .iter()
     .map(|a| (*a).to_owned())
