@@ -289,25 +289,15 @@ impl NodeLink {
         token: &str,
         timeout: Duration,
     ) -> Result<Value, LinkError> {
-        let response = self
-            .http
-            .get(url)
-            .bearer_auth(token)
-            .header("Accept", "application/fhir+json")
-            .timeout(timeout)
-            .send()
-            .await
-            .map_err(|e| LinkError::Unreachable(url.to_owned(), e.to_string()))?;
-        let status = response.status().as_u16();
-        let body = read_json(url, response).await?;
-        if status != 200 {
-            return Err(LinkError::Refused(
-                url.to_owned(),
-                status,
-                diagnostics(&body),
-            ));
-        }
-        Ok(body)
+        fetch_ok(
+            url,
+            self.http
+                .get(url)
+                .bearer_auth(token)
+                .header("Accept", "application/fhir+json")
+                .timeout(timeout),
+        )
+        .await
     }
 
     /// Asks the hub's record locator with `params` (on behalf of `requester`).
@@ -350,17 +340,7 @@ impl NodeLink {
             return Ok(keys.clone());
         }
         let url = self.hub_url(&format!("/exchange/nodes/{node}/jwks"));
-        let response = self
-            .http
-            .get(&url)
-            .send()
-            .await
-            .map_err(|e| LinkError::Unreachable(url.clone(), e.to_string()))?;
-        let status = response.status().as_u16();
-        let body = read_json(&url, response).await?;
-        if status != 200 {
-            return Err(LinkError::Refused(url, status, diagnostics(&body)));
-        }
+        let body = fetch_ok(&url, self.http.get(&url)).await?;
         let keys = auth::registry::parse_jwks(&body.to_string())
             .map_err(|e| LinkError::Unreadable(url, e.to_string()))?;
         cache.insert(node.to_owned(), (now, keys.clone()));
@@ -388,17 +368,7 @@ impl NodeLink {
         }
         let url = self.hub_url(&format!("/exchange/nodes/{node}"));
         let fetched = async {
-            let response = self
-                .http
-                .get(&url)
-                .send()
-                .await
-                .map_err(|e| LinkError::Unreachable(url.clone(), e.to_string()))?;
-            let status = response.status().as_u16();
-            let body = read_json(&url, response).await?;
-            if status != 200 {
-                return Err(LinkError::Refused(url.clone(), status, diagnostics(&body)));
-            }
+            let body = fetch_ok(&url, self.http.get(&url)).await?;
             serde_json::from_value::<PublishedNode>(body)
                 .map_err(|e| LinkError::Unreadable(url.clone(), e.to_string()))
         }
@@ -432,27 +402,17 @@ impl NodeLink {
         body: &[u8],
         signature: &str,
     ) -> Result<Value, LinkError> {
-        let response = self
-            .http
-            .post(url)
-            .bearer_auth(token)
-            .header("Content-Type", "application/fhir+json")
-            .header(crate::exchange::directed::SIGNATURE_HEADER, signature)
-            .body(body.to_vec())
-            .timeout(self.settings.query_timeout)
-            .send()
-            .await
-            .map_err(|e| LinkError::Unreachable(url.to_owned(), e.to_string()))?;
-        let status = response.status().as_u16();
-        let answer = read_json(url, response).await?;
-        if status != 200 {
-            return Err(LinkError::Refused(
-                url.to_owned(),
-                status,
-                diagnostics(&answer),
-            ));
-        }
-        Ok(answer)
+        fetch_ok(
+            url,
+            self.http
+                .post(url)
+                .bearer_auth(token)
+                .header("Content-Type", "application/fhir+json")
+                .header(crate::exchange::directed::SIGNATURE_HEADER, signature)
+                .body(body.to_vec())
+                .timeout(self.settings.query_timeout),
+        )
+        .await
     }
 
     /// Sends a batch of changes to the hub.
@@ -475,6 +435,24 @@ impl NodeLink {
         }
         Ok(())
     }
+}
+
+/// Sends `request` to `url`; its JSON answer, when the status is 200.
+async fn fetch_ok(url: &str, request: reqwest::RequestBuilder) -> Result<Value, LinkError> {
+    let response = request
+        .send()
+        .await
+        .map_err(|e| LinkError::Unreachable(url.to_owned(), e.to_string()))?;
+    let status = response.status().as_u16();
+    let body = read_json(url, response).await?;
+    if status != 200 {
+        return Err(LinkError::Refused(
+            url.to_owned(),
+            status,
+            diagnostics(&body),
+        ));
+    }
+    Ok(body)
 }
 
 async fn read_json(url: &str, response: reqwest::Response) -> Result<Value, LinkError> {
