@@ -232,22 +232,42 @@ impl Security {
     }
 
     async fn fetch_json(&self, url: &str) -> Result<serde_json::Value, String> {
+        let text = self.fetch_key_set(url).await?;
+        serde_json::from_str(&text).map_err(|e| format!("{url}: {e}"))
+    }
+
+    /// The text of the key set at `uri`: fetched within 10 s, without following redirects,
+    /// 256 KiB at most, UTF-8.
+    async fn fetch_key_set(&self, uri: &str) -> Result<String, String> {
         let client = self
             .client_tls
             .builder()
             .timeout(std::time::Duration::from_secs(10))
             .redirect(reqwest::redirect::Policy::none())
             .build()
-            .map_err(|e| e.to_string())?;
-        let response = client.get(url).send().await.map_err(|e| e.to_string())?;
+            .map_err(|e| format!("no HTTP client: {e}"))?;
+        let response = client
+            .get(uri)
+            .send()
+            .await
+            .map_err(|e| format!("fetching the keys at {uri}: {e}"))?;
         if !response.status().is_success() {
-            return Err(format!("{url}: {}", response.status()));
+            return Err(format!("fetching the keys at {uri}: {}", response.status()));
         }
-        let body = response.bytes().await.map_err(|e| e.to_string())?;
+        if response
+            .content_length()
+            .is_some_and(|n| n > MAX_JWKS_BYTES as u64)
+        {
+            return Err(format!("the key set at {uri} is too large"));
+        }
+        let body = response
+            .bytes()
+            .await
+            .map_err(|e| format!("reading the keys at {uri}: {e}"))?;
         if body.len() > MAX_JWKS_BYTES {
-            return Err(format!("{url}: too large"));
+            return Err(format!("the key set at {uri} is too large"));
         }
-        serde_json::from_slice(&body).map_err(|e| format!("{url}: {e}"))
+        String::from_utf8(body.to_vec()).map_err(|_| format!("the key set at {uri} is not UTF-8"))
     }
 
     /// The key set a backend service publishes at `uri`: from the cache while it is fresh
@@ -264,40 +284,8 @@ impl Security {
                 return Ok(keys.clone());
             }
         }
-        let client = self
-            .client_tls
-            .builder()
-            .timeout(std::time::Duration::from_secs(10))
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(|e| format!("no HTTP client: {e}"))?;
-        let response = client
-            .get(uri)
-            .send()
-            .await
-            .map_err(|e| format!("fetching the client's keys at {uri}: {e}"))?;
-        if !response.status().is_success() {
-            return Err(format!(
-                "fetching the client's keys at {uri}: {}",
-                response.status()
-            ));
-        }
-        if response
-            .content_length()
-            .is_some_and(|n| n > MAX_JWKS_BYTES as u64)
-        {
-            return Err(format!("the key set at {uri} is too large"));
-        }
-        let body = response
-            .bytes()
-            .await
-            .map_err(|e| format!("reading the client's keys at {uri}: {e}"))?;
-        if body.len() > MAX_JWKS_BYTES {
-            return Err(format!("the key set at {uri} is too large"));
-        }
-        let text =
-            std::str::from_utf8(&body).map_err(|_| format!("the key set at {uri} is not UTF-8"))?;
-        let keys = auth::registry::parse_jwks(text).map_err(|e| format!("{uri}: {e}"))?;
+        let text = self.fetch_key_set(uri).await?;
+        let keys = auth::registry::parse_jwks(&text).map_err(|e| format!("{uri}: {e}"))?;
         let mut cache = self.remote_keys.lock().unwrap_or_else(|e| e.into_inner());
         cache.insert(uri.to_owned(), (now, keys.clone()));
         Ok(keys)
