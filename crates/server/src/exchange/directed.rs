@@ -47,16 +47,11 @@ fn now_instant() -> String {
 }
 
 fn node_link(state: &AppState) -> Result<Arc<NodeLink>, ApiError> {
-    state
-        .exchange
-        .as_ref()
-        .and_then(|e| e.link())
-        .cloned()
-        .ok_or_else(|| {
-            ApiError::not_found(
-                "directed exchange needs a node of a network (renkei serve --role node)",
-            )
-        })
+    super::node_link_of(state).ok_or_else(|| {
+        ApiError::not_found(
+            "directed exchange needs a node of a network (renkei serve --role node)",
+        )
+    })
 }
 
 /// `GET [hub]/exchange/nodes/{id}/jwks`.
@@ -64,10 +59,7 @@ pub async fn node_keys(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let hub = match &state.exchange {
-        Some(e) if e.is_hub() => e,
-        _ => return Err(ApiError::not_found("this server is not a hub")),
-    };
+    let hub = super::hub::hub(&state)?;
     match super::hub::registration(hub.state.as_ref(), &id)
         .await
         .map_err(|e| ApiError::internal(e.to_string()))?
@@ -111,22 +103,7 @@ pub async fn send(
             ApiError::bad_request("$send needs a 'document' parameter holding the Bundle")
                 .with_expression("Parameters.parameter[document].resource")
         })?;
-    let identifier = directed::document_identifier(document).map_err(|e| {
-        let directed::DirectedError::Element { at, .. } = &e;
-        let at = at.clone();
-        ApiError::bad_request(e.to_string()).with_expression(at)
-    })?;
-    state.validator.validate(document).map_err(|issues| {
-        let first = issues.first();
-        let mut e = ApiError::bad_request(format!(
-            "the document is not valid FHIR: {}",
-            first.map(|i| i.message.clone()).unwrap_or_default()
-        ));
-        if let Some(at) = first.and_then(|i| i.expression.clone()) {
-            e = e.with_expression(at);
-        }
-        e
-    })?;
+    let identifier = checked_document(&state, document)?;
     let recipient = param("recipient").ok_or_else(|| {
         ApiError::bad_request(
             "$send needs a 'recipient': an Organization of the network's directory \
@@ -160,6 +137,22 @@ pub async fn send(
         .put(ExchangeTable::Dispatch, &key, &row)
         .await?;
     Ok(Reply::json(StatusCode::ACCEPTED, dispatch_status(&dispatch)).into_http(fhir.pretty))
+}
+
+/// The identifier of `document` once it is checked as a directed message's document (a
+/// document Bundle with an identifier and a Composition first) and as FHIR; the 400 naming
+/// the element otherwise.
+fn checked_document(state: &AppState, document: &Value) -> Result<String, ApiError> {
+    let identifier = directed::document_identifier(document).map_err(|e| {
+        let directed::DirectedError::Element { at, .. } = &e;
+        let at = at.clone();
+        ApiError::bad_request(e.to_string()).with_expression(at)
+    })?;
+    state
+        .validator
+        .validate(document)
+        .map_err(ApiError::invalid_resource)?;
+    Ok(identifier)
 }
 
 /// Where a message stands, as Parameters.
@@ -305,20 +298,7 @@ pub async fn inbox(
     })?;
     let bundle: Value = serde_json::from_slice(&body)
         .map_err(|e| ApiError::unparsable(format!("the document is not JSON: {e}")))?;
-    let identifier = directed::document_identifier(&bundle).map_err(|e| {
-        let directed::DirectedError::Element { at, .. } = &e;
-        let at = at.clone();
-        ApiError::bad_request(e.to_string()).with_expression(at)
-    })?;
-    state.validator.validate(&bundle).map_err(|issues| {
-        ApiError::bad_request(format!(
-            "the document is not valid FHIR: {}",
-            issues
-                .first()
-                .map(|i| i.message.clone())
-                .unwrap_or_default()
-        ))
-    })?;
+    let identifier = checked_document(&state, &bundle)?;
     let received = now_instant();
     let task = directed::inbox_task(&bundle, &sender, &received)
         .map_err(|e| ApiError::bad_request(e.to_string()))?;

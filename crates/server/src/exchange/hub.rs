@@ -65,7 +65,8 @@ fn now() -> String {
     store::time::format_instant(store::time::now_micros())
 }
 
-fn hub(state: &AppState) -> Result<&crate::exchange::Exchange, ApiError> {
+/// The exchange state of a server that is a hub; 404 for any other.
+pub(crate) fn hub(state: &AppState) -> Result<&crate::exchange::Exchange, ApiError> {
     match &state.exchange {
         Some(e) if e.is_hub() => Ok(e),
         _ => Err(ApiError::not_found(

@@ -30,14 +30,9 @@ pub async fn image_access(
     fhir: Fhir,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let link = state
-        .exchange
-        .as_ref()
-        .and_then(|e| e.link())
-        .cloned()
-        .ok_or_else(|| {
-            ApiError::not_found("image access goes through a node of a network (--role node)")
-        })?;
+    let link = super::node_link_of(&state).ok_or_else(|| {
+        ApiError::not_found("image access goes through a node of a network (--role node)")
+    })?;
     let params: Value = serde_json::from_slice(&body)
         .map_err(|e| ApiError::unparsable(format!("the body is not JSON: {e}")))?;
     let study_url = params

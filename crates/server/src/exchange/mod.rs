@@ -58,6 +58,11 @@ impl Exchange {
     }
 }
 
+/// The link to its hub of a server that is a node.
+pub(crate) fn node_link_of(state: &crate::AppState) -> Option<Arc<node::NodeLink>> {
+    state.exchange.as_ref().and_then(|e| e.link()).cloned()
+}
+
 /// Who a request asks for when it reaches across the network, and why: the caller's
 /// `fhirUser` (or subject), made absolute against this server's base so that other nodes can
 /// tell whose it is, and its purpose of use (`TREAT` when the token names none).

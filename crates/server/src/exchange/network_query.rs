@@ -30,17 +30,12 @@ pub(crate) async fn network(
     what: &str,
     params: Vec<(String, String)>,
 ) -> Result<Reply, ApiError> {
-    let link = state
-        .exchange
-        .as_ref()
-        .and_then(|e| e.link())
-        .ok_or_else(|| {
-            ApiError::bad_request(
-                "_network=true asks the network through this node's hub; this server is not a \
-                 node of a network (renkei serve --role node --hub URL)",
-            )
-        })?
-        .clone();
+    let link = super::node_link_of(state).ok_or_else(|| {
+        ApiError::bad_request(
+            "_network=true asks the network through this node's hub; this server is not a \
+             node of a network (renkei serve --role node --hub URL)",
+        )
+    })?;
     let (requester, purpose) = super::requester_and_purpose(fhir);
     let own = &link.settings.node;
     // This node's records (the owner must be visible to the caller here), while the locator
