@@ -69,14 +69,8 @@ fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D:
 
 /// The issuer of an assertion, read without checking anything: which client's keys to load.
 pub fn claimed_client(assertion: &str) -> Result<String, AssertionError> {
-    let payload = assertion
-        .split('.')
-        .nth(1)
-        .ok_or_else(|| AssertionError::Malformed("not a JWT".into()))?;
-    use base64::Engine;
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(payload.trim_end_matches('='))
-        .map_err(|_| AssertionError::Malformed("payload is not base64url".into()))?;
+    let bytes = crate::token::unverified_payload(assertion)
+        .map_err(|why| AssertionError::Malformed(why.into()))?;
     #[derive(Deserialize)]
     struct Iss {
         iss: String,

@@ -480,11 +480,7 @@ async fn introspected_audience(security: &Security, caller: &str, token: &str) -
 
 /// A claim of a JWT, read without checking anything (only to choose how to check it).
 pub(crate) fn unverified_claim(token: &str, name: &str) -> Option<String> {
-    use base64::Engine;
-    let payload = token.split('.').nth(1)?;
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(payload)
-        .ok()?;
+    let bytes = auth::token::unverified_payload(token).ok()?;
     let claims: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
     claims.get(name)?.as_str().map(str::to_owned)
 }
