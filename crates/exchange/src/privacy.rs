@@ -68,11 +68,9 @@ impl NetworkKey {
 
     /// A new random key, as base64url text.
     pub fn generate() -> String {
-        let a = uuid::Uuid::new_v4();
-        let b = uuid::Uuid::new_v4();
-        let mut bytes = a.as_bytes().to_vec();
-        bytes.extend_from_slice(b.as_bytes());
-        URL_SAFE_NO_PAD.encode(bytes)
+        // 32 bytes from the system's random source, base64url: the form of every secret the
+        // project hands out.
+        auth::secret::new_secret()
     }
 
     /// The keyed hash of `value` in the domain `kind` (so that equal text in two fields does
