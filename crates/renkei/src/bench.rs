@@ -102,6 +102,80 @@ pub struct ReadArgs {
     auth: bool,
 }
 
+/// A child `renkei serve` of a benchmark, and its base URL (from its "listening" line). It
+/// logs at `error` unless `RENKEI_BENCH_SERVER_LOG` says otherwise; dropped, it is stopped.
+pub struct ChildServer {
+    child: std::process::Child,
+    pub base: String,
+}
+
+impl ChildServer {
+    /// Starts `binary serve --listen 127.0.0.1:0 --data DATA` with `extra` arguments (a later
+    /// `--listen` wins) and waits for its "listening" line.
+    pub fn start(binary: &Path, data: &Path, extra: &[String]) -> anyhow::Result<ChildServer> {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(binary)
+            .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+            .arg(data)
+            .args(extra)
+            .env(
+                "RUST_LOG",
+                std::env::var("RENKEI_BENCH_SERVER_LOG").unwrap_or("error".into()),
+            )
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit())
+            .spawn()
+            .with_context(|| format!("starting {} serve", binary.display()))?;
+        let stdout = child.stdout.take().context("the server's stdout")?;
+        let mut lines = std::io::BufReader::new(stdout).lines();
+        let base = loop {
+            let Some(line) = lines.next() else {
+                anyhow::bail!("the server on {} ended before it listened", data.display());
+            };
+            let line = line?;
+            if let Some(rest) = line.strip_prefix("renkei listening on ") {
+                break rest
+                    .split_whitespace()
+                    .next()
+                    .context("no address on the listening line")?
+                    .to_owned();
+            }
+        };
+        // Keep reading stdout so the child never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        Ok(ChildServer { child, base })
+    }
+
+    /// SIGTERM (a graceful shutdown), then waits.
+    pub fn stop(mut self) -> anyhow::Result<()> {
+        self.terminate()?;
+        Ok(())
+    }
+
+    fn terminate(&mut self) -> std::io::Result<std::process::ExitStatus> {
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        self.child.wait()
+    }
+}
+
+impl std::fmt::Debug for ChildServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChildServer")
+            .field("base", &self.base)
+            .finish()
+    }
+}
+
+impl Drop for ChildServer {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.terminate();
+        }
+    }
+}
+
 /// The `p` quantile of sorted latencies, in milliseconds (0 for none).
 pub fn quantile_ms(sorted: &[Duration], p: f64) -> f64 {
     sorted

@@ -16,9 +16,8 @@
 //!
 //! Figures, never assertions. The children are `--binary PATH` (default: this executable).
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -48,20 +47,12 @@ pub struct ExchangeArgs {
     messages: usize,
 }
 
-/// A child `renkei serve`.
+/// A child `renkei serve` and its data directory.
 struct Process {
-    child: Child,
+    /// Held for its drop, which stops the process.
+    _server: crate::bench::ChildServer,
     base: String,
     dir: PathBuf,
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let _ = self.child.wait();
-    }
 }
 
 fn free_port() -> anyhow::Result<u16> {
@@ -74,40 +65,15 @@ fn free_port() -> anyhow::Result<u16> {
 fn serve(binary: &Path, dir: &Path, extra: &[String]) -> anyhow::Result<Process> {
     let port = free_port()?;
     let base = format!("http://127.0.0.1:{port}/fhir");
-    let mut child = Command::new(binary)
-        .arg("serve")
-        .arg("--data")
-        .arg(dir)
-        .args([
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--base-url",
-            &base,
-        ])
-        .args(extra)
-        .env(
-            "RUST_LOG",
-            std::env::var("RENKEI_BENCH_SERVER_LOG").unwrap_or("error".into()),
-        )
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .with_context(|| format!("starting {} serve", binary.display()))?;
-    let stdout = child.stdout.take().context("the server's stdout")?;
-    let mut lines = BufReader::new(stdout).lines();
-    loop {
-        match lines.next() {
-            Some(line) => {
-                if line?.starts_with("renkei listening on ") {
-                    break;
-                }
-            }
-            None => anyhow::bail!("the server on {} ended before it listened", dir.display()),
-        }
-    }
-    std::thread::spawn(move || for _ in lines {});
+    let mut args = vec![
+        "--listen".to_owned(),
+        format!("127.0.0.1:{port}"),
+        "--base-url".into(),
+        base.clone(),
+    ];
+    args.extend(extra.iter().cloned());
     Ok(Process {
-        child,
+        _server: crate::bench::ChildServer::start(binary, dir, &args)?,
         base,
         dir: dir.to_owned(),
     })

@@ -14,7 +14,7 @@
 
 use std::io::{BufRead, BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -56,56 +56,6 @@ pub struct MatchArgs {
     /// Random seed of the generator.
     #[arg(long, default_value_t = 42)]
     random_seed: u64,
-}
-
-/// A child `renkei serve` and its base URL.
-struct Server {
-    child: Child,
-    base: String,
-}
-
-impl Server {
-    /// Starts `binary serve` on `data` and waits for its "listening" line.
-    fn start(binary: &Path, data: &Path) -> anyhow::Result<Server> {
-        let mut child = Command::new(binary)
-            .args(["serve", "--listen", "127.0.0.1:0", "--data"])
-            .arg(data)
-            .env(
-                "RUST_LOG",
-                std::env::var("RENKEI_BENCH_SERVER_LOG").unwrap_or("error".into()),
-            )
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .with_context(|| format!("starting {} serve", binary.display()))?;
-        let stdout = child.stdout.take().context("the server's stdout")?;
-        let mut lines = BufReader::new(stdout).lines();
-        let base = loop {
-            let Some(line) = lines.next() else {
-                anyhow::bail!("the server ended before it listened");
-            };
-            let line = line?;
-            if let Some(rest) = line.strip_prefix("renkei listening on ") {
-                break rest
-                    .split_whitespace()
-                    .next()
-                    .context("no address on the listening line")?
-                    .to_owned();
-            }
-        };
-        // Keep reading stdout so the child never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
-        Ok(Server { child, base })
-    }
-
-    /// SIGTERM (a graceful shutdown), then waits.
-    fn stop(mut self) -> anyhow::Result<()> {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        self.child.wait()?;
-        Ok(())
-    }
 }
 
 pub async fn run(a: MatchArgs) -> anyhow::Result<()> {
@@ -153,7 +103,7 @@ pub async fn run(a: MatchArgs) -> anyhow::Result<()> {
     anyhow::ensure!(!queries.is_empty(), "no stored people to query");
 
     let started = Instant::now();
-    let server = Server::start(&binary, &data)?;
+    let server = crate::bench::ChildServer::start(&binary, &data, &[])?;
     let listening = started.elapsed();
     let client = reqwest::Client::new();
     let root = server.base.trim_end_matches("/fhir").to_owned();
