@@ -59,6 +59,19 @@ pub struct Decision {
     pub enterprise_id: EnterpriseId,
     /// Probable candidates, best first (the linked one first when linked).
     pub candidates: Vec<Candidate>,
+    /// Identities this record bridged: it matched each of them and `enterprise_id`, nothing
+    /// set their members apart, so their members joined `enterprise_id` and they are retired.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub merged: Vec<Merged>,
+}
+
+/// An identity absorbed by another when a new record matched both ([`Decision::merged`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Merged {
+    /// The identity retired.
+    pub enterprise_id: EnterpriseId,
+    /// Its source records, now members of the surviving identity.
+    pub record_ids: Vec<String>,
 }
 
 /// Limits that keep matching cost bounded.
@@ -155,8 +168,29 @@ impl EnterpriseIndex {
             .collect()
     }
 
-    /// Matches a record against the index, then inserts it with the decided enterprise.
+    /// Matches a record against the index, then inserts it with the decided enterprise. A
+    /// record that matches several identities joins them into one when nothing sets their
+    /// members apart (see [`EnterpriseIndex::insert_record_with`]).
     pub fn insert_record(&mut self, record: Record) -> Result<Decision, EmpiError> {
+        self.insert_record_with(record, |_| true)
+    }
+
+    /// [`EnterpriseIndex::insert_record`], where `may_merge` says which identities an
+    /// automatic merge may retire or grow (the caller's rule: say, not one a person decided).
+    ///
+    /// A record that matches several identities well enough to link is the evidence that
+    /// they are one person (records of one person arrive in any order, and two of them can be
+    /// too different to link until a third bridges them): the identities are joined when
+    /// every one of them may be merged, they are small enough to check every cross pair
+    /// (`max_members_checked` members together) and no member of one conflicts with a member
+    /// of another unless another record (the new one included) explains the conflict as a
+    /// data-entry error, as the batch clusterer's chain guard decides. Otherwise the record
+    /// goes to review, as a new identity for now.
+    pub fn insert_record_with(
+        &mut self,
+        record: Record,
+        may_merge: impl Fn(EnterpriseId) -> bool,
+    ) -> Result<Decision, EmpiError> {
         if self.slots.contains_key(&record.id) {
             return Err(EmpiError::Duplicate(record.id));
         }
@@ -177,13 +211,33 @@ impl EnterpriseIndex {
         }
         let fresh = EnterpriseId(self.next_enterprise);
         let probable = scored.iter().any(|(_, _, c)| *c >= MatchClass::Review);
+        let joins = linkable.len() > 1 && self.joinable(&record, &linkable, &scorer, &may_merge);
         let (outcome, enterprise_id) = match linkable.as_slice() {
             [one] => (Outcome::Linked, *one),
+            [first, ..] if joins => (Outcome::Linked, *first),
             // Several distinct identities fit: they may be duplicates of each other; a human decides.
             [_, _, ..] => (Outcome::Review, fresh),
             [] if probable => (Outcome::Review, fresh),
             [] => (Outcome::New, fresh),
         };
+        let mut merged = Vec::new();
+        if joins {
+            for &e in &linkable[1..] {
+                let slots = self.members.remove(&e).unwrap_or_default();
+                let mut record_ids = Vec::with_capacity(slots.len());
+                for &slot in &slots {
+                    self.enterprise[slot as usize] = enterprise_id;
+                    if let Some(r) = &self.records[slot as usize] {
+                        record_ids.push(r.id.clone());
+                    }
+                }
+                self.members.entry(enterprise_id).or_default().extend(slots);
+                merged.push(Merged {
+                    enterprise_id: e,
+                    record_ids,
+                });
+            }
+        }
         let mut returned: Vec<(u32, f64, MatchClass)> = scored
             .into_iter()
             .filter(|(_, _, c)| *c >= MatchClass::Review)
@@ -205,6 +259,7 @@ impl EnterpriseIndex {
             outcome,
             enterprise_id,
             candidates,
+            merged,
         };
         self.add(record, keys, enterprise_id);
         Ok(decision)
@@ -361,21 +416,8 @@ impl EnterpriseIndex {
         keys: &[u64],
         scorer: &Scorer<'_>,
     ) -> Vec<(u32, f64, MatchClass)> {
-        let mut slots: Vec<u32> = Vec::new();
-        for k in keys {
-            if let Some(block) = self.blocks.get(k)
-                && block.len() <= self.config.max_block
-            {
-                slots.extend_from_slice(block);
-            }
-        }
-        slots.sort_unstable();
-        slots.dedup();
-        // Most recent first when over the cap: the newest records are the likeliest duplicates.
-        if slots.len() > self.config.max_candidates {
-            slots.drain(..slots.len() - self.config.max_candidates);
-        }
-        let mut scored: Vec<(u32, f64, MatchClass)> = slots
+        let mut scored: Vec<(u32, f64, MatchClass)> = self
+            .candidate_slots(keys)
             .into_iter()
             .filter_map(|s| {
                 let other = self.records[s as usize].as_ref()?;
@@ -385,6 +427,60 @@ impl EnterpriseIndex {
             .collect();
         scored.sort_by(|a, b| b.1.total_cmp(&a.1));
         scored
+    }
+
+    /// The slots worth scoring for a record with these blocking keys: every member of every
+    /// usable block (at most `max_block` members) when there are at most `max_candidates`
+    /// of them. Otherwise the `max_candidates` with the most evidence in the keys they share,
+    /// a key counting by its rarity (the log of the population over its block's size), so
+    /// that a shared phone or identifier, or several shared keys, outrank one common name;
+    /// among equals the newest, the likeliest duplicates.
+    fn candidate_slots(&self, keys: &[u64]) -> Vec<u32> {
+        let population = self.slots.len() as f32 + 1.0;
+        let blocks: Vec<(&[u32], f32)> = keys
+            .iter()
+            .filter_map(|k| self.blocks.get(k))
+            .filter(|b| !b.is_empty() && b.len() <= self.config.max_block)
+            .map(|b| (b.as_slice(), (population / b.len() as f32).ln()))
+            .collect();
+        let listed: usize = blocks.iter().map(|(b, _)| b.len()).sum();
+        if listed <= self.config.max_candidates {
+            let mut slots: Vec<u32> = blocks.iter().flat_map(|(b, _)| b.iter().copied()).collect();
+            slots.sort_unstable();
+            slots.dedup();
+            return slots;
+        }
+        // Blocks hold their slots in ascending order (slots are handed out in increasing
+        // order and removal keeps the order), so one merge pass sums each slot's evidence.
+        let mut ranked: Vec<(u32, f32)> = Vec::with_capacity(listed);
+        let mut at = vec![0usize; blocks.len()];
+        loop {
+            let next = blocks
+                .iter()
+                .zip(&at)
+                .filter_map(|((b, _), i)| b.get(*i).copied())
+                .min();
+            let Some(slot) = next else { break };
+            let mut evidence = 0.0;
+            for ((b, weight), i) in blocks.iter().zip(at.iter_mut()) {
+                if b.get(*i) == Some(&slot) {
+                    evidence += weight;
+                    *i += 1;
+                }
+            }
+            ranked.push((slot, evidence));
+        }
+        let cap = self.config.max_candidates;
+        if ranked.len() > cap {
+            if cap == 0 {
+                return Vec::new();
+            }
+            ranked.select_nth_unstable_by(cap - 1, |a, b| {
+                b.1.total_cmp(&a.1).then_with(|| b.0.cmp(&a.0))
+            });
+            ranked.truncate(cap);
+        }
+        ranked.into_iter().map(|(slot, _)| slot).collect()
     }
 
     /// True when no (checked) member of `e` conflicts with `record` (a clear non-match, a
@@ -404,6 +500,43 @@ impl EnterpriseIndex {
             scorer
                 .chain_conflict(record, m, checked.iter().copied())
                 .is_none()
+        })
+    }
+
+    /// True when `record` may join `identities` into one (see
+    /// [`EnterpriseIndex::insert_record_with`]).
+    fn joinable(
+        &self,
+        record: &Record,
+        identities: &[EnterpriseId],
+        scorer: &Scorer<'_>,
+        may_merge: &impl Fn(EnterpriseId) -> bool,
+    ) -> bool {
+        if !identities.iter().all(|e| may_merge(*e)) {
+            return false;
+        }
+        let groups: Vec<Vec<&Record>> = identities
+            .iter()
+            .map(|e| {
+                self.members
+                    .get(e)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|s| self.records[*s as usize].as_ref())
+                    .collect()
+            })
+            .collect();
+        if groups.iter().map(Vec::len).sum::<usize>() > self.config.max_members_checked {
+            return false;
+        }
+        let union: Vec<&Record> = std::iter::once(record)
+            .chain(groups.iter().flatten().copied())
+            .collect();
+        groups.iter().enumerate().all(|(i, a)| {
+            groups[i + 1..].iter().flatten().all(|y| {
+                a.iter()
+                    .all(|x| scorer.chain_conflict(x, y, union.iter().copied()).is_none())
+            })
         })
     }
 
@@ -461,6 +594,100 @@ mod tests {
             ix.insert(&patient("a", "x", "y", "2000-01-01", "1")),
             Err(EmpiError::Duplicate(_))
         ));
+    }
+
+    /// A record of one woman at one address and phone, with the given identifiers: a national
+    /// number (`ssn`) and a hospital's record number (`mrn`), either may be empty.
+    fn person(id: &str, given: &str, birth: &str, ssn: &str, mrn: &str) -> Value {
+        let mut identifiers = Vec::new();
+        if !ssn.is_empty() {
+            identifiers.push(json!({"system": crate::identifier::US_SSN, "value": ssn}));
+        }
+        if !mrn.is_empty() {
+            identifiers.push(json!({"type": {"coding": [{
+                "system": "http://terminology.hl7.org/CodeSystem/v2-0203", "code": "MR"}]},
+                "system": "http://hospital.example.org/mrn", "value": mrn}));
+        }
+        json!({"resourceType": "Patient", "id": id, "gender": "female", "birthDate": birth,
+            "name": [{"family": "Koch", "given": [given]}], "identifier": identifiers,
+            "address": [{"line": ["12 Elm St"], "city": "Springfield", "postalCode": "01103"}],
+            "telecom": [{"system": "phone", "value": "555-162-4456"}]})
+    }
+
+    /// `a` (given name replaced, national number) and `b` (birth date replaced, record
+    /// number) are each one error away from the true record and two from each other.
+    fn two_halves() -> EnterpriseIndex {
+        let mut ix = index();
+        let a = ix
+            .insert(&person("a", "Alice", "1990-01-02", "123-45-6789", ""))
+            .unwrap();
+        let b = ix
+            .insert(&person("b", "Mary", "1971-08-30", "", "M-1"))
+            .unwrap();
+        assert_ne!(b.enterprise_id, a.enterprise_id, "{b:?}");
+        ix
+    }
+
+    #[test]
+    fn a_record_matching_two_identities_joins_them() {
+        let mut ix = two_halves();
+        let (ea, eb) = (
+            ix.enterprise_of("a").unwrap(),
+            ix.enterprise_of("b").unwrap(),
+        );
+        // The record as it should be matches both.
+        let c = ix
+            .insert(&person("c", "Mary", "1990-01-02", "123-45-6789", "M-1"))
+            .unwrap();
+        assert_eq!(c.outcome, Outcome::Linked, "{c:?}");
+        assert_eq!(c.merged.len(), 1, "{c:?}");
+        let survivor = c.enterprise_id;
+        let retired = c.merged[0].enterprise_id;
+        assert!([ea, eb].contains(&survivor) && [ea, eb].contains(&retired));
+        assert_ne!(retired, survivor);
+        assert_eq!(ix.members(survivor).len(), 3);
+        assert!(ix.members(retired).is_empty());
+        for id in ["a", "b", "c"] {
+            assert_eq!(ix.enterprise_of(id), Some(survivor));
+        }
+        assert!(c.candidates.iter().all(|c| c.enterprise_id == survivor));
+    }
+
+    #[test]
+    fn no_join_where_the_caller_forbids_it_or_members_conflict() {
+        let c = || Record::from_patient(&person("c", "Mary", "1990-01-02", "123-45-6789", "M-1"));
+        // A person decided about one of them (the caller's rule): review, nothing moves.
+        let mut ix = two_halves();
+        let (ea, eb) = (
+            ix.enterprise_of("a").unwrap(),
+            ix.enterprise_of("b").unwrap(),
+        );
+        let d = ix.insert_record_with(c().unwrap(), |e| e != eb).unwrap();
+        assert_eq!(d.outcome, Outcome::Review, "{d:?}");
+        assert!(d.merged.is_empty());
+        assert_eq!(ix.enterprise_of("a"), Some(ea));
+        assert_eq!(ix.enterprise_of("b"), Some(eb));
+        // Two people of one name, birth date and home told apart by their national numbers
+        // are not joined through a record without one that resembles both.
+        let mut ix = index();
+        let t1 = ix
+            .insert(&person("t1", "Mary", "1990-01-02", "123-45-6789", ""))
+            .unwrap();
+        let t2 = ix
+            .insert(&person("t2", "Mary", "1990-01-02", "987-65-4321", ""))
+            .unwrap();
+        assert_ne!(t1.enterprise_id, t2.enterprise_id, "{t2:?}");
+        let d = ix
+            .insert(&person("x", "Mary", "1990-01-02", "", ""))
+            .unwrap();
+        assert!(d.merged.is_empty(), "{d:?}");
+        let links = d
+            .candidates
+            .iter()
+            .filter(|c| c.score.class == MatchClass::Link);
+        assert_eq!(links.count(), 2, "it fits both: {d:?}");
+        assert_eq!(d.outcome, Outcome::Review, "a person decides");
+        assert_ne!(ix.enterprise_of("t1"), ix.enterprise_of("t2"));
     }
 
     #[test]

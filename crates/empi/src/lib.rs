@@ -125,7 +125,7 @@ pub mod similarity;
 pub mod synth;
 
 pub use error::EmpiError;
-pub use index::{Candidate, Decision, EnterpriseId, EnterpriseIndex, IndexConfig, Outcome};
+pub use index::{Candidate, Decision, EnterpriseId, EnterpriseIndex, IndexConfig, Merged, Outcome};
 pub use model::{Model, Thresholds};
 pub use record::Record;
 pub use score::{MatchClass, Score, Scorer};

@@ -98,35 +98,25 @@ fn incremental_index_meets_the_accuracy_targets() {
 /// Issue 19's error classes (replaced given name, birth date or both names under one national
 /// number, national number digits swapped with the birth date missing, address words split
 /// or joined, kanji conversion errors, long vowels, a second record number at one facility)
-/// measured by error type, with the household members and twins kept apart.
-#[test]
-fn replaced_values_and_readings_are_linked_by_error_type() {
-    let data = synth::generate(
+/// generated with household members and twins.
+fn issue_19_set() -> Generated {
+    synth::generate(
         &seeds(),
         &GenConfig {
             seed: 4,
             replaced_rate: 0.6,
             ..GenConfig::default()
         },
-    );
-    let records: Vec<Record> = data
-        .patients
-        .iter()
-        .map(|p| Record::from_patient(p).unwrap())
-        .collect();
-    let model = trained(&records);
-    let result = cluster::cluster(&records, &model, &ClusterConfig::default(), &|_, _| {});
-    let predicted: Vec<(String, String)> = records
-        .iter()
-        .zip(&result.cluster_of)
-        .map(|(r, c)| (r.id.clone(), records[*c as usize].id.clone()))
-        .collect();
-    let e = eval::evaluate(&predicted, &data.labels);
-    println!("batch, issue 19 classes, {} records\n{e}", records.len());
+    )
+}
+
+/// The issue-19 classes are linked by error type, and household members and twins kept apart.
+fn check_issue_19_classes(name: &str, e: &Evaluation) {
+    println!("{name}\n{e}");
     // Precision holds on every class; recall floors sit a little under the issue's 0.99 (met
-    // at 200 000 records, see docs/benchmarks.md) as a set this size has a dozen pairs of
-    // some classes.
-    assert!(e.overall.precision() >= 0.999, "{e}");
+    // at 300 000 records and more, see docs/benchmarks.md) as a set this size has a dozen
+    // pairs of some classes.
+    assert!(e.overall.precision() >= 0.999, "{name}: {e}");
     let floors = [
         ("given_replaced", 0.97),
         ("birth_replaced", 0.97),
@@ -143,15 +133,77 @@ fn replaced_values_and_readings_are_linked_by_error_type() {
             .iter()
             .find(|(k, _)| *k == kind)
             .unwrap_or_else(|| panic!("no {kind} duplicates generated"));
-        assert!(counts.precision() >= 0.995, "{kind}: {e}");
+        assert!(counts.precision() >= 0.995, "{name}, {kind}: {e}");
         assert!(
             counts.recall() >= floor,
-            "{kind}: recall below {floor}\n{e}"
+            "{name}, {kind}: recall below {floor}\n{e}"
         );
     }
     for kind in ["twin", "household"] {
         let counts = e.by_error.iter().find(|(k, _)| *k == kind).map(|(_, c)| c);
-        assert_eq!(counts.map_or(0, |c| c.false_positives), 0, "{kind}: {e}");
+        assert_eq!(
+            counts.map_or(0, |c| c.false_positives),
+            0,
+            "{name}, {kind}: {e}"
+        );
     }
     assert!(e.by_error.iter().any(|(k, _)| *k == "household"), "{e}");
+}
+
+#[test]
+fn replaced_values_and_readings_are_linked_by_error_type() {
+    let data = issue_19_set();
+    let records: Vec<Record> = data
+        .patients
+        .iter()
+        .map(|p| Record::from_patient(p).unwrap())
+        .collect();
+    let model = trained(&records);
+    let result = cluster::cluster(&records, &model, &ClusterConfig::default(), &|_, _| {});
+    let predicted: Vec<(String, String)> = records
+        .iter()
+        .zip(&result.cluster_of)
+        .map(|(r, c)| (r.id.clone(), records[*c as usize].id.clone()))
+        .collect();
+    check_issue_19_classes(
+        &format!("batch, issue 19 classes, {} records", records.len()),
+        &eval::evaluate(&predicted, &data.labels),
+    );
+}
+
+/// The same classes through the incremental index with the built-in model, as an import or a
+/// server links them, the records in a shuffled order: a person's records arrive in any
+/// order, and two duplicates too different to link on their own are joined when a third
+/// record matching both arrives.
+#[test]
+fn records_in_any_order_are_linked_by_error_type_one_at_a_time() {
+    let data = issue_19_set();
+    let mut records: Vec<Record> = data
+        .patients
+        .iter()
+        .map(|p| Record::from_patient(p).unwrap())
+        .collect();
+    let mut rng = empi::rng::Rng::new(19);
+    for i in (1..records.len()).rev() {
+        records.swap(i, rng.below(i + 1));
+    }
+    let mut index = EnterpriseIndex::new(Model::default(), IndexConfig::default());
+    let mut merges = 0;
+    for r in records {
+        merges += index.insert_record(r).unwrap().merged.len();
+    }
+    assert!(merges > 0, "no identities were joined by a bridging record");
+    let predicted: Vec<(String, String)> = data
+        .patients
+        .iter()
+        .filter_map(|p| p["id"].as_str())
+        .map(|id| (id.to_owned(), index.enterprise_of(id).unwrap().to_string()))
+        .collect();
+    check_issue_19_classes(
+        &format!(
+            "incremental, shuffled, issue 19 classes, {} records",
+            predicted.len()
+        ),
+        &eval::evaluate(&predicted, &data.labels),
+    );
 }

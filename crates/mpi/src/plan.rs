@@ -183,7 +183,25 @@ impl<'a> Planner<'a> {
             self.set_member(source, Some(e), Some(LinkMeta::auto("new")));
             return Ok(());
         };
-        let decision = self.cache.index.insert_record(record).map_err(backend)?;
+        let decision = {
+            // An automatic merge never retires or grows an identity a person decided about.
+            let Planner { cache, touched, .. } = &mut *self;
+            let Cache { index, goldens, .. } = &mut **cache;
+            let touched = &*touched;
+            let goldens = &*goldens;
+            index.insert_record_with(record, |e| {
+                let links = match touched.get(&e) {
+                    Some(links) => links,
+                    None => match goldens.get(&e) {
+                        Some(g) if !g.active => return false,
+                        Some(g) => &g.links,
+                        None => return true,
+                    },
+                };
+                links.values().all(|l| l.basis == Basis::Auto)
+            })
+        }
+        .map_err(backend)?;
         self.undo.push(Undo::Inserted(source.to_owned()));
         let best = decision.candidates.first();
         let (e, meta) = match decision.outcome {
@@ -195,7 +213,27 @@ impl<'a> Planner<'a> {
                     explanation: best.and_then(|c| serde_json::to_string(&c.score).ok()),
                     reason: None,
                 };
-                (decision.enterprise_id, meta)
+                let survivor = decision.enterprise_id;
+                for merged in &decision.merged {
+                    let retired = merged.enterprise_id;
+                    for member in &merged.record_ids {
+                        self.undo.push(Undo::Moved(member.clone(), retired));
+                        let meta = LinkMeta {
+                            reason: Some(format!(
+                                "identity {retired} merged automatically into {survivor}: \
+                                 a later source matched both"
+                            )),
+                            ..LinkMeta::auto("merged")
+                        };
+                        self.set_member(member, Some(survivor), Some(meta));
+                    }
+                    // An identity with a golden record keeps it, retired (`replaced-by`); one
+                    // planned in this unit or not yet given one simply ends.
+                    if self.cache.goldens.contains_key(&retired) {
+                        self.retire(retired, survivor);
+                    }
+                }
+                (survivor, meta)
             }
             outcome => {
                 // A source alone keeps its identity when re-matched without a link.

@@ -328,3 +328,95 @@ async fn review_candidates_are_distinct_and_live() {
     let why = refusal(h.link("y1", &em).await);
     assert!(why.contains("Patient/y1 was deleted"), "{why}");
 }
+
+/// A woman at one address and phone with a national number (`ssn`) and a hospital record
+/// number (`mrn`), either may be empty.
+fn mary(id: &str, given: &str, birth: &str, ssn: &str, mrn: &str) -> Value {
+    let mut identifiers = Vec::new();
+    if !ssn.is_empty() {
+        identifiers.push(json!({"system": "http://hl7.org/fhir/sid/us-ssn", "value": ssn}));
+    }
+    if !mrn.is_empty() {
+        identifiers.push(json!({"type": {"coding": [{
+            "system": "http://terminology.hl7.org/CodeSystem/v2-0203", "code": "MR"}]},
+            "system": "http://hospital.example.org/mrn", "value": mrn}));
+    }
+    json!({"resourceType": "Patient", "id": id, "gender": "female", "birthDate": birth,
+        "name": [{"family": "Koch", "given": [given]}], "identifier": identifiers,
+        "address": [{"line": ["12 Elm St"], "city": "Springfield", "postalCode": "01103"}],
+        "telecom": [{"system": "phone", "value": "555-162-4456"}]})
+}
+
+/// Two registrations of one person, each one error away from the truth and two from each
+/// other, get two identities; the record that matches both joins them: one golden record
+/// lists all three (the moved ones as `merged`, saying so), the other is retired into it. A
+/// person's decision about one of them stops such a merge: the bridging record goes to review.
+#[tokio::test]
+async fn a_bridging_record_merges_two_identities_unless_a_person_decided() {
+    for decided in [false, true] {
+        let h = harness(Arc::new(FhirIndexExtractor::new()));
+        h.put(mary("a", "Alice", "1990-01-02", "123-45-6789", ""))
+            .await;
+        h.put(mary("b", "Mary", "1971-08-30", "", "M-1")).await;
+        let (ga, gb) = (h.golden_of("a").await, h.golden_of("b").await);
+        assert_ne!(ga, gb);
+        if decided {
+            h.mpi
+                .unlink(&h.ctx, "b", "not the same person")
+                .await
+                .unwrap();
+        }
+        h.put(mary("c", "Mary", "1990-01-02", "123-45-6789", "M-1"))
+            .await;
+        let gc = h.golden_of("c").await;
+        if decided {
+            assert_eq!(h.golden_of("b").await, gb, "a person's decision stands");
+            assert_eq!(h.golden_of("a").await, ga);
+            assert!(gc == ga || gc != gb, "c did not join b's identity");
+            let reviews = h.reviews_of("c").await;
+            assert_eq!(reviews.len(), 1, "{reviews:?}");
+            continue;
+        }
+        for id in ["a", "b"] {
+            assert_eq!(h.golden_of(id).await, gc, "{id} joined the survivor");
+        }
+        let survivor = h.read("Patient", &gc).await;
+        let links: Vec<(&str, &str)> = survivor["link"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|l| l["type"] == "seealso")
+            .map(|l| {
+                let outcome = l["extension"][0]["extension"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .find(|p| p["url"] == "outcome")
+                    .and_then(|p| p["valueCode"].as_str())
+                    .unwrap();
+                (l["other"]["reference"].as_str().unwrap(), outcome)
+            })
+            .collect();
+        assert_eq!(links.len(), 3, "{survivor}");
+        assert!(links.contains(&("Patient/c", "linked")), "{links:?}");
+        assert_eq!(
+            links.iter().filter(|(_, o)| *o == "merged").count(),
+            1,
+            "{links:?}"
+        );
+        assert!(survivor.to_string().contains("merged automatically"));
+        let retired_id = if gc == ga { &gb } else { &ga };
+        let retired = h.read("Patient", retired_id).await;
+        assert_eq!(retired["active"], false, "{retired}");
+        assert!(
+            retired["link"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|l| l["type"] == "replaced-by"
+                    && l["other"]["reference"] == format!("Patient/{gc}")),
+            "{retired}"
+        );
+        assert!(h.reviews_of("c").await.is_empty());
+    }
+}

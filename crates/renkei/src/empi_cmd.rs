@@ -111,6 +111,15 @@ pub struct ClusterArgs {
     /// Worker threads (default: all cores).
     #[arg(long)]
     threads: Option<usize>,
+    /// Decide one record at a time, in file order, as an import or a stream of registrations
+    /// does (the incremental index: its blocking, its candidate cap, its chain guard) instead
+    /// of scoring every block at once. Without `--model` this uses the built-in model, as
+    /// `renkei import` and `renkei serve` do.
+    #[arg(long, conflicts_with = "review")]
+    incremental: bool,
+    /// With `--incremental`: candidates scored per record at most (default: the index's).
+    #[arg(long, requires = "incremental")]
+    max_candidates: Option<usize>,
 }
 
 /// Arguments of `renkei empi evaluate`.
@@ -151,6 +160,9 @@ pub struct BenchArgs {
     /// Model to use; without it one is trained on the first 200 000 records.
     #[arg(long, value_name = "MODEL.json")]
     model: Option<PathBuf>,
+    /// Candidates scored per record at most (default: the index's).
+    #[arg(long)]
+    max_candidates: Option<usize>,
 }
 
 /// Runs a `renkei empi` subcommand.
@@ -194,6 +206,15 @@ fn load_model(path: Option<&Path>) -> anyhow::Result<Model> {
             Model::from_json(&text).with_context(|| format!("model {}", p.display()))
         }
         None => Ok(Model::default()),
+    }
+}
+
+/// The index's limits, with another candidate cap if asked.
+fn index_config(max_candidates: Option<usize>) -> IndexConfig {
+    let default = IndexConfig::default();
+    IndexConfig {
+        max_candidates: max_candidates.unwrap_or(default.max_candidates),
+        ..default
     }
 }
 
@@ -387,6 +408,9 @@ fn cluster_cmd(a: ClusterArgs) -> anyhow::Result<()> {
     }
     let records = read_records(&a.input, config.threads)?;
     let read_time = started.elapsed();
+    if a.incremental {
+        return cluster_incremental(records, &a, read_time);
+    }
     let model = match &a.model {
         Some(p) => load_model(Some(p))?,
         None => {
@@ -463,6 +487,62 @@ fn cluster_cmd(a: ClusterArgs) -> anyhow::Result<()> {
         read_time.as_secs_f64(),
         train_time.as_secs_f64(),
         started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// `empi cluster --incremental`: every record through [`EnterpriseIndex::insert_record`] in
+/// file order; the cluster of a record is its enterprise identity at the end.
+fn cluster_incremental(
+    records: Vec<Record>,
+    a: &ClusterArgs,
+    read_time: Duration,
+) -> anyhow::Result<()> {
+    let model = load_model(a.model.as_deref())?;
+    let mut index = EnterpriseIndex::new(model, index_config(a.max_candidates));
+    let progress = bar(
+        records.len() as u64,
+        "matching [{elapsed_precise}] {wide_bar} {pos}/{len}",
+    );
+    let started = Instant::now();
+    let mut outcomes = [0usize; 3];
+    let mut ids = Vec::with_capacity(records.len());
+    for (i, r) in records.into_iter().enumerate() {
+        ids.push(r.id.clone());
+        let d = index.insert_record(r)?;
+        outcomes[match d.outcome {
+            Outcome::Linked => 0,
+            Outcome::New => 1,
+            Outcome::Review => 2,
+        }] += 1;
+        if i % 10_000 == 0 {
+            progress.set_position(i as u64);
+        }
+    }
+    progress.finish_and_clear();
+    let took = started.elapsed();
+    let mut out = BufWriter::new(
+        File::create(&a.output).with_context(|| format!("creating {}", a.output.display()))?,
+    );
+    out.write_all(b"id,cluster\n")?;
+    for id in &ids {
+        let e = index
+            .enterprise_of(id)
+            .with_context(|| format!("record {id} left the index"))?;
+        writeln!(out, "{id},{e}")?;
+    }
+    out.flush()?;
+    out!(
+        "matched {} records one at a time into {} identities ({} linked, {} new, {} for review) \
+         in {:.1}s ({:.0} records/s); read {:.1}s",
+        ids.len(),
+        index.enterprises(),
+        outcomes[0],
+        outcomes[1],
+        outcomes[2],
+        took.as_secs_f64(),
+        ids.len() as f64 / took.as_secs_f64().max(1e-9),
+        read_time.as_secs_f64()
     );
     Ok(())
 }
@@ -548,7 +628,7 @@ fn bench(a: BenchArgs) -> anyhow::Result<()> {
         }
     };
     let queries = records.split_off(a.records);
-    let mut index = EnterpriseIndex::new(model, IndexConfig::default());
+    let mut index = EnterpriseIndex::new(model, index_config(a.max_candidates));
     let fill = Instant::now();
     let progress = bar(
         a.records as u64,
