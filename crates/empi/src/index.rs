@@ -79,6 +79,13 @@ pub struct Merged {
 pub struct IndexConfig {
     /// Blocks larger than this are not used for candidate lookup (too common to discriminate).
     pub max_block: usize,
+    /// Members of blocks up to this size (a phone, an identifier, a rare name) are always
+    /// scored; a member of larger blocks only when it shares at least two keys with the
+    /// record, or the record has one larger block at most, or the member has a single key
+    /// (one common name or birth date alone is not worth a comparison unless it is all
+    /// there is).
+    #[serde(default = "default_small_block")]
+    pub small_block: usize,
     /// At most this many candidates are scored per lookup.
     pub max_candidates: usize,
     /// At most this many members of an enterprise are checked before linking to it.
@@ -91,11 +98,16 @@ impl Default for IndexConfig {
     fn default() -> Self {
         IndexConfig {
             max_block: 1000,
-            max_candidates: 2000,
+            small_block: default_small_block(),
+            max_candidates: 200,
             max_members_checked: 64,
             max_returned: 10,
         }
     }
+}
+
+fn default_small_block() -> usize {
+    8
 }
 
 /// The in-memory enterprise index. See the crate documentation for how it is wired.
@@ -429,46 +441,53 @@ impl EnterpriseIndex {
         scored
     }
 
-    /// The slots worth scoring for a record with these blocking keys: every member of every
-    /// usable block (at most `max_block` members) when there are at most `max_candidates`
-    /// of them. Otherwise the `max_candidates` with the most evidence in the keys they share,
-    /// a key counting by its rarity (the log of the population over its block's size), so
-    /// that a shared phone or identifier, or several shared keys, outrank one common name;
-    /// among equals the newest, the likeliest duplicates.
+    /// The slots worth scoring for a record with these blocking keys: members of usable
+    /// blocks (at most `max_block` members) that are in a small block (`small_block`),
+    /// share at least two keys with the record, or any member when the record has one
+    /// larger block at most, or a member with a single key. Over `max_candidates`, those with the most
+    /// evidence in the keys they share, a key counting by its rarity (the log of the
+    /// population over its block's size), so that a shared phone or identifier, or several
+    /// shared keys, outrank a common name; among equals the newest, the likeliest duplicates.
     fn candidate_slots(&self, keys: &[u64]) -> Vec<u32> {
         let population = self.slots.len() as f32 + 1.0;
-        let blocks: Vec<(&[u32], f32)> = keys
+        let blocks: Vec<(&[u32], f32, bool)> = keys
             .iter()
             .filter_map(|k| self.blocks.get(k))
             .filter(|b| !b.is_empty() && b.len() <= self.config.max_block)
-            .map(|b| (b.as_slice(), (population / b.len() as f32).ln()))
+            .map(|b| {
+                let weight = (population / b.len() as f32).ln();
+                (b.as_slice(), weight, b.len() <= self.config.small_block)
+            })
             .collect();
-        let listed: usize = blocks.iter().map(|(b, _)| b.len()).sum();
-        if listed <= self.config.max_candidates {
-            let mut slots: Vec<u32> = blocks.iter().flat_map(|(b, _)| b.iter().copied()).collect();
-            slots.sort_unstable();
-            slots.dedup();
-            return slots;
-        }
+        let listed: usize = blocks.iter().map(|(b, _, _)| b.len()).sum();
+        let large_blocks = blocks.iter().filter(|(_, _, small)| !small).count();
         // Blocks hold their slots in ascending order (slots are handed out in increasing
-        // order and removal keeps the order), so one merge pass sums each slot's evidence.
-        let mut ranked: Vec<(u32, f32)> = Vec::with_capacity(listed);
+        // order and removal keeps the order), so one merge pass counts each slot's keys.
+        let mut ranked: Vec<(u32, f32)> = Vec::with_capacity(listed.min(4096));
         let mut at = vec![0usize; blocks.len()];
         loop {
             let next = blocks
                 .iter()
                 .zip(&at)
-                .filter_map(|((b, _), i)| b.get(*i).copied())
+                .filter_map(|((b, _, _), i)| b.get(*i).copied())
                 .min();
             let Some(slot) = next else { break };
-            let mut evidence = 0.0;
-            for ((b, weight), i) in blocks.iter().zip(at.iter_mut()) {
+            let (mut evidence, mut shared, mut small) = (0.0, 0, false);
+            for ((b, weight, is_small), i) in blocks.iter().zip(at.iter_mut()) {
                 if b.get(*i) == Some(&slot) {
                     evidence += weight;
+                    shared += 1;
+                    small |= is_small;
                     *i += 1;
                 }
             }
-            ranked.push((slot, evidence));
+            // A record with one large block at most (its birth date and phone missing, its
+            // identifiers no one else's), or a member with a single key, cannot share two
+            // large ones: missing data is not a reason to skip a comparison.
+            let sparse = large_blocks <= 1 || self.keys[slot as usize].len() <= 1;
+            if small || shared >= 2 || sparse {
+                ranked.push((slot, evidence));
+            }
         }
         let cap = self.config.max_candidates;
         if ranked.len() > cap {
@@ -688,6 +707,56 @@ mod tests {
         assert_eq!(links.count(), 2, "it fits both: {d:?}");
         assert_eq!(d.outcome, Outcome::Review, "a person decides");
         assert_ne!(ix.enterprise_of("t1"), ix.enterprise_of("t2"));
+    }
+
+    #[test]
+    fn members_of_large_blocks_are_scored_when_they_share_two_keys() {
+        let config = IndexConfig {
+            small_block: 2,
+            ..IndexConfig::default()
+        };
+        let mut ix = EnterpriseIndex::new(Model::default(), config);
+        let people = [
+            ("both", "Mary", "Koch", "1990-01-02"),
+            ("name-1", "Mia", "Koch", "1961-03-04"),
+            ("name-2", "Meg", "Koch", "1972-05-06"),
+            ("date-1", "Ann", "Lund", "1990-01-02"),
+            ("date-2", "Bea", "Berg", "1990-01-02"),
+        ];
+        for (i, (id, given, family, birth)) in people.iter().enumerate() {
+            let p = patient(id, given, family, birth, &format!("555-000-000{i}"));
+            ix.restore(
+                Record::from_patient(&p).unwrap(),
+                EnterpriseId(i as u64 + 1),
+            )
+            .unwrap();
+        }
+        let probe = Record::from_patient(&patient("q", "Mary", "Koch", "1990-01-02", "1")).unwrap();
+        let keys = blocking::keys(&probe);
+        let ids = |ix: &EnterpriseIndex| -> Vec<String> {
+            let mut ids: Vec<String> = ix
+                .candidate_slots(&keys)
+                .into_iter()
+                .map(|s| ix.records[s as usize].as_ref().unwrap().id.clone())
+                .collect();
+            ids.sort();
+            ids
+        };
+        // Three share the name key, three the birth date: both blocks are large.
+        assert_eq!(ids(&ix), ["both"]);
+        // Small blocks are scored whole.
+        ix.config.small_block = 3;
+        assert_eq!(ids(&ix).len(), 5);
+        // A record with one large block (here: no birth date) is compared with its members.
+        ix.config.small_block = 2;
+        let no_date = Record::from_patient(&json!({"resourceType": "Patient", "id": "n",
+            "name": [{"family": "Koch", "given": ["Mary"]}]}))
+        .unwrap();
+        assert_eq!(ix.candidate_slots(&blocking::keys(&no_date)).len(), 3);
+        // Over the cap, the most evidence first: the member sharing both keys.
+        ix.config.small_block = 3;
+        ix.config.max_candidates = 1;
+        assert_eq!(ids(&ix), ["both"]);
     }
 
     #[test]

@@ -120,6 +120,10 @@ pub struct ClusterArgs {
     /// With `--incremental`: candidates scored per record at most (default: the index's).
     #[arg(long, requires = "incremental")]
     max_candidates: Option<usize>,
+    /// With `--incremental`: members of blocks up to this size are always scored, of larger
+    /// ones only when they share two keys with the record (default: the index's).
+    #[arg(long, requires = "incremental")]
+    small_block: Option<usize>,
 }
 
 /// Arguments of `renkei empi evaluate`.
@@ -163,6 +167,10 @@ pub struct BenchArgs {
     /// Candidates scored per record at most (default: the index's).
     #[arg(long)]
     max_candidates: Option<usize>,
+    /// Members of blocks up to this size are always scored, of larger ones only when they
+    /// share two keys with the record (default: the index's).
+    #[arg(long)]
+    small_block: Option<usize>,
 }
 
 /// Runs a `renkei empi` subcommand.
@@ -209,11 +217,12 @@ fn load_model(path: Option<&Path>) -> anyhow::Result<Model> {
     }
 }
 
-/// The index's limits, with another candidate cap if asked.
-fn index_config(max_candidates: Option<usize>) -> IndexConfig {
+/// The index's limits, with another candidate cap or small-block size if asked.
+fn index_config(max_candidates: Option<usize>, small_block: Option<usize>) -> IndexConfig {
     let default = IndexConfig::default();
     IndexConfig {
         max_candidates: max_candidates.unwrap_or(default.max_candidates),
+        small_block: small_block.unwrap_or(default.small_block),
         ..default
     }
 }
@@ -499,7 +508,7 @@ fn cluster_incremental(
     read_time: Duration,
 ) -> anyhow::Result<()> {
     let model = load_model(a.model.as_deref())?;
-    let mut index = EnterpriseIndex::new(model, index_config(a.max_candidates));
+    let mut index = EnterpriseIndex::new(model, index_config(a.max_candidates, a.small_block));
     let progress = bar(
         records.len() as u64,
         "matching [{elapsed_precise}] {wide_bar} {pos}/{len}",
@@ -628,7 +637,7 @@ fn bench(a: BenchArgs) -> anyhow::Result<()> {
         }
     };
     let queries = records.split_off(a.records);
-    let mut index = EnterpriseIndex::new(model, index_config(a.max_candidates));
+    let mut index = EnterpriseIndex::new(model, index_config(a.max_candidates, a.small_block));
     let fill = Instant::now();
     let progress = bar(
         a.records as u64,
