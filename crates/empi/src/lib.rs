@@ -17,7 +17,11 @@
 //! 2. [`blocking::keys`] gives a record's candidate keys: phonetic surname + given initial, birth
 //!    date (day/month order ignored), phone, each identifier, postcode + birth year. Candidates
 //!    are found through hash maps from key to records, so finding them costs the size of a few
-//!    blocks, not the population; oversized (non-discriminating) blocks are skipped.
+//!    blocks, not the population; oversized (non-discriminating) blocks are skipped. The
+//!    incremental index compares a record with every member of a small block (a phone, an
+//!    identifier) and with a member of a larger one only when it shares two keys with it (or
+//!    the record has one larger block at most), ranking candidates over the cap by the
+//!    rarity of the keys they share.
 //! 3. [`compare::compare`] maps a pair to one agreement level per field; [`score::Scorer`] turns
 //!    levels into Fellegi–Sunter weights (log2 m/u) from a [`model::Model`], adjusts exact name
 //!    weights by term frequency (a shared "Smith" says less than a shared "Goldner"), and
@@ -76,8 +80,13 @@
 //!   manual decisions and earlier links survive restarts exactly.
 //! - **Patient create / update** (REST, transaction, import, HL7 v2): [`EnterpriseIndex::insert`]
 //!   (after [`EnterpriseIndex::remove`] on update) returns a [`Decision`]: `linked`, `new`, or
-//!   `review` (a new provisional identity, with candidates for the review queue). Persist the
-//!   link and the decision JSON in the same transaction as the resource.
+//!   `review` (a new provisional identity, with candidates for the review queue). A record that
+//!   links to several identities joins them when the chain guard finds nothing between their
+//!   members (records of one person arrive in any order, and two may only be tied by a third):
+//!   the decision's `merged` lists the identities retired and their records;
+//!   [`EnterpriseIndex::insert_record_with`] lets the caller keep identities a person decided
+//!   about out of such merges. Persist the link and the decision JSON in the same transaction
+//!   as the resource.
 //! - **Manual link / merge / unlink**: [`EnterpriseIndex::assign`] and
 //!   [`EnterpriseIndex::detach`] apply a persisted manual decision; the caller marks it manual so
 //!   a later automatic pass never undoes it (automatic passes only ever touch new records).
