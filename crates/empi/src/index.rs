@@ -197,7 +197,7 @@ impl EnterpriseIndex {
     /// (`max_members_checked` members together) and no member of one conflicts with a member
     /// of another unless another record (the new one included) explains the conflict as a
     /// data-entry error, as the batch clusterer's chain guard decides. Otherwise the record
-    /// goes to review, as a new identity for now.
+    /// goes to review, with a new identity of its own until a person decides.
     pub fn insert_record_with(
         &mut self,
         record: Record,

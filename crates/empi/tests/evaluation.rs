@@ -31,6 +31,24 @@ fn dataset(seed: u64) -> Generated {
     )
 }
 
+fn records_of(data: &Generated) -> Vec<Record> {
+    data.patients
+        .iter()
+        .map(|p| Record::from_patient(p).unwrap())
+        .collect()
+}
+
+/// The batch clusterer's `(record id, cluster)` pairs, with a model trained on the records.
+fn batch_clusters(records: &[Record]) -> Vec<(String, String)> {
+    let model = trained(records);
+    let result = cluster::cluster(records, &model, &ClusterConfig::default(), &|_, _| {});
+    records
+        .iter()
+        .zip(&result.cluster_of)
+        .map(|(r, c)| (r.id.clone(), records[*c as usize].id.clone()))
+        .collect()
+}
+
 fn trained(records: &[Record]) -> Model {
     let mut model = Model::default();
     cluster::train(records, &mut model, &ClusterConfig::default(), 1_000_000, 7);
@@ -55,20 +73,9 @@ fn check(name: &str, e: &Evaluation) {
 fn batch_clustering_meets_the_accuracy_targets() {
     for seed in [1, 2] {
         let data = dataset(seed);
-        let records: Vec<Record> = data
-            .patients
-            .iter()
-            .map(|p| Record::from_patient(p).unwrap())
-            .collect();
-        let model = trained(&records);
-        let result = cluster::cluster(&records, &model, &ClusterConfig::default(), &|_, _| {});
-        let predicted: Vec<(String, String)> = records
-            .iter()
-            .zip(&result.cluster_of)
-            .map(|(r, c)| (r.id.clone(), records[*c as usize].id.clone()))
-            .collect();
+        let predicted = batch_clusters(&records_of(&data));
         check(
-            &format!("batch, seed {seed}, {} records", records.len()),
+            &format!("batch, seed {seed}, {} records", predicted.len()),
             &eval::evaluate(&predicted, &data.labels),
         );
     }
@@ -77,11 +84,7 @@ fn batch_clustering_meets_the_accuracy_targets() {
 #[test]
 fn incremental_index_meets_the_accuracy_targets() {
     let data = dataset(3);
-    let records: Vec<Record> = data
-        .patients
-        .iter()
-        .map(|p| Record::from_patient(p).unwrap())
-        .collect();
+    let records = records_of(&data);
     let model = trained(&records);
     let mut index = EnterpriseIndex::new(model, IndexConfig::default());
     let mut predicted = Vec::new();
@@ -153,20 +156,9 @@ fn check_issue_19_classes(name: &str, e: &Evaluation) {
 #[test]
 fn replaced_values_and_readings_are_linked_by_error_type() {
     let data = issue_19_set();
-    let records: Vec<Record> = data
-        .patients
-        .iter()
-        .map(|p| Record::from_patient(p).unwrap())
-        .collect();
-    let model = trained(&records);
-    let result = cluster::cluster(&records, &model, &ClusterConfig::default(), &|_, _| {});
-    let predicted: Vec<(String, String)> = records
-        .iter()
-        .zip(&result.cluster_of)
-        .map(|(r, c)| (r.id.clone(), records[*c as usize].id.clone()))
-        .collect();
+    let predicted = batch_clusters(&records_of(&data));
     check_issue_19_classes(
-        &format!("batch, issue 19 classes, {} records", records.len()),
+        &format!("batch, issue 19 classes, {} records", predicted.len()),
         &eval::evaluate(&predicted, &data.labels),
     );
 }
@@ -178,11 +170,7 @@ fn replaced_values_and_readings_are_linked_by_error_type() {
 #[test]
 fn records_in_any_order_are_linked_by_error_type_one_at_a_time() {
     let data = issue_19_set();
-    let mut records: Vec<Record> = data
-        .patients
-        .iter()
-        .map(|p| Record::from_patient(p).unwrap())
-        .collect();
+    let mut records = records_of(&data);
     let mut rng = empi::rng::Rng::new(19);
     for i in (1..records.len()).rev() {
         records.swap(i, rng.below(i + 1));
