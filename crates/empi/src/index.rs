@@ -441,13 +441,13 @@ impl EnterpriseIndex {
         scored
     }
 
-    /// The slots worth scoring for a record with these blocking keys: members of usable
-    /// blocks (at most `max_block` members) that are in a small block (`small_block`),
-    /// share at least two keys with the record, or any member when the record has one
-    /// larger block at most, or a member with a single key. Over `max_candidates`, those with the most
-    /// evidence in the keys they share, a key counting by its rarity (the log of the
-    /// population over its block's size), so that a shared phone or identifier, or several
-    /// shared keys, outrank a common name; among equals the newest, the likeliest duplicates.
+    /// The slots worth scoring for a record with these blocking keys: the members of usable
+    /// blocks (at most `max_block` members) that are in a small block (`small_block`), share
+    /// at least two keys with the record or have a single key; every member when the record
+    /// has one larger block at most. Over `max_candidates`, those with the most evidence in
+    /// the keys they share, a key counting by its rarity (the log of the population over its
+    /// block's size), so that a shared phone or identifier, or several shared keys, outrank
+    /// a common name; among equals the newest, the likeliest duplicates.
     fn candidate_slots(&self, keys: &[u64]) -> Vec<u32> {
         let population = self.slots.len() as f32 + 1.0;
         let blocks: Vec<(&[u32], f32, bool)> = keys

@@ -515,10 +515,12 @@ fn cluster_incremental(
     );
     let started = Instant::now();
     let mut outcomes = [0usize; 3];
+    let mut merged = 0usize;
     let mut ids = Vec::with_capacity(records.len());
     for (i, r) in records.into_iter().enumerate() {
         ids.push(r.id.clone());
         let d = index.insert_record(r)?;
+        merged += d.merged.len();
         outcomes[match d.outcome {
             Outcome::Linked => 0,
             Outcome::New => 1,
@@ -542,13 +544,15 @@ fn cluster_incremental(
     }
     out.flush()?;
     out!(
-        "matched {} records one at a time into {} identities ({} linked, {} new, {} for review) \
-         in {:.1}s ({:.0} records/s); read {:.1}s",
+        "matched {} records one at a time into {} identities ({} linked, {} new, {} for review; \
+         {} identities joined into another by a record matching both) in {:.1}s \
+         ({:.0} records/s); read {:.1}s",
         ids.len(),
         index.enterprises(),
         outcomes[0],
         outcomes[1],
         outcomes[2],
+        merged,
         took.as_secs_f64(),
         ids.len() as f64 / took.as_secs_f64().max(1e-9),
         read_time.as_secs_f64()

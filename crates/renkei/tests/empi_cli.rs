@@ -109,6 +109,51 @@ fn generate_train_cluster_evaluate_explain() {
     assert!(precision >= 0.99, "precision {precision}");
     assert!(recall >= 0.9 && f1 >= 0.95, "recall {recall} f1 {f1}");
 
+    // One record at a time, as an import links them: one identity per row, evaluated alike.
+    let incremental = dir.path("incremental.csv");
+    let out = renkei(&[
+        "empi",
+        "cluster",
+        "--incremental",
+        "--input",
+        &patients,
+        "--output",
+        &incremental,
+    ]);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.starts_with("matched 1500 records one at a time into"),
+        "{said}"
+    );
+    let rows_one_at_a_time = lines(&incremental);
+    assert_eq!(rows_one_at_a_time.len(), 1501);
+    assert!(
+        rows_one_at_a_time[1..]
+            .iter()
+            .all(|r| r.split_once(",E").is_some()),
+        "the cluster is the enterprise identity: {:?}",
+        &rows_one_at_a_time[..3]
+    );
+    let out = renkei(&[
+        "empi",
+        "evaluate",
+        "--clusters",
+        &incremental,
+        "--labels",
+        &labels,
+    ]);
+    let (precision, recall, _) = measures(&out.stdout);
+    assert!(precision >= 0.99 && recall >= 0.9, "{precision} {recall}");
+    let refused = Command::new(env!("CARGO_BIN_EXE_renkei"))
+        .args(["empi", "cluster", "--incremental", "--review", &incremental])
+        .args(["--input", &patients, "--output", &incremental])
+        .output()
+        .unwrap();
+    assert!(
+        !refused.status.success(),
+        "--review has no meaning one at a time"
+    );
+
     // Train a model file, cluster with it: the same engine, loaded from JSON.
     let model = dir.path("model.json");
     renkei(&["empi", "train", "--input", &patients, "--output", &model]);
