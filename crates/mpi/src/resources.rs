@@ -47,13 +47,14 @@ impl Basis {
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct LinkMeta {
     pub basis: Basis,
-    /// `linked`, `new`, `review` (automatic) or the manual action (`link`, `separate`, `merge`).
+    /// `linked`, `new`, `review`, `merged` (automatic: its identity was joined to this one by a
+    /// later source matching both) or the manual action (`link`, `separate`, `merge`).
     pub outcome: String,
     /// Match probability against the identity it joined, when it joined by a score.
     pub score: Option<f64>,
     /// The per-field explanation of that score (JSON text).
     pub explanation: Option<String>,
-    /// Why a person decided it.
+    /// Why a person decided it, or which identity an automatic merge joined.
     pub reason: Option<String>,
 }
 
