@@ -18,8 +18,8 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use support::network::{
-    STUDY_UID, approve_all, eventually, full_urls, holders, outcome_text, registered, sample,
-    serve, shared_person, start_node, start_on, token,
+    STUDY_UID, approve_all, eventually, first_person, full_urls, holders, identifier_value,
+    outcome_text, registered, sample, serve, shared_person, start_node, start_on, token,
 };
 use support::{Backend, Data};
 
@@ -28,20 +28,9 @@ const B_DICOMWEB: &str = "https://images.b.example/dicomweb";
 
 async fn hub_and_two_nodes(hub_backend: Backend) {
     let sample = sample();
-    let patients = &sample.iter().find(|(t, _)| t == "Patient").unwrap().1;
-    let first = &patients[0];
-    let first_id = first["id"].as_str().unwrap().to_owned();
-    let ssn = first["identifier"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|i| i["system"] == "http://hl7.org/fhir/sid/us-ssn")
-        .unwrap()["value"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let mut shared = first.clone();
-    shared["id"] = json!(format!("a{first_id}"));
+    let (first, first_id, shared) = first_person(&sample);
+    let first = &first;
+    let ssn = identifier_value(first, "http://hl7.org/fhir/sid/us-ssn");
 
     // The hub.
     let hub_data = Data::new(hub_backend).await;

@@ -16,7 +16,8 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Value, json};
 use support::network::{
-    eventually, free_port, full_urls, holders, import, sample, shared_person, token,
+    eventually, first_person, free_port, full_urls, holders, identifier_value, import, sample,
+    shared_person, token,
 };
 use support::{Data, Server, renkei};
 
@@ -204,20 +205,9 @@ async fn hub_and_two_nodes_over_mutual_tls() {
     server::tls::install_default_provider();
     let ca = OperatorCa::new();
     let sample = sample();
-    let patients = &sample.iter().find(|(t, _)| t == "Patient").unwrap().1;
-    let first = &patients[0];
-    let first_id = first["id"].as_str().unwrap().to_owned();
-    let mut shared = first.clone();
-    shared["id"] = json!(format!("a{first_id}"));
-    let ssn = first["identifier"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|i| i["system"] == "http://hl7.org/fhir/sid/us-ssn")
-        .unwrap()["value"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let (first, first_id, shared) = first_person(&sample);
+    let first = &first;
+    let ssn = identifier_value(first, "http://hl7.org/fhir/sid/us-ssn");
 
     // The hub, on HTTPS; the CA file beside it.
     let hub_data = Data::new(support::Backend::Sqlite).await;

@@ -17,26 +17,14 @@ use std::path::Path;
 use exchange::privacy::NetworkKey;
 use serde_json::{Value, json};
 use support::network::{
-    approve_all, eventually, full_urls, holders, registered, sample, serve, shared_person,
-    start_node, token,
+    approve_all, eventually, first_person, full_urls, holders, identifier_value, registered,
+    sample, serve, shared_person, start_node, token,
 };
 use support::{Backend, Data, renkei};
 
 const SSN_SYSTEM: &str = "http://hl7.org/fhir/sid/us-ssn";
 
 /// The value of the first identifier of `patient` in `system`.
-fn identifier(patient: &Value, system: &str) -> String {
-    patient["identifier"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|i| i["system"] == system)
-        .unwrap()["value"]
-        .as_str()
-        .unwrap()
-        .to_owned()
-}
-
 /// Every file under `dir`, recursively.
 fn files_under(dir: &Path) -> Vec<std::path::PathBuf> {
     let mut out = Vec::new();
@@ -73,14 +61,12 @@ fn refused(data: &Data, args: &[&str]) -> String {
 async fn privacy_mode_locates_without_clear_values_at_the_hub() {
     let sample = sample();
     let patients = &sample.iter().find(|(t, _)| t == "Patient").unwrap().1;
-    let first = &patients[0];
-    let first_id = first["id"].as_str().unwrap().to_owned();
-    let ssn = identifier(first, SSN_SYSTEM);
-    let licence = identifier(first, "urn:oid:2.16.840.1.113883.4.3.25");
+    let (first, first_id, shared) = first_person(&sample);
+    let first = &first;
+    let ssn = identifier_value(first, SSN_SYSTEM);
+    let licence = identifier_value(first, "urn:oid:2.16.840.1.113883.4.3.25");
     let family = first["name"][0]["family"].as_str().unwrap().to_owned();
     let given = first["name"][0]["given"][0].as_str().unwrap().to_owned();
-    let mut shared = first.clone();
-    shared["id"] = json!(format!("a{first_id}"));
 
     // The nodes' key, in one file both nodes read.
     let keys = Data::new(Backend::Sqlite).await;

@@ -588,34 +588,27 @@ mod tests {
         let with = ClientTls::load(Some(&server_cert), Some((&node_cert, &node_key))).unwrap();
         let fingerprint = CertificateFingerprint::of(node.cert.der());
         assert_eq!(with.fingerprint(), Some(&fingerprint));
-        let text = with
-            .builder()
-            .resolve("localhost", addr)
-            .build()
-            .unwrap()
-            .get(&url)
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        assert_eq!(text, fingerprint.as_str());
+        // What the server saw of the client's certificate.
+        let seen = |tls: ClientTls| {
+            let url = url.clone();
+            async move {
+                tls.builder()
+                    .resolve("localhost", addr)
+                    .build()
+                    .unwrap()
+                    .get(&url)
+                    .send()
+                    .await
+                    .unwrap()
+                    .text()
+                    .await
+                    .unwrap()
+            }
+        };
+        assert_eq!(seen(with).await, fingerprint.as_str());
         let without = ClientTls::load(Some(&server_cert), None).unwrap();
         assert_eq!(without.fingerprint(), None);
-        let text = without
-            .builder()
-            .resolve("localhost", addr)
-            .build()
-            .unwrap()
-            .get(&url)
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        assert_eq!(text, "");
+        assert_eq!(seen(without).await, "");
         // A client certificate file without a certificate stops the start.
         let empty = files.write("empty.pem", "");
         assert!(ClientTls::load(None, Some((&empty, &node_key))).is_err());

@@ -270,6 +270,30 @@ pub fn full_urls(bundle: &Value) -> BTreeSet<String> {
         .collect()
 }
 
+/// The small sample's first Patient (the person both nodes hold), its id, and its record at
+/// node A (the same with the id `a` + id, as `node_files` prefixes it).
+pub fn first_person(sample: &[(String, Vec<Value>)]) -> (Value, String, Value) {
+    let patients = &sample.iter().find(|(t, _)| t == "Patient").unwrap().1;
+    let first = patients[0].clone();
+    let id = first["id"].as_str().unwrap().to_owned();
+    let mut at_a = first.clone();
+    at_a["id"] = json!(format!("a{id}"));
+    (first, id, at_a)
+}
+
+/// The value of `patient`'s identifier of `system`.
+pub fn identifier_value(patient: &Value, system: &str) -> String {
+    patient["identifier"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["system"] == system)
+        .unwrap()["value"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
 /// The shared person's record at node B: node A's first Patient with B's own identifiers
 /// (the SSN kept), another address and phone, and two problems of its own.
 pub fn shared_person(first: &Value) -> Vec<Value> {
