@@ -54,6 +54,13 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+/// mimalloc instead of the system allocator: an import or a busy server allocates and frees
+/// millions of small JSON values, strings and index rows, and glibc's malloc spent about a
+/// fifth of an EMPI import's CPU growing, trimming and consolidating its arenas
+/// (docs/benchmarks.md, "the import's allocator").
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Renkei: a health information exchange (FHIR R4 server, FHIRPath, ...).
 #[derive(Debug, Parser)]
 #[command(name = "renkei", version, about)]
