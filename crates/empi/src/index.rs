@@ -203,12 +203,32 @@ impl EnterpriseIndex {
         record: Record,
         may_merge: impl Fn(EnterpriseId) -> bool,
     ) -> Result<Decision, EmpiError> {
+        let decision = self.insert_record_unless(record, may_merge, |_| false)?;
+        Ok(decision.expect("nothing is held back"))
+    }
+
+    /// [`EnterpriseIndex::insert_record_with`], unless the decision involves an identity
+    /// `held` says must not be involved now: one with a candidate close enough to link or to
+    /// review (candidates that do not match leave no mark on the decision). Then it returns
+    /// `None` and changes nothing. A caller deciding records ahead of another plan's commit
+    /// holds back the identities that plan changes.
+    pub fn insert_record_unless(
+        &mut self,
+        record: Record,
+        may_merge: impl Fn(EnterpriseId) -> bool,
+        held: impl Fn(EnterpriseId) -> bool,
+    ) -> Result<Option<Decision>, EmpiError> {
         if self.slots.contains_key(&record.id) {
             return Err(EmpiError::Duplicate(record.id));
         }
         let keys = blocking::keys(&record);
         let scorer = Scorer::new(&self.model, Some(&self.tf));
         let scored = self.scored_candidates(&record, &keys, &scorer);
+        if scored.iter().any(|(slot, _, class)| {
+            *class >= MatchClass::Review && held(self.enterprise[*slot as usize])
+        }) {
+            return Ok(None);
+        }
 
         // Enterprises with an auto-link candidate, best first, that no member vetoes.
         let mut linkable: Vec<EnterpriseId> = Vec::new();
@@ -274,7 +294,7 @@ impl EnterpriseIndex {
             merged,
         };
         self.add(record, keys, enterprise_id);
-        Ok(decision)
+        Ok(Some(decision))
     }
 
     /// Adds a record with an already-decided enterprise identity (rebuilding from persisted

@@ -20,14 +20,16 @@
 //! refuses them, since files arrive in any order, but counts them once the chunk that holds
 //! them has committed.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashSet, VecDeque};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use store::{Outcome, ReferenceCheck, RequestContext, Store, StoreError, WriteEntry, WriteOp};
+use store::{
+    BatchResult, Outcome, ReferenceCheck, RequestContext, Store, StoreError, WriteEntry, WriteOp,
+};
 
 use crate::bundle::Preparer;
 use crate::entry::valid_id;
@@ -67,6 +69,10 @@ pub enum ImportError {
     /// The reader thread stopped early.
     #[error("reading input files: {0}")]
     Reader(String),
+    /// The store stopped taking chunks (what stopped it is the [`ImportError::Store`] the
+    /// import returns instead).
+    #[error("the store stopped before answering every chunk")]
+    WriterStopped,
 }
 
 /// What an import reports as it goes (the CLI's progress bar, error lines and `--print-commits`).
@@ -196,6 +202,78 @@ enum Item {
     FileSkipped,
 }
 
+/// A chunk handed to the store, waiting for its answer.
+struct Handed {
+    origins: Vec<String>,
+    /// The local references (`Type/id`) of each entry's resource.
+    references: Vec<Vec<String>>,
+    bytes: u64,
+}
+
+/// Reads the store's answers to handed chunks, in order, into the summary.
+struct Answered<'a> {
+    store: &'a dyn Store,
+    dangling: &'a mut Dangling,
+}
+
+impl Answered<'_> {
+    /// The answer to the oldest handed chunk.
+    async fn next(
+        &mut self,
+        answers: &mut tokio::sync::mpsc::Receiver<BatchResult>,
+        handed: &mut VecDeque<Handed>,
+        observer: &mut dyn ImportObserver,
+        summary: &mut Summary,
+    ) -> Result<(), ImportError> {
+        let Some(chunk) = handed.pop_front() else {
+            return Ok(());
+        };
+        // The writer answers every chunk before it ends; without an answer it failed, and
+        // says why when it is joined.
+        let Some(answer) = answers.recv().await else {
+            return Err(ImportError::WriterStopped);
+        };
+        let origins = &chunk.origins;
+        let n = origins.len();
+        let first_last = || format!("{}..{}", origins[0], origins[n - 1]);
+        match answer {
+            Ok(results) => {
+                let mut named = Vec::new();
+                let mut written = Vec::new();
+                for ((r, origin), refs) in results.into_iter().zip(origins).zip(chunk.references) {
+                    match r {
+                        Ok(outcome) => {
+                            summary.count(&outcome);
+                            if let Some(r) = outcome.resource() {
+                                written.push(format!("{}/{}", r.resource_type, r.id));
+                            }
+                            named.extend(refs);
+                        }
+                        Err(e) => {
+                            summary.errors += 1;
+                            observer.problem(&format!("{origin}: {e}"), summary);
+                        }
+                    }
+                }
+                summary.dangling_references += self
+                    .dangling
+                    .count(self.store, &named, written.into_iter())
+                    .await?;
+                observer.committed(n, &first_last());
+            }
+            Err(e) => {
+                summary.errors += 1;
+                observer.problem(
+                    &format!("{}: transaction failed: {e}", first_last()),
+                    summary,
+                );
+            }
+        }
+        observer.progress(chunk.bytes, summary);
+        Ok(())
+    }
+}
+
 /// Imports `files` (see [`collect_files`]) into `store`, each resource checked by
 /// `validator`, reporting to `observer` as it goes.
 pub async fn import(
@@ -237,97 +315,120 @@ pub async fn import(
         summary.errors += 1;
         observer.problem(&msg, summary);
     };
-    while let Some(item) = rx.recv().await {
-        let mut bytes_done = 0;
-        match item {
-            Item::Problem(msg) => report(observer, &mut summary, msg),
-            Item::FileDone => summary.files += 1,
-            Item::FileSkipped => summary.skipped_files += 1,
-            Item::Chunk {
-                entries,
-                origins,
-                references,
-                bytes,
-            } => {
-                let n = entries.len();
-                match store.batch(&ctx, entries).await {
-                    Ok(results) => {
-                        let mut named = Vec::new();
-                        let mut written = Vec::new();
-                        for ((r, origin), refs) in results.into_iter().zip(&origins).zip(references)
-                        {
-                            match r {
-                                Ok(outcome) => {
-                                    summary.count(&outcome);
-                                    if let Some(r) = outcome.resource() {
-                                        written.push(format!("{}/{}", r.resource_type, r.id));
-                                    }
-                                    named.extend(refs);
-                                }
-                                Err(e) => report(observer, &mut summary, format!("{origin}: {e}")),
-                            }
-                        }
-                        summary.dangling_references += dangling
-                            .count(store.as_ref(), &named, written.into_iter())
-                            .await?;
-                        observer.committed(n, &format!("{}..{}", origins[0], origins[n - 1]));
+    // Chunks go to the store as a stream (`Store::batches`): with linking on, the next
+    // chunk's links are planned while one commits. Two chunks are handed over at most before
+    // the first one's answer is read.
+    let (chunks, chunks_in) = tokio::sync::mpsc::channel::<Vec<WriteEntry>>(1);
+    let (answers_out, mut answers) = tokio::sync::mpsc::channel::<BatchResult>(2);
+    let writer = {
+        let (store, ctx) = (store.clone(), ctx.clone());
+        tokio::spawn(async move { store.batches(&ctx, chunks_in, answers_out).await })
+    };
+    let fed = async {
+        let mut handed: VecDeque<Handed> = VecDeque::new();
+        let mut answered = Answered {
+            store: store.as_ref(),
+            dangling: &mut dangling,
+        };
+        while let Some(item) = rx.recv().await {
+            let mut bytes_done = 0;
+            match item {
+                Item::Problem(msg) => report(observer, &mut summary, msg),
+                Item::FileDone => summary.files += 1,
+                Item::FileSkipped => summary.skipped_files += 1,
+                Item::Chunk {
+                    entries,
+                    origins,
+                    references,
+                    bytes,
+                } => {
+                    if chunks.send(entries).await.is_err() {
+                        // The writer stopped: its error is below.
+                        break;
                     }
-                    Err(e) => report(
-                        observer,
-                        &mut summary,
-                        format!(
-                            "{}..{}: transaction failed: {e}",
-                            origins[0],
-                            origins[n - 1]
-                        ),
-                    ),
+                    handed.push_back(Handed {
+                        origins,
+                        references,
+                        bytes,
+                    });
+                    while handed.len() > 1 {
+                        answered
+                            .next(&mut answers, &mut handed, observer, &mut summary)
+                            .await?;
+                    }
                 }
-                bytes_done = bytes;
-            }
-            Item::Bundle {
-                origin,
-                bundle,
-                atomic,
-                bytes,
-            } => {
-                match preparer.run(&bundle, atomic).await {
-                    Ok(results) => {
-                        let mut named = Vec::new();
-                        let mut written = Vec::new();
-                        let n = results.len();
-                        for result in results {
-                            match result {
-                                Ok(outcome) => {
-                                    summary.count(&outcome);
-                                    // What a written (not deleted) resource names.
-                                    let resource = outcome.resource().and_then(|r| {
-                                        let body = r.body.as_deref()?;
-                                        let json = serde_json::from_str::<Value>(body).ok()?;
-                                        Some((format!("{}/{}", r.resource_type, r.id), json))
-                                    });
-                                    if let Some((at, json)) = resource {
-                                        written.push(at);
-                                        named.extend(
-                                            store::local_references(&json, None)
-                                                .into_iter()
-                                                .map(|r| r.target),
-                                        );
+                Item::Bundle {
+                    origin,
+                    bundle,
+                    atomic,
+                    bytes,
+                } => {
+                    // In file order: the chunks before it first.
+                    while !handed.is_empty() {
+                        answered
+                            .next(&mut answers, &mut handed, observer, &mut summary)
+                            .await?;
+                    }
+                    match preparer.run(&bundle, atomic).await {
+                        Ok(results) => {
+                            let mut named = Vec::new();
+                            let mut written = Vec::new();
+                            let n = results.len();
+                            for result in results {
+                                match result {
+                                    Ok(outcome) => {
+                                        summary.count(&outcome);
+                                        // What a written (not deleted) resource names.
+                                        let resource = outcome.resource().and_then(|r| {
+                                            let body = r.body.as_deref()?;
+                                            let json = serde_json::from_str::<Value>(body).ok()?;
+                                            Some((format!("{}/{}", r.resource_type, r.id), json))
+                                        });
+                                        if let Some((at, json)) = resource {
+                                            written.push(at);
+                                            named.extend(
+                                                store::local_references(&json, None)
+                                                    .into_iter()
+                                                    .map(|r| r.target),
+                                            );
+                                        }
+                                    }
+                                    Err(e) => {
+                                        report(observer, &mut summary, format!("{origin}: {e}"))
                                     }
                                 }
-                                Err(e) => report(observer, &mut summary, format!("{origin}: {e}")),
                             }
+                            summary.dangling_references += answered
+                                .dangling
+                                .count(store.as_ref(), &named, written.into_iter())
+                                .await?;
+                            observer.committed(n, &origin);
                         }
-                        summary.dangling_references += dangling
-                            .count(store.as_ref(), &named, written.into_iter())
-                            .await?;
-                        observer.committed(n, &origin);
+                        Err(e) => report(observer, &mut summary, format!("{origin}: {e}")),
                     }
-                    Err(e) => report(observer, &mut summary, format!("{origin}: {e}")),
+                    bytes_done = bytes;
                 }
-                bytes_done = bytes;
             }
+            observer.progress(bytes_done, &summary);
         }
-        observer.progress(bytes_done, &summary);
+        drop(chunks);
+        while !handed.is_empty() {
+            answered
+                .next(&mut answers, &mut handed, observer, &mut summary)
+                .await?;
+        }
+        Ok::<(), ImportError>(())
+    }
+    .await;
+    // A writer still answering (the import stopped early) finds nobody listening and ends.
+    drop(answers);
+    let stopped = writer
+        .await
+        .map_err(|e| ImportError::Reader(format!("the writer task failed: {e}")))?;
+    match (fed, stopped) {
+        (Err(ImportError::WriterStopped), Err(e)) => return Err(e.into()),
+        (Err(e), _) => return Err(e),
+        (Ok(()), stopped) => stopped?,
     }
     reader
         .join()

@@ -47,6 +47,7 @@
 mod cache;
 mod linker;
 mod manual;
+mod pipeline;
 mod plan;
 pub mod resources;
 mod snapshot;

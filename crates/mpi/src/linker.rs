@@ -14,8 +14,9 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use serde_json::Value;
 use store::{
-    HistoryPage, HistoryQuery, IndexExtractor, KeyedWrite, Outcome, Receipt, RequestContext,
-    SearchPage, SearchQuery, Store, StoreError, StoredResource, WriteEntry, WriteOp,
+    BatchResult, HistoryPage, HistoryQuery, IndexExtractor, KeyedWrite, Outcome, Receipt,
+    RequestContext, SearchPage, SearchQuery, Store, StoreError, StoredResource, WriteEntry,
+    WriteOp,
 };
 
 use super::Mpi;
@@ -40,6 +41,11 @@ impl EmpiStore {
     /// The store underneath (writes to it are not linked).
     pub fn inner(&self) -> &Arc<dyn Store> {
         &self.inner
+    }
+
+    /// The patient index it links through.
+    pub(crate) fn mpi(&self) -> &Arc<Mpi> {
+        &self.mpi
     }
 
     async fn linked_transaction(
@@ -189,7 +195,7 @@ impl EmpiStore {
 }
 
 /// Whether a write touches a Patient.
-fn is_patient_write(op: &WriteOp) -> bool {
+pub(crate) fn is_patient_write(op: &WriteOp) -> bool {
     match op {
         WriteOp::Create { resource, .. } | WriteOp::ConditionalUpdate { resource, .. } => {
             resource.get("resourceType").and_then(Value::as_str) == Some("Patient")
@@ -252,6 +258,31 @@ pub(crate) async fn plan_entries(
     entries: &mut [WriteEntry],
 ) -> Result<(), StoreError> {
     for (index, entry) in entries.iter_mut().enumerate() {
+        if !is_patient_write(&entry.op) {
+            continue;
+        }
+        plan_entry(planner, store, ctx, entry)
+            .await
+            .map_err(|source| StoreError::Entry {
+                index,
+                source: Box::new(source),
+            })?;
+    }
+    Ok(())
+}
+
+/// [`plan_entries`] of the entries at `indexes` only (in that order).
+pub(crate) async fn plan_entries_at(
+    planner: &mut Planner<'_>,
+    store: &dyn Store,
+    ctx: &RequestContext,
+    entries: &mut [WriteEntry],
+    indexes: &[usize],
+) -> Result<(), StoreError> {
+    for &index in indexes {
+        let Some(entry) = entries.get_mut(index) else {
+            continue;
+        };
         if !is_patient_write(&entry.op) {
             continue;
         }
@@ -525,6 +556,22 @@ impl Store for EmpiStore {
             .into_iter()
             .map(|r| r.unwrap_or_else(|| Err(StoreError::Backend("entry not run".into()))))
             .collect())
+    }
+
+    /// Chunks of Patients are linked in a pipeline: each one's links are planned while the
+    /// chunk before it commits (see `pipeline`).
+    async fn batches(
+        &self,
+        ctx: &RequestContext,
+        batches: tokio::sync::mpsc::Receiver<Vec<WriteEntry>>,
+        results: tokio::sync::mpsc::Sender<BatchResult>,
+    ) -> Result<(), StoreError> {
+        let this = self.clone();
+        let ctx = ctx.clone();
+        // On a task of its own, as `transaction`: a plan is never left in the cache.
+        tokio::spawn(async move { super::pipeline::run(&this, &ctx, batches, results).await })
+            .await
+            .map_err(|e| StoreError::Backend(format!("EMPI linking task failed: {e}")))?
     }
 
     async fn receipt(

@@ -6,7 +6,7 @@
 //! plan, applies the Patient versions the commit returned (`Cache::apply_committed`) and
 //! refreshes the cache from the change feed, which then holds exactly what was committed.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use empi::golden::Survivorship;
 use empi::hashing::FxHashMap;
@@ -144,9 +144,8 @@ impl<'a> Planner<'a> {
         Ok(())
     }
 
-    /// A source Patient is written (created, or a new version). `source` is its id, or the
-    /// transaction placeholder (`urn:uuid:`) of a create whose id the store assigns.
-    pub fn write(&mut self, source: &str, body: &Value) -> Result<(), StoreError> {
+    /// The source as the plan keeps it (its id, this unit's `lastUpdated`) and its record.
+    fn view(&self, source: &str, body: &Value) -> Result<(Value, Option<Record>), StoreError> {
         let mut view = match body {
             Value::Object(_) => body.clone(),
             _ => {
@@ -162,6 +161,51 @@ impl<'a> Planner<'a> {
         }
         view["meta"]["lastUpdated"] = json!(self.now);
         let record = Record::from_patient(&view).ok();
+        Ok((view, record))
+    }
+
+    /// A source Patient is written (created, or a new version). `source` is its id, or the
+    /// transaction placeholder (`urn:uuid:`) of a create whose id the store assigns.
+    pub fn write(&mut self, source: &str, body: &Value) -> Result<(), StoreError> {
+        let (view, record) = self.view(source, body)?;
+        self.write_view(source, view, record, None).map(|_| ())
+    }
+
+    /// [`Planner::write`] of a new source (not in the index, not written earlier in this
+    /// unit, with something to match on), unless its decision would involve an identity in
+    /// `busy` (one that a plan still being committed changes: its golden record and members
+    /// reach the cache only once that commit is applied): one with a candidate close enough
+    /// to link or to review. Then nothing changes and it returns `false`, as it does for any
+    /// other source; the caller plans it once that commit is applied.
+    pub fn write_unless_busy(
+        &mut self,
+        source: &str,
+        body: &Value,
+        busy: &BTreeSet<EnterpriseId>,
+    ) -> Result<bool, StoreError> {
+        let known = self.enterprise_of(source).is_some()
+            || self.cache.index.enterprise_of(source).is_some()
+            || self.bodies.contains_key(source);
+        if known {
+            return Ok(false);
+        }
+        let (view, record) = self.view(source, body)?;
+        if record.is_none() {
+            return Ok(false);
+        }
+        self.write_view(source, view, record, Some(busy))
+    }
+
+    /// [`Planner::write`] of `view` (and its record), unless the decision would involve an
+    /// identity in `held` (`false`: nothing changed; see [`Planner::write_unless_busy`],
+    /// whose sources are new and have a record).
+    fn write_view(
+        &mut self,
+        source: &str,
+        view: Value,
+        record: Option<Record>,
+        held: Option<&BTreeSet<EnterpriseId>>,
+    ) -> Result<bool, StoreError> {
         self.bodies.insert(source.to_owned(), view);
         let prior = self.enterprise_of(source);
         let prior_link = self.link_of(source);
@@ -175,13 +219,13 @@ impl<'a> Planner<'a> {
                 self.undo.push(Undo::Inserted(source.to_owned()));
             }
             self.set_member(source, Some(e), Some(link.clone()));
-            return Ok(());
+            return Ok(true);
         }
         let Some(record) = record else {
             // Nothing to match on (no name, no birth date...): an identity of its own.
             let e = prior.unwrap_or_else(|| self.cache.index.reserve());
             self.set_member(source, Some(e), Some(LinkMeta::auto("new")));
-            return Ok(());
+            return Ok(true);
         };
         let decision = {
             // An automatic merge never retires or grows an identity a person decided about.
@@ -189,7 +233,7 @@ impl<'a> Planner<'a> {
             let Cache { index, goldens, .. } = &mut **cache;
             let touched = &*touched;
             let goldens = &*goldens;
-            index.insert_record_with(record, |e| {
+            let may_merge = |e| {
                 let links = match touched.get(&e) {
                     Some(links) => links,
                     None => match goldens.get(&e) {
@@ -199,9 +243,16 @@ impl<'a> Planner<'a> {
                     },
                 };
                 links.values().all(|l| l.basis == Basis::Auto)
-            })
+            };
+            let held = |e| held.is_some_and(|h| h.contains(&e));
+            index.insert_record_unless(record, may_merge, held)
         }
         .map_err(backend)?;
+        let Some(decision) = decision else {
+            // Held back (a new source: nothing else was changed).
+            self.bodies.remove(source);
+            return Ok(false);
+        };
         self.undo.push(Undo::Inserted(source.to_owned()));
         let best = decision.candidates.first();
         let (e, meta) = match decision.outcome {
@@ -264,7 +315,7 @@ impl<'a> Planner<'a> {
             }
         };
         self.set_member(source, Some(e), Some(meta));
-        Ok(())
+        Ok(true)
     }
 
     /// A source Patient is deleted.

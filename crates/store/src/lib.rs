@@ -90,6 +90,9 @@ pub use registry::Registry;
 pub use search::{SearchPage, SearchQuery};
 pub use sqlite::SqliteStore;
 
+/// What [`Store::batch`] answers: each entry's outcome, or why none was written.
+pub type BatchResult = Result<Vec<Result<Outcome, StoreError>>, StoreError>;
+
 /// The resource store. Both backends implement it and pass the same test suite
 /// (`tests/store_suite.rs`).
 #[async_trait]
@@ -169,6 +172,25 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         ctx: &RequestContext,
         entries: Vec<WriteEntry>,
     ) -> Result<Vec<Result<Outcome, StoreError>>, StoreError>;
+
+    /// A stream of batches (an import's chunks), each applied as [`Store::batch`] applies it
+    /// and answered on `results` in the order they came. A store may prepare a batch while
+    /// the one before it commits: the EMPI plans the next chunk's links meanwhile (see
+    /// `mpi::EmpiStore`). Returns when `batches` closes (after answering every batch) or
+    /// `results` does; an error here means the batch being answered could not be.
+    async fn batches(
+        &self,
+        ctx: &RequestContext,
+        mut batches: tokio::sync::mpsc::Receiver<Vec<WriteEntry>>,
+        results: tokio::sync::mpsc::Sender<BatchResult>,
+    ) -> Result<(), StoreError> {
+        while let Some(entries) = batches.recv().await {
+            if results.send(self.batch(ctx, entries).await).await.is_err() {
+                break;
+            }
+        }
+        Ok(())
+    }
 
     /// The receipt stored under `key`, if a message with that key was committed.
     async fn receipt(&self, ctx: &RequestContext, key: &str)

@@ -1,0 +1,359 @@
+//! [`Store::batches`] with linking: an import's chunks of Patients, each planned while the
+//! chunk before it commits.
+//!
+//! Done one after another (as [`EmpiStore`]'s `batch` does), a chunk's planning and its
+//! commit each wait for the other, and the commit alone is about half of an import's time.
+//! Here, while chunk k commits (on the store's writer), the planner already decides chunk
+//! k+1's sources on top of k's plan, which the cache still holds: exactly what k commits. A
+//! source of k+1 is decided early only if its decision cannot involve an identity k's plan
+//! changes (`busy`: their golden records and member lists reach the cache only once k is
+//! applied): not its own identity, nor any identity the index would compare it with
+//! ([`Planner::write_unless_busy`]). The others, and every write that reads the store (a
+//! conditional write, a delete, a sender's merge), wait until k is committed and applied;
+//! then they are planned in their order, the golden records composed and k+1 committed.
+//! So planning only reorders within a chunk: a source decided early does not see a later
+//! one of its chunk that waited, which sees it instead.
+//!
+//! Applying k's commit to the cache undoes k's plan beneath the early part of k+1's and
+//! applies what k committed; none of it touches an identity or source of that early part,
+//! which is why it had to avoid `busy`. If k fails, k+1's early plan is undone first, then
+//! k's; k is retried entry by entry and k+1 written on its own, as `batch` does. A chunk
+//! that holds other resources, or fails to plan, goes through `batch` too. The linking lock
+//! is held from one chunk to the next and let go whenever the pipeline waits for input with
+//! nothing in flight, or has held it for [`HOLD_LIMIT`].
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use empi::EnterpriseId;
+use serde_json::Value;
+use store::{BatchResult, Outcome, RequestContext, Store, StoreError, WriteEntry, WriteOp};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use super::cache::Cache;
+use super::linker::{EmpiStore, is_patient_write, plan_entries_at};
+use super::plan::{Planner, UndoLog, refuse_golden};
+use super::{Locked, refresh_after_commit};
+
+/// How long the pipeline keeps the linking lock before it lets a chunk commit alone and
+/// gives other writers (a server on the same database) their turn.
+const HOLD_LIMIT: Duration = Duration::from_secs(30);
+
+/// A chunk being committed.
+struct InFlight {
+    commit: JoinHandle<Result<Vec<Outcome>, StoreError>>,
+    /// The chunk's plan, still in the cache.
+    undo: UndoLog,
+    /// Identities the plan changes.
+    busy: BTreeSet<EnterpriseId>,
+    /// The chunk as it came (Patient writes only), for a retry entry by entry.
+    entries: Vec<WriteEntry>,
+}
+
+/// How a commit ended, once the cache follows it.
+enum Settled {
+    Answered(BatchResult),
+    /// The chunk's transaction failed on an entry: to write again entry by entry, as
+    /// `batch` does, without the linking lock.
+    Retry(Vec<WriteEntry>),
+}
+
+/// The pipeline's state between chunks.
+struct Pipeline<'s> {
+    store: &'s EmpiStore,
+    ctx: &'s RequestContext,
+    results: mpsc::Sender<BatchResult>,
+    locked: Option<(Locked<'s>, Instant)>,
+    in_flight: Option<InFlight>,
+}
+
+/// What woke the pipeline up.
+enum Event {
+    Chunk(Option<Vec<WriteEntry>>),
+    Committed(Result<Vec<Outcome>, StoreError>),
+}
+
+/// Runs the pipeline until `batches` closes and every chunk is answered, or `results`
+/// closes.
+pub(crate) async fn run(
+    store: &EmpiStore,
+    ctx: &RequestContext,
+    mut batches: mpsc::Receiver<Vec<WriteEntry>>,
+    results: mpsc::Sender<BatchResult>,
+) -> Result<(), StoreError> {
+    let mut p = Pipeline {
+        store,
+        ctx,
+        results,
+        locked: None,
+        in_flight: None,
+    };
+    loop {
+        let event = match p.in_flight.as_mut() {
+            Some(f) => tokio::select! {
+                chunk = batches.recv() => Event::Chunk(chunk),
+                done = &mut f.commit => Event::Committed(joined(done)),
+            },
+            None => {
+                // Nothing commits: other writers may link while this waits for input.
+                p.locked = None;
+                Event::Chunk(batches.recv().await)
+            }
+        };
+        let open = match event {
+            // Committed before the next chunk came: answered now.
+            Event::Committed(done) => p.settle_in_flight(Some(done)).await?,
+            Event::Chunk(Some(chunk)) => p.take(chunk).await?,
+            Event::Chunk(None) => {
+                p.settle_in_flight(None).await?;
+                return Ok(());
+            }
+        };
+        if !open {
+            p.settle_in_flight(None).await?;
+            return Ok(());
+        }
+    }
+}
+
+impl<'s> Pipeline<'s> {
+    /// Plans `chunk` (early, if a chunk commits) and starts its commit; or writes it through
+    /// `batch`. `false`: nobody listens any more.
+    async fn take(&mut self, chunk: Vec<WriteEntry>) -> Result<bool, StoreError> {
+        let (store, ctx) = (self.store, self.ctx);
+        if chunk.is_empty() || !chunk.iter().all(|e| is_patient_write(&e.op)) {
+            if !self.settle_in_flight(None).await? {
+                return Ok(false);
+            }
+            return self.send(store.batch(ctx, chunk).await).await;
+        }
+        if self.locked.is_none() {
+            self.locked = Some((store.mpi().locked_for_decision(ctx).await?, Instant::now()));
+        }
+        let inner = store.inner().clone();
+        let internal = &ctx.internal();
+        let mut entries = chunk.clone();
+        let (cache, since) = self.locked.as_mut().expect("taken above");
+        let since = *since;
+        let mut planner = Planner::new(cache, store.mpi().now());
+        let mut waiting: Vec<usize> = (0..entries.len()).collect();
+        let mut planned = Ok(());
+        let started = Instant::now();
+        let mut waited = Duration::ZERO;
+        let mut early_ms = 0;
+        if let Some(mut previous) = self.in_flight.take() {
+            waiting.clear();
+            for (i, entry) in entries.iter_mut().enumerate() {
+                match plan_early(&mut planner, entry, &previous.busy) {
+                    Ok(true) => {}
+                    Ok(false) => waiting.push(i),
+                    Err(e) => {
+                        planned = Err(e);
+                        break;
+                    }
+                }
+                if i % 256 == 255 {
+                    // Lets the commit task run on a single-threaded runtime as well.
+                    tokio::task::yield_now().await;
+                }
+            }
+            let waiting_since = Instant::now();
+            early_ms = started.elapsed().as_millis() as u64;
+            let done = joined((&mut previous.commit).await);
+            waited = waiting_since.elapsed();
+            let went_well = done.is_ok() && planned.is_ok();
+            if !went_well {
+                planner.undo();
+            }
+            let settled = settle(store, ctx, planner.cache, previous, done).await;
+            match settled {
+                Settled::Answered(answer) if went_well => {
+                    // The previous chunk is answered while this one is planned further.
+                    if self.results.send(answer).await.is_err() {
+                        planner.undo();
+                        return Ok(false);
+                    }
+                }
+                settled => {
+                    // Either failed: the previous chunk as `batch` would answer it, then
+                    // this one on its own.
+                    drop(planner);
+                    self.locked = None;
+                    if !self.answer(settled).await? {
+                        return Ok(false);
+                    }
+                    return self.send(store.batch(ctx, chunk).await).await;
+                }
+            }
+        }
+        let settled_at = started.elapsed();
+        let planned = match plan_entries_at(
+            &mut planner,
+            inner.as_ref(),
+            internal,
+            &mut entries,
+            &waiting,
+        )
+        .await
+        {
+            Ok(()) => {
+                planner
+                    .finish(inner.as_ref(), internal, &store.mpi().survivorship)
+                    .await
+            }
+            Err(e) => Err(e),
+        };
+        let added = match planned {
+            Ok(added) => added,
+            Err(_) => {
+                // Written on its own, where `batch` says which entry failed and why.
+                planner.undo();
+                drop(planner);
+                self.locked = None;
+                return self.send(store.batch(ctx, chunk).await).await;
+            }
+        };
+        tracing::debug!(
+            entries = entries.len(),
+            early = entries.len() - waiting.len(),
+            early_ms,
+            waited_for_commit_ms = waited.as_millis() as u64,
+            settled_ms = (settled_at - waited).as_millis() as u64 - early_ms,
+            planned_then_ms = (started.elapsed() - settled_at).as_millis() as u64,
+            "EMPI import chunk planned"
+        );
+        entries.extend(added.into_iter().map(WriteEntry::as_internal));
+        let busy: BTreeSet<EnterpriseId> = planner.touched().collect();
+        let undo = planner.into_undo();
+        let commit = {
+            let (inner, ctx) = (inner.clone(), ctx.clone());
+            tokio::spawn(async move { inner.transaction(&ctx, entries).await })
+        };
+        self.in_flight = Some(InFlight {
+            commit,
+            undo,
+            busy,
+            entries: chunk,
+        });
+        if since.elapsed() > HOLD_LIMIT {
+            return self.settle_in_flight(None).await;
+        }
+        Ok(true)
+    }
+
+    /// Settles the chunk in flight (its commit's result `done`, or waited for) and lets go
+    /// of the lock. `false`: nobody listens any more.
+    async fn settle_in_flight(
+        &mut self,
+        done: Option<Result<Vec<Outcome>, StoreError>>,
+    ) -> Result<bool, StoreError> {
+        let mut open = true;
+        if let Some(mut f) = self.in_flight.take() {
+            let done = match done {
+                Some(done) => done,
+                None => joined((&mut f.commit).await),
+            };
+            let cache = &mut self.locked.as_mut().expect("held while a chunk commits").0;
+            let settled = settle(self.store, self.ctx, cache, f, done).await;
+            self.locked = None;
+            open = self.answer(settled).await?;
+        }
+        self.locked = None;
+        Ok(open)
+    }
+
+    /// Sends a settled chunk's answer, writing it entry by entry first if it has to be.
+    /// Called without the linking lock. `false`: nobody listens any more.
+    async fn answer(&mut self, settled: Settled) -> Result<bool, StoreError> {
+        let answer = match settled {
+            Settled::Answered(answer) => answer,
+            Settled::Retry(entries) => {
+                let mut each = Vec::with_capacity(entries.len());
+                for entry in entries {
+                    each.push(self.store.write_entry(self.ctx, entry).await);
+                }
+                Ok(each)
+            }
+        };
+        self.send(answer).await
+    }
+
+    async fn send(&self, answer: BatchResult) -> Result<bool, StoreError> {
+        Ok(self.results.send(answer).await.is_ok())
+    }
+}
+
+/// Decides `entry` now if it neither reads the store nor may involve a `busy` identity.
+/// `false`: it waits until the chunk in flight is applied.
+fn plan_early(
+    planner: &mut Planner<'_>,
+    entry: &mut WriteEntry,
+    busy: &BTreeSet<EnterpriseId>,
+) -> Result<bool, StoreError> {
+    let (source, resource) = match &entry.op {
+        WriteOp::Update { id, resource, .. } => {
+            if refuse_golden(Some(id), Some(resource)).is_err() {
+                return Ok(false);
+            }
+            (id.clone(), resource)
+        }
+        WriteOp::Create {
+            resource,
+            if_none_exist: None,
+        } => {
+            if refuse_golden(None, Some(resource)).is_err() {
+                return Ok(false);
+            }
+            let placeholder = entry
+                .full_url
+                .get_or_insert_with(|| format!("urn:uuid:{}", uuid::Uuid::new_v4()))
+                .clone();
+            (placeholder, resource)
+        }
+        _ => return Ok(false),
+    };
+    if !resource.is_object() || merged_by_sender(resource) {
+        return Ok(false);
+    }
+    planner.write_unless_busy(&source, resource, busy)
+}
+
+/// Whether a Patient names the Patient its sender merged it into (read from the store).
+fn merged_by_sender(resource: &Value) -> bool {
+    resource["link"]
+        .as_array()
+        .is_some_and(|links| links.iter().any(|l| l["type"] == "replaced-by"))
+}
+
+/// The commit task's result.
+fn joined(
+    done: Result<Result<Vec<Outcome>, StoreError>, tokio::task::JoinError>,
+) -> Result<Vec<Outcome>, StoreError> {
+    done.map_err(|e| StoreError::Backend(format!("EMPI import commit task failed: {e}")))?
+}
+
+/// Brings the cache to what `f`'s commit did: its plan undone, and what it committed
+/// applied (nothing, if it failed). Any plan on top of `f`'s must avoid `f.busy`, or be
+/// undone first.
+async fn settle(
+    store: &EmpiStore,
+    ctx: &RequestContext,
+    cache: &mut Cache,
+    f: InFlight,
+    done: Result<Vec<Outcome>, StoreError>,
+) -> Settled {
+    let planned = f.undo.apply(cache);
+    if let Ok(outcomes) = &done {
+        cache.apply_committed(outcomes.iter().filter_map(Outcome::resource), planned);
+    }
+    refresh_after_commit(cache, store.inner().as_ref(), ctx).await;
+    match done {
+        Ok(mut outcomes) => {
+            outcomes.truncate(f.entries.len());
+            Settled::Answered(Ok(outcomes.into_iter().map(Ok).collect()))
+        }
+        Err(StoreError::Entry { .. }) => Settled::Retry(f.entries),
+        Err(other) => Settled::Answered(Err(other)),
+    }
+}
