@@ -667,6 +667,38 @@ mod tests {
         ix
     }
 
+    /// A held identity stops a decision only when it has a candidate close enough to link or
+    /// review; a held stranger scored below that does not, and a refusal changes nothing.
+    #[test]
+    fn a_held_identity_holds_back_only_the_records_that_match_it() {
+        let mut ix = index();
+        let a = patient("a", "Margaret", "Koch", "1925-06-26", "555-162-4456");
+        let ea = ix.insert(&a).unwrap().enterprise_id;
+        let stranger = patient("s", "John", "Koch", "1971-05-12", "555-999-0000");
+        let es = ix.insert(&stranger).unwrap().enterprise_id;
+        let next = ix.next_enterprise();
+
+        let duplicate = patient("b", "Peggy", "Koch", "1925-26-06", "5551624456");
+        let record = Record::from_patient(&duplicate).unwrap();
+        let held = ix
+            .insert_record_unless(record, |_| true, |e| e == ea)
+            .unwrap();
+        assert!(held.is_none(), "{held:?}");
+        assert_eq!((ix.len(), ix.next_enterprise()), (2, next));
+        assert!(ix.record("b").is_none());
+
+        // Holding the stranger's identity (a Koch too, so compared) does not stop the link.
+        let record = Record::from_patient(&duplicate).unwrap();
+        let linked = ix
+            .insert_record_unless(record, |_| true, |e| e == es)
+            .unwrap()
+            .expect("the stranger is no candidate to link or review");
+        assert_eq!(
+            (linked.outcome, linked.enterprise_id),
+            (Outcome::Linked, ea)
+        );
+    }
+
     #[test]
     fn a_record_matching_two_identities_joins_them() {
         let mut ix = two_halves();
