@@ -257,18 +257,8 @@ pub(crate) async fn plan_entries(
     ctx: &RequestContext,
     entries: &mut [WriteEntry],
 ) -> Result<(), StoreError> {
-    for (index, entry) in entries.iter_mut().enumerate() {
-        if !is_patient_write(&entry.op) {
-            continue;
-        }
-        plan_entry(planner, store, ctx, entry)
-            .await
-            .map_err(|source| StoreError::Entry {
-                index,
-                source: Box::new(source),
-            })?;
-    }
-    Ok(())
+    let all: Vec<usize> = (0..entries.len()).collect();
+    plan_entries_at(planner, store, ctx, entries, &all).await
 }
 
 /// [`plan_entries`] of the entries at `indexes` only (in that order).
