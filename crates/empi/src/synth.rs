@@ -996,8 +996,12 @@ impl Generator<'_> {
             "id": id,
             "meta": {"lastUpdated": updated, "source": system},
             "identifier": identifiers,
-            "name": names,
         });
+        // A record with no name leaves the element out: FHIR allows no empty arrays, and
+        // `renkei import` refuses them.
+        if !names.is_empty() {
+            p["name"] = json!(names);
+        }
         if let Some(ph) = &v.phone {
             p["telecom"] = json!([{"system": "phone", "value": ph, "use": "home"}]);
         }
@@ -1333,6 +1337,17 @@ mod tests {
         ] {
             assert!(kinds.contains(&kind), "{kind:?} missing");
         }
+        // Valid FHIR, as `renkei import` checks it: a record without a name leaves the
+        // element out rather than writing an empty array.
+        for p in &data.patients {
+            for (element, value) in p.as_object().unwrap() {
+                assert!(
+                    value.as_array().is_none_or(|a| !a.is_empty()),
+                    "empty {element}: {p}"
+                );
+            }
+        }
+        assert!(data.patients.iter().any(|p| p.get("name").is_none()));
         let records: Vec<crate::record::Record> = data
             .patients
             .iter()
