@@ -304,10 +304,7 @@ async fn plan_entry(
                 // Matches an existing Patient (nothing is written) or fails.
                 return Ok(());
             }
-            let placeholder = entry
-                .full_url
-                .get_or_insert_with(|| format!("urn:uuid:{}", uuid::Uuid::new_v4()))
-                .clone();
+            let placeholder = placeholder(&mut entry.full_url);
             let resource = resource.clone();
             write_source(planner, store, ctx, &placeholder, &resource).await
         }
@@ -323,10 +320,7 @@ async fn plan_entry(
                 [one] => one.clone(),
                 [] => match resource.get("id").and_then(Value::as_str) {
                     Some(id) => id.to_owned(),
-                    None => entry
-                        .full_url
-                        .get_or_insert_with(|| format!("urn:uuid:{}", uuid::Uuid::new_v4()))
-                        .clone(),
+                    None => placeholder(&mut entry.full_url),
                 },
                 // Fails in the store with the number of matches.
                 _ => return Ok(()),
@@ -359,13 +353,7 @@ async fn replaced_by(
     ctx: &RequestContext,
     body: &Value,
 ) -> Result<Option<String>, StoreError> {
-    let Some(reference) = body["link"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|l| l["type"] == "replaced-by")
-        .find_map(|l| l["other"]["reference"].as_str())
-    else {
+    let Some(reference) = sender_merge_reference(body) else {
         return Ok(None);
     };
     if let Some(criteria) = reference.strip_prefix("Patient?") {
@@ -381,6 +369,25 @@ async fn replaced_by(
         });
     }
     Ok(super::resources::patient_id_of(reference).map(str::to_owned))
+}
+
+/// The reference of the Patient a sender says this one was merged into (`link` of type
+/// `replaced-by`), as written.
+pub(crate) fn sender_merge_reference(body: &Value) -> Option<&str> {
+    body["link"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|l| l["type"] == "replaced-by")
+        .find_map(|l| l["other"]["reference"].as_str())
+}
+
+/// The transaction placeholder (`urn:uuid:`) of a write whose id the store assigns: its
+/// `fullUrl`, given one now if it has none.
+pub(crate) fn placeholder(full_url: &mut Option<String>) -> String {
+    full_url
+        .get_or_insert_with(|| format!("urn:uuid:{}", uuid::Uuid::new_v4()))
+        .clone()
 }
 
 /// Writes a source and, when its sender merged it into another Patient, follows the sender.

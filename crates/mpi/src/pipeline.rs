@@ -26,13 +26,14 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use empi::EnterpriseId;
-use serde_json::Value;
 use store::{BatchResult, Outcome, RequestContext, Store, StoreError, WriteEntry, WriteOp};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::cache::Cache;
-use super::linker::{EmpiStore, is_patient_write, plan_entries_at};
+use super::linker::{
+    EmpiStore, is_patient_write, placeholder, plan_entries_at, sender_merge_reference,
+};
 use super::plan::{Planner, UndoLog, refuse_golden};
 use super::{Locked, refresh_after_commit};
 
@@ -305,25 +306,15 @@ fn plan_early(
             if refuse_golden(None, Some(resource)).is_err() {
                 return Ok(false);
             }
-            let placeholder = entry
-                .full_url
-                .get_or_insert_with(|| format!("urn:uuid:{}", uuid::Uuid::new_v4()))
-                .clone();
-            (placeholder, resource)
+            (placeholder(&mut entry.full_url), resource)
         }
         _ => return Ok(false),
     };
-    if !resource.is_object() || merged_by_sender(resource) {
+    // A sender's merge is followed by reading the store: it waits.
+    if !resource.is_object() || sender_merge_reference(resource).is_some() {
         return Ok(false);
     }
     planner.write_unless_busy(&source, resource, busy)
-}
-
-/// Whether a Patient names the Patient its sender merged it into (read from the store).
-fn merged_by_sender(resource: &Value) -> bool {
-    resource["link"]
-        .as_array()
-        .is_some_and(|links| links.iter().any(|l| l["type"] == "replaced-by"))
 }
 
 /// The commit task's result.
