@@ -140,10 +140,12 @@ impl<'s> Pipeline<'s> {
         let mut planner = Planner::new(cache, store.mpi().now());
         let mut waiting: Vec<usize> = (0..entries.len()).collect();
         let mut planned = Ok(());
-        let started = Instant::now();
-        let mut waited = Duration::ZERO;
-        let mut early_ms = 0;
+        // Where the chunk's time goes (the debug line below): planning beside the previous
+        // commit, waiting for it, applying it to the cache.
+        let (mut early, mut waited, mut settling) =
+            (Duration::ZERO, Duration::ZERO, Duration::ZERO);
         if let Some(mut previous) = self.in_flight.take() {
+            let started = Instant::now();
             waiting.clear();
             for (i, entry) in entries.iter_mut().enumerate() {
                 match plan_early(&mut planner, entry, &previous.busy) {
@@ -159,15 +161,15 @@ impl<'s> Pipeline<'s> {
                     tokio::task::yield_now().await;
                 }
             }
-            let waiting_since = Instant::now();
-            early_ms = started.elapsed().as_millis() as u64;
+            early = started.elapsed();
             let done = joined((&mut previous.commit).await);
-            waited = waiting_since.elapsed();
+            waited = started.elapsed() - early;
             let went_well = done.is_ok() && planned.is_ok();
             if !went_well {
                 planner.undo();
             }
             let settled = settle(store, ctx, planner.cache, previous, done).await;
+            settling = started.elapsed() - early - waited;
             match settled {
                 Settled::Answered(answer) if went_well => {
                     // The previous chunk is answered while this one is planned further.
@@ -188,7 +190,7 @@ impl<'s> Pipeline<'s> {
                 }
             }
         }
-        let settled_at = started.elapsed();
+        let then = Instant::now();
         let planned = match plan_entries_at(
             &mut planner,
             inner.as_ref(),
@@ -218,10 +220,10 @@ impl<'s> Pipeline<'s> {
         tracing::debug!(
             entries = entries.len(),
             early = entries.len() - waiting.len(),
-            early_ms,
+            early_ms = early.as_millis() as u64,
             waited_for_commit_ms = waited.as_millis() as u64,
-            settled_ms = (settled_at - waited).as_millis() as u64 - early_ms,
-            planned_then_ms = (started.elapsed() - settled_at).as_millis() as u64,
+            settled_ms = settling.as_millis() as u64,
+            planned_then_ms = then.elapsed().as_millis() as u64,
             "EMPI import chunk planned"
         );
         entries.extend(added.into_iter().map(WriteEntry::as_internal));
@@ -249,19 +251,22 @@ impl<'s> Pipeline<'s> {
         &mut self,
         done: Option<Result<Vec<Outcome>, StoreError>>,
     ) -> Result<bool, StoreError> {
-        let mut open = true;
-        if let Some(mut f) = self.in_flight.take() {
-            let done = match done {
-                Some(done) => done,
-                None => joined((&mut f.commit).await),
-            };
-            let cache = &mut self.locked.as_mut().expect("held while a chunk commits").0;
-            let settled = settle(self.store, self.ctx, cache, f, done).await;
-            self.locked = None;
-            open = self.answer(settled).await?;
-        }
+        let settled = match self.in_flight.take() {
+            Some(mut f) => {
+                let done = match done {
+                    Some(done) => done,
+                    None => joined((&mut f.commit).await),
+                };
+                let cache = &mut self.locked.as_mut().expect("held while a chunk commits").0;
+                Some(settle(self.store, self.ctx, cache, f, done).await)
+            }
+            None => None,
+        };
         self.locked = None;
-        Ok(open)
+        match settled {
+            Some(settled) => self.answer(settled).await,
+            None => Ok(true),
+        }
     }
 
     /// Sends a settled chunk's answer, writing it entry by entry first if it has to be.
