@@ -5,42 +5,15 @@
 //! refusal of a manual decision says why, and sources and golden records may be named as
 //! `id` or `Patient/id`.
 
+mod support;
+
 use std::sync::Arc;
 
+use mpi::ManualError;
 use mpi::resources::CANDIDATE_TAG_SYSTEM;
-use mpi::{EmpiStore, ManualError, Mpi};
 use serde_json::{Value, json};
-use store::{
-    BasicExtractor, FhirIndexExtractor, IndexExtractor, RequestContext, SearchQuery, SqliteStore,
-    Store, WriteEntry, WriteOp,
-};
-
-struct Harness {
-    base: Arc<dyn Store>,
-    linked: EmpiStore,
-    mpi: Arc<Mpi>,
-    ctx: RequestContext,
-    dir: std::path::PathBuf,
-}
-
-impl Drop for Harness {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn harness(extractor: Arc<dyn IndexExtractor>) -> Harness {
-    let dir = std::env::temp_dir().join(format!("renkei-empi-review-{}", uuid::Uuid::new_v4()));
-    let base: Arc<dyn Store> = Arc::new(SqliteStore::open_dir(&dir, extractor).unwrap());
-    let mpi = Arc::new(Mpi::with_defaults(base.clone()));
-    Harness {
-        linked: EmpiStore::new(mpi.clone()),
-        base,
-        mpi,
-        ctx: RequestContext::system(),
-        dir,
-    }
-}
+use store::{BasicExtractor, FhirIndexExtractor, SearchQuery, Store, WriteEntry, WriteOp};
+use support::{Harness, harness};
 
 impl Harness {
     async fn put(&self, patient: Value) {

@@ -3,41 +3,14 @@
 //! chunks written one after another; a chunk whose transaction fails on one entry is
 //! written again entry by entry, and the chunk planned on top of it is still linked.
 
+mod support;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use mpi::{EmpiStore, Mpi};
 use serde_json::{Value, json};
-use store::{
-    BatchResult, FhirIndexExtractor, IndexExtractor, RequestContext, SqliteStore, Store,
-    StoreError, WriteEntry, WriteOp,
-};
-
-struct Harness {
-    linked: EmpiStore,
-    mpi: Arc<Mpi>,
-    ctx: RequestContext,
-    dir: std::path::PathBuf,
-}
-
-impl Drop for Harness {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn harness() -> Harness {
-    let dir = std::env::temp_dir().join(format!("renkei-empi-pipeline-{}", uuid::Uuid::new_v4()));
-    let extractor: Arc<dyn IndexExtractor> = Arc::new(FhirIndexExtractor::new());
-    let base: Arc<dyn Store> = Arc::new(SqliteStore::open_dir(&dir, extractor).unwrap());
-    let mpi = Arc::new(Mpi::with_defaults(base));
-    Harness {
-        linked: EmpiStore::new(mpi.clone()),
-        mpi,
-        ctx: RequestContext::system(),
-        dir,
-    }
-}
+use store::{BatchResult, FhirIndexExtractor, Store, StoreError, WriteEntry, WriteOp};
+use support::{Harness, harness};
 
 const FAMILIES: &[&str] = &[
     "Yamada",
@@ -171,7 +144,7 @@ async fn chunks_planned_while_the_previous_commits_end_as_one_after_another() {
     assert!(records.len() > 400, "{} records", records.len());
     let ids: Vec<String> = records.iter().map(|(id, _)| id.clone()).collect();
 
-    let one_by_one = harness();
+    let one_by_one = harness(Arc::new(FhirIndexExtractor::new()));
     for chunk in chunks(&records, 40) {
         for r in one_by_one
             .linked
@@ -187,7 +160,7 @@ async fn chunks_planned_while_the_previous_commits_end_as_one_after_another() {
     let pairs = expected.iter().filter(|s| s.len() == 2).count();
     assert!(pairs >= 100, "{pairs} identities with two sources");
 
-    let piped = harness();
+    let piped = harness(Arc::new(FhirIndexExtractor::new()));
     let answers = pipelined(&piped, chunks(&records, 40)).await;
     assert_eq!(answers.len(), records.len().div_ceil(40));
     for answer in answers {
@@ -200,7 +173,7 @@ async fn chunks_planned_while_the_previous_commits_end_as_one_after_another() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_chunk_failing_on_one_entry_is_written_entry_by_entry_and_the_next_still_links() {
-    let h = harness();
+    let h = harness(Arc::new(FhirIndexExtractor::new()));
     let people: Vec<Value> = (0..60).map(person).collect();
     // Chunk 1: 30 people, one of them written with a version the store does not hold.
     let mut first: Vec<WriteEntry> = (0..30)
