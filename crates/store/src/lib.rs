@@ -58,6 +58,7 @@ pub mod registry;
 pub mod search;
 mod sql;
 mod sqlite;
+mod sqlite_index;
 mod sqlite_vfs;
 pub mod time;
 mod wal;

@@ -24,13 +24,14 @@ use crate::context::{RequestContext, Restriction};
 use crate::engine::{self, Backend, Current, NewVersion};
 use crate::error::StoreError;
 use crate::feed::{self, FeedBatch, FeedPosition};
-use crate::index::{IndexExtractor, IndexRow, IndexValue};
+use crate::index::IndexExtractor;
 use crate::model::{
     Change, HistoryPage, HistoryQuery, HistoryScope, Method, Outcome, StoredResource, WriteEntry,
 };
 use crate::receipt::{KeyedWrite, Receipt};
 use crate::search::{KeyValue, PageSql, SearchPage, SearchQuery};
 use crate::sql::{self, Sql, SqlParam};
+use crate::sqlite_index::{self, PendingRows};
 use crate::wal::{self, WalLength};
 use auth::labels::Labeler;
 
@@ -423,99 +424,6 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Inserts one index row of resource `rid`; `n` numbers the rows of a version (the tables are
-/// keyed by `(rid, n)`, migration 3). Values are bound borrowed: a version has tens of rows.
-fn insert_index_row(
-    tx: &Transaction<'_>,
-    rid: i64,
-    n: i64,
-    resource_type: &str,
-    row: &IndexRow,
-) -> Result<(), StoreError> {
-    let grp = row.group.map(i64::from);
-    let param = row.param.as_str();
-    match &row.value {
-        IndexValue::String { normalized, exact } => tx
-            .prepare_cached(
-                "INSERT INTO idx_string (rid, n, res_type, param, grp, value_norm, value_exact) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            )?
-            .execute(rusqlite::params![rid, n, resource_type, param, grp, normalized, exact]),
-        IndexValue::Token {
-            system,
-            code,
-            display,
-        } => tx
-            .prepare_cached(
-                "INSERT INTO idx_token (rid, n, res_type, param, grp, system, code, display) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-            )?
-            .execute(rusqlite::params![rid, n, resource_type, param, grp, system, code, display]),
-        IndexValue::Reference {
-            target_type,
-            target_id,
-            url,
-        } => tx
-            .prepare_cached(
-                "INSERT INTO idx_reference (rid, n, res_type, param, grp, target_type, target_id, url) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-            )?
-            .execute(rusqlite::params![
-                rid,
-                n,
-                resource_type,
-                param,
-                grp,
-                target_type,
-                target_id,
-                url
-            ]),
-        IndexValue::Date { start, end } => tx
-            .prepare_cached(
-                "INSERT INTO idx_date (rid, n, res_type, param, grp, lo, hi) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            )?
-            .execute(rusqlite::params![rid, n, resource_type, param, grp, start, end]),
-        IndexValue::Number { value, low, high } => tx
-            .prepare_cached(
-                "INSERT INTO idx_number (rid, n, res_type, param, grp, value, lo, hi) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-            )?
-            .execute(rusqlite::params![rid, n, resource_type, param, grp, value, low, high]),
-        IndexValue::Quantity {
-            system,
-            code,
-            unit,
-            value,
-            low,
-            high,
-        } => tx
-            .prepare_cached(
-                "INSERT INTO idx_quantity (rid, n, res_type, param, grp, system, code, unit, value, lo, hi) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-            )?
-            .execute(rusqlite::params![
-                rid,
-                n,
-                resource_type,
-                param,
-                grp,
-                system,
-                code,
-                unit,
-                value,
-                low,
-                high
-            ]),
-        IndexValue::Uri { uri } => tx
-            .prepare_cached(
-                "INSERT INTO idx_uri (rid, n, res_type, param, grp, uri) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            )?
-            .execute(rusqlite::params![rid, n, resource_type, param, grp, uri]),
-    }?;
-    Ok(())
-}
-
 /// `$n` placeholders become SQLite's `?n`.
 pub(crate) fn lite(sql: &str) -> String {
     sql.replace('$', "?")
@@ -641,8 +549,8 @@ fn visible_current(
 struct SqliteTx<'c> {
     tx: &'c Transaction<'c>,
     labeler: Option<&'c Labeler>,
-    /// Index rows written but not inserted yet (see [`PendingRow`]).
-    pending: Vec<PendingRow>,
+    /// Index rows written but not inserted yet.
+    pending: PendingRows,
     /// A large flush raised the page cache ([`LARGE_UNIT_CACHE_KIB`]); [`SqliteTx::finish`]
     /// puts it back.
     large: bool,
@@ -655,109 +563,12 @@ const LARGE_FLUSH: usize = 20_000;
 /// for why it is small otherwise).
 const LARGE_UNIT_CACHE_KIB: u32 = 256 * 1024;
 
-/// An index row of a version written in the open transaction, inserted later, with the rows
-/// of the transaction's other writes, in the order of the tables' value indexes
-/// ([`SqliteTx::flush`]). Inserted as each version is written, a large unit (an import's
-/// chunk: tens of thousands of resources, hundreds of thousands of rows) lands on leaf pages
-/// all over each value index in random order, and once the writer's page cache is full every
-/// insert reads a page back from the log or the file and spills another; in index order each
-/// leaf page is read, changed and written once. Flushed before anything that reads the index
-/// tables in the transaction (a conditional match, an access check, a version's references,
-/// an earlier version's rows to replace), at a savepoint, and before the commit.
-#[derive(Debug)]
-struct PendingRow {
-    rid: i64,
-    n: i64,
-    resource_type: String,
-    row: IndexRow,
-}
-
-impl PendingRow {
-    /// Which table the row goes to, then the leading columns of that table's value index.
-    fn cmp_index_order(&self, other: &Self) -> std::cmp::Ordering {
-        use IndexValue as V;
-        fn table(v: &IndexValue) -> u8 {
-            match v {
-                V::String { .. } => 0,
-                V::Token { .. } => 1,
-                V::Reference { .. } => 2,
-                V::Date { .. } => 3,
-                V::Number { .. } => 4,
-                V::Quantity { .. } => 5,
-                V::Uri { .. } => 6,
-            }
-        }
-        fn owner(p: &PendingRow) -> (&str, &str) {
-            (p.resource_type.as_str(), p.row.param.as_str())
-        }
-        let by_value = match (&self.row.value, &other.row.value) {
-            (V::String { normalized: a, .. }, V::String { normalized: b, .. }) => {
-                owner(self).cmp(&owner(other)).then_with(|| a.cmp(b))
-            }
-            (
-                V::Token {
-                    system: sa,
-                    code: ca,
-                    ..
-                },
-                V::Token {
-                    system: sb,
-                    code: cb,
-                    ..
-                },
-            ) => owner(self)
-                .cmp(&owner(other))
-                .then_with(|| (ca, sa).cmp(&(cb, sb))),
-            (
-                V::Reference {
-                    target_type: ta,
-                    target_id: ia,
-                    ..
-                },
-                V::Reference {
-                    target_type: tb,
-                    target_id: ib,
-                    ..
-                },
-            ) => (ia, ta).cmp(&(ib, tb)),
-            (V::Date { start: a, .. }, V::Date { start: b, .. }) => {
-                owner(self).cmp(&owner(other)).then_with(|| a.cmp(b))
-            }
-            (V::Number { value: a, .. }, V::Number { value: b, .. }) => {
-                owner(self).cmp(&owner(other)).then_with(|| a.total_cmp(b))
-            }
-            (
-                V::Quantity {
-                    code: ca,
-                    value: va,
-                    ..
-                },
-                V::Quantity {
-                    code: cb,
-                    value: vb,
-                    ..
-                },
-            ) => owner(self)
-                .cmp(&owner(other))
-                .then_with(|| ca.cmp(cb))
-                .then_with(|| va.total_cmp(vb)),
-            (V::Uri { uri: a }, V::Uri { uri: b }) => {
-                owner(self).cmp(&owner(other)).then_with(|| a.cmp(b))
-            }
-            (a, b) => table(a).cmp(&table(b)),
-        };
-        table(&self.row.value)
-            .cmp(&table(&other.row.value))
-            .then(by_value)
-    }
-}
-
 impl<'c> SqliteTx<'c> {
     fn new(tx: &'c Transaction<'c>, labeler: Option<&'c Labeler>) -> Self {
         SqliteTx {
             tx,
             labeler,
-            pending: Vec::new(),
+            pending: PendingRows::default(),
             large: false,
         }
     }
@@ -775,19 +586,14 @@ impl<'c> SqliteTx<'c> {
         if self.pending.is_empty() {
             return Ok(());
         }
-        let mut rows = std::mem::take(&mut self.pending);
-        if rows.len() >= LARGE_FLUSH && !self.large {
+        if self.pending.len() >= LARGE_FLUSH && !self.large {
             // The rows go to the tables (keyed by resource) in value order: the tables' new
             // pages of the unit stay in the cache while the value indexes are swept.
             self.large = true;
             self.tx
                 .execute_batch(&format!("PRAGMA cache_size = -{LARGE_UNIT_CACHE_KIB};"))?;
         }
-        rows.sort_unstable_by(PendingRow::cmp_index_order);
-        for p in &rows {
-            insert_index_row(self.tx, p.rid, p.n, &p.resource_type, &p.row)?;
-        }
-        Ok(())
+        self.pending.insert(self.tx)
     }
 }
 
@@ -838,19 +644,26 @@ impl Backend for SqliteTx<'_> {
         let tx = self.tx;
         let version = v.version as i64;
         let deleted = v.method == Method::Delete;
-        let rid = match v.rid {
+        let (rid, added) = match v.rid {
             Some(rid) => {
-                // The rows of a version written earlier in this transaction go too.
-                self.flush()?;
-                for del in sql::INDEX_TABLES {
-                    tx.prepare_cached(&lite(del))?.execute([rid])?;
+                // Rows of a version written earlier in this transaction are replaced too.
+                if self.pending.holds(rid) {
+                    self.flush()?;
                 }
-                rid
+                if deleted {
+                    sqlite_index::delete_all(tx, rid)?;
+                    (rid, Vec::new())
+                } else {
+                    (rid, sqlite_index::replace(tx, rid, v.index)?)
+                }
             }
-            None => tx.prepare_cached(&lite(sql::INSERT_RESOURCE))?.query_row(
-                rusqlite::params![v.resource_type, v.id, version, v.last_updated, deleted],
-                |r| r.get(0),
-            )?,
+            None => {
+                let rid = tx.prepare_cached(&lite(sql::INSERT_RESOURCE))?.query_row(
+                    rusqlite::params![v.resource_type, v.id, version, v.last_updated, deleted],
+                    |r| r.get(0),
+                )?;
+                (rid, (0..).zip(v.index).collect())
+            }
         };
         let seq: i64 = tx.prepare_cached(&lite(sql::INSERT_VERSION))?.query_row(
             rusqlite::params![
@@ -872,13 +685,7 @@ impl Backend for SqliteTx<'_> {
                 v.last_updated,
                 deleted
             ])?;
-        self.pending
-            .extend(v.index.iter().enumerate().map(|(n, row)| PendingRow {
-                rid,
-                n: n as i64,
-                resource_type: v.resource_type.to_owned(),
-                row: row.clone(),
-            }));
+        self.pending.add(rid, v.resource_type, added);
         tx.prepare_cached(&lite(sql::INSERT_OUTBOX))?
             .execute(rusqlite::params![
                 seq,

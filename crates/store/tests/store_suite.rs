@@ -2614,6 +2614,98 @@ async fn phonetic_reads_the_rows_of_name(s: Arc<dyn Store>) {
     assert_eq!(patient_ids(&*s, "phonetic:exact=Kato").await, [k.as_str()]);
 }
 
+/// A Patient with two names, three identifiers and an address, as `version` varies them.
+fn varied_patient(id: &str, version: u32) -> Value {
+    let mut p = json!({
+        "resourceType": "Patient",
+        "id": id,
+        "identifier": [
+            {"system": "urn:mrn", "value": "kept"},
+            {"system": "urn:mrn", "value": format!("gone-{version}")},
+            {"system": "urn:ssn", "value": "kept-too"}
+        ],
+        "name": [
+            {"family": "Tanaka", "given": ["Ken", "Ken"]},
+            {"family": format!("Family{version}")}
+        ],
+        "gender": "male",
+        "birthDate": format!("19{:02}-01-01", 50 + version),
+        "address": [{"line": ["1 Main St"], "city": "Kobe", "postalCode": format!("65{version}")}]
+    });
+    if version % 2 == 0 {
+        p["telecom"] = json!([{"system": "phone", "value": "555-0100"}]);
+    }
+    p
+}
+
+/// After updates (one at a time, two of one resource in one batch, a deletion and a
+/// re-creation), a resource is found by exactly its current version's values, once each.
+async fn an_update_indexes_exactly_the_new_version(s: Arc<dyn Store>) {
+    let c = ctx();
+    s.update(&c, "Patient", "u1", varied_patient("u1", 1), None)
+        .await
+        .unwrap();
+    s.update(&c, "Patient", "u1", varied_patient("u1", 2), None)
+        .await
+        .unwrap();
+    let u1 = ["u1"];
+    let none: [&str; 0] = [];
+    assert_eq!(patient_ids(&*s, "identifier=urn:mrn|kept").await, u1);
+    assert_eq!(patient_ids(&*s, "identifier=gone-1").await, none);
+    assert_eq!(patient_ids(&*s, "identifier=gone-2").await, u1);
+    assert_eq!(patient_ids(&*s, "given=ken").await, u1);
+    assert_eq!(patient_ids(&*s, "family=family1").await, none);
+    assert_eq!(patient_ids(&*s, "family=family2").await, u1);
+    assert_eq!(patient_ids(&*s, "birthdate=1952").await, u1);
+    assert_eq!(patient_ids(&*s, "birthdate=1951").await, none);
+    assert_eq!(patient_ids(&*s, "phone=555-0100").await, u1);
+    assert_eq!(patient_ids(&*s, "address-postalcode=652").await, u1);
+
+    // Two versions of one resource in one unit: the second replaces the first's rows.
+    let update = |version| {
+        WriteEntry::new(WriteOp::Update {
+            resource_type: "Patient".into(),
+            id: "u1".into(),
+            resource: varied_patient("u1", version),
+            if_match: None,
+        })
+    };
+    let results = s.batch(&c, vec![update(3), update(4)]).await.unwrap();
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    for gone in ["identifier=gone-2", "identifier=gone-3", "family=family3"] {
+        assert_eq!(patient_ids(&*s, gone).await, none, "{gone}");
+    }
+    for found in [
+        "identifier=gone-4",
+        "identifier=urn:ssn|kept-too",
+        "family=family4",
+        "family=tanaka",
+        "birthdate=1954",
+        "phone=555-0100",
+        "gender=male",
+    ] {
+        assert_eq!(patient_ids(&*s, found).await, u1, "{found}");
+    }
+    assert_eq!(
+        s.search(&c, &query(&*s, "Patient", "given=ken&_total=accurate"))
+            .await
+            .unwrap()
+            .total,
+        Some(1)
+    );
+
+    s.delete(&c, "Patient", "u1", None).await.unwrap();
+    assert_eq!(patient_ids(&*s, "identifier=urn:mrn|kept").await, none);
+    assert_eq!(patient_ids(&*s, "gender=male").await, none);
+    s.update(&c, "Patient", "u1", varied_patient("u1", 5), None)
+        .await
+        .unwrap();
+    assert_eq!(patient_ids(&*s, "identifier=urn:mrn|kept").await, u1);
+    assert_eq!(patient_ids(&*s, "identifier=gone-5").await, u1);
+    assert_eq!(patient_ids(&*s, "identifier=gone-4").await, none);
+    assert_eq!(patient_ids(&*s, "phone=555-0100").await, none);
+}
+
 fhir_suite!(
     everything_lists_each_resource_once_across_pages,
     phonetic_reads_the_rows_of_name,
@@ -2621,6 +2713,7 @@ fhir_suite!(
     a_restricted_caller_sees_only_its_patients_compartment,
     consent_withholds_data_from_a_caller_of_every_compartment,
     internal_entries_of_a_restricted_callers_unit_see_everything,
+    an_update_indexes_exactly_the_new_version,
 );
 
 suite!(
@@ -2691,3 +2784,64 @@ async fn postgres_refuses_a_schema_newer_than_the_binary() {
 
 // The change feed's stories (consumers, checkpoints, compartments), after the macros they use.
 mod feed;
+
+/// Every index row SQLite holds for `Patient/id`, as text, sorted (row numbers left out).
+fn sqlite_rows(db: &std::path::Path, id: &str) -> Vec<String> {
+    let conn = rusqlite::Connection::open(db).expect("open the database file");
+    let tables = [
+        "idx_string",
+        "idx_token",
+        "idx_reference",
+        "idx_date",
+        "idx_number",
+        "idx_quantity",
+        "idx_uri",
+    ];
+    let mut rows = Vec::new();
+    for table in tables {
+        let mut stmt = conn
+            .prepare(&format!(
+                "SELECT * FROM {table} WHERE rid = \
+                 (SELECT rid FROM resource WHERE res_type = 'Patient' AND res_id = ?1)"
+            ))
+            .unwrap();
+        let columns: Vec<String> = stmt.column_names().map(str::to_owned).collect();
+        let found = stmt
+            .query_map([id], |r| {
+                let mut text = table.to_owned();
+                for (i, column) in columns.iter().enumerate() {
+                    if column != "rid" && column != "n" {
+                        let v: rusqlite::types::Value = r.get(i)?;
+                        text.push_str(&format!(" {column}={v:?}"));
+                    }
+                }
+                Ok(text)
+            })
+            .unwrap();
+        rows.extend(found.map(Result::unwrap));
+    }
+    rows.sort();
+    rows
+}
+
+/// On SQLite an update deletes only the rows that changed and inserts only the new ones; what
+/// it leaves is exactly what writing the same version afresh stores.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_update_leaves_the_rows_of_a_fresh_write() {
+    let t = support::sqlite_with(support::fhir_extractor());
+    let c = ctx();
+    for version in 1..=4 {
+        t.store
+            .update(&c, "Patient", "old", varied_patient("old", version), None)
+            .await
+            .unwrap();
+    }
+    t.store
+        .update(&c, "Patient", "fresh", varied_patient("fresh", 4), None)
+        .await
+        .unwrap();
+    let db = t.sqlite_file().expect("a SQLite store");
+    let (old, fresh) = (sqlite_rows(&db, "old"), sqlite_rows(&db, "fresh"));
+    assert!(old.len() > 15, "{old:#?}");
+    assert_eq!(old, fresh);
+}
