@@ -54,10 +54,20 @@ struct CompiledParam {
     components: Vec<(ParamType, Expression)>,
     documentation: String,
     /// The parameters whose rows are this one's (see [`derivations`]); empty: its own rows.
+    /// When it names the parameter itself, its own rows hold only the parts of its values
+    /// that the others do not ([`CompiledParam::stored_elsewhere`]).
     stored_as: Vec<String>,
+    /// Fields of its `HumanName` or `Address` values that other parameters store (`family`
+    /// and `given` of a `name`), left out of its own rows (see [`parts_stored_elsewhere`]).
+    stored_elsewhere: Vec<&'static str>,
 }
 
 impl CompiledParam {
+    /// Whether the parameter has rows of its own.
+    fn has_rows(&self) -> bool {
+        self.stored_as.is_empty() || self.stored_as.contains(&self.code)
+    }
+
     fn def(&self) -> ParamDef {
         ParamDef {
             name: self.code.clone(),
@@ -158,10 +168,42 @@ impl FhirIndexExtractor {
                     expression,
                     components: components.into_iter().map(|(k, e, _)| (k, e)).collect(),
                     stored_as: Vec::new(),
+                    stored_elsewhere: Vec::new(),
                 });
             }
-            for (param, stored_as) in params.iter_mut().zip(derivations(&sources)) {
-                param.stored_as = stored_as;
+            let owners = parts_stored_elsewhere(&sources);
+            for ((param, stored_as), owners) in
+                params.iter_mut().zip(derivations(&sources)).zip(owners)
+            {
+                if stored_as.is_empty() && !owners.is_empty() {
+                    param.stored_elsewhere = owners.iter().map(|(field, _)| *field).collect();
+                    param.stored_as = std::iter::once(param.code.clone())
+                        .chain(owners.into_iter().map(|(_, code)| code))
+                        .collect();
+                } else {
+                    param.stored_as = stored_as;
+                }
+            }
+            // A parameter stored as one whose rows are partly elsewhere (`phonetic` as `name`)
+            // reads where that one's are.
+            let partial: HashMap<String, Vec<String>> = params
+                .iter()
+                .filter(|p| !p.stored_elsewhere.is_empty())
+                .map(|p| (p.code.clone(), p.stored_as.clone()))
+                .collect();
+            for param in &mut params {
+                if param.stored_elsewhere.is_empty()
+                    && param.stored_as.iter().any(|c| partial.contains_key(c))
+                {
+                    let mut expanded: Vec<String> = param
+                        .stored_as
+                        .iter()
+                        .flat_map(|c| partial.get(c).cloned().unwrap_or_else(|| vec![c.clone()]))
+                        .collect();
+                    expanded.sort();
+                    expanded.dedup();
+                    param.stored_as = expanded;
+                }
             }
             by_type.insert(resource_type.to_string(), params);
         }
@@ -268,6 +310,59 @@ fn alternatives(expression: &str) -> BTreeSet<String> {
     parts
 }
 
+/// The fields of a `HumanName` a string parameter on it indexes.
+const HUMAN_NAME_STRINGS: &[&str] = &["text", "family", "given", "prefix", "suffix"];
+
+/// The fields of an `Address` a string parameter on it indexes.
+const ADDRESS_STRINGS: &[&str] = &[
+    "text",
+    "line",
+    "city",
+    "district",
+    "state",
+    "postalCode",
+    "country",
+];
+
+/// For each parameter, the fields of its values that other string parameters of the type
+/// store, with the parameter storing each: for a string parameter with one expression `E`
+/// (`Patient.name`), every string parameter whose one expression is `E.f` for a field `f` of a
+/// `HumanName` or `Address` (`family` is `Patient.name.family`, `given` `Patient.name.given`;
+/// `address-city` is `Patient.address.city`, and so on). A `name` stored all its parts, and
+/// `address` all of its, so a Patient's family and given names, city, state, postal code and
+/// country were each stored twice: about a quarter of a Patient's index rows. Instead, the
+/// parameter's own rows leave those fields out, and a search on it reads its own rows and
+/// those of the others.
+fn parts_stored_elsewhere(params: &[ParamSource]) -> Vec<Vec<(&'static str, String)>> {
+    fn only_part(p: &ParamSource) -> Option<&str> {
+        match (p.kind, p.parts.len()) {
+            (ParamType::String, 1) => p.parts.first().map(String::as_str),
+            _ => None,
+        }
+    }
+    params
+        .iter()
+        .map(|p| {
+            let Some(base) = only_part(p) else {
+                return Vec::new();
+            };
+            let mut owners = Vec::new();
+            for field in HUMAN_NAME_STRINGS.iter().chain(ADDRESS_STRINGS) {
+                let path = format!("{base}.{field}");
+                if let Some(q) = params
+                    .iter()
+                    .filter(|q| q.code != p.code && only_part(q) == Some(path.as_str()))
+                    .min_by(|a, b| a.code.cmp(&b.code))
+                    && !owners.iter().any(|(f, _)| f == field)
+                {
+                    owners.push((*field, q.code.clone()));
+                }
+            }
+            owners
+        })
+        .collect()
+}
+
 /// For each parameter, the parameters whose rows are exactly its own rows, or nothing.
 ///
 /// A parameter is derived when its expression is the union (`|`) of the whole expressions of
@@ -367,7 +462,7 @@ impl FhirIndexExtractor {
         let mut rows = Vec::with_capacity(params.len() * 2);
         let mut group = 0u32;
         let mut values = Vec::new();
-        for param in params.iter().filter(|p| p.stored_as.is_empty()) {
+        for param in params.iter().filter(|p| p.has_rows()) {
             let found = param.expression.evaluate(&env, resource).map_err(|e| {
                 StoreError::Invalid(format!(
                     "search parameter {} cannot be evaluated: {e}",
@@ -389,7 +484,7 @@ impl FhirIndexExtractor {
             }
             for value in &found {
                 values.clear();
-                index_values(param.kind, value, &mut values);
+                index_values_except(param.kind, value, &param.stored_elsewhere, &mut values);
                 for value in values.drain(..) {
                     if let Some(canonical) = canonical_quantity(&value) {
                         rows.push(IndexRow {
@@ -495,25 +590,27 @@ pub fn normalize(text: &str) -> String {
 
 /// The index values of one FHIRPath result item for a parameter of type `kind`.
 pub fn index_values(kind: ParamType, value: &Value<'_>, out: &mut Vec<IndexValue>) {
+    index_values_except(kind, value, &[], out)
+}
+
+/// [`index_values`] without the `skipped` fields of a `HumanName` or `Address`.
+fn index_values_except(
+    kind: ParamType,
+    value: &Value<'_>,
+    skipped: &[&str],
+    out: &mut Vec<IndexValue>,
+) {
     let type_name = node_type(value);
     let json = node_json(value);
     match kind {
         ParamType::String => match (json, value) {
             (Some(Json::Object(_)), _) => {
                 let parts: &[&str] = match type_name {
-                    Some("HumanName") => &["text", "family", "given", "prefix", "suffix"],
-                    Some("Address") => &[
-                        "text",
-                        "line",
-                        "city",
-                        "district",
-                        "state",
-                        "postalCode",
-                        "country",
-                    ],
+                    Some("HumanName") => HUMAN_NAME_STRINGS,
+                    Some("Address") => ADDRESS_STRINGS,
                     _ => &[],
                 };
-                for part in parts {
+                for part in parts.iter().filter(|p| !skipped.contains(p)) {
                     for text in strings_at(json, part) {
                         push_string(text, out);
                     }
@@ -891,6 +988,36 @@ mod tests {
         assert_eq!(decimal_interval("1e2"), Some((100.0, 50.0, 150.0)));
     }
 
+    /// `name` and `address` rows hold only the fields no other parameter stores.
+    #[test]
+    fn name_and_address_rows_leave_out_what_other_parameters_store() {
+        let rows = rows(json!({
+            "resourceType": "Patient",
+            "name": [{"text": "Dr. Ken Tanaka", "family": "Tanaka", "given": ["Ken"], "prefix": ["Dr."], "suffix": ["PhD"]}],
+            "address": [{"text": "1 Main St, Kobe", "line": ["1 Main St"], "district": "Chuo", "city": "Kobe", "state": "Hyogo", "postalCode": "650", "country": "JP"}]
+        }));
+        let exact = |param| -> Vec<&str> {
+            let mut v: Vec<&str> = values_of(&rows, param)
+                .into_iter()
+                .map(|v| match v {
+                    IndexValue::String { exact, .. } => exact.as_str(),
+                    other => panic!("{other:?}"),
+                })
+                .collect();
+            v.sort();
+            v
+        };
+        assert_eq!(exact("name"), ["Dr.", "Dr. Ken Tanaka", "PhD"]);
+        assert_eq!(exact("family"), ["Tanaka"]);
+        assert_eq!(exact("given"), ["Ken"]);
+        assert_eq!(exact("address"), ["1 Main St", "1 Main St, Kobe", "Chuo"]);
+        assert_eq!(exact("address-city"), ["Kobe"]);
+        assert_eq!(exact("address-state"), ["Hyogo"]);
+        assert_eq!(exact("address-postalcode"), ["650"]);
+        assert_eq!(exact("address-country"), ["JP"]);
+        assert!(values_of(&rows, "phonetic").is_empty());
+    }
+
     #[test]
     fn patient_parameters() {
         let rows = rows(json!({
@@ -908,7 +1035,10 @@ mod tests {
             exact: "Müller".into()
         }));
         assert_eq!(values_of(&rows, "given").len(), 2);
-        assert_eq!(values_of(&rows, "name").len(), 3);
+        // `name` keeps only what `family` and `given` do not hold; `address` likewise.
+        assert!(values_of(&rows, "name").is_empty(), "{rows:?}");
+        assert!(values_of(&rows, "address").is_empty(), "{rows:?}");
+        assert_eq!(values_of(&rows, "address-city").len(), 1);
         assert_eq!(
             values_of(&rows, "identifier"),
             vec![&IndexValue::Token {
@@ -1001,7 +1131,9 @@ mod tests {
     /// The derived parameters of R4 are Observation's `combo-*` ones, each stored as the
     /// parameters it unites (the SQL migration that removed their old rows names them by that
     /// prefix), and the parameters whose expression is another's (`phonetic` is `name`); they
-    /// get no rows, and every other parameter keeps its own.
+    /// get no rows. A `name` or `address` is stored partly as itself (the fields no other
+    /// parameter holds) and partly as `family`, `given`, `address-city`, ...; every other
+    /// parameter keeps its own rows.
     #[test]
     fn combo_parameters_are_stored_as_their_parts() {
         let extractor = FhirIndexExtractor::new();
@@ -1049,6 +1181,30 @@ mod tests {
             ("Practitioner", "phonetic", "name"),
             ("RelatedPerson", "phonetic", "name"),
         ];
+        let address = "address,address-city,address-state,address-postalcode,address-country";
+        let partly = [
+            ("InsurancePlan", "address", address),
+            ("Location", "address", address),
+            ("Organization", "address", address),
+            ("Patient", "address", address),
+            ("Patient", "name", "name,family,given"),
+            ("Patient", "phonetic", "family,given,name"),
+            ("Person", "address", address),
+            ("Practitioner", "address", address),
+            ("Practitioner", "name", "name,family,given"),
+            ("Practitioner", "phonetic", "family,given,name"),
+            ("RelatedPerson", "address", address),
+        ];
+        let mut expected: Vec<(&str, &str, &str)> = expected
+            .into_iter()
+            .filter(|(t, c, _)| {
+                !partly
+                    .iter()
+                    .any(|(pt, pc, _)| (pt, pc) == (t, c))
+            })
+            .chain(partly)
+            .collect();
+        expected.sort();
         let derived: Vec<(&str, &str, &str)> = derived
             .iter()
             .map(|(t, c, s)| (*t, *c, s.as_str()))

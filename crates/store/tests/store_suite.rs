@@ -2706,6 +2706,71 @@ async fn an_update_indexes_exactly_the_new_version(s: Arc<dyn Store>) {
     assert_eq!(patient_ids(&*s, "phone=555-0100").await, none);
 }
 
+/// `name` and `address` search every part of a name or address, though their rows hold only
+/// the parts `family`, `given`, `address-city`, ... do not: modifiers, `:missing`, sorting,
+/// `phonetic` and a chained search see them all.
+async fn name_and_address_search_every_part(s: Arc<dyn Store>) {
+    let c = ctx();
+    let people = [
+        json!({"resourceType": "Patient", "id": "np-a",
+            "name": [{"text": "Dr. Ken Tanaka", "family": "Tanaka", "given": ["Ken"], "prefix": ["Dr."]}],
+            "address": [{"line": ["1 Main St"], "city": "Kobe", "country": "JP"}]}),
+        json!({"resourceType": "Patient", "id": "np-b",
+            "name": [{"family": "Suzuki", "given": ["Hanako"]}],
+            "address": [{"city": "Osaka", "postalCode": "530"}]}),
+        json!({"resourceType": "Patient", "id": "np-c", "gender": "other"}),
+    ];
+    for p in people {
+        let id = p["id"].as_str().unwrap().to_owned();
+        s.update(&c, "Patient", &id, p, None).await.unwrap();
+    }
+    s.create(
+        &c,
+        json!({"resourceType": "Observation", "status": "final",
+            "code": {"text": "x"}, "subject": {"reference": "Patient/np-a"}}),
+    )
+    .await
+    .unwrap();
+    let (a, b, none) = (["np-a"], ["np-b"], [] as [&str; 0]);
+    for (q, expected) in [
+        ("name=tanaka", &a[..]),
+        ("name=ken", &a),
+        ("name=dr", &a),
+        ("name=hana", &b),
+        ("name:exact=Tanaka", &a),
+        ("name:exact=tanaka", &none),
+        ("name:contains=naka", &a),
+        ("phonetic=suzu", &b),
+        ("phonetic=ken", &a),
+        ("name:missing=true", &["np-c"]),
+        ("address=kobe", &a),
+        ("address:contains=main", &a),
+        ("address=530", &b),
+        ("address:exact=JP", &a),
+        ("address-city=osaka", &b),
+        ("address:missing=true", &["np-c"]),
+    ] {
+        let mut found = patient_ids(&*s, q).await;
+        found.sort();
+        assert_eq!(found, expected, "{q}");
+    }
+    // Sorted by the least (greatest) of each person's name values: A's include "dr", B's
+    // least is "hanako"; A's greatest is "tanaka", B's "suzuki".
+    assert_eq!(
+        patient_ids(&*s, "name:missing=false&_sort=name").await,
+        ["np-a", "np-b"]
+    );
+    assert_eq!(
+        patient_ids(&*s, "name:missing=false&_sort=-name").await,
+        ["np-a", "np-b"]
+    );
+    let chained = s
+        .search(&c, &query(&*s, "Observation", "subject:Patient.name=ken"))
+        .await
+        .unwrap();
+    assert_eq!(chained.matches.len(), 1);
+}
+
 fhir_suite!(
     everything_lists_each_resource_once_across_pages,
     phonetic_reads_the_rows_of_name,
@@ -2714,6 +2779,7 @@ fhir_suite!(
     consent_withholds_data_from_a_caller_of_every_compartment,
     internal_entries_of_a_restricted_callers_unit_see_everything,
     an_update_indexes_exactly_the_new_version,
+    name_and_address_search_every_part,
 );
 
 suite!(
