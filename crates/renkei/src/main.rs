@@ -106,6 +106,7 @@ const DEFAULT_LOG_FILTER: &str = "info,tokio_postgres=warn,hyper=warn,reqwest=wa
 const BENCH_LOG_FILTER: &str = "info,tokio_postgres=warn,hyper=warn,reqwest=warn,renkei::http=warn";
 
 fn main() -> ExitCode {
+    without_transparent_huge_pages();
     match run() {
         Ok(code) => code,
         // The reader of our standard output went away (`| head`): nothing left to say.
@@ -114,6 +115,21 @@ fn main() -> ExitCode {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Turns transparent huge pages off for this process. mimalloc asks for them (`MADV_HUGEPAGE`)
+/// and then returns freed memory to the kernel in small pieces, so the same 2 MiB were faulted
+/// in and zeroed again and again: in an EMPI import, about a seventh of the samples were the
+/// kernel clearing huge pages, and 5 s of system time in 45 (docs/benchmarks.md). A kernel
+/// that refuses is only slower.
+#[allow(unsafe_code)]
+fn without_transparent_huge_pages() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: PR_SET_THP_DISABLE takes plain integer arguments and only sets a flag of the
+    // process's memory map.
+    unsafe {
+        libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0);
     }
 }
 
