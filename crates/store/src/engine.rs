@@ -58,7 +58,9 @@ pub(crate) struct NewVersion<'a> {
     pub last_updated: i64,
     pub method: Method,
     pub body: Option<&'a str>,
-    pub index: &'a [IndexRow],
+    /// The version's index rows, handed over (the SQLite backend keeps them until the
+    /// transaction's rows are inserted together).
+    pub index: Vec<IndexRow>,
     pub request_id: &'a str,
     /// The Patient compartments the version is in (`compartment`), recorded with its
     /// change-feed row.
@@ -638,7 +640,7 @@ async fn delete<B: Backend>(
         last_updated: now,
         method: Method::Delete,
         body: None,
-        index: &[],
+        index: Vec::new(),
         request_id: &ctx.request_id,
         compartments: &compartments,
     };
@@ -773,7 +775,7 @@ async fn put<B: Backend>(
         last_updated: now,
         method,
         body: Some(&body),
-        index: &index,
+        index,
         request_id: &ctx.request_id,
         compartments: &compartments,
     })

@@ -634,7 +634,7 @@ impl Backend for PgTx<'_> {
                 .get(0)
             }
         };
-        let inserts = crate::pg_index::inserts(rid, v.resource_type, v.index);
+        let inserts = crate::pg_index::inserts(rid, v.resource_type, &v.index);
         let mut stmts = Vec::with_capacity(inserts.len());
         for insert in &inserts {
             stmts.push(tx.prepare_cached(insert.text).await?);

@@ -11,7 +11,7 @@
 use std::collections::{HashMap, HashSet};
 use std::hash::{DefaultHasher, Hash, Hasher};
 
-use rusqlite::{Row, Transaction};
+use rusqlite::{Row, Statement, Transaction};
 
 use crate::error::StoreError;
 use crate::index::{IndexRow, IndexValue};
@@ -41,18 +41,18 @@ impl PendingRows {
     }
 
     /// Adds rows of resource `rid`, each with its number.
-    pub(crate) fn add<'r>(
+    pub(crate) fn add(
         &mut self,
         rid: i64,
         resource_type: &str,
-        rows: impl IntoIterator<Item = (i64, &'r IndexRow)>,
+        rows: impl IntoIterator<Item = (i64, IndexRow)>,
     ) {
         let before = self.rows.len();
         self.rows.extend(rows.into_iter().map(|(n, row)| PendingRow {
             rid,
             n,
             resource_type: resource_type.to_owned(),
-            row: row.clone(),
+            row,
         }));
         if self.rows.len() > before {
             self.rids.insert(rid);
@@ -70,8 +70,15 @@ impl PendingRows {
         let mut rows = std::mem::take(&mut self.rows);
         self.rids.clear();
         rows.sort_unstable_by(PendingRow::cmp_index_order);
-        for p in &rows {
-            insert_index_row(tx, p.rid, p.n, &p.resource_type, &p.row)?;
+        // Sorted by table: each table's statement is looked up once, not once a row.
+        let mut at = 0;
+        while at < rows.len() {
+            let table = table_of(&rows[at].row.value);
+            let mut insert = tx.prepare_cached(INSERTS[table])?;
+            while let Some(p) = rows.get(at).filter(|p| table_of(&p.row.value) == table) {
+                insert_index_row(&mut insert, p.rid, p.n, &p.resource_type, &p.row)?;
+                at += 1;
+            }
         }
         Ok(())
     }
@@ -88,11 +95,11 @@ pub(crate) fn delete_all(tx: &Transaction<'_>, rid: i64) -> Result<(), StoreErro
 /// Makes the stored rows of resource `rid` those of `new`: deletes the stored rows `new` does
 /// not have and returns the rows of `new` not stored yet, each with a number no stored row
 /// uses. None of the resource's rows may be pending ([`PendingRows::holds`]).
-pub(crate) fn replace<'r>(
+pub(crate) fn replace(
     tx: &Transaction<'_>,
     rid: i64,
-    new: &'r [IndexRow],
-) -> Result<Vec<(i64, &'r IndexRow)>, StoreError> {
+    new: Vec<IndexRow>,
+) -> Result<Vec<(i64, IndexRow)>, StoreError> {
     let stored = stored_rows(tx, rid)?;
     let mut unmatched: HashMap<u64, Vec<usize>> = HashMap::with_capacity(new.len());
     for (i, row) in new.iter().enumerate() {
@@ -115,7 +122,7 @@ pub(crate) fn replace<'r>(
         }
     }
     Ok(new
-        .iter()
+        .into_iter()
         .zip(kept)
         .filter(|(_, kept)| !kept)
         .map(|(row, _)| {
@@ -262,10 +269,41 @@ fn stored_rows(tx: &Transaction<'_>, rid: i64) -> Result<Vec<(i64, IndexRow)>, S
     Ok(out)
 }
 
-/// Inserts one index row of resource `rid`; `n` numbers the rows of a version (the tables are
-/// keyed by `(rid, n)`, migration 3). Values are bound borrowed: a version has tens of rows.
+/// The insert statement of each index table (in the order of [`table_of`]).
+const INSERTS: [&str; 7] = [
+    "INSERT INTO idx_string (rid, n, res_type, param, grp, value_norm, value_exact) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    "INSERT INTO idx_token (rid, n, res_type, param, grp, system, code, display) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    "INSERT INTO idx_reference (rid, n, res_type, param, grp, target_type, target_id, url) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    "INSERT INTO idx_date (rid, n, res_type, param, grp, lo, hi) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    "INSERT INTO idx_number (rid, n, res_type, param, grp, value, lo, hi) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    "INSERT INTO idx_quantity (rid, n, res_type, param, grp, system, code, unit, value, lo, hi) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+    "INSERT INTO idx_uri (rid, n, res_type, param, grp, uri) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+];
+
+/// The index table a value goes to, as a position in [`INSERTS`].
+fn table_of(value: &IndexValue) -> usize {
+    match value {
+        IndexValue::String { .. } => 0,
+        IndexValue::Token { .. } => 1,
+        IndexValue::Reference { .. } => 2,
+        IndexValue::Date { .. } => 3,
+        IndexValue::Number { .. } => 4,
+        IndexValue::Quantity { .. } => 5,
+        IndexValue::Uri { .. } => 6,
+    }
+}
+
+/// Inserts one index row of resource `rid` with `insert`, the statement of its table; `n`
+/// numbers the rows of a resource (the tables are keyed by `(rid, n)`, migration 3). Values
+/// are bound borrowed.
 fn insert_index_row(
-    tx: &Transaction<'_>,
+    insert: &mut Statement<'_>,
     rid: i64,
     n: i64,
     resource_type: &str,
@@ -274,53 +312,50 @@ fn insert_index_row(
     let grp = row.group.map(i64::from);
     let param = row.param.as_str();
     match &row.value {
-        IndexValue::String { normalized, exact } => tx
-            .prepare_cached(
-                "INSERT INTO idx_string (rid, n, res_type, param, grp, value_norm, value_exact) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            )?
-            .execute(rusqlite::params![rid, n, resource_type, param, grp, normalized, exact]),
+        IndexValue::String { normalized, exact } => {
+            insert.execute(rusqlite::params![rid, n, resource_type, param, grp, normalized, exact])
+        }
         IndexValue::Token {
             system,
             code,
             display,
-        } => tx
-            .prepare_cached(
-                "INSERT INTO idx_token (rid, n, res_type, param, grp, system, code, display) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-            )?
-            .execute(rusqlite::params![rid, n, resource_type, param, grp, system, code, display]),
+        } => insert.execute(rusqlite::params![
+            rid,
+            n,
+            resource_type,
+            param,
+            grp,
+            system,
+            code,
+            display
+        ]),
         IndexValue::Reference {
             target_type,
             target_id,
             url,
-        } => tx
-            .prepare_cached(
-                "INSERT INTO idx_reference (rid, n, res_type, param, grp, target_type, target_id, url) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-            )?
-            .execute(rusqlite::params![
-                rid,
-                n,
-                resource_type,
-                param,
-                grp,
-                target_type,
-                target_id,
-                url
-            ]),
-        IndexValue::Date { start, end } => tx
-            .prepare_cached(
-                "INSERT INTO idx_date (rid, n, res_type, param, grp, lo, hi) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            )?
-            .execute(rusqlite::params![rid, n, resource_type, param, grp, start, end]),
-        IndexValue::Number { value, low, high } => tx
-            .prepare_cached(
-                "INSERT INTO idx_number (rid, n, res_type, param, grp, value, lo, hi) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-            )?
-            .execute(rusqlite::params![rid, n, resource_type, param, grp, value, low, high]),
+        } => insert.execute(rusqlite::params![
+            rid,
+            n,
+            resource_type,
+            param,
+            grp,
+            target_type,
+            target_id,
+            url
+        ]),
+        IndexValue::Date { start, end } => {
+            insert.execute(rusqlite::params![rid, n, resource_type, param, grp, start, end])
+        }
+        IndexValue::Number { value, low, high } => insert.execute(rusqlite::params![
+            rid,
+            n,
+            resource_type,
+            param,
+            grp,
+            value,
+            low,
+            high
+        ]),
         IndexValue::Quantity {
             system,
             code,
@@ -328,29 +363,22 @@ fn insert_index_row(
             value,
             low,
             high,
-        } => tx
-            .prepare_cached(
-                "INSERT INTO idx_quantity (rid, n, res_type, param, grp, system, code, unit, value, lo, hi) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-            )?
-            .execute(rusqlite::params![
-                rid,
-                n,
-                resource_type,
-                param,
-                grp,
-                system,
-                code,
-                unit,
-                value,
-                low,
-                high
-            ]),
-        IndexValue::Uri { uri } => tx
-            .prepare_cached(
-                "INSERT INTO idx_uri (rid, n, res_type, param, grp, uri) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            )?
-            .execute(rusqlite::params![rid, n, resource_type, param, grp, uri]),
+        } => insert.execute(rusqlite::params![
+            rid,
+            n,
+            resource_type,
+            param,
+            grp,
+            system,
+            code,
+            unit,
+            value,
+            low,
+            high
+        ]),
+        IndexValue::Uri { uri } => {
+            insert.execute(rusqlite::params![rid, n, resource_type, param, grp, uri])
+        }
     }?;
     Ok(())
 }
@@ -377,17 +405,6 @@ impl PendingRow {
     /// Which table the row goes to, then the leading columns of that table's value index.
     fn cmp_index_order(&self, other: &Self) -> std::cmp::Ordering {
         use IndexValue as V;
-        fn table(v: &IndexValue) -> u8 {
-            match v {
-                V::String { .. } => 0,
-                V::Token { .. } => 1,
-                V::Reference { .. } => 2,
-                V::Date { .. } => 3,
-                V::Number { .. } => 4,
-                V::Quantity { .. } => 5,
-                V::Uri { .. } => 6,
-            }
-        }
         fn owner(p: &PendingRow) -> (&str, &str) {
             (p.resource_type.as_str(), p.row.param.as_str())
         }
@@ -445,10 +462,10 @@ impl PendingRow {
             (V::Uri { uri: a }, V::Uri { uri: b }) => {
                 owner(self).cmp(&owner(other)).then_with(|| a.cmp(b))
             }
-            (a, b) => table(a).cmp(&table(b)),
+            (a, b) => table_of(a).cmp(&table_of(b)),
         };
-        table(&self.row.value)
-            .cmp(&table(&other.row.value))
+        table_of(&self.row.value)
+            .cmp(&table_of(&other.row.value))
             .then(by_value)
     }
 }
