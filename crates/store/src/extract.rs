@@ -1197,11 +1197,7 @@ mod tests {
         ];
         let mut expected: Vec<(&str, &str, &str)> = expected
             .into_iter()
-            .filter(|(t, c, _)| {
-                !partly
-                    .iter()
-                    .any(|(pt, pc, _)| (pt, pc) == (t, c))
-            })
+            .filter(|(t, c, _)| !partly.iter().any(|(pt, pc, _)| (pt, pc) == (t, c)))
             .chain(partly)
             .collect();
         expected.sort();

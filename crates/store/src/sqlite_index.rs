@@ -48,12 +48,13 @@ impl PendingRows {
         rows: impl IntoIterator<Item = (i64, IndexRow)>,
     ) {
         let before = self.rows.len();
-        self.rows.extend(rows.into_iter().map(|(n, row)| PendingRow {
-            rid,
-            n,
-            resource_type: resource_type.to_owned(),
-            row,
-        }));
+        self.rows
+            .extend(rows.into_iter().map(|(n, row)| PendingRow {
+                rid,
+                n,
+                resource_type: resource_type.to_owned(),
+                row,
+            }));
         if self.rows.len() > before {
             self.rids.insert(rid);
         }
@@ -216,12 +217,15 @@ fn stored_rows(tx: &Transaction<'_>, rid: i64) -> Result<Vec<(i64, IndexRow)>, S
                 })
             },
         ),
-        ("SELECT n, param, grp, lo, hi FROM idx_date WHERE rid = ?1", |r| {
-            Ok(IndexValue::Date {
-                start: r.get(3)?,
-                end: r.get(4)?,
-            })
-        }),
+        (
+            "SELECT n, param, grp, lo, hi FROM idx_date WHERE rid = ?1",
+            |r| {
+                Ok(IndexValue::Date {
+                    start: r.get(3)?,
+                    end: r.get(4)?,
+                })
+            },
+        ),
         (
             "SELECT n, param, grp, value, lo, hi FROM idx_number WHERE rid = ?1",
             |r| {
@@ -245,9 +249,10 @@ fn stored_rows(tx: &Transaction<'_>, rid: i64) -> Result<Vec<(i64, IndexRow)>, S
                 })
             },
         ),
-        ("SELECT n, param, grp, uri FROM idx_uri WHERE rid = ?1", |r| {
-            Ok(IndexValue::Uri { uri: r.get(3)? })
-        }),
+        (
+            "SELECT n, param, grp, uri FROM idx_uri WHERE rid = ?1",
+            |r| Ok(IndexValue::Uri { uri: r.get(3)? }),
+        ),
     ];
     let mut out = Vec::new();
     for (select, value) in TABLES {
@@ -312,9 +317,15 @@ fn insert_index_row(
     let grp = row.group.map(i64::from);
     let param = row.param.as_str();
     match &row.value {
-        IndexValue::String { normalized, exact } => {
-            insert.execute(rusqlite::params![rid, n, resource_type, param, grp, normalized, exact])
-        }
+        IndexValue::String { normalized, exact } => insert.execute(rusqlite::params![
+            rid,
+            n,
+            resource_type,
+            param,
+            grp,
+            normalized,
+            exact
+        ]),
         IndexValue::Token {
             system,
             code,
@@ -343,9 +354,15 @@ fn insert_index_row(
             target_id,
             url
         ]),
-        IndexValue::Date { start, end } => {
-            insert.execute(rusqlite::params![rid, n, resource_type, param, grp, start, end])
-        }
+        IndexValue::Date { start, end } => insert.execute(rusqlite::params![
+            rid,
+            n,
+            resource_type,
+            param,
+            grp,
+            start,
+            end
+        ]),
         IndexValue::Number { value, low, high } => insert.execute(rusqlite::params![
             rid,
             n,
@@ -469,4 +486,3 @@ impl PendingRow {
             .then(by_value)
     }
 }
-
