@@ -2632,7 +2632,7 @@ fn varied_patient(id: &str, version: u32) -> Value {
         "birthDate": format!("19{:02}-01-01", 50 + version),
         "address": [{"line": ["1 Main St"], "city": "Kobe", "postalCode": format!("65{version}")}]
     });
-    if version % 2 == 0 {
+    if version.is_multiple_of(2) {
         p["telecom"] = json!([{"system": "phone", "value": "555-0100"}]);
     }
     p
