@@ -57,9 +57,11 @@ struct CompiledParam {
     /// When it names the parameter itself, its own rows hold only the parts of its values
     /// that the others do not ([`CompiledParam::stored_elsewhere`]).
     stored_as: Vec<String>,
-    /// Fields of its `HumanName` or `Address` values that other parameters store (`family`
-    /// and `given` of a `name`), left out of its own rows (see [`parts_stored_elsewhere`]).
-    stored_elsewhere: Vec<&'static str>,
+    /// What of its values other parameters store, left out of its own rows (see
+    /// [`parts_stored_elsewhere`]): for a string parameter, fields of a `HumanName` or
+    /// `Address` (`family` and `given` of a `name`); for a token parameter, the systems of
+    /// `ContactPoint`s (`phone` and `email` of a `telecom`).
+    stored_elsewhere: Vec<String>,
 }
 
 impl CompiledParam {
@@ -176,7 +178,7 @@ impl FhirIndexExtractor {
                 params.iter_mut().zip(derivations(&sources)).zip(owners)
             {
                 if stored_as.is_empty() && !owners.is_empty() {
-                    param.stored_elsewhere = owners.iter().map(|(field, _)| *field).collect();
+                    param.stored_elsewhere = owners.iter().map(|(part, _)| part.clone()).collect();
                     param.stored_as = std::iter::once(param.code.clone())
                         .chain(owners.into_iter().map(|(_, code)| code))
                         .collect();
@@ -324,38 +326,57 @@ const ADDRESS_STRINGS: &[&str] = &[
     "country",
 ];
 
-/// For each parameter, the fields of its values that other string parameters of the type
-/// store, with the parameter storing each: for a string parameter with one expression `E`
-/// (`Patient.name`), every string parameter whose one expression is `E.f` for a field `f` of a
-/// `HumanName` or `Address` (`family` is `Patient.name.family`, `given` `Patient.name.given`;
-/// `address-city` is `Patient.address.city`, and so on). A `name` stored all its parts, and
-/// `address` all of its, so a Patient's family and given names, city, state, postal code and
-/// country were each stored twice: about a quarter of a Patient's index rows. Instead, the
-/// parameter's own rows leave those fields out, and a search on it reads its own rows and
-/// those of the others.
-fn parts_stored_elsewhere(params: &[ParamSource]) -> Vec<Vec<(&'static str, String)>> {
-    fn only_part(p: &ParamSource) -> Option<&str> {
-        match (p.kind, p.parts.len()) {
-            (ParamType::String, 1) => p.parts.first().map(String::as_str),
+/// For each parameter, the parts of its values that other parameters of the type store, with
+/// the parameter storing each:
+/// - for a string parameter with one expression `E` (`Patient.name`), the fields `f` of a
+///   `HumanName` or `Address` for which a string parameter's one expression is `E.f`
+///   (`family` is `Patient.name.family`, `given` `Patient.name.given`; `address-city` is
+///   `Patient.address.city`, and so on);
+/// - for a token parameter with one expression `E` (`Patient.telecom`), the systems `s` for
+///   which a token parameter's one expression is `E.where(system='s')` (`phone`, `email`).
+///
+/// A `name` stored all its parts, `address` all of its and `telecom` every phone number and
+/// e-mail address, so each of those values of a Patient was stored twice: about a quarter of
+/// a Patient's index rows. Instead, the parameter's own rows leave those parts out, and a
+/// search on it reads its own rows and those of the others.
+fn parts_stored_elsewhere(params: &[ParamSource]) -> Vec<Vec<(String, String)>> {
+    fn only_part(p: &ParamSource, kind: ParamType) -> Option<&str> {
+        match p.parts.len() {
+            1 if p.kind == kind => p.parts.first().map(String::as_str),
             _ => None,
         }
     }
+    let stored_at = |p: &ParamSource, path: &str| -> Option<String> {
+        params
+            .iter()
+            .filter(|q| q.code != p.code && only_part(q, p.kind) == Some(path))
+            .map(|q| q.code.clone())
+            .min()
+    };
     params
         .iter()
         .map(|p| {
-            let Some(base) = only_part(p) else {
-                return Vec::new();
-            };
             let mut owners = Vec::new();
-            for field in HUMAN_NAME_STRINGS.iter().chain(ADDRESS_STRINGS) {
-                let path = format!("{base}.{field}");
-                if let Some(q) = params
-                    .iter()
-                    .filter(|q| q.code != p.code && only_part(q) == Some(path.as_str()))
-                    .min_by(|a, b| a.code.cmp(&b.code))
-                    && !owners.iter().any(|(f, _)| f == field)
-                {
-                    owners.push((*field, q.code.clone()));
+            if let Some(base) = only_part(p, ParamType::String) {
+                for field in HUMAN_NAME_STRINGS.iter().chain(ADDRESS_STRINGS) {
+                    if let Some(q) = stored_at(p, &format!("{base}.{field}"))
+                        && !owners.iter().any(|(f, _)| f == field)
+                    {
+                        owners.push((field.to_string(), q));
+                    }
+                }
+            }
+            if let Some(base) = only_part(p, ParamType::Token) {
+                let filter = format!("{base}.where(system='");
+                for q in params.iter().filter(|q| q.code != p.code) {
+                    if let Some(system) = only_part(q, ParamType::Token)
+                        .and_then(|part| part.strip_prefix(filter.as_str()))
+                        .and_then(|rest| rest.strip_suffix("')"))
+                        .filter(|s| s.chars().all(|c| c.is_ascii_alphanumeric()))
+                        && !owners.iter().any(|(s, _)| s == system)
+                    {
+                        owners.push((system.to_owned(), q.code.clone()));
+                    }
                 }
             }
             owners
@@ -593,11 +614,13 @@ pub fn index_values(kind: ParamType, value: &Value<'_>, out: &mut Vec<IndexValue
     index_values_except(kind, value, &[], out)
 }
 
-/// [`index_values`] without the `skipped` fields of a `HumanName` or `Address`.
+/// [`index_values`] without what other parameters store (`CompiledParam::stored_elsewhere`):
+/// the `skipped` fields of a `HumanName` or `Address` (string), or nothing of a
+/// `ContactPoint` of a `skipped` system (token).
 fn index_values_except(
     kind: ParamType,
     value: &Value<'_>,
-    skipped: &[&str],
+    skipped: &[String],
     out: &mut Vec<IndexValue>,
 ) {
     let type_name = node_type(value);
@@ -610,7 +633,7 @@ fn index_values_except(
                     Some("Address") => ADDRESS_STRINGS,
                     _ => &[],
                 };
-                for part in parts.iter().filter(|p| !skipped.contains(p)) {
+                for part in parts.iter().filter(|p| !skipped.iter().any(|s| s == *p)) {
                     for text in strings_at(json, part) {
                         push_string(text, out);
                     }
@@ -623,6 +646,12 @@ fn index_values_except(
             }
         },
         ParamType::Token => match json {
+            Some(json)
+                if type_name == Some("ContactPoint")
+                    && json
+                        .get("system")
+                        .and_then(Json::as_str)
+                        .is_some_and(|system| skipped.iter().any(|s| s == system)) => {}
             Some(json) => token_values(json, type_name, out),
             None => {
                 if let Some(code) = value.to_string_value() {
@@ -988,13 +1017,19 @@ mod tests {
         assert_eq!(decimal_interval("1e2"), Some((100.0, 50.0, 150.0)));
     }
 
-    /// `name` and `address` rows hold only the fields no other parameter stores.
+    /// `name`, `address` and `telecom` rows hold only what no other parameter stores.
     #[test]
-    fn name_and_address_rows_leave_out_what_other_parameters_store() {
+    fn name_address_and_telecom_rows_leave_out_what_other_parameters_store() {
         let rows = rows(json!({
             "resourceType": "Patient",
             "name": [{"text": "Dr. Ken Tanaka", "family": "Tanaka", "given": ["Ken"], "prefix": ["Dr."], "suffix": ["PhD"]}],
-            "address": [{"text": "1 Main St, Kobe", "line": ["1 Main St"], "district": "Chuo", "city": "Kobe", "state": "Hyogo", "postalCode": "650", "country": "JP"}]
+            "address": [{"text": "1 Main St, Kobe", "line": ["1 Main St"], "district": "Chuo", "city": "Kobe", "state": "Hyogo", "postalCode": "650", "country": "JP"}],
+            "telecom": [
+                {"system": "phone", "value": "078-000-0000"},
+                {"system": "email", "value": "ken@example.org"},
+                {"system": "fax", "value": "078-000-0001"},
+                {"value": "no system"}
+            ]
         }));
         let exact = |param| -> Vec<&str> {
             let mut v: Vec<&str> = values_of(&rows, param)
@@ -1016,6 +1051,21 @@ mod tests {
         assert_eq!(exact("address-postalcode"), ["650"]);
         assert_eq!(exact("address-country"), ["JP"]);
         assert!(values_of(&rows, "phonetic").is_empty());
+        let codes = |param| -> Vec<&str> {
+            let mut v: Vec<&str> = values_of(&rows, param)
+                .into_iter()
+                .map(|v| match v {
+                    IndexValue::Token { code, .. } => code.as_str(),
+                    other => panic!("{other:?}"),
+                })
+                .collect();
+            v.sort();
+            v
+        };
+        // `telecom` keeps what `phone` and `email` do not hold.
+        assert_eq!(codes("telecom"), ["078-000-0001", "no system"]);
+        assert_eq!(codes("phone"), ["078-000-0000"]);
+        assert_eq!(codes("email"), ["ken@example.org"]);
     }
 
     #[test]
@@ -1131,9 +1181,9 @@ mod tests {
     /// The derived parameters of R4 are Observation's `combo-*` ones, each stored as the
     /// parameters it unites (the SQL migration that removed their old rows names them by that
     /// prefix), and the parameters whose expression is another's (`phonetic` is `name`); they
-    /// get no rows. A `name` or `address` is stored partly as itself (the fields no other
-    /// parameter holds) and partly as `family`, `given`, `address-city`, ...; every other
-    /// parameter keeps its own rows.
+    /// get no rows. A `name`, `address` or `telecom` is stored partly as itself (what no other
+    /// parameter holds) and partly as `family`, `given`, `address-city`, `phone`, `email`...;
+    /// every other parameter keeps its own rows.
     #[test]
     fn combo_parameters_are_stored_as_their_parts() {
         let extractor = FhirIndexExtractor::new();
@@ -1182,6 +1232,7 @@ mod tests {
             ("RelatedPerson", "phonetic", "name"),
         ];
         let address = "address,address-city,address-state,address-postalcode,address-country";
+        let telecom = "telecom,email,phone";
         let partly = [
             ("InsurancePlan", "address", address),
             ("Location", "address", address),
@@ -1194,6 +1245,12 @@ mod tests {
             ("Practitioner", "name", "name,family,given"),
             ("Practitioner", "phonetic", "family,given,name"),
             ("RelatedPerson", "address", address),
+            ("OrganizationAffiliation", "telecom", telecom),
+            ("Patient", "telecom", telecom),
+            ("Person", "telecom", telecom),
+            ("Practitioner", "telecom", telecom),
+            ("PractitionerRole", "telecom", telecom),
+            ("RelatedPerson", "telecom", telecom),
         ];
         let mut expected: Vec<(&str, &str, &str)> = expected
             .into_iter()

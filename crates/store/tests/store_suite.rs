@@ -2706,18 +2706,20 @@ async fn an_update_indexes_exactly_the_new_version(s: Arc<dyn Store>) {
     assert_eq!(patient_ids(&*s, "phone=555-0100").await, none);
 }
 
-/// `name` and `address` search every part of a name or address, though their rows hold only
-/// the parts `family`, `given`, `address-city`, ... do not: modifiers, `:missing`, sorting,
-/// `phonetic` and a chained search see them all.
+/// `name`, `address` and `telecom` search every part of a name, address or contact point,
+/// though their rows hold only what `family`, `given`, `address-city`, `phone`, `email`... do
+/// not: modifiers, `:missing`, sorting, `phonetic` and a chained search see them all.
 async fn name_and_address_search_every_part(s: Arc<dyn Store>) {
     let c = ctx();
     let people = [
         json!({"resourceType": "Patient", "id": "np-a",
             "name": [{"text": "Dr. Ken Tanaka", "family": "Tanaka", "given": ["Ken"], "prefix": ["Dr."]}],
-            "address": [{"line": ["1 Main St"], "city": "Kobe", "country": "JP"}]}),
+            "address": [{"line": ["1 Main St"], "city": "Kobe", "country": "JP"}],
+            "telecom": [{"system": "phone", "value": "078-1"}, {"system": "fax", "value": "078-2"}]}),
         json!({"resourceType": "Patient", "id": "np-b",
             "name": [{"family": "Suzuki", "given": ["Hanako"]}],
-            "address": [{"city": "Osaka", "postalCode": "530"}]}),
+            "address": [{"city": "Osaka", "postalCode": "530"}],
+            "telecom": [{"system": "email", "value": "hanako@example.org"}]}),
         json!({"resourceType": "Patient", "id": "np-c", "gender": "other"}),
     ];
     for p in people {
@@ -2749,6 +2751,14 @@ async fn name_and_address_search_every_part(s: Arc<dyn Store>) {
         ("address:exact=JP", &a),
         ("address-city=osaka", &b),
         ("address:missing=true", &["np-c"]),
+        ("telecom=078-1", &a),
+        ("telecom=phone|078-1", &a),
+        ("telecom=078-2", &a),
+        ("telecom=hanako@example.org", &b),
+        ("phone=078-1", &a),
+        ("phone=078-2", &none),
+        ("email=hanako@example.org", &b),
+        ("telecom:missing=true", &["np-c"]),
     ] {
         let mut found = patient_ids(&*s, q).await;
         found.sort();
