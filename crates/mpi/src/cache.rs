@@ -138,7 +138,8 @@ impl Cache {
     /// after it finds their versions applied and does not read them back one by one. Any
     /// other resource, or a version older than one applied, is skipped. A source whose record
     /// the plan of the commit normalised (`planned`, from `Planner::undo`) is indexed with that
-    /// record and the commit's `lastUpdated`, without parsing its body again.
+    /// record and the commit's `lastUpdated`, and a golden record the plan composed takes the
+    /// membership the plan gave it, without parsing either body again.
     pub fn apply_committed<'r>(
         &mut self,
         written: impl IntoIterator<Item = &'r StoredResource>,
@@ -153,14 +154,36 @@ impl Cache {
             {
                 continue;
             }
-            let source = !stored.deleted && enterprise_of_id(&stored.id).is_none();
-            match planned.remove(&stored.id).filter(|_| source) {
-                Some(mut record) => {
-                    record.last_updated = Some(store::time::format_instant(stored.last_updated));
-                    self.applied.insert(stored.id.clone(), stored.version);
-                    self.index_source(&stored.id, Some(record));
+            let golden = enterprise_of_id(&stored.id);
+            if stored.deleted {
+                self.apply_current(stored);
+            } else if let Some(e) = golden {
+                match planned.goldens.remove(&e) {
+                    Some(links) => {
+                        self.applied.insert(stored.id.clone(), stored.version);
+                        self.apply_golden(
+                            e,
+                            GoldenState {
+                                version: stored.version,
+                                active: true,
+                                replaced_by: None,
+                                deleted: false,
+                                links,
+                            },
+                        );
+                    }
+                    None => self.apply_current(stored),
                 }
-                None => self.apply_current(stored),
+            } else {
+                match planned.records.remove(&stored.id) {
+                    Some(mut record) => {
+                        record.last_updated =
+                            Some(store::time::format_instant(stored.last_updated));
+                        self.applied.insert(stored.id.clone(), stored.version);
+                        self.index_source(&stored.id, Some(record));
+                    }
+                    None => self.apply_current(stored),
+                }
             }
         }
     }
@@ -337,5 +360,52 @@ mod tests {
         cache.apply_committed(&[stored("s1", 3, None)], Planned::default());
         assert!(cache.index.record("s1").is_none());
         assert_eq!(cache.applied.get("s1"), Some(&3));
+    }
+
+    /// A golden record the plan composed takes the membership the plan gave it, exactly as
+    /// parsing its stored body gives it (scores as the decimals written), without the parse.
+    #[test]
+    fn a_planned_golden_record_applies_as_its_stored_body_would() {
+        let e = EnterpriseId(9);
+        let mut links = BTreeMap::new();
+        links.insert(
+            "s1".to_owned(),
+            LinkMeta {
+                basis: crate::resources::Basis::Auto,
+                outcome: "linked".into(),
+                score: Some(0.123_456_789),
+                explanation: Some("{\"family\": 3.2}".into()),
+                reason: None,
+            },
+        );
+        links.insert("s2".to_owned(), LinkMeta::manual("link", "same person"));
+        let body = with_links(
+            json!({"resourceType": "Patient", "id": "E0000000009", "meta": {"tag": [{
+                "system": GOLDEN_TAG_SYSTEM, "code": GOLDEN_TAG_CODE}]}}),
+            &links,
+        );
+        let committed = [stored("E0000000009", 3, Some(body))];
+        let new_cache = || {
+            Cache::new(EnterpriseIndex::new(
+                Model::default(),
+                IndexConfig::default(),
+            ))
+        };
+
+        let mut parsed = new_cache();
+        parsed.apply_committed(&committed, Planned::default());
+        let mut planned = new_cache();
+        let mut plan = Planned::default();
+        plan.goldens
+            .insert(e, crate::resources::stored_links(&links));
+        planned.apply_committed(&committed, plan);
+
+        assert_eq!(parsed.goldens.get(&e), planned.goldens.get(&e));
+        assert_eq!(
+            planned.goldens[&e].links["s1"].score,
+            Some(0.123457),
+            "the score as written"
+        );
+        assert_eq!(planned.applied.get("E0000000009"), Some(&3));
     }
 }

@@ -158,14 +158,14 @@ impl EmpiStore {
                 inner.commit_keyed(ctx, ok_units).await
             };
             let stored = round_started.elapsed();
-            let mut records = super::plan::Planned::default();
+            let mut written = super::plan::Planned::default();
             for log in logs.into_iter().rev() {
                 // Units of a round share no Patient (see `patient_keys`).
-                records.extend(log.apply(&mut cache));
+                written.extend(log.apply(&mut cache));
             }
             if let Ok(results) = &committed {
-                let written = results.iter().flatten().flatten();
-                cache.apply_committed(written.filter_map(Outcome::resource), records);
+                let outcomes = results.iter().flatten().flatten();
+                cache.apply_committed(outcomes.filter_map(Outcome::resource), written);
             }
             super::refresh_after_commit(&mut cache, inner, ctx).await;
             tracing::debug!(

@@ -17,7 +17,8 @@ use store::{RequestContext, SearchQuery, Store, StoreError, WriteEntry, WriteOp}
 use super::cache::Cache;
 use super::resources::{
     Basis, CANDIDATE_TAG_SYSTEM, LinkMeta, ReviewCandidate, closed_task, enterprise_of_id,
-    is_golden, patient_id_of, retire_candidates, retired_golden, review_task, with_links,
+    is_golden, patient_id_of, retire_candidates, retired_golden, review_task, stored_links,
+    with_links,
 };
 use super::review_query;
 
@@ -51,6 +52,9 @@ pub(crate) struct Planner<'a> {
     edited_tasks: Vec<String>,
     /// Extra writes (audit events).
     pub extra: Vec<WriteEntry>,
+    /// The membership of each golden record `finish` composed, as its links say it
+    /// ([`Planned::goldens`]).
+    composed: FxHashMap<EnterpriseId, BTreeMap<String, LinkMeta>>,
     now: String,
 }
 
@@ -67,6 +71,7 @@ impl<'a> Planner<'a> {
             tasks: BTreeMap::new(),
             edited_tasks: Vec::new(),
             extra: Vec::new(),
+            composed: FxHashMap::default(),
             now,
         }
     }
@@ -474,6 +479,10 @@ impl<'a> Planner<'a> {
                 }
             }
             let golden = with_links(survivorship.compose(e, &sources), &links);
+            // A placeholder source's reference becomes its id only in the commit.
+            if links.keys().all(|s| !s.contains([':', '/'])) {
+                self.composed.insert(e, stored_links(&links));
+            }
             writes.push(WriteEntry::new(WriteOp::Update {
                 resource_type: "Patient".into(),
                 id: e.to_string(),
@@ -530,35 +539,63 @@ impl<'a> Planner<'a> {
     /// Puts the index back as it was before planning; returns the records the plan had
     /// inserted, for [`Cache::apply_committed`] to reuse.
     pub fn undo(&mut self) -> Planned {
-        UndoLog(std::mem::take(&mut self.undo)).apply(self.cache)
+        UndoLog {
+            steps: std::mem::take(&mut self.undo),
+            composed: std::mem::take(&mut self.composed),
+        }
+        .apply(self.cache)
     }
 
     /// The undo log, to apply later (after other units were planned on top).
     pub fn into_undo(self) -> UndoLog {
-        UndoLog(self.undo)
+        UndoLog {
+            steps: self.undo,
+            composed: self.composed,
+        }
     }
 }
 
-/// What a plan did to the index, to be undone newest first.
+/// What a plan did to the index, to be undone newest first, and the golden records it
+/// composed.
 #[derive(Debug)]
-pub(crate) struct UndoLog(Vec<Undo>);
+pub(crate) struct UndoLog {
+    steps: Vec<Undo>,
+    composed: FxHashMap<EnterpriseId, BTreeMap<String, LinkMeta>>,
+}
 
-/// The normalised records a plan inserted, by source id (the last one planned for each): what
-/// the commit writes, so that applying the commit to the cache need not parse and normalise
-/// each Patient again.
-pub(crate) type Planned = FxHashMap<String, Record>;
+/// What a plan wrote, so that applying its commit to the cache need not parse and normalise
+/// each Patient again ([`Cache::apply_committed`]).
+#[derive(Debug, Default)]
+pub(crate) struct Planned {
+    /// The normalised records the plan inserted, by source id (the last one planned for each).
+    pub records: FxHashMap<String, Record>,
+    /// The membership of each golden record the plan composed, as reading its stored links
+    /// back gives it (`resources::parse_golden`).
+    pub goldens: FxHashMap<EnterpriseId, BTreeMap<String, LinkMeta>>,
+}
+
+impl Planned {
+    /// Adds what another unit planned (units of one round share no Patient).
+    pub fn extend(&mut self, other: Planned) {
+        self.records.extend(other.records);
+        self.goldens.extend(other.goldens);
+    }
+}
 
 impl UndoLog {
-    /// Undoes the plan; returns the records it had inserted.
+    /// Undoes the plan; returns what it had written.
     pub fn apply(mut self, cache: &mut Cache) -> Planned {
-        let mut planned = Planned::default();
-        while let Some(u) = self.0.pop() {
+        let mut planned = Planned {
+            records: FxHashMap::default(),
+            goldens: self.composed,
+        };
+        while let Some(u) = self.steps.pop() {
             match u {
                 Undo::Inserted(id) => {
                     if let Ok(record) = cache.index.remove(&id) {
                         // Newest first: an earlier write of the same source in the unit is
                         // not what the commit holds.
-                        planned.entry(id).or_insert(record);
+                        planned.records.entry(id).or_insert(record);
                     }
                 }
                 Undo::Removed(record, e) => {

@@ -214,6 +214,19 @@ fn decimal(v: &Value) -> Option<f64> {
     v.as_f64().or_else(|| v.to_string().parse().ok())
 }
 
+/// A golden record's links as reading them back from its stored JSON gives them
+/// ([`parse_golden`] of what [`with_links`] wrote): scores as the decimals written.
+pub fn stored_links(links: &BTreeMap<String, LinkMeta>) -> BTreeMap<String, LinkMeta> {
+    links
+        .iter()
+        .map(|(source, meta)| {
+            let mut meta = meta.clone();
+            meta.score = meta.score.and_then(|p| decimal(&probability_decimal(p)));
+            (source.clone(), meta)
+        })
+        .collect()
+}
+
 /// A probability as a FHIR decimal (6 places).
 pub fn probability_decimal(p: f64) -> Value {
     let rounded = (p * 1e6).round() / 1e6;
