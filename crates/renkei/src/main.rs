@@ -106,7 +106,6 @@ const DEFAULT_LOG_FILTER: &str = "info,tokio_postgres=warn,hyper=warn,reqwest=wa
 const BENCH_LOG_FILTER: &str = "info,tokio_postgres=warn,hyper=warn,reqwest=warn,renkei::http=warn";
 
 fn main() -> ExitCode {
-    without_transparent_huge_pages();
     match run() {
         Ok(code) => code,
         // The reader of our standard output went away (`| head`): nothing left to say.
@@ -118,11 +117,13 @@ fn main() -> ExitCode {
     }
 }
 
-/// Turns transparent huge pages off for this process. mimalloc asks for them (`MADV_HUGEPAGE`)
-/// and then returns freed memory to the kernel in small pieces, so the same 2 MiB were faulted
-/// in and zeroed again and again: in an EMPI import, about a seventh of the samples were the
-/// kernel clearing huge pages, and 5 s of system time in 45 (docs/benchmarks.md). A kernel
-/// that refuses is only slower.
+/// Turns transparent huge pages off for this process, for `renkei import`. mimalloc asks for
+/// them (`MADV_HUGEPAGE`) and then returns freed memory to the kernel in small pieces, so the
+/// same 2 MiB were faulted in and zeroed again and again: in an EMPI import, about a seventh of
+/// the samples were the kernel clearing huge pages, and 5 s of system time in 45
+/// (docs/benchmarks.md). A server keeps them: its EMPI index is large and long-lived, and
+/// `$match` at a million people measured no better without them. A kernel that refuses is
+/// only slower.
 #[allow(unsafe_code)]
 fn without_transparent_huge_pages() {
     #[cfg(target_os = "linux")]
@@ -163,7 +164,10 @@ fn run() -> anyhow::Result<ExitCode> {
     rt.block_on(async {
         match command {
             Command::Serve(args) => serve::run(*args).await.map(|()| ExitCode::SUCCESS),
-            Command::Import(args) => import_cmd::run(args).await,
+            Command::Import(args) => {
+                without_transparent_huge_pages();
+                import_cmd::run(args).await
+            }
             Command::Audit(cmd) => audit_cmd::run(cmd).await,
             Command::TokenKeys(cmd) => keys::run(cmd).map(|()| ExitCode::SUCCESS),
             Command::Clients(cmd) => principals_cmd::run_clients(cmd).await,
