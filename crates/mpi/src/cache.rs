@@ -154,10 +154,9 @@ impl Cache {
             {
                 continue;
             }
-            let golden = enterprise_of_id(&stored.id);
             if stored.deleted {
                 self.apply_current(stored);
-            } else if let Some(e) = golden {
+            } else if let Some(e) = enterprise_of_id(&stored.id) {
                 match planned.goldens.remove(&e) {
                     Some(links) => {
                         self.applied.insert(stored.id.clone(), stored.version);

@@ -24,7 +24,9 @@
 //! `_id` and `_lastUpdated` are columns of the resource table, and `special` parameters are
 //! not indexed here. A parameter whose expression is the union of other parameters' (R4:
 //! Observation's `combo-*`) has no rows of its own: [`ParamDef::stored_as`] names the
-//! parameters whose rows a search on it reads (see `derivations`).
+//! parameters whose rows a search on it reads (see `derivations`). One whose values other
+//! parameters partly store (`name`: `family`, `given`) keeps rows only of the rest, and names
+//! itself among them (see `parts_stored_elsewhere`).
 
 use std::collections::{BTreeSet, HashMap};
 

@@ -54,8 +54,9 @@ pub struct ParamDef {
     pub kind: ParamType,
     pub documentation: String,
     /// The parameters whose index rows answer this one, when it has none of its own (a union
-    /// of other parameters, as Observation's `combo-code` is of `code` and `component-code`);
-    /// empty: its own rows.
+    /// of other parameters, as Observation's `combo-code` is of `code` and `component-code`),
+    /// or only some (then the list names it too: `name` is `name,family,given`, its own rows
+    /// holding what `family` and `given` do not); empty: its own rows.
     pub stored_as: Vec<String>,
 }
 
@@ -244,7 +245,7 @@ pub(crate) fn dedup(rows: &mut Vec<IndexRow>) {
 
 /// An ungrouped row as a hash-set key: equal exactly when the rows are `==` (so a `NaN` number
 /// never equals anything, as with `PartialEq`), with a hash that agrees (`-0.0` hashes as `0.0`).
-struct RowKey<'a>(&'a IndexRow);
+pub(crate) struct RowKey<'a>(pub(crate) &'a IndexRow);
 
 impl PartialEq for RowKey<'_> {
     fn eq(&self, other: &Self) -> bool {

@@ -9,12 +9,11 @@
 //! each row kept saves a delete and an insert at random places in its value index.
 
 use std::collections::{HashMap, HashSet};
-use std::hash::{DefaultHasher, Hash, Hasher};
 
 use rusqlite::{Row, Statement, Transaction};
 
 use crate::error::StoreError;
-use crate::index::{IndexRow, IndexValue};
+use crate::index::{IndexRow, IndexValue, RowKey};
 use crate::sql;
 use crate::sqlite::lite;
 
@@ -102,19 +101,16 @@ pub(crate) fn replace(
     new: Vec<IndexRow>,
 ) -> Result<Vec<(i64, IndexRow)>, StoreError> {
     let stored = stored_rows(tx, rid)?;
-    let mut unmatched: HashMap<u64, Vec<usize>> = HashMap::with_capacity(new.len());
+    // The new rows not paired with a stored one yet, by value (a row may repeat).
+    let mut unmatched: HashMap<RowKey<'_>, Vec<usize>> = HashMap::with_capacity(new.len());
     for (i, row) in new.iter().enumerate() {
-        unmatched.entry(row_hash(row)).or_default().push(i);
+        unmatched.entry(RowKey(row)).or_default().push(i);
     }
     let mut kept = vec![false; new.len()];
     let mut next_n = 0;
     for (n, row) in &stored {
         next_n = next_n.max(n + 1);
-        let same = unmatched.get_mut(&row_hash(row)).and_then(|candidates| {
-            let at = candidates.iter().position(|&i| new[i] == *row)?;
-            Some(candidates.swap_remove(at))
-        });
-        match same {
+        match unmatched.get_mut(&RowKey(row)).and_then(Vec::pop) {
             Some(i) => kept[i] = true,
             None => {
                 tx.prepare_cached(delete_one_sql(&row.value))?
@@ -122,6 +118,7 @@ pub(crate) fn replace(
             }
         }
     }
+    drop(unmatched);
     Ok(new
         .into_iter()
         .zip(kept)
@@ -131,45 +128,6 @@ pub(crate) fn replace(
             (next_n - 1, row)
         })
         .collect())
-}
-
-/// A hash of everything a row holds (numbers by their bits), to pair stored rows with new ones.
-fn row_hash(row: &IndexRow) -> u64 {
-    let mut h = DefaultHasher::new();
-    row.param.hash(&mut h);
-    row.group.hash(&mut h);
-    match &row.value {
-        IndexValue::String { normalized, exact } => (0u8, normalized, exact).hash(&mut h),
-        IndexValue::Token {
-            system,
-            code,
-            display,
-        } => (1u8, system, code, display).hash(&mut h),
-        IndexValue::Reference {
-            target_type,
-            target_id,
-            url,
-        } => (2u8, target_type, target_id, url).hash(&mut h),
-        IndexValue::Date { start, end } => (3u8, start, end).hash(&mut h),
-        IndexValue::Number { value, low, high } => {
-            (4u8, value.to_bits(), low.to_bits(), high.to_bits()).hash(&mut h)
-        }
-        IndexValue::Quantity {
-            system,
-            code,
-            unit,
-            value,
-            low,
-            high,
-        } => (
-            5u8,
-            (system, code, unit),
-            (value.to_bits(), low.to_bits(), high.to_bits()),
-        )
-            .hash(&mut h),
-        IndexValue::Uri { uri } => (6u8, uri).hash(&mut h),
-    }
-    h.finish()
 }
 
 fn delete_one_sql(value: &IndexValue) -> &'static str {
