@@ -353,7 +353,7 @@ async fn replaced_by(
     ctx: &RequestContext,
     body: &Value,
 ) -> Result<Option<String>, StoreError> {
-    let Some(reference) = sender_merge_reference(body) else {
+    let Some(reference) = super::resources::replaced_by_reference(body) else {
         return Ok(None);
     };
     if let Some(criteria) = reference.strip_prefix("Patient?") {
@@ -369,17 +369,6 @@ async fn replaced_by(
         });
     }
     Ok(super::resources::patient_id_of(reference).map(str::to_owned))
-}
-
-/// The reference of the Patient a sender says this one was merged into (`link` of type
-/// `replaced-by`), as written.
-pub(crate) fn sender_merge_reference(body: &Value) -> Option<&str> {
-    body["link"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|l| l["type"] == "replaced-by")
-        .find_map(|l| l["other"]["reference"].as_str())
 }
 
 /// The transaction placeholder (`urn:uuid:`) of a write whose id the store assigns: its

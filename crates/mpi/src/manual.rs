@@ -210,12 +210,7 @@ impl Mpi {
         }
         let body: Value = serde_json::from_str(current.body.as_deref().unwrap_or("{}"))
             .map_err(|e| StoreError::Backend(e.to_string()))?;
-        let survivor = body["link"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find(|l| l["type"] == "replaced-by")
-            .and_then(|l| l["other"]["reference"].as_str())
+        let survivor = super::resources::replaced_by_reference(&body)
             .and_then(super::resources::patient_id_of)
             .and_then(enterprise_of_id)
             .ok_or_else(|| {

@@ -31,10 +31,9 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::cache::Cache;
-use super::linker::{
-    EmpiStore, is_patient_write, placeholder, plan_entries_at, sender_merge_reference,
-};
+use super::linker::{EmpiStore, is_patient_write, placeholder, plan_entries_at};
 use super::plan::{Planner, UndoLog, refuse_golden};
+use super::resources::replaced_by_reference;
 use super::{Locked, refresh_after_commit};
 
 /// How long the pipeline keeps the linking lock before it lets a chunk commit alone and
@@ -316,7 +315,7 @@ fn plan_early(
         _ => return Ok(false),
     };
     // A sender's merge is followed by reading the store: it waits.
-    if !resource.is_object() || sender_merge_reference(resource).is_some() {
+    if !resource.is_object() || replaced_by_reference(resource).is_some() {
         return Ok(false);
     }
     planner.write_unless_busy(&source, resource, busy)

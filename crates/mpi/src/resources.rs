@@ -153,6 +153,17 @@ pub fn patient_id_of(reference: &str) -> Option<&str> {
     (!id.is_empty()).then_some(id)
 }
 
+/// The reference of the Patient this one was merged into (`link` of type `replaced-by`), as
+/// written: a retired golden record's survivor, or the Patient a sender merged a source into.
+pub fn replaced_by_reference(body: &Value) -> Option<&str> {
+    body["link"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|l| l["type"] == "replaced-by")
+        .find_map(|l| l["other"]["reference"].as_str())
+}
+
 /// Reads a stored golden Patient's membership.
 pub fn parse_golden(version: u64, body: &Value) -> GoldenState {
     let mut links = BTreeMap::new();
@@ -193,12 +204,7 @@ pub fn parse_golden(version: u64, body: &Value) -> GoldenState {
         };
         links.insert(id.to_owned(), meta);
     }
-    let replaced_by = body["link"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|l| l["type"] == "replaced-by")
-        .find_map(|l| l["other"]["reference"].as_str())
+    let replaced_by = replaced_by_reference(body)
         .and_then(patient_id_of)
         .and_then(enterprise_of_id);
     GoldenState {

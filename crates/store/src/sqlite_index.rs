@@ -113,12 +113,11 @@ pub(crate) fn replace(
         match unmatched.get_mut(&RowKey(row)).and_then(Vec::pop) {
             Some(i) => kept[i] = true,
             None => {
-                tx.prepare_cached(delete_one_sql(&row.value))?
+                tx.prepare_cached(DELETES[table_of(&row.value)])?
                     .execute([rid, *n])?;
             }
         }
     }
-    drop(unmatched);
     Ok(new
         .into_iter()
         .zip(kept)
@@ -130,17 +129,16 @@ pub(crate) fn replace(
         .collect())
 }
 
-fn delete_one_sql(value: &IndexValue) -> &'static str {
-    match value {
-        IndexValue::String { .. } => "DELETE FROM idx_string WHERE rid = ?1 AND n = ?2",
-        IndexValue::Token { .. } => "DELETE FROM idx_token WHERE rid = ?1 AND n = ?2",
-        IndexValue::Reference { .. } => "DELETE FROM idx_reference WHERE rid = ?1 AND n = ?2",
-        IndexValue::Date { .. } => "DELETE FROM idx_date WHERE rid = ?1 AND n = ?2",
-        IndexValue::Number { .. } => "DELETE FROM idx_number WHERE rid = ?1 AND n = ?2",
-        IndexValue::Quantity { .. } => "DELETE FROM idx_quantity WHERE rid = ?1 AND n = ?2",
-        IndexValue::Uri { .. } => "DELETE FROM idx_uri WHERE rid = ?1 AND n = ?2",
-    }
-}
+/// The statement deleting one row of each index table (in the order of [`table_of`]).
+const DELETES: [&str; 7] = [
+    "DELETE FROM idx_string WHERE rid = ?1 AND n = ?2",
+    "DELETE FROM idx_token WHERE rid = ?1 AND n = ?2",
+    "DELETE FROM idx_reference WHERE rid = ?1 AND n = ?2",
+    "DELETE FROM idx_date WHERE rid = ?1 AND n = ?2",
+    "DELETE FROM idx_number WHERE rid = ?1 AND n = ?2",
+    "DELETE FROM idx_quantity WHERE rid = ?1 AND n = ?2",
+    "DELETE FROM idx_uri WHERE rid = ?1 AND n = ?2",
+];
 
 /// The rows resource `rid` holds in every index table, with their numbers.
 fn stored_rows(tx: &Transaction<'_>, rid: i64) -> Result<Vec<(i64, IndexRow)>, StoreError> {
