@@ -55,7 +55,7 @@ mod snapshot;
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use empi::golden::Survivorship;
 use empi::{Candidate, EnterpriseId, EnterpriseIndex, IndexConfig, MatchClass, Model, Record};
@@ -134,6 +134,25 @@ pub struct Mpi {
     snapshot: Option<PathBuf>,
     /// The copy was tried (it is read once, by the first load).
     snapshot_tried: AtomicBool,
+    /// Callers of this process waiting for `cache` now: a holder that keeps it across many
+    /// decisions (an import's pipeline) lets go when there are any ([`Mpi::lock_wanted`]).
+    waiting: AtomicUsize,
+}
+
+/// Counts a caller in [`Mpi::waiting`] for as long as it lives (a cancelled wait included).
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl<'a> Waiting<'a> {
+    fn new(count: &'a AtomicUsize) -> Self {
+        count.fetch_add(1, Ordering::AcqRel);
+        Waiting(count)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl Mpi {
@@ -157,6 +176,7 @@ impl Mpi {
             loading: AtomicBool::new(false),
             snapshot: None,
             snapshot_tried: AtomicBool::new(false),
+            waiting: AtomicUsize::new(0),
         }
     }
 
@@ -168,6 +188,34 @@ impl Mpi {
     pub fn with_snapshot(mut self, path: PathBuf) -> Self {
         self.snapshot = Some(path);
         self
+    }
+
+    /// The cache for reading, counted in [`Mpi::waiting`] while it waits.
+    async fn read_cache(&self) -> RwLockReadGuard<'_, Cache> {
+        let _waiting = Waiting::new(&self.waiting);
+        self.cache.read().await
+    }
+
+    /// The cache for writing, counted in [`Mpi::waiting`] while it waits.
+    async fn write_cache(&self) -> RwLockWriteGuard<'_, Cache> {
+        let _waiting = Waiting::new(&self.waiting);
+        self.cache.write().await
+    }
+
+    /// Whether anyone waits for the decision lock `locked` holds: a caller of this process
+    /// for the cache, or another process (or connection) for the store's [`LINKING_LOCK`].
+    /// An error asking the store counts as wanted, so that the holder lets go.
+    pub(crate) async fn lock_wanted(&self, locked: &Locked<'_>) -> bool {
+        if self.waiting.load(Ordering::Acquire) > 0 {
+            return true;
+        }
+        match &locked._shared {
+            Some(shared) => shared.wanted().await.unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "could not ask whether the linking lock is wanted");
+                true
+            }),
+            None => false,
+        }
     }
 
     /// Brings the cache up to date from the change feed; the first time, from the persisted
@@ -205,7 +253,7 @@ impl Mpi {
         };
         self.check_loaded()?;
         let ctx = RequestContext::system();
-        let mut cache = self.cache.write().await;
+        let mut cache = self.write_cache().await;
         self.refresh(&mut cache, &ctx).await?;
         let size = snapshot::save(&cache, self.store.as_ref(), &ctx, path).await?;
         Ok(Some(size))
@@ -228,7 +276,7 @@ impl Mpi {
         let mpi = self.clone();
         tokio::spawn(async move {
             let result = async {
-                let mut cache = mpi.cache.write().await;
+                let mut cache = mpi.write_cache().await;
                 mpi.refresh(&mut cache, &RequestContext::system()).await?;
                 Ok(cache.member_of.len() + cache.unlinked.len())
             }
@@ -284,13 +332,13 @@ impl Mpi {
         self.check_loaded()?;
         let ctx = &ctx.internal();
         {
-            let cache = self.cache.read().await;
+            let cache = self.read_cache().await;
             let ahead = self.store.feed(ctx, &cache.position, 1).await?;
             if ahead.changes.is_empty() {
                 return Ok(cache);
             }
         }
-        let mut cache = self.cache.write().await;
+        let mut cache = self.write_cache().await;
         self.refresh(&mut cache, ctx).await?;
         Ok(cache.downgrade())
     }
@@ -304,7 +352,7 @@ impl Mpi {
         ctx: &RequestContext,
     ) -> Result<Locked<'_>, StoreError> {
         self.check_loaded()?;
-        let mut cache = self.cache.write().await;
+        let mut cache = self.write_cache().await;
         let ctx = &ctx.internal();
         let shared = self.store.lock_exclusive(ctx, LINKING_LOCK).await?;
         self.refresh(&mut cache, ctx).await?;
@@ -513,4 +561,64 @@ pub(crate) fn review_query(
         params.push(("focus".to_owned(), format!("Patient/{source}")));
     }
     SearchQuery::parse(Some("Task"), &params, store.extractor(), false)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use serde_json::json;
+    use store::{FhirIndexExtractor, SqliteStore};
+
+    use super::*;
+
+    /// Polls `wanted` until it says yes; fails after a generous deadline instead of hanging.
+    async fn until_wanted(mpi: &Mpi, locked: &Locked<'_>) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !mpi.lock_wanted(locked).await {
+            assert!(Instant::now() < deadline, "the waiter was never seen");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_held_decision_lock_knows_who_waits_for_it() {
+        let dir = std::env::temp_dir().join(format!("renkei-mpi-lock-{}", uuid::Uuid::new_v4()));
+        let open = || -> Arc<dyn Store> {
+            Arc::new(SqliteStore::open_dir(&dir, Arc::new(FhirIndexExtractor::new())).unwrap())
+        };
+        let mpi = Arc::new(Mpi::with_defaults(open()));
+        let ctx = RequestContext::system();
+
+        // A `$match` of this process waits for the cache.
+        let locked = mpi.locked_for_decision(&ctx).await.unwrap();
+        assert!(!mpi.lock_wanted(&locked).await, "nobody waits yet");
+        let reader = {
+            let mpi = mpi.clone();
+            tokio::spawn(async move {
+                let query = json!({"resourceType": "Patient", "name": [{"family": "Sato"}]});
+                mpi.find(&RequestContext::system(), &query)
+                    .await
+                    .map(|m| m.len())
+            })
+        };
+        until_wanted(&mpi, &locked).await;
+        drop(locked);
+        assert_eq!(reader.await.unwrap().unwrap(), 0);
+
+        // Another process on the same database (its own store and index) waits for the
+        // linking lock.
+        let other = Arc::new(Mpi::with_defaults(open()));
+        let locked = mpi.locked_for_decision(&ctx).await.unwrap();
+        assert!(!mpi.lock_wanted(&locked).await, "the reader is gone");
+        let decider = tokio::spawn(async move {
+            let held = other.locked_for_decision(&RequestContext::system()).await?;
+            drop(held);
+            Ok::<_, StoreError>(())
+        });
+        until_wanted(&mpi, &locked).await;
+        drop(locked);
+        decider.await.unwrap().unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

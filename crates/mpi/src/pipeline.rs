@@ -20,7 +20,9 @@
 //! k's; k is retried entry by entry and k+1 written on its own, as `batch` does. A chunk
 //! that holds other resources, or fails to plan, goes through `batch` too. The linking lock
 //! is held from one chunk to the next and let go whenever the pipeline waits for input with
-//! nothing in flight, or has held it for [`HOLD_LIMIT`].
+//! nothing in flight, or someone waits for it ([`Mpi::lock_wanted`](super::Mpi::lock_wanted):
+//! a request of this process, another process on the database): asked once a chunk, so a
+//! waiter waits for at most the chunk in flight.
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
@@ -35,10 +37,6 @@ use super::linker::{EmpiStore, is_patient_write, placeholder, plan_entries_at};
 use super::plan::{Planner, UndoLog, refuse_golden};
 use super::resources::replaced_by_reference;
 use super::{Locked, refresh_after_commit};
-
-/// How long the pipeline keeps the linking lock before it lets a chunk commit alone and
-/// gives other writers (a server on the same database) their turn.
-const HOLD_LIMIT: Duration = Duration::from_secs(30);
 
 /// A chunk being committed.
 struct InFlight {
@@ -64,7 +62,7 @@ struct Pipeline<'s> {
     store: &'s EmpiStore,
     ctx: &'s RequestContext,
     results: mpsc::Sender<BatchResult>,
-    locked: Option<(Locked<'s>, Instant)>,
+    locked: Option<Locked<'s>>,
     in_flight: Option<InFlight>,
 }
 
@@ -129,13 +127,12 @@ impl<'s> Pipeline<'s> {
             return self.send(store.batch(ctx, chunk).await).await;
         }
         if self.locked.is_none() {
-            self.locked = Some((store.mpi().locked_for_decision(ctx).await?, Instant::now()));
+            self.locked = Some(store.mpi().locked_for_decision(ctx).await?);
         }
         let inner = store.inner().clone();
         let internal = &ctx.internal();
         let mut entries = chunk.clone();
-        let (cache, since) = self.locked.as_mut().expect("taken above");
-        let since = *since;
+        let cache = self.locked.as_mut().expect("taken above");
         let mut planner = Planner::new(cache, store.mpi().now());
         let mut waiting: Vec<usize> = (0..entries.len()).collect();
         let mut planned = Ok(());
@@ -238,7 +235,8 @@ impl<'s> Pipeline<'s> {
             busy,
             entries: chunk,
         });
-        if since.elapsed() > HOLD_LIMIT {
+        let locked = self.locked.as_ref().expect("held while a chunk commits");
+        if store.mpi().lock_wanted(locked).await {
             return self.settle_in_flight(None).await;
         }
         Ok(true)
@@ -256,7 +254,7 @@ impl<'s> Pipeline<'s> {
                     Some(done) => done,
                     None => joined((&mut f.commit).await),
                 };
-                let cache = &mut self.locked.as_mut().expect("held while a chunk commits").0;
+                let cache = self.locked.as_mut().expect("held while a chunk commits");
                 Some(settle(self.store, self.ctx, cache, f, done).await)
             }
             None => None,

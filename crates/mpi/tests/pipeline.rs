@@ -236,3 +236,53 @@ async fn a_chunk_failing_on_one_entry_is_written_entry_by_entry_and_the_next_sti
     assert_eq!(alone, vec!["b7".to_owned()]);
     assert!(h.mpi.identity_of(&h.ctx, "b40").await.unwrap().is_none());
 }
+
+/// A `$match` asked while an import keeps chunks coming is answered while the import goes
+/// on: the pipeline lets go of the index when someone waits, not only when it runs dry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_match_during_an_import_is_answered_before_the_import_ends() {
+    let h = harness(Arc::new(FhirIndexExtractor::new()));
+    // Far more chunks than the import needs to reach the question: the feeder stops once
+    // the `$match` is answered, so the chunks left unsent say it was answered mid-import.
+    let records = records(1500);
+    let all = chunks(&records, 20);
+    let total = all.len();
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    let (answers_tx, mut answers) = tokio::sync::mpsc::channel(2);
+    let writer = {
+        let (store, ctx) = (h.linked.clone(), h.ctx.clone());
+        tokio::spawn(async move { store.batches(&ctx, rx, answers_tx).await })
+    };
+    let (asked_tx, asked_rx) = tokio::sync::oneshot::channel::<()>();
+    let (answered_tx, mut answered_rx) = tokio::sync::oneshot::channel::<usize>();
+    let matcher = {
+        let mpi = h.mpi.clone();
+        tokio::spawn(async move {
+            asked_rx.await.unwrap();
+            let query = person(3);
+            let found = mpi.find(&store::RequestContext::system(), &query).await;
+            answered_tx.send(found.unwrap().len()).unwrap();
+        })
+    };
+    let feeder = tokio::spawn(async move {
+        let mut asked = Some(asked_tx);
+        for (sent, chunk) in all.into_iter().enumerate() {
+            if sent == 3 {
+                asked.take().unwrap().send(()).unwrap();
+            }
+            if sent > 3 && answered_rx.try_recv().is_ok() {
+                return sent;
+            }
+            tx.send(chunk).await.unwrap();
+        }
+        total
+    });
+    while answers.recv().await.is_some() {}
+    let sent = feeder.await.unwrap();
+    writer.await.unwrap().unwrap();
+    matcher.await.unwrap();
+    assert!(
+        sent < total,
+        "the $match waited for all {total} chunks of the import"
+    );
+}

@@ -11,6 +11,12 @@
 //!   (`<db>.<name>.lock`), taken on the blocking pool; the OS releases it when the file is
 //!   closed or the process dies.
 //!
+//! A holder that keeps the lock across many decisions (an import's pipeline) asks
+//! [`ExclusiveLock::wanted`] whether another process waits for it, and lets go if so. On
+//! PostgreSQL a waiter is an ungranted advisory lock in `pg_locks`. On SQLite a waiter holds a
+//! shared `flock` on a second file (`<db>.<name>.knock`) for as long as it waits; the holder
+//! tries an exclusive lock on that file, which fails exactly while someone knocks.
+//!
 //! Not re-entrant: a process that needs the lock from several tasks serializes them itself
 //! first (the EMPI does, with its cache mutex), so that one connection, not many, waits here.
 
@@ -26,14 +32,20 @@ pub(crate) enum Held {
         client: Option<Box<deadpool_postgres::Object>>,
         key: i64,
     },
-    File(#[allow(dead_code)] std::fs::File),
+    File {
+        /// Holds the lock while open.
+        #[allow(dead_code)]
+        lock: std::fs::File,
+        /// The knock file, opened to ask whether anyone waits.
+        knock: std::fs::File,
+    },
 }
 
 impl fmt::Debug for ExclusiveLock {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.held {
             Held::Postgres { key, .. } => write!(f, "ExclusiveLock(pg_advisory_lock {key})"),
-            Held::File(_) => f.write_str("ExclusiveLock(file)"),
+            Held::File { .. } => f.write_str("ExclusiveLock(file)"),
         }
     }
 }
@@ -45,6 +57,47 @@ impl ExclusiveLock {
             && let Some(client) = client.take()
         {
             unlock(*client, *key).await;
+        }
+    }
+}
+
+impl ExclusiveLock {
+    /// Whether another process (or another connection of this one) waits for this lock now.
+    /// Cheap: one non-blocking `flock`, or one query on the lock's own connection.
+    pub async fn wanted(&self) -> Result<bool, crate::StoreError> {
+        match &self.held {
+            Held::Postgres {
+                client: Some(client),
+                key,
+            } => {
+                // A bigint advisory key shows as its high half in `classid`, its low half in
+                // `objid`, with `objsubid` 1.
+                let bits = *key as u64;
+                let (high, low) = ((bits >> 32) as i64, (bits & 0xffff_ffff) as i64);
+                let row = client
+                    .query_one(
+                        "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' \
+                         AND NOT granted AND objsubid = 1 \
+                         AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
+                         AND classid::bigint = $1 AND objid::bigint = $2)",
+                        &[&high, &low],
+                    )
+                    .await?;
+                Ok(row.get(0))
+            }
+            Held::Postgres { client: None, .. } => Ok(false),
+            Held::File { knock, .. } => match knock.try_lock() {
+                Ok(()) => {
+                    knock
+                        .unlock()
+                        .map_err(|e| crate::StoreError::Backend(format!("knock file: {e}")))?;
+                    Ok(false)
+                }
+                Err(std::fs::TryLockError::WouldBlock) => Ok(true),
+                Err(std::fs::TryLockError::Error(e)) => {
+                    Err(crate::StoreError::Backend(format!("knock file: {e}")))
+                }
+            },
         }
     }
 }

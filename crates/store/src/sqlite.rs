@@ -987,19 +987,32 @@ impl Store for SqliteStore {
         if !crate::exclusive::valid_name(name) {
             return Err(StoreError::Invalid(format!("invalid lock name {name:?}")));
         }
-        let mut path = self.inner.path.clone().into_os_string();
+        let (mut path, mut knock_path) = (
+            self.inner.path.clone().into_os_string(),
+            self.inner.path.clone().into_os_string(),
+        );
         path.push(format!(".{name}.lock"));
+        knock_path.push(format!(".{name}.knock"));
         tokio::task::spawn_blocking(move || {
-            let file = std::fs::OpenOptions::new()
-                .create(true)
-                .truncate(false)
-                .write(true)
-                .open(&path)
-                .map_err(|e| StoreError::Backend(format!("lock file {path:?}: {e}")))?;
-            file.lock()
-                .map_err(|e| StoreError::Backend(format!("lock file {path:?}: {e}")))?;
+            let open = |path: &std::ffi::OsStr| {
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .truncate(false)
+                    .write(true)
+                    .open(path)
+                    .map_err(|e| StoreError::Backend(format!("lock file {path:?}: {e}")))
+            };
+            let failed = |path: &std::ffi::OsStr, e: std::io::Error| {
+                StoreError::Backend(format!("lock file {path:?}: {e}"))
+            };
+            // Knocks while it waits, so that a holder that asks knows (`ExclusiveLock::wanted`).
+            let knock = open(&knock_path)?;
+            knock.lock_shared().map_err(|e| failed(&knock_path, e))?;
+            let file = open(&path)?;
+            file.lock().map_err(|e| failed(&path, e))?;
+            knock.unlock().map_err(|e| failed(&knock_path, e))?;
             Ok(crate::ExclusiveLock {
-                held: crate::exclusive::Held::File(file),
+                held: crate::exclusive::Held::File { lock: file, knock },
             })
         })
         .await

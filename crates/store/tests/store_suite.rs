@@ -1282,9 +1282,11 @@ async fn everything_lists_each_resource_once_across_pages(s: Arc<dyn Store>) {
 }
 
 /// The named lock is exclusive while held (across stores opened on one database, as two
-/// processes would) and free again once released or dropped.
+/// processes would) and free again once released or dropped; its holder can tell whether
+/// anyone waits for it.
 async fn exclusive_lock_is_shared_by_every_handle(s: Arc<dyn Store>) {
     let first = s.lock_exclusive(&ctx(), "suite-lock").await.unwrap();
+    assert!(!first.wanted().await.unwrap(), "nobody waits yet");
     let s2 = s.clone();
     let waiter = tokio::spawn(async move {
         let second = s2.lock_exclusive(&ctx(), "suite-lock").await.unwrap();
@@ -1295,16 +1297,27 @@ async fn exclusive_lock_is_shared_by_every_handle(s: Arc<dyn Store>) {
         !waiter.is_finished(),
         "a second holder got the lock while it was held"
     );
-    // Another name is independent.
-    s.lock_exclusive(&ctx(), "suite-other")
-        .await
-        .unwrap()
-        .release()
-        .await;
+    // The waiter is seen (it may take a moment to reach the lock).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !first.wanted().await.unwrap() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the holder never saw the waiter"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    // Another name is independent, and nobody waits for it.
+    let other = s.lock_exclusive(&ctx(), "suite-other").await.unwrap();
+    assert!(!other.wanted().await.unwrap());
+    other.release().await;
+    // Asking does not take the waiter's turn.
+    assert!(first.wanted().await.unwrap());
     first.release().await;
     waiter.await.unwrap();
-    // A dropped guard releases too.
-    drop(s.lock_exclusive(&ctx(), "suite-lock").await.unwrap());
+    // A dropped guard releases too; once the waiter has had its turn nobody waits.
+    let again = s.lock_exclusive(&ctx(), "suite-lock").await.unwrap();
+    assert!(!again.wanted().await.unwrap());
+    drop(again);
     s.lock_exclusive(&ctx(), "suite-lock")
         .await
         .unwrap()
