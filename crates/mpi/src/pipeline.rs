@@ -34,7 +34,7 @@ use tokio::task::JoinHandle;
 
 use super::cache::Cache;
 use super::linker::{EmpiStore, is_patient_write, placeholder, plan_entries_at};
-use super::plan::{Planner, UndoLog, refuse_golden};
+use super::plan::{AheadGolden, Planner, UndoLog, refuse_golden};
 use super::resources::replaced_by_reference;
 use super::{Locked, refresh_after_commit};
 
@@ -138,8 +138,12 @@ impl<'s> Pipeline<'s> {
         let mut planned = Ok(());
         // Where the chunk's time goes (the debug line below): planning beside the previous
         // commit, waiting for it, applying it to the cache.
-        let (mut early, mut waited, mut settling) =
-            (Duration::ZERO, Duration::ZERO, Duration::ZERO);
+        let (mut early, mut ahead, mut waited, mut settling) = (
+            Duration::ZERO,
+            Duration::ZERO,
+            Duration::ZERO,
+            Duration::ZERO,
+        );
         if let Some(mut previous) = self.in_flight.take() {
             let started = Instant::now();
             waiting.clear();
@@ -158,14 +162,20 @@ impl<'s> Pipeline<'s> {
                 }
             }
             early = started.elapsed();
+            if planned.is_ok() {
+                // The previous commit leaves a core idle: the early part's golden records
+                // are composed, and its rows extracted, while it runs.
+                planned = prepare_ahead(store, internal, &mut planner, &mut entries).await;
+            }
+            ahead = started.elapsed() - early;
             let done = joined((&mut previous.commit).await);
-            waited = started.elapsed() - early;
+            waited = started.elapsed() - early - ahead;
             let went_well = done.is_ok() && planned.is_ok();
             if !went_well {
                 planner.undo();
             }
             let settled = settle(store, ctx, planner.cache, previous, done).await;
-            settling = started.elapsed() - early - waited;
+            settling = started.elapsed() - early - ahead - waited;
             match settled {
                 Settled::Answered(answer) if went_well => {
                     // The previous chunk is answered while this one is planned further.
@@ -187,6 +197,12 @@ impl<'s> Pipeline<'s> {
             }
         }
         let then = Instant::now();
+        if !waiting.is_empty() {
+            // What waited may join identities the previous chunk wrote, whose sources the
+            // store stamped later than this chunk's planning began: its sources are stamped
+            // after that commit, as they will be stored.
+            planner.move_now_to(store.mpi().now());
+        }
         let planned = match plan_entries_at(
             &mut planner,
             inner.as_ref(),
@@ -217,6 +233,7 @@ impl<'s> Pipeline<'s> {
             entries = entries.len(),
             early = entries.len() - waiting.len(),
             early_ms = early.as_millis() as u64,
+            ahead_ms = ahead.as_millis() as u64,
             waited_for_commit_ms = waited.as_millis() as u64,
             settled_ms = settling.as_millis() as u64,
             planned_then_ms = then.elapsed().as_millis() as u64,
@@ -317,6 +334,54 @@ fn plan_early(
         return Ok(false);
     }
     planner.write_unless_busy(&source, resource, busy)
+}
+
+/// Composes the golden records of the identities `planner` touched so far and extracts
+/// their index rows and those of `entries` (the chunk's writes), on the blocking pool.
+/// Done while the previous chunk commits; what `finish` cannot reuse is composed again, and
+/// what has no rows yet is extracted in the commit, as before.
+async fn prepare_ahead(
+    store: &EmpiStore,
+    ctx: &RequestContext,
+    planner: &mut Planner<'_>,
+    entries: &mut Vec<WriteEntry>,
+) -> Result<(), StoreError> {
+    let inner = store.inner().clone();
+    planner
+        .compose_ahead(inner.as_ref(), ctx, &store.mpi().survivorship)
+        .await?;
+    let (keys, goldens): (Vec<_>, Vec<WriteEntry>) = planner
+        .take_ahead()
+        .into_iter()
+        .map(|(e, a)| ((e, a.links, a.prior), a.entry))
+        .unzip();
+    let sources = entries.len();
+    let mut all = std::mem::take(entries);
+    all.extend(goldens);
+    let mut all = tokio::task::spawn_blocking(move || {
+        store::extract_ahead(inner.extractor(), &mut all);
+        all
+    })
+    .await
+    .map_err(|e| StoreError::Backend(format!("EMPI import extraction task failed: {e}")))?;
+    let goldens = all.split_off(sources);
+    *entries = all;
+    planner.restore_ahead(
+        keys.into_iter()
+            .zip(goldens)
+            .map(|((e, links, prior), entry)| {
+                (
+                    e,
+                    AheadGolden {
+                        links,
+                        prior,
+                        entry,
+                    },
+                )
+            })
+            .collect(),
+    );
+    Ok(())
 }
 
 /// The commit task's result.

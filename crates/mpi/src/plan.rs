@@ -55,7 +55,23 @@ pub(crate) struct Planner<'a> {
     /// The membership of each golden record `finish` composed, as its links say it
     /// ([`Planned::goldens`]).
     composed: FxHashMap<EnterpriseId, BTreeMap<String, LinkMeta>>,
+    /// Golden records composed before `finish` ([`Planner::compose_ahead`]).
+    ahead: FxHashMap<EnterpriseId, AheadGolden>,
+    /// Sources written again since [`Planner::compose_ahead`] (their bodies changed under
+    /// a golden record composed from them).
+    written_after_ahead: BTreeSet<String>,
     now: String,
+}
+
+/// A golden record composed ahead of [`Planner::finish`] (while the chunk before commits),
+/// with what it was composed from: `finish` takes it if the identity's members and stored
+/// version are still those, and none of its sources was written again.
+#[derive(Debug)]
+pub(crate) struct AheadGolden {
+    pub links: BTreeMap<String, LinkMeta>,
+    pub prior: Option<u64>,
+    /// The golden record's write; its index rows may be extracted before `finish`.
+    pub entry: WriteEntry,
 }
 
 impl<'a> Planner<'a> {
@@ -72,8 +88,16 @@ impl<'a> Planner<'a> {
             edited_tasks: Vec::new(),
             extra: Vec::new(),
             composed: FxHashMap::default(),
+            ahead: FxHashMap::default(),
+            written_after_ahead: BTreeSet::new(),
             now,
         }
+    }
+
+    /// Moves the unit's time on (`now` is later): for what it plans after a commit that
+    /// ended after the unit began, so that its sources still rank as the most recent.
+    pub fn move_now_to(&mut self, now: String) {
+        self.now = now;
     }
 
     pub fn now(&self) -> &str {
@@ -211,6 +235,9 @@ impl<'a> Planner<'a> {
         record: Option<Record>,
         held: Option<&BTreeSet<EnterpriseId>>,
     ) -> Result<bool, StoreError> {
+        if !self.ahead.is_empty() {
+            self.written_after_ahead.insert(source.to_owned());
+        }
         self.bodies.insert(source.to_owned(), view);
         let prior = self.enterprise_of(source);
         let prior_link = self.link_of(source);
@@ -425,6 +452,82 @@ impl<'a> Planner<'a> {
         Ok(())
     }
 
+    /// Composes now the golden record of every identity touched so far that keeps sources
+    /// and is not retired, for [`Planner::finish`] to take unless the identity changes again
+    /// first. Meant for the time the chunk before this one commits: none of these
+    /// identities is one it changes (see `pipeline`).
+    pub async fn compose_ahead(
+        &mut self,
+        store: &dyn Store,
+        ctx: &RequestContext,
+        survivorship: &Survivorship,
+    ) -> Result<(), StoreError> {
+        let todo: Vec<(EnterpriseId, BTreeMap<String, LinkMeta>)> = self
+            .touched
+            .iter()
+            .filter(|(e, links)| !links.is_empty() && !self.retired.contains_key(e))
+            .map(|(e, links)| (*e, links.clone()))
+            .collect();
+        for (e, links) in todo {
+            let prior = self.cache.goldens.get(&e).map(|g| g.version);
+            let entry = self
+                .golden_write(store, ctx, survivorship, e, &links, prior)
+                .await?;
+            self.ahead.insert(
+                e,
+                AheadGolden {
+                    links,
+                    prior,
+                    entry,
+                },
+            );
+        }
+        Ok(())
+    }
+
+    /// The golden records composed ahead, taken out (to extract their index rows
+    /// elsewhere); give them back with [`Planner::restore_ahead`].
+    pub fn take_ahead(&mut self) -> FxHashMap<EnterpriseId, AheadGolden> {
+        std::mem::take(&mut self.ahead)
+    }
+
+    pub fn restore_ahead(&mut self, ahead: FxHashMap<EnterpriseId, AheadGolden>) {
+        self.ahead = ahead;
+    }
+
+    /// The write of identity `e`'s golden record, composed from its sources `links` (planned
+    /// bodies, else stored ones), over stored version `prior`.
+    async fn golden_write(
+        &self,
+        store: &dyn Store,
+        ctx: &RequestContext,
+        survivorship: &Survivorship,
+        e: EnterpriseId,
+        links: &BTreeMap<String, LinkMeta>,
+        prior: Option<u64>,
+    ) -> Result<WriteEntry, StoreError> {
+        let mut sources = Vec::with_capacity(links.len());
+        for source in links.keys() {
+            if let Some(body) = self.bodies.get(source) {
+                sources.push(body.clone());
+            } else if let Some(stored) = store.load(ctx, "Patient", source).await?
+                && let Some(body) = stored.body.as_deref()
+            {
+                sources.push(
+                    serde_json::from_str(body).map_err(|e| {
+                        StoreError::Backend(format!("stored Patient/{source}: {e}"))
+                    })?,
+                );
+            }
+        }
+        Ok(WriteEntry::new(WriteOp::Update {
+            resource_type: "Patient".into(),
+            id: e.to_string(),
+            resource: with_links(survivorship.compose(e, &sources), links),
+            if_match: prior,
+        }))
+    }
+
     /// The golden-record writes for every touched identity, the review tasks opened and
     /// changed, and the extra writes.
     pub async fn finish(
@@ -466,29 +569,23 @@ impl<'a> Planner<'a> {
                 }
                 continue;
             }
-            let mut sources = Vec::with_capacity(links.len());
-            for source in links.keys() {
-                if let Some(body) = self.bodies.get(source) {
-                    sources.push(body.clone());
-                } else if let Some(stored) = store.load(ctx, "Patient", source).await?
-                    && let Some(body) = stored.body.as_deref()
-                {
-                    sources.push(serde_json::from_str(body).map_err(|e| {
-                        StoreError::Backend(format!("stored Patient/{source}: {e}"))
-                    })?);
+            let reusable = self.ahead.remove(&e).filter(|a| {
+                a.links == links
+                    && a.prior == prior
+                    && !links.keys().any(|s| self.written_after_ahead.contains(s))
+            });
+            let entry = match reusable {
+                Some(ahead) => ahead.entry,
+                None => {
+                    self.golden_write(store, ctx, survivorship, e, &links, prior)
+                        .await?
                 }
-            }
-            let golden = with_links(survivorship.compose(e, &sources), &links);
+            };
             // A placeholder source's reference becomes its id only in the commit.
             if links.keys().all(|s| !s.contains([':', '/'])) {
                 self.composed.insert(e, stored_links(&links));
             }
-            writes.push(WriteEntry::new(WriteOp::Update {
-                resource_type: "Patient".into(),
-                id: e.to_string(),
-                resource: golden,
-                if_match: prior,
-            }));
+            writes.push(entry);
         }
         // New review items: never a candidate this unit retired, nor the source's own identity.
         for (source, candidates) in std::mem::take(&mut self.reviews) {
