@@ -18,20 +18,25 @@ use crate::sql;
 use crate::sqlite::lite;
 
 /// The index rows written in the open transaction and not inserted yet, and the resources
-/// they belong to.
+/// they belong to: each write's rows as it handed them over, sorted into index order only
+/// when they are inserted ([`PendingRows::insert`]).
 #[derive(Debug, Default)]
 pub(crate) struct PendingRows {
-    rows: Vec<PendingRow>,
+    /// Each write's rows: (rid, its type in `types`, (n, row) pairs).
+    writes: Vec<(i64, u16, Vec<(i64, IndexRow)>)>,
+    /// The resource types of `writes` (a transaction holds few).
+    types: Vec<String>,
+    rows: usize,
     rids: HashSet<i64>,
 }
 
 impl PendingRows {
     pub(crate) fn len(&self) -> usize {
-        self.rows.len()
+        self.rows
     }
 
     pub(crate) fn is_empty(&self) -> bool {
-        self.rows.is_empty()
+        self.rows == 0
     }
 
     /// Whether rows of resource `rid` wait to be inserted.
@@ -40,47 +45,130 @@ impl PendingRows {
     }
 
     /// Adds rows of resource `rid`, each with its number.
-    pub(crate) fn add(
-        &mut self,
-        rid: i64,
-        resource_type: &str,
-        rows: impl IntoIterator<Item = (i64, IndexRow)>,
-    ) {
-        let before = self.rows.len();
-        self.rows
-            .extend(rows.into_iter().map(|(n, row)| PendingRow {
-                rid,
-                n,
-                resource_type: resource_type.to_owned(),
-                row,
-            }));
-        if self.rows.len() > before {
-            self.rids.insert(rid);
+    pub(crate) fn add(&mut self, rid: i64, resource_type: &str, rows: Vec<(i64, IndexRow)>) {
+        if rows.is_empty() {
+            return;
         }
+        let ty = match self.types.iter().position(|t| t == resource_type) {
+            Some(at) => at,
+            None => {
+                self.types.push(resource_type.to_owned());
+                self.types.len() - 1
+            }
+        };
+        self.rows += rows.len();
+        self.rids.insert(rid);
+        self.writes.push((rid, ty as u16, rows));
     }
 
     /// Forgets every pending row (the entry that wrote them was rolled back).
     pub(crate) fn clear(&mut self) {
-        self.rows.clear();
+        self.writes.clear();
+        self.rows = 0;
         self.rids.clear();
     }
 
     /// Inserts every pending row, in the order of the value indexes.
     pub(crate) fn insert(&mut self, tx: &Transaction<'_>) -> Result<(), StoreError> {
-        let mut rows = std::mem::take(&mut self.rows);
+        let writes = std::mem::take(&mut self.writes);
+        self.rows = 0;
         self.rids.clear();
-        rows.sort_unstable_by(PendingRow::cmp_index_order);
+        let types = &self.types;
+        let row = |at: &Position| &writes[at.write as usize].2[at.row as usize];
+        let mut order = sort_keys(&writes, types);
+        order.sort_unstable_by(|a, b| {
+            a.key.cmp(&b.key).then_with(|| {
+                let (x, y) = (row(a), row(b));
+                cmp_index_order(
+                    (&types[writes[a.write as usize].1 as usize], &x.1),
+                    (&types[writes[b.write as usize].1 as usize], &y.1),
+                )
+            })
+        });
         // Sorted by table: each table's statement is looked up once, not once a row.
         let mut at = 0;
-        while at < rows.len() {
-            let table = table_of(&rows[at].row.value);
-            let mut insert = tx.prepare_cached(INSERTS[table])?;
-            while let Some(p) = rows.get(at).filter(|p| table_of(&p.row.value) == table) {
-                insert_index_row(&mut insert, p.rid, p.n, &p.resource_type, &p.row)?;
+        while at < order.len() {
+            let table = order[at].key.0;
+            let mut insert = tx.prepare_cached(INSERTS[table as usize])?;
+            while let Some(p) = order.get(at).filter(|p| p.key.0 == table) {
+                let (rid, ty, rows) = &writes[p.write as usize];
+                let (n, index_row) = &rows[p.row as usize];
+                insert_index_row(&mut insert, *rid, *n, &types[*ty as usize], index_row)?;
                 at += 1;
             }
         }
         Ok(())
+    }
+}
+
+/// A pending row's place in [`PendingRows::writes`], with a key that orders rows as
+/// [`cmp_index_order`] does wherever the keys differ: the table, the rank of (resource type,
+/// parameter), and the value's first eight bytes.
+struct Position {
+    key: (u8, u32, u64),
+    write: u32,
+    row: u32,
+}
+
+fn sort_keys(writes: &[(i64, u16, Vec<(i64, IndexRow)>)], types: &[String]) -> Vec<Position> {
+    // The (type, parameter) pairs present, ranked in string order.
+    let mut owners: Vec<(&str, &str)> = writes
+        .iter()
+        .flat_map(|(_, ty, rows)| {
+            let ty = types[*ty as usize].as_str();
+            rows.iter().map(move |(_, r)| (ty, r.param.as_str()))
+        })
+        .collect::<HashSet<_>>()
+        .into_iter()
+        .collect();
+    owners.sort_unstable();
+    let rank: HashMap<(&str, &str), u32> = owners
+        .iter()
+        .enumerate()
+        .map(|(i, o)| (*o, i as u32))
+        .collect();
+    let mut out = Vec::with_capacity(writes.iter().map(|w| w.2.len()).sum());
+    for (write, (_, ty, rows)) in writes.iter().enumerate() {
+        let ty = types[*ty as usize].as_str();
+        for (at, (_, row)) in rows.iter().enumerate() {
+            let table = table_of(&row.value) as u8;
+            // References are ordered by target alone (their index leads with it).
+            let owner = match row.value {
+                IndexValue::Reference { .. } => 0,
+                _ => rank[&(ty, row.param.as_str())],
+            };
+            out.push(Position {
+                key: (table, owner, value_prefix(&row.value)),
+                write: write as u32,
+                row: at as u32,
+            });
+        }
+    }
+    out
+}
+
+/// The leading index column's value as a number ordered as the column's values are: the
+/// first eight bytes of text (big-endian), or a number's bits in their total order.
+fn value_prefix(value: &IndexValue) -> u64 {
+    fn text(s: &str) -> u64 {
+        let mut bytes = [0u8; 8];
+        let head = &s.as_bytes()[..s.len().min(8)];
+        bytes[..head.len()].copy_from_slice(head);
+        u64::from_be_bytes(bytes)
+    }
+    fn float(x: f64) -> u64 {
+        // `f64::total_cmp`'s order as an unsigned integer.
+        let bits = x.to_bits() as i64;
+        (bits ^ ((((bits >> 63) as u64) >> 1) as i64)) as u64 ^ (1 << 63)
+    }
+    match value {
+        IndexValue::String { normalized, .. } => text(normalized),
+        IndexValue::Token { code, .. } => text(code),
+        IndexValue::Reference { target_id, .. } => target_id.as_deref().map_or(0, text),
+        IndexValue::Date { start, .. } => (*start as u64) ^ (1 << 63),
+        IndexValue::Number { value, .. } => float(*value),
+        IndexValue::Quantity { code, .. } => text(code),
+        IndexValue::Uri { uri } => text(uri),
     }
 }
 
@@ -356,89 +444,136 @@ fn insert_index_row(
     Ok(())
 }
 
-/// An index row of a version written in the open transaction, inserted later, with the rows
-/// of the transaction's other writes, in the order of the tables' value indexes
-/// ([`SqliteTx::flush`]). Inserted as each version is written, a large unit (an import's
-/// chunk: tens of thousands of resources, hundreds of thousands of rows) lands on leaf pages
-/// all over each value index in random order, and once the writer's page cache is full every
-/// insert reads a page back from the log or the file and spills another; in index order each
-/// leaf page is read, changed and written once. Flushed before anything that reads the index
-/// tables in the transaction (a conditional match, an access check, a version's references,
-/// the rows of a resource written earlier in the same transaction, before they are replaced),
-/// at a savepoint, and before the commit.
-#[derive(Debug)]
-struct PendingRow {
-    rid: i64,
-    n: i64,
-    resource_type: String,
-    row: IndexRow,
+/// How two index rows of the open transaction (with their resource types) are ordered
+/// for insertion: by table, then by the leading columns of that table's value index. Rows of
+/// a version are not inserted as it is written but with the rows of the transaction's other
+/// writes, in this order ([`PendingRows::insert`]). Inserted as each version is written, a
+/// large unit (an import's chunk: tens of thousands of resources, hundreds of thousands of
+/// rows) lands on leaf pages all over each value index in random order, and once the
+/// writer's page cache is full every insert reads a page back from the log or the file and
+/// spills another; in index order each leaf page is read, changed and written once. Flushed
+/// before anything that reads the index tables in the transaction (a conditional match, an
+/// access check, a version's references, the rows of a resource written earlier in the same
+/// transaction, before they are replaced), at a savepoint, and before the commit.
+fn cmp_index_order(a: (&str, &IndexRow), b: (&str, &IndexRow)) -> std::cmp::Ordering {
+    use IndexValue as V;
+    fn owner<'a>((ty, row): (&'a str, &'a IndexRow)) -> (&'a str, &'a str) {
+        (ty, row.param.as_str())
+    }
+    let by_value = match (&a.1.value, &b.1.value) {
+        (V::String { normalized: x, .. }, V::String { normalized: y, .. }) => {
+            owner(a).cmp(&owner(b)).then_with(|| x.cmp(y))
+        }
+        (
+            V::Token {
+                system: sx,
+                code: cx,
+                ..
+            },
+            V::Token {
+                system: sy,
+                code: cy,
+                ..
+            },
+        ) => owner(a)
+            .cmp(&owner(b))
+            .then_with(|| (cx, sx).cmp(&(cy, sy))),
+        (
+            V::Reference {
+                target_type: tx,
+                target_id: ix,
+                ..
+            },
+            V::Reference {
+                target_type: ty,
+                target_id: iy,
+                ..
+            },
+        ) => (ix, tx).cmp(&(iy, ty)),
+        (V::Date { start: x, .. }, V::Date { start: y, .. }) => {
+            owner(a).cmp(&owner(b)).then_with(|| x.cmp(y))
+        }
+        (V::Number { value: x, .. }, V::Number { value: y, .. }) => {
+            owner(a).cmp(&owner(b)).then_with(|| x.total_cmp(y))
+        }
+        (
+            V::Quantity {
+                code: cx,
+                value: vx,
+                ..
+            },
+            V::Quantity {
+                code: cy,
+                value: vy,
+                ..
+            },
+        ) => owner(a)
+            .cmp(&owner(b))
+            .then_with(|| cx.cmp(cy))
+            .then_with(|| vx.total_cmp(vy)),
+        (V::Uri { uri: x }, V::Uri { uri: y }) => owner(a).cmp(&owner(b)).then_with(|| x.cmp(y)),
+        (x, y) => table_of(x).cmp(&table_of(y)),
+    };
+    table_of(&a.1.value)
+        .cmp(&table_of(&b.1.value))
+        .then(by_value)
 }
 
-impl PendingRow {
-    /// Which table the row goes to, then the leading columns of that table's value index.
-    fn cmp_index_order(&self, other: &Self) -> std::cmp::Ordering {
-        use IndexValue as V;
-        fn owner(p: &PendingRow) -> (&str, &str) {
-            (p.resource_type.as_str(), p.row.param.as_str())
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(value: IndexValue) -> IndexRow {
+        IndexRow {
+            param: "p".into(),
+            group: None,
+            value,
         }
-        let by_value = match (&self.row.value, &other.row.value) {
-            (V::String { normalized: a, .. }, V::String { normalized: b, .. }) => {
-                owner(self).cmp(&owner(other)).then_with(|| a.cmp(b))
-            }
-            (
-                V::Token {
-                    system: sa,
-                    code: ca,
-                    ..
-                },
-                V::Token {
-                    system: sb,
-                    code: cb,
-                    ..
-                },
-            ) => owner(self)
-                .cmp(&owner(other))
-                .then_with(|| (ca, sa).cmp(&(cb, sb))),
-            (
-                V::Reference {
-                    target_type: ta,
-                    target_id: ia,
-                    ..
-                },
-                V::Reference {
-                    target_type: tb,
-                    target_id: ib,
-                    ..
-                },
-            ) => (ia, ta).cmp(&(ib, tb)),
-            (V::Date { start: a, .. }, V::Date { start: b, .. }) => {
-                owner(self).cmp(&owner(other)).then_with(|| a.cmp(b))
-            }
-            (V::Number { value: a, .. }, V::Number { value: b, .. }) => {
-                owner(self).cmp(&owner(other)).then_with(|| a.total_cmp(b))
-            }
-            (
-                V::Quantity {
-                    code: ca,
-                    value: va,
-                    ..
-                },
-                V::Quantity {
-                    code: cb,
-                    value: vb,
-                    ..
-                },
-            ) => owner(self)
-                .cmp(&owner(other))
-                .then_with(|| ca.cmp(cb))
-                .then_with(|| va.total_cmp(vb)),
-            (V::Uri { uri: a }, V::Uri { uri: b }) => {
-                owner(self).cmp(&owner(other)).then_with(|| a.cmp(b))
-            }
-            (a, b) => table_of(a).cmp(&table_of(b)),
+    }
+
+    /// Wherever two rows' sort keys differ, they order the rows as the full comparison does.
+    #[test]
+    fn sort_keys_never_contradict_the_index_order() {
+        let string = |s: &str| IndexValue::String {
+            normalized: s.into(),
+            exact: s.into(),
         };
-        table_of(&self.row.value)
-            .cmp(&table_of(&other.row.value))
-            .then(by_value)
+        let number = |x: f64| IndexValue::Number {
+            value: x,
+            low: x,
+            high: x,
+        };
+        let date = |start: i64| IndexValue::Date { start, end: start };
+        let values = [
+            string(""),
+            string("a"),
+            string("ab"),
+            string("abcdefgh"),
+            string("abcdefghij"),
+            string("abcdefgi"),
+            string("b"),
+            string("é"),
+            number(f64::NEG_INFINITY),
+            number(-2.5),
+            number(-0.0),
+            number(0.0),
+            number(1e-300),
+            number(3.0),
+            number(f64::INFINITY),
+            date(i64::MIN),
+            date(-1),
+            date(0),
+            date(1_700_000_000_000_000),
+        ];
+        for x in &values {
+            for y in &values {
+                let (a, b) = (row(x.clone()), row(y.clone()));
+                let key = |r: &IndexRow| (table_of(&r.value), value_prefix(&r.value));
+                let full = cmp_index_order(("Patient", &a), ("Patient", &b));
+                if key(&a) != key(&b) {
+                    assert_eq!(key(&a).cmp(&key(&b)), full, "{x:?} against {y:?}");
+                }
+            }
+        }
     }
 }
