@@ -22,12 +22,21 @@ use crate::sqlite::lite;
 /// when they are inserted ([`PendingRows::insert`]).
 #[derive(Debug, Default)]
 pub(crate) struct PendingRows {
-    /// Each write's rows: (rid, its type in `types`, (n, row) pairs).
-    writes: Vec<(i64, u16, Vec<(i64, IndexRow)>)>,
+    writes: Vec<PendingWrite>,
     /// The resource types of `writes` (a transaction holds few).
     types: Vec<String>,
     rows: usize,
     rids: HashSet<i64>,
+}
+
+/// One write's rows.
+#[derive(Debug)]
+struct PendingWrite {
+    rid: i64,
+    /// The resource type, as a position in [`PendingRows::types`].
+    ty: u16,
+    /// The rows with their numbers.
+    rows: Vec<(i64, IndexRow)>,
 }
 
 impl PendingRows {
@@ -58,7 +67,11 @@ impl PendingRows {
         };
         self.rows += rows.len();
         self.rids.insert(rid);
-        self.writes.push((rid, ty as u16, rows));
+        self.writes.push(PendingWrite {
+            rid,
+            ty: ty as u16,
+            rows,
+        });
     }
 
     /// Forgets every pending row (the entry that wrote them was rolled back).
@@ -74,14 +87,14 @@ impl PendingRows {
         self.rows = 0;
         self.rids.clear();
         let types = &self.types;
-        let row = |at: &Position| &writes[at.write as usize].2[at.row as usize];
+        let row = |at: &Position| &writes[at.write as usize].rows[at.row as usize];
         let mut order = sort_keys(&writes, types);
         order.sort_unstable_by(|a, b| {
             a.key.cmp(&b.key).then_with(|| {
                 let (x, y) = (row(a), row(b));
                 cmp_index_order(
-                    (&types[writes[a.write as usize].1 as usize], &x.1),
-                    (&types[writes[b.write as usize].1 as usize], &y.1),
+                    (&types[writes[a.write as usize].ty as usize], &x.1),
+                    (&types[writes[b.write as usize].ty as usize], &y.1),
                 )
             })
         });
@@ -91,9 +104,10 @@ impl PendingRows {
             let table = order[at].key.0;
             let mut insert = tx.prepare_cached(INSERTS[table as usize])?;
             while let Some(p) = order.get(at).filter(|p| p.key.0 == table) {
-                let (rid, ty, rows) = &writes[p.write as usize];
-                let (n, index_row) = &rows[p.row as usize];
-                insert_index_row(&mut insert, *rid, *n, &types[*ty as usize], index_row)?;
+                let write = &writes[p.write as usize];
+                let (n, index_row) = &write.rows[p.row as usize];
+                let ty = &types[write.ty as usize];
+                insert_index_row(&mut insert, write.rid, *n, ty, index_row)?;
                 at += 1;
             }
         }
@@ -110,13 +124,13 @@ struct Position {
     row: u32,
 }
 
-fn sort_keys(writes: &[(i64, u16, Vec<(i64, IndexRow)>)], types: &[String]) -> Vec<Position> {
+fn sort_keys(writes: &[PendingWrite], types: &[String]) -> Vec<Position> {
     // The (type, parameter) pairs present, ranked in string order.
     let mut owners: Vec<(&str, &str)> = writes
         .iter()
-        .flat_map(|(_, ty, rows)| {
-            let ty = types[*ty as usize].as_str();
-            rows.iter().map(move |(_, r)| (ty, r.param.as_str()))
+        .flat_map(|w| {
+            let ty = types[w.ty as usize].as_str();
+            w.rows.iter().map(move |(_, r)| (ty, r.param.as_str()))
         })
         .collect::<HashSet<_>>()
         .into_iter()
@@ -127,10 +141,10 @@ fn sort_keys(writes: &[(i64, u16, Vec<(i64, IndexRow)>)], types: &[String]) -> V
         .enumerate()
         .map(|(i, o)| (*o, i as u32))
         .collect();
-    let mut out = Vec::with_capacity(writes.iter().map(|w| w.2.len()).sum());
-    for (write, (_, ty, rows)) in writes.iter().enumerate() {
-        let ty = types[*ty as usize].as_str();
-        for (at, (_, row)) in rows.iter().enumerate() {
+    let mut out = Vec::with_capacity(writes.iter().map(|w| w.rows.len()).sum());
+    for (write, w) in writes.iter().enumerate() {
+        let ty = types[w.ty as usize].as_str();
+        for (at, (_, row)) in w.rows.iter().enumerate() {
             let table = table_of(&row.value) as u8;
             // References are ordered by target alone (their index leads with it).
             let owner = match row.value {
