@@ -409,6 +409,9 @@ async fn settle(
     match done {
         Ok(mut outcomes) => {
             outcomes.truncate(f.entries.len());
+            // The chunk as it came, kept for a retry, is freed beside the next commit.
+            let kept = f.entries;
+            tokio::task::spawn_blocking(move || drop(kept));
             Settled::Answered(Ok(outcomes.into_iter().map(Ok).collect()))
         }
         Err(StoreError::Entry { .. }) => Settled::Retry(f.entries),

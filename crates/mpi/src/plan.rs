@@ -643,8 +643,12 @@ impl<'a> Planner<'a> {
         .apply(self.cache)
     }
 
-    /// The undo log, to apply later (after other units were planned on top).
+    /// The undo log, to apply later (after other units were planned on top). The planned
+    /// bodies (a chunk's worth of JSON) are freed on the blocking pool: the pipeline's
+    /// planner is what every chunk waits for.
     pub fn into_undo(self) -> UndoLog {
+        let bodies = self.bodies;
+        tokio::task::spawn_blocking(move || drop(bodies));
         UndoLog {
             steps: self.undo,
             composed: self.composed,

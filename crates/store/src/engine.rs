@@ -98,6 +98,12 @@ pub(crate) trait Backend {
         cur: Current,
     ) -> impl Future<Output = Result<bool, StoreError>>;
     fn write(&mut self, v: NewVersion<'_>) -> impl Future<Output = Result<(), StoreError>>;
+    /// Takes a resource whose version is written, to free: a backend may free a large unit's
+    /// resources (an import's chunk holds tens of thousands) after its commit, away from the
+    /// writer.
+    fn discard(&mut self, resource: Value) {
+        drop(resource);
+    }
     /// The rule table that labels what is written (`marks`), if the store has one.
     fn labeler(&self) -> Option<&auth::labels::Labeler>;
     /// The reference index rows of resource `rid` that name a Patient, as
@@ -780,6 +786,7 @@ async fn put<B: Backend>(
         compartments: &compartments,
     })
     .await?;
+    b.discard(resource);
     let stored = StoredResource {
         resource_type: ty.into(),
         id: id.into(),

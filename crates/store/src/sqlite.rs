@@ -267,13 +267,27 @@ fn apply_once(
             .and_then(|r| r)
             .and_then(|results| b.flush().map(|()| results));
         let large = b.large;
+        let discarded = std::mem::take(&mut b.discarded);
         drop(b);
         // Dropping the transaction unfinished rolls it back.
         let results = run.and_then(|results| Ok(tx.commit().map(|()| results)?));
+        free_elsewhere(discarded);
         (results, large)
     };
     SqliteTx::finish(conn, large)?;
     results
+}
+
+/// Frees a unit's written resources on another thread of the blocking pool when there are
+/// many (the writer goes on with the next unit), else here.
+fn free_elsewhere(resources: Vec<serde_json::Value>) {
+    const MANY: usize = 256;
+    match tokio::runtime::Handle::try_current() {
+        Ok(runtime) if resources.len() >= MANY => {
+            runtime.spawn_blocking(move || drop(resources));
+        }
+        _ => drop(resources),
+    }
 }
 
 /// A group of keyed units in one transaction on the writer connection
@@ -554,6 +568,8 @@ struct SqliteTx<'c> {
     /// A large flush raised the page cache ([`LARGE_UNIT_CACHE_KIB`]); [`SqliteTx::finish`]
     /// puts it back.
     large: bool,
+    /// Resources written in the unit, freed after it ([`free_elsewhere`]).
+    discarded: Vec<serde_json::Value>,
 }
 
 /// Pending index rows from which a flush raises the writer's page cache for the unit.
@@ -570,6 +586,7 @@ impl<'c> SqliteTx<'c> {
             labeler,
             pending: PendingRows::default(),
             large: false,
+            discarded: Vec::new(),
         }
     }
 
@@ -700,6 +717,10 @@ impl Backend for SqliteTx<'_> {
                 .execute(rusqlite::params![seq, patient])?;
         }
         Ok(())
+    }
+
+    fn discard(&mut self, resource: serde_json::Value) {
+        self.discarded.push(resource);
     }
 
     async fn patient_references(&mut self, rid: i64) -> Result<Vec<(String, String)>, StoreError> {
