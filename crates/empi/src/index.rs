@@ -428,6 +428,22 @@ impl EnterpriseIndex {
             .and_then(|s| self.records[*s as usize].as_ref())
     }
 
+    /// Sets when record `record_id` was last updated (which no comparison reads); `false`
+    /// if there is no such record.
+    pub fn set_last_updated(&mut self, record_id: &str, last_updated: Option<String>) -> bool {
+        match self
+            .slots
+            .get(record_id)
+            .and_then(|s| self.records[*s as usize].as_mut())
+        {
+            Some(record) => {
+                record.last_updated = last_updated;
+                true
+            }
+            None => false,
+        }
+    }
+
     fn add(&mut self, record: Record, keys: Vec<u64>, enterprise_id: EnterpriseId) {
         let slot = self.records.len() as u32;
         for k in &keys {

@@ -401,9 +401,14 @@ async fn settle(
     f: InFlight,
     done: Result<Vec<Outcome>, StoreError>,
 ) -> Settled {
-    let planned = f.undo.apply(cache);
-    if let Ok(outcomes) = &done {
-        cache.apply_committed(outcomes.iter().filter_map(Outcome::resource), planned);
+    match &done {
+        Ok(outcomes) => {
+            let planned = f.undo.confirm(cache, outcomes);
+            cache.apply_committed(outcomes.iter().filter_map(Outcome::resource), planned);
+        }
+        Err(_) => {
+            f.undo.apply(cache);
+        }
     }
     refresh_after_commit(cache, store.inner().as_ref(), ctx).await;
     match done {

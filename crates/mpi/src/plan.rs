@@ -684,6 +684,49 @@ impl Planned {
 }
 
 impl UndoLog {
+    /// Keeps the plan in the index, since its commit `written` stored what it planned (a
+    /// chunk is one transaction), instead of undoing it and indexing the commit again: the
+    /// records it inserted stay (with the commit's `lastUpdated`, marked applied at their
+    /// stored versions), and its removals and moves stand. Returns what
+    /// [`Cache::apply_committed`] still needs: the golden records' membership. Only when a
+    /// record it inserted is not stored under the id it was planned under (a placeholder the
+    /// store replaced with an id) is the plan undone and the commit applied
+    /// ([`UndoLog::apply`]). Undoing and indexing again cost a chunk of an import about half
+    /// a second while the store's writer waited.
+    pub fn confirm(self, cache: &mut Cache, written: &[store::Outcome]) -> Planned {
+        let stored: FxHashMap<&str, &store::StoredResource> = written
+            .iter()
+            .filter_map(store::Outcome::resource)
+            .filter(|r| r.resource_type == "Patient" && !r.deleted)
+            .map(|r| (r.id.as_str(), r))
+            .collect();
+        let mut confirmed: FxHashMap<&str, &store::StoredResource> = FxHashMap::default();
+        for step in &self.steps {
+            // A removal or a move (an automatic merge) is what the commit stored too.
+            let Undo::Inserted(id) = step else {
+                continue;
+            };
+            match stored.get(id.as_str()) {
+                Some(r) => {
+                    confirmed.insert(id.as_str(), r);
+                }
+                None => return self.apply(cache),
+            }
+        }
+        if confirmed.keys().any(|id| cache.index.record(id).is_none()) {
+            return self.apply(cache);
+        }
+        for (id, r) in confirmed {
+            let when = Some(store::time::format_instant(r.last_updated));
+            cache.index.set_last_updated(id, when);
+            cache.applied.insert(id.to_owned(), r.version);
+        }
+        Planned {
+            records: FxHashMap::default(),
+            goldens: self.composed,
+        }
+    }
+
     /// Undoes the plan; returns what it had written.
     pub fn apply(mut self, cache: &mut Cache) -> Planned {
         let mut planned = Planned {

@@ -171,8 +171,9 @@ async fn chunks_planned_while_the_previous_commits_end_as_one_after_another() {
     assert_eq!(partition(&piped, ids.iter()).await, expected);
     // And the golden records say the same (those the pipeline composed while the chunk
     // before committed included).
+    let piped_store = &piped;
     let (piped, one_by_one) = (
-        goldens(&piped, ids.iter()).await,
+        goldens(piped_store, ids.iter()).await,
         goldens(&one_by_one, ids.iter()).await,
     );
     assert_eq!(piped.len(), one_by_one.len());
@@ -182,6 +183,26 @@ async fn chunks_planned_while_the_previous_commits_end_as_one_after_another() {
             one_by_one.get(sources),
             "the golden record of {sources}"
         );
+    }
+    // The index the pipeline kept (each commit applied to it as planned) answers `$match`
+    // as one loaded from the store afresh does.
+    let fresh = mpi::Mpi::with_defaults(piped_store.base.clone());
+    for i in (0..300).step_by(7) {
+        let query = person(i);
+        let kept = piped_store
+            .mpi
+            .find(&piped_store.ctx, &query)
+            .await
+            .unwrap();
+        let loaded = fresh.find(&piped_store.ctx, &query).await.unwrap();
+        // As a set: candidates of equal score come in the order they were indexed.
+        let ids = |m: &[mpi::Match]| {
+            m.iter()
+                .map(|m| (m.id.clone(), m.grade))
+                .collect::<BTreeSet<_>>()
+        };
+        assert_eq!(ids(&kept), ids(&loaded), "$match of person {i}");
+        assert!(!kept.is_empty(), "person {i} is found");
     }
 }
 
