@@ -14,8 +14,9 @@
 //! So planning only reorders within a chunk: a source decided early does not see a later
 //! one of its chunk that waited, which sees it instead.
 //!
-//! Applying k's commit to the cache undoes k's plan beneath the early part of k+1's and
-//! applies what k committed; none of it touches an identity or source of that early part,
+//! Applying k's commit to the cache keeps k's plan beneath the early part of k+1's (or, if
+//! the store gave a planned record another id, undoes it and applies what k committed) and
+//! applies k's golden records; none of it touches an identity or source of that early part,
 //! which is why it had to avoid `busy`. If k fails, k+1's early plan is undone first, then
 //! k's; k is retried entry by entry and k+1 written on its own, as `batch` does. A chunk
 //! that holds other resources, or fails to plan, goes through `batch` too. The linking lock
@@ -391,7 +392,8 @@ fn joined(
     done.map_err(|e| StoreError::Backend(format!("EMPI import commit task failed: {e}")))?
 }
 
-/// Brings the cache to what `f`'s commit did: its plan undone, and what it committed
+/// Brings the cache to what `f`'s commit did: its plan kept where the commit stored it
+/// ([`UndoLog::confirm`](super::plan::UndoLog::confirm)), else undone and what it committed
 /// applied (nothing, if it failed). Any plan on top of `f`'s must avoid `f.busy`, or be
 /// undone first.
 async fn settle(
