@@ -100,7 +100,7 @@ pub const LINKING_LOCK: &str = "empi-linking";
 /// The cache locked for a decision: in this process (written) and across processes. The
 /// shared lock is declared first so that it is released first.
 pub(crate) struct Locked<'a> {
-    _shared: Option<store::ExclusiveLock>,
+    shared: Option<store::ExclusiveLock>,
     cache: RwLockWriteGuard<'a, Cache>,
 }
 
@@ -137,6 +137,17 @@ pub struct Mpi {
     /// Callers of this process waiting for `cache` now: a holder that keeps it across many
     /// decisions (an import's pipeline) lets go when there are any ([`Mpi::lock_wanted`]).
     waiting: AtomicUsize,
+}
+
+/// Frees `value` on tokio's blocking pool (in the background) when there is a runtime, else
+/// here: for a chunk's worth of JSON on a path every chunk waits for.
+pub(crate) fn free_elsewhere<T: Send + 'static>(value: T) {
+    match tokio::runtime::Handle::try_current() {
+        Ok(runtime) => {
+            runtime.spawn_blocking(move || drop(value));
+        }
+        Err(_) => drop(value),
+    }
 }
 
 /// Counts a caller in [`Mpi::waiting`] for as long as it lives (a cancelled wait included).
@@ -209,7 +220,7 @@ impl Mpi {
         if self.waiting.load(Ordering::Acquire) > 0 {
             return true;
         }
-        match &locked._shared {
+        match &locked.shared {
             Some(shared) => shared.wanted().await.unwrap_or_else(|e| {
                 tracing::warn!(error = %e, "could not ask whether the linking lock is wanted");
                 true
@@ -358,7 +369,7 @@ impl Mpi {
         self.refresh(&mut cache, ctx).await?;
         cache.catch_up_pending(self.store.as_ref(), ctx).await?;
         Ok(Locked {
-            _shared: Some(shared),
+            shared: Some(shared),
             cache,
         })
     }

@@ -647,8 +647,7 @@ impl<'a> Planner<'a> {
     /// bodies (a chunk's worth of JSON) are freed on the blocking pool: the pipeline's
     /// planner is what every chunk waits for.
     pub fn into_undo(self) -> UndoLog {
-        let bodies = self.bodies;
-        tokio::task::spawn_blocking(move || drop(bodies));
+        super::free_elsewhere(self.bodies);
         UndoLog {
             steps: self.undo,
             composed: self.composed,

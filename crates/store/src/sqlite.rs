@@ -1015,16 +1015,16 @@ impl Store for SqliteStore {
         path.push(format!(".{name}.lock"));
         knock_path.push(format!(".{name}.knock"));
         tokio::task::spawn_blocking(move || {
+            let failed = |path: &std::ffi::OsStr, e: std::io::Error| {
+                StoreError::Backend(format!("lock file {path:?}: {e}"))
+            };
             let open = |path: &std::ffi::OsStr| {
                 std::fs::OpenOptions::new()
                     .create(true)
                     .truncate(false)
                     .write(true)
                     .open(path)
-                    .map_err(|e| StoreError::Backend(format!("lock file {path:?}: {e}")))
-            };
-            let failed = |path: &std::ffi::OsStr, e: std::io::Error| {
-                StoreError::Backend(format!("lock file {path:?}: {e}"))
+                    .map_err(|e| failed(path, e))
             };
             // Knocks while it waits, so that a holder that asks knows (`ExclusiveLock::wanted`).
             let knock = open(&knock_path)?;
