@@ -142,6 +142,19 @@ impl EnterpriseIndex {
         }
     }
 
+    /// An empty index with room for `records` source records (and as many identities), so
+    /// that rebuilding a known number of records grows no table on the way: each growth
+    /// copies the table into memory the process touches for the first time.
+    pub fn with_capacity(model: Model, config: IndexConfig, records: usize) -> Self {
+        let mut index = EnterpriseIndex::new(model, config);
+        index.records.reserve_exact(records);
+        index.keys.reserve_exact(records);
+        index.enterprise.reserve_exact(records);
+        index.slots.reserve(records);
+        index.members.reserve(records);
+        index
+    }
+
     /// The model in use.
     pub fn model(&self) -> &Model {
         &self.model

@@ -117,13 +117,15 @@ fn main() -> ExitCode {
     }
 }
 
-/// Turns transparent huge pages off for this process, for `renkei import`. mimalloc asks for
-/// them (`MADV_HUGEPAGE`) and then returns freed memory to the kernel in small pieces, so the
-/// same 2 MiB were faulted in and zeroed again and again: in an EMPI import, about a seventh of
-/// the samples were the kernel clearing huge pages, and 5 s of system time in 45
-/// (docs/benchmarks.md). A server keeps them: its EMPI index is large and long-lived, and
-/// `$match` at a million people measured no better without them. A kernel that refuses is
-/// only slower.
+/// Turns transparent huge pages off for this process. mimalloc asks for them
+/// (`MADV_HUGEPAGE`) and then returns freed memory to the kernel in small pieces, so the same
+/// 2 MiB were faulted in and zeroed again and again: in an EMPI import, about a seventh of the
+/// samples were the kernel clearing huge pages, and 5 s of system time in 45. A server
+/// starting on a million people spent three quarters of its samples there: on a virtual
+/// machine whose host hands memory back lazily, a fresh huge page can take milliseconds, and
+/// reading the patient index took 25–28 s with them against 5.5–7.7 s without
+/// (docs/benchmarks.md). `$match` measured about the same either way (p99 above the floor
+/// 2.55–3.18 ms without, 2.31–2.64 ms with). A kernel that refuses is only slower.
 #[allow(unsafe_code)]
 fn without_transparent_huge_pages() {
     #[cfg(target_os = "linux")]
@@ -135,6 +137,7 @@ fn without_transparent_huge_pages() {
 }
 
 fn run() -> anyhow::Result<ExitCode> {
+    without_transparent_huge_pages();
     let cli = Cli::parse();
     // `RUST_LOG` overrides; by default the product's own lines at info, a driver's only when
     // they warn. Colour only on a terminal: a log file or journal gets plain text.
@@ -164,10 +167,7 @@ fn run() -> anyhow::Result<ExitCode> {
     rt.block_on(async {
         match command {
             Command::Serve(args) => serve::run(*args).await.map(|()| ExitCode::SUCCESS),
-            Command::Import(args) => {
-                without_transparent_huge_pages();
-                import_cmd::run(args).await
-            }
+            Command::Import(args) => import_cmd::run(args).await,
             Command::Audit(cmd) => audit_cmd::run(cmd).await,
             Command::TokenKeys(cmd) => keys::run(cmd).map(|()| ExitCode::SUCCESS),
             Command::Clients(cmd) => principals_cmd::run_clients(cmd).await,
