@@ -253,8 +253,13 @@ fn read(path: &Path, model: Model, config: IndexConfig) -> Result<Loaded, Snapsh
 /// The records with their identities: one half of a copy ([`Header`]).
 type Records = Vec<(Record, EnterpriseId)>;
 
+/// Fewer bytes than any record takes in a copy (its field names alone take more): a count
+/// in a damaged header reserves no more than the bytes could hold.
+const MIN_RECORD_BYTES: usize = 64;
+
 /// Parses one half of the records, `len` of them (0 if unknown), into a vector of that size.
 fn records(json: &[u8], len: usize) -> Result<Records, serde_json::Error> {
+    let len = len.min(json.len() / MIN_RECORD_BYTES);
     use serde::de::{DeserializeSeed, SeqAccess, Visitor};
     struct Sized(usize);
     impl<'de> Visitor<'de> for Sized {
@@ -612,8 +617,27 @@ mod tests {
             assert_eq!(state(&mpi(&store, Some(&path)), false).await, from_feed);
         }
 
-        // Another build's record normalisation.
+        // Empty (mapping an empty file is an error of its own or an empty map, never a crash).
+        std::fs::write(&path, b"").unwrap();
+        assert!(
+            load(&mut empty_cache(), store.as_ref(), &ctx, &path)
+                .await
+                .is_err()
+        );
+        assert_eq!(state(&mpi(&store, Some(&path)), false).await, from_feed);
+
+        // A header whose record counts are absurd reserves no more than the bytes could hold,
+        // and the copy still loads as it is.
         let text = String::from_utf8(good.clone()).unwrap();
+        let huge = format!("\"halves\":[{},{}]", usize::MAX / 2, usize::MAX / 2);
+        assert!(text.contains("\"halves\":[2,2]"));
+        std::fs::write(&path, text.replacen("\"halves\":[2,2]", &huge, 1)).unwrap();
+        let n = load(&mut empty_cache(), store.as_ref(), &ctx, &path)
+            .await
+            .unwrap();
+        assert_eq!(n, 4);
+
+        // Another build's record normalisation.
         std::fs::write(&path, text.replacen("renkei ", "renkei 0.0.0-other ", 1)).unwrap();
         let err = load(&mut empty_cache(), store.as_ref(), &ctx, &path)
             .await
