@@ -139,17 +139,6 @@ pub struct Mpi {
     waiting: AtomicUsize,
 }
 
-/// Frees `value` on tokio's blocking pool (in the background) when there is a runtime, else
-/// here: for a chunk's worth of JSON on a path every chunk waits for.
-pub(crate) fn free_elsewhere<T: Send + 'static>(value: T) {
-    match tokio::runtime::Handle::try_current() {
-        Ok(runtime) => {
-            runtime.spawn_blocking(move || drop(value));
-        }
-        Err(_) => drop(value),
-    }
-}
-
 /// Counts a caller in [`Mpi::waiting`] for as long as it lives (a cancelled wait included).
 struct Waiting<'a>(&'a AtomicUsize);
 

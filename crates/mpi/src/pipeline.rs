@@ -417,7 +417,7 @@ async fn settle(
         Ok(mut outcomes) => {
             outcomes.truncate(f.entries.len());
             // The chunk as it came, kept for a retry, is freed beside the next commit.
-            super::free_elsewhere(f.entries);
+            store::free_elsewhere(f.entries);
             Settled::Answered(Ok(outcomes.into_iter().map(Ok).collect()))
         }
         Err(StoreError::Entry { .. }) => Settled::Retry(f.entries),

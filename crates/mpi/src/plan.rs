@@ -647,7 +647,7 @@ impl<'a> Planner<'a> {
     /// bodies (a chunk's worth of JSON) are freed on the blocking pool: the pipeline's
     /// planner is what every chunk waits for.
     pub fn into_undo(self) -> UndoLog {
-        super::free_elsewhere(self.bodies);
+        store::free_elsewhere(self.bodies);
         UndoLog {
             steps: self.undo,
             composed: self.composed,

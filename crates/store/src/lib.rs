@@ -91,6 +91,18 @@ pub use registry::Registry;
 pub use search::{SearchPage, SearchQuery};
 pub use sqlite::SqliteStore;
 
+/// Frees `value` on tokio's blocking pool (in the background) when there is a runtime, else
+/// here: for a chunk's worth of JSON on a path every chunk waits for (an EMPI import's
+/// planner, the SQLite writer).
+pub fn free_elsewhere<T: Send + 'static>(value: T) {
+    match tokio::runtime::Handle::try_current() {
+        Ok(runtime) => {
+            runtime.spawn_blocking(move || drop(value));
+        }
+        Err(_) => drop(value),
+    }
+}
+
 /// What [`Store::batch`] answers: each entry's outcome, or why none was written.
 pub type BatchResult = Result<Vec<Result<Outcome, StoreError>>, StoreError>;
 

@@ -282,11 +282,8 @@ fn apply_once(
 /// many (the writer goes on with the next unit), else here.
 fn free_elsewhere(resources: Vec<serde_json::Value>) {
     const MANY: usize = 256;
-    match tokio::runtime::Handle::try_current() {
-        Ok(runtime) if resources.len() >= MANY => {
-            runtime.spawn_blocking(move || drop(resources));
-        }
-        _ => drop(resources),
+    if resources.len() >= MANY {
+        crate::free_elsewhere(resources);
     }
 }
 
