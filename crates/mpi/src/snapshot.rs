@@ -147,18 +147,14 @@ pub(crate) async fn save(
     path: &Path,
 ) -> Result<u64, SnapshotError> {
     let last_change = change_at(store, ctx, &cache.position).await?;
+    let records: Vec<(&Record, EnterpriseId)> = cache.index.entries().collect();
+    let (first_half, second_half) = records.split_at(records.len() / 2);
     let header = Header {
         stamp: stamp(),
         position: cache.position.to_string(),
         last_change,
         next_enterprise: cache.index.next_enterprise().0,
-        halves: [0, 0],
-    };
-    let records: Vec<(&Record, EnterpriseId)> = cache.index.entries().collect();
-    let (first_half, second_half) = records.split_at(records.len() / 2);
-    let header = Header {
         halves: [first_half.len(), second_half.len()],
-        ..header
     };
     let rest = RestOut {
         applied: &cache.applied,
@@ -482,6 +478,20 @@ mod tests {
         ))
     }
 
+    /// Asserts that the copy at `path` loads (the four people of [`people`]) and that a new
+    /// process reading it holds the index `saved` ([`state`]); returns that process's EMPI.
+    async fn loads_as_saved(store: &Arc<dyn Store>, path: &Path, saved: &str) -> Arc<Mpi> {
+        let mut cache = empty_cache();
+        let n = load(&mut cache, store.as_ref(), &RequestContext::system(), path)
+            .await
+            .unwrap();
+        assert_eq!(n, 4);
+        let second = mpi(store, Some(path));
+        second.start_loading().await.unwrap().unwrap();
+        assert_eq!(state(&second, true).await, saved);
+        second
+    }
+
     /// Saved and read back, the index is the one saved, record order and identities to hand
     /// out next included; a new process reads it instead of the feed.
     #[tokio::test]
@@ -493,15 +503,7 @@ mod tests {
         assert!(first.save_snapshot().await.unwrap().unwrap() > 0);
         let saved = state(&first, true).await;
 
-        let mut cache = empty_cache();
-        let n = load(&mut cache, store.as_ref(), &RequestContext::system(), &path)
-            .await
-            .unwrap();
-        assert_eq!(n, 4);
-
-        let second = mpi(&store, Some(&path));
-        second.start_loading().await.unwrap().unwrap();
-        assert_eq!(state(&second, true).await, saved);
+        let second = loads_as_saved(&store, &path, &saved).await;
         let linked = second
             .identity_of(&RequestContext::system(), "c")
             .await
@@ -527,14 +529,7 @@ mod tests {
         header.as_object_mut().unwrap().remove("halves");
         std::fs::write(&path, format!("{header}\n{rest}")).unwrap();
 
-        let mut cache = empty_cache();
-        let n = load(&mut cache, store.as_ref(), &RequestContext::system(), &path)
-            .await
-            .unwrap();
-        assert_eq!(n, 4);
-        let second = mpi(&store, Some(&path));
-        second.start_loading().await.unwrap().unwrap();
-        assert_eq!(state(&second, true).await, saved);
+        loads_as_saved(&store, &path, &saved).await;
     }
 
     /// A snapshot older than the store is caught up from the feed: written, updated and
