@@ -2,6 +2,8 @@
 //! level per [`Field`] (the Fellegi–Sunter "gamma"), plus the guard facts (possible twins,
 //! different birth order) that scoring must respect whatever the weights say.
 
+use std::borrow::Cow;
+
 use serde::{Deserialize, Serialize};
 
 use crate::identifier::{self, Agreement, IdentifierEvidence, IdentifierKinds};
@@ -193,10 +195,13 @@ pub fn compare(a: &Record, b: &Record, kinds: &IdentifierKinds) -> Comparison {
     // (Maria / Mariela is a sibling, Maria / Mraia is a keying error): two or more edits.
     // Different kanji under one kana reading (呉実 / 公望, both クミ) are an input method's
     // conversion error, not a sibling: the reading is the stronger evidence.
-    let same_reading = matches!((&a.given_kana, &b.given_kana), (Some(x), Some(y)) if x == y);
-    let given_far = match (a.given.first(), b.given.first()) {
-        (Some(x), Some(y)) => !same_reading && edit_distance(&ocr_fold(x), &ocr_fold(y)) >= 2,
-        _ => false,
+    // Asked only of a pair that could be twins (it is the costly part of a comparison).
+    let given_far = || {
+        let same_reading = matches!((&a.given_kana, &b.given_kana), (Some(x), Some(y)) if x == y);
+        match (a.given.first(), b.given.first()) {
+            (Some(x), Some(y)) => !same_reading && edit_distance(&ocr_fold(x), &ocr_fold(y)) >= 2,
+            _ => false,
+        }
     };
     // The family name as written or one typo off (Kshlerin / Kshlerln): a twin's record with
     // its own typo is still a twin's.
@@ -205,7 +210,7 @@ pub fn compare(a: &Record, b: &Record, kinds: &IdentifierKinds) -> Comparison {
         && birth == level::EXACT;
     let clear_twin = same_family_and_birth && given == level::GIVEN_DIFFERENT;
     let possible_twin =
-        clear_twin || (same_family_and_birth && given == level::GIVEN_CLOSE && given_far);
+        clear_twin || (same_family_and_birth && given == level::GIVEN_CLOSE && given_far());
     let different_birth_order = matches!((a.multiple_birth, b.multiple_birth),
         (Some(x), Some(y)) if x > 0 && y > 0 && x != y);
     let birth_dates_conflict = birth == level::BIRTH_DIFFERENT && !birth_off_by_one(a, b);
@@ -257,8 +262,12 @@ fn birth_off_by_one(a: &Record, b: &Record) -> bool {
 }
 
 /// Folds the letter groups scanners confuse (rn/m, cl/d, vv/w) so an OCR error counts as one edit.
-fn ocr_fold(s: &str) -> String {
-    s.replace("rn", "m").replace("cl", "d").replace("vv", "w")
+fn ocr_fold(s: &str) -> Cow<'_, str> {
+    if ["rn", "cl", "vv"].iter().any(|p| s.contains(p)) {
+        Cow::Owned(s.replace("rn", "m").replace("cl", "d").replace("vv", "w"))
+    } else {
+        Cow::Borrowed(s)
+    }
 }
 
 fn similar(a: &str, b: &str) -> bool {
@@ -292,14 +301,16 @@ fn compare_given(a: &Record, b: &Record) -> u8 {
     if ca == cb {
         return level::GIVEN_NICKNAME;
     }
-    let distance = edit_distance(ag, bg);
-    let shorter = ag.chars().count().min(bg.chars().count());
     // Edit-distance rules only for alphabetic names: one kanji more or less is another name.
-    let alphabetic = !crate::normalize::is_japanese(ag) && !crate::normalize::is_japanese(bg);
-    if jaro_winkler(ag, bg) >= 0.88
-        || (alphabetic && distance <= 1 && shorter >= 3)
-        || (alphabetic && distance <= 2 && shorter >= 6)
-    {
+    let alphabetic = || !crate::normalize::is_japanese(ag) && !crate::normalize::is_japanese(bg);
+    let close_spelling = || {
+        let shorter = ag.chars().count().min(bg.chars().count());
+        shorter >= 3 && alphabetic() && {
+            let distance = edit_distance(ag, bg);
+            distance <= 1 || (distance <= 2 && shorter >= 6)
+        }
+    };
+    if jaro_winkler(ag, bg) >= 0.88 || close_spelling() {
         return level::GIVEN_CLOSE;
     }
     // First given name recorded as the middle name elsewhere.

@@ -110,14 +110,31 @@ pub struct IdentifierEvidence {
 /// The keying error that turns one value into the other, if they are one apart: one
 /// substitution or two neighbouring characters swapped (same length either way).
 pub fn keying_error(a: &str, b: &str) -> Option<Agreement> {
-    let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
-    if a.len() != b.len() {
-        return None;
+    // Compared for most candidate pairs that share a national system: no allocation.
+    let mut differing: [(usize, char, char); 2] = [(0, ' ', ' '); 2];
+    let mut count = 0;
+    let (mut xs, mut ys) = (a.chars(), b.chars());
+    let mut i = 0;
+    loop {
+        match (xs.next(), ys.next()) {
+            (Some(x), Some(y)) => {
+                if x != y {
+                    if count == differing.len() {
+                        return None;
+                    }
+                    differing[count] = (i, x, y);
+                    count += 1;
+                }
+            }
+            (None, None) => break,
+            // Of different lengths.
+            _ => return None,
+        }
+        i += 1;
     }
-    let diff: Vec<usize> = (0..a.len()).filter(|&i| a[i] != b[i]).collect();
-    match diff.as_slice() {
+    match &differing[..count] {
         [_] => Some(Agreement::OneSubstituted),
-        [i, j] if *j == i + 1 && a[*i] == b[*j] && a[*j] == b[*i] => {
+        [(i, xi, yi), (j, xj, yj)] if *j == i + 1 && xi == yj && xj == yi => {
             Some(Agreement::NeighboursSwapped)
         }
         _ => None,
@@ -142,22 +159,24 @@ pub fn evidence(a: &Record, b: &Record, kinds: &IdentifierKinds) -> Option<Ident
             } else {
                 Agreement::Conflict
             };
-            let rank = |e: &IdentifierEvidence| {
-                let agreement = match e.agreement {
+            let rank = |kind: IdentifierKind, agreement: Agreement| {
+                let agreement = match agreement {
                     Agreement::Exact => 3,
                     Agreement::NeighboursSwapped => 2,
                     Agreement::OneSubstituted => 1,
                     Agreement::Conflict => 0,
                 };
-                (e.kind, agreement)
+                (kind, agreement)
             };
-            let candidate = IdentifierEvidence {
-                kind,
-                system: sa.clone(),
-                agreement,
-            };
-            if best.as_ref().is_none_or(|b| rank(&candidate) > rank(b)) {
-                best = Some(candidate);
+            if best
+                .as_ref()
+                .is_none_or(|b| rank(kind, agreement) > rank(b.kind, b.agreement))
+            {
+                best = Some(IdentifierEvidence {
+                    kind,
+                    system: sa.clone(),
+                    agreement,
+                });
             }
         }
     }

@@ -4,6 +4,9 @@
 //! Every function here is pure and total: bad input gives `None` or an empty string, never an
 //! error, because a patient with an odd phone number must still be matched on everything else.
 
+use std::collections::HashMap;
+use std::sync::LazyLock;
+
 use unicode_normalization::UnicodeNormalization;
 use unicode_normalization::char::is_combining_mark;
 
@@ -200,11 +203,16 @@ pub const NICKNAMES: &[(&str, &str)] = &[
 
 /// Maps a (normalised) given name to its canonical form: `bob` -> `robert`.
 pub fn canonical_given(name: &str) -> &str {
-    NICKNAMES
-        .iter()
-        .find(|(nick, _)| *nick == name)
-        .map(|(_, full)| *full)
-        .unwrap_or(name)
+    // Looked up for both sides of most comparisons: a table, not a scan of the list.
+    static CANONICAL: LazyLock<HashMap<&'static str, &'static str>> = LazyLock::new(|| {
+        let mut map = HashMap::with_capacity(NICKNAMES.len());
+        for (nick, full) in NICKNAMES {
+            // The first entry of a nickname wins, as a scan of the list would find it.
+            map.entry(*nick).or_insert(*full);
+        }
+        map
+    });
+    CANONICAL.get(name).copied().unwrap_or(name)
 }
 
 /// Folds Unicode variation that never distinguishes two people: NFKC (full/half width, ligatures),
