@@ -65,6 +65,10 @@ pub(crate) const INSERT_VERSION: &str = "INSERT INTO resource_version (rid, res_
 pub(crate) const UPDATE_RESOURCE: &str =
     "UPDATE resource SET version = $2, seq = $3, last_updated = $4, deleted = $5 WHERE rid = $1";
 
+/// A resource inserted in the same transaction already holds its version, time and
+/// deletion flag: only its version's `seq` is set, which no index covers.
+pub(crate) const SET_RESOURCE_SEQ: &str = "UPDATE resource SET seq = $2 WHERE rid = $1";
+
 pub(crate) const INSERT_OUTBOX: &str = "INSERT INTO outbox (version_seq, res_type, res_id, version, method, request_id) \
      VALUES ($1, $2, $3, $4, $5, $6)";
 

@@ -658,6 +658,7 @@ impl Backend for SqliteTx<'_> {
         let tx = self.tx;
         let version = v.version as i64;
         let deleted = v.method == Method::Delete;
+        let inserted = v.rid.is_none();
         let (rid, added) = match v.rid {
             Some(rid) => {
                 // Rows of a version written earlier in this transaction are replaced too.
@@ -691,14 +692,19 @@ impl Backend for SqliteTx<'_> {
             ],
             |r| r.get(0),
         )?;
-        tx.prepare_cached(&lite(sql::UPDATE_RESOURCE))?
-            .execute(rusqlite::params![
-                rid,
-                version,
-                seq,
-                v.last_updated,
-                deleted
-            ])?;
+        if inserted {
+            tx.prepare_cached(&lite(sql::SET_RESOURCE_SEQ))?
+                .execute(rusqlite::params![rid, seq])?;
+        } else {
+            tx.prepare_cached(&lite(sql::UPDATE_RESOURCE))?
+                .execute(rusqlite::params![
+                    rid,
+                    version,
+                    seq,
+                    v.last_updated,
+                    deleted
+                ])?;
+        }
         self.pending.add(rid, v.resource_type, added);
         tx.prepare_cached(&lite(sql::INSERT_OUTBOX))?
             .execute(rusqlite::params![
