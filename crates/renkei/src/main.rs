@@ -136,9 +136,34 @@ fn without_transparent_huge_pages() {
     }
 }
 
+/// mimalloc's `purge_delay` option: how long freed memory stays mapped before it is given
+/// back to the OS, in milliseconds (-1: never). Its place in mimalloc 3's `mi_option_e` (the
+/// Rust declarations list only older options); a test checks it holds the documented default.
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+
+/// Keeps freed memory mapped for `delay_ms` (-1: until the process ends) unless
+/// `MIMALLOC_PURGE_DELAY` says otherwise. An EMPI import frees and allocates gigabytes a
+/// minute; given back after mimalloc's default second, each chunk faulted that memory in
+/// again (four times the pages the import ever held, a tenth of its CPU at a million people:
+/// docs/benchmarks.md).
+#[allow(unsafe_code)]
+fn keep_freed_memory(delay_ms: i64) {
+    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_some() {
+        return;
+    }
+    // SAFETY: sets an option mimalloc reads whenever it decides to purge; any value is valid.
+    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, delay_ms as _) };
+}
+
 fn run() -> anyhow::Result<ExitCode> {
     without_transparent_huge_pages();
     let cli = Cli::parse();
+    // An import ends when its input does: nothing to give back before. A server gives memory
+    // back once it has been idle for a while.
+    keep_freed_memory(match cli.command {
+        Command::Import(_) => -1,
+        _ => 10_000,
+    });
     // `RUST_LOG` overrides; by default the product's own lines at info, a driver's only when
     // they warn. Colour only on a terminal: a log file or journal gets plain text.
     tracing_subscriber::fmt()
@@ -178,4 +203,20 @@ fn run() -> anyhow::Result<ExitCode> {
             Command::Empi(cmd) => empi_cmd::run(cmd),
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    /// `MI_OPTION_PURGE_DELAY` names mimalloc 3's purge delay: the option there holds its
+    /// documented default, a second.
+    #[test]
+    #[allow(unsafe_code)]
+    fn the_purge_delay_option_is_the_one_set() {
+        if std::env::var_os("MIMALLOC_PURGE_DELAY").is_some() {
+            return;
+        }
+        // SAFETY: reads an option.
+        let delay = unsafe { libmimalloc_sys::mi_option_get(super::MI_OPTION_PURGE_DELAY) };
+        assert_eq!(delay, 1000);
+    }
 }
