@@ -56,11 +56,14 @@ pub(crate) const VREAD: &str = "SELECT v.res_type, v.res_id, v.version, v.last_u
      FROM resource r JOIN resource_version v ON v.rid = r.rid \
      WHERE r.res_type = $1 AND r.res_id = $2 AND v.version = $3";
 
+/// SQLite's: `rid` is the row id (`last_insert_rowid`); a `RETURNING` clause would have
+/// SQLite gather the returned row in a table of its own first.
 pub(crate) const INSERT_RESOURCE: &str = "INSERT INTO resource (res_type, res_id, version, seq, last_updated, deleted) \
-     VALUES ($1, $2, $3, 0, $4, $5) RETURNING rid";
+     VALUES ($1, $2, $3, 0, $4, $5)";
 
+/// SQLite's: `seq` is the row id, as with [`INSERT_RESOURCE`].
 pub(crate) const INSERT_VERSION: &str = "INSERT INTO resource_version (rid, res_type, res_id, version, last_updated, method, body) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING seq";
+     VALUES ($1, $2, $3, $4, $5, $6, $7)";
 
 pub(crate) const UPDATE_RESOURCE: &str =
     "UPDATE resource SET version = $2, seq = $3, last_updated = $4, deleted = $5 WHERE rid = $1";

@@ -673,15 +673,20 @@ impl Backend for SqliteTx<'_> {
                 }
             }
             None => {
-                let rid = tx.prepare_cached(&lite(sql::INSERT_RESOURCE))?.query_row(
-                    rusqlite::params![v.resource_type, v.id, version, v.last_updated, deleted],
-                    |r| r.get(0),
-                )?;
+                tx.prepare_cached(&lite(sql::INSERT_RESOURCE))?
+                    .execute(rusqlite::params![
+                        v.resource_type,
+                        v.id,
+                        version,
+                        v.last_updated,
+                        deleted
+                    ])?;
+                let rid = tx.last_insert_rowid();
                 (rid, (0..).zip(v.index).collect())
             }
         };
-        let seq: i64 = tx.prepare_cached(&lite(sql::INSERT_VERSION))?.query_row(
-            rusqlite::params![
+        tx.prepare_cached(&lite(sql::INSERT_VERSION))?
+            .execute(rusqlite::params![
                 rid,
                 v.resource_type,
                 v.id,
@@ -689,9 +694,8 @@ impl Backend for SqliteTx<'_> {
                 v.last_updated,
                 v.method.as_str(),
                 v.body
-            ],
-            |r| r.get(0),
-        )?;
+            ])?;
+        let seq = tx.last_insert_rowid();
         if inserted {
             tx.prepare_cached(&lite(sql::SET_RESOURCE_SEQ))?
                 .execute(rusqlite::params![rid, seq])?;

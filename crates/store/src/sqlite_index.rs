@@ -37,6 +37,9 @@ pub(crate) struct PendingRows {
     rids: HashSet<i64>,
 }
 
+/// Writes from which [`PendingRows::insert`] frees their rows on another thread.
+const FREED_ELSEWHERE: usize = 256;
+
 /// One write's rows.
 #[derive(Debug)]
 struct PendingWrite {
@@ -109,6 +112,10 @@ impl PendingRows {
                 insert_index_row(&mut insert, write.rid, *n, ty, index_row)?;
                 at += 1;
             }
+        }
+        // A chunk's rows (hundreds of thousands of strings) are freed beside the commit.
+        if writes.len() >= FREED_ELSEWHERE {
+            crate::free_elsewhere(writes);
         }
         Ok(())
     }
