@@ -30,6 +30,7 @@
 //! [`MAX_REPEATS`] names, telecoms, addresses (in the same priority order) or other
 //! repetitions are copied, so composing is linear in the sources' size.
 
+use std::borrow::Borrow;
 use std::cmp::Ordering;
 use std::collections::HashMap;
 
@@ -318,10 +319,16 @@ impl Survivorship {
     }
 
     /// The value of `element` among `sources`, and why; `None` when no source has one.
-    pub fn choose(&self, element: &str, rules: &[Rule], sources: &[Value]) -> Option<Choice> {
+    pub fn choose<S: Borrow<Value>>(
+        &self,
+        element: &str,
+        rules: &[Rule],
+        sources: &[S],
+    ) -> Option<Choice> {
         let mut offers: Vec<Offer<'_>> = sources
             .iter()
-            .filter_map(|p| {
+            .map(Borrow::borrow)
+            .filter_map(|p: &Value| {
                 let v = p.get(element).filter(|v| leaves(v) > 0)?;
                 let value = bounded(element, v);
                 Some(Offer {
@@ -434,7 +441,7 @@ impl Survivorship {
     }
 
     /// Every element's value, with why.
-    pub fn choices(&self, sources: &[Value]) -> Vec<Choice> {
+    pub fn choices<S: Borrow<Value>>(&self, sources: &[S]) -> Vec<Choice> {
         self.elements
             .iter()
             .filter_map(|(element, rules)| self.choose(element, rules, sources))
@@ -442,8 +449,9 @@ impl Survivorship {
     }
 
     /// Composes the golden Patient of `enterprise` from its source Patients (each with its
-    /// `id`: a stored id or a transaction placeholder), in a stable order (by id).
-    pub fn compose(&self, enterprise: EnterpriseId, sources: &[Value]) -> Value {
+    /// `id`: a stored id or a transaction placeholder), in a stable order (by id). The
+    /// sources are borrowed (`&[&Value]` or `&[Value]`): a planner composes from bodies it keeps.
+    pub fn compose<S: Borrow<Value>>(&self, enterprise: EnterpriseId, sources: &[S]) -> Value {
         let mut golden = json!({
             "resourceType": "Patient",
             "id": enterprise.to_string(),
@@ -467,7 +475,7 @@ impl Survivorship {
         }]);
         let links: Vec<Value> = sources
             .iter()
-            .filter_map(|p| p.get("id").and_then(Value::as_str))
+            .filter_map(|p| p.borrow().get("id").and_then(Value::as_str))
             .map(|id| json!({"other": {"reference": source_reference(id)}, "type": "seealso"}))
             .collect();
         if !links.is_empty() {

@@ -506,20 +506,29 @@ impl<'a> Planner<'a> {
         links: &BTreeMap<String, LinkMeta>,
         prior: Option<u64>,
     ) -> Result<WriteEntry, StoreError> {
-        let mut sources = Vec::with_capacity(links.len());
+        // Planned bodies are borrowed; stored ones are read first, then borrowed in order.
+        let mut stored = Vec::new();
         for source in links.keys() {
-            if let Some(body) = self.bodies.get(source) {
-                sources.push(body.clone());
-            } else if let Some(stored) = store.load(ctx, "Patient", source).await?
-                && let Some(body) = stored.body.as_deref()
+            if !self.bodies.contains_key(source)
+                && let Some(version) = store.load(ctx, "Patient", source).await?
+                && let Some(body) = version.body.as_deref()
             {
-                sources.push(
-                    serde_json::from_str(body).map_err(|e| {
-                        StoreError::Backend(format!("stored Patient/{source}: {e}"))
-                    })?,
-                );
+                let body: Value = serde_json::from_str(body)
+                    .map_err(|e| StoreError::Backend(format!("stored Patient/{source}: {e}")))?;
+                stored.push((source.as_str(), body));
             }
         }
+        let sources: Vec<&Value> = links
+            .keys()
+            .filter_map(|source| {
+                self.bodies.get(source).or_else(|| {
+                    stored
+                        .iter()
+                        .find(|(id, _)| *id == source.as_str())
+                        .map(|(_, body)| body)
+                })
+            })
+            .collect();
         Ok(WriteEntry::new(WriteOp::Update {
             resource_type: "Patient".into(),
             id: e.to_string(),
