@@ -29,7 +29,6 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use empi::EnterpriseId;
-use serde_json::Value;
 use store::{BatchResult, Outcome, RequestContext, Store, StoreError, WriteEntry, WriteOp};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -404,21 +403,20 @@ impl KeptChunk {
                 // Without its index rows (a write extracts them again) and its resource, the
                 // entry is cheap to copy.
                 let index = entry.index.take();
-                let Some(resource) = resource_mut(&mut entry.op).map(std::mem::take) else {
-                    let copy = entry.clone();
-                    entry.index = index;
-                    return (copy, None);
-                };
+                let resource = entry.op.resource_mut().map(std::mem::take);
                 let mut copy = entry.clone();
                 entry.index = index;
+                let Some(resource) = resource else {
+                    return (copy, None);
+                };
                 let text = serde_json::to_vec(&resource).ok();
                 if text.is_none()
-                    && let Some(kept) = resource_mut(&mut copy.op)
+                    && let Some(kept) = copy.op.resource_mut()
                 {
                     // Not expressible as text (a JSON value always is): kept as a tree.
                     *kept = resource.clone();
                 }
-                if let Some(planned) = resource_mut(&mut entry.op) {
+                if let Some(planned) = entry.op.resource_mut() {
                     *planned = resource;
                 }
                 (copy, text)
@@ -437,7 +435,7 @@ impl KeptChunk {
             .into_iter()
             .map(|(mut entry, text)| {
                 if let Some(text) = text
-                    && let Some(resource) = resource_mut(&mut entry.op)
+                    && let Some(resource) = entry.op.resource_mut()
                 {
                     *resource = serde_json::from_slice(&text).map_err(|e| {
                         StoreError::Backend(format!("EMPI import: a kept entry: {e}"))
@@ -446,16 +444,6 @@ impl KeptChunk {
                 Ok(entry)
             })
             .collect()
-    }
-}
-
-/// The resource `op` writes, to take or put back.
-fn resource_mut(op: &mut WriteOp) -> Option<&mut Value> {
-    match op {
-        WriteOp::Create { resource, .. }
-        | WriteOp::Update { resource, .. }
-        | WriteOp::ConditionalUpdate { resource, .. } => Some(resource),
-        WriteOp::Delete { .. } | WriteOp::ConditionalDelete { .. } => None,
     }
 }
 
@@ -508,7 +496,7 @@ mod tests {
     /// The kept copy gives back the chunk as it came, whatever planning did to the chunk.
     #[test]
     fn a_kept_chunk_is_the_chunk_as_it_came() {
-        let chunk = vec![
+        let mut chunk = vec![
             WriteEntry::new(WriteOp::Create {
                 resource: json!({"resourceType": "Patient", "name": [{"family": "Kato"}],
                     "birthDate": "1970-01-02", "multipleBirthInteger": 2}),
@@ -521,7 +509,6 @@ mod tests {
                 if_match: Some(3),
             }),
         ];
-        let mut chunk = chunk;
         let before = format!("{chunk:?}");
         chunk[1].index = Some(Vec::new());
         let with_rows = format!("{chunk:?}");
@@ -529,7 +516,7 @@ mod tests {
         // The chunk to plan keeps its rows; the kept copy does not.
         assert_eq!(format!("{planned:?}"), with_rows);
         assert_eq!(kept.len(), 2);
-        if let Some(resource) = resource_mut(&mut planned[0].op) {
+        if let Some(resource) = planned[0].op.resource_mut() {
             resource["id"] = json!("changed by planning");
         }
         let restored = kept.restore().expect("kept as text");

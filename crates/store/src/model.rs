@@ -187,6 +187,16 @@ impl WriteOp {
             WriteOp::Delete { .. } | WriteOp::ConditionalDelete { .. } => None,
         }
     }
+
+    /// The resource the operation writes, to change or take; `None` for a deletion.
+    pub fn resource_mut(&mut self) -> Option<&mut Value> {
+        match self {
+            WriteOp::Create { resource, .. }
+            | WriteOp::Update { resource, .. }
+            | WriteOp::ConditionalUpdate { resource, .. } => Some(resource),
+            WriteOp::Delete { .. } | WriteOp::ConditionalDelete { .. } => None,
+        }
+    }
 }
 
 /// What a write did.

@@ -278,12 +278,12 @@ fn apply_once(
     results
 }
 
-/// Frees a unit's written resources on another thread of the blocking pool when there are
-/// many (the writer goes on with the next unit), else here.
-fn free_elsewhere(resources: Vec<serde_json::Value>) {
+/// Frees what a unit wrote (its resources, its index rows) on another thread of the blocking
+/// pool when there are many (the writer goes on with the next unit), else here.
+pub(crate) fn free_elsewhere<T: Send + 'static>(written: Vec<T>) {
     const MANY: usize = 256;
-    if resources.len() >= MANY {
-        crate::free_elsewhere(resources);
+    if written.len() >= MANY {
+        crate::free_elsewhere(written);
     }
 }
 

@@ -37,9 +37,6 @@ pub(crate) struct PendingRows {
     rids: HashSet<i64>,
 }
 
-/// Writes from which [`PendingRows::insert`] frees their rows on another thread.
-const FREED_ELSEWHERE: usize = 256;
-
 /// One write's rows.
 #[derive(Debug)]
 struct PendingWrite {
@@ -114,9 +111,7 @@ impl PendingRows {
             }
         }
         // A chunk's rows (hundreds of thousands of strings) are freed beside the commit.
-        if writes.len() >= FREED_ELSEWHERE {
-            crate::free_elsewhere(writes);
-        }
+        crate::sqlite::free_elsewhere(writes);
         Ok(())
     }
 }
