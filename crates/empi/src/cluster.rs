@@ -218,6 +218,8 @@ pub fn cluster(
                 s.spawn(move || {
                     let mut out = Vec::new();
                     let mut scored = 0u64;
+                    // Only pairs at review or above are kept: most are bounded out unread.
+                    let bound = scorer.review_bound();
                     for (n, (key, members)) in
                         blocks.groups.iter().enumerate().skip(t).step_by(threads)
                     {
@@ -232,9 +234,10 @@ pub fn cluster(
                                     continue;
                                 }
                                 scored += 1;
-                                let (w, class) =
-                                    scorer.quick(&records[a as usize], &records[b as usize]);
-                                if class >= MatchClass::Review {
+                                let (ra, rb) = (&records[a as usize], &records[b as usize]);
+                                if let Some((w, class)) = scorer.quick_if_reviewable(&bound, ra, rb)
+                                    && class >= MatchClass::Review
+                                {
                                     out.push((a, b, w, class));
                                 }
                             }

@@ -177,13 +177,7 @@ pub fn compare(a: &Record, b: &Record, kinds: &IdentifierKinds) -> Comparison {
         family = level::FAMILY_CLOSE;
         names_swapped = true;
     }
-    let birth = compare_birth(a, b);
-    let gender = match (a.gender, b.gender) {
-        (Some(x), Some(y)) if x == y => level::EXACT,
-        (Some(_), Some(_)) => level::GENDER_DIFFERENT,
-        _ => level::MISSING,
-    };
-    let phone = compare_phone(a, b);
+    let [birth, gender, phone] = cheap_levels(a, b);
     let address = compare_address(a, b);
     let evidence = identifier::evidence(a, b, kinds);
     let identifier = match evidence.as_ref().map(|e| e.agreement) {
@@ -239,6 +233,23 @@ pub fn compare(a: &Record, b: &Record, kinds: &IdentifierKinds) -> Comparison {
         birth_dates_conflict,
         identifier: evidence,
     }
+}
+
+/// The levels of the fields that cost next to nothing to compare: birth date, sex and phone
+/// (in that order), exactly as [`compare`] sets them. A scorer bounds a pair's weight with
+/// them before it compares names and addresses ([`crate::score::ReviewBound`]).
+pub(crate) fn cheap_levels(a: &Record, b: &Record) -> [u8; 3] {
+    let gender = match (a.gender, b.gender) {
+        (Some(x), Some(y)) if x == y => level::EXACT,
+        (Some(_), Some(_)) => level::GENDER_DIFFERENT,
+        _ => level::MISSING,
+    };
+    [compare_birth(a, b), gender, compare_phone(a, b)]
+}
+
+/// The address level, exactly as [`compare`] sets it.
+pub(crate) fn address_level(a: &Record, b: &Record) -> u8 {
+    compare_address(a, b)
 }
 
 /// Whether two birth dates differ in one part only, by one (the 10th keyed as the 9th). The

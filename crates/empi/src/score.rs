@@ -164,6 +164,35 @@ pub struct Scorer<'a> {
     pub tf: Option<&'a TermFrequencies>,
 }
 
+/// A scorer's model, reduced to what bounds a pair's weight from its cheap fields
+/// ([`Scorer::quick_if_reviewable`]).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ReviewBound {
+    /// The prior plus the best weights the names can add.
+    prior_and_best_names: f64,
+    /// The best weight the address can add.
+    best_address: f64,
+    /// The review threshold (a probability).
+    review: f64,
+}
+
+/// The most an identifier comparison can weigh, whatever the names say
+/// ([`Scorer::identifier_weight`] asks the given names about one substituted character).
+fn identifier_bound(model: &Model, e: Option<&crate::identifier::IdentifierEvidence>) -> f64 {
+    let Some(e) = e else { return 0.0 };
+    let agree = model.weight(Field::Identifier, level::EXACT);
+    let conflict = model.weight(Field::Identifier, level::IDENTIFIER_CONFLICT);
+    match (e.kind, e.agreement) {
+        (_, Agreement::Exact) => agree,
+        (IdentifierKind::National, Agreement::OneSubstituted) => conflict.max(agree / 2.0),
+        (_, Agreement::NeighboursSwapped | Agreement::OneSubstituted) => agree / 2.0,
+        (IdentifierKind::Facility, Agreement::Conflict) => {
+            model.identifier_kinds.facility_conflict_weight
+        }
+        (_, Agreement::Conflict) => conflict,
+    }
+}
+
 /// Probability from log2 odds.
 pub fn probability(weight: f64) -> f64 {
     1.0 / (1.0 + (-weight).exp2())
@@ -335,6 +364,69 @@ impl<'a> Scorer<'a> {
         let c = compare(a, b, &self.model.identifier_kinds);
         let w = self.total(a, &c);
         (w, self.classify(w, &c, &self.lifts(a, &c)))
+    }
+
+    /// What [`Scorer::quick_if_reviewable`] needs of the model, worked out once for many
+    /// pairs.
+    pub(crate) fn review_bound(&self) -> ReviewBound {
+        let best = |field: Field| {
+            let levels = 0..field.levels().len() as u8;
+            let base = levels
+                .map(|lvl| self.model.weight(field, lvl))
+                .fold(0.0, f64::max);
+            // Term frequency moves an exact name's weight by at most the bound either way.
+            let names = matches!(field, Field::Given | Field::Family);
+            if names && self.model.term_frequency && self.tf.is_some() {
+                base + self.model.tf_max_adjustment.abs()
+            } else {
+                base
+            }
+        };
+        let prior_and_best_names =
+            self.model.prior_weight() + best(Field::Given) + best(Field::Family);
+        ReviewBound {
+            prior_and_best_names,
+            best_address: best(Field::Address),
+            review: self.model.thresholds.review,
+        }
+    }
+
+    /// [`Scorer::quick`] for a pair that may reach the review threshold; `None` for one that
+    /// cannot, whatever its names and addresses say. Such a pair is no match (guards only
+    /// ever lower a class), and deciding so from its birth dates, sexes, phones and
+    /// identifiers spares the string comparisons that are most of a comparison's cost: most
+    /// of a new record's candidates share a name or a birth date with it and nothing else.
+    pub(crate) fn quick_if_reviewable(
+        &self,
+        bound: &ReviewBound,
+        a: &Record,
+        b: &Record,
+    ) -> Option<(f64, MatchClass)> {
+        let [birth, gender, phone] = crate::compare::cheap_levels(a, b);
+        let identifier = identifier_bound(
+            self.model,
+            crate::identifier::evidence(a, b, &self.model.identifier_kinds).as_ref(),
+        );
+        let at_most = bound.prior_and_best_names
+            + self.model.weight(Field::BirthDate, birth)
+            + self.model.weight(Field::Gender, gender)
+            + self.model.weight(Field::Phone, phone)
+            + identifier;
+        // A margin far above rounding: the bound adds in another order than `total`.
+        let below = |w: f64| probability(w + 1e-6) < bound.review;
+        // Names and address at their best; then the address as it is (a strong field, and
+        // far cheaper than the names).
+        if below(at_most + bound.best_address)
+            || below(
+                at_most
+                    + self
+                        .model
+                        .weight(Field::Address, crate::compare::address_level(a, b)),
+            )
+        {
+            return None;
+        }
+        Some(self.quick(a, b))
     }
 
     /// True when two records may belong to one identity as they stand: no
