@@ -159,6 +159,56 @@ pub struct Comparison {
 
 /// Compares two records field by field; `kinds` says what each identifier system names.
 pub fn compare(a: &Record, b: &Record, kinds: &IdentifierKinds) -> Comparison {
+    let mut cheap = Cheap::of(a, b, kinds);
+    cheap.address = compare_address(a, b);
+    compare_names(a, b, cheap)
+}
+
+/// The fields of a comparison that cost little next to the names, exactly as [`compare`]
+/// sets them: a scorer bounds a pair's weight with them before it compares names
+/// ([`crate::score::Scorer::quick_if_reviewable`]), and hands them on to [`compare_names`].
+#[derive(Debug, Clone)]
+pub(crate) struct Cheap {
+    pub birth: u8,
+    pub gender: u8,
+    pub phone: u8,
+    /// Set by the caller with [`address_level`] (it costs more than the others).
+    pub address: u8,
+    pub evidence: Option<IdentifierEvidence>,
+}
+
+impl Cheap {
+    /// Birth date, sex, phone and identifier evidence; the address left missing.
+    pub(crate) fn of(a: &Record, b: &Record, kinds: &IdentifierKinds) -> Cheap {
+        let gender = match (a.gender, b.gender) {
+            (Some(x), Some(y)) if x == y => level::EXACT,
+            (Some(_), Some(_)) => level::GENDER_DIFFERENT,
+            _ => level::MISSING,
+        };
+        Cheap {
+            birth: compare_birth(a, b),
+            gender,
+            phone: compare_phone(a, b),
+            address: level::MISSING,
+            evidence: identifier::evidence(a, b, kinds),
+        }
+    }
+}
+
+/// The address level, exactly as [`compare`] sets it.
+pub(crate) fn address_level(a: &Record, b: &Record) -> u8 {
+    compare_address(a, b)
+}
+
+/// [`compare`], given the cheap fields (the address included).
+pub(crate) fn compare_names(a: &Record, b: &Record, cheap: Cheap) -> Comparison {
+    let Cheap {
+        birth,
+        gender,
+        phone,
+        address,
+        evidence,
+    } = cheap;
     let mut given = compare_given(a, b);
     let mut family = compare_family(a, b);
     let mut names_swapped = false;
@@ -177,9 +227,6 @@ pub fn compare(a: &Record, b: &Record, kinds: &IdentifierKinds) -> Comparison {
         family = level::FAMILY_CLOSE;
         names_swapped = true;
     }
-    let [birth, gender, phone] = cheap_levels(a, b);
-    let address = compare_address(a, b);
-    let evidence = identifier::evidence(a, b, kinds);
     let identifier = match evidence.as_ref().map(|e| e.agreement) {
         Some(Agreement::Exact) => level::EXACT,
         Some(Agreement::Conflict) => level::IDENTIFIER_CONFLICT,
@@ -233,23 +280,6 @@ pub fn compare(a: &Record, b: &Record, kinds: &IdentifierKinds) -> Comparison {
         birth_dates_conflict,
         identifier: evidence,
     }
-}
-
-/// The levels of the fields that cost next to nothing to compare: birth date, sex and phone
-/// (in that order), exactly as [`compare`] sets them. A scorer bounds a pair's weight with
-/// them before it compares names and addresses ([`crate::score::ReviewBound`]).
-pub(crate) fn cheap_levels(a: &Record, b: &Record) -> [u8; 3] {
-    let gender = match (a.gender, b.gender) {
-        (Some(x), Some(y)) if x == y => level::EXACT,
-        (Some(_), Some(_)) => level::GENDER_DIFFERENT,
-        _ => level::MISSING,
-    };
-    [compare_birth(a, b), gender, compare_phone(a, b)]
-}
-
-/// The address level, exactly as [`compare`] sets it.
-pub(crate) fn address_level(a: &Record, b: &Record) -> u8 {
-    compare_address(a, b)
 }
 
 /// Whether two birth dates differ in one part only, by one (the 10th keyed as the 9th). The

@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::compare::{Comparison, Field, compare, level};
+use crate::compare::{Cheap, Comparison, Field, address_level, compare, compare_names, level};
 use crate::hashing::{FxHashMap, key_hash};
 use crate::identifier::{Agreement, IdentifierKind};
 use crate::model::Model;
@@ -361,9 +361,13 @@ impl<'a> Scorer<'a> {
 
     /// Weight and class only: the hot path for batch clustering and candidate ranking.
     pub fn quick(&self, a: &Record, b: &Record) -> (f64, MatchClass) {
-        let c = compare(a, b, &self.model.identifier_kinds);
-        let w = self.total(a, &c);
-        (w, self.classify(w, &c, &self.lifts(a, &c)))
+        self.quick_of(a, &compare(a, b, &self.model.identifier_kinds))
+    }
+
+    /// [`Scorer::quick`] of a comparison made.
+    fn quick_of(&self, a: &Record, c: &Comparison) -> (f64, MatchClass) {
+        let w = self.total(a, c);
+        (w, self.classify(w, c, &self.lifts(a, c)))
     }
 
     /// What [`Scorer::quick_if_reviewable`] needs of the model, worked out once for many
@@ -402,31 +406,25 @@ impl<'a> Scorer<'a> {
         a: &Record,
         b: &Record,
     ) -> Option<(f64, MatchClass)> {
-        let [birth, gender, phone] = crate::compare::cheap_levels(a, b);
-        let identifier = identifier_bound(
-            self.model,
-            crate::identifier::evidence(a, b, &self.model.identifier_kinds).as_ref(),
-        );
+        let mut cheap = Cheap::of(a, b, &self.model.identifier_kinds);
         let at_most = bound.prior_and_best_names
-            + self.model.weight(Field::BirthDate, birth)
-            + self.model.weight(Field::Gender, gender)
-            + self.model.weight(Field::Phone, phone)
-            + identifier;
+            + self.model.weight(Field::BirthDate, cheap.birth)
+            + self.model.weight(Field::Gender, cheap.gender)
+            + self.model.weight(Field::Phone, cheap.phone)
+            + identifier_bound(self.model, cheap.evidence.as_ref());
         // A margin far above rounding: the bound adds in another order than `total`.
         let below = |w: f64| probability(w + 1e-6) < bound.review;
         // Names and address at their best; then the address as it is (a strong field, and
         // far cheaper than the names).
-        if below(at_most + bound.best_address)
-            || below(
-                at_most
-                    + self
-                        .model
-                        .weight(Field::Address, crate::compare::address_level(a, b)),
-            )
-        {
+        if below(at_most + bound.best_address) {
             return None;
         }
-        Some(self.quick(a, b))
+        cheap.address = address_level(a, b);
+        if below(at_most + self.model.weight(Field::Address, cheap.address)) {
+            return None;
+        }
+        // What was compared for the bound is not compared again.
+        Some(self.quick_of(a, &compare_names(a, b, cheap)))
     }
 
     /// True when two records may belong to one identity as they stand: no
