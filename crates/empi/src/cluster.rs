@@ -218,7 +218,8 @@ pub fn cluster(
                 s.spawn(move || {
                     let mut out = Vec::new();
                     let mut scored = 0u64;
-                    // Only pairs at review or above are kept: most are bounded out unread.
+                    // Only pairs at review or above are kept: a pair the bound rules out is
+                    // not compared in full (few are, under a trained model).
                     let bound = scorer.review_bound();
                     for (n, (key, members)) in
                         blocks.groups.iter().enumerate().skip(t).step_by(threads)

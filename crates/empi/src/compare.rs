@@ -172,7 +172,7 @@ pub(crate) struct Cheap {
     pub birth: u8,
     pub gender: u8,
     pub phone: u8,
-    /// Set by the caller with [`address_level`] (it costs more than the others).
+    /// Set by the caller with [`compare_address`] (it costs more than the others).
     pub address: u8,
     pub evidence: Option<IdentifierEvidence>,
 }
@@ -193,11 +193,6 @@ impl Cheap {
             evidence: identifier::evidence(a, b, kinds),
         }
     }
-}
-
-/// The address level, exactly as [`compare`] sets it.
-pub(crate) fn address_level(a: &Record, b: &Record) -> u8 {
-    compare_address(a, b)
 }
 
 /// [`compare`], given the cheap fields (the address included).
@@ -441,7 +436,7 @@ fn compare_phone(a: &Record, b: &Record) -> u8 {
     level::PHONE_DIFFERENT
 }
 
-fn compare_address(a: &Record, b: &Record) -> u8 {
+pub(crate) fn compare_address(a: &Record, b: &Record) -> u8 {
     let has = |r: &Record| r.postcode.is_some() || r.line.is_some();
     if !has(a) || !has(b) {
         return level::MISSING;

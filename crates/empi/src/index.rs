@@ -478,17 +478,7 @@ impl EnterpriseIndex {
         keys: &[u64],
         scorer: &Scorer<'_>,
     ) -> Vec<(u32, f64, MatchClass)> {
-        let mut scored: Vec<(u32, f64, MatchClass)> = self
-            .candidate_slots(keys)
-            .into_iter()
-            .filter_map(|s| {
-                let other = self.records[s as usize].as_ref()?;
-                let (w, class) = scorer.quick(record, other);
-                Some((s, w, class))
-            })
-            .collect();
-        scored.sort_by(|a, b| b.1.total_cmp(&a.1));
-        scored
+        self.ranked_candidates(keys, |other| Some(scorer.quick(record, other)))
     }
 
     /// [`EnterpriseIndex::scored_candidates`] without the candidates below review, most of
@@ -500,13 +490,26 @@ impl EnterpriseIndex {
         scorer: &Scorer<'_>,
     ) -> Vec<(u32, f64, MatchClass)> {
         let bound = scorer.review_bound();
+        self.ranked_candidates(keys, |other| {
+            scorer
+                .quick_if_reviewable(&bound, record, other)
+                .filter(|(_, class)| *class >= MatchClass::Review)
+        })
+    }
+
+    /// The candidate slots `score` keeps, with their weight and class, best first (ties in
+    /// slot order).
+    fn ranked_candidates(
+        &self,
+        keys: &[u64],
+        score: impl Fn(&Record) -> Option<(f64, MatchClass)>,
+    ) -> Vec<(u32, f64, MatchClass)> {
         let mut scored: Vec<(u32, f64, MatchClass)> = self
             .candidate_slots(keys)
             .into_iter()
             .filter_map(|s| {
-                let other = self.records[s as usize].as_ref()?;
-                let (w, class) = scorer.quick_if_reviewable(&bound, record, other)?;
-                (class >= MatchClass::Review).then_some((s, w, class))
+                let (w, class) = score(self.records[s as usize].as_ref()?)?;
+                Some((s, w, class))
             })
             .collect();
         scored.sort_by(|a, b| b.1.total_cmp(&a.1));

@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::compare::{Cheap, Comparison, Field, address_level, compare, compare_names, level};
+use crate::compare::{Cheap, Comparison, Field, compare, compare_address, compare_names, level};
 use crate::hashing::{FxHashMap, key_hash};
 use crate::identifier::{Agreement, IdentifierKind};
 use crate::model::Model;
@@ -176,15 +176,27 @@ pub(crate) struct ReviewBound {
     review: f64,
 }
 
-/// The most an identifier comparison can weigh, whatever the names say
-/// ([`Scorer::identifier_weight`] asks the given names about one substituted character).
-fn identifier_bound(model: &Model, e: Option<&crate::identifier::IdentifierEvidence>) -> f64 {
+/// The weight of identifier evidence `e`, by its kind and agreement. One substituted
+/// character of a national number weighs as the given names say (`same_given`; `None`: not
+/// compared yet, the higher of the two, as [`Scorer::quick_if_reviewable`] bounds it).
+fn identifier_weight(
+    model: &Model,
+    e: Option<&crate::identifier::IdentifierEvidence>,
+    same_given: Option<bool>,
+) -> f64 {
     let Some(e) = e else { return 0.0 };
     let agree = model.weight(Field::Identifier, level::EXACT);
     let conflict = model.weight(Field::Identifier, level::IDENTIFIER_CONFLICT);
     match (e.kind, e.agreement) {
         (_, Agreement::Exact) => agree,
-        (IdentifierKind::National, Agreement::OneSubstituted) => conflict.max(agree / 2.0),
+        // A twin's consecutive number under another given name (Leann / Leanne): no
+        // keying error of one number, two numbers.
+        (IdentifierKind::National, Agreement::OneSubstituted) => match same_given {
+            Some(false) => conflict,
+            Some(true) => agree / 2.0,
+            None => conflict.max(agree / 2.0),
+        },
+        // One keying error in a national number: strong, but less than the same value.
         (_, Agreement::NeighboursSwapped | Agreement::OneSubstituted) => agree / 2.0,
         (IdentifierKind::Facility, Agreement::Conflict) => {
             model.identifier_kinds.facility_conflict_weight
@@ -226,27 +238,11 @@ impl<'a> Scorer<'a> {
 
     /// The weight of the deciding identifier evidence: by its kind and agreement.
     fn identifier_weight(&self, c: &Comparison) -> f64 {
-        let Some(e) = &c.identifier else { return 0.0 };
-        let agree = self.model.weight(Field::Identifier, level::EXACT);
-        let conflict = self
-            .model
-            .weight(Field::Identifier, level::IDENTIFIER_CONFLICT);
-        match (e.kind, e.agreement) {
-            (_, Agreement::Exact) => agree,
-            // A twin's consecutive number under another given name (Leann / Leanne): no
-            // keying error of one number, two numbers.
-            (IdentifierKind::National, Agreement::OneSubstituted)
-                if !crate::chain::same_given(c) =>
-            {
-                conflict
-            }
-            // One keying error in a national number: strong, but less than the same value.
-            (_, Agreement::NeighboursSwapped | Agreement::OneSubstituted) => agree / 2.0,
-            (IdentifierKind::Facility, Agreement::Conflict) => {
-                self.model.identifier_kinds.facility_conflict_weight
-            }
-            (_, Agreement::Conflict) => conflict,
-        }
+        identifier_weight(
+            self.model,
+            c.identifier.as_ref(),
+            Some(crate::chain::same_given(c)),
+        )
     }
 
     /// Weight of the fields other than the identifier, prior included.
@@ -411,7 +407,7 @@ impl<'a> Scorer<'a> {
             + self.model.weight(Field::BirthDate, cheap.birth)
             + self.model.weight(Field::Gender, cheap.gender)
             + self.model.weight(Field::Phone, cheap.phone)
-            + identifier_bound(self.model, cheap.evidence.as_ref());
+            + identifier_weight(self.model, cheap.evidence.as_ref(), None);
         // A margin far above rounding: the bound adds in another order than `total`.
         let below = |w: f64| probability(w + 1e-6) < bound.review;
         // Names and address at their best; then the address as it is (a strong field, and
@@ -419,7 +415,7 @@ impl<'a> Scorer<'a> {
         if below(at_most + bound.best_address) {
             return None;
         }
-        cheap.address = address_level(a, b);
+        cheap.address = compare_address(a, b);
         if below(at_most + self.model.weight(Field::Address, cheap.address)) {
             return None;
         }
