@@ -113,17 +113,23 @@ fn pairs(sql: &mut Sql, members: &[(&str, &[String])], z: &str) -> Option<String
     match members {
         [] => None,
         [(t, ps)] => {
-            let t = sql.bind(SqlParam::Text((*t).to_owned()));
-            let ps = list(sql, ps.iter());
-            Some(format!("{z}.res_type = {t} AND {z}.param IN ({ps})"))
+            let t = sql.bind(SqlParam::Name((*t).to_owned()));
+            let ps: Vec<String> = ps
+                .iter()
+                .map(|p| sql.bind(SqlParam::Name(p.clone())))
+                .collect();
+            Some(format!(
+                "{z}.res_type = {t} AND {z}.param IN ({})",
+                ps.join(", ")
+            ))
         }
         many => {
             let values: Vec<String> = many
                 .iter()
                 .flat_map(|(t, ps)| ps.iter().map(move |p| (*t, p)))
                 .map(|(t, p)| {
-                    let t = sql.bind(SqlParam::Text(t.to_owned()));
-                    let p = sql.bind(SqlParam::Text(p.clone()));
+                    let t = sql.bind(SqlParam::Name(t.to_owned()));
+                    let p = sql.bind(SqlParam::Name(p.clone()));
                     format!("({t}, {p})")
                 })
                 .collect();
@@ -167,7 +173,7 @@ fn probe(
 
 /// `EXISTS` a `_security` row of `a` that is one of `labels` (not empty).
 fn labelled(sql: &mut Sql, labels: &BTreeSet<SecurityLabel>, a: &str, w: &str) -> String {
-    let param = sql.bind(SqlParam::Text(SECURITY.to_owned()));
+    let param = sql.bind(SqlParam::Name(SECURITY.to_owned()));
     let labels: Vec<String> = labels
         .iter()
         .map(|l| {
@@ -422,7 +428,7 @@ mod tests {
         sql.params
             .iter()
             .map(|p| match p {
-                SqlParam::Text(t) => t.clone(),
+                SqlParam::Text(t) | SqlParam::Name(t) => t.clone(),
                 other => format!("{other:?}"),
             })
             .collect()

@@ -257,9 +257,8 @@ impl AuditLog for SqliteStore {
         let sql = search_sql(q);
         self.read_with(move |c| {
             let mut st = c.prepare(&crate::sqlite::lite(&sql.text))?;
-            let bound: Vec<&dyn rusqlite::ToSql> =
-                sql.params.iter().map(SqlParam::as_sqlite).collect();
-            let rows = st.query_map(bound.as_slice(), |r| {
+            let bound = crate::sqlite_names::bound(c, &sql.params)?;
+            let rows = st.query_map(rusqlite::params_from_iter(bound), |r| {
                 Ok(AuditRow {
                     seq: as_seq(r.get(0)?),
                     record: r.get(1)?,

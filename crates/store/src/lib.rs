@@ -59,6 +59,7 @@ pub mod search;
 mod sql;
 mod sqlite;
 mod sqlite_index;
+mod sqlite_names;
 mod sqlite_vfs;
 pub mod time;
 mod wal;

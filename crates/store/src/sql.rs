@@ -7,20 +7,15 @@ pub(crate) enum SqlParam {
     Text(String),
     Int(i64),
     Float(f64),
+    /// A resource type or parameter name as an index table's `res_type` or `param` holds it:
+    /// text on PostgreSQL, its number on SQLite (`sqlite_names`).
+    Name(String),
 }
 
 impl SqlParam {
     pub(crate) fn as_pg(&self) -> &(dyn tokio_postgres::types::ToSql + Sync) {
         match self {
-            SqlParam::Text(v) => v,
-            SqlParam::Int(v) => v,
-            SqlParam::Float(v) => v,
-        }
-    }
-
-    pub(crate) fn as_sqlite(&self) -> &dyn rusqlite::ToSql {
-        match self {
-            SqlParam::Text(v) => v,
+            SqlParam::Text(v) | SqlParam::Name(v) => v,
             SqlParam::Int(v) => v,
             SqlParam::Float(v) => v,
         }
@@ -82,7 +77,8 @@ pub(crate) const RECEIPT: &str =
     "SELECT key, fingerprint, code, reply, deferred FROM receipt WHERE key = $1";
 
 /// The reference index rows of resource `rid` that name a Patient: `(param, target_id)`, from
-/// which a deletion's compartments are taken (those of the version it deletes).
+/// which a deletion's compartments are taken (those of the version it deletes). PostgreSQL's;
+/// SQLite numbers its parameter names (`sqlite::PATIENT_REFERENCES`).
 pub(crate) const PATIENT_REFERENCES: &str = "SELECT param, target_id FROM idx_reference \
      WHERE rid = $1 AND target_type = 'Patient' AND target_id IS NOT NULL";
 

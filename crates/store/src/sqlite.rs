@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use rusqlite::types::ValueRef;
+use rusqlite::types::{Value, ValueRef};
 use rusqlite::{Connection, OptionalExtension, Row, Transaction};
 
 use crate::PageRow;
@@ -32,6 +32,7 @@ use crate::receipt::{KeyedWrite, Receipt};
 use crate::search::{KeyValue, PageSql, SearchPage, SearchQuery};
 use crate::sql::{self, Sql, SqlParam};
 use crate::sqlite_index::{self, PendingRows};
+use crate::sqlite_names::{self, WriteNames};
 use crate::wal::{self, WalLength};
 use auth::labels::Labeler;
 
@@ -77,6 +78,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("../migrations/sqlite/0008_exchange.sql"),
         "adds the exchange's node registrations, record-locator holdings, aliases and send queue",
     ),
+    (
+        9,
+        include_str!("../migrations/sqlite/0009_search_names.sql"),
+        "numbers the resource types and parameters of the search-index tables (minutes on a store of millions of resources)",
+    ),
 ];
 
 /// The migration that adds `change_compartment`: after its script, the store fills in the
@@ -88,6 +94,11 @@ const COMPARTMENTS_MIGRATION: i64 = 5;
 const CHANGES: &str = "SELECT o.seq, o.res_type, o.res_id, o.version, o.method, o.request_id, \
      (SELECT json_group_array(c.patient) FROM change_compartment c WHERE c.version_seq = o.version_seq) \
      FROM outbox o WHERE o.seq > ?1 ORDER BY o.seq LIMIT ?2";
+
+/// [`sql::PATIENT_REFERENCES`] over numbered parameter names (`sqlite_names`).
+const PATIENT_REFERENCES: &str = "SELECT p.name, x.target_id FROM idx_reference x \
+     JOIN search_name p ON p.id = x.param \
+     WHERE x.rid = ?1 AND x.target_type = 'Patient' AND x.target_id IS NOT NULL";
 
 /// Concurrent reads: a few per core. More only makes SQLite's queries compete for the same
 /// cores (measured: 8 concurrent readers on 2 cores served a third fewer searches per second
@@ -445,8 +456,12 @@ pub(crate) fn lite(sql: &str) -> String {
     sql.replace('$', "?")
 }
 
-fn params(p: &[SqlParam]) -> Vec<&dyn rusqlite::ToSql> {
-    p.iter().map(SqlParam::as_sqlite).collect()
+/// `p` bound for `conn` (names as their numbers there, `sqlite_names`).
+fn params(
+    conn: &Connection,
+    p: &[SqlParam],
+) -> Result<rusqlite::ParamsFromIter<Vec<Value>>, StoreError> {
+    Ok(rusqlite::params_from_iter(sqlite_names::bound(conn, p)?))
 }
 
 /// Reads the columns of [`sql::VERSION_COLUMNS`] starting at `at`.
@@ -466,7 +481,7 @@ fn row_to_resource(row: &Row<'_>, at: usize) -> rusqlite::Result<StoredResource>
 
 fn query_resources(conn: &Connection, sql: &Sql) -> Result<Vec<(i64, StoredResource)>, StoreError> {
     let mut stmt = conn.prepare_cached(&lite(&sql.text))?;
-    let rows = stmt.query_map(params(&sql.params).as_slice(), |row| {
+    let rows = stmt.query_map(params(conn, &sql.params)?, |row| {
         Ok((row.get::<_, i64>(0)?, row_to_resource(row, 1)?))
     })?;
     Ok(rows.collect::<Result<Vec<_>, _>>()?)
@@ -475,7 +490,7 @@ fn query_resources(conn: &Connection, sql: &Sql) -> Result<Vec<(i64, StoredResou
 /// A search page: `rid`, the resource, then the sort-key columns `page.keys` describes.
 fn query_page(conn: &Connection, page: &PageSql) -> Result<Vec<PageRow>, StoreError> {
     let mut stmt = conn.prepare_cached(&lite(&page.sql.text))?;
-    let rows = stmt.query_map(params(&page.sql.params).as_slice(), |row| {
+    let rows = stmt.query_map(params(conn, &page.sql.params)?, |row| {
         let mut keys = Vec::with_capacity(page.keys.len());
         for i in 0..page.keys.len() {
             keys.push(match row.get_ref(7 + i)? {
@@ -500,9 +515,7 @@ fn matches(
 ) -> Result<Vec<(String, String)>, StoreError> {
     let sql = crate::search::matches_sql(q, limit, access);
     let mut stmt = conn.prepare_cached(&lite(&sql.text))?;
-    let rows = stmt.query_map(params(&sql.params).as_slice(), |r| {
-        Ok((r.get(0)?, r.get(1)?))
-    })?;
+    let rows = stmt.query_map(params(conn, &sql.params)?, |r| Ok((r.get(0)?, r.get(1)?)))?;
     Ok(rows.collect::<Result<Vec<_>, _>>()?)
 }
 
@@ -538,7 +551,7 @@ fn admits(
     if !cur.deleted {
         let sql = access::admits_sql(r, ty, cur.rid);
         let mut stmt = conn.prepare_cached(&lite(&sql.text))?;
-        return Ok(stmt.exists(params(&sql.params).as_slice())?);
+        return Ok(stmt.exists(params(conn, &sql.params)?)?);
     }
     let body: Option<String> = conn
         .prepare_cached(&lite(access::LAST_BODY))?
@@ -567,6 +580,8 @@ struct SqliteTx<'c> {
     labeler: Option<&'c Labeler>,
     /// Index rows written but not inserted yet.
     pending: PendingRows,
+    /// The numbers of the names the rows are written under.
+    names: WriteNames,
     /// A large flush raised the page cache ([`LARGE_UNIT_CACHE_KIB`]); [`SqliteTx::finish`]
     /// puts it back.
     large: bool,
@@ -587,6 +602,7 @@ impl<'c> SqliteTx<'c> {
             tx,
             labeler,
             pending: PendingRows::default(),
+            names: WriteNames::default(),
             large: false,
             discarded: Vec::new(),
         }
@@ -612,7 +628,7 @@ impl<'c> SqliteTx<'c> {
             self.tx
                 .execute_batch(&format!("PRAGMA cache_size = -{LARGE_UNIT_CACHE_KIB};"))?;
         }
-        self.pending.insert(self.tx)
+        self.pending.insert(self.tx, &mut self.names)
     }
 }
 
@@ -737,7 +753,7 @@ impl Backend for SqliteTx<'_> {
 
     async fn patient_references(&mut self, rid: i64) -> Result<Vec<(String, String)>, StoreError> {
         self.flush()?;
-        let mut stmt = self.tx.prepare_cached(&lite(sql::PATIENT_REFERENCES))?;
+        let mut stmt = self.tx.prepare_cached(PATIENT_REFERENCES)?;
         let rows = stmt.query_map([rid], |r| Ok((r.get(0)?, r.get(1)?)))?;
         Ok(rows.collect::<Result<Vec<_>, _>>()?)
     }
@@ -757,8 +773,10 @@ impl Backend for SqliteTx<'_> {
     }
 
     async fn rollback_to_savepoint(&mut self) -> Result<(), StoreError> {
-        // The rows of the entry rolled back are never inserted.
+        // The rows of the entry rolled back are never inserted, and the names it numbered
+        // are numbered again.
         self.pending.clear();
+        self.names.forget();
         self.tx.prepare_cached("ROLLBACK TO entry")?.execute([])?;
         self.tx.prepare_cached("RELEASE entry")?.execute([])?;
         Ok(())
@@ -877,7 +895,7 @@ impl Store for SqliteStore {
                 let count = sql::history_count(ty, rid, q.since);
                 let total: i64 = c
                     .prepare_cached(&lite(&count.text))?
-                    .query_row(params(&count.params).as_slice(), |r| r.get(0))?;
+                    .query_row(params(c, &count.params)?, |r| r.get(0))?;
                 return Ok(HistoryPage {
                     versions: Vec::new(),
                     next: None,
@@ -921,7 +939,7 @@ impl Store for SqliteStore {
                 let count = crate::search::count_sql(&q, access);
                 Some(
                     c.prepare_cached(&lite(&count.text))?
-                        .query_row(params(&count.params).as_slice(), |r| r.get(0))?,
+                        .query_row(params(c, &count.params)?, |r| r.get(0))?,
                 )
             } else {
                 None
@@ -937,7 +955,7 @@ impl Store for SqliteStore {
         self.read_with(move |c| {
             let page = crate::search::page_sql(&q, q.count + 1, access.as_ref());
             let mut stmt = c.prepare(&format!("EXPLAIN QUERY PLAN {}", lite(&page.sql.text)))?;
-            let rows = stmt.query_map(params(&page.sql.params).as_slice(), |r| {
+            let rows = stmt.query_map(params(c, &page.sql.params)?, |r| {
                 Ok((
                     r.get::<_, i64>(0)?,
                     r.get::<_, i64>(1)?,
@@ -1365,8 +1383,9 @@ mod tests {
             let w = store.inner.writer.lock().unwrap();
             let mut stmt = w
                 .prepare(
-                    "SELECT param FROM idx_token WHERE rid = 8 \
-                     UNION ALL SELECT param FROM idx_quantity WHERE rid = 8",
+                    "SELECT p.name FROM idx_token x JOIN search_name p ON p.id = x.param \
+                     WHERE x.rid = 8 UNION ALL SELECT p.name FROM idx_quantity x \
+                     JOIN search_name p ON p.id = x.param WHERE x.rid = 8",
                 )
                 .unwrap();
             stmt.query_map([], |r| r.get(0))

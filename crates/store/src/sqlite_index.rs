@@ -16,6 +16,7 @@ use crate::error::StoreError;
 use crate::index::{IndexRow, IndexValue, RowKey};
 use crate::sql;
 use crate::sqlite::lite;
+use crate::sqlite_names::WriteNames;
 
 /// The index rows written in the open transaction and not inserted yet, and the resources
 /// they belong to: each write's rows as it handed them over, inserted together, grouped by
@@ -90,13 +91,23 @@ impl PendingRows {
     }
 
     /// Inserts every pending row, in the order of the value indexes.
-    pub(crate) fn insert(&mut self, tx: &Transaction<'_>) -> Result<(), StoreError> {
+    pub(crate) fn insert(
+        &mut self,
+        tx: &Transaction<'_>,
+        names: &mut WriteNames,
+    ) -> Result<(), StoreError> {
         let writes = std::mem::take(&mut self.writes);
         self.rows = 0;
         self.rids.clear();
         let types = &self.types;
         let mut order = sort_keys(&writes);
         order.sort_unstable_by_key(|p| p.key);
+        let type_numbers = types
+            .iter()
+            .map(|t| names.number(tx, t))
+            .collect::<Result<Vec<_>, _>>()?;
+        // The rows come grouped by parameter (nearly: by its first eight bytes).
+        let mut last_param: Option<(&str, i64)> = None;
         // Sorted by table: each table's statement is looked up once, not once a row.
         let mut at = 0;
         while at < order.len() {
@@ -105,8 +116,16 @@ impl PendingRows {
             while let Some(p) = order.get(at).filter(|p| p.key.0 == table) {
                 let write = &writes[p.write as usize];
                 let (n, index_row) = &write.rows[p.row as usize];
-                let ty = &types[write.ty as usize];
-                insert_index_row(&mut insert, write.rid, *n, ty, index_row)?;
+                let ty = type_numbers[write.ty as usize];
+                let param = match last_param {
+                    Some((name, number)) if name == index_row.param => number,
+                    _ => {
+                        let number = names.number(tx, &index_row.param)?;
+                        last_param = Some((&index_row.param, number));
+                        number
+                    }
+                };
+                insert_index_row(&mut insert, write.rid, *n, ty, param, index_row)?;
                 at += 1;
             }
         }
@@ -242,7 +261,8 @@ fn stored_rows(tx: &Transaction<'_>, rid: i64) -> Result<Vec<(i64, IndexRow)>, S
     type Value = fn(&Row<'_>) -> rusqlite::Result<IndexValue>;
     const TABLES: [(&str, Value); 7] = [
         (
-            "SELECT n, param, grp, value_norm, value_exact FROM idx_string WHERE rid = ?1",
+            "SELECT x.n, p.name, x.grp, x.value_norm, x.value_exact FROM idx_string x \
+             JOIN search_name p ON p.id = x.param WHERE x.rid = ?1",
             |r| {
                 Ok(IndexValue::String {
                     normalized: r.get(3)?,
@@ -251,7 +271,8 @@ fn stored_rows(tx: &Transaction<'_>, rid: i64) -> Result<Vec<(i64, IndexRow)>, S
             },
         ),
         (
-            "SELECT n, param, grp, system, code, display FROM idx_token WHERE rid = ?1",
+            "SELECT x.n, p.name, x.grp, x.system, x.code, x.display FROM idx_token x \
+             JOIN search_name p ON p.id = x.param WHERE x.rid = ?1",
             |r| {
                 Ok(IndexValue::Token {
                     system: r.get(3)?,
@@ -261,7 +282,8 @@ fn stored_rows(tx: &Transaction<'_>, rid: i64) -> Result<Vec<(i64, IndexRow)>, S
             },
         ),
         (
-            "SELECT n, param, grp, target_type, target_id, url FROM idx_reference WHERE rid = ?1",
+            "SELECT x.n, p.name, x.grp, x.target_type, x.target_id, x.url FROM idx_reference x \
+             JOIN search_name p ON p.id = x.param WHERE x.rid = ?1",
             |r| {
                 Ok(IndexValue::Reference {
                     target_type: r.get(3)?,
@@ -271,7 +293,8 @@ fn stored_rows(tx: &Transaction<'_>, rid: i64) -> Result<Vec<(i64, IndexRow)>, S
             },
         ),
         (
-            "SELECT n, param, grp, lo, hi FROM idx_date WHERE rid = ?1",
+            "SELECT x.n, p.name, x.grp, x.lo, x.hi FROM idx_date x \
+             JOIN search_name p ON p.id = x.param WHERE x.rid = ?1",
             |r| {
                 Ok(IndexValue::Date {
                     start: r.get(3)?,
@@ -280,7 +303,8 @@ fn stored_rows(tx: &Transaction<'_>, rid: i64) -> Result<Vec<(i64, IndexRow)>, S
             },
         ),
         (
-            "SELECT n, param, grp, value, lo, hi FROM idx_number WHERE rid = ?1",
+            "SELECT x.n, p.name, x.grp, x.value, x.lo, x.hi FROM idx_number x \
+             JOIN search_name p ON p.id = x.param WHERE x.rid = ?1",
             |r| {
                 Ok(IndexValue::Number {
                     value: r.get(3)?,
@@ -290,7 +314,8 @@ fn stored_rows(tx: &Transaction<'_>, rid: i64) -> Result<Vec<(i64, IndexRow)>, S
             },
         ),
         (
-            "SELECT n, param, grp, system, code, unit, value, lo, hi FROM idx_quantity WHERE rid = ?1",
+            "SELECT x.n, p.name, x.grp, x.system, x.code, x.unit, x.value, x.lo, x.hi FROM idx_quantity x \
+             JOIN search_name p ON p.id = x.param WHERE x.rid = ?1",
             |r| {
                 Ok(IndexValue::Quantity {
                     system: r.get(3)?,
@@ -303,7 +328,8 @@ fn stored_rows(tx: &Transaction<'_>, rid: i64) -> Result<Vec<(i64, IndexRow)>, S
             },
         ),
         (
-            "SELECT n, param, grp, uri FROM idx_uri WHERE rid = ?1",
+            "SELECT x.n, p.name, x.grp, x.uri FROM idx_uri x \
+             JOIN search_name p ON p.id = x.param WHERE x.rid = ?1",
             |r| Ok(IndexValue::Uri { uri: r.get(3)? }),
         ),
     ];
@@ -358,17 +384,18 @@ fn table_of(value: &IndexValue) -> usize {
 }
 
 /// Inserts one index row of resource `rid` with `insert`, the statement of its table; `n`
-/// numbers the rows of a resource (the tables are keyed by `(rid, n)`, migration 3). Values
-/// are bound borrowed.
+/// numbers the rows of a resource (the tables are keyed by `(rid, n)`, migration 3);
+/// `resource_type` and `param` are the numbers of the type's and the row's parameter's names
+/// (`sqlite_names`). Values are bound borrowed.
 fn insert_index_row(
     insert: &mut Statement<'_>,
     rid: i64,
     n: i64,
-    resource_type: &str,
+    resource_type: i64,
+    param: i64,
     row: &IndexRow,
 ) -> Result<(), StoreError> {
     let grp = row.group.map(i64::from);
-    let param = row.param.as_str();
     match &row.value {
         IndexValue::String { normalized, exact } => insert.execute(rusqlite::params![
             rid,

@@ -167,6 +167,20 @@ impl Builder<'_> {
         self.sql.bind(SqlParam::Text(v.to_owned()))
     }
 
+    /// A resource type or parameter name compared with an index table's `res_type` or
+    /// `param` (numbered on SQLite: `SqlParam::Name`).
+    fn name(&mut self, v: &str) -> String {
+        self.sql.bind(SqlParam::Name(v.to_owned()))
+    }
+
+    fn names(&mut self, values: &[String]) -> String {
+        values
+            .iter()
+            .map(|v| self.name(v))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
     fn int(&mut self, v: i64) -> String {
         self.sql.bind(SqlParam::Int(v))
     }
@@ -208,25 +222,28 @@ impl Builder<'_> {
             let (g, l, k, n) = (b.alias("g"), b.alias("l"), b.alias("k"), b.alias("n"));
             let system = b.text(GOLDEN_TAG_SYSTEM);
             let code = b.text(GOLDEN_TAG_CODE);
+            let (patient, link) = (b.name("Patient"), b.name("link"));
+            let (tag, active) = (b.name("_tag"), b.name("active"));
             format!(
                 "SELECT {g}.rid FROM resource {g} WHERE {g}.res_type = 'Patient' AND {g}.deleted = FALSE \
                  AND ({g}.res_id = {id} OR {g}.rid IN (SELECT {l}.rid FROM idx_reference {l} \
-                 WHERE {l}.res_type = 'Patient' AND {l}.param = 'link' \
+                 WHERE {l}.res_type = {patient} AND {l}.param = {link} \
                  AND {l}.target_type = 'Patient' AND {l}.target_id = {id})) \
                  AND EXISTS (SELECT 1 FROM idx_token {k} WHERE {k}.rid = {g}.rid \
-                 AND {k}.res_type = 'Patient' AND {k}.param = '_tag' \
+                 AND {k}.res_type = {patient} AND {k}.param = {tag} \
                  AND {k}.system = {system} AND {k}.code = {code}) \
                  AND NOT EXISTS (SELECT 1 FROM idx_token {n} WHERE {n}.rid = {g}.rid \
-                 AND {n}.res_type = 'Patient' AND {n}.param = 'active' AND {n}.code = 'false')"
+                 AND {n}.res_type = {patient} AND {n}.param = {active} AND {n}.code = 'false')"
             )
         };
         let (r, l) = (self.alias("g"), self.alias("l"));
         let goldens = golden(self);
         let listed = golden(self);
+        let (patient, link) = (self.name("Patient"), self.name("link"));
         format!(
             "SELECT CAST({id} AS TEXT) UNION SELECT {r}.res_id FROM resource {r} WHERE {r}.rid IN ({goldens}) \
              UNION SELECT {l}.target_id FROM idx_reference {l} WHERE {l}.rid IN ({listed}) \
-             AND {l}.res_type = 'Patient' AND {l}.param = 'link' AND {l}.target_type = 'Patient'"
+             AND {l}.res_type = {patient} AND {l}.param = {link} AND {l}.target_type = 'Patient'"
         )
     }
 
@@ -293,7 +310,7 @@ impl Builder<'_> {
     fn owner(&mut self, resource_type: Option<&str>, param: &str, x: &str) -> String {
         let is = self.param_is(resource_type, param, x);
         match resource_type {
-            Some(t) => format!("{x}.res_type = {} AND {is}", self.text(t)),
+            Some(t) => format!("{x}.res_type = {} AND {is}", self.name(t)),
             None => is,
         }
     }
@@ -313,9 +330,9 @@ impl Builder<'_> {
         names.sort();
         names.dedup();
         match names.as_slice() {
-            [] => format!("{x}.param = {}", self.text(name)),
-            [one] => format!("{x}.param = {}", self.text(one)),
-            many => format!("{x}.param IN ({})", self.list(many)),
+            [] => format!("{x}.param = {}", self.name(name)),
+            [one] => format!("{x}.param = {}", self.name(one)),
+            many => format!("{x}.param IN ({})", self.names(many)),
         }
     }
 
@@ -477,14 +494,14 @@ impl Builder<'_> {
                     [] => Vec::new(),
                     [(t, ps)] => vec![format!(
                         "({x}.res_type = {} AND {x}.param IN ({}))",
-                        self.text(t),
-                        self.list(ps)
+                        self.name(t),
+                        self.names(ps)
                     )],
                     many => {
                         let pairs: Vec<String> = many
                             .iter()
                             .flat_map(|(t, ps)| ps.iter().map(move |p| (t, p)))
-                            .map(|(t, p)| format!("({}, {})", self.text(t), self.text(p)))
+                            .map(|(t, p)| format!("({}, {})", self.name(t), self.name(p)))
                             .collect();
                         vec![format!(
                             "({x}.res_type, {x}.param) IN (VALUES {})",

@@ -384,6 +384,26 @@ async fn downgrade(t: &TestStore) {
              DELETE FROM schema_migrations WHERE version >= 5;",
         )
         .unwrap();
+        // Migration 9's numbered names back to text (its script numbers them again).
+        for (table, columns) in [
+            ("idx_string", "value_norm, value_exact"),
+            ("idx_token", "system, code, display"),
+            ("idx_reference", "target_type, target_id, url"),
+            ("idx_date", "lo, hi"),
+            ("idx_number", "value, lo, hi"),
+            ("idx_quantity", "system, code, unit, value, lo, hi"),
+            ("idx_uri", "uri"),
+        ] {
+            conn.execute_batch(&format!(
+                "ALTER TABLE {table} RENAME TO numbered;
+                 CREATE TABLE {table} AS SELECT x.rid, x.n, t.name AS res_type, p.name AS param,
+                     x.grp, {columns} FROM numbered x
+                     JOIN search_name t ON t.id = x.res_type JOIN search_name p ON p.id = x.param;
+                 DROP TABLE numbered;"
+            ))
+            .unwrap();
+        }
+        conn.execute_batch("DROP TABLE search_name").unwrap();
         let left: i64 = conn
             .query_row("SELECT MAX(version) FROM schema_migrations", [], |r| {
                 r.get(0)
