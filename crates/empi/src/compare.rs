@@ -168,18 +168,19 @@ pub fn compare(a: &Record, b: &Record, kinds: &IdentifierKinds) -> Comparison {
 /// sets them: a scorer bounds a pair's weight with them before it compares names
 /// ([`crate::score::Scorer::quick_if_reviewable`]), and hands them on to [`compare_names`].
 #[derive(Debug, Clone)]
-pub(crate) struct Cheap {
+pub(crate) struct Cheap<'a> {
     pub birth: u8,
     pub gender: u8,
     pub phone: u8,
     /// Set by the caller with [`compare_address`] (it costs more than the others).
     pub address: u8,
-    pub evidence: Option<IdentifierEvidence>,
+    /// Its system borrowed from the first record, copied only for a pair compared in full.
+    pub evidence: Option<identifier::Deciding<'a>>,
 }
 
-impl Cheap {
+impl<'a> Cheap<'a> {
     /// Birth date, sex, phone and identifier evidence; the address left missing.
-    pub(crate) fn of(a: &Record, b: &Record, kinds: &IdentifierKinds) -> Cheap {
+    pub(crate) fn of(a: &'a Record, b: &Record, kinds: &IdentifierKinds) -> Cheap<'a> {
         let gender = match (a.gender, b.gender) {
             (Some(x), Some(y)) if x == y => level::EXACT,
             (Some(_), Some(_)) => level::GENDER_DIFFERENT,
@@ -190,13 +191,13 @@ impl Cheap {
             gender,
             phone: compare_phone(a, b),
             address: level::MISSING,
-            evidence: identifier::evidence(a, b, kinds),
+            evidence: identifier::deciding(a, b, kinds),
         }
     }
 }
 
 /// [`compare`], given the cheap fields (the address included).
-pub(crate) fn compare_names(a: &Record, b: &Record, cheap: Cheap) -> Comparison {
+pub(crate) fn compare_names(a: &Record, b: &Record, cheap: Cheap<'_>) -> Comparison {
     let Cheap {
         birth,
         gender,
@@ -273,7 +274,7 @@ pub(crate) fn compare_names(a: &Record, b: &Record, cheap: Cheap) -> Comparison 
         nameless: unnamed(a) || unnamed(b),
         different_birth_order,
         birth_dates_conflict,
-        identifier: evidence,
+        identifier: evidence.map(identifier::Deciding::owned),
     }
 }
 

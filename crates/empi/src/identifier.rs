@@ -143,7 +143,44 @@ pub fn keying_error(a: &str, b: &str) -> Option<Agreement> {
 
 /// The deciding identifier evidence of two records, if they share a system.
 pub fn evidence(a: &Record, b: &Record, kinds: &IdentifierKinds) -> Option<IdentifierEvidence> {
-    let mut best: Option<IdentifierEvidence> = None;
+    deciding(a, b, kinds).map(Deciding::owned)
+}
+
+/// [`IdentifierEvidence`] with its system borrowed from the records: what a scorer bounding a
+/// pair needs, without copying the system for the many pairs it leaves out.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Deciding<'a> {
+    pub kind: IdentifierKind,
+    pub system: &'a str,
+    pub agreement: Agreement,
+}
+
+impl Deciding<'_> {
+    pub(crate) fn owned(self) -> IdentifierEvidence {
+        IdentifierEvidence {
+            kind: self.kind,
+            system: self.system.to_owned(),
+            agreement: self.agreement,
+        }
+    }
+}
+
+/// [`evidence`], borrowed from `a`.
+pub(crate) fn deciding<'a>(
+    a: &'a Record,
+    b: &Record,
+    kinds: &IdentifierKinds,
+) -> Option<Deciding<'a>> {
+    let rank = |kind: IdentifierKind, agreement: Agreement| {
+        let agreement = match agreement {
+            Agreement::Exact => 3,
+            Agreement::NeighboursSwapped => 2,
+            Agreement::OneSubstituted => 1,
+            Agreement::Conflict => 0,
+        };
+        (kind, agreement)
+    };
+    let mut best: Option<Deciding<'a>> = None;
     for (sa, va) in &a.identifiers {
         for (sb, vb) in &b.identifiers {
             if sa != sb {
@@ -159,22 +196,10 @@ pub fn evidence(a: &Record, b: &Record, kinds: &IdentifierKinds) -> Option<Ident
             } else {
                 Agreement::Conflict
             };
-            let rank = |kind: IdentifierKind, agreement: Agreement| {
-                let agreement = match agreement {
-                    Agreement::Exact => 3,
-                    Agreement::NeighboursSwapped => 2,
-                    Agreement::OneSubstituted => 1,
-                    Agreement::Conflict => 0,
-                };
-                (kind, agreement)
-            };
-            if best
-                .as_ref()
-                .is_none_or(|b| rank(kind, agreement) > rank(b.kind, b.agreement))
-            {
-                best = Some(IdentifierEvidence {
+            if best.is_none_or(|d| rank(kind, agreement) > rank(d.kind, d.agreement)) {
+                best = Some(Deciding {
                     kind,
-                    system: sa.clone(),
+                    system: sa,
                     agreement,
                 });
             }

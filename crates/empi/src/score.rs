@@ -181,13 +181,15 @@ pub(crate) struct ReviewBound {
 /// compared yet, the higher of the two, as [`Scorer::quick_if_reviewable`] bounds it).
 fn identifier_weight(
     model: &Model,
-    e: Option<&crate::identifier::IdentifierEvidence>,
+    e: Option<(IdentifierKind, Agreement)>,
     same_given: Option<bool>,
 ) -> f64 {
-    let Some(e) = e else { return 0.0 };
+    let Some((kind, agreement)) = e else {
+        return 0.0;
+    };
     let agree = model.weight(Field::Identifier, level::EXACT);
     let conflict = model.weight(Field::Identifier, level::IDENTIFIER_CONFLICT);
-    match (e.kind, e.agreement) {
+    match (kind, agreement) {
         (_, Agreement::Exact) => agree,
         // A twin's consecutive number under another given name (Leann / Leanne): no
         // keying error of one number, two numbers.
@@ -240,7 +242,7 @@ impl<'a> Scorer<'a> {
     fn identifier_weight(&self, c: &Comparison) -> f64 {
         identifier_weight(
             self.model,
-            c.identifier.as_ref(),
+            c.identifier.as_ref().map(|e| (e.kind, e.agreement)),
             Some(crate::chain::same_given(c)),
         )
     }
@@ -407,7 +409,11 @@ impl<'a> Scorer<'a> {
             + self.model.weight(Field::BirthDate, cheap.birth)
             + self.model.weight(Field::Gender, cheap.gender)
             + self.model.weight(Field::Phone, cheap.phone)
-            + identifier_weight(self.model, cheap.evidence.as_ref(), None);
+            + identifier_weight(
+                self.model,
+                cheap.evidence.map(|e| (e.kind, e.agreement)),
+                None,
+            );
         // A margin far above rounding: the bound adds in another order than `total`.
         let below = |w: f64| probability(w + 1e-6) < bound.review;
         // Names and address at their best; then the address as it is (a strong field, and
