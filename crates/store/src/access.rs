@@ -64,7 +64,7 @@ pub(crate) fn conditions(
             return vec!["1 = 0".to_owned()];
         }
         // Bound once, named wherever they are needed.
-        let patients = list(sql, allowed.iter());
+        let patients = sql.bind_list(allowed, SqlParam::Text);
         let patient = sql.bind(SqlParam::Text(PATIENT.to_owned()));
         let z = &aliases.member;
         let pairs = pairs(sql, &members, z);
@@ -114,14 +114,8 @@ fn pairs(sql: &mut Sql, members: &[(&str, &[String])], z: &str) -> Option<String
         [] => None,
         [(t, ps)] => {
             let t = sql.bind(SqlParam::Name((*t).to_owned()));
-            let ps: Vec<String> = ps
-                .iter()
-                .map(|p| sql.bind(SqlParam::Name(p.clone())))
-                .collect();
-            Some(format!(
-                "{z}.res_type = {t} AND {z}.param IN ({})",
-                ps.join(", ")
-            ))
+            let ps = sql.bind_list(*ps, SqlParam::Name);
+            Some(format!("{z}.res_type = {t} AND {z}.param IN ({ps})"))
         }
         many => {
             let values: Vec<String> = many
@@ -196,7 +190,10 @@ fn selects(sql: &mut Sql, s: &Selector, a: &str, w: &str) -> Option<String> {
         any.push(labelled(sql, &s.labels, a, w));
     }
     if !s.types.is_empty() {
-        any.push(format!("{a}.res_type IN ({})", list(sql, s.types.iter())));
+        any.push(format!(
+            "{a}.res_type IN ({})",
+            sql.bind_list(&s.types, SqlParam::Text)
+        ));
     }
     for r in &s.resources {
         let Some((t, id)) = r.split_once('/') else {
@@ -231,7 +228,7 @@ fn withheld(
         }
     };
     let ids = (!ids.is_empty()).then(|| {
-        let list = list(sql, ids.iter());
+        let list = sql.bind_list(ids, SqlParam::Text);
         if negate {
             format!("NOT IN ({list})")
         } else {
@@ -392,13 +389,6 @@ fn compartment_params(
 }
 
 /// Binds each value; their placeholders, comma-separated.
-fn list<'v>(sql: &mut Sql, values: impl Iterator<Item = &'v String>) -> String {
-    values
-        .map(|v| sql.bind(SqlParam::Text(v.clone())))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

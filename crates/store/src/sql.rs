@@ -35,6 +35,20 @@ impl Sql {
         self.params.push(p);
         format!("${}", self.params.len())
     }
+
+    /// Binds each of `values` as `kind` (`SqlParam::Text`, `SqlParam::Name`) and returns their
+    /// placeholders, comma-separated, for an `IN (...)` list.
+    pub(crate) fn bind_list<'v>(
+        &mut self,
+        values: impl IntoIterator<Item = &'v String>,
+        kind: fn(String) -> SqlParam,
+    ) -> String {
+        values
+            .into_iter()
+            .map(|v| self.bind(kind(v.clone())))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
 }
 
 pub(crate) const CURRENT: &str =

@@ -174,11 +174,7 @@ impl Builder<'_> {
     }
 
     fn names(&mut self, values: &[String]) -> String {
-        values
-            .iter()
-            .map(|v| self.name(v))
-            .collect::<Vec<_>>()
-            .join(", ")
+        self.sql.bind_list(values, SqlParam::Name)
     }
 
     fn int(&mut self, v: i64) -> String {
@@ -203,11 +199,7 @@ impl Builder<'_> {
     }
 
     fn list(&mut self, values: &[String]) -> String {
-        values
-            .iter()
-            .map(|v| self.text(v))
-            .collect::<Vec<_>>()
-            .join(", ")
+        self.sql.bind_list(values, SqlParam::Text)
     }
 
     /// The Patient ids of the person of Patient `id` (a bound parameter), as a subquery: `id`,
