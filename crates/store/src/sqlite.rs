@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use rusqlite::types::{Value, ValueRef};
+use rusqlite::types::{ToSqlOutput, ValueRef};
 use rusqlite::{Connection, OptionalExtension, Row, Transaction};
 
 use crate::PageRow;
@@ -457,10 +457,10 @@ pub(crate) fn lite(sql: &str) -> String {
 }
 
 /// `p` bound for `conn` (names as their numbers there, `sqlite_names`).
-fn params(
+fn params<'p>(
     conn: &Connection,
-    p: &[SqlParam],
-) -> Result<rusqlite::ParamsFromIter<Vec<Value>>, StoreError> {
+    p: &'p [SqlParam],
+) -> Result<rusqlite::ParamsFromIter<Vec<ToSqlOutput<'p>>>, StoreError> {
     Ok(rusqlite::params_from_iter(sqlite_names::bound(conn, p)?))
 }
 

@@ -13,8 +13,8 @@
 
 use std::collections::HashMap;
 
-use rusqlite::Connection;
-use rusqlite::types::Value;
+use rusqlite::types::{ToSqlOutput, Value, ValueRef};
+use rusqlite::{Connection, OptionalExtension};
 
 use crate::error::StoreError;
 use crate::sql::SqlParam;
@@ -26,24 +26,38 @@ const SELECT: &str = "SELECT id FROM search_name WHERE name = ?1";
 
 /// The number of `name` as `conn`'s snapshot has it, or [`UNKNOWN`].
 pub(crate) fn number(conn: &Connection, name: &str) -> Result<i64, StoreError> {
-    let mut stmt = conn.prepare_cached(SELECT)?;
-    let mut rows = stmt.query([name])?;
-    Ok(match rows.next()? {
-        Some(row) => row.get(0)?,
-        None => UNKNOWN,
-    })
+    Ok(conn
+        .prepare_cached(SELECT)?
+        .query_row([name], |r| r.get(0))
+        .optional()?
+        .unwrap_or(UNKNOWN))
 }
 
-/// `params` as SQLite binds them: names as their numbers.
-pub(crate) fn bound(conn: &Connection, params: &[SqlParam]) -> Result<Vec<Value>, StoreError> {
+/// `params` as SQLite binds them: text borrowed, names as their numbers (each name looked up
+/// once, however often the query repeats it).
+pub(crate) fn bound<'p>(
+    conn: &Connection,
+    params: &'p [SqlParam],
+) -> Result<Vec<ToSqlOutput<'p>>, StoreError> {
+    let mut numbers: Vec<(&str, i64)> = Vec::new();
     params
         .iter()
         .map(|p| {
             Ok(match p {
-                SqlParam::Text(v) => Value::Text(v.clone()),
-                SqlParam::Int(v) => Value::Integer(*v),
-                SqlParam::Float(v) => Value::Real(*v),
-                SqlParam::Name(v) => Value::Integer(number(conn, v)?),
+                SqlParam::Text(v) => ToSqlOutput::Borrowed(ValueRef::Text(v.as_bytes())),
+                SqlParam::Int(v) => ToSqlOutput::Owned(Value::Integer(*v)),
+                SqlParam::Float(v) => ToSqlOutput::Owned(Value::Real(*v)),
+                SqlParam::Name(v) => {
+                    let n = match numbers.iter().find(|(name, _)| name == v) {
+                        Some(&(_, n)) => n,
+                        None => {
+                            let n = number(conn, v)?;
+                            numbers.push((v, n));
+                            n
+                        }
+                    };
+                    ToSqlOutput::Owned(Value::Integer(n))
+                }
             })
         })
         .collect()
@@ -119,9 +133,9 @@ mod tests {
         assert_eq!(
             bound,
             [
-                Value::Integer(1),
-                Value::Integer(UNKNOWN),
-                Value::Text("Patient".into())
+                ToSqlOutput::Owned(Value::Integer(1)),
+                ToSqlOutput::Owned(Value::Integer(UNKNOWN)),
+                ToSqlOutput::Borrowed(ValueRef::Text(b"Patient")),
             ]
         );
     }
