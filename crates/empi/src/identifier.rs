@@ -141,11 +141,6 @@ pub fn keying_error(a: &str, b: &str) -> Option<Agreement> {
     }
 }
 
-/// The deciding identifier evidence of two records, if they share a system.
-pub fn evidence(a: &Record, b: &Record, kinds: &IdentifierKinds) -> Option<IdentifierEvidence> {
-    deciding(a, b, kinds).map(Deciding::owned)
-}
-
 /// [`IdentifierEvidence`] with its system borrowed from the records: what a scorer bounding a
 /// pair needs, without copying the system for the many pairs it leaves out.
 #[derive(Debug, Clone, Copy)]
@@ -165,7 +160,8 @@ impl Deciding<'_> {
     }
 }
 
-/// [`evidence`], borrowed from `a`.
+/// The deciding identifier evidence of two records, if they share a system (its system
+/// borrowed from `a`).
 pub(crate) fn deciding<'a>(
     a: &'a Record,
     b: &Record,
@@ -252,11 +248,11 @@ mod tests {
             ("urn:mrn".into(), "1".into()),
             (US_SSN.into(), "999-53-8574".into()),
         ];
-        let e = evidence(&a, &b, &k).unwrap();
+        let e = deciding(&a, &b, &k).unwrap();
         assert_eq!(e.kind, IdentifierKind::National);
         assert_eq!(e.agreement, Agreement::NeighboursSwapped);
         b.identifiers.truncate(1);
-        let e = evidence(&a, &b, &k).unwrap();
+        let e = deciding(&a, &b, &k).unwrap();
         assert_eq!(
             (e.kind, e.agreement),
             (IdentifierKind::Facility, Agreement::Exact)
