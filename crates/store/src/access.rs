@@ -388,7 +388,6 @@ fn compartment_params(
         .collect()
 }
 
-/// Binds each value; their placeholders, comma-separated.
 #[cfg(test)]
 mod tests {
     use super::*;

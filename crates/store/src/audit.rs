@@ -257,8 +257,7 @@ impl AuditLog for SqliteStore {
         let sql = search_sql(q);
         self.read_with(move |c| {
             let mut st = c.prepare(&crate::sqlite::lite(&sql.text))?;
-            let bound = crate::sqlite_names::bound(c, &sql.params)?;
-            let rows = st.query_map(rusqlite::params_from_iter(bound), |r| {
+            let rows = st.query_map(crate::sqlite::params(c, &sql.params)?, |r| {
                 Ok(AuditRow {
                     seq: as_seq(r.get(0)?),
                     record: r.get(1)?,

@@ -457,7 +457,7 @@ pub(crate) fn lite(sql: &str) -> String {
 }
 
 /// `p` bound for `conn` (names as their numbers there, `sqlite_names`).
-fn params<'p>(
+pub(crate) fn params<'p>(
     conn: &Connection,
     p: &'p [SqlParam],
 ) -> Result<rusqlite::ParamsFromIter<Vec<ToSqlOutput<'p>>>, StoreError> {
